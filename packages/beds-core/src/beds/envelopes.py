@@ -1,0 +1,124 @@
+"""Versioned request and response envelopes (wire contract v1).
+
+Envelopes hold data only; encoding, size limits and error mapping live in :mod:`beds.codec`.
+The wire format is documented in ``docs/wire-contract.md``.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Literal
+
+import attrs
+
+__all__ = (
+    "READ_OPERATIONS",
+    "WRITE_OPERATIONS",
+    "ErrorBody",
+    "Operation",
+    "Request",
+    "RequestMeta",
+    "Response",
+    "ResponseMeta",
+)
+
+MAX_DEPTH = 64
+"""Deepest event lineage accepted; a deeper tree is a loop."""
+
+
+class Operation(enum.StrEnum):
+    """What a request asks for."""
+
+    CREATE = "create"
+    FETCH = "fetch"
+    UPDATE = "update"
+    DELETE = "delete"
+    SUBMIT = "submit"
+    """CALGON: start a long operation and get a ticket back."""
+    TICKET = "ticket"
+    """CALGON: poll a ticket."""
+    PING = "ping"
+    """Answered by the broker itself, without any store: liveness and transport benchmarks."""
+
+
+READ_OPERATIONS = frozenset({Operation.FETCH, Operation.TICKET, Operation.PING})
+WRITE_OPERATIONS = frozenset({Operation.CREATE, Operation.UPDATE, Operation.DELETE})
+
+
+def _depth_in_range(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if not 0 <= value <= MAX_DEPTH:
+        raise ValueError(
+            f"RequestMeta.depth should be in range [0:{MAX_DEPTH}], but was {value}."
+        )
+
+
+@attrs.frozen(kw_only=True)
+class RequestMeta:
+    """Who sent a request, why, and how long it may take."""
+
+    event_id: str = ""
+    """``"{node}.{env}.{guid}"``; assigned by the client (or the broker when empty)."""
+    parent_id: str = ""
+    """The event that caused this one; empty for a root event."""
+    depth: int = attrs.field(default=0, validator=_depth_in_range)
+    """Levels below the root event."""
+    correlation_id: str = ""
+    """Matches the reply to the request; mirrors the AMQP property."""
+    causation_id: str = ""
+    """The message that directly caused this one (for chains of requests)."""
+    origin: str = ""
+    """Sending node or service."""
+    idempotency_key: str | None = None
+    """Writes with the same key are executed at most once."""
+    deadline: float | None = None
+    """Unix time (seconds, UTC) after which the request must not be executed."""
+    principal: str | None = None
+    """Who is asking; checked against the template's access rules."""
+
+
+@attrs.frozen(kw_only=True)
+class Request:
+    """A data operation on one template."""
+
+    version: Literal[1] = 1
+    operation: Operation
+    template: str
+    """Template name, for example ``"spew_post"``."""
+    payload: dict[str, Any] = attrs.field(factory=dict)
+    """A record (create, update), a key (delete) or a query (fetch): see docs/wire-contract.md."""
+    meta: RequestMeta = attrs.field(factory=RequestMeta)
+
+
+@attrs.frozen(kw_only=True)
+class ErrorBody:
+    """Why a request failed."""
+
+    code: str
+    """Catalogue code, for example ``"BEDS-404T"``."""
+    message: str
+    details: tuple[str, ...] = ()
+    """Field-level messages, in a stable order."""
+
+
+@attrs.frozen(kw_only=True)
+class ResponseMeta:
+    """Where and how a request was handled."""
+
+    event_id: str = ""
+    node: str = ""
+    """The node that handled the request."""
+    timings: dict[str, float] = attrs.field(factory=dict)
+    """Milliseconds spent per phase, for example ``{"store": 1.8, "total": 2.3}``."""
+
+
+@attrs.frozen(kw_only=True)
+class Response:
+    """The answer to a request."""
+
+    version: Literal[1] = 1
+    ok: bool
+    status: int
+    """HTTP-like status: 200, 201, 4xx for the caller's mistakes, 5xx for ours."""
+    data: Any = None
+    error: ErrorBody | None = None
+    meta: ResponseMeta = attrs.field(factory=ResponseMeta)

@@ -1,0 +1,276 @@
+"""Every exception BEDS raises, and the error-code catalogue.
+
+Split by who must act: an operator (config, plugins, templates, transport) or the caller of a
+request (``RequestError``, which crosses the wire in ``Response.error``)::
+
+    BedsError                         base of everything BEDS raises
+    ├── ConfigError                   bad or missing config; names the file and the key path
+    ├── PluginError                   plugin load, validation or duplicate registration
+    ├── TemplateError                 invalid template declaration
+    ├── TransportError                AMQP side; never sent as a reply
+    │   ├── BrokerUnavailable         (also ConnectionError) RabbitMQ cannot be reached
+    │   ├── PublishError              unroutable or refused publish
+    │   └── ReplyTimeout              (also TimeoutError) the caller gave up waiting
+    └── RequestError                  sent back in Response.error; has CODE and STATUS
+        ├── MalformedRequest          BEDS-400   undecodable bytes, wrong envelope shape
+        ├── Unauthorized              BEDS-403   principal may not do this operation
+        ├── NotFound                  BEDS-404   no record with that key
+        ├── UnknownTemplate           BEDS-404T  no template of that name on this node
+        ├── UnsupportedOperation      BEDS-405   the template does not declare the operation
+        ├── Conflict                  BEDS-409   unique key or optimistic-lock violation
+        ├── PayloadTooLarge           BEDS-413   message body over the configured limit
+        ├── ValidationFailed          BEDS-422   payload does not match the template
+        ├── InternalError             BEDS-500   a handler failed unexpectedly (a bug)
+        ├── DeadlineExceeded          BEDS-504   the request's deadline passed
+        └── StoreError                BEDS-502   the database rejected the call
+            ├── DatabaseObjectMissing BEDS-502D  a declared procedure, view, collection… is absent
+            └── StoreUnavailable      BEDS-503   the database cannot be reached
+
+Messages are deterministic (no ids, addresses or timestamps) so that the same bad input always
+produces the same reply. Context goes in attributes and ``details``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from beds.envelopes import ErrorBody
+
+__all__ = (
+    "BedsError",
+    "BrokerUnavailable",
+    "ConfigError",
+    "Conflict",
+    "DatabaseObjectMissing",
+    "DeadlineExceeded",
+    "InternalError",
+    "MalformedRequest",
+    "NotFound",
+    "PayloadTooLarge",
+    "PluginError",
+    "PublishError",
+    "ReplyTimeout",
+    "RequestError",
+    "StoreError",
+    "StoreUnavailable",
+    "TemplateError",
+    "TransportError",
+    "Unauthorized",
+    "UnknownTemplate",
+    "UnsupportedOperation",
+    "ValidationFailed",
+    "error_catalogue",
+)
+
+
+class BedsError(Exception):
+    """Base class of every exception BEDS raises."""
+
+
+class ConfigError(BedsError):
+    """Configuration is missing or invalid.
+
+    Attributes:
+        file: the file that holds the bad value (``None`` for environment variables or defaults).
+        key: the dotted key path, for example ``brokers.rBroker.instances``.
+    """
+
+    def __init__(self, message: str, *, file: str | None = None, key: str | None = None) -> None:
+        self.file = file
+        self.key = key
+        where = ", ".join(part for part in (file and f"file {file}", key and f"key {key}") if part)
+        super().__init__(f"{message} ({where})" if where else message)
+
+
+class PluginError(BedsError):
+    """A plugin failed to load, validate, or registered something twice."""
+
+
+class TemplateError(BedsError):
+    """A template declaration is invalid.
+
+    Attributes:
+        template: the template's name, or the resource it came from when the name is unknown.
+    """
+
+    def __init__(self, message: str, *, template: str) -> None:
+        self.template = template
+        super().__init__(f"template {template!r}: {message}")
+
+
+class TransportError(BedsError):
+    """Something went wrong on the AMQP side. Never sent as a reply."""
+
+
+class BrokerUnavailable(TransportError, ConnectionError):
+    """RabbitMQ cannot be reached or the connection was lost."""
+
+
+class PublishError(TransportError):
+    """A publish was returned as unroutable or refused by RabbitMQ."""
+
+
+class ReplyTimeout(TransportError, TimeoutError):
+    """No reply arrived before the caller's timeout."""
+
+
+class RequestError(BedsError):
+    """An error answered to the caller in ``Response.error``.
+
+    Subclasses define ``CODE`` (stable catalogue code) and ``STATUS`` (HTTP-like status).
+
+    Attributes:
+        details: field-level messages in a stable order.
+    """
+
+    CODE: ClassVar[str] = "BEDS-500"
+    STATUS: ClassVar[int] = 500
+    _by_code: ClassVar[dict[str, type[RequestError]]] = {}
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.CODE in RequestError._by_code:
+            raise TypeError(f"duplicate error code {cls.CODE}")
+        RequestError._by_code[cls.CODE] = cls
+
+    def __init__(self, message: str, *, details: Iterable[str] = ()) -> None:
+        self.message = message
+        self.details = tuple(details)
+        super().__init__(message)
+
+    def to_error(self) -> ErrorBody:
+        """Return the wire form of this error."""
+        from beds.envelopes import ErrorBody  # noqa: PLC0415 - envelopes imports this module
+
+        return ErrorBody(code=self.CODE, message=self.message, details=self.details)
+
+    @classmethod
+    def from_error(cls, body: ErrorBody) -> RequestError:
+        """Rebuild the exception a reply carries; unknown codes become a plain RequestError."""
+        kind = RequestError._by_code.get(body.code)
+        if kind is None:
+            error = RequestError(body.message, details=body.details)
+            error.CODE = body.code  # type: ignore[misc]  # keep the unknown code visible
+            return error
+        return kind(body.message, details=body.details)
+
+
+class MalformedRequest(RequestError):
+    """The message is not a valid request envelope (not JSON, wrong shape, no reply address)."""
+
+    CODE = "BEDS-400"
+    STATUS = 400
+
+
+class Unauthorized(RequestError):
+    """The request's principal may not perform this operation on this template."""
+
+    CODE = "BEDS-403"
+    STATUS = 403
+
+
+class NotFound(RequestError):
+    """No record matches the key."""
+
+    CODE = "BEDS-404"
+    STATUS = 404
+
+
+class UnknownTemplate(RequestError):
+    """No template of that name is installed on the node."""
+
+    CODE = "BEDS-404T"
+    STATUS = 404
+
+
+class UnsupportedOperation(RequestError):
+    """The template does not declare this operation."""
+
+    CODE = "BEDS-405"
+    STATUS = 405
+
+
+class Conflict(RequestError):
+    """A unique key or optimistic-lock violation."""
+
+    CODE = "BEDS-409"
+    STATUS = 409
+
+
+class PayloadTooLarge(RequestError):
+    """The message body is larger than the configured limit."""
+
+    CODE = "BEDS-413"
+    STATUS = 413
+
+
+class ValidationFailed(RequestError):
+    """The payload does not match the template's declaration."""
+
+    CODE = "BEDS-422"
+    STATUS = 422
+
+
+class InternalError(RequestError):
+    """A handler failed unexpectedly. This is a bug in BEDS or a plugin; the log has the trace."""
+
+    CODE = "BEDS-500"
+    STATUS = 500
+
+
+class DeadlineExceeded(RequestError):
+    """The request's deadline passed before it could be executed."""
+
+    CODE = "BEDS-504"
+    STATUS = 504
+
+
+class StoreError(RequestError):
+    """The database rejected the call."""
+
+    CODE = "BEDS-502"
+    STATUS = 502
+
+
+class DatabaseObjectMissing(StoreError):
+    """A declared database object (procedure, view, function, collection, index) does not exist.
+
+    Attributes:
+        objects: the missing objects' names.
+    """
+
+    CODE = "BEDS-502D"
+    STATUS = 502
+
+    def __init__(self, message: str, *, details: Iterable[str] = ()) -> None:
+        super().__init__(message, details=details)
+        self.objects = self.details
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached."""
+
+    CODE = "BEDS-503"
+    STATUS = 503
+
+
+def error_catalogue() -> Mapping[str, type[RequestError]]:
+    """Return every error code with its exception class, sorted by code."""
+    return dict(sorted(RequestError._by_code.items()))
+
+
+for _cls in (
+    BedsError,
+    ConfigError,
+    PluginError,
+    TemplateError,
+    TransportError,
+    BrokerUnavailable,
+    PublishError,
+    ReplyTimeout,
+    RequestError,
+    *RequestError._by_code.values(),
+):
+    _cls.__module__ = "beds"

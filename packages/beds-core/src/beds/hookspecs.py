@@ -1,0 +1,124 @@
+"""Hook specifications for BEDS plugins.
+
+Hooks are synchronous and called at start-up (IPL) or shutdown; the two dispatch hooks are called
+per message only when some plugin implements them. Async work lives on the objects hooks register.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from beds.envelopes import Request, Response
+    from beds.node import NodeInfo
+    from beds.registry import AdapterRegistry, TemplateRegistry
+    from beds.templates.model import Template
+
+__all__ = (
+    "beds_after_dispatch",
+    "beds_before_dispatch",
+    "beds_node_started",
+    "beds_node_stopping",
+    "beds_register_adapters",
+    "beds_register_templates",
+)
+
+_spec = pluggy.HookspecMarker("beds")
+
+
+@_spec
+def beds_register_adapters(registry: AdapterRegistry) -> None:
+    """Register store adapters (NamasteCore implementations).
+
+    Called once per node during IPL, after configuration is loaded and before templates are
+    registered.
+
+    Args:
+        registry: call ``registry.add(store="rel", factory=make_adapter)``; ``factory`` takes a
+            :class:`beds.namaste.StoreSettings` and returns a :class:`beds.namaste.NamasteCore`.
+            Registering a store another plugin already registered raises ``PluginError``.
+
+    .. versionadded:: 0.1
+    """
+
+
+@_spec
+def beds_register_templates(registry: TemplateRegistry) -> None:
+    """Register a data domain's templates and DBA schema shipped as package data.
+
+    Called once per node during IPL, after adapters are registered.
+
+    Args:
+        registry: call ``registry.add_package(__package__)`` to add ``templates/*.toml`` and
+            ``schema/<store>/*`` from the package. A template name that is already registered
+            raises ``PluginError`` naming both sources.
+
+    .. versionadded:: 0.1
+    """
+
+
+@_spec
+def beds_node_started(node: NodeInfo) -> Any:
+    """React to a node that finished IPL and is consuming.
+
+    Args:
+        node: the node's name, role, environment and templates.
+
+    Returns:
+        ``None``, or an awaitable the node awaits before reporting ready.
+
+    .. versionadded:: 0.1
+    """
+
+
+@_spec
+def beds_node_stopping(node: NodeInfo) -> Any:
+    """React to a node that stopped consuming and is about to close its stores.
+
+    Args:
+        node: the node's name, role, environment and templates.
+
+    Returns:
+        ``None``, or an awaitable the node awaits before closing connections.
+
+    .. versionadded:: 0.1
+    """
+
+
+@_spec
+def beds_before_dispatch(request: Request, template: Template) -> Any:
+    """Inspect a validated request before its adapter runs it.
+
+    Called per message, only when at least one plugin implements it. Raise a
+    :class:`beds.errors.RequestError` (for example ``Unauthorized``) to refuse the request; the
+    caller receives it as the error reply.
+
+    Args:
+        request: the decoded request.
+        template: the template it addresses.
+
+    Returns:
+        ``None``, or an awaitable the broker awaits.
+
+    .. versionadded:: 0.1
+    """
+
+
+@_spec
+def beds_after_dispatch(request: Request, response: Response) -> Any:
+    """Observe a request's response before it is sent.
+
+    Called per message, only when at least one plugin implements it. Exceptions are logged and
+    do not change the response.
+
+    Args:
+        request: the decoded request (``None`` fields are as received).
+        response: the response about to be published.
+
+    Returns:
+        ``None``, or an awaitable the broker awaits.
+
+    .. versionadded:: 0.1
+    """

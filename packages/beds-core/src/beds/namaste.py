@@ -1,0 +1,111 @@
+"""NamasteCore: the CRUD interface every store adapter implements.
+
+The node builds one adapter per store at start-up and keeps them in a dict, so a message costs one
+dictionary look-up and no plugin-manager call. Adapters translate every driver exception into a
+:class:`~beds.errors.RequestError` subclass at this boundary (``StoreUnavailable``, ``Conflict``,
+``NotFound``, ``DatabaseObjectMissing``, ``StoreError``); no driver exception escapes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import attrs
+
+if TYPE_CHECKING:
+    from beds.templates.model import QuerySpec, Template
+
+__all__ = ("CallContext", "NamasteCore", "Query", "Record", "SchemaFile", "StoreSettings")
+
+Record = dict[str, Any]
+"""One record as it crosses the wire: field name → JSON-safe value (see :mod:`beds.values`)."""
+
+
+@attrs.frozen(kw_only=True)
+class CallContext:
+    """What an adapter may need to know about the request it serves."""
+
+    event_id: str
+    principal: str | None = None
+    deadline: float | None = None
+    """Unix time after which the result is of no use."""
+    idempotency_key: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Query:
+    """A validated fetch: a declared query, its parameter values and a row limit."""
+
+    spec: QuerySpec
+    params: Mapping[str, Any]
+    limit: int
+
+
+@attrs.frozen(kw_only=True)
+class SchemaFile:
+    """One DBA schema file shipped by a template package (``schema/<store>/<name>``)."""
+
+    name: str
+    text: str
+    distribution: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class StoreSettings:
+    """A store's configuration table (``[stores.<name>]``), for the adapter to validate."""
+
+    store: str
+    options: Mapping[str, Any]
+    file: str | None = None
+    """The config file that set the table, for error messages."""
+    production: bool = False
+
+
+@runtime_checkable
+class NamasteCore(Protocol):
+    """The CRUD interface every store adapter implements.
+
+    Life cycle: the factory registered by the plugin builds the adapter from its
+    :class:`StoreSettings`; ``prepare`` is called for each of the store's templates (synchronous,
+    no I/O); ``start`` opens connections; ``verify`` checks each template's declared objects;
+    the CRUD methods serve requests; ``aclose`` releases everything.
+    """
+
+    store: str
+    """The store name templates use to select this adapter, for example ``"rel"``."""
+
+    def prepare(self, template: Template) -> None:
+        """Validate the template's store-specific declarations (``binding``, ``store_options``).
+
+        Raises:
+            TemplateError: a declaration the adapter cannot serve.
+        """
+
+    async def start(self) -> None:
+        """Open connection pools. Raises ``StoreUnavailable`` when the database is unreachable."""
+
+    async def verify(self, template: Template) -> None:
+        """Check that every database object the template declares exists.
+
+        Raises:
+            DatabaseObjectMissing: ``details`` lists each missing object by name.
+        """
+
+    async def create(self, template: Template, record: Record, ctx: CallContext) -> Record:
+        """Create a record and return the template's ``returns`` fields for it."""
+
+    async def fetch(self, template: Template, query: Query, ctx: CallContext) -> list[Record]:
+        """Run a declared query and return at most ``query.limit`` records."""
+
+    async def update(self, template: Template, record: Record, ctx: CallContext) -> Record:
+        """Update the record with ``record``'s key; raise ``NotFound`` when there is none."""
+
+    async def delete(self, template: Template, key: Record, ctx: CallContext) -> Record:
+        """Delete the record with this key; return ``{"deleted": n}``; ``NotFound`` when n is 0."""
+
+    async def apply_schema(self, files: Sequence[SchemaFile]) -> list[str]:
+        """Install DBA schema files (development only) and return the names applied."""
+
+    async def aclose(self) -> None:
+        """Close connections; safe to call twice."""

@@ -1,0 +1,266 @@
+"""Parse template declarations (TOML) into :class:`~beds.templates.model.Template` objects.
+
+Every problem is reported as a :class:`~beds.errors.TemplateError` naming the source and the key
+path, for example ``spew_post.toml: fields.body.max_length must be a positive integer``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import tomlkit
+from tomlkit.exceptions import TOMLKitError
+
+from beds.envelopes import Operation
+from beds.errors import TemplateError
+from beds.templates.model import (
+    AccessRules,
+    Capabilities,
+    FieldSpec,
+    FieldType,
+    OperationSpec,
+    QuerySpec,
+    Template,
+)
+
+__all__ = ("parse_template",)
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_TLA = re.compile(r"^[a-z]{3}$")
+_TOP_KEYS = frozenset(
+    {"name", "store", "tla", "description", "version", "key", "fields", "operations", "queries",
+     "default_query", "capabilities", "access"}
+)
+_FIELD_KEYS = frozenset(
+    {"type", "required", "nullable", "generated", "max_length", "min_length", "pattern",
+     "minimum", "maximum", "description"}
+)
+_WRITE_OPERATIONS = (Operation.CREATE, Operation.UPDATE, Operation.DELETE)
+_ACCESS_OPERATIONS = frozenset({*_WRITE_OPERATIONS, Operation.FETCH})
+
+
+class _Reader:
+    """Typed look-ups in a parsed TOML document that fail with the key path."""
+
+    def __init__(self, source: str, template: str) -> None:
+        self.source = source
+        self.template = template
+
+    def fail(self, path: str, message: str) -> TemplateError:
+        return TemplateError(f"{self.source}: {path} {message}", template=self.template)
+
+    def table(self, data: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:
+        value = data.get(key, {})
+        if not isinstance(value, Mapping):
+            raise self.fail(path, "must be a table")
+        return value
+
+    def string(self, data: Mapping[str, Any], key: str, path: str, default: str | None = None) -> str:
+        value = data.get(key, default)
+        if not isinstance(value, str):
+            raise self.fail(path, "must be a string" if key in data else "is required")
+        return value
+
+    def boolean(self, data: Mapping[str, Any], key: str, path: str, default: bool) -> bool:
+        value = data.get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(path, "must be true or false")
+        return value
+
+    def positive(self, data: Mapping[str, Any], key: str, path: str) -> int | None:
+        value = data.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise self.fail(path, "must be a non-negative integer")
+        return value
+
+    def number(self, data: Mapping[str, Any], key: str, path: str) -> float | None:
+        value = data.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(path, "must be a number")
+        return float(value)
+
+    def names(self, data: Mapping[str, Any], key: str, path: str) -> tuple[str, ...]:
+        value = data.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.fail(path, "must be a list of strings")
+        return tuple(value)
+
+
+def _parse_field(r: _Reader, name: str, raw: Any) -> FieldSpec:
+    path = f"fields.{name}"
+    if not isinstance(raw, Mapping):
+        raise r.fail(path, "must be a table")
+    if not _NAME.match(name):
+        raise r.fail(path, "name must be lower_snake_case")
+    unknown = sorted(set(raw) - _FIELD_KEYS)
+    if unknown:
+        raise r.fail(f"{path}.{unknown[0]}", "is not a field option")
+    type_name = r.string(raw, "type", f"{path}.type")
+    try:
+        field_type = FieldType(type_name)
+    except ValueError:
+        choices = ", ".join(t.value for t in FieldType)
+        raise r.fail(f"{path}.type", f"must be one of {choices}, got {type_name!r}") from None
+    pattern_text = raw.get("pattern")
+    pattern = None
+    if pattern_text is not None:
+        try:
+            pattern = re.compile(r.string(raw, "pattern", f"{path}.pattern"))
+        except re.error as exc:
+            raise r.fail(f"{path}.pattern", f"is not a valid regular expression ({exc})") from exc
+    return FieldSpec(
+        name=name,
+        type=field_type,
+        required=r.boolean(raw, "required", f"{path}.required", True),
+        nullable=r.boolean(raw, "nullable", f"{path}.nullable", False),
+        generated=r.boolean(raw, "generated", f"{path}.generated", False),
+        max_length=r.positive(raw, "max_length", f"{path}.max_length"),
+        min_length=r.positive(raw, "min_length", f"{path}.min_length"),
+        pattern=pattern,
+        minimum=r.number(raw, "minimum", f"{path}.minimum"),
+        maximum=r.number(raw, "maximum", f"{path}.maximum"),
+        description=r.string(raw, "description", f"{path}.description", ""),
+    )
+
+
+def _check_fields(r: _Reader, names: tuple[str, ...], fields: Mapping[str, FieldSpec], path: str) -> None:
+    for name in names:
+        if name not in fields:
+            raise r.fail(path, f"names {name!r}, which is not a declared field")
+    if len(set(names)) != len(names):
+        raise r.fail(path, "lists a field twice")
+
+
+def _binding(raw: Mapping[str, Any], known: frozenset[str]) -> dict[str, Any]:
+    return {k: v for k, v in raw.items() if k not in known}
+
+
+def parse_template(text: str, *, source: str, distribution: str = "") -> Template:
+    """Parse one template declaration.
+
+    Args:
+        text: the TOML document.
+        source: where it came from, used in error messages.
+        distribution: the installed distribution that ships it.
+
+    Raises:
+        TemplateError: the declaration is invalid; the message names ``source`` and the key path.
+    """
+    r = _Reader(source, source)
+    try:
+        data: dict[str, Any] = tomlkit.parse(text).unwrap()
+    except TOMLKitError as exc:
+        raise r.fail("document", f"is not valid TOML ({exc})") from exc
+    name = r.string(data, "name", "name")
+    if not _NAME.match(name):
+        raise r.fail("name", f"must be lower_snake_case (at most 63 characters), got {name!r}")
+    r.template = name
+    store = r.string(data, "store", "store")
+    if not _NAME.match(store):
+        raise r.fail("store", f"must be a store name such as 'rec' or 'rel', got {store!r}")
+    unknown = sorted(set(data) - _TOP_KEYS - {store})
+    if unknown:
+        raise r.fail(unknown[0], "is not a template key (store options go in the [" + store + "] table)")
+    tla = r.string(data, "tla", "tla")
+    if not _TLA.match(tla):
+        raise r.fail("tla", f"must be three lower-case letters, got {tla!r}")
+
+    raw_fields = r.table(data, "fields", "fields")
+    if not raw_fields:
+        raise r.fail("fields", "must declare at least one field")
+    fields = {field: _parse_field(r, field, raw) for field, raw in raw_fields.items()}
+    key = r.names(data, "key", "key")
+    if not key:
+        raise r.fail("key", "must name at least one field")
+    _check_fields(r, key, fields, "key")
+
+    operations: dict[Operation, OperationSpec] = {}
+    raw_ops = r.table(data, "operations", "operations")
+    for op_name, raw in raw_ops.items():
+        path = f"operations.{op_name}"
+        if op_name not in {op.value for op in _WRITE_OPERATIONS}:
+            raise r.fail(path, "is not a write operation (create, update, delete); fetches go in [queries]")
+        if not isinstance(raw, Mapping):
+            raise r.fail(path, "must be a table")
+        params = r.names(raw, "params", f"{path}.params")
+        returns = r.names(raw, "returns", f"{path}.returns")
+        _check_fields(r, params, fields, f"{path}.params")
+        _check_fields(r, returns, fields, f"{path}.returns")
+        operation = Operation(op_name)
+        if operation is Operation.CREATE:
+            generated = [p for p in params if fields[p].generated]
+            if generated:
+                raise r.fail(f"{path}.params", f"names generated field {generated[0]!r}")
+        elif not set(key) <= set(params):
+            raise r.fail(f"{path}.params", f"must include the key fields {list(key)}")
+        operations[operation] = OperationSpec(
+            operation=operation,
+            params=params,
+            returns=returns,
+            binding=_binding(raw, frozenset({"params", "returns", "description"})),
+        )
+
+    queries: dict[str, QuerySpec] = {}
+    for query_name, raw in r.table(data, "queries", "queries").items():
+        path = f"queries.{query_name}"
+        if not _NAME.match(query_name):
+            raise r.fail(path, "name must be lower_snake_case")
+        if not isinstance(raw, Mapping):
+            raise r.fail(path, "must be a table")
+        params = r.names(raw, "params", f"{path}.params")
+        _check_fields(r, params, fields, f"{path}.params")
+        max_limit = r.positive(raw, "max_limit", f"{path}.max_limit")
+        queries[query_name] = QuerySpec(
+            name=query_name,
+            params=params,
+            max_limit=100 if max_limit is None else max_limit,
+            binding=_binding(raw, frozenset({"params", "max_limit", "description"})),
+        )
+    default_query = data.get("default_query", next(iter(queries), None))
+    if default_query is not None and default_query not in queries:
+        raise r.fail("default_query", f"names {default_query!r}, which is not a declared query")
+
+    caps = r.table(data, "capabilities", "capabilities")
+    unknown_caps = sorted(set(caps) - {"audit", "journal", "locking", "cache", "retention_days"})
+    if unknown_caps:
+        raise r.fail(f"capabilities.{unknown_caps[0]}", "is not a capability")
+    capabilities = Capabilities(
+        audit=r.boolean(caps, "audit", "capabilities.audit", False),
+        journal=r.boolean(caps, "journal", "capabilities.journal", False),
+        locking=r.boolean(caps, "locking", "capabilities.locking", False),
+        cache=r.boolean(caps, "cache", "capabilities.cache", False),
+        retention_days=r.positive(caps, "retention_days", "capabilities.retention_days"),
+    )
+
+    rules: dict[Operation, frozenset[str]] = {}
+    for op_name, raw in r.table(data, "access", "access").items():
+        if op_name not in {op.value for op in _ACCESS_OPERATIONS}:
+            raise r.fail(f"access.{op_name}", "is not an operation (create, fetch, update, delete)")
+        rules[Operation(op_name)] = frozenset(r.names({op_name: raw}, op_name, f"access.{op_name}"))
+
+    version = data.get("version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise r.fail("version", "must be a positive integer")
+    return Template(
+        name=name,
+        store=store,
+        tla=tla,
+        description=r.string(data, "description", "description", ""),
+        version=version,
+        fields=fields,
+        key=key,
+        operations=operations,
+        queries=queries,
+        default_query=default_query,
+        capabilities=capabilities,
+        access=AccessRules(rules=rules),
+        store_options=dict(r.table(data, store, store)),
+        source=source,
+        distribution=distribution,
+    )

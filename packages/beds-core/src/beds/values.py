@@ -1,0 +1,63 @@
+"""The one rule that turns database values into JSON-safe wire values.
+
+=====================  =====================================================
+database value         wire value
+=====================  =====================================================
+``datetime``           ISO 8601 text in UTC with ``Z``; naive values are UTC
+``date`` / ``time``    ISO 8601 text
+``Decimal``            text (keeps every digit; floats would round)
+``bytes``              base64 text
+``UUID``               canonical text
+str/int/float/bool     unchanged; ``None`` → ``null``
+mapping / sequence     converted element by element
+anything else          ``str(value)`` — adapters convert their own types first
+=====================  =====================================================
+
+Adapters call :func:`to_wire` on every value they return, after mapping driver-specific types
+(for example MongoDB ``ObjectId``) themselves.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import uuid
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+__all__ = ("to_wire", "to_wire_record")
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _datetime_to_wire(value: dt.datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def to_wire(value: Any) -> Any:
+    """Convert one value by the rule in the module docstring."""
+    if isinstance(value, _PLAIN):
+        return value
+    if isinstance(value, dt.datetime):
+        return _datetime_to_wire(value)
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): to_wire(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_wire(v) for v in value]
+    return str(value)
+
+
+def to_wire_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Convert every value of a record."""
+    return {key: to_wire(value) for key, value in record.items()}

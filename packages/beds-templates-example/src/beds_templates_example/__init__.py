@@ -1,0 +1,1 @@
+"""SPEW, the BEDS showcase domain: template declarations and DBA schema, no core code."""

@@ -1,0 +1,151 @@
+"""Service fixtures for the cross-package integration and end-to-end tests.
+
+Services come from the environment, with this machine's defaults:
+
+* ``BEDS_TEST_AMQP_URL``     amqp://guest:guest@127.0.0.1:5672/  (a fresh vhost per session)
+* ``BEDS_TEST_MARIADB_URL``  mysql://root@127.0.0.1:3306/        (a fresh database per session)
+* ``BEDS_TEST_MONGO_URI``    a real mongod; else a SecantusDB server started for the session
+
+A service that is down fails the run with the command that starts it; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+AMQP_URL = os.environ.get("BEDS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+MARIADB_URL = os.environ.get("BEDS_TEST_MARIADB_URL", "mysql://root@127.0.0.1:3306/")
+MONGO_URI = os.environ.get("BEDS_TEST_MONGO_URI", "")
+
+_START = {
+    "RabbitMQ": "rabbitmq-server -detached",
+    "MariaDB": "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(__file__).parent
+    for item in items:
+        path = Path(str(item.fspath))
+        if root in path.parents:
+            item.add_marker(pytest.mark.integration)
+            if "e2e" in path.parts:
+                item.add_marker(pytest.mark.e2e)
+
+
+def unique(prefix: str) -> str:
+    """A name no other test (or test run) uses."""
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+def _require_port(service: str, url: str, default_port: int) -> None:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or default_port
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+    except OSError as exc:
+        pytest.fail(
+            f"{service} is not reachable at {host}:{port} ({exc}). "
+            f"Start it with: {_START.get(service, 'see README')}",
+            pytrace=False,
+        )
+
+
+def _with_path(url: str, path: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> Iterator[str]:
+    """An AMQP URL on a vhost created for this test session and deleted after it."""
+    _require_port("RabbitMQ", AMQP_URL, 5672)
+    vhost = unique("beds-test")
+    user = urlsplit(AMQP_URL).username or "guest"
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None:
+        pytest.fail("rabbitmqctl is needed to create the test vhost", pytrace=False)
+    subprocess.run([ctl, "-q", "add_vhost", vhost], check=True, capture_output=True)
+    subprocess.run(
+        [ctl, "-q", "set_permissions", "-p", vhost, user, ".*", ".*", ".*"],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield _with_path(AMQP_URL, "/" + vhost)
+    finally:
+        subprocess.run([ctl, "-q", "delete_vhost", vhost], check=False, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def mariadb_url() -> Iterator[str]:
+    """A MariaDB URL on a database created for this test session and dropped after it."""
+    import asyncio
+
+    import asyncmy
+
+    _require_port("MariaDB", MARIADB_URL, 3306)
+    database = unique("beds_test")
+    parts = urlsplit(MARIADB_URL)
+
+    async def run(sql: str) -> None:
+        conn = await asyncmy.connect(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 3306,
+            user=parts.username or "root",
+            password=parts.password or "",
+        )
+        try:
+            async with conn.cursor() as cur:
+                await cur.execute(sql)
+        finally:
+            conn.close()
+
+    asyncio.run(run(f"CREATE DATABASE `{database}`"))
+    try:
+        yield _with_path(MARIADB_URL, "/" + database)
+    finally:
+        asyncio.run(run(f"DROP DATABASE IF EXISTS `{database}`"))
+
+
+@pytest.fixture(scope="session")
+def mongo_server_uri() -> Iterator[str]:
+    """A MongoDB wire server: ``BEDS_TEST_MONGO_URI``, else SecantusDB for this session."""
+    if MONGO_URI:
+        yield MONGO_URI
+        return
+    from secantus import SecantusDBServer
+
+    storage = tempfile.mkdtemp(prefix="beds-secantus-")
+    # Standalone: the replica-set oplog slows SecantusDB down after ~10,000 writes (SPEC).
+    server = SecantusDBServer(storage_path=storage, replica_set_name=None)
+    server.start()
+    try:
+        yield server.uri
+    finally:
+        server.stop()
+        shutil.rmtree(storage, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mongo_database(mongo_server_uri: str) -> Iterator[str]:
+    """A database name for this session on the MongoDB wire server, dropped after it."""
+    from pymongo import MongoClient
+
+    name = unique("beds_test")
+    yield name
+    client: MongoClient[dict[str, object]] = MongoClient(mongo_server_uri)
+    try:
+        client.drop_database(name)
+    finally:
+        client.close()
