@@ -16,12 +16,13 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+
+from beds.testing import unique_name as unique
 
 AMQP_URL = os.environ.get("BEDS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 MARIADB_URL = os.environ.get("BEDS_TEST_MARIADB_URL", "mysql://root@127.0.0.1:3306/")
@@ -41,11 +42,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
             if "e2e" in path.parts:
                 item.add_marker(pytest.mark.e2e)
-
-
-def unique(prefix: str) -> str:
-    """A name no other test (or test run) uses."""
-    return f"{prefix}_{uuid.uuid4().hex[:12]}"
 
 
 def _require_port(service: str, url: str, default_port: int) -> None:

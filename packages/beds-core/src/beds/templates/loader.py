@@ -96,7 +96,7 @@ def _parse_field(r: _Reader, name: str, raw: Any) -> FieldSpec:
     path = f"fields.{name}"
     if not isinstance(raw, Mapping):
         raise r.fail(path, "must be a table")
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise r.fail(path, "name must be lower_snake_case")
     unknown = sorted(set(raw) - _FIELD_KEYS)
     if unknown:
@@ -158,17 +158,17 @@ def parse_template(text: str, *, source: str, distribution: str = "") -> Templat
     except TOMLKitError as exc:
         raise r.fail("document", f"is not valid TOML ({exc})") from exc
     name = r.string(data, "name", "name")
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise r.fail("name", f"must be lower_snake_case (at most 63 characters), got {name!r}")
     r.template = name
     store = r.string(data, "store", "store")
-    if not _NAME.match(store):
+    if not _NAME.fullmatch(store):
         raise r.fail("store", f"must be a store name such as 'rec' or 'rel', got {store!r}")
     unknown = sorted(set(data) - _TOP_KEYS - {store})
     if unknown:
         raise r.fail(unknown[0], "is not a template key (store options go in the [" + store + "] table)")
     tla = r.string(data, "tla", "tla")
-    if not _TLA.match(tla):
+    if not _TLA.fullmatch(tla):
         raise r.fail("tla", f"must be three lower-case letters, got {tla!r}")
 
     raw_fields = r.table(data, "fields", "fields")
@@ -209,13 +209,15 @@ def parse_template(text: str, *, source: str, distribution: str = "") -> Templat
     queries: dict[str, QuerySpec] = {}
     for query_name, raw in r.table(data, "queries", "queries").items():
         path = f"queries.{query_name}"
-        if not _NAME.match(query_name):
+        if not _NAME.fullmatch(query_name):
             raise r.fail(path, "name must be lower_snake_case")
         if not isinstance(raw, Mapping):
             raise r.fail(path, "must be a table")
         params = r.names(raw, "params", f"{path}.params")
         _check_fields(r, params, fields, f"{path}.params")
         max_limit = r.positive(raw, "max_limit", f"{path}.max_limit")
+        if max_limit == 0:
+            raise r.fail(f"{path}.max_limit", "must be at least 1")
         queries[query_name] = QuerySpec(
             name=query_name,
             params=params,
@@ -223,7 +225,9 @@ def parse_template(text: str, *, source: str, distribution: str = "") -> Templat
             binding=_binding(raw, frozenset({"params", "max_limit", "description"})),
         )
     default_query = data.get("default_query", next(iter(queries), None))
-    if default_query is not None and default_query not in queries:
+    if default_query is not None and (
+        not isinstance(default_query, str) or default_query not in queries
+    ):
         raise r.fail("default_query", f"names {default_query!r}, which is not a declared query")
 
     caps = r.table(data, "capabilities", "capabilities")

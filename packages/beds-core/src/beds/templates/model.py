@@ -146,7 +146,7 @@ class Template:
         Raises:
             TemplateError: the name is not an identifier or lacks the ``{tla}_`` prefix.
         """
-        if not isinstance(value, str) or not _OBJECT_NAME.match(value):
+        if not isinstance(value, str) or not _OBJECT_NAME.fullmatch(value):
             raise TemplateError(
                 f"{key} must be an identifier (letters, digits, _; at most 64), got {value!r}",
                 template=self.name,

@@ -1,0 +1,152 @@
+"""One request, without any transport: bytes in, response out.
+
+decode → deadline → template → access → validation → (before-dispatch hooks) → adapter →
+response. Every failure becomes an error response with a catalogue code; nothing raises.
+Keeping this free of AMQP lets unit tests and embedding drive it directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from loguru import logger
+
+from beds.codec import decode_request
+from beds.envelopes import Operation, Request, Response, ResponseMeta
+from beds.errors import (
+    DeadlineExceeded,
+    InternalError,
+    RequestError,
+    Unauthorized,
+    UnsupportedOperation,
+)
+from beds.factory import Factory
+from beds.lineage import new_event_id
+from beds.namaste import CallContext
+from beds.plugins import Hooks
+from beds.routing import PING_TEMPLATE
+from beds.templates.validate import validate_fetch, validate_write
+
+__all__ = ("Dispatcher",)
+
+_STATUS_OK = {Operation.CREATE: 201}
+
+
+class Dispatcher:
+    """Turns request bodies into responses using the factory's templates and adapters."""
+
+    def __init__(
+        self,
+        factory: Factory,
+        *,
+        node: str,
+        env: str,
+        max_message_bytes: int,
+        hooks: Hooks | None = None,
+    ) -> None:
+        self.factory = factory
+        self.node = node
+        self.env = env
+        self.max_message_bytes = max_message_bytes
+        # Dispatch hooks cost nothing unless some plugin implements them (decided once, here).
+        self._before = hooks if hooks is not None and hooks.implemented("beds_before_dispatch") else None
+        self._after = hooks if hooks is not None and hooks.implemented("beds_after_dispatch") else None
+
+    async def handle(self, body: bytes, content_type: str | None) -> tuple[Request | None, Response]:
+        """Handle one request body; return the decoded request (if any) and its response."""
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        request: Request | None = None
+        event_id = ""
+        try:
+            request = decode_request(body, content_type, max_bytes=self.max_message_bytes)
+            event_id = request.meta.event_id or new_event_id(self.node, self.env)
+            data = await self._execute(request, event_id, timings)
+            status = _STATUS_OK.get(request.operation, 200)
+            response = Response(ok=True, status=status, data=data, meta=self._meta(event_id, started, timings))
+        except RequestError as exc:
+            response = self._error(exc, event_id, started, timings)
+        except Exception:
+            event_id = event_id or new_event_id(self.node, self.env)
+            logger.opt(exception=True).error("request {} failed unexpectedly", event_id)
+            response = self._error(
+                InternalError("the request failed unexpectedly; the node log has the details"),
+                event_id,
+                started,
+                timings,
+            )
+        if self._after is not None and request is not None:
+            try:
+                await self._after.after_dispatch(request, response)
+            except Exception:
+                logger.opt(exception=True).error("after-dispatch hook failed for {}", event_id)
+        return request, response
+
+    async def _execute(self, request: Request, event_id: str, timings: dict[str, float]) -> Any:
+        operation = request.operation
+        if operation is Operation.PING and request.template == PING_TEMPLATE:
+            return {"pong": self.node}
+        deadline = request.meta.deadline
+        if deadline is not None and time.time() >= deadline:
+            raise DeadlineExceeded("the request's deadline passed before it was executed")
+        template, adapter = self.factory.resolve(request.template)
+        if not template.access.allows(operation, request.meta.principal):
+            raise Unauthorized(
+                f"principal may not {operation.value} {template.name}",
+                details=(f"principal: {request.meta.principal}",),
+            )
+        ctx = CallContext(
+            event_id=event_id,
+            principal=request.meta.principal,
+            deadline=deadline,
+            idempotency_key=request.meta.idempotency_key,
+        )
+        payload = request.payload
+        if operation is Operation.FETCH:
+            query = validate_fetch(template, payload)
+        elif operation in (Operation.CREATE, Operation.UPDATE, Operation.DELETE):
+            record = validate_write(template, operation, payload)
+        else:
+            raise UnsupportedOperation(f"template {template.name!r} does not support {operation.value}")
+        if self._before is not None:
+            await self._before.before_dispatch(request, template)
+
+        store_started = time.perf_counter()
+        try:
+            async with asyncio.timeout_at(_loop_deadline(deadline)):
+                if operation is Operation.FETCH:
+                    result: Any = await adapter.fetch(template, query, ctx)
+                elif operation is Operation.CREATE:
+                    result = await adapter.create(template, record, ctx)
+                elif operation is Operation.UPDATE:
+                    result = await adapter.update(template, record, ctx)
+                else:
+                    result = await adapter.delete(template, record, ctx)
+        except TimeoutError:
+            raise DeadlineExceeded("the request's deadline passed while the store was working") from None
+        finally:
+            timings["store"] = round((time.perf_counter() - store_started) * 1000, 3)
+        return result
+
+    def _meta(self, event_id: str, started: float, timings: dict[str, float]) -> ResponseMeta:
+        timings["total"] = round((time.perf_counter() - started) * 1000, 3)
+        return ResponseMeta(event_id=event_id, node=self.node, timings=timings)
+
+    def _error(
+        self, exc: RequestError, event_id: str, started: float, timings: dict[str, float]
+    ) -> Response:
+        return Response(
+            ok=False,
+            status=exc.STATUS,
+            error=exc.to_error(),
+            meta=self._meta(event_id, started, timings),
+        )
+
+
+def _loop_deadline(deadline: float | None) -> float | None:
+    """Convert a wall-clock deadline into the running loop's clock."""
+    if deadline is None:
+        return None
+    return asyncio.get_running_loop().time() + (deadline - time.time())

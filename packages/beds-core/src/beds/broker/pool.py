@@ -1,0 +1,188 @@
+"""A supervised pool of broker tasks consuming one queue.
+
+One channel per broker type; RabbitMQ pushes up to ``prefetch`` messages into an in-process
+inbox; ``instances`` worker tasks take one message at a time, dispatch it, publish the reply
+and only then acknowledge it. A worker task that dies is logged and replaced (the pool never
+shrinks) and the message it held goes back to the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+import aiormq
+from loguru import logger
+from pamqp.commands import Basic
+
+from beds.codec import CONTENT_TYPE, encode_response
+from beds.errors import MalformedRequest
+
+if TYPE_CHECKING:
+    from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
+
+    from beds.broker.dispatch import Dispatcher
+    from beds.config.model import BrokerSettings
+
+__all__ = ("BrokerPool",)
+
+
+class BrokerPool:
+    """One broker type on this node: a queue, a channel and ``instances`` supervised tasks."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: BrokerSettings,
+        *,
+        queue: str,
+        dispatcher: Dispatcher,
+        dead_letter_exchange: str,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.queue = queue
+        self.dispatcher = dispatcher
+        self.dead_letter_exchange = dead_letter_exchange
+        self.handled = 0
+        self.replaced = 0
+        self._inbox: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
+        self._workers: dict[int, asyncio.Task[None]] = {}
+        self._holding: dict[int, DeliveredMessage] = {}
+        self._channel: AbstractChannel | None = None
+        self._consumer_tag: str | None = None
+        self._stopping = False
+
+    @property
+    def size(self) -> int:
+        """Live worker tasks (equals ``instances`` while running)."""
+        return sum(1 for task in self._workers.values() if not task.done())
+
+    @property
+    def in_flight(self) -> int:
+        """Messages being handled right now."""
+        return len(self._holding)
+
+    async def start(self, connection: AbstractConnection) -> None:
+        """Open the channel, start the workers, then start consuming."""
+        channel = await connection.channel()
+        prefetch = self.settings.prefetch or 2 * self.settings.instances
+        await channel.basic_qos(prefetch_count=prefetch)
+        self._channel = channel
+        for slot in range(self.settings.instances):
+            self._spawn(slot)
+        ok = await channel.basic_consume(self.queue, self._on_message)
+        self._consumer_tag = ok.consumer_tag
+        logger.info(
+            "broker {} consuming {} with {} tasks (prefetch {})",
+            self.name, self.queue, self.settings.instances, prefetch,
+        )
+
+    async def stop(self, drain_seconds: float) -> None:
+        """Stop consuming, let held and queued messages finish (up to ``drain_seconds``), close."""
+        self._stopping = True
+        channel = self._channel
+        if channel is not None and self._consumer_tag is not None and not channel.is_closed:
+            with contextlib.suppress(aiormq.exceptions.AMQPError, ConnectionError):
+                await channel.basic_cancel(self._consumer_tag)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain_seconds
+        while (self._holding or not self._inbox.empty()) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        for task in self._workers.values():
+            task.cancel()
+        await asyncio.gather(*self._workers.values(), return_exceptions=True)
+        # Anything not acknowledged returns to the queue when the channel closes.
+        if channel is not None and not channel.is_closed:
+            with contextlib.suppress(aiormq.exceptions.AMQPError, ConnectionError):
+                await channel.close()
+
+    async def _on_message(self, message: DeliveredMessage) -> None:
+        self._inbox.put_nowait(message)
+
+    def _spawn(self, slot: int) -> None:
+        task = asyncio.create_task(self._work(slot), name=f"beds-{self.name}-{slot}")
+        self._workers[slot] = task
+        task.add_done_callback(lambda done: self._on_worker_done(slot, done))
+
+    def _on_worker_done(self, slot: int, task: asyncio.Task[None]) -> None:
+        held = self._holding.pop(slot, None)
+        if self._stopping:
+            return
+        reason = "cancelled" if task.cancelled() else repr(task.exception())
+        logger.error("broker {} task {} died ({}); replacing it", self.name, slot, reason)
+        self.replaced += 1
+        if held is not None:
+            asyncio.create_task(self._requeue(held))  # noqa: RUF006 - finishes on its own
+        self._spawn(slot)
+
+    async def _requeue(self, message: DeliveredMessage) -> None:
+        with contextlib.suppress(aiormq.exceptions.AMQPError, ConnectionError):
+            await message.channel.basic_nack(message.delivery.delivery_tag, requeue=True)
+
+    async def _work(self, slot: int) -> None:
+        while True:
+            message = await self._inbox.get()
+            self._holding[slot] = message
+            try:
+                await self._process(message)
+            except Exception:
+                # The reply or ack failed (channel gone): the message is redelivered.
+                logger.opt(exception=True).error("broker {} could not finish a message", self.name)
+            # Not in a finally: a task that dies keeps its message for _on_worker_done to requeue.
+            self._holding.pop(slot, None)
+            self.handled += 1
+
+    async def _process(self, message: DeliveredMessage) -> None:
+        properties = message.header.properties
+        channel = message.channel
+        tag = message.delivery.delivery_tag
+        if not properties.reply_to:
+            await self._dead_letter(
+                message,
+                MalformedRequest("the message has no reply_to property, so no reply is possible"),
+            )
+            await channel.basic_ack(tag)
+            return
+        _, response = await self.dispatcher.handle(message.body, properties.content_type)
+        await channel.basic_publish(
+            encode_response(response),
+            exchange="",
+            routing_key=properties.reply_to,
+            properties=Basic.Properties(
+                content_type=CONTENT_TYPE,
+                correlation_id=properties.correlation_id,
+                message_id=response.meta.event_id or None,
+            ),
+        )
+        await channel.basic_ack(tag)
+
+    async def _dead_letter(self, message: DeliveredMessage, error: MalformedRequest) -> None:
+        """Publish the message, with why it could not be answered, to the dead-letter exchange."""
+        properties = message.header.properties
+        headers = dict(properties.headers or {})
+        headers.update(
+            {
+                "x-beds-error-code": error.CODE,
+                "x-beds-reason": error.message,
+                "x-beds-queue": self.queue,
+                "x-beds-node": self.dispatcher.node,
+                "x-beds-routing-key": message.delivery.routing_key or "",
+            }
+        )
+        await message.channel.basic_publish(
+            message.body,
+            exchange=self.dead_letter_exchange,
+            routing_key=message.delivery.routing_key or self.queue,
+            properties=Basic.Properties(
+                content_type=properties.content_type,
+                correlation_id=properties.correlation_id,
+                message_id=properties.message_id,
+                headers=headers,
+                delivery_mode=2,
+            ),
+        )
+        logger.warning(
+            "broker {} dead-lettered a message: {} ({})", self.name, error.message, error.CODE
+        )

@@ -1,0 +1,242 @@
+"""The ``beds`` command (click): run, call, check, templates, plugins, schema apply.
+
+Exit codes: 0 success; 1 the operation failed (start-up check, error reply, timeout);
+2 bad usage or bad configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import orjson
+from loguru import logger
+
+from beds.codec import converter
+from beds.config.loader import default_config_path, load_config
+from beds.config.model import Config, LogSettings
+from beds.envelopes import Operation
+from beds.errors import BedsError, ConfigError
+from beds.log import configure_logging
+from beds.node import BedsNode, StartupError
+
+__all__ = ("main",)
+
+_config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Base config file (default: $BEDS_CONFIG, ./beds.toml, else the development default).",
+)
+_node_option = click.option("--node", "role", default=None, help="Node role to run (overrides node.role).")
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"beds: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _load(config_path: Path | None, role: str | None = None) -> Config:
+    try:
+        return load_config(config_path if config_path is not None else default_config_path(), role=role)
+    except ConfigError as exc:
+        notes = "".join(f"\n  {note}" for note in getattr(exc, "__notes__", ()) if note)
+        _fail(f"{exc}{notes}", 2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="beds-core", prog_name="beds")
+def cli() -> None:
+    """BEDS: AMQP-first data back ends. Every data operation goes through RabbitMQ."""
+
+
+@cli.command()
+@_config_option
+@_node_option
+def run(config_path: Path | None, role: str | None) -> None:
+    """Run a node until SIGTERM or SIGINT (a second signal forces exit)."""
+    config = _load(config_path, role)
+    configure_logging(config.log)
+    try:
+        asyncio.run(_serve(config))
+    except StartupError as exc:
+        _fail(str(exc))
+
+
+async def _serve(config: Config) -> None:
+    node = BedsNode(config)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            logger.warning("second signal: exiting now")
+            os._exit(128 + signum)
+        logger.info("signal {}: draining and stopping", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    await node.start()
+    lost = asyncio.create_task(node.wait_closed())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({lost, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    await node.stop()
+    stopping.cancel()
+    if not stop.is_set():
+        _fail("the RabbitMQ connection was lost")
+
+
+@cli.command()
+@click.argument("template")
+@click.argument("operation", type=click.Choice([op.value for op in Operation]))
+@click.argument("payload", required=False, default="{}")
+@_config_option
+@click.option("--url", default=None, help="AMQP URL (default: amqp.url from the config).")
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for the reply.")
+@click.option("--principal", default=None, help="Principal to send with the request.")
+@click.option("--idempotency-key", default=None, help="Idempotency key for a write.")
+def call(
+    template: str,
+    operation: str,
+    payload: str,
+    config_path: Path | None,
+    url: str | None,
+    timeout: float,
+    principal: str | None,
+    idempotency_key: str | None,
+) -> None:
+    """Send one request and print the response envelope as JSON.
+
+    PAYLOAD is a JSON object: a record (create, update), a key (delete) or
+    {"query": ..., "params": {...}, "limit": n} (fetch). Exits 1 on an error response.
+    """
+    from beds.client import BedsClient
+
+    try:
+        body: Any = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        _fail(f"PAYLOAD is not valid JSON: {exc}", 2)
+    if not isinstance(body, dict):
+        _fail("PAYLOAD must be a JSON object", 2)
+    config = _load(config_path)
+
+    async def send() -> Any:
+        async with BedsClient(
+            url or config.amqp.url,
+            exchange=config.amqp.events_exchange,
+            origin="cli",
+            env=config.node.env,
+            timeout=timeout,
+        ) as client:
+            return await client.call(
+                template, operation, body, principal=principal, idempotency_key=idempotency_key
+            )
+
+    try:
+        response = asyncio.run(send())
+    except BedsError as exc:
+        _fail(str(exc))
+    click.echo(orjson.dumps(converter.unstructure(response), option=orjson.OPT_INDENT_2).decode())
+    if not response.ok:
+        sys.exit(1)
+
+
+@cli.command()
+@_config_option
+@_node_option
+def check(config_path: Path | None, role: str | None) -> None:
+    """Run the start-up checks without serving and print the checklist."""
+    config = _load(config_path, role)
+    configure_logging(LogSettings(level="CRITICAL"))
+    checks = asyncio.run(BedsNode(config).check())
+    marks = {"ok": "ok  ", "warning": "WARN", "failed": "FAIL"}
+    for item in checks:
+        line = f"[{marks[item.status]}] {item.name}"
+        click.echo(f"{line}: {item.detail}" if item.detail else line)
+    if any(item.status != "ok" for item in checks):
+        sys.exit(1)
+
+
+@cli.command()
+@_config_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def templates(config_path: Path | None, as_json: bool) -> None:
+    """List installed templates with their store and distribution."""
+    node = BedsNode(_load(config_path))
+    configure_logging(LogSettings(level="ERROR"))
+    try:
+        node.load_plugins()
+    except StartupError as exc:
+        _fail(str(exc))
+    assert node.registry is not None
+    rows = [
+        {"name": t.name, "store": t.store, "tla": t.tla, "distribution": t.distribution, "source": t.source}
+        for t in sorted(node.registry.templates.values(), key=lambda t: t.name)
+    ]
+    if as_json:
+        click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        return
+    click.echo(f"{'TEMPLATE':<24} {'STORE':<6} {'TLA':<4} DISTRIBUTION")
+    for row in rows:
+        click.echo(f"{row['name']:<24} {row['store']:<6} {row['tla']:<4} {row['distribution']}")
+
+
+@cli.command()
+def plugins() -> None:
+    """List loaded plugins with their distribution, version and hooks."""
+    from beds.plugins import Hooks, make_plugin_manager
+
+    try:
+        hooks = Hooks(make_plugin_manager())
+    except BedsError as exc:
+        _fail(str(exc))
+    for info in hooks.plugins():
+        click.echo(f"{info.name:<10} {info.distribution} {info.version}  [{', '.join(info.hooks)}]")
+
+
+@cli.group()
+def schema() -> None:
+    """DBA schema shipped by template packages (development databases)."""
+
+
+@schema.command("apply")
+@_config_option
+def schema_apply(config_path: Path | None) -> None:
+    """Install the schema of every installed template package into the configured stores."""
+    config = _load(config_path)
+    if config.production:
+        _fail("schema apply is for development databases; in production the DBA installs schema", 2)
+    configure_logging(LogSettings(level="WARNING"))
+    node = BedsNode(config)
+
+    async def apply() -> list[str]:
+        applied: list[str] = []
+        try:
+            node.load_plugins()
+            assert node.registry is not None
+            for store, adapter in sorted(node.adapters.items()):
+                files = node.registry.schema.get(store, [])
+                if files:
+                    applied += [f"{store}: {name}" for name in await adapter.apply_schema(files)]
+        finally:
+            for adapter in node.adapters.values():
+                await adapter.aclose()
+        return applied
+
+    try:
+        for line in asyncio.run(apply()):
+            click.echo(f"applied {line}")
+    except (BedsError, StartupError) as exc:
+        _fail(str(exc))
+
+
+def main() -> None:
+    """Entry point of the ``beds`` command."""
+    cli()

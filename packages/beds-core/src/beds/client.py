@@ -1,0 +1,242 @@
+"""BedsClient: the async client. It publishes requests and awaits replies; it has no database path.
+
+Many requests share one connection and one channel: replies arrive through RabbitMQ's direct
+reply-to and are matched to waiting callers by correlation id. Every call has a timeout that is
+also sent as the request's deadline and the message's expiration, so a request nobody waits for
+any more is neither executed nor left in a queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+import aiormq
+from loguru import logger
+from pamqp.commands import Basic
+
+from beds.codec import CONTENT_TYPE, DEFAULT_MAX_MESSAGE_BYTES, decode_response, encode_request
+from beds.envelopes import Operation, Request, RequestMeta, Response
+from beds.errors import BrokerUnavailable, PublishError, ReplyTimeout, RequestError
+from beds.lineage import new_event_id
+from beds.routing import PING_TEMPLATE, routing_key
+from beds.transport.amqp import connect
+
+if TYPE_CHECKING:
+    from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
+
+__all__ = ("BedsClient",)
+
+_REPLY_TO = "amq.rabbitmq.reply-to"
+
+
+class BedsClient:
+    """Call BEDS templates over RabbitMQ.
+
+    Use as ``async with BedsClient(url) as client: await client.create("spew_post", {...})``.
+
+    Args:
+        url: AMQP URL (vhost in the path).
+        exchange: the events exchange requests are published to.
+        timeout: default seconds to wait for a reply.
+        origin: this client's name, sent as ``meta.origin`` and used in event ids.
+        env: environment name used in event ids.
+        principal: default principal sent with every request.
+    """
+
+    def __init__(
+        self,
+        url: str = "amqp://guest:guest@127.0.0.1:5672/",
+        *,
+        exchange: str = "beds.events",
+        timeout: float = 10.0,
+        origin: str = "client",
+        env: str = "dev",
+        principal: str | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        self.url = url
+        self.exchange = exchange
+        self.timeout = timeout
+        self.origin = origin
+        self.env = env
+        self.principal = principal
+        self.max_message_bytes = max_message_bytes
+        self._connection: AbstractConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._waiting: dict[str, asyncio.Future[Response]] = {}
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @property
+    def pending(self) -> int:
+        """Calls waiting for a reply."""
+        return len(self._waiting)
+
+    async def connect(self) -> None:
+        """Open the connection and the reply consumer (done on first call if not called).
+
+        Raises:
+            BrokerUnavailable: RabbitMQ cannot be reached.
+        """
+        async with self._lock:
+            if self._channel is not None and not self._channel.is_closed:
+                return
+            self._connection = await connect(self.url, name=f"beds-client-{self.origin}")
+            channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+            await channel.basic_consume(_REPLY_TO, self._on_reply, no_ack=True)
+            self._channel = channel
+
+    async def close(self) -> None:
+        """Fail every waiting call with ``BrokerUnavailable`` and close the connection."""
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(BrokerUnavailable("the client was closed"))
+        self._waiting.clear()
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None:
+            with contextlib.suppress(aiormq.exceptions.AMQPError, ConnectionError):
+                await connection.close()
+
+    async def _on_reply(self, message: DeliveredMessage) -> None:
+        correlation_id = message.header.properties.correlation_id or ""
+        future = self._waiting.pop(correlation_id, None)
+        if future is None or future.done():
+            logger.debug("late or unknown reply {} dropped", correlation_id)
+            return
+        try:
+            future.set_result(
+                decode_response(
+                    message.body,
+                    message.header.properties.content_type,
+                    max_bytes=self.max_message_bytes,
+                )
+            )
+        except RequestError as exc:
+            future.set_exception(exc)
+
+    async def call(
+        self,
+        template: str,
+        operation: Operation | str,
+        payload: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        principal: str | None = None,
+        idempotency_key: str | None = None,
+        parent_id: str = "",
+        depth: int = 0,
+    ) -> Response:
+        """Send one request and return its response envelope, error responses included.
+
+        Raises:
+            ReplyTimeout: no reply within ``timeout`` seconds.
+            PublishError: no broker queue is bound for this template and operation.
+            BrokerUnavailable: RabbitMQ cannot be reached.
+        """
+        operation = Operation(operation)
+        timeout = self.timeout if timeout is None else timeout
+        if self._channel is None or self._channel.is_closed:
+            await self.connect()
+        channel = self._channel
+        assert channel is not None  # connect() sets it or raises
+        correlation_id = uuid.uuid4().hex
+        request = Request(
+            operation=operation,
+            template=template,
+            payload=payload or {},
+            meta=RequestMeta(
+                event_id=new_event_id(self.origin, self.env),
+                parent_id=parent_id,
+                depth=depth,
+                correlation_id=correlation_id,
+                origin=self.origin,
+                idempotency_key=idempotency_key,
+                deadline=time.time() + timeout,
+                principal=principal if principal is not None else self.principal,
+            ),
+        )
+        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self._waiting[correlation_id] = future
+        try:
+            async with asyncio.timeout(timeout):
+                await channel.basic_publish(
+                    encode_request(request),
+                    exchange=self.exchange,
+                    routing_key=routing_key(template, operation),
+                    mandatory=True,
+                    properties=Basic.Properties(
+                        content_type=CONTENT_TYPE,
+                        correlation_id=correlation_id,
+                        reply_to=_REPLY_TO,
+                        message_id=correlation_id,
+                        expiration=str(max(1, int(timeout * 1000))),
+                    ),
+                )
+                return await future
+        except TimeoutError:
+            raise ReplyTimeout(
+                f"no reply to {operation.value} {template} within {timeout:g} s"
+            ) from None
+        except aiormq.exceptions.PublishError as exc:
+            raise PublishError(
+                f"no broker is bound for {routing_key(template, operation)!r} on exchange "
+                f"{self.exchange!r}"
+            ) from exc
+        except (aiormq.exceptions.AMQPError, ConnectionError) as exc:
+            raise BrokerUnavailable(f"RabbitMQ connection failed: {exc}") from exc
+        finally:
+            self._waiting.pop(correlation_id, None)
+
+    async def _data(self, template: str, operation: Operation, payload: dict[str, Any], **kwargs: Any) -> Any:
+        response = await self.call(template, operation, payload, **kwargs)
+        if not response.ok:
+            assert response.error is not None
+            raise RequestError.from_error(response.error)
+        return response.data
+
+    async def create(self, template: str, record: dict[str, Any], **kwargs: Any) -> Any:
+        """Create a record; return the template's ``returns`` fields. Raises the RequestError replied."""
+        return await self._data(template, Operation.CREATE, record, **kwargs)
+
+    async def fetch(
+        self,
+        template: str,
+        query: str | None = None,
+        params: dict[str, Any] | None = None,
+        *,
+        limit: int | None = None,
+        **kwargs: Any,
+    ) -> list[dict[str, Any]]:
+        """Run a declared query; return the records. Raises the RequestError replied."""
+        payload: dict[str, Any] = {"params": params or {}}
+        if query is not None:
+            payload["query"] = query
+        if limit is not None:
+            payload["limit"] = limit
+        result: list[dict[str, Any]] = await self._data(template, Operation.FETCH, payload, **kwargs)
+        return result
+
+    async def update(self, template: str, record: dict[str, Any], **kwargs: Any) -> Any:
+        """Update a record by key; return the template's ``returns`` fields."""
+        return await self._data(template, Operation.UPDATE, record, **kwargs)
+
+    async def delete(self, template: str, key: dict[str, Any], **kwargs: Any) -> Any:
+        """Delete a record by key; return ``{"deleted": n}``."""
+        return await self._data(template, Operation.DELETE, key, **kwargs)
+
+    async def ping(self, *, timeout: float | None = None) -> Response:
+        """Ask any read broker to answer without touching a store."""
+        return await self.call(PING_TEMPLATE, Operation.PING, timeout=timeout)

@@ -1,0 +1,55 @@
+"""Built-in configuration: the seed roles and the development default node.
+
+Everything here can be overridden by a config file, an ``env_{BEDS_ENV}.toml`` file, or
+``BEDS__SECTION__KEY`` environment variables (see docs/configuration.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ("DEFAULTS", "DEVELOPMENT_STORES")
+
+# Routing keys are "{template}.{class}": class is read (fetch, ticket, ping), write (create,
+# update, delete) or meta (submit). The seed roles bind the classes; segundo and tercero brokers
+# are bound to domain templates by configuration.
+DEFAULTS: dict[str, Any] = {
+    "schema_version": 1,
+    "roles": {
+        "appServer": {
+            "brokers": {
+                "rBroker": {"instances": 8, "bindings": ["*.read"]},
+                "wBroker": {"instances": 8, "bindings": ["*.write"]},
+                "mBroker": {"instances": 2, "bindings": ["*.meta"]},
+            }
+        },
+        "admin": {
+            "brokers": {
+                "adminBrokerIn": {"instances": 1, "bindings": ["admin.in"]},
+                "adminBrokerOut": {"instances": 1, "bindings": ["admin.out"]},
+                "adminLogsBroker": {"instances": 2, "bindings": []},
+                "adminSyslogBroker": {"instances": 1, "bindings": []},
+                "adminGraphBroker": {"instances": 1, "bindings": []},
+            }
+        },
+        "segundo": {
+            "brokers": {
+                "whBroker": {"instances": 2, "bindings": []},
+                "cBroker": {"instances": 2, "bindings": []},
+            }
+        },
+        "tercero": {
+            "brokers": {
+                "uBroker": {"instances": 4, "bindings": []},
+                "sBroker": {"instances": 4, "bindings": []},
+            }
+        },
+    },
+}
+
+DEVELOPMENT_STORES: dict[str, Any] = {
+    "rel": {"url": "mysql://root@127.0.0.1:3306/beds_dev"},
+    # No uri: the REC adapter starts an embedded MongoDB wire server (beds-rec[embedded]).
+    "rec": {"database": "beds_dev"},
+}
+"""Stores of the development default node (``beds run`` with no ``--config``)."""

@@ -1,0 +1,255 @@
+"""Layered configuration: defaults ← ``beds.toml`` ← ``env_{BEDS_ENV}.toml`` ← environment.
+
+Tables merge deeply; any other value is replaced by the later layer. Environment variables
+``BEDS__SECTION__KEY=value`` set single keys (``__`` separates levels; matched to existing keys
+case-insensitively; the value is read as a TOML value when it parses as one, else as text), so
+secrets never need to be in a file. Every error names the file and the dotted key path.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping, MutableMapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import cattrs
+import tomlkit
+from cattrs.preconf.tomlkit import make_converter
+from tomlkit.exceptions import TOMLKitError
+
+from beds.config.defaults import DEFAULTS, DEVELOPMENT_STORES
+from beds.config.model import CONFIG_SCHEMA_VERSION, Config, FieldValueError
+from beds.errors import ConfigError
+
+__all__ = ("ENV_PREFIX", "load_config")
+
+ENV_PREFIX = "BEDS__"
+_DEFAULTS_ORIGIN = "<built-in defaults>"
+_ENV_ORIGIN = "<environment>"
+_converter = make_converter(forbid_extra_keys=True, detailed_validation=True)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file: {exc.strerror}", file=str(path)) from exc
+    try:
+        return tomlkit.parse(text).unwrap()
+    except TOMLKitError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", file=str(path)) from exc
+
+
+def _merge(
+    base: MutableMapping[str, Any],
+    layer: Mapping[str, Any],
+    origins: dict[str, str],
+    origin: str,
+    prefix: str = "",
+) -> None:
+    for key, value in layer.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and isinstance(base.get(key), MutableMapping):
+            _merge(base[key], value, origins, origin, f"{path}.")
+        else:
+            base[key] = copy.deepcopy(value)
+            origins[path] = origin
+
+
+def _parse_env_value(text: str) -> Any:
+    try:
+        return tomlkit.parse(f"v = {text}").unwrap()["v"]
+    except TOMLKitError:
+        return text
+
+
+def _apply_environment(
+    data: dict[str, Any], origins: dict[str, str], environ: Mapping[str, str]
+) -> None:
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or len(name) == len(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX) :].split("__")
+        table: dict[str, Any] = data
+        path: list[str] = []
+        for depth, part in enumerate(parts):
+            existing = {k.lower(): k for k in table}
+            key = existing.get(part.lower(), part.lower())
+            path.append(key)
+            if depth == len(parts) - 1:
+                table[key] = _parse_env_value(environ[name])
+            else:
+                nested = table.setdefault(key, {})
+                if not isinstance(nested, dict):
+                    raise ConfigError(
+                        f"environment variable {name} sets a key below a non-table value",
+                        key=".".join(path),
+                    )
+                table = nested
+        origins[".".join(path)] = f"{_ENV_ORIGIN} {name}"
+
+
+def _origin_of(path: str, origins: Mapping[str, str]) -> str:
+    while path:
+        if path in origins:
+            return origins[path]
+        path = path.rpartition(".")[0]
+    return _DEFAULTS_ORIGIN
+
+
+def _walk(exc: BaseException, path: str) -> list[tuple[str, str]]:
+    """Flatten a cattrs validation error tree into (dotted key path, message) pairs."""
+    if isinstance(exc, cattrs.ForbiddenExtraKeysError):
+        return [
+            (f"{path}.{key}".lstrip("."), "is not a known key") for key in sorted(exc.extra_fields)
+        ]
+    found: list[tuple[str, str]] = []
+    if isinstance(exc, cattrs.ClassValidationError):
+        noted, plain = exc.group_exceptions()
+        for sub, note in noted:
+            found += _walk(sub, f"{path}.{note.name}")
+        for sub in plain:
+            found += _walk(sub, path)
+        return found
+    if isinstance(exc, cattrs.IterableValidationError):
+        noted_items, plain = exc.group_exceptions()
+        for sub, item in noted_items:
+            index = item.index
+            found += _walk(sub, f"{path}.{index}" if isinstance(index, str) else f"{path}[{index}]")
+        for sub in plain:
+            found += _walk(sub, path)
+        return found
+    if isinstance(exc, cattrs.BaseValidationError):
+        for sub in exc.exceptions:
+            found += _walk(sub, path)
+        return found
+    if isinstance(exc, FieldValueError):
+        return [(f"{path}.{exc.field}".lstrip("."), str(exc))]
+    if isinstance(exc, KeyError):
+        return [(path.lstrip("."), "is required")]
+    return [(path.lstrip("."), str(exc) or type(exc).__name__)]
+
+
+def _structure(data: dict[str, Any], origins: Mapping[str, str]) -> Config:
+    try:
+        return _converter.structure(data, Config)
+    except cattrs.BaseValidationError as exc:
+        problems = sorted(_walk(exc, ""))
+        key, message = problems[0]
+        error = ConfigError(f"{key}: {message}", file=_origin_of(key, origins), key=key)
+        error.add_note("\n".join(f"{k}: {m}" for k, m in problems[1:]))
+        raise error from exc
+
+
+def _refuse_secrets_in_base_file(
+    data: Mapping[str, Any], origins: Mapping[str, str], base: str
+) -> None:
+    """In production a password in the checked-in base file is an error: secrets come from env."""
+    urls = {"amqp.url": data.get("amqp", {}).get("url")}
+    for store, table in data.get("stores", {}).items():
+        for key in ("url", "uri", "password"):
+            if isinstance(table, Mapping) and key in table:
+                urls[f"stores.{store}.{key}"] = table[key]
+    for key, value in sorted(urls.items()):
+        if origins.get(key) != base or not isinstance(value, str):
+            continue
+        has_secret = key.endswith("password") or bool(urlsplit(value).password)
+        if has_secret:
+            raise ConfigError(
+                f"{key}: holds a password; in production secrets come from the environment "
+                f"(set BEDS__{key.upper().replace('.', '__')}) or env_{{BEDS_ENV}}.toml",
+                file=base,
+                key=key,
+            )
+
+
+def default_config_path() -> Path | None:
+    """``BEDS_CONFIG`` if set, else ``./beds.toml`` if it exists, else ``None`` (dev default)."""
+    named = os.environ.get("BEDS_CONFIG")
+    if named:
+        return Path(named)
+    local = Path("beds.toml")
+    return local if local.is_file() else None
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    role: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Load, merge and validate a node's configuration.
+
+    Args:
+        path: the base file (``beds.toml``); ``None`` means the development default node, which
+            serves the installed templates on local RabbitMQ and MariaDB.
+        role: overrides ``node.role`` (``beds run --node``).
+        environ: the environment to read ``BEDS_ENV`` and ``BEDS__*`` from (default ``os.environ``).
+
+    Raises:
+        ConfigError: naming the file and the key path of the first problem; the others are
+            attached as an exception note.
+    """
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = copy.deepcopy(DEFAULTS)
+    origins: dict[str, str] = {}
+    files: list[str] = []
+    if path is None:
+        _merge(data, {"stores": DEVELOPMENT_STORES}, origins, _DEFAULTS_ORIGIN)
+    else:
+        base = Path(path)
+        files.append(str(base))
+        _merge(data, _read_toml(base), origins, str(base))
+        env_name = environ.get("BEDS_ENV") or str(data.get("node", {}).get("env", "dev"))
+        env_file = base.with_name(f"env_{env_name}.toml")
+        if env_file.is_file():
+            files.append(str(env_file))
+            _merge(data, _read_toml(env_file), origins, str(env_file))
+    if environ.get("BEDS_ENV"):
+        data.setdefault("node", {})["env"] = environ["BEDS_ENV"]
+        origins["node.env"] = f"{_ENV_ORIGIN} BEDS_ENV"
+    _apply_environment(data, origins, environ)
+    if role is not None:
+        data.setdefault("node", {})["role"] = role
+        origins["node.role"] = "<command line --node>"
+
+    version = data.get("schema_version")
+    if version != CONFIG_SCHEMA_VERSION:
+        raise ConfigError(
+            f"unsupported config schema version {version!r}; this BEDS reads version "
+            f"{CONFIG_SCHEMA_VERSION}",
+            file=_origin_of("schema_version", origins),
+            key="schema_version",
+        )
+    config = _structure(data, origins)
+    if config.node.role not in config.roles:
+        raise ConfigError(
+            f"unknown role {config.node.role!r}; known roles: {', '.join(sorted(config.roles))}",
+            file=_origin_of("node.role", origins),
+            key="node.role",
+        )
+    for name, table in config.stores.items():
+        if not isinstance(table, dict):
+            raise ConfigError(
+                "must be a table", file=_origin_of(f"stores.{name}", origins), key=f"stores.{name}"
+            )
+    if config.production and files:
+        _refuse_secrets_in_base_file(data, origins, files[0])
+    store_files = {name: _origin_of(f"stores.{name}", origins) for name in config.stores}
+    for name in config.stores:
+        for key in config.stores[name]:
+            store_files[name] = _origin_of(f"stores.{name}.{key}", origins)
+    return Config(
+        schema_version=config.schema_version,
+        node=config.node,
+        amqp=config.amqp,
+        log=config.log,
+        plugins=config.plugins,
+        roles=config.roles,
+        stores=config.stores,
+        files=tuple(files),
+        store_files=store_files,
+    )

@@ -1,0 +1,155 @@
+"""Typed node configuration (attrs), structured from the merged TOML layers by the loader."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+import attrs
+
+__all__ = (
+    "CONFIG_SCHEMA_VERSION",
+    "AmqpSettings",
+    "BrokerSettings",
+    "Config",
+    "FieldValueError",
+    "LogSettings",
+    "NodeSettings",
+    "PluginSettings",
+    "RoleSettings",
+)
+
+CONFIG_SCHEMA_VERSION = 1
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
+_BINDING = re.compile(r"^[A-Za-z0-9_*#-]+(\.[A-Za-z0-9_*#-]+)*$")
+
+
+class FieldValueError(ValueError):
+    """A config value failed its validator; ``field`` lets the loader name the key path."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+def _name(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not _NAME.match(value):
+        raise FieldValueError(
+            attribute.name,
+            f"must start with a letter and hold only letters, digits, '_' or '-', got {value!r}",
+        )
+
+
+def _at_least(minimum: int) -> Any:
+    def check(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+        if value < minimum:
+            raise FieldValueError(attribute.name, f"must be at least {minimum}, got {value}")
+
+    return check
+
+
+def _bindings(
+    instance: object, attribute: attrs.Attribute[tuple[str, ...]], value: tuple[str, ...]
+) -> None:
+    for key in value:
+        if not _BINDING.match(key):
+            raise FieldValueError(
+                attribute.name, f"{key!r} is not a routing-key pattern such as '*.read'"
+            )
+
+
+@attrs.frozen(kw_only=True)
+class NodeSettings:
+    """Who this node is."""
+
+    role: str = "appServer"
+    """Which role's brokers to run (a key of ``[roles]``)."""
+    name: str = attrs.field(default="node", validator=_name)
+    """This node's name, the first part of every event id it makes."""
+    env: str = attrs.field(default="dev", validator=_name)
+    """Environment (``BEDS_ENV``): dev, qa, prod…; part of queue names and event ids."""
+    mode: Literal["development", "production"] = "development"
+    """production: every start-up check is fatal; development: optional ones only warn."""
+    drain_seconds: float = 10.0
+    """On shutdown, how long in-flight requests may take to finish."""
+
+
+@attrs.frozen(kw_only=True)
+class AmqpSettings:
+    """The RabbitMQ connection and topology names."""
+
+    url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    """AMQP URL with the vhost as its path; put the password in ``BEDS__AMQP__URL``."""
+    events_exchange: str = "beds.events"
+    logs_exchange: str = "beds.logs"
+    dead_letter_exchange: str = "beds.dlx"
+    queue_type: Literal["classic", "quorum"] = "classic"
+    max_message_bytes: int = attrs.field(default=1024 * 1024, validator=_at_least(256))
+    connect_timeout: float = 5.0
+
+
+@attrs.frozen(kw_only=True)
+class BrokerSettings:
+    """One broker type: its queue's bindings and how many tasks consume it."""
+
+    instances: int = attrs.field(default=1, validator=_at_least(1))
+    """Tasks handling messages concurrently: the node's throttle for this broker."""
+    bindings: tuple[str, ...] = attrs.field(default=(), validator=_bindings)
+    """Routing-key patterns bound on the events exchange, for example ``"*.read"``."""
+    prefetch: int = attrs.field(default=0, validator=_at_least(0))
+    """Unacknowledged messages RabbitMQ may send ahead; 0 means twice ``instances``."""
+
+
+@attrs.frozen(kw_only=True)
+class RoleSettings:
+    """The brokers a node of this role runs."""
+
+    brokers: dict[str, BrokerSettings] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class LogSettings:
+    """Where and how the node logs."""
+
+    level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    format: Literal["console", "json"] = "console"
+
+
+@attrs.frozen(kw_only=True)
+class PluginSettings:
+    """Plugin selection."""
+
+    disabled: tuple[str, ...] = ()
+    """Entry-point names not to load (also ``BEDS_DISABLED_PLUGINS``)."""
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """A node's whole configuration."""
+
+    schema_version: int = CONFIG_SCHEMA_VERSION
+    node: NodeSettings = attrs.field(factory=NodeSettings)
+    amqp: AmqpSettings = attrs.field(factory=AmqpSettings)
+    log: LogSettings = attrs.field(factory=LogSettings)
+    plugins: PluginSettings = attrs.field(factory=PluginSettings)
+    roles: dict[str, RoleSettings] = attrs.field(factory=dict)
+    stores: dict[str, dict[str, Any]] = attrs.field(factory=dict)
+    """One table per store adapter, validated by that adapter."""
+    files: tuple[str, ...] = ()
+    """The files this configuration was read from, in merge order."""
+    store_files: dict[str, str] = attrs.field(factory=dict)
+    """Which file last set each store's table, for the adapters' error messages."""
+
+    @property
+    def production(self) -> bool:
+        """Whether every start-up failure is fatal."""
+        return self.node.mode == "production"
+
+    @property
+    def brokers(self) -> dict[str, BrokerSettings]:
+        """The brokers of this node's role."""
+        return self.roles[self.node.role].brokers
+
+    def queue_name(self, broker: str) -> str:
+        """The durable queue a broker type consumes, shared by every node of the role."""
+        return f"beds.{self.node.env}.{self.node.role}.{broker}"

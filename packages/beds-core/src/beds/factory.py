@@ -1,0 +1,43 @@
+"""The factory: template name → (template, adapter). The only place a store meets an adapter.
+
+Built once at start-up; a request then costs one dictionary look-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from beds.errors import UnknownTemplate
+from beds.namaste import NamasteCore
+from beds.templates.model import Template
+
+__all__ = ("Factory",)
+
+
+class Factory:
+    """Resolve template names to their declaration and the adapter of their store."""
+
+    def __init__(self, templates: Mapping[str, Template], adapters: Mapping[str, NamasteCore]) -> None:
+        self._routes: dict[str, tuple[Template, NamasteCore]] = {
+            name: (template, adapters[template.store])
+            for name, template in templates.items()
+            if template.store in adapters
+        }
+
+    @property
+    def templates(self) -> dict[str, Template]:
+        """The templates this factory serves."""
+        return {name: template for name, (template, _) in self._routes.items()}
+
+    def resolve(self, name: str) -> tuple[Template, NamasteCore]:
+        """Return the template and its adapter.
+
+        Raises:
+            UnknownTemplate: no served template has that name.
+        """
+        try:
+            return self._routes[name]
+        except KeyError:
+            raise UnknownTemplate(
+                "no template of that name is served by this node", details=(f"template: {name}",)
+            ) from None

@@ -1,0 +1,1 @@
+"""AMQP connection and topology: the only modules that know RabbitMQ."""

@@ -1,0 +1,70 @@
+"""RabbitMQ connections and the BEDS topology (exchanges, queues, bindings, dead letters)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import aiormq
+from yarl import URL
+
+from beds.errors import BrokerUnavailable
+
+if TYPE_CHECKING:
+    from aiormq.abc import AbstractChannel, AbstractConnection
+
+    from beds.config.model import Config
+
+__all__ = ("connect", "declare_topology", "redact", "dead_letter_queue")
+
+
+def redact(url: str) -> str:
+    """Return ``url`` without its password, for logs and messages."""
+    parsed = URL(url)
+    return str(parsed.with_password("***")) if parsed.password else url
+
+
+async def connect(url: str, *, timeout: float = 5.0, name: str = "beds") -> AbstractConnection:
+    """Open an AMQP connection.
+
+    Raises:
+        BrokerUnavailable: RabbitMQ cannot be reached or refused the login (the message names
+            the URL without its password).
+    """
+    target = URL(url).update_query(name=name)
+    try:
+        async with asyncio.timeout(timeout):
+            return await aiormq.connect(target)
+    except (OSError, TimeoutError, aiormq.exceptions.AMQPError) as exc:
+        reason = type(exc).__name__ if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
+        raise BrokerUnavailable(f"RabbitMQ at {redact(url)} is not reachable: {reason}") from exc
+
+
+def dead_letter_queue(config: Config) -> str:
+    """The environment's dead-letter queue."""
+    return f"beds.{config.node.env}.dead"
+
+
+async def declare_topology(channel: AbstractChannel, config: Config) -> dict[str, str]:
+    """Declare the exchanges, the dead-letter queue and this role's broker queues with bindings.
+
+    Declarations are idempotent, so every node of every role declares what it uses.
+
+    Returns:
+        broker name → queue name.
+    """
+    amqp = config.amqp
+    for exchange in (amqp.events_exchange, amqp.logs_exchange, amqp.dead_letter_exchange):
+        await channel.exchange_declare(exchange=exchange, exchange_type="topic", durable=True)
+    queue_args: dict[str, Any] = {"x-queue-type": amqp.queue_type}
+    dead = dead_letter_queue(config)
+    await channel.queue_declare(dead, durable=True, arguments=queue_args)
+    await channel.queue_bind(dead, amqp.dead_letter_exchange, routing_key="#")
+    queues: dict[str, str] = {}
+    for broker, settings in config.brokers.items():
+        queue = config.queue_name(broker)
+        await channel.queue_declare(queue, durable=True, arguments=queue_args)
+        for binding in settings.bindings:
+            await channel.queue_bind(queue, amqp.events_exchange, routing_key=binding)
+        queues[broker] = queue
+    return queues

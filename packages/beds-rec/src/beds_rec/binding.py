@@ -1,0 +1,210 @@
+"""Validate a REC template's declarations and turn them into ready-to-run query plans.
+
+A REC template names its collection and the indexes it relies on in its ``[rec]`` table::
+
+    [rec]
+    collection = "spf_profiles"     # required; an identifier with the TLA prefix
+    indexes = ["spf_handle_uq"]     # optional; checked by verify
+
+Write operations take no binding: create inserts, update sets (``$set``) the fields the caller
+sent on the record with the key, delete removes it. Each query declares its shape; values come
+only from the request's parameters, never from the shape::
+
+    [queries.by_display_name]
+    params = ["display_name"]
+    filter = ["display_name"]                # equality on these params (default: none)
+    projection = ["handle", "display_name"]  # fields returned (default: every field)
+    sort = [["handle", 1]]                   # [field, 1 | -1] pairs (default: none)
+
+Generated fields: ``id`` (the text of ``_id``, see :mod:`beds_rec.values`) and ``created_at``
+(a datetime the adapter sets on create). Any other generated field is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from beds.errors import TemplateError
+from beds.templates.model import FieldType, Template
+from beds_rec.values import DOC_ID, ID_FIELD
+
+__all__ = ("QueryPlan", "TemplatePlan", "plan_template")
+
+CREATED_AT = "created_at"
+_STORE_KEYS = ("collection", "indexes")
+_QUERY_KEYS = ("filter", "projection", "sort")
+_GENERATED = {ID_FIELD: FieldType.STR, CREATED_AT: FieldType.DATETIME}
+
+
+@attrs.frozen(kw_only=True)
+class QueryPlan:
+    """A declared query, checked against the template."""
+
+    filter: tuple[str, ...]
+    """Fields matched by equality with the parameter of the same name."""
+    projection: tuple[str, ...]
+    """Fields returned, in order."""
+    sort: tuple[tuple[str, int], ...]
+
+
+@attrs.frozen(kw_only=True)
+class TemplatePlan:
+    """Everything the adapter needs to serve one template, computed once by ``prepare``."""
+
+    template: Template
+    collection: str
+    indexes: tuple[str, ...]
+    id_mapped: bool
+    """Whether the template's ``id`` field is the text of ``_id``."""
+    stamps_created_at: bool
+    """Whether create sets ``created_at`` to the current time."""
+    queries: Mapping[str, QueryPlan]
+
+    def document_field(self, name: str) -> str:
+        """Return the document field that stores the template field ``name``."""
+        return DOC_ID if self.id_mapped and name == ID_FIELD else name
+
+    def projection(self, names: Sequence[str]) -> dict[str, int]:
+        """Return a MongoDB projection of ``names``, with ``_id`` only when ``id`` is mapped."""
+        projection = {DOC_ID: 0}
+        projection.update((self.document_field(name), 1) for name in names)
+        return projection
+
+
+def plan_template(template: Template) -> TemplatePlan:
+    """Check a REC template's store-specific declarations and return its plan.
+
+    Raises:
+        TemplateError: a declaration the REC adapter cannot serve.
+    """
+    options = template.store_options
+    _reject_unknown(template, options, _STORE_KEYS, "rec")
+    collection = template.object_name(options.get("collection"), key="rec.collection")
+    raw_indexes = options.get("indexes", [])
+    if not isinstance(raw_indexes, list):
+        raise TemplateError("rec.indexes must be a list of index names", template=template.name)
+    indexes = tuple(
+        template.object_name(name, key=f"rec.indexes[{i}]") for i, name in enumerate(raw_indexes)
+    )
+
+    id_mapped = False
+    for field in template.fields.values():
+        if not field.generated:
+            continue
+        expected = _GENERATED.get(field.name)
+        if expected is None:
+            raise TemplateError(
+                f"fields.{field.name} is generated, but the REC store generates only "
+                f"{', '.join(_GENERATED)}",
+                template=template.name,
+            )
+        if field.type is not expected:
+            raise TemplateError(
+                f"fields.{field.name} must have type {expected.value!r} to be generated",
+                template=template.name,
+            )
+        id_mapped = id_mapped or field.name == ID_FIELD
+
+    for operation, spec in template.operations.items():
+        if spec.binding:
+            raise TemplateError(
+                f"operations.{operation.value}.{sorted(spec.binding)[0]} is not a REC key: "
+                "write operations use the collection and take no binding",
+                template=template.name,
+            )
+
+    queries = {name: _plan_query(template, name) for name in template.queries}
+    return TemplatePlan(
+        template=template,
+        collection=collection,
+        indexes=indexes,
+        id_mapped=id_mapped,
+        stamps_created_at=CREATED_AT in template.fields and template.fields[CREATED_AT].generated,
+        queries=queries,
+    )
+
+
+def _plan_query(template: Template, name: str) -> QueryPlan:
+    spec = template.queries[name]
+    path = f"queries.{name}"
+    binding = spec.binding
+    _reject_unknown(template, binding, _QUERY_KEYS, path)
+
+    filter_ = _names(template, binding, "filter", path, default=())
+    for field in filter_:
+        if field not in spec.params:
+            raise TemplateError(
+                f"{path}.filter names {field!r}, which is not a param of the query",
+                template=template.name,
+            )
+    unused = [param for param in spec.params if param not in filter_]
+    if unused:
+        raise TemplateError(
+            f"{path}.params declares {unused[0]!r}, which the filter does not use",
+            template=template.name,
+        )
+    projection = _names(template, binding, "projection", path, default=tuple(template.fields))
+    if not projection:
+        raise TemplateError(f"{path}.projection must name a field", template=template.name)
+
+    sort: list[tuple[str, int]] = []
+    raw_sort = binding.get("sort", [])
+    if not isinstance(raw_sort, list):
+        raise TemplateError(f"{path}.sort must be a list of [field, 1 | -1]", template=template.name)
+    for i, item in enumerate(raw_sort):
+        if not (
+            isinstance(item, list)
+            and len(item) == 2
+            and isinstance(item[0], str)
+            and item[1] in (1, -1)
+            and not isinstance(item[1], bool)
+        ):
+            raise TemplateError(
+                f"{path}.sort[{i}] must be [field, 1] or [field, -1]", template=template.name
+            )
+        _check_field(template, item[0], f"{path}.sort[{i}]")
+        sort.append((item[0], item[1]))
+    if len({field for field, _ in sort}) != len(sort):
+        raise TemplateError(f"{path}.sort names a field twice", template=template.name)
+    return QueryPlan(filter=filter_, projection=projection, sort=tuple(sort))
+
+
+def _reject_unknown(
+    template: Template, table: Mapping[str, Any], known: tuple[str, ...], path: str
+) -> None:
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise TemplateError(
+            f"{path}.{unknown[0]} is not a REC key (expected one of {', '.join(known)})",
+            template=template.name,
+        )
+
+
+def _names(
+    template: Template,
+    binding: Mapping[str, Any],
+    key: str,
+    path: str,
+    *,
+    default: tuple[str, ...],
+) -> tuple[str, ...]:
+    value = binding.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise TemplateError(f"{path}.{key} must be a list of field names", template=template.name)
+    for item in value:
+        _check_field(template, item, f"{path}.{key}")
+    if len(set(value)) != len(value):
+        raise TemplateError(f"{path}.{key} names a field twice", template=template.name)
+    return tuple(value)
+
+
+def _check_field(template: Template, name: str, path: str) -> None:
+    if name not in template.fields:
+        raise TemplateError(
+            f"{path} names {name!r}, which is not a declared field", template=template.name
+        )

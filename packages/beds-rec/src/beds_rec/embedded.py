@@ -1,0 +1,87 @@
+"""An embedded MongoDB wire server for development and demos: SecantusDB.
+
+SecantusDB (PyPI ``secantusdb``, import ``secantus``) is GPL-licensed, so it is an optional
+extra (``pip install 'beds-rec[embedded]'``), imported only when a node asks for it, and refused
+in production mode. It runs standalone (no replica set): its replica-set oplog slows it to about
+100 inserts per second after some 10,000 writes, and BEDS needs no transactions from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from beds.errors import ConfigError
+
+__all__ = ("EmbeddedServer", "open_embedded")
+
+
+class EmbeddedServer:
+    """A SecantusDB server on 127.0.0.1 (a free port), storing its data in one folder."""
+
+    def __init__(self, path: Path, server_class: Any) -> None:
+        self.path = path
+        self._server_class = server_class
+        self._server: Any = None
+
+    @property
+    def uri(self) -> str:
+        """The ``mongodb://`` URI of the running server."""
+        if self._server is None:
+            raise RuntimeError("the embedded server is not running")
+        return str(self._server.uri)
+
+    async def start(self) -> str:
+        """Start the server (idempotent) and return its URI."""
+        if self._server is None:
+            # SecantusDB binds and starts its accept thread synchronously; keep the loop free.
+            self._server = await asyncio.to_thread(self._start)
+        return self.uri
+
+    def _start(self) -> Any:
+        self.path.mkdir(parents=True, exist_ok=True)
+        server = self._server_class(
+            host="127.0.0.1", port=0, storage_path=str(self.path), replica_set_name=None
+        )
+        server.start()
+        return server
+
+    async def stop(self) -> None:
+        """Stop the server and close its storage; safe to call twice."""
+        server, self._server = self._server, None
+        if server is not None:
+            await asyncio.to_thread(server.stop)
+
+
+def open_embedded(
+    path: Path, *, production: bool, store: str = "rec", file: str | None = None
+) -> EmbeddedServer:
+    """Return an embedded server for ``path`` (not started), after checking it may be used.
+
+    Args:
+        path: the server's storage folder.
+        production: whether the node runs in production mode.
+        store: the store's name, for the key path in errors.
+        file: the config file that set the store's table, for errors.
+
+    Raises:
+        ConfigError: in production mode, or when ``secantusdb`` is not installed.
+    """
+    key = f"stores.{store}.uri"
+    if production:
+        raise ConfigError(
+            "the embedded MongoDB server is for development only; set a mongodb:// URI",
+            file=file,
+            key=key,
+        )
+    try:  # imported here: an optional GPL extra, never loaded unless asked for
+        from secantus import SecantusDBServer
+    except ImportError:
+        raise ConfigError(
+            "the embedded MongoDB server needs SecantusDB: pip install 'beds-rec[embedded]', "
+            "or set a mongodb:// URI",
+            file=file,
+            key=key,
+        ) from None
+    return EmbeddedServer(path, SecantusDBServer)

@@ -1,0 +1,231 @@
+"""``RelAdapter``: NamasteCore for MariaDB/MySQL through an asyncmy connection pool.
+
+The adapter only calls the DBA's named objects (see :mod:`beds_rel.bindings` for the SQL) and
+reads results by these conventions, which the DBA's routines follow:
+
+* create: the procedure's first result set holds the new row; ``returns`` fields are read from it.
+* update: the procedure returns the row (its ``returns`` fields) or an empty result set when no
+  row has the key (``NotFound``). Absent optional params are passed as ``NULL``: keep the value.
+* delete: the procedure returns one row with a ``deleted`` column (``ROW_COUNT()``); 0 is
+  ``NotFound``.
+* query procedures take the query's params and then the row limit (``p_limit``).
+
+Sessions run with ``time_zone = '+00:00'`` and autocommit; every returned value goes through
+:func:`beds.values.to_wire_record`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import asyncmy
+from asyncmy.cursors import DictCursor
+
+from beds.envelopes import Operation
+from beds.errors import DatabaseObjectMissing, NotFound, StoreError, StoreUnavailable
+from beds.values import to_wire, to_wire_record
+from beds_rel.bindings import Call, Plan, compile_template
+from beds_rel.errors import map_exceptions
+from beds_rel.schema import apply_schema_files
+from beds_rel.settings import RelConfig
+from beds_rel.verify import missing_objects
+
+if TYPE_CHECKING:
+    from asyncmy.connection import Connection
+
+    from beds.namaste import CallContext, Query, Record, SchemaFile, StoreSettings
+    from beds.templates.model import Template
+
+__all__ = ("RelAdapter",)
+
+Row = dict[str, Any]
+
+
+def _db_value(value: Any) -> Any:
+    """Return a value as the driver should bind it: aware date-times become naive UTC."""
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value
+
+
+def _is_clean(exc: BaseException) -> bool:
+    """Whether the connection is still in step with the server after ``exc``."""
+    if not isinstance(exc, asyncmy.errors.MySQLError) or isinstance(exc, asyncmy.InterfaceError):
+        return False
+    errno = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
+    return 1000 <= errno < 2000 or errno >= 3000  # server errors; 2xxx are client-side
+
+
+class RelAdapter:
+    """The REL store: MariaDB/MySQL stored procedures, views and functions by name."""
+
+    store = "rel"
+
+    def __init__(self, config: RelConfig) -> None:
+        self.config = config
+        self._pool: asyncmy.Pool | None = None
+        self._plans: dict[str, Plan] = {}
+
+    @classmethod
+    def from_settings(cls, settings: StoreSettings) -> RelAdapter:
+        """Build the adapter from the ``[stores.rel]`` table (the registered factory).
+
+        Raises:
+            ConfigError: the table is invalid; the message names the key.
+        """
+        return cls(RelConfig.from_settings(settings))
+
+    def prepare(self, template: Template) -> None:
+        """Check the template's REL bindings and build its statements (no I/O).
+
+        Raises:
+            TemplateError: a binding the adapter cannot serve.
+        """
+        self._plans[template.name] = compile_template(template)
+
+    def _plan(self, template: Template) -> Plan:
+        plan = self._plans.get(template.name)
+        if plan is None:
+            self.prepare(template)
+            plan = self._plans[template.name]
+        return plan
+
+    async def start(self) -> None:
+        """Open the pool and check that the database answers.
+
+        Raises:
+            StoreUnavailable: MariaDB cannot be reached or refuses the credentials.
+            DatabaseObjectMissing: the configured database does not exist.
+        """
+        if self._pool is not None:
+            return
+        config = self.config
+        pool = asyncmy.Pool(config.pool_min, config.pool_max, **config.connect_kwargs())
+        try:
+            with map_exceptions(objects=(config.database,)):
+                async with pool.acquire() as conn, conn.cursor() as cursor:
+                    await cursor.execute("SELECT 1")
+        except BaseException:
+            pool.terminate()
+            await pool.wait_closed()
+            raise
+        self._pool = pool
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Connection]:
+        pool = self._pool
+        if pool is None:
+            raise StoreUnavailable("the REL adapter is not started")
+        async with pool.acquire() as conn:
+            try:
+                yield conn
+            except BaseException as exc:
+                # A cancelled or broken exchange leaves unread packets: never reuse it.
+                if not _is_clean(exc):
+                    conn.close()
+                raise
+
+    async def _rows(self, call: Call, args: Sequence[Any]) -> list[Row]:
+        """Run a statement and return its first result set, draining any others."""
+        with map_exceptions(objects=(call.name,)):
+            async with self._connection() as conn, conn.cursor(DictCursor) as cursor:
+                await cursor.execute(call.sql, tuple(_db_value(arg) for arg in args))
+                rows: list[Row] = list(await cursor.fetchall()) if cursor.description else []
+                while await cursor.nextset():
+                    pass
+                return rows
+
+    async def verify(self, template: Template) -> None:
+        """Check that every procedure, view and function the template names exists and fits.
+
+        Raises:
+            DatabaseObjectMissing: ``details`` names each missing object; a routine with another
+                number of parameters reads ``name (takes N parameters; the template passes M)``
+                and a view without a declared field reads ``view.field``.
+        """
+        calls = self._plan(template).calls()
+        with map_exceptions():
+            async with self._connection() as conn:
+                missing = await missing_objects(conn, calls)
+        if missing:
+            raise DatabaseObjectMissing(
+                f"template {template.name!r} uses database objects that are missing or differ",
+                details=missing,
+            )
+
+    async def create(self, template: Template, record: Record, ctx: CallContext) -> Record:
+        """Call the create procedure and return its ``returns`` fields from the first row."""
+        call = self._plan(template).writes[Operation.CREATE]
+        rows = await self._rows(call, [record.get(p) for p in call.params])
+        if not rows:
+            raise StoreError(
+                "the create procedure returned no row", details=(f"procedure {call.name}",)
+            )
+        return self._returns(template, Operation.CREATE, call, rows[0])
+
+    async def update(self, template: Template, record: Record, ctx: CallContext) -> Record:
+        """Call the update procedure; an empty result set means no record has the key."""
+        call = self._plan(template).writes[Operation.UPDATE]
+        rows = await self._rows(call, [record.get(p) for p in call.params])
+        if not rows:
+            raise NotFound(f"no {template.name} record has that key")
+        if not template.operations[Operation.UPDATE].returns:
+            return to_wire_record({k: record[k] for k in template.key})
+        return self._returns(template, Operation.UPDATE, call, rows[0])
+
+    async def delete(self, template: Template, key: Record, ctx: CallContext) -> Record:
+        """Call the delete procedure; it reports the rows removed in a ``deleted`` column."""
+        call = self._plan(template).writes[Operation.DELETE]
+        rows = await self._rows(call, [key.get(p) for p in call.params])
+        deleted = rows[0].get("deleted") if rows else None
+        if isinstance(deleted, bool) or not isinstance(deleted, int):
+            raise StoreError(
+                "the delete procedure must return one row with an integer 'deleted' column",
+                details=(f"procedure {call.name}",),
+            )
+        if deleted == 0:
+            raise NotFound(f"no {template.name} record has that key")
+        return {"deleted": deleted}
+
+    def _returns(self, template: Template, operation: Operation, call: Call, row: Row) -> Record:
+        wanted = template.operations[operation].returns
+        absent = [name for name in wanted if name not in row]
+        if absent:
+            raise StoreError(
+                f"the {operation.value} procedure's result lacks declared fields",
+                details=[f"procedure {call.name}: no column {name!r}" for name in absent],
+            )
+        return to_wire_record({name: row[name] for name in wanted})
+
+    async def fetch(self, template: Template, query: Query, ctx: CallContext) -> list[Record]:
+        """Run a declared query and return at most ``query.limit`` records."""
+        call = self._plan(template).queries[query.spec.name]
+        args: list[Any] = [query.params[p] for p in call.params]
+        if call.kind == "function":
+            rows = await self._rows(call, args)
+            column = call.column or ""
+            return [{column: to_wire(rows[0].get(column)) if rows else None}]
+        rows = await self._rows(call, [*args, query.limit])
+        return [to_wire_record(row) for row in rows[: query.limit]]
+
+    async def apply_schema(self, files: Sequence[SchemaFile]) -> list[str]:
+        """Create the database if needed and run each DBA file in order (development only).
+
+        Returns:
+            The names of the files applied.
+        """
+        return await apply_schema_files(self.config, files)
+
+    async def aclose(self) -> None:
+        """Close the pool after in-flight calls return; safe to call twice."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+            await pool.wait_closed()
+
+    def __repr__(self) -> str:
+        config = self.config
+        return f"RelAdapter({config.user}@{config.host}:{config.port}/{config.database})"

@@ -1,0 +1,117 @@
+"""Translate asyncmy (MariaDB/MySQL) exceptions into BEDS request errors.
+
+The adapter wraps every driver call in :func:`map_exceptions`, so no asyncmy exception escapes it:
+
+=========================================================  ===========================
+MariaDB / asyncmy condition (errno)                        BEDS error
+=========================================================  ===========================
+cannot connect, lost, gone away (2002, 2003, 2005, 2006,   ``StoreUnavailable``
+2013…), too many connections (1040), access denied
+(1044, 1045), shutdown (1053), killed (1927),
+``InterfaceError``, ``OSError``
+duplicate key (1062, 1022, 1169, 1586), foreign key        ``Conflict``
+(1216, 1217, 1451, 1452, 1557, 1761, 1762), a ``SIGNAL``
+with SQLSTATE class ``23``
+unknown database (1049), table or view (1146), procedure   ``DatabaseObjectMissing``
+or function (1305), broken view (1356)                     (details: the object name)
+anything else                                              ``StoreError``
+=========================================================  ===========================
+
+Messages are fixed per condition; the server's text goes into ``details`` (it is deterministic
+for the same input and schema), while client-side texts (host names, OS errors) are left out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator, Sequence
+
+from asyncmy import errors as my_errors
+
+from beds.errors import Conflict, DatabaseObjectMissing, RequestError, StoreError, StoreUnavailable
+
+__all__ = ("map_exceptions", "translate")
+
+_UNAVAILABLE: dict[int, str] = {
+    1040: "MariaDB has too many connections",
+    1044: "MariaDB refused access to the configured database",
+    1045: "MariaDB refused the configured credentials",
+    1053: "MariaDB is shutting down",
+    1927: "the MariaDB connection was killed",
+    2002: "cannot connect to MariaDB",
+    2003: "cannot connect to MariaDB",
+    2005: "cannot connect to MariaDB: unknown host",
+    2006: "lost the connection to MariaDB",
+    2012: "cannot connect to MariaDB: handshake failed",
+    2013: "lost the connection to MariaDB",
+    2026: "cannot connect to MariaDB: TLS failed",
+}
+_CONFLICT = frozenset({1022, 1062, 1169, 1216, 1217, 1451, 1452, 1557, 1586, 1761, 1762})
+_SIGNAL = 1644
+_MISSING: dict[int, re.Pattern[str]] = {
+    1049: re.compile(r"Unknown database '([^']+)'"),
+    1146: re.compile(r"Table '([^']+)' doesn't exist"),
+    1305: re.compile(r"(?:PROCEDURE|FUNCTION) (\S+) does not exist"),
+    1356: re.compile(r"View '([^']+)' references"),
+}
+
+
+def _errno_text(exc: my_errors.MySQLError) -> tuple[int, str]:
+    args = exc.args
+    errno = args[0] if args and isinstance(args[0], int) else 0
+    text = str(args[1]) if len(args) > 1 else (str(args[0]) if args and not errno else "")
+    return errno, text
+
+
+def translate(exc: BaseException, *, objects: Sequence[str] = ()) -> RequestError | None:
+    """Return the BEDS error for a driver exception, or ``None`` if it is not one.
+
+    Args:
+        exc: the exception asyncmy (or the socket layer under it) raised.
+        objects: the database objects the failed call used; named when the server's message
+            does not say which object is missing.
+    """
+    if isinstance(exc, my_errors.InterfaceError):
+        return StoreUnavailable("the MariaDB connection is closed")
+    if isinstance(exc, my_errors.MySQLError):
+        errno, text = _errno_text(exc)
+        if errno in _UNAVAILABLE:
+            return StoreUnavailable(_UNAVAILABLE[errno], details=(f"MariaDB error {errno}",))
+        detail = f"MariaDB error {errno}: {text}" if text else f"MariaDB error {errno}"
+        sqlstate = str(getattr(exc, "sqlstate", None) or "")
+        if errno in _CONFLICT or (errno == _SIGNAL and sqlstate.startswith("23")):
+            return Conflict("the write conflicts with existing data", details=(detail,))
+        pattern = _MISSING.get(errno)
+        if pattern is not None:
+            match = pattern.search(text)
+            # The server qualifies names with the schema ("db.spp_create"); callers know the db.
+            names = [match.group(1).rpartition(".")[2]] if match else list(objects)
+            if errno == 1049 and names:
+                message = f"the configured database {names[0]!r} does not exist"
+            else:
+                message = "a database object the call uses does not exist"
+            return DatabaseObjectMissing(message, details=names)
+        return StoreError("MariaDB rejected the call", details=(detail,))
+    if isinstance(exc, OSError):
+        # Includes TimeoutError and ConnectionError raised below asyncmy's own handling.
+        return StoreUnavailable("cannot reach MariaDB", details=(type(exc).__name__,))
+    return None
+
+
+@contextlib.contextmanager
+def map_exceptions(*, objects: Sequence[str] = ()) -> Iterator[None]:
+    """Re-raise driver exceptions raised inside the block as BEDS errors (httpcore style).
+
+    BEDS errors and anything that is not a driver exception (cancellation, bugs) pass through.
+
+    Args:
+        objects: the database objects the block calls, for ``DatabaseObjectMissing`` details.
+    """
+    try:
+        yield
+    except (my_errors.MySQLError, OSError) as exc:
+        mapped = translate(exc, objects=objects)
+        if mapped is None:  # pragma: no cover - every caught type maps
+            raise
+        raise mapped from exc

@@ -1,0 +1,236 @@
+"""The broker runtime over real RabbitMQ, with an in-memory store (the stores have their own tests)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiormq
+import orjson
+import pytest
+from pamqp.commands import Basic
+
+from beds import hookimpl
+from beds.client import BedsClient
+from beds.config import load_config
+from beds.envelopes import Operation
+from beds.errors import NotFound, PublishError, ReplyTimeout, UnknownTemplate, ValidationFailed
+from beds.node import BedsNode
+from beds.plugins import make_plugin_manager
+from beds.registry import AdapterRegistry, TemplateRegistry
+from beds.testing import MemoryAdapter, unique_name
+from beds.transport.amqp import dead_letter_queue
+
+NOTE = """
+name = "note"
+store = "memory"
+tla = "not"
+key = ["id"]
+[fields.id]
+type = "int"
+generated = true
+[fields.text]
+type = "str"
+max_length = 20
+[operations.create]
+params = ["text"]
+returns = ["id"]
+[operations.update]
+params = ["id", "text"]
+[operations.delete]
+params = ["id"]
+[queries.by_id]
+params = ["id"]
+max_limit = 1
+[queries.by_text]
+params = ["text"]
+"""
+
+
+class MemoryPlugin:
+    def __init__(self) -> None:
+        self.adapter = MemoryAdapter("memory")
+
+    @hookimpl
+    def beds_register_adapters(self, registry: AdapterRegistry) -> None:
+        registry.add(store="memory", factory=lambda settings: self.adapter)
+
+    @hookimpl
+    def beds_register_templates(self, registry: TemplateRegistry) -> None:
+        registry.add_text(NOTE, source="note.toml")
+
+
+def write_config(tmp_path: Path, amqp_url: str, env: str, instances: int = 2) -> Path:
+    path = tmp_path / "beds.toml"
+    path.write_text(
+        f"""
+schema_version = 1
+[node]
+name = "t1"
+env = "{env}"
+drain_seconds = 2
+[amqp]
+url = "{amqp_url}"
+[roles.appServer.brokers.rBroker]
+instances = {instances}
+[roles.appServer.brokers.wBroker]
+instances = {instances}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.fixture
+async def node(tmp_path: Path, amqp_url: str) -> AsyncIterator[BedsNode]:
+    config = load_config(write_config(tmp_path, amqp_url, unique_name("env")), environ={})
+    pm = make_plugin_manager(load_entry_points=False)
+    pm.register(MemoryPlugin())
+    async with BedsNode(config, plugin_manager=pm) as running:
+        yield running
+
+
+@pytest.fixture
+async def client(node: BedsNode) -> AsyncIterator[BedsClient]:
+    async with BedsClient(node.config.amqp.url, env=node.config.node.env, timeout=5) as c:
+        yield c
+
+
+async def test_crud_round_trip(client: BedsClient) -> None:
+    created = await client.create("note", {"text": "hello"})
+    assert set(created) == {"id"}
+    rows = await client.fetch("note", "by_id", {"id": created["id"]})
+    assert rows == [{"id": created["id"], "text": "hello"}]
+    await client.update("note", {"id": created["id"], "text": "bye"})
+    assert (await client.fetch("note", "by_text", {"text": "bye"}))[0]["id"] == created["id"]
+    assert await client.delete("note", {"id": created["id"]}) == {"deleted": 1}
+    with pytest.raises(NotFound):
+        await client.delete("note", {"id": created["id"]})
+
+
+async def test_ping_is_answered_without_a_store(client: BedsClient, node: BedsNode) -> None:
+    response = await client.ping()
+    assert response.ok
+    assert response.data == {"pong": "t1"}
+
+
+async def test_many_requests_in_flight_on_one_connection(client: BedsClient) -> None:
+    results = await asyncio.gather(*(client.create("note", {"text": f"n{i}"}) for i in range(200)))
+    assert len({r["id"] for r in results}) == 200
+    assert client.pending == 0
+
+
+async def test_bad_inputs_get_deterministic_errors(client: BedsClient) -> None:
+    with pytest.raises(UnknownTemplate):
+        await client.fetch("nope", "by_id", {"id": 1})
+    first = await client.call("note", Operation.CREATE, {"text": "x" * 21, "colour": 1})
+    second = await client.call("note", Operation.CREATE, {"text": "x" * 21, "colour": 1})
+    assert first.error == second.error
+    assert first.error is not None
+    assert first.error.code == ValidationFailed.CODE
+    assert first.error.details == (
+        "$.payload.colour: is not a field of this operation",
+        "$.payload.text: must be at most 20 characters, got 21",
+    )
+
+
+async def test_unroutable_request_fails_fast(amqp_url: str) -> None:
+    async with BedsClient(amqp_url, exchange="amq.topic", timeout=5) as c:
+        with pytest.raises(PublishError):
+            await c.fetch("note", "by_id", {"id": 1})
+
+
+async def test_timeout_leaves_nothing_behind(amqp_url: str, node: BedsNode) -> None:
+    # A broker type with no consumers: bind a queue nobody reads, so the request waits.
+    async with BedsClient(node.config.amqp.url, timeout=0.3) as c:
+        pool = node.pools["rBroker"]
+        await pool.stop(0)
+        with pytest.raises(ReplyTimeout):
+            await c.fetch("note", "by_id", {"id": 1})
+        assert c.pending == 0
+
+
+async def raw_publish(url: str, body: bytes, *, reply_to: str | None, routing_key: str) -> None:
+    connection = await aiormq.connect(url)
+    try:
+        channel = await connection.channel()
+        await channel.basic_publish(
+            body,
+            exchange="beds.events",
+            routing_key=routing_key,
+            properties=Basic.Properties(content_type="application/json", reply_to=reply_to, message_id="m1"),
+        )
+    finally:
+        await connection.close()
+
+
+async def test_not_json_gets_an_error_reply_and_the_broker_lives(node: BedsNode, client: BedsClient) -> None:
+    connection = await aiormq.connect(node.config.amqp.url)
+    try:
+        channel = await connection.channel()
+        replies: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def on_reply(message: aiormq.abc.DeliveredMessage) -> None:
+            replies.put_nowait(message.body)
+
+        await channel.basic_consume("amq.rabbitmq.reply-to", on_reply, no_ack=True)
+        await channel.basic_publish(
+            b"\x00not json{",
+            exchange="beds.events",
+            routing_key="note.read",
+            properties=Basic.Properties(
+                content_type="application/json", reply_to="amq.rabbitmq.reply-to", correlation_id="c1"
+            ),
+        )
+        reply = orjson.loads(await asyncio.wait_for(replies.get(), 5))
+    finally:
+        await connection.close()
+    assert reply["ok"] is False
+    assert reply["error"]["code"] == "BEDS-400"
+    assert node.pools["rBroker"].size == 2
+    assert (await client.ping()).ok
+
+
+async def test_no_reply_to_is_dead_lettered_with_a_reason(node: BedsNode, client: BedsClient) -> None:
+    await raw_publish(node.config.amqp.url, b'{"operation": "ping"}', reply_to=None, routing_key="note.read")
+    connection = await aiormq.connect(node.config.amqp.url)
+    try:
+        channel = await connection.channel()
+        message = None
+        for _ in range(50):
+            got = await channel.basic_get(dead_letter_queue(node.config), no_ack=True)
+            if got.body:
+                message = got
+                break
+            await asyncio.sleep(0.1)
+        assert message is not None, "the message vanished"
+        headers = message.header.properties.headers or {}
+        assert headers["x-beds-error-code"] == "BEDS-400"
+        assert "reply_to" in str(headers["x-beds-reason"])
+        assert message.body == b'{"operation": "ping"}'
+    finally:
+        await connection.close()
+    assert (await client.ping()).ok
+
+
+async def test_a_dying_broker_task_is_replaced_and_its_message_redelivered(
+    node: BedsNode, client: BedsClient
+) -> None:
+    pool = node.pools["wBroker"]
+    memory = next(iter(node.adapters.values()))
+    assert isinstance(memory, MemoryAdapter)
+    original = memory.create
+    crashes = []
+
+    async def crash_once(*args: object, **kwargs: object) -> object:
+        if not crashes:
+            crashes.append(1)
+            raise asyncio.CancelledError  # escapes the handler: the task dies
+        return await original(*args, **kwargs)  # type: ignore[arg-type]
+
+    memory.create = crash_once  # type: ignore[method-assign]
+    created = await client.create("note", {"text": "survivor"})
+    assert created["id"] >= 1
+    assert pool.replaced == 1
+    assert pool.size == 2
