@@ -1,10 +1,9 @@
-"""The broker runtime over real RabbitMQ, with an in-memory store (the stores have their own tests)."""
+"""The broker runtime over real RabbitMQ, with an in-memory store (stores have own tests)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiormq
 import orjson
@@ -16,11 +15,18 @@ from beds.client import BedsClient
 from beds.config import load_config
 from beds.envelopes import Operation
 from beds.errors import NotFound, PublishError, ReplyTimeout, UnknownTemplate, ValidationFailed
+from beds.namaste import CallContext, Record
 from beds.node import BedsNode
 from beds.plugins import make_plugin_manager
-from beds.registry import AdapterRegistry, TemplateRegistry
+from beds.templates import Template
 from beds.testing import MemoryAdapter, unique_name
 from beds.transport.amqp import dead_letter_queue
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+    from beds.registry import AdapterRegistry, TemplateRegistry
 
 NOTE = """
 name = "note"
@@ -159,13 +165,17 @@ async def raw_publish(url: str, body: bytes, *, reply_to: str | None, routing_ke
             body,
             exchange="beds.events",
             routing_key=routing_key,
-            properties=Basic.Properties(content_type="application/json", reply_to=reply_to, message_id="m1"),
+            properties=Basic.Properties(
+                content_type="application/json", reply_to=reply_to, message_id="m1"
+            ),
         )
     finally:
         await connection.close()
 
 
-async def test_not_json_gets_an_error_reply_and_the_broker_lives(node: BedsNode, client: BedsClient) -> None:
+async def test_not_json_gets_an_error_reply_and_the_broker_lives(
+    node: BedsNode, client: BedsClient
+) -> None:
     connection = await aiormq.connect(node.config.amqp.url)
     try:
         channel = await connection.channel()
@@ -180,7 +190,9 @@ async def test_not_json_gets_an_error_reply_and_the_broker_lives(node: BedsNode,
             exchange="beds.events",
             routing_key="note.read",
             properties=Basic.Properties(
-                content_type="application/json", reply_to="amq.rabbitmq.reply-to", correlation_id="c1"
+                content_type="application/json",
+                reply_to="amq.rabbitmq.reply-to",
+                correlation_id="c1",
             ),
         )
         reply = orjson.loads(await asyncio.wait_for(replies.get(), 5))
@@ -192,8 +204,12 @@ async def test_not_json_gets_an_error_reply_and_the_broker_lives(node: BedsNode,
     assert (await client.ping()).ok
 
 
-async def test_no_reply_to_is_dead_lettered_with_a_reason(node: BedsNode, client: BedsClient) -> None:
-    await raw_publish(node.config.amqp.url, b'{"operation": "ping"}', reply_to=None, routing_key="note.read")
+async def test_no_reply_to_is_dead_lettered_with_a_reason(
+    node: BedsNode, client: BedsClient
+) -> None:
+    await raw_publish(
+        node.config.amqp.url, b'{"operation": "ping"}', reply_to=None, routing_key="note.read"
+    )
     connection = await aiormq.connect(node.config.amqp.url)
     try:
         channel = await connection.channel()
@@ -221,13 +237,13 @@ async def test_a_dying_broker_task_is_replaced_and_its_message_redelivered(
     memory = next(iter(node.adapters.values()))
     assert isinstance(memory, MemoryAdapter)
     original = memory.create
-    crashes = []
+    crashes: list[int] = []
 
-    async def crash_once(*args: object, **kwargs: object) -> object:
+    async def crash_once(template: Template, record: Record, ctx: CallContext) -> Record:
         if not crashes:
             crashes.append(1)
             raise asyncio.CancelledError  # escapes the handler: the task dies
-        return await original(*args, **kwargs)  # type: ignore[arg-type]
+        return await original(template, record, ctx)
 
     memory.create = crash_once  # type: ignore[method-assign]
     created = await client.create("note", {"text": "survivor"})

@@ -34,7 +34,9 @@ _config_option = click.option(
     default=None,
     help="Base config file (default: $BEDS_CONFIG, ./beds.toml, else the development default).",
 )
-_node_option = click.option("--node", "role", default=None, help="Node role to run (overrides node.role).")
+_node_option = click.option(
+    "--node", "role", default=None, help="Node role to run (overrides node.role)."
+)
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -44,7 +46,9 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 
 def _load(config_path: Path | None, role: str | None = None) -> Config:
     try:
-        return load_config(config_path if config_path is not None else default_config_path(), role=role)
+        return load_config(
+            config_path if config_path is not None else default_config_path(), role=role
+        )
     except ConfigError as exc:
         notes = "".join(f"\n  {note}" for note in getattr(exc, "__notes__", ()) if note)
         _fail(f"{exc}{notes}", 2)
@@ -177,7 +181,13 @@ def templates(config_path: Path | None, as_json: bool) -> None:
         _fail(str(exc))
     assert node.registry is not None
     rows = [
-        {"name": t.name, "store": t.store, "tla": t.tla, "distribution": t.distribution, "source": t.source}
+        {
+            "name": t.name,
+            "store": t.store,
+            "tla": t.tla,
+            "distribution": t.distribution,
+            "source": t.source,
+        }
         for t in sorted(node.registry.templates.values(), key=lambda t: t.name)
     ]
     if as_json:

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import time
 import uuid
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import aiormq
@@ -27,6 +26,8 @@ from beds.routing import PING_TEMPLATE, routing_key
 from beds.transport.amqp import connect
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 
 __all__ = ("BedsClient",)
@@ -76,7 +77,10 @@ class BedsClient:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.close()
 
@@ -200,7 +204,9 @@ class BedsClient:
         finally:
             self._waiting.pop(correlation_id, None)
 
-    async def _data(self, template: str, operation: Operation, payload: dict[str, Any], **kwargs: Any) -> Any:
+    async def _data(
+        self, template: str, operation: Operation, payload: dict[str, Any], **kwargs: Any
+    ) -> Any:
         response = await self.call(template, operation, payload, **kwargs)
         if not response.ok:
             assert response.error is not None
@@ -208,7 +214,7 @@ class BedsClient:
         return response.data
 
     async def create(self, template: str, record: dict[str, Any], **kwargs: Any) -> Any:
-        """Create a record; return the template's ``returns`` fields. Raises the RequestError replied."""
+        """Create a record; return its ``returns`` fields. Raises the RequestError replied."""
         return await self._data(template, Operation.CREATE, record, **kwargs)
 
     async def fetch(
@@ -226,7 +232,9 @@ class BedsClient:
             payload["query"] = query
         if limit is not None:
             payload["limit"] = limit
-        result: list[dict[str, Any]] = await self._data(template, Operation.FETCH, payload, **kwargs)
+        result: list[dict[str, Any]] = await self._data(
+            template, Operation.FETCH, payload, **kwargs
+        )
         return result
 
     async def update(self, template: str, record: dict[str, Any], **kwargs: Any) -> Any:

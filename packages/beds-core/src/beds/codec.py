@@ -6,11 +6,12 @@ deterministic details; no other exception leaves :func:`decode_request`.
 
 from __future__ import annotations
 
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar, get_args, get_origin
 
 import cattrs
 import orjson
 from cattrs.preconf.orjson import make_converter
+from cattrs.v import format_exception
 
 from beds.envelopes import Request, Response
 from beds.errors import MalformedRequest, PayloadTooLarge
@@ -28,23 +29,117 @@ __all__ = (
 
 CONTENT_TYPE: Final = "application/json"
 DEFAULT_MAX_MESSAGE_BYTES: Final = 1024 * 1024
-_ACCEPTED_CONTENT_TYPES: Final = frozenset({CONTENT_TYPE, "application/json; charset=utf-8", ""})
+_JSON_TYPES: Final = {
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    str: "string",
+    list: "array",
+    dict: "object",
+    type(None): "null",
+}
 
 _T = TypeVar("_T")
 
 
+class _WireTypeError(TypeError):
+    """A JSON value of the wrong type for an envelope field; the message is the detail."""
+
+
+def _json_type(value: object) -> str:
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def _structure_str(value: object, _: object) -> str:
+    if type(value) is not str:
+        raise _WireTypeError(f"must be a string, got {_json_type(value)}")
+    return value
+
+
+def _structure_int(value: object, _: object) -> int:
+    if type(value) is not int:
+        raise _WireTypeError(f"must be an integer, got {_json_type(value)}")
+    return value
+
+
+def _structure_float(value: object, _: object) -> float:
+    if type(value) is float or type(value) is int:
+        return float(value)
+    raise _WireTypeError(f"must be a number, got {_json_type(value)}")
+
+
+def _structure_bool(value: object, _: object) -> bool:
+    if type(value) is not bool:
+        raise _WireTypeError(f"must be true or false, got {_json_type(value)}")
+    return value
+
+
+def _is_literal(kind: Any) -> bool:
+    return get_origin(kind) is Literal
+
+
+def _structure_literal(value: object, kind: Any) -> object:
+    allowed = get_args(kind)
+    for choice in allowed:
+        if type(value) is type(choice) and value == choice:
+            return choice
+    choices = " or ".join(orjson.dumps(choice).decode() for choice in allowed)
+    raise _WireTypeError(f"must be {choices}")
+
+
 def make_wire_converter() -> cattrs.Converter:
-    """Build the converter used on the wire: extra keys are errors, details are collected."""
-    return make_converter(forbid_extra_keys=True, detailed_validation=True)
+    """Build the converter used on the wire: extra keys are errors, details are collected.
+
+    JSON scalars are structured strictly: a string is never read as a number, a number never as
+    text, and only ``true``/``false`` are booleans (cattrs would otherwise call ``str()``,
+    ``int()`` or ``bool()`` on whatever arrived).
+    """
+    wire = make_converter(forbid_extra_keys=True, detailed_validation=True)
+    wire.register_structure_hook(str, _structure_str)
+    wire.register_structure_hook(int, _structure_int)
+    wire.register_structure_hook(float, _structure_float)
+    wire.register_structure_hook(bool, _structure_bool)
+    wire.register_structure_hook_func(_is_literal, _structure_literal)
+    # A JSON string is iterable: without this, "abc" would become ("a", "b", "c").
+    structure_strings = wire.get_structure_hook(tuple[str, ...])
+
+    def _structure_string_tuple(value: object, kind: Any) -> tuple[str, ...]:
+        if type(value) is not list:
+            raise _WireTypeError(f"must be an array, got {_json_type(value)}")
+        result: tuple[str, ...] = structure_strings(value, kind)
+        return result
+
+    wire.register_structure_hook(tuple[str, ...], _structure_string_tuple)
+    return wire
 
 
 converter: Final = make_wire_converter()
 
 
+def _format_error(exc: BaseException, kind: type | None) -> str:
+    if isinstance(exc, _WireTypeError):
+        return str(exc)
+    if isinstance(exc, ValueError) and kind is None:
+        return str(exc)  # an envelope validator's own message (for example the depth range)
+    if isinstance(exc, AttributeError):
+        return "must be an object"  # a nested envelope (meta, error) that is not a JSON object
+    return format_exception(exc, kind)
+
+
 def _details(exc: Exception) -> tuple[str, ...]:
     if isinstance(exc, cattrs.BaseValidationError):
-        return tuple(sorted(cattrs.transform_error(exc, path="$")))
+        return tuple(sorted(cattrs.transform_error(exc, path="$", format_exception=_format_error)))
     return (str(exc),)
+
+
+def _content_type_ok(content_type: str | None) -> bool:
+    """Accept ``application/json`` (any case), optionally with ``charset=utf-8``; or none."""
+    if not content_type:
+        return True
+    media, *params = (part.strip().lower() for part in content_type.split(";"))
+    if media != CONTENT_TYPE:
+        return False
+    return all(param.replace(" ", "") in ("charset=utf-8", 'charset="utf-8"') for param in params)
 
 
 def _decode(kind: type[_T], body: bytes, content_type: str | None, max_bytes: int) -> _T:
@@ -53,7 +148,7 @@ def _decode(kind: type[_T], body: bytes, content_type: str | None, max_bytes: in
             "message body is larger than the limit",
             details=(f"limit is {max_bytes} bytes, body has {len(body)}",),
         )
-    if (content_type or "") not in _ACCEPTED_CONTENT_TYPES:
+    if not _content_type_ok(content_type):
         raise MalformedRequest(
             "unsupported content type", details=(f"expected {CONTENT_TYPE}, got {content_type}",)
         )

@@ -47,9 +47,7 @@ WRITE_OPERATIONS = frozenset({Operation.CREATE, Operation.UPDATE, Operation.DELE
 
 def _depth_in_range(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
     if not 0 <= value <= MAX_DEPTH:
-        raise ValueError(
-            f"RequestMeta.depth should be in range [0:{MAX_DEPTH}], but was {value}."
-        )
+        raise ValueError(f"RequestMeta.depth should be in range [0:{MAX_DEPTH}], but was {value}.")
 
 
 @attrs.frozen(kw_only=True)

@@ -32,10 +32,11 @@ produces the same reply. Context goes in attributes and ``details``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
     from beds.envelopes import ErrorBody
 
 __all__ = (
@@ -142,7 +143,7 @@ class RequestError(BedsError):
 
     def to_error(self) -> ErrorBody:
         """Return the wire form of this error."""
-        from beds.envelopes import ErrorBody  # noqa: PLC0415 - envelopes imports this module
+        from beds.envelopes import ErrorBody
 
         return ErrorBody(code=self.CODE, message=self.message, details=self.details)
 

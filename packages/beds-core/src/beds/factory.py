@@ -5,11 +5,15 @@ Built once at start-up; a request then costs one dictionary look-up.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from beds.errors import UnknownTemplate
-from beds.namaste import NamasteCore
-from beds.templates.model import Template
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from beds.namaste import NamasteCore
+    from beds.templates.model import Template
 
 __all__ = ("Factory",)
 
@@ -17,7 +21,9 @@ __all__ = ("Factory",)
 class Factory:
     """Resolve template names to their declaration and the adapter of their store."""
 
-    def __init__(self, templates: Mapping[str, Template], adapters: Mapping[str, NamasteCore]) -> None:
+    def __init__(
+        self, templates: Mapping[str, Template], adapters: Mapping[str, NamasteCore]
+    ) -> None:
         self._routes: dict[str, tuple[Template, NamasteCore]] = {
             name: (template, adapters[template.store])
             for name, template in templates.items()

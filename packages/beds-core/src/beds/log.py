@@ -18,8 +18,7 @@ if TYPE_CHECKING:
 __all__ = ("configure_logging",)
 
 _CONSOLE_FORMAT = (
-    "<green>{time:HH:mm:ss.SSS}</green> <level>{level: <7}</level> "
-    "<cyan>{name}</cyan> {message}"
+    "<green>{time:HH:mm:ss.SSS}</green> <level>{level: <7}</level> <cyan>{name}</cyan> {message}"
 )
 
 

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import attrs
 
 if TYPE_CHECKING:
-    from beds.templates.model import QuerySpec, Template
+    # Never structured by cattrs, so these stay type-only (and avoid an import cycle).
+    from beds.templates.model import QuerySpec, Template  # noqa: TC004
 
 __all__ = ("CallContext", "NamasteCore", "Query", "Record", "SchemaFile", "StoreSettings")
 

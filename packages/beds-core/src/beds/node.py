@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
-from types import TracebackType
 from typing import TYPE_CHECKING, Literal, Self
 
 import attrs
-import pluggy
 from loguru import logger
 
 from beds.broker.dispatch import Dispatcher
@@ -27,6 +24,10 @@ from beds.plugins import Hooks, make_plugin_manager
 from beds.transport.amqp import connect, declare_topology
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from types import TracebackType
+
+    import pluggy
     from aiormq.abc import AbstractConnection
 
     from beds.config.model import Config
@@ -76,7 +77,9 @@ class BedsNode:
             from the installed entry points.
     """
 
-    def __init__(self, config: Config, *, plugin_manager: pluggy.PluginManager | None = None) -> None:
+    def __init__(
+        self, config: Config, *, plugin_manager: pluggy.PluginManager | None = None
+    ) -> None:
         self.config = config
         self._pm = plugin_manager
         self.checks: list[Check] = []
@@ -94,18 +97,25 @@ class BedsNode:
     def info(self) -> NodeInfo:
         """The node's identity and served templates."""
         node = self.config.node
-        return NodeInfo(name=node.name, role=node.role, env=node.env, templates=tuple(sorted(self.templates)))
+        return NodeInfo(
+            name=node.name, role=node.role, env=node.env, templates=tuple(sorted(self.templates))
+        )
 
     async def __aenter__(self) -> Self:
         await self.start()
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.stop()
 
-    def _record(self, name: str, error: BaseException | str | None = None, *, required: bool = False) -> None:
+    def _record(
+        self, name: str, error: BaseException | str | None = None, *, required: bool = False
+    ) -> None:
         """Add a checklist line; raise StartupError when a failure is fatal here."""
         if error is None:
             self.checks.append(Check(name=name, status="ok"))
@@ -195,7 +205,9 @@ class BedsNode:
 
     async def check(self) -> list[Check]:
         """Run the start-up checks without serving; return the checklist (never raises)."""
-        self.checks = [Check(name="config", status="ok", detail=", ".join(self.config.files) or "defaults")]
+        self.checks = [
+            Check(name="config", status="ok", detail=", ".join(self.config.files) or "defaults")
+        ]
         try:
             self.load_plugins()
             connection = await self._connect_amqp()
@@ -214,7 +226,9 @@ class BedsNode:
         Raises:
             StartupError: a fatal check failed; everything opened so far is closed again.
         """
-        self.checks = [Check(name="config", status="ok", detail=", ".join(self.config.files) or "defaults")]
+        self.checks = [
+            Check(name="config", status="ok", detail=", ".join(self.config.files) or "defaults")
+        ]
         try:
             self.load_plugins()
             self._connection = await self._connect_amqp()
@@ -229,8 +243,11 @@ class BedsNode:
         self.ready = True
         logger.info(
             "node {} ({}, env {}) ready: {} templates, brokers {}",
-            self.config.node.name, self.config.node.role, self.config.node.env,
-            len(self.templates), ", ".join(self.pools),
+            self.config.node.name,
+            self.config.node.role,
+            self.config.node.env,
+            len(self.templates),
+            ", ".join(self.pools),
         )
 
     async def _start_brokers(self, connection: AbstractConnection) -> None:
@@ -261,7 +278,10 @@ class BedsNode:
 
     def _on_connection_closed(self, future: asyncio.Future[object]) -> None:
         if self.ready:
-            logger.error("RabbitMQ connection lost: {}", future.exception() if not future.cancelled() and future.exception() else "closed")
+            logger.error(
+                "RabbitMQ connection lost: {}",
+                future.exception() if not future.cancelled() and future.exception() else "closed",
+            )
         self._closed.set()
 
     async def wait_closed(self) -> None:
@@ -275,7 +295,9 @@ class BedsNode:
             with contextlib.suppress(Exception):
                 await self.hooks.node_stopping(self.info)
         drain = self.config.node.drain_seconds
-        await asyncio.gather(*(pool.stop(drain) for pool in self.pools.values()), return_exceptions=True)
+        await asyncio.gather(
+            *(pool.stop(drain) for pool in self.pools.values()), return_exceptions=True
+        )
         self.pools.clear()
         connection, self._connection = self._connection, None
         if connection is not None:

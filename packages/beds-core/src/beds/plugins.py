@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Awaitable, Iterable
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, Final
 
@@ -22,6 +21,8 @@ from beds.errors import PluginError
 from beds.registry import AdapterRegistry, TemplateRegistry, distribution_of
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from beds.envelopes import Request, Response
     from beds.node import NodeInfo
     from beds.templates.model import Template
@@ -43,7 +44,11 @@ hookimpl: Final = pluggy.HookimplMarker("beds")
 
 
 def _disabled_from_env() -> set[str]:
-    return {name.strip() for name in os.environ.get("BEDS_DISABLED_PLUGINS", "").split(",") if name.strip()}
+    return {
+        name.strip()
+        for name in os.environ.get("BEDS_DISABLED_PLUGINS", "").split(",")
+        if name.strip()
+    }
 
 
 def _check_api(name: str, plugin: object) -> None:
@@ -88,7 +93,9 @@ def make_plugin_manager(
                 pm.register(plugin, name=ep.name)
             except Exception as exc:
                 if strict:
-                    raise PluginError(f"plugin {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
+                    raise PluginError(
+                        f"plugin {ep.name!r} ({ep.value}) failed to load: {exc}"
+                    ) from exc
                 logger.warning("plugin {} ({}) skipped: {}", ep.name, ep.value, exc)
     try:
         pm.check_pending()
@@ -96,7 +103,9 @@ def make_plugin_manager(
         raise PluginError(str(exc)) from exc
     if os.environ.get("BEDS_TRACE_PLUGINS") == "1":
         pm.add_hookcall_monitoring(
-            lambda name, impls, kwargs: logger.debug("hook {} → {}", name, [i.plugin_name for i in impls]),
+            lambda name, impls, kwargs: logger.debug(
+                "hook {} → {}", name, [i.plugin_name for i in impls]
+            ),
             lambda outcome, name, impls, kwargs: None,
         )
     return pm

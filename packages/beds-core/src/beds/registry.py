@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 from importlib import metadata, resources
-from importlib.resources.abc import Traversable
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -13,6 +13,9 @@ from beds.errors import PluginError
 from beds.namaste import NamasteCore, SchemaFile, StoreSettings
 from beds.templates.loader import parse_template
 from beds.templates.model import Template
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 __all__ = ("AdapterFactory", "AdapterRegistry", "TemplateRegistry")
 
@@ -123,7 +126,12 @@ def _sorted_files(folder: Traversable, suffix: str) -> list[Traversable]:
     if not folder.is_dir():
         return []
     return sorted(
-        (item for item in folder.iterdir() if item.is_file() and item.name.endswith(suffix)
-         and not item.name.startswith(("_", "."))),
+        (
+            item
+            for item in folder.iterdir()
+            if item.is_file()
+            and item.name.endswith(suffix)
+            and not item.name.startswith(("_", "."))
+        ),
         key=lambda item: item.name,
     )

@@ -115,6 +115,13 @@ def plan_template(template: Template) -> TemplatePlan:
                 "write operations use the collection and take no binding",
                 template=template.name,
             )
+        settable = [name for name in spec.params if name not in template.key]
+        generated = [name for name in settable if template.fields[name].generated]
+        if generated:
+            raise TemplateError(
+                f"operations.{operation.value}.params names generated field {generated[0]!r}",
+                template=template.name,
+            )
 
     queries = {name: _plan_query(template, name) for name in template.queries}
     return TemplatePlan(
@@ -153,7 +160,9 @@ def _plan_query(template: Template, name: str) -> QueryPlan:
     sort: list[tuple[str, int]] = []
     raw_sort = binding.get("sort", [])
     if not isinstance(raw_sort, list):
-        raise TemplateError(f"{path}.sort must be a list of [field, 1 | -1]", template=template.name)
+        raise TemplateError(
+            f"{path}.sort must be a list of [field, 1 | -1]", template=template.name
+        )
     for i, item in enumerate(raw_sort):
         if not (
             isinstance(item, list)

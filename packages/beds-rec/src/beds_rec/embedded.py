@@ -9,10 +9,12 @@ in production mode. It runs standalone (no replica set): its replica-set oplog s
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from beds.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = ("EmbeddedServer", "open_embedded")
 

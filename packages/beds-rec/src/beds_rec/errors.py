@@ -91,9 +91,7 @@ def translate(
             f"the MongoDB server refused the operation{where}",
             details=[f"code: {exc.code} {code_name}"],
         )
-    return StoreError(
-        f"the MongoDB driver failed{where}", details=[f"error: {type(exc).__name__}"]
-    )
+    return StoreError(f"the MongoDB driver failed{where}", details=[f"error: {type(exc).__name__}"])
 
 
 def _duplicate_key_fields(exc: DuplicateKeyError) -> list[str]:

@@ -19,14 +19,17 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import CollectionInvalid, OperationFailure
 
 from beds.errors import TemplateError
-from beds.namaste import SchemaFile
+
+if TYPE_CHECKING:
+    from pymongo.asynchronous.database import AsyncDatabase
+
+    from beds.namaste import SchemaFile
 
 __all__ = ("CollectionSchema", "IndexSchema", "apply_collection", "parse_schema_file")
 
@@ -122,28 +125,37 @@ def _parse_index(raw: Any, path: str, fail: Callable[[str], TemplateError]) -> I
     return IndexSchema(name=name, keys=tuple(pairs), unique=unique, sparse=sparse)
 
 
-async def apply_collection(database: AsyncDatabase[dict[str, Any]], schema: CollectionSchema) -> None:
+async def apply_collection(
+    database: AsyncDatabase[dict[str, Any]], schema: CollectionSchema
+) -> None:
     """Create or update one collection and its indexes (idempotent).
 
     Driver exceptions propagate; the adapter translates them.
     """
     name = schema.collection
-    options = {} if schema.validator is None else {"validator": dict(schema.validator)}
+    validator = None if schema.validator is None else dict(schema.validator)
     exists = bool(await database.list_collection_names(filter={"name": name}))
     if not exists:
         try:
-            await database.create_collection(name, **options)
+            if validator is None:
+                await database.create_collection(name)
+            else:
+                await database.create_collection(name, validator=validator)
         except CollectionInvalid:
             exists = True  # another node created it meanwhile: update it below
-    if exists and options:
-        await database.command("collMod", name, **options)
-    collection = database[schema.collection]
+    if exists and validator is not None:
+        await database.command("collMod", name, validator=validator)
+    collection = database[name]
     for index in schema.indexes:
-        spec = {"name": index.name, "unique": index.unique, "sparse": index.sparse}
+        keys = list(index.keys)
         try:
-            await collection.create_index(list(index.keys), **spec)
+            await collection.create_index(
+                keys, name=index.name, unique=index.unique, sparse=index.sparse
+            )
         except OperationFailure as exc:
             if exc.code not in _INDEX_CHANGED:
                 raise
             await collection.drop_index(index.name)
-            await collection.create_index(list(index.keys), **spec)
+            await collection.create_index(
+                keys, name=index.name, unique=index.unique, sparse=index.sparse
+            )

@@ -18,16 +18,19 @@ Every problem is a :class:`~beds.errors.ConfigError` naming the key, for example
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from pymongo.errors import ConfigurationError
 from pymongo.uri_parser import parse_uri
 
 from beds.errors import ConfigError
-from beds.namaste import StoreSettings
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from beds.namaste import StoreSettings
 
 __all__ = ("EMBEDDED", "RecSettings", "parse_settings")
 
@@ -91,7 +94,7 @@ def parse_settings(settings: StoreSettings) -> RecSettings:
     if database is None:
         raise fail("database", "is required")
     if not isinstance(database, str) or not _DATABASE.match(database):
-        raise fail("database", "must be a MongoDB database name (no / \\ . space \" $ characters)")
+        raise fail("database", 'must be a MongoDB database name (no / \\ . space " $ characters)')
 
     timeout = options.get("server_selection_timeout", 5.0)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:

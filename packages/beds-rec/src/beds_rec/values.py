@@ -17,15 +17,17 @@ import datetime as dt
 import re
 from collections.abc import Iterable, Mapping
 from decimal import Decimal, DecimalException
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bson.codec_options import CodecOptions
 from bson.decimal128 import Decimal128
 from bson.objectid import ObjectId
 
 from beds.errors import ValidationFailed
-from beds.namaste import Record
 from beds.values import to_wire_record
+
+if TYPE_CHECKING:
+    from beds.namaste import Record
 
 __all__ = (
     "CODEC_OPTIONS",

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import asyncmy
@@ -34,6 +33,8 @@ from beds_rel.settings import RelConfig
 from beds_rel.verify import missing_objects
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Sequence
+
     from asyncmy.connection import Connection
 
     from beds.namaste import CallContext, Query, Record, SchemaFile, StoreSettings

@@ -5,28 +5,30 @@ serving a request only binds values. Identifiers come only from the template dec
 checked (object names through :meth:`Template.object_name`), and are quoted with backticks;
 request values are always bound as parameters.
 
-==========================================  ========================================================
-binding                                     SQL
-==========================================  ========================================================
-operation ``procedure = "p"``               ``CALL `p`(%s, …)``, one argument per declared param
-query ``procedure = "p"``                   ``CALL `p`(%s, …, %s)``, the params then the limit
-query ``view = "v"``                        ``SELECT `f1`, … FROM `v` WHERE `a` <=> %s AND …
-                                            LIMIT %s`` (every declared field, null-safe equality)
-query ``function = "f"``, ``returns = "c"``  ``SELECT `f`(%s, …) AS `c``` → one record ``{c: value}``
-==========================================  ========================================================
+============================================  ==================================================
+binding                                       SQL
+============================================  ==================================================
+operation ``procedure = "p"``                 ``CALL `p`(%s, …)``, one argument per param
+query ``procedure = "p"``                     ``CALL `p`(%s, …, %s)``, the params then the limit
+query ``view = "v"``                          ``SELECT `f1`, … FROM `v` WHERE `a` <=> %s AND …
+                                              LIMIT %s`` (every declared field; null-safe =)
+query ``function = "f"``, ``returns = "c"``   ``SELECT `f`(%s, …) AS `c``` → one record
+============================================  ==================================================
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
 from beds.envelopes import Operation
 from beds.errors import TemplateError
-from beds.templates.model import Template
+
+if TYPE_CHECKING:
+    from beds.templates.model import Template
 
 __all__ = ("Call", "Plan", "compile_template")
 
@@ -74,7 +76,9 @@ def _placeholders(count: int) -> str:
 
 
 def _fail(template: Template, path: str, message: str) -> TemplateError:
-    return TemplateError(f"{template.source or template.name}: {path} {message}", template=template.name)
+    return TemplateError(
+        f"{template.source or template.name}: {path} {message}", template=template.name
+    )
 
 
 def _column(template: Template, value: Any, path: str) -> str:
@@ -120,7 +124,11 @@ def _query_call(template: Template, query: str, binding: Mapping[str, Any]) -> C
         return Call(kind=kind, name=name, sql=sql, params=params, arity=len(params) + 1)
     if kind == "function":
         if "returns" not in binding:
-            raise _fail(template, path, "binds a function, so it must name its result column (returns = ...)")
+            raise _fail(
+                template,
+                path,
+                "binds a function, so it must name its result column (returns = ...)",
+            )
         column = _column(template, binding["returns"], f"{path}.returns")
         sql = f"SELECT {_quote(name)}({_placeholders(len(params))}) AS {_quote(column)}"
         return Call(kind=kind, name=name, sql=sql, params=params, arity=len(params), column=column)
@@ -147,5 +155,7 @@ def compile_template(template: Template) -> Plan:
         operation: _write_call(template, operation, spec.binding)
         for operation, spec in template.operations.items()
     }
-    queries = {name: _query_call(template, name, spec.binding) for name, spec in template.queries.items()}
+    queries = {
+        name: _query_call(template, name, spec.binding) for name, spec in template.queries.items()
+    }
     return Plan(writes=writes, queries=queries)

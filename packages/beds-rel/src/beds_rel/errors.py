@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from asyncmy import errors as my_errors
 
 from beds.errors import Conflict, DatabaseObjectMissing, RequestError, StoreError, StoreUnavailable
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
 
 __all__ = ("map_exceptions", "translate")
 

@@ -16,14 +16,17 @@ Every problem raises :class:`~beds.errors.ConfigError` naming the file and the k
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import attrs
 
 from beds.errors import ConfigError
-from beds.namaste import StoreSettings
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from beds.namaste import StoreSettings
 
 __all__ = ("RelConfig",)
 

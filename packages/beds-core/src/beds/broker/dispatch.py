@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
@@ -22,16 +24,25 @@ from beds.errors import (
     Unauthorized,
     UnsupportedOperation,
 )
-from beds.factory import Factory
 from beds.lineage import new_event_id
-from beds.namaste import CallContext
-from beds.plugins import Hooks
+from beds.namaste import CallContext, NamasteCore, Record
 from beds.routing import PING_TEMPLATE
+from beds.templates.model import Template
 from beds.templates.validate import validate_fetch, validate_write
+
+if TYPE_CHECKING:
+    from beds.factory import Factory
+    from beds.plugins import Hooks
 
 __all__ = ("Dispatcher",)
 
 _STATUS_OK = {Operation.CREATE: 201}
+_Write = Callable[[NamasteCore, Template, Record, CallContext], Awaitable[Record]]
+_WRITES: dict[Operation, _Write] = {
+    Operation.CREATE: lambda adapter, *args: adapter.create(*args),
+    Operation.UPDATE: lambda adapter, *args: adapter.update(*args),
+    Operation.DELETE: lambda adapter, *args: adapter.delete(*args),
+}
 
 
 class Dispatcher:
@@ -51,10 +62,16 @@ class Dispatcher:
         self.env = env
         self.max_message_bytes = max_message_bytes
         # Dispatch hooks cost nothing unless some plugin implements them (decided once, here).
-        self._before = hooks if hooks is not None and hooks.implemented("beds_before_dispatch") else None
-        self._after = hooks if hooks is not None and hooks.implemented("beds_after_dispatch") else None
+        self._before = (
+            hooks if hooks is not None and hooks.implemented("beds_before_dispatch") else None
+        )
+        self._after = (
+            hooks if hooks is not None and hooks.implemented("beds_after_dispatch") else None
+        )
 
-    async def handle(self, body: bytes, content_type: str | None) -> tuple[Request | None, Response]:
+    async def handle(
+        self, body: bytes, content_type: str | None
+    ) -> tuple[Request | None, Response]:
         """Handle one request body; return the decoded request (if any) and its response."""
         started = time.perf_counter()
         timings: dict[str, float] = {}
@@ -65,7 +82,9 @@ class Dispatcher:
             event_id = request.meta.event_id or new_event_id(self.node, self.env)
             data = await self._execute(request, event_id, timings)
             status = _STATUS_OK.get(request.operation, 200)
-            response = Response(ok=True, status=status, data=data, meta=self._meta(event_id, started, timings))
+            response = Response(
+                ok=True, status=status, data=data, meta=self._meta(event_id, started, timings)
+            )
         except RequestError as exc:
             response = self._error(exc, event_id, started, timings)
         except Exception:
@@ -106,26 +125,25 @@ class Dispatcher:
         payload = request.payload
         if operation is Operation.FETCH:
             query = validate_fetch(template, payload)
-        elif operation in (Operation.CREATE, Operation.UPDATE, Operation.DELETE):
+            call: Callable[[], Awaitable[Any]] = partial(adapter.fetch, template, query, ctx)
+        elif operation in _WRITES:
             record = validate_write(template, operation, payload)
+            call = partial(_WRITES[operation], adapter, template, record, ctx)
         else:
-            raise UnsupportedOperation(f"template {template.name!r} does not support {operation.value}")
+            raise UnsupportedOperation(
+                f"template {template.name!r} does not support {operation.value}"
+            )
         if self._before is not None:
             await self._before.before_dispatch(request, template)
 
         store_started = time.perf_counter()
         try:
             async with asyncio.timeout_at(_loop_deadline(deadline)):
-                if operation is Operation.FETCH:
-                    result: Any = await adapter.fetch(template, query, ctx)
-                elif operation is Operation.CREATE:
-                    result = await adapter.create(template, record, ctx)
-                elif operation is Operation.UPDATE:
-                    result = await adapter.update(template, record, ctx)
-                else:
-                    result = await adapter.delete(template, record, ctx)
+                result = await call()
         except TimeoutError:
-            raise DeadlineExceeded("the request's deadline passed while the store was working") from None
+            raise DeadlineExceeded(
+                "the request's deadline passed while the store was working"
+            ) from None
         finally:
             timings["store"] = round((time.perf_counter() - store_started) * 1000, 3)
         return result

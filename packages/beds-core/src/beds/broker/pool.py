@@ -53,6 +53,8 @@ class BrokerPool:
         self._channel: AbstractChannel | None = None
         self._consumer_tag: str | None = None
         self._stopping = False
+        self._idle = asyncio.Event()
+        """Set when no message is held or waiting (drain waits for it)."""
 
     @property
     def size(self) -> int:
@@ -76,7 +78,10 @@ class BrokerPool:
         self._consumer_tag = ok.consumer_tag
         logger.info(
             "broker {} consuming {} with {} tasks (prefetch {})",
-            self.name, self.queue, self.settings.instances, prefetch,
+            self.name,
+            self.queue,
+            self.settings.instances,
+            prefetch,
         )
 
     async def stop(self, drain_seconds: float) -> None:
@@ -86,10 +91,10 @@ class BrokerPool:
         if channel is not None and self._consumer_tag is not None and not channel.is_closed:
             with contextlib.suppress(aiormq.exceptions.AMQPError, ConnectionError):
                 await channel.basic_cancel(self._consumer_tag)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + drain_seconds
-        while (self._holding or not self._inbox.empty()) and loop.time() < deadline:
-            await asyncio.sleep(0.01)
+        if self._holding or not self._inbox.empty():
+            self._idle.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), drain_seconds)
         for task in self._workers.values():
             task.cancel()
         await asyncio.gather(*self._workers.values(), return_exceptions=True)
@@ -119,7 +124,7 @@ class BrokerPool:
 
     async def _requeue(self, message: DeliveredMessage) -> None:
         with contextlib.suppress(aiormq.exceptions.AMQPError, ConnectionError):
-            await message.channel.basic_nack(message.delivery.delivery_tag, requeue=True)
+            await message.channel.basic_nack(_tag(message), requeue=True)
 
     async def _work(self, slot: int) -> None:
         while True:
@@ -133,11 +138,13 @@ class BrokerPool:
             # Not in a finally: a task that dies keeps its message for _on_worker_done to requeue.
             self._holding.pop(slot, None)
             self.handled += 1
+            if not self._holding and self._inbox.empty():
+                self._idle.set()
 
     async def _process(self, message: DeliveredMessage) -> None:
         properties = message.header.properties
         channel = message.channel
-        tag = message.delivery.delivery_tag
+        tag = _tag(message)
         if not properties.reply_to:
             await self._dead_letter(
                 message,
@@ -168,13 +175,13 @@ class BrokerPool:
                 "x-beds-reason": error.message,
                 "x-beds-queue": self.queue,
                 "x-beds-node": self.dispatcher.node,
-                "x-beds-routing-key": message.delivery.routing_key or "",
+                "x-beds-routing-key": message.routing_key or "",
             }
         )
         await message.channel.basic_publish(
             message.body,
             exchange=self.dead_letter_exchange,
-            routing_key=message.delivery.routing_key or self.queue,
+            routing_key=message.routing_key or self.queue,
             properties=Basic.Properties(
                 content_type=properties.content_type,
                 correlation_id=properties.correlation_id,
@@ -186,3 +193,10 @@ class BrokerPool:
         logger.warning(
             "broker {} dead-lettered a message: {} ({})", self.name, error.message, error.CODE
         )
+
+
+def _tag(message: DeliveredMessage) -> int:
+    """The delivery tag of a consumed message (always set for basic.deliver)."""
+    tag = message.delivery_tag
+    assert tag is not None, "consumed messages carry a delivery tag"
+    return tag

@@ -30,12 +30,34 @@ __all__ = ("parse_template",)
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _TLA = re.compile(r"^[a-z]{3}$")
 _TOP_KEYS = frozenset(
-    {"name", "store", "tla", "description", "version", "key", "fields", "operations", "queries",
-     "default_query", "capabilities", "access"}
+    {
+        "name",
+        "store",
+        "tla",
+        "description",
+        "version",
+        "key",
+        "fields",
+        "operations",
+        "queries",
+        "default_query",
+        "capabilities",
+        "access",
+    }
 )
 _FIELD_KEYS = frozenset(
-    {"type", "required", "nullable", "generated", "max_length", "min_length", "pattern",
-     "minimum", "maximum", "description"}
+    {
+        "type",
+        "required",
+        "nullable",
+        "generated",
+        "max_length",
+        "min_length",
+        "pattern",
+        "minimum",
+        "maximum",
+        "description",
+    }
 )
 _WRITE_OPERATIONS = (Operation.CREATE, Operation.UPDATE, Operation.DELETE)
 _ACCESS_OPERATIONS = frozenset({*_WRITE_OPERATIONS, Operation.FETCH})
@@ -57,7 +79,9 @@ class _Reader:
             raise self.fail(path, "must be a table")
         return value
 
-    def string(self, data: Mapping[str, Any], key: str, path: str, default: str | None = None) -> str:
+    def string(
+        self, data: Mapping[str, Any], key: str, path: str, default: str | None = None
+    ) -> str:
         value = data.get(key, default)
         if not isinstance(value, str):
             raise self.fail(path, "must be a string" if key in data else "is required")
@@ -129,7 +153,9 @@ def _parse_field(r: _Reader, name: str, raw: Any) -> FieldSpec:
     )
 
 
-def _check_fields(r: _Reader, names: tuple[str, ...], fields: Mapping[str, FieldSpec], path: str) -> None:
+def _check_fields(
+    r: _Reader, names: tuple[str, ...], fields: Mapping[str, FieldSpec], path: str
+) -> None:
     for name in names:
         if name not in fields:
             raise r.fail(path, f"names {name!r}, which is not a declared field")
@@ -166,7 +192,9 @@ def parse_template(text: str, *, source: str, distribution: str = "") -> Templat
         raise r.fail("store", f"must be a store name such as 'rec' or 'rel', got {store!r}")
     unknown = sorted(set(data) - _TOP_KEYS - {store})
     if unknown:
-        raise r.fail(unknown[0], "is not a template key (store options go in the [" + store + "] table)")
+        raise r.fail(
+            unknown[0], "is not a template key (store options go in the [" + store + "] table)"
+        )
     tla = r.string(data, "tla", "tla")
     if not _TLA.fullmatch(tla):
         raise r.fail("tla", f"must be three lower-case letters, got {tla!r}")
@@ -185,7 +213,9 @@ def parse_template(text: str, *, source: str, distribution: str = "") -> Templat
     for op_name, raw in raw_ops.items():
         path = f"operations.{op_name}"
         if op_name not in {op.value for op in _WRITE_OPERATIONS}:
-            raise r.fail(path, "is not a write operation (create, update, delete); fetches go in [queries]")
+            raise r.fail(
+                path, "is not a write operation (create, update, delete); fetches go in [queries]"
+            )
         if not isinstance(raw, Mapping):
             raise r.fail(path, "must be a table")
         params = r.names(raw, "params", f"{path}.params")

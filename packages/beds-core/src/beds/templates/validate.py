@@ -46,7 +46,10 @@ def _check_value(spec: FieldSpec, value: Any, path: str, problems: list[str]) ->
     if kind in (FieldType.INT, FieldType.FLOAT):
         number_ok = isinstance(value, int) or (kind is FieldType.FLOAT and isinstance(value, float))
         if isinstance(value, bool) or not number_ok:
-            problems.append(f"{path}: must be {'an integer' if kind is FieldType.INT else 'a number'}, got {_json_type(value)}")
+            problems.append(
+                f"{path}: must be {'an integer' if kind is FieldType.INT else 'a number'}, "
+                f"got {_json_type(value)}"
+            )
             return None
         if spec.minimum is not None and value < spec.minimum:
             problems.append(f"{path}: must be at least {spec.minimum:g}")
@@ -141,11 +144,17 @@ def validate_write(template: Template, operation: Operation, payload: Mapping[st
     if spec is None:
         raise UnsupportedOperation(
             f"template {template.name!r} does not support {operation.value}",
-            details=(f"declared: {', '.join(sorted(op.value for op in template.operations)) or 'none'}",),
+            details=(
+                f"declared: {', '.join(sorted(op.value for op in template.operations)) or 'none'}",
+            ),
         )
     problems: list[str] = []
     if operation is Operation.CREATE:
-        required = [p for p in spec.params if template.fields[p].required and not template.fields[p].nullable]
+        required = [
+            p
+            for p in spec.params
+            if template.fields[p].required and not template.fields[p].nullable
+        ]
         record = _check_record(template, payload, spec.params, required, "$.payload", problems)
         for name in spec.params:
             record.setdefault(name, None)
@@ -177,9 +186,7 @@ def validate_fetch(template: Template, payload: Mapping[str, Any]) -> Query:
     query_name = payload.get("query", template.default_query)
     spec = template.queries.get(query_name) if isinstance(query_name, str) else None
     if spec is None:
-        problems.append(
-            f"$.payload.query: must be one of {', '.join(sorted(template.queries))}"
-        )
+        problems.append(f"$.payload.query: must be one of {', '.join(sorted(template.queries))}")
         _raise_if(problems, template)
         raise AssertionError("unreachable")  # pragma: no cover
     params = payload.get("params", {})

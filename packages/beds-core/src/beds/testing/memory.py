@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from beds.envelopes import Operation
 from beds.errors import Conflict, NotFound
-from beds.namaste import CallContext, Query, Record, SchemaFile, StoreSettings
 from beds.templates.model import FieldType, Template
 from beds.values import to_wire_record
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from beds.namaste import CallContext, Query, Record, SchemaFile, StoreSettings
 
 __all__ = ("MemoryAdapter",)
 

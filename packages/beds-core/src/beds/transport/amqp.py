@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
     from beds.config.model import Config
 
-__all__ = ("connect", "declare_topology", "redact", "dead_letter_queue")
+__all__ = ("connect", "dead_letter_queue", "declare_topology", "redact")
 
 
 def redact(url: str) -> str:
@@ -36,7 +36,9 @@ async def connect(url: str, *, timeout: float = 5.0, name: str = "beds") -> Abst
         async with asyncio.timeout(timeout):
             return await aiormq.connect(target)
     except (OSError, TimeoutError, aiormq.exceptions.AMQPError) as exc:
-        reason = type(exc).__name__ if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
+        reason = (
+            type(exc).__name__ if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
+        )
         raise BrokerUnavailable(f"RabbitMQ at {redact(url)} is not reachable: {reason}") from exc
 
 

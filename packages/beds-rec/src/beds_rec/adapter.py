@@ -1,0 +1,315 @@
+"""RecAdapter: serves REC templates from MongoDB through pymongo's ``AsyncMongoClient``.
+
+Each template works on the one collection its ``[rec]`` table declares, with the query shapes
+its ``[queries]`` declare (see :mod:`beds_rec.binding`); requests supply values, never shapes.
+
+The ``_id`` rule: ``_id`` is the store's private ``ObjectId`` and is never accepted from a
+request. A template that declares a generated field ``id`` gets ``_id`` back as 24 hexadecimal
+characters, and may name ``id`` in keys and query filters (invalid text is ``ValidationFailed``).
+Any other template never sees ``_id``: every projection excludes it.
+
+Every driver exception is translated at this boundary (:mod:`beds_rec.errors`).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import pymongo
+from pymongo import AsyncMongoClient, ReturnDocument
+
+from beds.envelopes import Operation
+from beds.errors import (
+    DatabaseObjectMissing,
+    DeadlineExceeded,
+    NotFound,
+    StoreUnavailable,
+    TemplateError,
+    UnsupportedOperation,
+    ValidationFailed,
+)
+from beds_rec.binding import CREATED_AT, TemplatePlan, plan_template
+from beds_rec.embedded import open_embedded
+from beds_rec.errors import map_exceptions
+from beds_rec.schema import apply_collection, parse_schema_file
+from beds_rec.settings import parse_settings
+from beds_rec.values import CODEC_OPTIONS, DOC_ID, ID_FIELD, object_id, to_bson, to_record, utc_now
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping, Sequence
+
+    from pymongo.asynchronous.collection import AsyncCollection
+    from pymongo.asynchronous.database import AsyncDatabase
+
+    from beds.namaste import CallContext, Query, Record, SchemaFile, StoreSettings
+    from beds.templates.model import OperationSpec, Template
+
+__all__ = ("RecAdapter",)
+
+Document = dict[str, Any]
+
+
+class RecAdapter:
+    """The REC store adapter (a :class:`beds.namaste.NamasteCore`).
+
+    Args:
+        settings: the ``[stores.rec]`` table (see :mod:`beds_rec.settings`).
+
+    Raises:
+        ConfigError: invalid settings, or an embedded server that cannot be used.
+    """
+
+    store = "rec"
+
+    def __init__(self, settings: StoreSettings) -> None:
+        self.settings = parse_settings(settings)
+        self._embedded = (
+            open_embedded(
+                self.settings.embedded_path,
+                production=settings.production,
+                store=settings.store,
+                file=settings.file,
+            )
+            if self.settings.embedded
+            else None
+        )
+        self._client: AsyncMongoClient[Document] | None = None
+        self._plans: dict[str, TemplatePlan] = {}
+
+    def prepare(self, template: Template) -> None:
+        """Check the template's ``[rec]`` table and query shapes, and keep its plan."""
+        self._plans[template.name] = plan_template(template)
+
+    async def start(self) -> None:
+        """Start the embedded server if configured, connect, and ping the server.
+
+        Raises:
+            StoreUnavailable: the server cannot be reached within ``server_selection_timeout``.
+        """
+        if self._client is not None:
+            return
+        try:
+            uri = self.settings.uri
+            if uri is None and self._embedded is not None:
+                try:
+                    uri = await self._embedded.start()
+                except Exception as exc:
+                    raise StoreUnavailable(
+                        "the embedded MongoDB server did not start",
+                        details=[f"error: {type(exc).__name__}"],
+                    ) from exc
+            with map_exceptions():
+                self._client = AsyncMongoClient(
+                    uri,
+                    serverSelectionTimeoutMS=round(self.settings.server_selection_timeout * 1000),
+                    appname="beds-rec",
+                )
+                await self._client.admin.command("ping")
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def verify(self, template: Template) -> None:
+        """Check that the template's collection and declared indexes exist.
+
+        Raises:
+            DatabaseObjectMissing: ``details`` names each missing collection and index.
+        """
+        plan = self._plan(template)
+        database = self._database
+        with map_exceptions(collection=plan.collection):
+            found = await database.list_collection_names(filter={"name": plan.collection})
+            indexes: set[str] = set()
+            if found:
+                cursor = await database[plan.collection].list_indexes()
+                indexes = {str(index["name"]) async for index in cursor}
+        missing = [] if found else [plan.collection]
+        missing += [name for name in plan.indexes if name not in indexes]
+        if missing:
+            raise DatabaseObjectMissing(
+                f"template {template.name!r}: declared MongoDB objects are missing "
+                f"from database {database.name!r}",
+                details=missing,
+            )
+
+    async def create(self, template: Template, record: Record, ctx: CallContext) -> Record:
+        """Insert the record (stamping ``created_at`` if generated); return ``returns``."""
+        plan = self._plan(template)
+        spec = self._operation(template, Operation.CREATE)
+        document = {
+            plan.document_field(name): self._to_bson(plan, name, record.get(name), "$.payload")
+            for name in spec.params
+        }
+        if plan.stamps_created_at:
+            document[CREATED_AT] = utc_now()
+        with self._call(plan, ctx):
+            result = await self._collection(plan).insert_one(document)
+        document[DOC_ID] = result.inserted_id
+        return to_record(document, spec.returns, id_mapped=plan.id_mapped)
+
+    async def fetch(self, template: Template, query: Query, ctx: CallContext) -> list[Record]:
+        """Run a declared query: equality filter, projection, sort, at most ``query.limit``."""
+        plan = self._plan(template)
+        shape = plan.queries.get(query.spec.name)
+        if shape is None:
+            raise UnsupportedOperation(
+                f"template {template.name!r} has no query {query.spec.name!r}"
+            )
+        filter_ = {
+            plan.document_field(name): self._to_bson(
+                plan, name, query.params.get(name), "$.payload.params"
+            )
+            for name in shape.filter
+        }
+        sort = [(plan.document_field(name), direction) for name, direction in shape.sort]
+        with self._call(plan, ctx):
+            cursor = self._collection(plan).find(
+                filter_, plan.projection(shape.projection), sort=sort or None, limit=query.limit
+            )
+            documents = await cursor.to_list()
+        return [to_record(doc, shape.projection, id_mapped=plan.id_mapped) for doc in documents]
+
+    async def update(self, template: Template, record: Record, ctx: CallContext) -> Record:
+        """``$set`` the sent non-key fields of the record with the key; return ``returns``.
+
+        Raises:
+            NotFound: no record has the key.
+        """
+        plan = self._plan(template)
+        spec = self._operation(template, Operation.UPDATE)
+        where = self._key_filter(plan, record)
+        changes = {
+            plan.document_field(name): self._to_bson(plan, name, record[name], "$.payload")
+            for name in spec.params
+            if name in record and name not in template.key
+        }
+        projection = plan.projection(spec.returns) if spec.returns else {DOC_ID: 1}
+        collection = self._collection(plan)
+        with self._call(plan, ctx):
+            if changes:
+                document = await collection.find_one_and_update(
+                    where,
+                    {"$set": changes},
+                    projection=projection,
+                    return_document=ReturnDocument.AFTER,
+                )
+            else:
+                document = await collection.find_one(where, projection)
+        if document is None:
+            raise self._not_found(template)
+        return to_record(document, spec.returns, id_mapped=plan.id_mapped)
+
+    async def delete(self, template: Template, key: Record, ctx: CallContext) -> Record:
+        """Delete the record with the key and return ``{"deleted": 1}``.
+
+        Raises:
+            NotFound: no record has the key.
+        """
+        plan = self._plan(template)
+        self._operation(template, Operation.DELETE)
+        where = self._key_filter(plan, key)
+        with self._call(plan, ctx):
+            result = await self._collection(plan).delete_one(where)
+        if result.deleted_count == 0:
+            raise self._not_found(template)
+        return {"deleted": result.deleted_count}
+
+    async def apply_schema(self, files: Sequence[SchemaFile]) -> list[str]:
+        """Create or update the collections, validators and indexes the files declare.
+
+        Returns:
+            The names of the files applied, in order.
+
+        Raises:
+            TemplateError: a file that is not a valid REC schema file (``*.json``).
+        """
+        database = self._database
+        applied: list[str] = []
+        for file in files:
+            if not file.name.endswith(".json"):
+                raise TemplateError("REC schema files must be *.json", template=file.name)
+            schema = parse_schema_file(file)
+            with map_exceptions(collection=schema.collection):
+                await apply_collection(database, schema)
+            applied.append(file.name)
+        return applied
+
+    async def aclose(self) -> None:
+        """Close the client, then stop the embedded server; safe to call twice."""
+        client, self._client = self._client, None
+        try:
+            if client is not None:
+                await client.close()
+        finally:
+            if self._embedded is not None:
+                await self._embedded.stop()
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _plan(self, template: Template) -> TemplatePlan:
+        plan = self._plans.get(template.name)
+        if plan is None or plan.template is not template:
+            plan = self._plans[template.name] = plan_template(template)
+        return plan
+
+    @property
+    def _database(self) -> AsyncDatabase[Document]:
+        if self._client is None:
+            raise StoreUnavailable("the REC store is not started")
+        return self._client.get_database(self.settings.database, codec_options=CODEC_OPTIONS)
+
+    def _collection(self, plan: TemplatePlan) -> AsyncCollection[Document]:
+        return self._database[plan.collection]
+
+    @staticmethod
+    def _operation(template: Template, operation: Operation) -> OperationSpec:
+        spec = template.operations.get(operation)
+        if spec is None:
+            raise UnsupportedOperation(
+                f"template {template.name!r} does not support {operation.value}"
+            )
+        return spec
+
+    @staticmethod
+    @contextmanager
+    def _call(plan: TemplatePlan, ctx: CallContext) -> Iterator[None]:
+        """Bound the database call by the request's deadline and translate driver errors."""
+        remaining = None if ctx.deadline is None else ctx.deadline - time.time()
+        if remaining is not None and remaining <= 0:
+            raise DeadlineExceeded("the request's deadline passed before the database call")
+        with (
+            map_exceptions(collection=plan.collection, deadline=ctx.deadline),
+            pymongo.timeout(remaining),
+        ):
+            yield
+
+    def _key_filter(self, plan: TemplatePlan, key: Mapping[str, Any]) -> Document:
+        template = plan.template
+        absent = [name for name in template.key if key.get(name) is None]
+        if absent:
+            raise ValidationFailed(
+                f"payload does not match template {template.name!r}",
+                details=[f"$.payload.{name}: is required" for name in absent],
+            )
+        return {
+            plan.document_field(name): self._to_bson(plan, name, key[name], "$.payload")
+            for name in template.key
+        }
+
+    @staticmethod
+    def _to_bson(plan: TemplatePlan, name: str, value: Any, path: str) -> Any:
+        if value is None:
+            return None
+        where, template = f"{path}.{name}", plan.template.name
+        if plan.id_mapped and name == ID_FIELD:
+            return object_id(value, path=where, template=template)
+        return to_bson(value, path=where, template=template)
+
+    @staticmethod
+    def _not_found(template: Template) -> NotFound:
+        return NotFound(
+            f"template {template.name!r}: no record has this key",
+            details=[f"$.payload.{name}" for name in template.key],
+        )

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from beds.errors import ConfigError
+from beds.namaste import StoreSettings
+from beds_rec.settings import RecSettings, parse_settings
+
+
+def settings(**options: Any) -> StoreSettings:
+    return StoreSettings(store="rec", options=options, file="beds.toml")
+
+
+def test_defaults_select_the_embedded_server() -> None:
+    parsed = parse_settings(settings(database="beds_dev"))
+    assert parsed == RecSettings(
+        uri=None, database="beds_dev", server_selection_timeout=5.0, embedded_path=Path(".beds/secantus")
+    )
+    assert parsed.embedded
+
+
+def test_embedded_keyword_and_uri() -> None:
+    assert parse_settings(settings(uri="embedded", database="d")).uri is None
+    parsed = parse_settings(
+        settings(uri="mongodb://127.0.0.1:27017/", database="d", server_selection_timeout=1)
+    )
+    assert parsed.uri == "mongodb://127.0.0.1:27017/"
+    assert parsed.server_selection_timeout == 1.0
+    assert not parsed.embedded
+
+
+def test_production_flag_is_kept() -> None:
+    options = {"database": "d", "uri": "mongodb://db.example:27017/"}
+    parsed = parse_settings(StoreSettings(store="rec", options=options, production=True))
+    assert parsed.production
+
+
+@pytest.mark.parametrize(
+    ("options", "key", "words"),
+    [
+        ({"database": "d", "url": "mongodb://x/"}, "stores.rec.url", "unknown key"),
+        ({}, "stores.rec.database", "is required"),
+        ({"database": ""}, "stores.rec.database", "database name"),
+        ({"database": "a.b"}, "stores.rec.database", "database name"),
+        ({"database": 3}, "stores.rec.database", "database name"),
+        ({"database": "d", "uri": 5}, "stores.rec.uri", "must be a string"),
+        ({"database": "d", "uri": "mysql://x/"}, "stores.rec.uri", "mongodb://"),
+        ({"database": "d", "uri": "mongodb://h:99999/"}, "stores.rec.uri", "not a valid"),
+        ({"database": "d", "uri": "mongodb://h/?bogusOption=1"}, "stores.rec.uri", "not a valid"),
+        ({"database": "d", "server_selection_timeout": 0}, "stores.rec.server_selection_timeout", "positive"),
+        ({"database": "d", "server_selection_timeout": True}, "stores.rec.server_selection_timeout", "positive"),
+        ({"database": "d", "server_selection_timeout": "5"}, "stores.rec.server_selection_timeout", "positive"),
+        ({"database": "d", "embedded_path": ""}, "stores.rec.embedded_path", "non-empty"),
+        ({"database": "d", "embedded_path": 1}, "stores.rec.embedded_path", "non-empty"),
+    ],
+)
+def test_errors_name_the_key_and_file(options: dict[str, Any], key: str, words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(settings(**options))
+    assert caught.value.key == key
+    assert caught.value.file == "beds.toml"
+    assert words in str(caught.value)
+
+
+def test_uri_error_does_not_leak_the_password() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(settings(database="d", uri="mongodb://user:s3cret@h:99999/"))
+    assert "s3cret" not in str(caught.value)
+    assert caught.value.__cause__ is None
+
+
+def test_the_first_unknown_key_is_reported() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(settings(database="d", zeta=1, alpha=2))
+    assert caught.value.key == "stores.rec.alpha"
+
+
+@given(st.text(min_size=1, max_size=20).filter(lambda k: k not in {"uri", "database", "server_selection_timeout", "embedded_path"}))
+def test_any_unknown_key_is_a_config_error(key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(settings(database="d", **{key: 1}))
+    assert caught.value.key == f"stores.rec.{key}"

@@ -1,0 +1,84 @@
+"""Check, through ``information_schema``, that a template's declared objects exist and fit.
+
+Routines must exist with the declared kind and take as many parameters as the adapter passes
+(a query procedure's limit included); views must exist and expose every declared field.
+Routine names compare case-insensitively, as MariaDB does; view names compare exactly.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from asyncmy.connection import Connection
+    from asyncmy.cursors import Cursor
+
+    from beds_rel.bindings import Call
+
+__all__ = ("missing_objects",)
+
+_ROUTINES = """
+SELECT r.ROUTINE_TYPE, r.ROUTINE_NAME,
+       (SELECT COUNT(*) FROM information_schema.PARAMETERS p
+         WHERE p.SPECIFIC_SCHEMA = r.ROUTINE_SCHEMA AND p.SPECIFIC_NAME = r.ROUTINE_NAME
+           AND p.ROUTINE_TYPE = r.ROUTINE_TYPE AND p.ORDINAL_POSITION > 0) AS arity
+  FROM information_schema.ROUTINES r
+ WHERE r.ROUTINE_SCHEMA = DATABASE() AND r.ROUTINE_NAME IN ({names})
+"""
+_VIEW_COLUMNS = """
+SELECT v.TABLE_NAME, c.COLUMN_NAME
+  FROM information_schema.VIEWS v
+  LEFT JOIN information_schema.COLUMNS c
+    ON c.TABLE_SCHEMA = v.TABLE_SCHEMA AND c.TABLE_NAME = v.TABLE_NAME
+ WHERE v.TABLE_SCHEMA = DATABASE() AND v.TABLE_NAME IN ({names})
+"""
+
+
+async def _select(cursor: Cursor, sql: str, names: Sequence[str]) -> list[Any]:
+    await cursor.execute(sql.format(names=", ".join(["%s"] * len(names))), tuple(names))
+    return list(await cursor.fetchall())
+
+
+async def missing_objects(conn: Connection, calls: Sequence[Call]) -> list[str]:
+    """Return one sorted detail per missing or mismatched object (empty when all fit).
+
+    Raises:
+        asyncmy.errors.MySQLError: the look-up failed; the caller maps it.
+    """
+    routines = [call for call in calls if call.kind != "view"]
+    views = [call for call in calls if call.kind == "view"]
+    problems: set[str] = set()
+    async with conn.cursor() as cursor:
+        if routines:
+            found = {
+                (str(kind).lower(), str(name).lower()): int(arity)
+                for kind, name, arity in await _select(
+                    cursor, _ROUTINES, sorted({c.name for c in routines})
+                )
+            }
+            for call in routines:
+                arity = found.get((call.kind, call.name.lower()))
+                if arity is None:
+                    problems.add(call.name)
+                elif arity != call.arity:
+                    problems.add(
+                        f"{call.name} (takes {arity} parameters; the template passes {call.arity})"
+                    )
+        if views:
+            columns: dict[str, set[str]] = {}
+            for view, column in await _select(
+                cursor, _VIEW_COLUMNS, sorted({c.name for c in views})
+            ):
+                columns.setdefault(str(view), set()).add(str(column).lower())
+            for call in views:
+                if call.name not in columns:
+                    problems.add(call.name)
+                    continue
+                problems.update(
+                    f"{call.name}.{column}"
+                    for column in call.columns
+                    if column.lower() not in columns[call.name]
+                )
+    return sorted(problems)
