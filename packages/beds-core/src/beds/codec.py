@@ -50,22 +50,26 @@ def _json_type(value: object) -> str:
     return _JSON_TYPES.get(type(value), type(value).__name__)
 
 
-def _structure_str(value: object, _: object) -> str:
+# These hooks are dispatched on subclasses too (a StrEnum such as Operation is a str), so the
+# checked JSON value is passed on to ``kind`` whenever ``kind`` is not the builtin itself.
+
+
+def _structure_str(value: object, kind: Any) -> Any:
     if type(value) is not str:
         raise _WireTypeError(f"must be a string, got {_json_type(value)}")
-    return value
+    return value if kind is str else kind(value)
 
 
-def _structure_int(value: object, _: object) -> int:
+def _structure_int(value: object, kind: Any) -> Any:
     if type(value) is not int:
         raise _WireTypeError(f"must be an integer, got {_json_type(value)}")
-    return value
+    return value if kind is int else kind(value)
 
 
-def _structure_float(value: object, _: object) -> float:
-    if type(value) is float or type(value) is int:
-        return float(value)
-    raise _WireTypeError(f"must be a number, got {_json_type(value)}")
+def _structure_float(value: object, kind: Any) -> Any:
+    if type(value) is not float and type(value) is not int:
+        raise _WireTypeError(f"must be a number, got {_json_type(value)}")
+    return float(value) if kind is float else kind(value)
 
 
 def _structure_bool(value: object, _: object) -> bool:
@@ -109,7 +113,7 @@ def make_wire_converter() -> cattrs.Converter:
         result: tuple[str, ...] = structure_strings(value, kind)
         return result
 
-    wire.register_structure_hook(tuple[str, ...], _structure_string_tuple)
+    wire.register_structure_hook_func(lambda kind: kind == tuple[str, ...], _structure_string_tuple)
     return wire
 
 
@@ -158,7 +162,7 @@ def _decode(kind: type[_T], body: bytes, content_type: str | None, max_bytes: in
         raise MalformedRequest("message body is not valid JSON", details=(str(exc),)) from exc
     if not isinstance(raw, dict):
         raise MalformedRequest(
-            "message body must be a JSON object", details=(f"got {type(raw).__name__}",)
+            "message body must be a JSON object", details=(f"got {_json_type(raw)}",)
         )
     try:
         return converter.structure(raw, kind)

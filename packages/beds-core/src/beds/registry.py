@@ -28,10 +28,25 @@ def _distributions() -> Mapping[str, list[str]]:
     return metadata.packages_distributions()
 
 
+@functools.cache
+def _entry_point_distributions() -> Mapping[str, str]:
+    """Top-level import package → distribution, from the ``beds`` entry points.
+
+    Editable installs (a uv workspace) are ``.pth`` path entries, which
+    ``packages_distributions()`` cannot see; their entry points still name them.
+    """
+    found: dict[str, str] = {}
+    for ep in metadata.entry_points(group="beds"):
+        if ep.dist is not None:
+            found.setdefault(ep.module.partition(".")[0], ep.dist.name)
+    return found
+
+
 def distribution_of(package: str) -> str:
     """Return the installed distribution that provides an import package ('' if unknown)."""
-    names = _distributions().get(package.partition(".")[0], [])
-    return names[0] if names else ""
+    top = package.partition(".")[0]
+    names = _distributions().get(top, [])
+    return names[0] if names else _entry_point_distributions().get(top, "")
 
 
 @attrs.define

@@ -8,7 +8,7 @@ database value         wire value
 ``Decimal``            text (keeps every digit; floats would round)
 ``bytes``              base64 text
 ``UUID``               canonical text
-str/int/float/bool     unchanged; ``None`` → ``null``
+str/int/float/bool     unchanged; ``None`` → ``null``; integers beyond 64 bits → text
 mapping / sequence     converted element by element
 anything else          ``str(value)`` — adapters convert their own types first
 =====================  =====================================================
@@ -28,19 +28,29 @@ from typing import Any
 
 __all__ = ("to_wire", "to_wire_record")
 
-_PLAIN = (str, int, float, bool, type(None))
+_PLAIN = (str, bool, type(None))
+_INT_RANGE = range(-(2**63), 2**64)
+"""Integers orjson can write (signed and unsigned 64-bit)."""
 
 
 def _datetime_to_wire(value: dt.datetime) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    try:
+        value = value.astimezone(dt.UTC)
+    except OverflowError:  # within hours of year 1 or 9999: keep the original offset
+        return value.isoformat()
+    return value.isoformat().replace("+00:00", "Z")
 
 
 def to_wire(value: Any) -> Any:
     """Convert one value by the rule in the module docstring."""
     if isinstance(value, _PLAIN):
         return value
+    if isinstance(value, int):
+        return value if value in _INT_RANGE else str(value)
+    if isinstance(value, float):
+        return value if type(value) is float else float(value)  # orjson rejects subclasses
     if isinstance(value, dt.datetime):
         return _datetime_to_wire(value)
     if isinstance(value, dt.date | dt.time):

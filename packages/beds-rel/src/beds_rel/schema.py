@@ -154,6 +154,8 @@ async def apply_schema_files(config: RelConfig, files: Sequence[SchemaFile]) -> 
     try:
         with map_exceptions():
             async with conn.cursor() as cursor:
+                # Notes such as "already exists" are expected when a schema is re-applied.
+                await cursor.execute("SET sql_notes = 0")
                 await cursor.execute(
                     f"CREATE DATABASE IF NOT EXISTS `{config.database}` "
                     "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"

@@ -27,8 +27,8 @@ CREATE OR REPLACE VIEW spp_posts_v AS
 DELIMITER $$
 
 CREATE OR REPLACE PROCEDURE spp_create(
-    IN p_author VARCHAR(64) CHARACTER SET utf8mb4,
-    IN p_body VARCHAR(280) CHARACTER SET utf8mb4
+    IN p_author VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci,
+    IN p_body VARCHAR(280) CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci
 )
 MODIFIES SQL DATA
 BEGIN
@@ -39,7 +39,7 @@ END$$
 -- A NULL argument keeps the current value (the adapter passes NULL for params not sent).
 CREATE OR REPLACE PROCEDURE spp_update(
     IN p_id BIGINT,
-    IN p_body VARCHAR(280) CHARACTER SET utf8mb4
+    IN p_body VARCHAR(280) CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci
 )
 MODIFIES SQL DATA
 BEGIN
@@ -58,7 +58,7 @@ END$$
 
 -- Newest first; p_limit is the row limit the adapter passes last.
 CREATE OR REPLACE PROCEDURE spp_by_author(
-    IN p_author VARCHAR(64) CHARACTER SET utf8mb4,
+    IN p_author VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci,
     IN p_limit INT UNSIGNED
 )
 READS SQL DATA
@@ -70,7 +70,9 @@ BEGIN
      LIMIT p_limit;
 END$$
 
-CREATE OR REPLACE FUNCTION spp_count_by_author(p_author VARCHAR(64) CHARACTER SET utf8mb4)
+CREATE OR REPLACE FUNCTION spp_count_by_author(
+    p_author VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci
+)
 RETURNS BIGINT
 READS SQL DATA
 BEGIN

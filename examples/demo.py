@@ -1,0 +1,109 @@
+"""The quick-start demo: start a node serving the SPEW example domain, then call it.
+
+Run by ``./dev demo`` (``nox -s demo``) after ``beds schema apply``. It starts ``beds run`` with
+the development default (local RabbitMQ and MariaDB, embedded MongoDB wire server), waits until
+the node answers, performs CRUD on ``spew_post`` (MariaDB) and ``spew_profile`` (MongoDB)
+through :class:`beds.client.BedsClient`, measures a short burst of requests, and stops the node
+with SIGTERM. Exits non-zero if anything fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any
+
+from beds.client import BedsClient
+from beds.errors import Conflict, ReplyTimeout, ValidationFailed
+
+
+def show(title: str, value: Any) -> None:
+    print(f"  {title:<44} {json.dumps(value, default=str)}")
+
+
+async def wait_ready(client: BedsClient, node: subprocess.Popen[bytes], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if node.poll() is not None:
+            raise SystemExit(f"beds run exited with {node.returncode} before it was ready")
+        try:
+            if (await client.ping(timeout=1)).ok:
+                return
+        except (ReplyTimeout, Exception):
+            await asyncio.sleep(0.5)
+    raise SystemExit("the node did not answer within a minute")
+
+
+async def burst(client: BedsClient, post_id: int, total: int, in_flight: int) -> tuple[float, float, float]:
+    latencies: list[float] = []
+    queue = iter(range(total))
+
+    async def worker() -> None:
+        for _ in queue:
+            started = time.perf_counter()
+            await client.fetch("spew_post", "by_id", {"id": post_id})
+            latencies.append((time.perf_counter() - started) * 1000)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(in_flight)))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return total / elapsed, statistics.median(latencies), latencies[int(len(latencies) * 0.99) - 1]
+
+
+async def exercise(client: BedsClient) -> None:
+    handle = f"demo_{uuid.uuid4().hex[:8]}"
+    print("\nspew_profile (REC, MongoDB):")
+    show("create", await client.create("spew_profile", {"handle": handle, "display_name": "Demo User"}))
+    show("fetch by_handle", await client.fetch("spew_profile", "by_handle", {"handle": handle}))
+    show("update bio", await client.update("spew_profile", {"handle": handle, "bio": "hello from BEDS"}))
+    try:
+        await client.create("spew_profile", {"handle": handle, "display_name": "Again"})
+    except Conflict as exc:
+        show("create the same handle again -> Conflict", exc.to_error().code)
+
+    print("\nspew_post (REL, MariaDB stored procedures):")
+    post = await client.create("spew_post", {"author": handle, "body": "My first spew."})
+    show("create", post)
+    show("fetch by_id", await client.fetch("spew_post", "by_id", {"id": post["id"]}))
+    show("update", await client.update("spew_post", {"id": post["id"], "body": "Edited spew."}))
+    await client.create("spew_post", {"author": handle, "body": "Second spew."})
+    show("fetch by_author (limit 5)", await client.fetch("spew_post", "by_author", {"author": handle}, limit=5))
+    show("count_by_author", await client.fetch("spew_post", "count_by_author", {"author": handle}))
+    try:
+        await client.create("spew_post", {"author": handle, "body": "x" * 281})
+    except ValidationFailed as exc:
+        show("281-character body -> ValidationFailed", list(exc.details))
+
+    print("\nthroughput (spew_post fetch by_id through RabbitMQ, one client connection):")
+    rate, p50, p99 = await burst(client, post["id"], total=3000, in_flight=16)
+    show("3000 requests, 16 in flight", f"{rate:,.0f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+
+    print("\ncleanup:")
+    show("delete post", await client.delete("spew_post", {"id": post["id"]}))
+    show("delete profile", await client.delete("spew_profile", {"handle": handle}))
+
+
+async def main() -> int:
+    print("starting `beds run` (development default: appServer on local RabbitMQ/MariaDB)...")
+    node = subprocess.Popen([sys.executable, "-m", "beds", "run"])
+    try:
+        async with BedsClient(origin="demo", timeout=10) as client:
+            await wait_ready(client, node)
+            print("node is ready (ping answered)")
+            await exercise(client)
+    finally:
+        node.send_signal(signal.SIGTERM)
+        code = node.wait(timeout=30)
+        print(f"\n`beds run` stopped on SIGTERM with exit code {code}")
+    return 0 if code == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

@@ -1,0 +1,69 @@
+"""Every automated task. CI and people run the same sessions (see ./dev and README)."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "uv"
+nox.options.reuse_venv = "yes"
+nox.options.sessions = ["lint", "typecheck", "tests", "integration", "docs"]
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+PACKAGES = ("beds-core", "beds-rec", "beds-rel", "beds-templates-example")
+ALL = [f"./packages/{name}" for name in PACKAGES]
+
+
+def group(name: str) -> list[str]:
+    return list(nox.project.dependency_groups(PYPROJECT, name))
+
+
+def install_workspace(session: nox.Session, *groups: str) -> None:
+    """Install every BEDS package (editable) plus dependency groups."""
+    editable = [arg for path in ALL for arg in ("-e", path)]
+    session.install(*editable, "./packages/beds-rec[embedded]", *(d for g in groups for d in group(g)))
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff format --check and ruff check over the whole repository."""
+    session.install(*group("lint"))
+    session.run("ruff", "format", "--check", ".")
+    session.run("ruff", "check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over every package's sources and every test folder."""
+    install_workspace(session, "typecheck")
+    session.run("mypy")
+
+
+@nox.session
+@nox.parametrize("package", PACKAGES)
+def tests(session: nox.Session, package: str) -> None:
+    """One package's unit tests, with only that package (and beds-core) installed."""
+    packages = ["./packages/beds-core"] if package == "beds-core" else ["./packages/beds-core", f"./packages/{package}"]
+    session.install(*packages, *group("unit"))
+    session.run("pytest", f"packages/{package}/tests", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session
+def integration(session: nox.Session) -> None:
+    """Cross-package tests against the real RabbitMQ, MariaDB and a MongoDB wire server."""
+    install_workspace(session, "test")
+    session.run("pytest", "tests", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation with warnings as errors."""
+    install_workspace(session, "docs")
+    session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Install the schema, start a node serving the example domain, and call it."""
+    install_workspace(session)
+    session.run("beds", "schema", "apply")
+    session.run("python", "examples/demo.py", *session.posargs)
