@@ -86,7 +86,9 @@ def test_plan_maps_id_to_the_document_id() -> None:
 
 
 def test_an_id_that_is_not_generated_is_an_ordinary_field() -> None:
-    fields = FIELDS.replace('[fields.id]\ntype = "str"\ngenerated = true', '[fields.id]\ntype = "str"')
+    fields = FIELDS.replace(
+        '[fields.id]\ntype = "str"\ngenerated = true', '[fields.id]\ntype = "str"'
+    )
     fields = fields.replace('returns = ["id", "created_at"]', 'returns = ["created_at"]')
     plan = plan_template(template(fields=fields))
     assert not plan.id_mapped
@@ -110,16 +112,56 @@ def test_projection_defaults_to_every_field_and_filter_to_none() -> None:
         (REC.replace("spt_handle_uq", "handle_uq"), QUERY, "rec.indexes[0] 'handle_uq'"),
         (REC.replace('["spt_handle_uq"]', '"spt_handle_uq"'), QUERY, "rec.indexes must be a list"),
         (REC + 'views = ["x"]\n', QUERY, "rec.views is not a REC key"),
-        (REC, QUERY.replace('filter = ["label"]', 'filter = ["handle"]'), "filter names 'handle', which is not a param"),
-        (REC, QUERY.replace('filter = ["label"]', "filter = []"), "params declares 'label', which the filter does not use"),
-        (REC, QUERY.replace('filter = ["label"]', 'filter = "label"'), "filter must be a list of field names"),
-        (REC, QUERY.replace('projection = ["id", "handle"]', 'projection = ["id", "nope"]'), "projection names 'nope', which is not a declared field"),
-        (REC, QUERY.replace('projection = ["id", "handle"]', 'projection = ["id", "id"]'), "projection names a field twice"),
-        (REC, QUERY.replace('projection = ["id", "handle"]', "projection = []"), "projection must name a field"),
-        (REC, QUERY.replace('[["handle", -1], ["id", 1]]', '[["handle", 2]]'), "sort[0] must be [field, 1] or [field, -1]"),
-        (REC, QUERY.replace('[["handle", -1], ["id", 1]]', '[["handle", true]]'), "sort[0] must be"),
-        (REC, QUERY.replace('[["handle", -1], ["id", 1]]', '[["nope", 1]]'), "sort[0] names 'nope'"),
-        (REC, QUERY.replace('[["handle", -1], ["id", 1]]', '[["id", 1], ["id", -1]]'), "sort names a field twice"),
+        (
+            REC,
+            QUERY.replace('filter = ["label"]', 'filter = ["handle"]'),
+            "filter names 'handle', which is not a param",
+        ),
+        (
+            REC,
+            QUERY.replace('filter = ["label"]', "filter = []"),
+            "params declares 'label', which the filter does not use",
+        ),
+        (
+            REC,
+            QUERY.replace('filter = ["label"]', 'filter = "label"'),
+            "filter must be a list of field names",
+        ),
+        (
+            REC,
+            QUERY.replace('projection = ["id", "handle"]', 'projection = ["id", "nope"]'),
+            "projection names 'nope', which is not a declared field",
+        ),
+        (
+            REC,
+            QUERY.replace('projection = ["id", "handle"]', 'projection = ["id", "id"]'),
+            "projection names a field twice",
+        ),
+        (
+            REC,
+            QUERY.replace('projection = ["id", "handle"]', "projection = []"),
+            "projection must name a field",
+        ),
+        (
+            REC,
+            QUERY.replace('[["handle", -1], ["id", 1]]', '[["handle", 2]]'),
+            "sort[0] must be [field, 1] or [field, -1]",
+        ),
+        (
+            REC,
+            QUERY.replace('[["handle", -1], ["id", 1]]', '[["handle", true]]'),
+            "sort[0] must be",
+        ),
+        (
+            REC,
+            QUERY.replace('[["handle", -1], ["id", 1]]', '[["nope", 1]]'),
+            "sort[0] names 'nope'",
+        ),
+        (
+            REC,
+            QUERY.replace('[["handle", -1], ["id", 1]]', '[["id", 1], ["id", -1]]'),
+            "sort names a field twice",
+        ),
         (REC, QUERY.replace('[["handle", -1], ["id", 1]]', '"handle"'), "sort must be a list"),
         (REC, QUERY + 'filters = ["label"]\n', "queries.by_label.filters is not a REC key"),
         (REC, QUERY + 'view = "spt_v"\n', "queries.by_label.view is not a REC key"),
@@ -133,14 +175,17 @@ def test_prepare_rejects_bad_declarations(rec: str, query: str, words: str) -> N
 
 
 def test_write_operations_take_no_binding() -> None:
-    fields = FIELDS.replace('[operations.delete]\nparams = ["handle"]', '[operations.delete]\nparams = ["handle"]\nprocedure = "spt_delete"')
+    fields = FIELDS.replace(
+        '[operations.delete]\nparams = ["handle"]',
+        '[operations.delete]\nparams = ["handle"]\nprocedure = "spt_delete"',
+    )
     with pytest.raises(TemplateError, match=r"operations\.delete\.procedure is not a REC key"):
         plan_template(template(fields=fields))
 
 
 def test_only_id_and_created_at_are_generated() -> None:
     fields = FIELDS + '\n[fields.updated_at]\ntype = "datetime"\ngenerated = true\n'
-    with pytest.raises(TemplateError, match="fields.updated_at is generated"):
+    with pytest.raises(TemplateError, match=r"fields\.updated_at is generated"):
         plan_template(template(fields=fields))
 
 
@@ -150,7 +195,7 @@ def test_generated_fields_need_their_type(name: str, wrong: str) -> None:
         f'[fields.{name}]\ntype = "{"str" if name == "id" else "datetime"}"',
         f'[fields.{name}]\ntype = "{wrong}"',
     )
-    with pytest.raises(TemplateError, match=f"fields.{name} must have type"):
+    with pytest.raises(TemplateError, match=rf"fields\.{name} must have type"):
         plan_template(template(fields=fields))
 
 
@@ -159,5 +204,7 @@ def test_update_may_not_set_a_generated_field() -> None:
         'params = ["handle", "label"]\nreturns = ["handle", "label"]',
         'params = ["handle", "label", "created_at"]\nreturns = ["handle", "label"]',
     )
-    with pytest.raises(TemplateError, match="operations.update.params names generated field 'created_at'"):
+    with pytest.raises(
+        TemplateError, match=r"operations\.update\.params names generated field 'created_at'"
+    ):
         plan_template(template(fields=fields))

@@ -32,7 +32,10 @@ from beds_rec.errors import map_exceptions, translate
 DUPLICATE = {
     "index": 0,
     "code": 11000,
-    "errmsg": 'E11000 duplicate key error collection: db.spf_profiles index: spf_handle_uq dup key: { handle: "ada" }',
+    "errmsg": (
+        "E11000 duplicate key error collection: db.spf_profiles index: spf_handle_uq "
+        'dup key: { handle: "ada" }'
+    ),
     "keyPattern": {"handle": 1},
     "keyValue": {"handle": "ada"},
 }
@@ -70,7 +73,10 @@ def raised(exc: BaseException, **kwargs: Any) -> RequestError:
 def test_duplicate_key_is_a_conflict_naming_the_key_fields() -> None:
     error = raised(DuplicateKeyError("E11000 ...", 11000, DUPLICATE), collection="spf_profiles")
     assert isinstance(error, Conflict)
-    assert error.message == "a record with the same unique key already exists on collection 'spf_profiles'"
+    assert (
+        error.message
+        == "a record with the same unique key already exists on collection 'spf_profiles'"
+    )
     assert error.details == ("handle: duplicate value",)
     assert "ada" not in str(error.to_error())
 
@@ -95,20 +101,24 @@ def test_document_validation_is_a_store_error_naming_the_fields() -> None:
     assert bare.details == ("document: rejected by the validator",)
 
 
+REACH = "the MongoDB server cannot be reached"
+SLOW = "the MongoDB server did not answer in time"
+
+
 @pytest.mark.parametrize(
-    "exc",
+    ("exc", "message"),
     [
-        AutoReconnect("connection reset by 10.0.0.1:27017"),
-        ConnectionFailure("refused"),
-        ServerSelectionTimeoutError("127.0.0.1:9 connection refused, Timeout: 0.2s"),
-        NetworkTimeout("timed out"),
-        ExecutionTimeout("operation exceeded time limit", 50, {"code": 50}),
+        (AutoReconnect("connection reset by 10.0.0.1:27017"), REACH),
+        (ConnectionFailure("refused"), REACH),
+        (ServerSelectionTimeoutError("127.0.0.1:9 connection refused, Timeout: 0.2s"), REACH),
+        (NetworkTimeout("timed out"), SLOW),
+        (ExecutionTimeout("operation exceeded time limit", 50, {"code": 50}), SLOW),
     ],
 )
-def test_unreachable_or_slow_servers_are_unavailable(exc: PyMongoError) -> None:
+def test_unreachable_or_slow_servers_are_unavailable(exc: PyMongoError, message: str) -> None:
     error = raised(exc)
     assert type(error) is StoreUnavailable
-    assert "10.0.0.1" not in error.message and "127.0.0.1" not in error.message
+    assert error.message == message
 
 
 def test_a_timeout_after_the_deadline_is_deadline_exceeded() -> None:
@@ -121,7 +131,9 @@ def test_a_timeout_after_the_deadline_is_deadline_exceeded() -> None:
 
 
 def test_other_server_errors_carry_the_code_name() -> None:
-    exc = OperationFailure("not authorized on db to execute", 13, {"code": 13, "codeName": "Unauthorized"})
+    exc = OperationFailure(
+        "not authorized on db to execute", 13, {"code": 13, "codeName": "Unauthorized"}
+    )
     error = raised(exc, collection="c")
     assert type(error) is StoreError
     assert error.message == "the MongoDB server refused the operation on collection 'c'"
@@ -155,4 +167,7 @@ def test_any_operation_failure_maps_to_a_deterministic_store_error(
     second = translate(OperationFailure(message, code, details), collection="c")
     assert isinstance(first, StoreError)
     assert first.to_error() == second.to_error()
-    assert message not in first.message or message in "the MongoDB server refused the operation"
+    assert first.message in {
+        "the MongoDB server refused the operation on collection 'c'",
+        "the MongoDB server did not answer in time on collection 'c'",
+    }

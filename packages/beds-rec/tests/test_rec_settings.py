@@ -19,7 +19,10 @@ def settings(**options: Any) -> StoreSettings:
 def test_defaults_select_the_embedded_server() -> None:
     parsed = parse_settings(settings(database="beds_dev"))
     assert parsed == RecSettings(
-        uri=None, database="beds_dev", server_selection_timeout=5.0, embedded_path=Path(".beds/secantus")
+        uri=None,
+        database="beds_dev",
+        server_selection_timeout=5.0,
+        embedded_path=Path(".beds/secantus"),
     )
     assert parsed.embedded
 
@@ -52,9 +55,21 @@ def test_production_flag_is_kept() -> None:
         ({"database": "d", "uri": "mysql://x/"}, "stores.rec.uri", "mongodb://"),
         ({"database": "d", "uri": "mongodb://h:99999/"}, "stores.rec.uri", "not a valid"),
         ({"database": "d", "uri": "mongodb://h/?bogusOption=1"}, "stores.rec.uri", "not a valid"),
-        ({"database": "d", "server_selection_timeout": 0}, "stores.rec.server_selection_timeout", "positive"),
-        ({"database": "d", "server_selection_timeout": True}, "stores.rec.server_selection_timeout", "positive"),
-        ({"database": "d", "server_selection_timeout": "5"}, "stores.rec.server_selection_timeout", "positive"),
+        (
+            {"database": "d", "server_selection_timeout": 0},
+            "stores.rec.server_selection_timeout",
+            "positive",
+        ),
+        (
+            {"database": "d", "server_selection_timeout": True},
+            "stores.rec.server_selection_timeout",
+            "positive",
+        ),
+        (
+            {"database": "d", "server_selection_timeout": "5"},
+            "stores.rec.server_selection_timeout",
+            "positive",
+        ),
         ({"database": "d", "embedded_path": ""}, "stores.rec.embedded_path", "non-empty"),
         ({"database": "d", "embedded_path": 1}, "stores.rec.embedded_path", "non-empty"),
     ],
@@ -80,7 +95,11 @@ def test_the_first_unknown_key_is_reported() -> None:
     assert caught.value.key == "stores.rec.alpha"
 
 
-@given(st.text(min_size=1, max_size=20).filter(lambda k: k not in {"uri", "database", "server_selection_timeout", "embedded_path"}))
+@given(
+    st.text(min_size=1, max_size=20).filter(
+        lambda k: k not in {"uri", "database", "server_selection_timeout", "embedded_path"}
+    )
+)
 def test_any_unknown_key_is_a_config_error(key: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_settings(settings(database="d", **{key: 1}))

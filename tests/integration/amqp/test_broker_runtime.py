@@ -155,6 +155,24 @@ async def test_timeout_leaves_nothing_behind(amqp_url: str, node: BedsNode) -> N
         with pytest.raises(ReplyTimeout):
             await c.fetch("note", "by_id", {"id": 1})
         assert c.pending == 0
+    # The expired request is not dropped silently: RabbitMQ dead-letters it.
+    message = await get_dead_letter(node)
+    [death] = (message.header.properties.headers or {})["x-death"]
+    assert death["reason"] in (b"expired", "expired")
+
+
+async def get_dead_letter(node: BedsNode) -> aiormq.abc.DeliveredMessage:
+    connection = await aiormq.connect(node.config.amqp.url)
+    try:
+        channel = await connection.channel()
+        for _ in range(50):
+            got = await channel.basic_get(dead_letter_queue(node.config), no_ack=True)
+            if got.body:
+                return got
+            await asyncio.sleep(0.1)
+    finally:
+        await connection.close()
+    raise AssertionError("nothing reached the dead-letter queue")
 
 
 async def raw_publish(url: str, body: bytes, *, reply_to: str | None, routing_key: str) -> None:
@@ -210,23 +228,11 @@ async def test_no_reply_to_is_dead_lettered_with_a_reason(
     await raw_publish(
         node.config.amqp.url, b'{"operation": "ping"}', reply_to=None, routing_key="note.read"
     )
-    connection = await aiormq.connect(node.config.amqp.url)
-    try:
-        channel = await connection.channel()
-        message = None
-        for _ in range(50):
-            got = await channel.basic_get(dead_letter_queue(node.config), no_ack=True)
-            if got.body:
-                message = got
-                break
-            await asyncio.sleep(0.1)
-        assert message is not None, "the message vanished"
-        headers = message.header.properties.headers or {}
-        assert headers["x-beds-error-code"] == "BEDS-400"
-        assert "reply_to" in str(headers["x-beds-reason"])
-        assert message.body == b'{"operation": "ping"}'
-    finally:
-        await connection.close()
+    message = await get_dead_letter(node)
+    headers = message.header.properties.headers or {}
+    assert headers["x-beds-error-code"] == "BEDS-400"
+    assert "reply_to" in str(headers["x-beds-reason"])
+    assert message.body == b'{"operation": "ping"}'
     assert (await client.ping()).ok
 
 

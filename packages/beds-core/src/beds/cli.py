@@ -50,7 +50,7 @@ def _load(config_path: Path | None, role: str | None = None) -> Config:
             config_path if config_path is not None else default_config_path(), role=role
         )
     except ConfigError as exc:
-        notes = "".join(f"\n  {note}" for note in getattr(exc, "__notes__", ()) if note)
+        notes = "".join(f"\n  {note}" for note in getattr(exc, "__notes__", ()))
         _fail(f"{exc}{notes}", 2)
 
 
@@ -130,6 +130,7 @@ def call(
     if not isinstance(body, dict):
         _fail("PAYLOAD must be a JSON object", 2)
     config = _load(config_path)
+    configure_logging(LogSettings(level="CRITICAL"))
 
     async def send() -> Any:
         async with BedsClient(
@@ -199,12 +200,16 @@ def templates(config_path: Path | None, as_json: bool) -> None:
 
 
 @cli.command()
-def plugins() -> None:
+@_config_option
+def plugins(config_path: Path | None) -> None:
     """List loaded plugins with their distribution, version and hooks."""
     from beds.plugins import Hooks, make_plugin_manager
 
+    config = _load(config_path)
     try:
-        hooks = Hooks(make_plugin_manager())
+        hooks = Hooks(
+            make_plugin_manager(disabled=config.plugins.disabled, strict=config.production)
+        )
     except BedsError as exc:
         _fail(str(exc))
     for info in hooks.plugins():

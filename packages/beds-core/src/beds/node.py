@@ -1,8 +1,9 @@
 """A BEDS node: the start-up sequence (IPL), the broker pools, and shutdown.
 
-IPL: configuration (already loaded) → plugins → adapters and templates → RabbitMQ (always
-fatal) → stores → template database objects → topology → brokers → ready. In production every
-failure is fatal; in development only required ones are, the rest are warnings.
+IPL: configuration (already loaded) → RabbitMQ → plugins, adapters and templates → stores
+(``rec`` then ``rel``; required) → template database objects → topology → brokers → ready.
+RabbitMQ, plugins, stores and topology are always fatal. In production every failure is fatal;
+in development a template that cannot be prepared or whose objects are missing is a warning.
 ``BedsNode.check()`` runs the same steps without serving and returns the checklist.
 """
 
@@ -10,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Literal, Self
+from typing import TYPE_CHECKING, Literal, NoReturn, Self
 
+import aiormq
 import attrs
 from loguru import logger
 
@@ -21,7 +23,7 @@ from beds.errors import BedsError, PluginError, RequestError, TemplateError
 from beds.factory import Factory
 from beds.namaste import NamasteCore, StoreSettings
 from beds.plugins import Hooks, make_plugin_manager
-from beds.transport.amqp import connect, declare_topology
+from beds.transport.amqp import connect, declare_topology, redact
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -113,22 +115,22 @@ class BedsNode:
     ) -> None:
         await self.stop()
 
-    def _record(
-        self, name: str, error: BaseException | str | None = None, *, required: bool = False
-    ) -> None:
-        """Add a checklist line; raise StartupError when a failure is fatal here."""
-        if error is None:
-            self.checks.append(Check(name=name, status="ok"))
-            logger.info("IPL {}: ok", name)
-            return
-        detail = str(error)
-        if isinstance(error, RequestError) and error.details:
-            detail = f"{detail}: {', '.join(error.details)}"
-        fatal = required or self.config.production
-        self.checks.append(Check(name=name, status="failed" if fatal else "warning", detail=detail))
-        if fatal:
-            logger.error("IPL {}: {}", name, detail)
-            raise StartupError(f"start-up failed at {name}: {detail}", self.checks)
+    def _ok(self, name: str, detail: str = "") -> None:
+        self.checks.append(Check(name=name, status="ok", detail=detail))
+        logger.info("IPL {}: ok{}", name, f" ({detail})" if detail else "")
+
+    def _fail(self, name: str, error: BaseException | str) -> NoReturn:
+        detail = _describe(error)
+        self.checks.append(Check(name=name, status="failed", detail=detail))
+        logger.error("IPL {}: {}", name, detail)
+        raise StartupError(f"start-up failed at {name}: {detail}", self.checks)
+
+    def _problem(self, name: str, error: BaseException | str) -> None:
+        """A non-required check failed: fatal in production, a warning in development."""
+        if self.config.production:
+            self._fail(name, error)
+        detail = _describe(error)
+        self.checks.append(Check(name=name, status="warning", detail=detail))
         logger.warning("IPL {}: {} (development: continuing)", name, detail)
 
     def load_plugins(self) -> None:
@@ -141,14 +143,12 @@ class BedsNode:
             factories = hooks.register_adapters()
             self.registry = registry = hooks.register_templates()
         except (PluginError, TemplateError) as exc:
-            self._record("plugins", exc, required=True)
-            raise AssertionError("unreachable") from exc  # pragma: no cover
-        self._record("plugins")
-        used_stores = sorted({t.store for t in registry.templates.values()})
-        for store in used_stores:
+            self._fail("plugins", exc)
+        self._ok("plugins", f"{len(registry.templates)} templates")
+        for store in sorted({t.store for t in registry.templates.values()}):
             factory = factories.factories.get(store)
             if factory is None:
-                self._record(f"adapter {store}", f"no plugin provides store {store!r}")
+                self._problem(f"adapter {store}", f"no installed plugin provides store {store!r}")
                 continue
             settings = StoreSettings(
                 store=store,
@@ -159,7 +159,7 @@ class BedsNode:
             try:
                 self.adapters[store] = factory(settings)
             except BedsError as exc:
-                self._record(f"adapter {store}", exc, required=True)
+                self._fail(f"adapter {store}", exc)
         for name, template in sorted(registry.templates.items()):
             adapter = self.adapters.get(template.store)
             if adapter is None:
@@ -167,7 +167,7 @@ class BedsNode:
             try:
                 adapter.prepare(template)
             except TemplateError as exc:
-                self._record(f"template {name}", exc)
+                self._problem(f"template {name}", exc)
                 continue
             self.templates[name] = template
 
@@ -179,41 +179,50 @@ class BedsNode:
                 name=f"beds-{self.config.node.name}",
             )
         except BedsError as exc:
-            self._record("rabbitmq", exc, required=True)
-            raise AssertionError("unreachable") from exc  # pragma: no cover
-        self._record("rabbitmq")
+            self._fail("rabbitmq", exc)
+        self._ok("rabbitmq", redact(self.config.amqp.url))
         return connection
 
     async def _start_stores(self) -> None:
+        # Every store that serves templates is required: its templates cannot be served without it.
         for store, adapter in sorted(self.adapters.items()):
             try:
                 await adapter.start()
             except BedsError as exc:
-                self._record(f"store {store}", exc, required=self.config.production)
-                self.templates = {n: t for n, t in self.templates.items() if t.store != store}
-                continue
-            self._record(f"store {store}")
+                self._fail(f"store {store}", exc)
+            self._ok(f"store {store}")
 
     async def _verify_templates(self) -> None:
         for name, template in sorted(self.templates.items()):
             try:
                 await self.adapters[template.store].verify(template)
             except RequestError as exc:
-                self._record(f"template {name} objects", exc)
+                # Development keeps serving: calls then fail with DatabaseObjectMissing by name.
+                self._problem(f"template {name} objects", exc)
                 continue
-            self._record(f"template {name} objects")
+            self._ok(f"template {name} objects")
 
-    async def check(self) -> list[Check]:
-        """Run the start-up checks without serving; return the checklist (never raises)."""
+    async def _ipl(self) -> AbstractConnection:
+        """Config (loaded) → RabbitMQ → plugins/templates → stores → template objects."""
         self.checks = [
             Check(name="config", status="ok", detail=", ".join(self.config.files) or "defaults")
         ]
+        connection = await self._connect_amqp()
         try:
             self.load_plugins()
-            connection = await self._connect_amqp()
-            await connection.close()
             await self._start_stores()
             await self._verify_templates()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await connection.close()
+            raise
+        return connection
+
+    async def check(self) -> list[Check]:
+        """Run the start-up checks without serving; return the checklist (never raises)."""
+        try:
+            connection = await self._ipl()
+            await connection.close()
         except StartupError:
             pass
         finally:
@@ -226,17 +235,14 @@ class BedsNode:
         Raises:
             StartupError: a fatal check failed; everything opened so far is closed again.
         """
-        self.checks = [
-            Check(name="config", status="ok", detail=", ".join(self.config.files) or "defaults")
-        ]
         try:
-            self.load_plugins()
-            self._connection = await self._connect_amqp()
-            await self._start_stores()
-            await self._verify_templates()
+            self._connection = await self._ipl()
             await self._start_brokers(self._connection)
             assert self.hooks is not None
-            await self.hooks.node_started(self.info)
+            try:
+                await self.hooks.node_started(self.info)
+            except Exception as exc:
+                self._fail("node_started hooks", exc)
         except BaseException:
             await self.stop()
             raise
@@ -251,10 +257,13 @@ class BedsNode:
         )
 
     async def _start_brokers(self, connection: AbstractConnection) -> None:
-        channel = await connection.channel()
-        queues = await declare_topology(channel, self.config)
-        await channel.close()
-        self._record("topology")
+        try:
+            channel = await connection.channel()
+            queues = await declare_topology(channel, self.config)
+            await channel.close()
+        except (aiormq.exceptions.AMQPError, ConnectionError) as exc:
+            self._fail("topology", f"RabbitMQ refused a declaration: {exc!r}")
+        self._ok("topology", f"{len(queues)} queues")
         self.factory = Factory(self.templates, self.adapters)
         dispatcher = Dispatcher(
             self.factory,
@@ -271,9 +280,14 @@ class BedsNode:
                 dispatcher=dispatcher,
                 dead_letter_exchange=self.config.amqp.dead_letter_exchange,
             )
-            await pool.start(connection)
+            try:
+                await pool.start(connection)
+            except (aiormq.exceptions.AMQPError, ConnectionError) as exc:
+                self._fail(f"broker {broker}", repr(exc))
             self.pools[broker] = pool
-        self._record("brokers")
+        self._ok(
+            "brokers", ", ".join(f"{b} x{s.instances}" for b, s in self.config.brokers.items())
+        )
         connection.closing.add_done_callback(self._on_connection_closed)
 
     def _on_connection_closed(self, future: asyncio.Future[object]) -> None:
@@ -312,3 +326,10 @@ class BedsNode:
                 await adapter.aclose()
             except Exception:
                 logger.opt(exception=True).warning("closing adapter {} failed", adapter.store)
+
+
+def _describe(error: BaseException | str) -> str:
+    detail = str(error)
+    if isinstance(error, RequestError) and error.details:
+        detail = f"{detail}: {', '.join(error.details)}"
+    return detail

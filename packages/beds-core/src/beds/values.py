@@ -29,8 +29,8 @@ from typing import Any
 __all__ = ("to_wire", "to_wire_record")
 
 _PLAIN = (str, bool, type(None))
-_INT_RANGE = range(-(2**63), 2**64)
-"""Integers orjson can write (signed and unsigned 64-bit)."""
+_INT_MIN, _INT_END = -(2**63), 2**64
+"""Integers orjson can write: signed and unsigned 64-bit."""
 
 
 def _datetime_to_wire(value: dt.datetime) -> str:
@@ -48,7 +48,7 @@ def to_wire(value: Any) -> Any:
     if isinstance(value, _PLAIN):
         return value
     if isinstance(value, int):
-        return value if value in _INT_RANGE else str(value)
+        return value if _INT_MIN <= value < _INT_END else str(value)
     if isinstance(value, float):
         return value if type(value) is float else float(value)  # orjson rejects subclasses
     if isinstance(value, dt.datetime):

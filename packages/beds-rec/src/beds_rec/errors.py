@@ -5,10 +5,11 @@ driver exception                           BEDS error
 =========================================  ================================================
 ``DuplicateKeyError``                      ``Conflict``; details name the key fields
 ``WriteError`` code 121 (validation)       ``StoreError``; details name the rejected fields
-``ConnectionFailure`` (``AutoReconnect``,  ``StoreUnavailable``
-server selection, network timeouts)
-any timeout (``exc.timeout``)              ``DeadlineExceeded`` once the request's deadline
-                                           has passed, else ``StoreUnavailable``
+any timeout (``exc.timeout``) once the     ``DeadlineExceeded``
+request's deadline has passed
+``ConnectionFailure`` (``AutoReconnect``,  ``StoreUnavailable`` ("cannot be reached")
+server selection)
+other timeouts (network, execution)        ``StoreUnavailable`` ("did not answer in time")
 other ``PyMongoError`` / ``BSONError``     ``StoreError``; details carry the server's
                                            error code name
 =========================================  ================================================
@@ -30,6 +31,7 @@ from pymongo.errors import (
     DuplicateKeyError,
     OperationFailure,
     PyMongoError,
+    ServerSelectionTimeoutError,
     WriteError,
 )
 
@@ -79,12 +81,15 @@ def translate(
             details=[f"{name}: rejected by the validator" for name in names]
             or ["document: rejected by the validator"],
         )
-    if isinstance(exc, PyMongoError) and exc.timeout:
-        if deadline is not None and time.time() >= deadline:
-            return DeadlineExceeded("the request's deadline passed during the database call")
-        return StoreUnavailable(f"the MongoDB server did not answer in time{where}")
-    if isinstance(exc, ConnectionFailure):
+    timed_out = isinstance(exc, PyMongoError) and exc.timeout
+    if timed_out and deadline is not None and time.time() >= deadline:
+        return DeadlineExceeded("the request's deadline passed during the database call")
+    if isinstance(exc, ServerSelectionTimeoutError) or (
+        isinstance(exc, ConnectionFailure) and not timed_out
+    ):
         return StoreUnavailable("the MongoDB server cannot be reached")
+    if timed_out:
+        return StoreUnavailable(f"the MongoDB server did not answer in time{where}")
     if isinstance(exc, OperationFailure):
         code_name = (exc.details or {}).get("codeName") or "UnknownError"
         return StoreError(

@@ -110,7 +110,7 @@ class RelAdapter:
                 async with pool.acquire() as conn, conn.cursor() as cursor:
                     await cursor.execute("SELECT 1")
         except BaseException:
-            pool.terminate()
+            pool.close()
             await pool.wait_closed()
             raise
         self._pool = pool
@@ -132,11 +132,15 @@ class RelAdapter:
     async def _rows(self, call: Call, args: Sequence[Any]) -> list[Row]:
         """Run a statement and return its first result set, draining any others."""
         with map_exceptions(objects=(call.name,)):
-            async with self._connection() as conn, conn.cursor(DictCursor) as cursor:
+            async with self._connection() as conn:
+                # No ``async with`` on the cursor: its exit drains pending results, which would
+                # hold a cancelled call until the server finishes; _connection drops it instead.
+                cursor = conn.cursor(DictCursor)
                 await cursor.execute(call.sql, tuple(_db_value(arg) for arg in args))
                 rows: list[Row] = list(await cursor.fetchall()) if cursor.description else []
                 while await cursor.nextset():
                     pass
+                await cursor.close()
                 return rows
 
     async def verify(self, template: Template) -> None:

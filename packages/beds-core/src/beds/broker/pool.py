@@ -17,7 +17,8 @@ from loguru import logger
 from pamqp.commands import Basic
 
 from beds.codec import CONTENT_TYPE, encode_response
-from beds.errors import MalformedRequest
+from beds.envelopes import Response
+from beds.errors import InternalError, MalformedRequest
 
 if TYPE_CHECKING:
     from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
@@ -153,8 +154,24 @@ class BrokerPool:
             await channel.basic_ack(tag)
             return
         _, response = await self.dispatcher.handle(message.body, properties.content_type)
+        try:
+            body = encode_response(response)
+        except Exception:
+            # An adapter returned a value the wire rule does not cover: still answer the caller.
+            logger.opt(exception=True).error(
+                "response to {} is not encodable", response.meta.event_id
+            )
+            response = Response(
+                ok=False,
+                status=InternalError.STATUS,
+                error=InternalError(
+                    "the response could not be encoded; the node log has the details"
+                ).to_error(),
+                meta=response.meta,
+            )
+            body = encode_response(response)
         await channel.basic_publish(
-            encode_response(response),
+            body,
             exchange="",
             routing_key=properties.reply_to,
             properties=Basic.Properties(

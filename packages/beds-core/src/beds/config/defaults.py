@@ -12,7 +12,8 @@ __all__ = ("DEFAULTS", "DEVELOPMENT_STORES")
 
 # Routing keys are "{template}.{class}": class is read (fetch, ticket, ping), write (create,
 # update, delete) or meta (submit). The seed roles bind the classes; segundo and tercero brokers
-# are bound to domain templates by configuration.
+# are bound to domain templates by configuration; the admin brokers' bindings arrive with the
+# logs exchange consumers (event lineage).
 DEFAULTS: dict[str, Any] = {
     "schema_version": 1,
     "roles": {
@@ -25,8 +26,8 @@ DEFAULTS: dict[str, Any] = {
         },
         "admin": {
             "brokers": {
-                "adminBrokerIn": {"instances": 1, "bindings": ["admin.in"]},
-                "adminBrokerOut": {"instances": 1, "bindings": ["admin.out"]},
+                "adminBrokerIn": {"instances": 1, "bindings": []},
+                "adminBrokerOut": {"instances": 1, "bindings": []},
                 "adminLogsBroker": {"instances": 2, "bindings": []},
                 "adminSyslogBroker": {"instances": 1, "bindings": []},
                 "adminGraphBroker": {"instances": 1, "bindings": []},

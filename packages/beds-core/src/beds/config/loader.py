@@ -140,7 +140,8 @@ def _structure(data: dict[str, Any], origins: Mapping[str, str]) -> Config:
         problems = sorted(_walk(exc, ""))
         key, message = problems[0]
         error = ConfigError(f"{key}: {message}", file=_origin_of(key, origins), key=key)
-        error.add_note("\n".join(f"{k}: {m}" for k, m in problems[1:]))
+        for other_key, other_message in problems[1:]:
+            error.add_note(f"also {other_key}: {other_message} ({_origin_of(other_key, origins)})")
         raise error from exc
 
 
@@ -154,7 +155,7 @@ def _refuse_secrets_in_base_file(
             if isinstance(table, Mapping) and key in table:
                 urls[f"stores.{store}.{key}"] = table[key]
     for key, value in sorted(urls.items()):
-        if origins.get(key) != base or not isinstance(value, str):
+        if _origin_of(key, origins) != base or not isinstance(value, str):
             continue
         has_secret = key.endswith("password") or bool(urlsplit(value).password)
         if has_secret:
@@ -216,6 +217,11 @@ def load_config(
         data.setdefault("node", {})["role"] = role
         origins["node.role"] = "<command line --node>"
 
+    for reserved in ("files", "store_files"):
+        if reserved in data:
+            raise ConfigError(
+                f"{reserved}: is not a known key", file=_origin_of(reserved, origins), key=reserved
+            )
     version = data.get("schema_version")
     if version != CONFIG_SCHEMA_VERSION:
         raise ConfigError(

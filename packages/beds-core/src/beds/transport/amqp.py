@@ -62,10 +62,12 @@ async def declare_topology(channel: AbstractChannel, config: Config) -> dict[str
     dead = dead_letter_queue(config)
     await channel.queue_declare(dead, durable=True, arguments=queue_args)
     await channel.queue_bind(dead, amqp.dead_letter_exchange, routing_key="#")
+    # Messages that expire or are rejected in a broker queue go to the dead-letter exchange.
+    broker_args = {**queue_args, "x-dead-letter-exchange": amqp.dead_letter_exchange}
     queues: dict[str, str] = {}
     for broker, settings in config.brokers.items():
         queue = config.queue_name(broker)
-        await channel.queue_declare(queue, durable=True, arguments=queue_args)
+        await channel.queue_declare(queue, durable=True, arguments=broker_args)
         for binding in settings.bindings:
             await channel.queue_bind(queue, amqp.events_exchange, routing_key=binding)
         queues[broker] = queue

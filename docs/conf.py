@@ -1,0 +1,98 @@
+"""Sphinx configuration for the BEDS documentation (Markdown through myst-parser, furo theme).
+
+Build with ``sphinx-build -W --keep-going -b html docs docs/_build/html`` (``nox -s docs``).
+"""
+
+from __future__ import annotations
+
+import re
+from importlib.metadata import version as _version
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from sphinx.application import Sphinx
+
+project = "BEDS"
+author = "The BEDS developers"
+copyright = "the BEDS developers"
+release = _version("beds-core")
+version = ".".join(release.split(".")[:2])
+
+extensions = [
+    "myst_parser",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+]
+
+source_suffix = {".md": "markdown"}
+root_doc = "index"
+exclude_patterns = ["_build", "examples", "Thumbs.db", ".DS_Store"]
+
+# MyST: ::: fences for directives, definition lists, and anchors for ## and ### headings.
+myst_enable_extensions = ["colon_fence", "deflist"]
+myst_heading_anchors = 3
+
+# autodoc: only the public modules are documented (docs/api.md, docs/hooks.md). Type hints go
+# into the parameter descriptions; names imported only under TYPE_CHECKING stay plain text.
+autodoc_typehints = "description"
+autodoc_member_order = "bysource"
+autodoc_default_options = {"members": True}
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+napoleon_use_rtype = False
+
+# References to objects outside the documented public modules (private helpers, third-party
+# types such as aiormq's) are left unresolved quietly rather than failing the -W build.
+nitpicky = False
+
+html_theme = "furo"
+html_title = f"BEDS {release}"
+pygments_style = "sphinx"
+pygments_dark_style = "monokai"
+
+
+# Package READMEs are included into the adapter pages. Their links are written for the
+# repository (for example ``../../README.md``) and have no target in the documentation, so the
+# included copy keeps only the link text of relative links.
+_RELATIVE_LINK = re.compile(r"(!?)\[([^\]]*)\]\((?![a-z][a-z0-9+.-]*:|#)[^)\s]*\)")
+
+
+def _unlink_relative(match: re.Match[str]) -> str:
+    return match.group(2)
+
+
+def _on_include_read(
+    app: Sphinx, relative_path: Path, parent_docname: str, content: list[str]
+) -> None:
+    if relative_path.name == "README.md":
+        content[0] = _RELATIVE_LINK.sub(_unlink_relative, content[0])
+
+
+# BEDS writes attribute docstrings as prose ("CALGON: poll a ticket.") and takes types from the
+# annotations. napoleon would read such a first line as "type: description", so attribute
+# docstrings are restored to their original text after napoleon has run.
+_ATTRIBUTE_KINDS = frozenset({"attribute", "data", "property"})
+_attribute_docstrings: dict[str, list[str]] = {}
+
+
+def _keep_attribute_docstring(
+    app: Sphinx, what: str, name: str, obj: object, options: object, lines: list[str]
+) -> None:
+    if what in _ATTRIBUTE_KINDS:
+        _attribute_docstrings[name] = list(lines)
+
+
+def _restore_attribute_docstring(
+    app: Sphinx, what: str, name: str, obj: object, options: object, lines: list[str]
+) -> None:
+    if what in _ATTRIBUTE_KINDS and name in _attribute_docstrings:
+        lines[:] = _attribute_docstrings.pop(name)
+
+
+def setup(app: Sphinx) -> None:
+    app.connect("include-read", _on_include_read)
+    # napoleon handles autodoc-process-docstring at the default priority, 500.
+    app.connect("autodoc-process-docstring", _keep_attribute_docstring, priority=400)
+    app.connect("autodoc-process-docstring", _restore_attribute_docstring, priority=600)

@@ -1,0 +1,154 @@
+"""The beds command as an operator uses it: run as a subprocess, call, templates, check."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import asyncmy
+import pytest
+
+from beds.testing import unique_name
+
+from .conftest import beds, config_text
+
+
+@pytest.fixture
+def served(node_config: Path) -> Iterator[Path]:
+    """`beds run --config FILE` in a subprocess, ready when `beds call ... ping` answers."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BEDS_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "beds", "run", "--config", str(node_config)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            result = beds("call", "beds", "ping", "--config", str(node_config), "--timeout", "1")
+            if result.returncode == 0:
+                break
+            assert time.monotonic() < deadline, "beds run did not become ready"
+            time.sleep(0.3)
+        yield node_config
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=30)
+        output = process.stdout.read() if process.stdout else ""
+    assert code == 0, output
+    assert "ready" in output
+
+
+def call(config: Path, *args: str) -> tuple[int, dict[str, object]]:
+    result = beds("call", *args, "--config", str(config))
+    return result.returncode, json.loads(result.stdout)
+
+
+def test_call_through_a_served_node(served: Path) -> None:
+    author = unique_name("cli")[:30]
+    code, created = call(
+        served, "spew_post", "create", json.dumps({"author": author, "body": "via cli"})
+    )
+    assert code == 0, created
+    assert created["ok"] is True
+    assert created["status"] == 201
+    post_id = created["data"]["id"]  # type: ignore[index]
+
+    code, fetched = call(
+        served, "spew_post", "fetch", json.dumps({"query": "by_id", "params": {"id": post_id}})
+    )
+    assert code == 0
+    assert fetched["data"][0]["body"] == "via cli"  # type: ignore[index]
+
+    handle = unique_name("cli")[:30]
+    code, profile = call(
+        served, "spew_profile", "create", json.dumps({"handle": handle, "display_name": "C"})
+    )
+    assert code == 0, profile
+    code, deleted = call(served, "spew_profile", "delete", json.dumps({"handle": handle}))
+    assert (code, deleted["data"]) == (0, {"deleted": 1})
+
+    code, error = call(served, "spew_post", "create", json.dumps({"author": author}))
+    assert code == 1
+    assert error["error"]["code"] == "BEDS-422"  # type: ignore[index]
+    assert error["error"]["details"] == ["$.payload.body: is required"]  # type: ignore[index]
+
+
+def test_call_with_bad_json_is_a_usage_error(node_config: Path) -> None:
+    result = beds("call", "spew_post", "create", "{not json", "--config", str(node_config))
+    assert result.returncode == 2
+    assert "PAYLOAD is not valid JSON" in result.stderr
+
+
+def test_templates_lists_the_example_domain() -> None:
+    result = beds("templates", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert rows["spew_post"]["store"] == "rel"
+    assert rows["spew_profile"]["store"] == "rec"
+    assert rows["spew_post"]["distribution"] == "beds-templates-example"
+
+
+def test_bad_config_names_file_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "beds.toml"
+    path.write_text(
+        "schema_version = 1\n[roles.appServer.brokers.rBroker]\ninstances = 0\n", encoding="utf-8"
+    )
+    result = beds("check", "--config", str(path))
+    assert result.returncode == 2
+    assert str(path) in result.stderr
+    assert "roles.appServer.brokers.rBroker.instances" in result.stderr
+
+
+def test_check_reports_a_missing_procedure_by_name(
+    tmp_path: Path, amqp_url: str, mariadb_url: str, mongo_server_uri: str, mongo_database: str
+) -> None:
+    """A database where the DBA has not installed spp_update: `beds check` names it."""
+    import asyncio
+
+    database = unique_name("beds_check")
+    parts = urlsplit(mariadb_url)
+    rel_url = mariadb_url.replace(parts.path, "/" + database)
+    path = tmp_path / "beds.toml"
+    path.write_text(
+        config_text(amqp_url, rel_url, mongo_server_uri, mongo_database, unique_name("chk")),
+        encoding="utf-8",
+    )
+
+    async def sql(statement: str) -> None:
+        conn = await asyncmy.connect(
+            host=parts.hostname,
+            port=parts.port or 3306,
+            user=parts.username or "root",
+            password=parts.password or "",
+        )
+        try:
+            async with conn.cursor() as cur:
+                await cur.execute(statement)
+        finally:
+            conn.close()
+
+    try:
+        applied = beds("schema", "apply", "--config", str(path))
+        assert applied.returncode == 0, applied.stderr
+        ok = beds("check", "--config", str(path))
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        assert "[ok  ] template spew_post objects" in ok.stdout
+
+        asyncio.run(sql(f"DROP PROCEDURE `{database}`.`spp_update`"))
+        missing = beds("check", "--config", str(path))
+        assert missing.returncode == 1
+        assert "template spew_post objects" in missing.stdout
+        assert "spp_update" in missing.stdout
+    finally:
+        asyncio.run(sql(f"DROP DATABASE IF EXISTS `{database}`"))
