@@ -6,6 +6,7 @@ Plugin tests use ``beds_plugin_manager`` from BEDS's own pytest plugin (``beds.t
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -68,9 +69,18 @@ def demo_template() -> Template:
     return parse_template(demo_text(), source="demo.toml")
 
 
+SPEW_TEMPLATES = (
+    Path(__file__).parents[2] / "beds-templates-example/src/beds_templates_example/templates"
+)
+
+
 @pytest.fixture(scope="session")
 def spew_templates() -> dict[str, Template]:
-    """The two real SPEW templates from beds-templates-example, by name."""
+    """The two real SPEW templates, read from the repository's example package by path.
+
+    beds-core's unit tests run with only beds-core installed, so the package is not imported.
+    """
     registry = TemplateRegistry()
-    registry.add_package("beds_templates_example")
+    for path in sorted(SPEW_TEMPLATES.glob("*.toml")):
+        registry.add_text(path.read_text(encoding="utf-8"), source=path.name)
     return registry.templates

@@ -55,13 +55,6 @@ def test_duplicate_template_names_both_sources(demo_declaration: dict[str, Any])
     assert first.distribution == "pkg-a"
 
 
-def test_adding_the_example_package_twice_fails() -> None:
-    registry = TemplateRegistry()
-    registry.add_package("beds_templates_example")
-    with pytest.raises(PluginError, match="'spew_post' is declared twice"):
-        registry.add_package("beds_templates_example")
-
-
 def test_package_without_templates_adds_nothing() -> None:
     registry = TemplateRegistry()
     assert registry.add_package("beds", templates="no_such_folder", schema="nor_this") == []
@@ -368,34 +361,6 @@ def test_trace_plugins_monitors_hook_calls(monkeypatch: pytest.MonkeyPatch) -> N
     assert Hooks(pm).register_adapters().owners == {"memory": "good"}
     # The monitor wraps hook callers: a traced manager still calls every implementation.
     assert pm.hook.beds_register_templates(registry=TemplateRegistry()) == []
-
-
-def test_installed_plugins_are_found_through_entry_points() -> None:
-    pm = make_plugin_manager()
-    names = {name for name, _ in pm.list_name_plugin()}
-    assert names >= {"spew", "rec", "rel"}
-
-    hooks = Hooks(pm)
-    assert {"spew_post", "spew_profile"} <= set(hooks.register_templates().templates)
-    adapters = hooks.register_adapters()
-    assert {"rec", "rel"} <= set(adapters.factories)
-    assert adapters.owners["rec"] == "rec"
-    assert adapters.owners["rel"] == "rel"
-
-    infos = {info.name: info for info in hooks.plugins()}
-    assert infos["spew"].distribution == "beds-templates-example"
-    assert infos["spew"].version == metadata.version("beds-templates-example")
-    assert infos["spew"].hooks == ("beds_register_templates",)
-    assert infos["rec"].distribution == "beds-rec"
-    assert infos["rel"].distribution == "beds-rel"
-
-
-def test_installed_plugins_can_be_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BEDS_DISABLED_PLUGINS", "rec,rel")
-    pm = make_plugin_manager()
-    names = {name for name, plugin in pm.list_name_plugin() if plugin is not None}
-    assert "spew" in names
-    assert not names & {"rec", "rel"}
 
 
 def test_constants() -> None:

@@ -13,71 +13,17 @@ from hypothesis import strategies as st
 
 from beds.envelopes import Operation
 from beds.errors import TemplateError
-from beds.registry import TemplateRegistry, distribution_of
+from beds.registry import distribution_of
 from beds.templates import FieldType, Template, parse_template
 
 # -- the real example templates ------------------------------------------------------------------
 
 
-def test_example_package_templates_load() -> None:
-    registry = TemplateRegistry()
-    added = registry.add_package("beds_templates_example")
-
-    assert [t.name for t in added] == ["spew_post", "spew_profile"]
-    assert registry.templates == {t.name: t for t in added}
-    post, profile = added
-    for template in added:
-        assert template.distribution == "beds-templates-example"
-        assert template.source == f"beds_templates_example/templates/{template.name}.toml"
-
-    assert (post.store, post.tla, post.key) == ("rel", "spp", ("id",))
-    assert post.fields["body"].type is FieldType.STR
-    assert post.fields["body"].max_length == 280
-    assert post.fields["created_at"].generated
-    assert post.fields["author"].pattern is not None
-    assert post.fields["author"].pattern.pattern == "[a-z0-9_]+"
-    assert set(post.operations) == {Operation.CREATE, Operation.UPDATE, Operation.DELETE}
-    assert post.operations[Operation.CREATE].params == ("author", "body")
-    assert post.operations[Operation.CREATE].returns == ("id", "created_at")
-    assert post.operations[Operation.CREATE].binding == {"procedure": "spp_create"}
-    assert list(post.queries) == ["by_id", "by_author", "count_by_author"]
-    assert post.default_query == "by_id"
-    assert post.queries["by_author"].max_limit == 100
-    assert post.queries["count_by_author"].binding == {
-        "function": "spp_count_by_author",
-        "returns": "post_count",
-    }
-
-    assert (profile.store, profile.tla, profile.key) == ("rec", "spf", ("handle",))
-    assert profile.store_options == {"collection": "spf_profiles", "indexes": ["spf_handle_uq"]}
-    assert profile.fields["bio"].nullable
-    assert not profile.fields["bio"].required
-    assert profile.queries["by_display_name"].binding["sort"] == [["handle", 1]]
-
-
-def test_example_package_ships_schema_per_store() -> None:
-    registry = TemplateRegistry()
-    registry.add_package("beds_templates_example")
-    assert set(registry.schema) == {"rec", "rel"}
-    for store, files in registry.schema.items():
-        assert files
-        for schema_file in files:
-            assert schema_file.name.startswith(f"beds_templates_example/schema/{store}/")
-            assert schema_file.distribution == "beds-templates-example"
-            assert schema_file.text
-    assert [f.name for f in registry.schema["rel"]] == sorted(
-        f.name for f in registry.schema["rel"]
-    )
-
-
 @pytest.mark.parametrize(
     ("package", "distribution"),
     [
-        # An editable (uv workspace) install: found through its `beds` entry point.
-        ("beds_templates_example", "beds-templates-example"),
-        ("beds_templates_example.plugin", "beds-templates-example"),
-        ("beds_rel", "beds-rel"),
-        # A regular install: found through its RECORD.
+        # A regular install: found through its RECORD. (Editable installs, found through their
+        # `beds` entry point, are tested in tests/integration/test_installed_packages.py.)
         ("pluggy", "pluggy"),
         ("no_such_package_here", ""),
     ],

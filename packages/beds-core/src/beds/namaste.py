@@ -106,7 +106,11 @@ class NamasteCore(Protocol):
         """Delete the record with this key; return ``{"deleted": n}``; ``NotFound`` when n is 0."""
 
     async def apply_schema(self, files: Sequence[SchemaFile]) -> list[str]:
-        """Install DBA schema files (development only) and return the names applied."""
+        """Install DBA schema files (development only) and return the names applied.
+
+        Called by ``beds schema apply`` without ``start()``: the adapter opens (and closes) what it
+        needs, creating the configured database when the store has such a notion.
+        """
 
     async def aclose(self) -> None:
         """Close connections; safe to call twice."""

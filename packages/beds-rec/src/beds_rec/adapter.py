@@ -13,32 +13,27 @@ Every driver exception is translated at this boundary (:mod:`beds_rec.errors`).
 
 from __future__ import annotations
 
-import time
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-import pymongo
 from pymongo import AsyncMongoClient, ReturnDocument
 
 from beds.envelopes import Operation
 from beds.errors import (
     DatabaseObjectMissing,
-    DeadlineExceeded,
     NotFound,
     StoreUnavailable,
     TemplateError,
     UnsupportedOperation,
-    ValidationFailed,
 )
 from beds_rec.binding import CREATED_AT, TemplatePlan, plan_template
 from beds_rec.embedded import open_embedded
-from beds_rec.errors import map_exceptions
+from beds_rec.errors import database_call, map_exceptions
 from beds_rec.schema import apply_collection, parse_schema_file
 from beds_rec.settings import parse_settings
-from beds_rec.values import CODEC_OPTIONS, DOC_ID, ID_FIELD, object_id, to_bson, to_record, utc_now
+from beds_rec.values import CODEC_OPTIONS, DOC_ID, to_record, utc_now
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Sequence
 
     from pymongo.asynchronous.collection import AsyncCollection
     from pymongo.asynchronous.database import AsyncDatabase
@@ -76,6 +71,8 @@ class RecAdapter:
             else None
         )
         self._client: AsyncMongoClient[Document] | None = None
+        self._db: AsyncDatabase[Document] | None = None
+        self._collections: dict[str, AsyncCollection[Document]] = {}
         self._plans: dict[str, TemplatePlan] = {}
 
     def prepare(self, template: Template) -> None:
@@ -107,6 +104,9 @@ class RecAdapter:
                     appname="beds-rec",
                 )
                 await self._client.admin.command("ping")
+            self._db = self._client.get_database(
+                self.settings.database, codec_options=CODEC_OPTIONS
+            )
         except BaseException:
             await self.aclose()
             raise
@@ -138,13 +138,10 @@ class RecAdapter:
         """Insert the record (stamping ``created_at`` if generated); return ``returns``."""
         plan = self._plan(template)
         spec = self._operation(template, Operation.CREATE)
-        document = {
-            plan.document_field(name): self._to_bson(plan, name, record.get(name), "$.payload")
-            for name in spec.params
-        }
+        document = plan.document(spec.params, record, "$.payload")
         if plan.stamps_created_at:
             document[CREATED_AT] = utc_now()
-        with self._call(plan, ctx):
+        with database_call(collection=plan.collection, deadline=ctx.deadline):
             result = await self._collection(plan).insert_one(document)
         document[DOC_ID] = result.inserted_id
         return to_record(document, spec.returns, id_mapped=plan.id_mapped)
@@ -157,14 +154,9 @@ class RecAdapter:
             raise UnsupportedOperation(
                 f"template {template.name!r} has no query {query.spec.name!r}"
             )
-        filter_ = {
-            plan.document_field(name): self._to_bson(
-                plan, name, query.params.get(name), "$.payload.params"
-            )
-            for name in shape.filter
-        }
+        filter_ = plan.document(shape.filter, query.params, "$.payload.params")
         sort = [(plan.document_field(name), direction) for name, direction in shape.sort]
-        with self._call(plan, ctx):
+        with database_call(collection=plan.collection, deadline=ctx.deadline):
             cursor = self._collection(plan).find(
                 filter_, plan.projection(shape.projection), sort=sort or None, limit=query.limit
             )
@@ -179,15 +171,12 @@ class RecAdapter:
         """
         plan = self._plan(template)
         spec = self._operation(template, Operation.UPDATE)
-        where = self._key_filter(plan, record)
-        changes = {
-            plan.document_field(name): self._to_bson(plan, name, record[name], "$.payload")
-            for name in spec.params
-            if name in record and name not in template.key
-        }
+        where = plan.key_filter(record)
+        sent = [name for name in spec.params if name in record and name not in template.key]
+        changes = plan.document(sent, record, "$.payload")
         projection = plan.projection(spec.returns) if spec.returns else {DOC_ID: 1}
         collection = self._collection(plan)
-        with self._call(plan, ctx):
+        with database_call(collection=plan.collection, deadline=ctx.deadline):
             if changes:
                 document = await collection.find_one_and_update(
                     where,
@@ -209,8 +198,8 @@ class RecAdapter:
         """
         plan = self._plan(template)
         self._operation(template, Operation.DELETE)
-        where = self._key_filter(plan, key)
-        with self._call(plan, ctx):
+        where = plan.key_filter(key)
+        with database_call(collection=plan.collection, deadline=ctx.deadline):
             result = await self._collection(plan).delete_one(where)
         if result.deleted_count == 0:
             raise self._not_found(template)
@@ -238,7 +227,8 @@ class RecAdapter:
 
     async def aclose(self) -> None:
         """Close the client, then stop the embedded server; safe to call twice."""
-        client, self._client = self._client, None
+        client, self._client, self._db = self._client, None, None
+        self._collections.clear()
         try:
             if client is not None:
                 await client.close()
@@ -256,12 +246,15 @@ class RecAdapter:
 
     @property
     def _database(self) -> AsyncDatabase[Document]:
-        if self._client is None:
+        if self._db is None:
             raise StoreUnavailable("the REC store is not started")
-        return self._client.get_database(self.settings.database, codec_options=CODEC_OPTIONS)
+        return self._db
 
     def _collection(self, plan: TemplatePlan) -> AsyncCollection[Document]:
-        return self._database[plan.collection]
+        collection = self._collections.get(plan.collection)
+        if collection is None:
+            collection = self._collections[plan.collection] = self._database[plan.collection]
+        return collection
 
     @staticmethod
     def _operation(template: Template, operation: Operation) -> OperationSpec:
@@ -271,41 +264,6 @@ class RecAdapter:
                 f"template {template.name!r} does not support {operation.value}"
             )
         return spec
-
-    @staticmethod
-    @contextmanager
-    def _call(plan: TemplatePlan, ctx: CallContext) -> Iterator[None]:
-        """Bound the database call by the request's deadline and translate driver errors."""
-        remaining = None if ctx.deadline is None else ctx.deadline - time.time()
-        if remaining is not None and remaining <= 0:
-            raise DeadlineExceeded("the request's deadline passed before the database call")
-        with (
-            map_exceptions(collection=plan.collection, deadline=ctx.deadline),
-            pymongo.timeout(remaining),
-        ):
-            yield
-
-    def _key_filter(self, plan: TemplatePlan, key: Mapping[str, Any]) -> Document:
-        template = plan.template
-        absent = [name for name in template.key if key.get(name) is None]
-        if absent:
-            raise ValidationFailed(
-                f"payload does not match template {template.name!r}",
-                details=[f"$.payload.{name}: is required" for name in absent],
-            )
-        return {
-            plan.document_field(name): self._to_bson(plan, name, key[name], "$.payload")
-            for name in template.key
-        }
-
-    @staticmethod
-    def _to_bson(plan: TemplatePlan, name: str, value: Any, path: str) -> Any:
-        if value is None:
-            return None
-        where, template = f"{path}.{name}", plan.template.name
-        if plan.id_mapped and name == ID_FIELD:
-            return object_id(value, path=where, template=template)
-        return to_bson(value, path=where, template=template)
 
     @staticmethod
     def _not_found(template: Template) -> NotFound:

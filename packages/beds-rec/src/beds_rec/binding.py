@@ -27,9 +27,9 @@ from typing import Any
 
 import attrs
 
-from beds.errors import TemplateError
+from beds.errors import TemplateError, ValidationFailed
 from beds.templates.model import FieldType, Template
-from beds_rec.values import DOC_ID, ID_FIELD
+from beds_rec.values import DOC_ID, ID_FIELD, object_id, to_bson
 
 __all__ = ("QueryPlan", "TemplatePlan", "plan_template")
 
@@ -72,6 +72,45 @@ class TemplatePlan:
         projection = {DOC_ID: 0}
         projection.update((self.document_field(name), 1) for name in names)
         return projection
+
+    def to_bson(self, name: str, value: Any, path: str) -> Any:
+        """Convert a validated value of field ``name`` for MongoDB (the ``_id`` rule, decimals).
+
+        Raises:
+            ValidationFailed: an ``id`` that is not 24 hexadecimal characters, or a decimal
+                ``Decimal128`` cannot hold; the detail is ``{path}.{name}``.
+        """
+        if value is None:
+            return None
+        where = f"{path}.{name}"
+        if self.id_mapped and name == ID_FIELD:
+            return object_id(value, path=where, template=self.template.name)
+        return to_bson(value, path=where, template=self.template.name)
+
+    def document(
+        self, names: Sequence[str], values: Mapping[str, Any], path: str
+    ) -> dict[str, Any]:
+        """Return the document fields of ``names`` with their ``values`` (absent ones null).
+
+        The same mapping serves inserts, ``$set`` and equality filters.
+        """
+        return {
+            self.document_field(name): self.to_bson(name, values.get(name), path) for name in names
+        }
+
+    def key_filter(self, key: Mapping[str, Any]) -> dict[str, Any]:
+        """Return the filter that selects the record with this key.
+
+        Raises:
+            ValidationFailed: a key field is missing or null.
+        """
+        absent = [name for name in self.template.key if key.get(name) is None]
+        if absent:
+            raise ValidationFailed(
+                f"payload does not match template {self.template.name!r}",
+                details=[f"$.payload.{name}: is required" for name in absent],
+            )
+        return self.document(self.template.key, key, "$.payload")
 
 
 def plan_template(template: Template) -> TemplatePlan:

@@ -25,6 +25,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+import pymongo
 from bson.errors import BSONError
 from pymongo.errors import (
     ConnectionFailure,
@@ -43,7 +44,7 @@ from beds.errors import (
     StoreUnavailable,
 )
 
-__all__ = ("DOCUMENT_VALIDATION_FAILURE", "map_exceptions")
+__all__ = ("DOCUMENT_VALIDATION_FAILURE", "database_call", "map_exceptions", "translate")
 
 DOCUMENT_VALIDATION_FAILURE = 121
 _INDEX_NAME = re.compile(r"index: (\S+)")
@@ -62,6 +63,21 @@ def map_exceptions(*, collection: str = "", deadline: float | None = None) -> It
         yield
     except (PyMongoError, BSONError) as exc:
         raise translate(exc, collection=collection, deadline=deadline) from exc
+
+
+@contextmanager
+def database_call(*, collection: str, deadline: float | None) -> Iterator[None]:
+    """Bound a request's database call by its deadline and translate driver exceptions.
+
+    Raises:
+        DeadlineExceeded: the deadline has already passed; the database is not called.
+    """
+    remaining = None if deadline is None else deadline - time.time()
+    if remaining is not None and remaining <= 0:
+        raise DeadlineExceeded("the request's deadline passed before the database call")
+    # pymongo.timeout bounds every operation in the block, retries and server selection included.
+    with map_exceptions(collection=collection, deadline=deadline), pymongo.timeout(remaining):
+        yield
 
 
 def translate(
