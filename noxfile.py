@@ -20,7 +20,9 @@ def group(name: str) -> list[str]:
 def install_workspace(session: nox.Session, *groups: str) -> None:
     """Install every BEDS package (editable) plus dependency groups."""
     editable = [arg for path in ALL for arg in ("-e", path)]
-    session.install(*editable, "./packages/beds-rec[embedded]", *(d for g in groups for d in group(g)))
+    session.install(
+        *editable, "./packages/beds-rec[embedded]", *(d for g in groups for d in group(g))
+    )
 
 
 @nox.session
@@ -42,7 +44,11 @@ def typecheck(session: nox.Session) -> None:
 @nox.parametrize("package", PACKAGES)
 def tests(session: nox.Session, package: str) -> None:
     """One package's unit tests, with only that package (and beds-core) installed."""
-    packages = ["./packages/beds-core"] if package == "beds-core" else ["./packages/beds-core", f"./packages/{package}"]
+    packages = (
+        ["./packages/beds-core"]
+        if package == "beds-core"
+        else ["./packages/beds-core", f"./packages/{package}"]
+    )
     session.install(*packages, *group("unit"))
     session.run("pytest", f"packages/{package}/tests", "-p", "no:cacheprovider", *session.posargs)
 

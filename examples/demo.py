@@ -13,7 +13,6 @@ import asyncio
 import json
 import signal
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -27,10 +26,12 @@ def show(title: str, value: Any) -> None:
     print(f"  {title:<44} {json.dumps(value, default=str)}")
 
 
-async def wait_ready(client: BedsClient, node: subprocess.Popen[bytes], seconds: float = 60) -> None:
+async def wait_ready(
+    client: BedsClient, node: asyncio.subprocess.Process, seconds: float = 60
+) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if node.poll() is not None:
+        if node.returncode is not None:
             raise SystemExit(f"beds run exited with {node.returncode} before it was ready")
         try:
             if (await client.ping(timeout=1)).ok:
@@ -40,7 +41,9 @@ async def wait_ready(client: BedsClient, node: subprocess.Popen[bytes], seconds:
     raise SystemExit("the node did not answer within a minute")
 
 
-async def burst(client: BedsClient, post_id: int, total: int, in_flight: int) -> tuple[float, float, float]:
+async def burst(
+    client: BedsClient, post_id: int, total: int, in_flight: int
+) -> tuple[float, float, float]:
     latencies: list[float] = []
     queue = iter(range(total))
 
@@ -60,9 +63,15 @@ async def burst(client: BedsClient, post_id: int, total: int, in_flight: int) ->
 async def exercise(client: BedsClient) -> None:
     handle = f"demo_{uuid.uuid4().hex[:8]}"
     print("\nspew_profile (REC, MongoDB):")
-    show("create", await client.create("spew_profile", {"handle": handle, "display_name": "Demo User"}))
+    show(
+        "create",
+        await client.create("spew_profile", {"handle": handle, "display_name": "Demo User"}),
+    )
     show("fetch by_handle", await client.fetch("spew_profile", "by_handle", {"handle": handle}))
-    show("update bio", await client.update("spew_profile", {"handle": handle, "bio": "hello from BEDS"}))
+    show(
+        "update bio",
+        await client.update("spew_profile", {"handle": handle, "bio": "hello from BEDS"}),
+    )
     try:
         await client.create("spew_profile", {"handle": handle, "display_name": "Again"})
     except Conflict as exc:
@@ -74,7 +83,10 @@ async def exercise(client: BedsClient) -> None:
     show("fetch by_id", await client.fetch("spew_post", "by_id", {"id": post["id"]}))
     show("update", await client.update("spew_post", {"id": post["id"], "body": "Edited spew."}))
     await client.create("spew_post", {"author": handle, "body": "Second spew."})
-    show("fetch by_author (limit 5)", await client.fetch("spew_post", "by_author", {"author": handle}, limit=5))
+    show(
+        "fetch by_author (limit 5)",
+        await client.fetch("spew_post", "by_author", {"author": handle}, limit=5),
+    )
     show("count_by_author", await client.fetch("spew_post", "count_by_author", {"author": handle}))
     try:
         await client.create("spew_post", {"author": handle, "body": "x" * 281})
@@ -92,7 +104,7 @@ async def exercise(client: BedsClient) -> None:
 
 async def main() -> int:
     print("starting `beds run` (development default: appServer on local RabbitMQ/MariaDB)...")
-    node = subprocess.Popen([sys.executable, "-m", "beds", "run"])
+    node = await asyncio.create_subprocess_exec(sys.executable, "-m", "beds", "run")
     try:
         async with BedsClient(origin="demo", timeout=10) as client:
             await wait_ready(client, node)
@@ -100,7 +112,7 @@ async def main() -> int:
             await exercise(client)
     finally:
         node.send_signal(signal.SIGTERM)
-        code = node.wait(timeout=30)
+        code = await asyncio.wait_for(node.wait(), 30)
         print(f"\n`beds run` stopped on SIGTERM with exit code {code}")
     return 0 if code == 0 else 1
 
