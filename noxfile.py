@@ -6,7 +6,7 @@ import nox
 
 nox.options.default_venv_backend = "uv"
 nox.options.reuse_venv = "yes"
-nox.options.sessions = ["lint", "typecheck", "tests", "integration", "docs"]
+nox.options.sessions = ["lint", "typecheck", "tests", "integration", "docs", "dist"]
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 PACKAGES = ("beds-core", "beds-rec", "beds-rel", "beds-templates-example")
@@ -73,3 +73,57 @@ def demo(session: nox.Session) -> None:
     install_workspace(session)
     session.run("beds", "schema", "apply")
     session.run("python", "examples/demo.py", *session.posargs)
+
+
+@nox.session
+def dist(session: nox.Session) -> None:
+    """Build every wheel, install each with only what it declares, and import its plugin."""
+    import pathlib
+    import tempfile
+
+    session.install("build")
+    out = pathlib.Path(tempfile.mkdtemp(prefix="beds-dist-"))
+    for name in PACKAGES:
+        session.run(
+            "python",
+            "-m",
+            "build",
+            "--wheel",
+            "--outdir",
+            str(out),
+            f"packages/{name}",
+            silent=True,
+        )
+    core = next(out.glob("beds_core-*.whl"))
+    for name in PACKAGES:
+        wheel = next(out.glob(f"{name.replace('-', '_')}-*.whl"))
+        venv = out / f"venv-{name}"
+        session.run("uv", "venv", "--quiet", str(venv), external=True)
+        python = str(venv / "bin" / "python")
+        session.run(
+            "uv",
+            "pip",
+            "install",
+            "--quiet",
+            "--python",
+            python,
+            str(core),
+            str(wheel),
+            external=True,
+        )
+        session.run(python, "-c", CHECK_WHEEL, name, external=True)
+
+
+CHECK_WHEEL = """
+import sys
+from importlib import metadata
+name = sys.argv[1]
+if name == "beds-core":
+    import beds.cli  # the command imports with only its own dependencies
+else:
+    eps = [ep for ep in metadata.entry_points(group="beds") if ep.dist.name == name]
+    assert eps, f"{name} registers no beds entry point"
+    for ep in eps:
+        ep.load()
+print(name, "installs and loads alone")
+"""
