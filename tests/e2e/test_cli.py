@@ -24,28 +24,29 @@ from .conftest import beds, config_text
 def served(node_config: Path) -> Iterator[Path]:
     """`beds run --config FILE` in a subprocess, ready when `beds call ... ping` answers."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BEDS_")}
-    process = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "beds", "run", "--config", str(node_config)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, process.stdout.read() if process.stdout else ""
-            result = beds("call", "beds", "ping", "--config", str(node_config), "--timeout", "1")
-            if result.returncode == 0:
-                break
-            assert time.monotonic() < deadline, "beds run did not become ready"
-            time.sleep(0.3)
-        yield node_config
-    finally:
-        process.send_signal(signal.SIGTERM)
-        code = process.wait(timeout=30)
-        output = process.stdout.read() if process.stdout else ""
-    assert code == 0, output
+    ) as process:
+        try:
+            deadline = time.monotonic() + 60
+            while process.poll() is None:
+                result = beds(
+                    "call", "beds", "ping", "--config", str(node_config), "--timeout", "1"
+                )
+                if result.returncode == 0:
+                    break
+                assert time.monotonic() < deadline, "beds run did not become ready"
+                time.sleep(0.3)
+            assert process.poll() is None, "beds run exited before it was ready"
+            yield node_config
+        finally:
+            process.send_signal(signal.SIGTERM)
+            output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
     assert "ready" in output
 
 

@@ -214,16 +214,24 @@ class RecAdapter:
         Raises:
             TemplateError: a file that is not a valid REC schema file (``*.json``).
         """
-        database = self._database
-        applied: list[str] = []
-        for file in files:
-            if not file.name.endswith(".json"):
-                raise TemplateError("REC schema files must be *.json", template=file.name)
-            schema = parse_schema_file(file)
-            with map_exceptions(collection=schema.collection):
-                await apply_collection(database, schema)
-            applied.append(file.name)
-        return applied
+        # `beds schema apply` calls this without start(): connect for the duration if needed.
+        started_here = self._client is None
+        if started_here:
+            await self.start()
+        try:
+            database = self._database
+            applied: list[str] = []
+            for file in files:
+                if not file.name.endswith(".json"):
+                    raise TemplateError("REC schema files must be *.json", template=file.name)
+                schema = parse_schema_file(file)
+                with map_exceptions(collection=schema.collection):
+                    await apply_collection(database, schema)
+                applied.append(file.name)
+            return applied
+        finally:
+            if started_here:
+                await self.aclose()
 
     async def aclose(self) -> None:
         """Close the client, then stop the embedded server; safe to call twice."""
