@@ -204,3 +204,15 @@ def test_messages_are_deterministic(cls: type[RequestError]) -> None:
     assert str(first) == str(second) == "same input"
     assert first.to_error() == second.to_error()
     assert not re.search(r"0x[0-9a-f]{6,}", repr(first))
+
+
+def test_a_plugin_may_subclass_an_error_without_a_new_code() -> None:
+    from beds.errors import StoreError, error_catalogue
+
+    class ReplicaLagging(StoreError):
+        """A plugin's finer distinction of a store error."""
+
+    assert ReplicaLagging.CODE == StoreError.CODE
+    assert error_catalogue()[StoreError.CODE] is StoreError
+    rebuilt = RequestError.from_error(ReplicaLagging("lagging").to_error())
+    assert type(rebuilt) is StoreError

@@ -328,3 +328,11 @@ def test_any_change_to_a_declaration_is_a_template_or_a_template_error(
         assert re.match(r"template '[^']*': fuzz\.toml: \S", str(result))
     else:
         assert result.name == declaration["name"]
+
+
+def test_optional_field_must_be_nullable(demo_declaration: dict[str, Any]) -> None:
+
+    demo_declaration["fields"]["optional_text"] = {"type": "str", "required": False}
+    with pytest.raises(TemplateError) as caught:
+        parse_template(tomlkit.dumps(demo_declaration), source="demo.toml")
+    assert "fields.optional_text.required = false needs nullable = true" in str(caught.value)

@@ -132,6 +132,9 @@ class RequestError(BedsError):
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
+        # A subclass without its own CODE (a plugin's finer distinction) shares its parent's.
+        if "CODE" not in cls.__dict__:
+            return
         if cls.CODE in RequestError._by_code:
             raise TypeError(f"duplicate error code {cls.CODE}")
         RequestError._by_code[cls.CODE] = cls

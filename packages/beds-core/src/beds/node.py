@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal, NoReturn, Self
 
 import aiormq
 import attrs
+import pluggy
 from loguru import logger
 
 from beds.broker.dispatch import Dispatcher
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from types import TracebackType
 
-    import pluggy
     from aiormq.abc import AbstractConnection
 
     from beds.config.model import Config
@@ -139,10 +139,11 @@ class BedsNode:
             pm = self._pm or make_plugin_manager(
                 disabled=self.config.plugins.disabled, strict=self.config.production
             )
+            pm.check_pending()  # plugins registered by hand are validated too
             self.hooks = hooks = Hooks(pm)
             factories = hooks.register_adapters()
             self.registry = registry = hooks.register_templates()
-        except (PluginError, TemplateError) as exc:
+        except (PluginError, TemplateError, pluggy.PluginValidationError) as exc:
             self._fail("plugins", exc)
         self._ok("plugins", f"{len(registry.templates)} templates")
         for store in sorted({t.store for t in registry.templates.values()}):

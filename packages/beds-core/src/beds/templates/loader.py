@@ -138,11 +138,17 @@ def _parse_field(r: _Reader, name: str, raw: Any) -> FieldSpec:
             pattern = re.compile(r.string(raw, "pattern", f"{path}.pattern"))
         except re.error as exc:
             raise r.fail(f"{path}.pattern", f"is not a valid regular expression ({exc})") from exc
+    required = r.boolean(raw, "required", f"{path}.required", True)
+    nullable = r.boolean(raw, "nullable", f"{path}.nullable", False)
+    if not required and not nullable:
+        raise r.fail(
+            f"{path}.required", "= false needs nullable = true: an omitted value is sent as null"
+        )
     return FieldSpec(
         name=name,
         type=field_type,
-        required=r.boolean(raw, "required", f"{path}.required", True),
-        nullable=r.boolean(raw, "nullable", f"{path}.nullable", False),
+        required=required,
+        nullable=nullable,
         generated=r.boolean(raw, "generated", f"{path}.generated", False),
         max_length=r.positive(raw, "max_length", f"{path}.max_length"),
         min_length=r.positive(raw, "min_length", f"{path}.min_length"),
