@@ -11,6 +11,7 @@ nox.options.sessions = ["lint", "typecheck", "tests", "integration", "docs", "di
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 PACKAGES = ("beds-core", "beds-rec", "beds-rel", "beds-templates-example")
 ALL = [f"./packages/{name}" for name in PACKAGES]
+EXTRAS = {"beds-rec": "[embedded]"}  # its unit tests construct the embedded-server mode
 
 
 def group(name: str) -> list[str]:
@@ -44,11 +45,9 @@ def typecheck(session: nox.Session) -> None:
 @nox.parametrize("package", PACKAGES)
 def tests(session: nox.Session, package: str) -> None:
     """One package's unit tests, with only that package (and beds-core) installed."""
-    packages = (
-        ["./packages/beds-core"]
-        if package == "beds-core"
-        else ["./packages/beds-core", f"./packages/{package}"]
-    )
+    packages = ["./packages/beds-core"]
+    if package != "beds-core":
+        packages.append(f"./packages/{package}{EXTRAS.get(package, '')}")
     session.install(*packages, *group("unit"))
     session.run("pytest", f"packages/{package}/tests", "-p", "no:cacheprovider", *session.posargs)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from importlib import metadata, resources
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -18,13 +18,12 @@ from beds_rec import RecAdapter, plugin
 from beds_rec import __all__ as public
 from beds_rec.embedded import EmbeddedServer
 
+# The example domain, read from the repository: its package is not installed in unit tests.
+EXAMPLE_PACKAGE = Path(__file__).parents[2] / "beds-templates-example/src/beds_templates_example"
+
 
 def profile() -> Template:
-    text = (
-        resources.files("beds_templates_example")
-        .joinpath("templates/spew_profile.toml")
-        .read_text(encoding="utf-8")
-    )
+    text = EXAMPLE_PACKAGE.joinpath("templates/spew_profile.toml").read_text(encoding="utf-8")
     return parse_template(text, source="spew_profile.toml")
 
 

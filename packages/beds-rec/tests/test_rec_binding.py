@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from importlib import resources
+from pathlib import Path
 
 import pytest
 
@@ -8,6 +8,9 @@ from beds.errors import TemplateError
 from beds.templates.loader import parse_template
 from beds.templates.model import Template
 from beds_rec.binding import QueryPlan, plan_template
+
+# The example domain, read from the repository: its package is not installed in unit tests.
+EXAMPLE_PACKAGE = Path(__file__).parents[2] / "beds-templates-example/src/beds_templates_example"
 
 FIELDS = """
 name = "spew_thing"
@@ -61,11 +64,7 @@ def template(fields: str = FIELDS, rec: str = REC, query: str = QUERY) -> Templa
 
 
 def test_spew_profile_is_served() -> None:
-    text = (
-        resources.files("beds_templates_example")
-        .joinpath("templates/spew_profile.toml")
-        .read_text(encoding="utf-8")
-    )
+    text = EXAMPLE_PACKAGE.joinpath("templates/spew_profile.toml").read_text(encoding="utf-8")
     plan = plan_template(parse_template(text, source="spew_profile.toml"))
     assert plan.collection == "spf_profiles"
     assert plan.indexes == ("spf_handle_uq",)

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import json
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,6 +10,9 @@ from beds.errors import TemplateError
 from beds.namaste import SchemaFile
 from beds_rec.schema import CollectionSchema, IndexSchema, parse_schema_file
 
+# The example domain, read from the repository: its package is not installed in unit tests.
+EXAMPLE_PACKAGE = Path(__file__).parents[2] / "beds-templates-example/src/beds_templates_example"
+
 
 def schema_file(data: Any) -> SchemaFile:
     text = data if isinstance(data, str) else json.dumps(data)
@@ -17,11 +20,7 @@ def schema_file(data: Any) -> SchemaFile:
 
 
 def test_the_spew_profile_schema_parses() -> None:
-    text = (
-        resources.files("beds_templates_example")
-        .joinpath("schema/rec/001_spew_profile.json")
-        .read_text(encoding="utf-8")
-    )
+    text = EXAMPLE_PACKAGE.joinpath("schema/rec/001_spew_profile.json").read_text(encoding="utf-8")
     schema = parse_schema_file(SchemaFile(name="001_spew_profile.json", text=text))
     assert schema.collection == "spf_profiles"
     assert schema.validator is not None
