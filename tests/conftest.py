@@ -25,7 +25,7 @@ import pytest
 from beds.testing import unique_name as unique
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 AMQP_URL = os.environ.get("BEDS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 MARIADB_URL = os.environ.get("BEDS_TEST_MARIADB_URL", "mysql://root@127.0.0.1:3306/")
@@ -86,18 +86,15 @@ def amqp_url() -> Iterator[str]:
         subprocess.run([ctl, "-q", "delete_vhost", vhost], check=False, capture_output=True)
 
 
-@pytest.fixture(scope="session")
-def mariadb_url() -> Iterator[str]:
-    """A MariaDB URL on a database created for this test session and dropped after it."""
+def run_sql(url: str, statement: str) -> None:
+    """Run one statement on the MariaDB server of ``url`` (no database selected)."""
     import asyncio
 
     import asyncmy
 
-    _require_port("MariaDB", MARIADB_URL, 3306)
-    database = unique("beds_test")
-    parts = urlsplit(MARIADB_URL)
+    parts = urlsplit(url)
 
-    async def run(sql: str) -> None:
+    async def run() -> None:
         conn = await asyncmy.connect(
             host=parts.hostname or "127.0.0.1",
             port=parts.port or 3306,
@@ -106,15 +103,29 @@ def mariadb_url() -> Iterator[str]:
         )
         try:
             async with conn.cursor() as cur:
-                await cur.execute(sql)
+                await cur.execute(statement)
         finally:
             conn.close()
 
-    asyncio.run(run(f"CREATE DATABASE `{database}`"))
+    asyncio.run(run())
+
+
+@pytest.fixture(scope="session")
+def mariadb_sql() -> Callable[[str], None]:
+    """Run a statement on the test MariaDB server, as a DBA would (for fault set-ups)."""
+    return lambda statement: run_sql(MARIADB_URL, statement)
+
+
+@pytest.fixture(scope="session")
+def mariadb_url() -> Iterator[str]:
+    """A MariaDB URL on a database created for this test session and dropped after it."""
+    _require_port("MariaDB", MARIADB_URL, 3306)
+    database = unique("beds_test")
+    run_sql(MARIADB_URL, f"CREATE DATABASE `{database}`")
     try:
         yield _with_path(MARIADB_URL, "/" + database)
     finally:
-        asyncio.run(run(f"DROP DATABASE IF EXISTS `{database}`"))
+        run_sql(MARIADB_URL, f"DROP DATABASE IF EXISTS `{database}`")
 
 
 @pytest.fixture(scope="session")

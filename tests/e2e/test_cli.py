@@ -8,11 +8,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import asyncmy
 import pytest
 
 from beds.testing import unique_name
@@ -112,11 +111,14 @@ def test_bad_config_names_file_and_key(tmp_path: Path) -> None:
 
 
 def test_check_reports_a_missing_procedure_by_name(
-    tmp_path: Path, amqp_url: str, mariadb_url: str, mongo_server_uri: str, mongo_database: str
+    tmp_path: Path,
+    amqp_url: str,
+    mariadb_url: str,
+    mongo_server_uri: str,
+    mongo_database: str,
+    mariadb_sql: Callable[[str], None],
 ) -> None:
     """A database where the DBA has not installed spp_update: `beds check` names it."""
-    import asyncio
-
     database = unique_name("beds_check")
     parts = urlsplit(mariadb_url)
     rel_url = mariadb_url.replace(parts.path, "/" + database)
@@ -126,19 +128,6 @@ def test_check_reports_a_missing_procedure_by_name(
         encoding="utf-8",
     )
 
-    async def sql(statement: str) -> None:
-        conn = await asyncmy.connect(
-            host=parts.hostname,
-            port=parts.port or 3306,
-            user=parts.username or "root",
-            password=parts.password or "",
-        )
-        try:
-            async with conn.cursor() as cur:
-                await cur.execute(statement)
-        finally:
-            conn.close()
-
     try:
         applied = beds("schema", "apply", "--config", str(path))
         assert applied.returncode == 0, applied.stderr
@@ -146,10 +135,10 @@ def test_check_reports_a_missing_procedure_by_name(
         assert ok.returncode == 0, ok.stdout + ok.stderr
         assert "[ok  ] template spew_post objects" in ok.stdout
 
-        asyncio.run(sql(f"DROP PROCEDURE `{database}`.`spp_update`"))
+        mariadb_sql(f"DROP PROCEDURE `{database}`.`spp_update`")
         missing = beds("check", "--config", str(path))
         assert missing.returncode == 1
         assert "template spew_post objects" in missing.stdout
         assert "spp_update" in missing.stdout
     finally:
-        asyncio.run(sql(f"DROP DATABASE IF EXISTS `{database}`"))
+        mariadb_sql(f"DROP DATABASE IF EXISTS `{database}`")

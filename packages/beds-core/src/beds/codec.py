@@ -15,6 +15,7 @@ from cattrs.v import format_exception
 
 from beds.envelopes import Request, Response
 from beds.errors import MalformedRequest, PayloadTooLarge
+from beds.values import json_type
 
 __all__ = (
     "CONTENT_TYPE",
@@ -29,15 +30,6 @@ __all__ = (
 
 CONTENT_TYPE: Final = "application/json"
 DEFAULT_MAX_MESSAGE_BYTES: Final = 1024 * 1024
-_JSON_TYPES: Final = {
-    bool: "boolean",
-    int: "integer",
-    float: "number",
-    str: "string",
-    list: "array",
-    dict: "object",
-    type(None): "null",
-}
 
 _T = TypeVar("_T")
 
@@ -46,35 +38,31 @@ class _WireTypeError(TypeError):
     """A JSON value of the wrong type for an envelope field; the message is the detail."""
 
 
-def _json_type(value: object) -> str:
-    return _JSON_TYPES.get(type(value), type(value).__name__)
-
-
 # These hooks are dispatched on subclasses too (a StrEnum such as Operation is a str), so the
 # checked JSON value is passed on to ``kind`` whenever ``kind`` is not the builtin itself.
 
 
 def _structure_str(value: object, kind: Any) -> Any:
     if type(value) is not str:
-        raise _WireTypeError(f"must be a string, got {_json_type(value)}")
+        raise _WireTypeError(f"must be a string, got {json_type(value)}")
     return value if kind is str else kind(value)
 
 
 def _structure_int(value: object, kind: Any) -> Any:
     if type(value) is not int:
-        raise _WireTypeError(f"must be an integer, got {_json_type(value)}")
+        raise _WireTypeError(f"must be an integer, got {json_type(value)}")
     return value if kind is int else kind(value)
 
 
 def _structure_float(value: object, kind: Any) -> Any:
     if type(value) is not float and type(value) is not int:
-        raise _WireTypeError(f"must be a number, got {_json_type(value)}")
+        raise _WireTypeError(f"must be a number, got {json_type(value)}")
     return float(value) if kind is float else kind(value)
 
 
 def _structure_bool(value: object, _: object) -> bool:
     if type(value) is not bool:
-        raise _WireTypeError(f"must be true or false, got {_json_type(value)}")
+        raise _WireTypeError(f"must be true or false, got {json_type(value)}")
     return value
 
 
@@ -109,7 +97,7 @@ def make_wire_converter() -> cattrs.Converter:
 
     def _structure_string_tuple(value: object, kind: Any) -> tuple[str, ...]:
         if type(value) is not list:
-            raise _WireTypeError(f"must be an array, got {_json_type(value)}")
+            raise _WireTypeError(f"must be an array, got {json_type(value)}")
         result: tuple[str, ...] = structure_strings(value, kind)
         return result
 
@@ -162,7 +150,7 @@ def _decode(kind: type[_T], body: bytes, content_type: str | None, max_bytes: in
         raise MalformedRequest("message body is not valid JSON", details=(str(exc),)) from exc
     if not isinstance(raw, dict):
         raise MalformedRequest(
-            "message body must be a JSON object", details=(f"got {_json_type(raw)}",)
+            "message body must be a JSON object", details=(f"got {json_type(raw)}",)
         )
     try:
         return converter.structure(raw, kind)

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-__all__ = ("to_wire", "to_wire_record")
+__all__ = ("json_type", "to_wire", "to_wire_record")
 
 _PLAIN = (str, bool, type(None))
 _INT_MIN, _INT_END = -(2**63), 2**64
@@ -71,3 +71,19 @@ def to_wire(value: Any) -> Any:
 def to_wire_record(record: Mapping[str, Any]) -> dict[str, Any]:
     """Convert every value of a record."""
     return {key: to_wire(value) for key, value in record.items()}
+
+
+_JSON_TYPES = {
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    str: "string",
+    list: "array",
+    dict: "object",
+    type(None): "null",
+}
+
+
+def json_type(value: object) -> str:
+    """Name a decoded JSON value's type as JSON does, for messages: ``"array"``, ``"null"``."""
+    return _JSON_TYPES.get(type(value), type(value).__name__)

@@ -15,6 +15,7 @@ from beds.envelopes import Operation
 from beds.errors import UnsupportedOperation, ValidationFailed
 from beds.namaste import Query, Record
 from beds.templates.model import FieldSpec, FieldType, Template
+from beds.values import json_type
 
 __all__ = ("validate_fetch", "validate_write")
 
@@ -30,7 +31,7 @@ def _check_value(spec: FieldSpec, value: Any, path: str, problems: list[str]) ->
     kind = spec.type
     if kind is FieldType.STR:
         if not isinstance(value, str):
-            problems.append(f"{path}: must be a string, got {_json_type(value)}")
+            problems.append(f"{path}: must be a string, got {json_type(value)}")
             return None
         if spec.max_length is not None and len(value) > spec.max_length:
             problems.append(
@@ -48,7 +49,7 @@ def _check_value(spec: FieldSpec, value: Any, path: str, problems: list[str]) ->
         if isinstance(value, bool) or not number_ok:
             problems.append(
                 f"{path}: must be {'an integer' if kind is FieldType.INT else 'a number'}, "
-                f"got {_json_type(value)}"
+                f"got {json_type(value)}"
             )
             return None
         if spec.minimum is not None and value < spec.minimum:
@@ -58,7 +59,7 @@ def _check_value(spec: FieldSpec, value: Any, path: str, problems: list[str]) ->
         return value
     if kind is FieldType.BOOL:
         if not isinstance(value, bool):
-            problems.append(f"{path}: must be true or false, got {_json_type(value)}")
+            problems.append(f"{path}: must be true or false, got {json_type(value)}")
         return value
     if kind is FieldType.DATETIME:
         try:
@@ -80,18 +81,6 @@ def _check_value(spec: FieldSpec, value: Any, path: str, problems: list[str]) ->
         problems.append(f"{path}: must be a decimal number written as a string")
         return None
     return number
-
-
-def _json_type(value: Any) -> str:
-    return {
-        bool: "boolean",
-        int: "integer",
-        float: "number",
-        str: "string",
-        list: "array",
-        dict: "object",
-        type(None): "null",
-    }.get(type(value), type(value).__name__)
 
 
 def _check_record(
@@ -191,7 +180,7 @@ def validate_fetch(template: Template, payload: Mapping[str, Any]) -> Query:
         raise AssertionError("unreachable")  # pragma: no cover
     params = payload.get("params", {})
     if not isinstance(params, Mapping):
-        problems.append(f"$.payload.params: must be an object, got {_json_type(params)}")
+        problems.append(f"$.payload.params: must be an object, got {json_type(params)}")
         params = {}
     values = _check_record(template, params, spec.params, spec.params, "$.payload.params", problems)
     limit = payload.get("limit", spec.max_limit)
