@@ -24,7 +24,8 @@ request (``RequestError``, which crosses the wire in ``Response.error``)::
         ├── DeadlineExceeded          BEDS-504   the request's deadline passed
         └── StoreError                BEDS-502   the database rejected the call
             ├── DatabaseObjectMissing BEDS-502D  a declared procedure, view, collection… is absent
-            └── StoreUnavailable      BEDS-503   the database cannot be reached
+            ├── StoreBusy             BEDS-503B  lock wait timeout or deadlock (transient)
+            └── StoreUnavailable      BEDS-503   the database cannot be reached (transient)
 
 Messages are deterministic (no ids, addresses or timestamps) so that the same bad input always
 produces the same reply. Context goes in attributes and ``details``.
@@ -54,6 +55,7 @@ __all__ = (
     "PublishError",
     "ReplyTimeout",
     "RequestError",
+    "StoreBusy",
     "StoreError",
     "StoreUnavailable",
     "TemplateError",
@@ -128,6 +130,8 @@ class RequestError(BedsError):
 
     CODE: ClassVar[str] = "BEDS-500"
     STATUS: ClassVar[int] = 500
+    TRANSIENT: ClassVar[bool] = False
+    """Whether the same request may succeed if tried again shortly (the broker retries it)."""
     _by_code: ClassVar[dict[str, type[RequestError]]] = {}
 
     def __init_subclass__(cls, **kwargs: object) -> None:
@@ -254,10 +258,19 @@ class DatabaseObjectMissing(StoreError):
 
 
 class StoreUnavailable(StoreError):
-    """The database cannot be reached."""
+    """The database cannot be reached. Transient: the broker retries it with back-off."""
 
     CODE = "BEDS-503"
     STATUS = 503
+    TRANSIENT = True
+
+
+class StoreBusy(StoreError):
+    """The database gave up on a lock (lock wait timeout, deadlock). Transient: retried."""
+
+    CODE = "BEDS-503B"
+    STATUS = 503
+    TRANSIENT = True
 
 
 def error_catalogue() -> Mapping[str, type[RequestError]]:

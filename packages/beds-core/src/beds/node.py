@@ -272,6 +272,7 @@ class BedsNode:
             env=self.config.node.env,
             max_message_bytes=self.config.amqp.max_message_bytes,
             hooks=self.hooks,
+            reliability=self.config.reliability,
         )
         for broker, settings in self.config.brokers.items():
             pool = BrokerPool(
@@ -280,6 +281,7 @@ class BedsNode:
                 queue=queues[broker],
                 dispatcher=dispatcher,
                 dead_letter_exchange=self.config.amqp.dead_letter_exchange,
+                count_redeliveries=self.config.amqp.queue_type == "classic",
             )
             try:
                 await pool.start(connection)

@@ -9,6 +9,7 @@ cannot connect, lost, gone away (2002, 2003, 2005, 2006,   ``StoreUnavailable``
 2013…), too many connections (1040), access denied
 (1044, 1045), shutdown (1053), killed (1927),
 ``InterfaceError``, ``OSError``
+lock wait timeout (1205), deadlock (1213)                  ``StoreBusy`` (transient)
 duplicate key (1062, 1022, 1169, 1586), foreign key        ``Conflict``
 (1216, 1217, 1451, 1452, 1557, 1761, 1762), a ``SIGNAL``
 with SQLSTATE class ``23``
@@ -29,7 +30,14 @@ from typing import TYPE_CHECKING
 
 from asyncmy import errors as my_errors
 
-from beds.errors import Conflict, DatabaseObjectMissing, RequestError, StoreError, StoreUnavailable
+from beds.errors import (
+    Conflict,
+    DatabaseObjectMissing,
+    RequestError,
+    StoreBusy,
+    StoreError,
+    StoreUnavailable,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -49,6 +57,10 @@ _UNAVAILABLE: dict[int, str] = {
     2012: "cannot connect to MariaDB: handshake failed",
     2013: "lost the connection to MariaDB",
     2026: "cannot connect to MariaDB: TLS failed",
+}
+_BUSY: dict[int, str] = {
+    1205: "MariaDB gave up waiting for a lock",
+    1213: "MariaDB chose this call as a deadlock victim",
 }
 _CONFLICT = frozenset({1022, 1062, 1169, 1216, 1217, 1451, 1452, 1557, 1586, 1761, 1762})
 _SIGNAL = 1644
@@ -81,6 +93,8 @@ def translate(exc: BaseException, *, objects: Sequence[str] = ()) -> RequestErro
         errno, text = _errno_text(exc)
         if errno in _UNAVAILABLE:
             return StoreUnavailable(_UNAVAILABLE[errno], details=(f"MariaDB error {errno}",))
+        if errno in _BUSY:
+            return StoreBusy(_BUSY[errno], details=(f"MariaDB error {errno}",))
         detail = f"MariaDB error {errno}: {text}" if text else f"MariaDB error {errno}"
         sqlstate = str(getattr(exc, "sqlstate", None) or "")
         if errno in _CONFLICT or (errno == _SIGNAL and sqlstate.startswith("23")):

@@ -14,8 +14,16 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_exponential_jitter,
+)
 
 from beds.codec import decode_request
+from beds.config.model import ReliabilitySettings
 from beds.envelopes import Operation, Request, Response, ResponseMeta
 from beds.errors import (
     DeadlineExceeded,
@@ -31,6 +39,8 @@ from beds.templates.model import Template
 from beds.templates.validate import validate_fetch, validate_write
 
 if TYPE_CHECKING:
+    from tenacity.stop import stop_base
+
     from beds.factory import Factory
     from beds.plugins import Hooks
 
@@ -56,11 +66,17 @@ class Dispatcher:
         env: str,
         max_message_bytes: int,
         hooks: Hooks | None = None,
+        reliability: ReliabilitySettings | None = None,
     ) -> None:
         self.factory = factory
         self.node = node
         self.env = env
         self.max_message_bytes = max_message_bytes
+        self.reliability = reliability or ReliabilitySettings()
+        self.retried = 0
+        """Store calls tried again after a transient failure."""
+        self.over_budget = 0
+        """Handlers that ran past ``reliability.handler_budget``."""
         # Dispatch hooks cost nothing unless some plugin implements them (decided once, here).
         self._before = (
             hooks if hooks is not None and hooks.implemented("beds_before_dispatch") else None
@@ -72,7 +88,11 @@ class Dispatcher:
     async def handle(
         self, body: bytes, content_type: str | None
     ) -> tuple[Request | None, Response]:
-        """Handle one request body; return the decoded request (if any) and its response."""
+        """Handle one request body; return the decoded request (if any) and its response.
+
+        A response whose error is transient (``RequestError.TRANSIENT``) was retried
+        ``reliability.retry_attempts`` times already; the broker dead-letters a copy.
+        """
         started = time.perf_counter()
         timings: dict[str, float] = {}
         request: Request | None = None
@@ -137,16 +157,72 @@ class Dispatcher:
             await self._before.before_dispatch(request, template)
 
         store_started = time.perf_counter()
+        budget = asyncio.get_running_loop().call_later(
+            self.reliability.handler_budget, self._report_over_budget, event_id, request
+        )
         try:
             async with asyncio.timeout_at(_loop_deadline(deadline)):
-                result = await call()
+                try:
+                    result = await call()
+                except RequestError as exc:
+                    if not exc.TRANSIENT:
+                        raise
+                    result = await self._retry(call, exc, event_id, deadline)
         except TimeoutError:
             raise DeadlineExceeded(
                 "the request's deadline passed while the store was working"
             ) from None
         finally:
+            budget.cancel()
             timings["store"] = round((time.perf_counter() - store_started) * 1000, 3)
         return result
+
+    async def _retry(
+        self,
+        call: Callable[[], Awaitable[Any]],
+        first: RequestError,
+        event_id: str,
+        deadline: float | None,
+    ) -> Any:
+        """Try a transiently failed store call again with exponential back-off and jitter.
+
+        Off the hot path: only a call that already failed transiently gets here. Stops after
+        ``retry_attempts`` tries in all, or when the next wait would pass the deadline.
+        """
+        settings = self.reliability
+
+        stop: stop_base = stop_after_attempt(settings.retry_attempts - 1)
+        if deadline is not None:
+            stop = stop | stop_before_delay(max(0.0, deadline - time.time()))
+        retrying = AsyncRetrying(
+            stop=stop,
+            wait=wait_exponential_jitter(
+                initial=settings.retry_initial_delay, max=settings.retry_max_delay
+            ),
+            retry=retry_if_exception(lambda exc: isinstance(exc, RequestError) and exc.TRANSIENT),
+            before_sleep=lambda state: logger.warning(
+                "request {} failed transiently ({}); retrying", event_id, first.CODE
+            ),
+            reraise=True,
+        )
+        if settings.retry_attempts <= 1:
+            raise first
+        await asyncio.sleep(settings.retry_initial_delay)
+        async for attempt in retrying:
+            with attempt:
+                self.retried += 1
+                return await call()
+        raise first  # pragma: no cover - reraise=True raises the last error instead
+
+    def _report_over_budget(self, event_id: str, request: Request) -> None:
+        self.over_budget += 1
+        logger.warning(
+            "request {} ({} {}) is past its handler budget of {:g} s and still running",
+            event_id,
+            request.operation.value,
+            request.template,
+            self.reliability.handler_budget,
+        )
 
     def _meta(self, event_id: str, started: float, timings: dict[str, float]) -> ResponseMeta:
         timings["total"] = round((time.perf_counter() - started) * 1000, 3)

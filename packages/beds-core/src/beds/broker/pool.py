@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
 import aiormq
 from loguru import logger
@@ -18,7 +19,7 @@ from pamqp.commands import Basic
 
 from beds.codec import CONTENT_TYPE, encode_response
 from beds.envelopes import Response
-from beds.errors import InternalError, MalformedRequest
+from beds.errors import InternalError, MalformedRequest, RequestError
 
 if TYPE_CHECKING:
     from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
@@ -40,14 +41,20 @@ class BrokerPool:
         queue: str,
         dispatcher: Dispatcher,
         dead_letter_exchange: str,
+        count_redeliveries: bool = True,
     ) -> None:
         self.name = name
         self.settings = settings
         self.queue = queue
         self.dispatcher = dispatcher
         self.dead_letter_exchange = dead_letter_exchange
+        self.max_deliveries = dispatcher.reliability.max_deliveries
+        # Classic queues keep no delivery count: the pool counts redeliveries in a header.
+        # Quorum queues count them and dead-letter at x-delivery-limit themselves.
+        self.count_redeliveries = count_redeliveries
         self.handled = 0
         self.replaced = 0
+        self.dead_lettered = 0
         self._inbox: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
         self._workers: dict[int, asyncio.Task[None]] = {}
         self._holding: dict[int, DeliveredMessage] = {}
@@ -153,6 +160,8 @@ class BrokerPool:
             )
             await channel.basic_ack(tag)
             return
+        if message.redelivered and self.count_redeliveries and await self._recount(message):
+            return
         _, response = await self.dispatcher.handle(message.body, properties.content_type)
         try:
             body = encode_response(response)
@@ -170,6 +179,9 @@ class BrokerPool:
                 meta=response.meta,
             )
             body = encode_response(response)
+        if response.error is not None and RequestError.from_error(response.error).TRANSIENT:
+            # Retried already (Dispatcher): the caller is told, and operators get a copy.
+            await self._dead_letter(message, RequestError.from_error(response.error))
         await channel.basic_publish(
             body,
             exchange="",
@@ -182,7 +194,34 @@ class BrokerPool:
         )
         await channel.basic_ack(tag)
 
-    async def _dead_letter(self, message: DeliveredMessage, error: MalformedRequest) -> None:
+    async def _recount(self, message: DeliveredMessage) -> bool:
+        """Count a redelivery; dead-letter poison. Return whether the message was dealt with.
+
+        A redelivered message was handed out before without an outcome (its task or node died).
+        Its count travels in the ``x-beds-deliveries`` header of a copy put back on the queue
+        (confirmed before the original is acknowledged), so it survives node restarts.
+        """
+        properties = message.header.properties
+        headers = dict(properties.headers or {})
+        seen = headers.get("x-beds-deliveries", 1)
+        deliveries = (seen if isinstance(seen, int) else 1) + 1
+        if deliveries > self.max_deliveries:
+            await self._dead_letter(
+                message,
+                InternalError(f"poison message: delivered {deliveries} times without an outcome"),
+            )
+        else:
+            headers["x-beds-deliveries"] = deliveries
+            await message.channel.basic_publish(
+                message.body,
+                exchange="",
+                routing_key=self.queue,
+                properties=_copy_properties(properties, headers),
+            )
+        await message.channel.basic_ack(_tag(message))
+        return True
+
+    async def _dead_letter(self, message: DeliveredMessage, error: RequestError) -> None:
         """Publish the message, with why it could not be answered, to the dead-letter exchange."""
         properties = message.header.properties
         headers = dict(properties.headers or {})
@@ -192,21 +231,19 @@ class BrokerPool:
                 "x-beds-reason": error.message,
                 "x-beds-queue": self.queue,
                 "x-beds-node": self.dispatcher.node,
-                "x-beds-routing-key": message.routing_key or "",
+                "x-beds-routing-key": headers.get("x-beds-routing-key")
+                or message.routing_key
+                or "",
+                "x-beds-dead-lettered-at": int(time.time()),
             }
         )
         await message.channel.basic_publish(
             message.body,
             exchange=self.dead_letter_exchange,
             routing_key=message.routing_key or self.queue,
-            properties=Basic.Properties(
-                content_type=properties.content_type,
-                correlation_id=properties.correlation_id,
-                message_id=properties.message_id,
-                headers=headers,
-                delivery_mode=2,
-            ),
+            properties=_copy_properties(properties, headers),
         )
+        self.dead_lettered += 1
         logger.warning(
             "broker {} dead-lettered a message: {} ({})", self.name, error.message, error.CODE
         )
@@ -217,3 +254,16 @@ def _tag(message: DeliveredMessage) -> int:
     tag = message.delivery_tag
     assert tag is not None, "consumed messages carry a delivery tag"
     return tag
+
+
+def _copy_properties(properties: Basic.Properties, headers: dict[str, Any]) -> Basic.Properties:
+    """The properties a request keeps when the broker republishes it (persistent)."""
+    return Basic.Properties(
+        content_type=properties.content_type,
+        correlation_id=properties.correlation_id,
+        reply_to=properties.reply_to,
+        message_id=properties.message_id,
+        expiration=properties.expiration,
+        headers=headers,
+        delivery_mode=2,
+    )

@@ -253,6 +253,7 @@ def load_config(
         node=config.node,
         amqp=config.amqp,
         log=config.log,
+        reliability=config.reliability,
         plugins=config.plugins,
         roles=config.roles,
         stores=config.stores,

@@ -16,6 +16,7 @@ __all__ = (
     "LogSettings",
     "NodeSettings",
     "PluginSettings",
+    "ReliabilitySettings",
     "RoleSettings",
 )
 
@@ -108,6 +109,22 @@ class RoleSettings:
 
 
 @attrs.frozen(kw_only=True)
+class ReliabilitySettings:
+    """How brokers treat failures (docs/architecture.md, "Ack policy")."""
+
+    retry_attempts: int = attrs.field(default=4, validator=_at_least(1))
+    """Tries of a request that fails transiently (store unreachable, lock timeout), first included."""
+    retry_initial_delay: float = 0.05
+    """Seconds before the first retry; the delay doubles (with jitter) up to ``retry_max_delay``."""
+    retry_max_delay: float = 2.0
+    max_deliveries: int = attrs.field(default=5, validator=_at_least(1))
+    """Deliveries of one message without an outcome (its handler died) before it is poison and
+    dead-lettered. Quorum queues enforce it as ``x-delivery-limit``."""
+    handler_budget: float = 5.0
+    """Seconds a handler may run before it is reported as over budget (it is not stopped)."""
+
+
+@attrs.frozen(kw_only=True)
 class LogSettings:
     """Where and how the node logs."""
 
@@ -131,6 +148,7 @@ class Config:
     node: NodeSettings = attrs.field(factory=NodeSettings)
     amqp: AmqpSettings = attrs.field(factory=AmqpSettings)
     log: LogSettings = attrs.field(factory=LogSettings)
+    reliability: ReliabilitySettings = attrs.field(factory=ReliabilitySettings)
     plugins: PluginSettings = attrs.field(factory=PluginSettings)
     roles: dict[str, RoleSettings] = attrs.field(factory=dict)
     stores: dict[str, dict[str, Any]] = attrs.field(factory=dict)

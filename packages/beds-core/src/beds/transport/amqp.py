@@ -64,6 +64,9 @@ async def declare_topology(channel: AbstractChannel, config: Config) -> dict[str
     await channel.queue_bind(dead, amqp.dead_letter_exchange, routing_key="#")
     # Messages that expire or are rejected in a broker queue go to the dead-letter exchange.
     broker_args = {**queue_args, "x-dead-letter-exchange": amqp.dead_letter_exchange}
+    if amqp.queue_type == "quorum":
+        # Quorum queues count deliveries; past the limit RabbitMQ dead-letters the message.
+        broker_args["x-delivery-limit"] = config.reliability.max_deliveries
     queues: dict[str, str] = {}
     for broker, settings in config.brokers.items():
         queue = config.queue_name(broker)
