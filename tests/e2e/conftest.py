@@ -23,6 +23,10 @@ drain_seconds = 5
 
 [amqp]
 url = "{amqp_url}"
+# One vhost holds every test environment: each gets its own exchanges.
+events_exchange = "beds.events.{env}"
+logs_exchange = "beds.logs.{env}"
+dead_letter_exchange = "beds.dlx.{env}"
 
 [stores.rel]
 url = "{mariadb_url}"

@@ -30,7 +30,12 @@ async def node(node_config: Path) -> AsyncIterator[BedsNode]:
 
 @pytest.fixture
 async def client(node: BedsNode) -> AsyncIterator[BedsClient]:
-    async with BedsClient(node.config.amqp.url, env=node.config.node.env, timeout=10) as c:
+    async with BedsClient(
+        node.config.amqp.url,
+        exchange=node.config.amqp.events_exchange,
+        env=node.config.node.env,
+        timeout=10,
+    ) as c:
         yield c
 
 

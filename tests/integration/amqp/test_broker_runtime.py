@@ -10,96 +10,18 @@ import orjson
 import pytest
 from pamqp.commands import Basic
 
-from beds import hookimpl
 from beds.client import BedsClient
-from beds.config import load_config
 from beds.envelopes import Operation
 from beds.errors import NotFound, PublishError, ReplyTimeout, UnknownTemplate, ValidationFailed
 from beds.namaste import CallContext, Record
 from beds.node import BedsNode
-from beds.plugins import make_plugin_manager
-from beds.registry import AdapterRegistry, TemplateRegistry
 from beds.templates import Template
-from beds.testing import MemoryAdapter, unique_name
-from beds.transport.amqp import dead_letter_queue
+from beds.testing import MemoryAdapter
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-    from pathlib import Path
+    from collections.abc import Awaitable, Callable
 
-NOTE = """
-name = "note"
-store = "memory"
-tla = "not"
-key = ["id"]
-[fields.id]
-type = "int"
-generated = true
-[fields.text]
-type = "str"
-max_length = 20
-[operations.create]
-params = ["text"]
-returns = ["id"]
-[operations.update]
-params = ["id", "text"]
-[operations.delete]
-params = ["id"]
-[queries.by_id]
-params = ["id"]
-max_limit = 1
-[queries.by_text]
-params = ["text"]
-"""
-
-
-class MemoryPlugin:
-    def __init__(self) -> None:
-        self.adapter = MemoryAdapter("memory")
-
-    @hookimpl
-    def beds_register_adapters(self, registry: AdapterRegistry) -> None:
-        registry.add(store="memory", factory=lambda settings: self.adapter)
-
-    @hookimpl
-    def beds_register_templates(self, registry: TemplateRegistry) -> None:
-        registry.add_text(NOTE, source="note.toml")
-
-
-def write_config(tmp_path: Path, amqp_url: str, env: str, instances: int = 2) -> Path:
-    path = tmp_path / "beds.toml"
-    path.write_text(
-        f"""
-schema_version = 1
-[node]
-name = "t1"
-env = "{env}"
-drain_seconds = 2
-[amqp]
-url = "{amqp_url}"
-[roles.appServer.brokers.rBroker]
-instances = {instances}
-[roles.appServer.brokers.wBroker]
-instances = {instances}
-""",
-        encoding="utf-8",
-    )
-    return path
-
-
-@pytest.fixture
-async def node(tmp_path: Path, amqp_url: str) -> AsyncIterator[BedsNode]:
-    config = load_config(write_config(tmp_path, amqp_url, unique_name("env")), environ={})
-    pm = make_plugin_manager(load_entry_points=False)
-    pm.register(MemoryPlugin())
-    async with BedsNode(config, plugin_manager=pm) as running:
-        yield running
-
-
-@pytest.fixture
-async def client(node: BedsNode) -> AsyncIterator[BedsClient]:
-    async with BedsClient(node.config.amqp.url, env=node.config.node.env, timeout=5) as c:
-        yield c
+    TakeDeadLetter = Callable[[BedsNode], Awaitable[aiormq.abc.DeliveredMessage]]
 
 
 async def test_crud_round_trip(client: BedsClient) -> None:
@@ -146,41 +68,31 @@ async def test_unroutable_request_fails_fast(amqp_url: str) -> None:
             await c.fetch("note", "by_id", {"id": 1})
 
 
-async def test_timeout_leaves_nothing_behind(amqp_url: str, node: BedsNode) -> None:
+async def test_timeout_leaves_nothing_behind(
+    node: BedsNode, dead_letter: TakeDeadLetter, client_for: Callable[..., BedsClient]
+) -> None:
     # A broker type with no consumers: bind a queue nobody reads, so the request waits.
-    async with BedsClient(node.config.amqp.url, timeout=0.3) as c:
+    async with client_for(node, timeout=0.3) as c:
         pool = node.pools["rBroker"]
         await pool.stop(0)
         with pytest.raises(ReplyTimeout):
             await c.fetch("note", "by_id", {"id": 1})
         assert c.pending == 0
     # The expired request is not dropped silently: RabbitMQ dead-letters it.
-    message = await get_dead_letter(node)
+    message = await dead_letter(node)
     deaths: Any = (message.header.properties.headers or {})["x-death"]
     assert deaths[0]["reason"] in (b"expired", "expired")
 
 
-async def get_dead_letter(node: BedsNode) -> aiormq.abc.DeliveredMessage:
+async def raw_publish(
+    node: BedsNode, body: bytes, *, reply_to: str | None, routing_key: str
+) -> None:
     connection = await aiormq.connect(node.config.amqp.url)
-    try:
-        channel = await connection.channel()
-        for _ in range(50):
-            got = await channel.basic_get(dead_letter_queue(node.config), no_ack=True)
-            if got.body:
-                return got
-            await asyncio.sleep(0.1)
-    finally:
-        await connection.close()
-    raise AssertionError("nothing reached the dead-letter queue")
-
-
-async def raw_publish(url: str, body: bytes, *, reply_to: str | None, routing_key: str) -> None:
-    connection = await aiormq.connect(url)
     try:
         channel = await connection.channel()
         await channel.basic_publish(
             body,
-            exchange="beds.events",
+            exchange=node.config.amqp.events_exchange,
             routing_key=routing_key,
             properties=Basic.Properties(
                 content_type="application/json", reply_to=reply_to, message_id="m1"
@@ -204,7 +116,7 @@ async def test_not_json_gets_an_error_reply_and_the_broker_lives(
         await channel.basic_consume("amq.rabbitmq.reply-to", on_reply, no_ack=True)
         await channel.basic_publish(
             b"\x00not json{",
-            exchange="beds.events",
+            exchange=node.config.amqp.events_exchange,
             routing_key="note.read",
             properties=Basic.Properties(
                 content_type="application/json",
@@ -222,12 +134,10 @@ async def test_not_json_gets_an_error_reply_and_the_broker_lives(
 
 
 async def test_no_reply_to_is_dead_lettered_with_a_reason(
-    node: BedsNode, client: BedsClient
+    node: BedsNode, client: BedsClient, dead_letter: TakeDeadLetter
 ) -> None:
-    await raw_publish(
-        node.config.amqp.url, b'{"operation": "ping"}', reply_to=None, routing_key="note.read"
-    )
-    message = await get_dead_letter(node)
+    await raw_publish(node, b'{"operation": "ping"}', reply_to=None, routing_key="note.read")
+    message = await dead_letter(node)
     headers = message.header.properties.headers or {}
     assert headers["x-beds-error-code"] == "BEDS-400"
     assert "reply_to" in str(headers["x-beds-reason"])

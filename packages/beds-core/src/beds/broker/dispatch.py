@@ -197,7 +197,9 @@ class Dispatcher:
         retrying = AsyncRetrying(
             stop=stop,
             wait=wait_exponential_jitter(
-                initial=settings.retry_initial_delay, max=settings.retry_max_delay
+                multiplier=settings.retry_initial_delay,
+                max=settings.retry_max_delay,
+                jitter=settings.retry_initial_delay,
             ),
             retry=retry_if_exception(lambda exc: isinstance(exc, RequestError) and exc.TRANSIENT),
             before_sleep=lambda state: logger.warning(

@@ -241,7 +241,8 @@ class BrokerPool:
             message.body,
             exchange=self.dead_letter_exchange,
             routing_key=message.routing_key or self.queue,
-            properties=_copy_properties(properties, headers),
+            # Without the request's expiration: a dead letter waits for an operator.
+            properties=_copy_properties(properties, headers, keep_expiration=False),
         )
         self.dead_lettered += 1
         logger.warning(
@@ -256,14 +257,16 @@ def _tag(message: DeliveredMessage) -> int:
     return tag
 
 
-def _copy_properties(properties: Basic.Properties, headers: dict[str, Any]) -> Basic.Properties:
+def _copy_properties(
+    properties: Basic.Properties, headers: dict[str, Any], *, keep_expiration: bool = True
+) -> Basic.Properties:
     """The properties a request keeps when the broker republishes it (persistent)."""
     return Basic.Properties(
         content_type=properties.content_type,
         correlation_id=properties.correlation_id,
         reply_to=properties.reply_to,
         message_id=properties.message_id,
-        expiration=properties.expiration,
+        expiration=properties.expiration if keep_expiration else None,
         headers=headers,
         delivery_mode=2,
     )

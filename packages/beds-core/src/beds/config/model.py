@@ -113,7 +113,7 @@ class ReliabilitySettings:
     """How brokers treat failures (docs/architecture.md, "Ack policy")."""
 
     retry_attempts: int = attrs.field(default=4, validator=_at_least(1))
-    """Tries of a request that fails transiently (store unreachable, lock timeout), first included."""
+    """Tries of a transiently failing request (store unreachable, lock timeout), first included."""
     retry_initial_delay: float = 0.05
     """Seconds before the first retry; the delay doubles (with jitter) up to ``retry_max_delay``."""
     retry_max_delay: float = 2.0

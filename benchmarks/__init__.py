@@ -1,0 +1,1 @@
+"""The BEDS benchmark suite (``nox -s bench``); see docs/benchmarks.md."""

@@ -1,0 +1,1 @@
+"""Server sides of the benchmark scenarios; each runs as its own process."""

@@ -1,0 +1,105 @@
+"""Ceilings 1 and 3: a minimal aiormq request/reply server, no framework.
+
+``--work echo`` answers every request with its own body (the AMQP ceiling). Any store
+operation (``rel_fetch`` ...) makes it the ideal pipeline: the handler decodes the JSON body,
+calls the store by hand (:mod:`benchmarks.work`) and replies with the JSON result.
+
+Layout: ``--consumers`` channels, each with ``basic.qos(prefetch)`` and one consumer on the
+queue; aiormq runs each delivery as a task, so up to consumers × prefetch requests are handled
+at once. Replies go to the direct reply-to address; each request is acknowledged after its
+reply is published (manual acks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from typing import TYPE_CHECKING, Any
+
+import aiormq
+import orjson
+from pamqp.commands import Basic
+
+from benchmarks.work import Store, run
+
+if TYPE_CHECKING:
+    from aiormq.abc import DeliveredMessage
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--queue", default="bench.echo")
+    parser.add_argument("--consumers", type=int, default=1)
+    parser.add_argument("--prefetch", type=int, default=64)
+    parser.add_argument("--work", default="echo")
+    parser.add_argument("--mysql-url", default="")
+    parser.add_argument("--mongo-uri", default="")
+    parser.add_argument("--mongo-db", default="")
+    parser.add_argument("--pool", type=int, default=16)
+    parser.add_argument("--uvloop", action="store_true")
+    return parser.parse_args(argv)
+
+
+async def serve(options: argparse.Namespace) -> None:
+    store = None
+    if options.work != "echo":
+        store = Store(
+            options.work,
+            mysql_url=options.mysql_url,
+            mongo_uri=options.mongo_uri,
+            mongo_db=options.mongo_db,
+            pool=options.pool,
+        )
+        await store.open()
+    connection = await aiormq.connect(options.url)
+    setup = await connection.channel()
+    await setup.queue_declare(options.queue, auto_delete=True)
+    await setup.close()
+
+    def handler(channel: aiormq.abc.AbstractChannel) -> Any:
+        async def on_message(message: DeliveredMessage) -> None:
+            properties = message.header.properties
+            if store is None:
+                body = message.body
+            else:
+                try:
+                    body = orjson.dumps({"ok": True, "data": await store(orjson.loads(message.body))})
+                except Exception as exc:
+                    body = orjson.dumps({"ok": False, "error": repr(exc)})
+            await channel.basic_publish(
+                body,
+                exchange="",
+                routing_key=properties.reply_to or "",
+                properties=Basic.Properties(
+                    correlation_id=properties.correlation_id, content_type="application/json"
+                ),
+            )
+            await channel.basic_ack(message.delivery_tag or 0)
+
+        return on_message
+
+    for _ in range(options.consumers):
+        channel = await connection.channel()
+        await channel.basic_qos(prefetch_count=options.prefetch)
+        await channel.basic_consume(options.queue, handler(channel))
+    print("ready", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await connection.close()
+    if store is not None:
+        await store.close()
+
+
+def main() -> None:
+    options = parse(sys.argv[1:])
+    run(serve(options), use_uvloop=options.uvloop)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""A node with an in-memory store on a fresh RabbitMQ environment, for broker-runtime tests.
+
+The stores have their own integration tests; here the store is a :class:`MemoryAdapter` that a
+test can make slow, failing or crashing, to see what the runtime does around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import aiormq
+import pytest
+from loguru import logger
+
+from beds import hookimpl
+from beds.client import BedsClient
+from beds.config import load_config
+from beds.node import BedsNode
+from beds.plugins import make_plugin_manager
+from beds.registry import AdapterRegistry, TemplateRegistry
+from beds.testing import MemoryAdapter, unique_name
+from beds.transport.amqp import dead_letter_queue
+
+NOTE = """
+name = "note"
+store = "memory"
+tla = "not"
+key = ["id"]
+[fields.id]
+type = "int"
+generated = true
+[fields.text]
+type = "str"
+max_length = 20
+[operations.create]
+params = ["text"]
+returns = ["id"]
+[operations.update]
+params = ["id", "text"]
+[operations.delete]
+params = ["id"]
+[queries.by_id]
+params = ["id"]
+max_limit = 1
+[queries.by_text]
+params = ["text"]
+"""
+
+
+class MemoryPlugin:
+    def __init__(self) -> None:
+        self.adapter = MemoryAdapter("memory")
+
+    @hookimpl
+    def beds_register_adapters(self, registry: AdapterRegistry) -> None:
+        registry.add(store="memory", factory=lambda settings: self.adapter)
+
+    @hookimpl
+    def beds_register_templates(self, registry: TemplateRegistry) -> None:
+        registry.add_text(NOTE, source="note.toml")
+
+
+StartNode = Callable[..., contextlib.AbstractAsyncContextManager[BedsNode]]
+
+
+@pytest.fixture
+def start_node(tmp_path: Path, amqp_url: str) -> StartNode:
+    """Start a node serving ``note``: ``async with start_node(extra="...toml...") as node``.
+
+    Each call gets its own environment name (its own queues) unless ``env`` is given, so two
+    calls with the same ``env`` are two nodes of one role sharing queues.
+    """
+
+    @contextlib.asynccontextmanager
+    async def start(
+        extra: str = "", instances: int = 2, env: str | None = None, queue_type: str = "classic"
+    ) -> AsyncIterator[BedsNode]:
+        path = tmp_path / f"{unique_name('beds')}.toml"
+        env = env or unique_name("env")
+        # Exchanges are shared by a whole vhost (an environment is a vhost in production); the
+        # tests run many environments in one vhost, so each gets its own exchanges.
+        path.write_text(
+            f"""
+schema_version = 1
+[node]
+name = "t1"
+env = "{env}"
+drain_seconds = 2
+[amqp]
+url = "{amqp_url}"
+queue_type = "{queue_type}"
+events_exchange = "beds.events.{env}"
+logs_exchange = "beds.logs.{env}"
+dead_letter_exchange = "beds.dlx.{env}"
+[roles.appServer.brokers.rBroker]
+instances = {instances}
+[roles.appServer.brokers.wBroker]
+instances = {instances}
+{extra}
+""",
+            encoding="utf-8",
+        )
+        pm = make_plugin_manager(load_entry_points=False)
+        pm.register(MemoryPlugin())
+        async with BedsNode(load_config(path, environ={}), plugin_manager=pm) as running:
+            yield running
+
+    return start
+
+
+@pytest.fixture
+async def node(start_node: StartNode) -> AsyncIterator[BedsNode]:
+    async with start_node() as running:
+        yield running
+
+
+@pytest.fixture
+async def client(node: BedsNode) -> AsyncIterator[BedsClient]:
+    async with client_of(node) as c:
+        yield c
+
+
+def client_of(node: BedsNode, timeout: float = 5) -> BedsClient:
+    """A client for the node's environment (its exchange)."""
+    config = node.config
+    return BedsClient(
+        config.amqp.url,
+        exchange=config.amqp.events_exchange,
+        env=config.node.env,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def client_for() -> Callable[..., BedsClient]:
+    """``client_for(node, timeout=5)``: a client for that node's environment."""
+    return client_of
+
+
+@pytest.fixture
+def dead_letter() -> Callable[[BedsNode], Awaitable[aiormq.abc.DeliveredMessage]]:
+    """Take the next message from the node's dead-letter queue (waiting up to 5 s)."""
+
+    async def take(node: BedsNode) -> aiormq.abc.DeliveredMessage:
+        connection = await aiormq.connect(node.config.amqp.url)
+        try:
+            channel = await connection.channel()
+            for _ in range(50):
+                got = await channel.basic_get(dead_letter_queue(node.config), no_ack=True)
+                if got.body:
+                    return got
+                await asyncio.sleep(0.1)
+        finally:
+            await connection.close()
+        raise AssertionError("nothing reached the dead-letter queue")
+
+    return take
+
+
+@pytest.fixture(autouse=True)
+def beds_log_on_failure() -> Iterator[None]:
+    """Show the node's warnings and errors in a failing test's captured stderr."""
+    logger.enable("beds")
+    sink = logger.add(lambda message: sys.stderr.write(message), level="WARNING")
+    yield
+    logger.remove(sink)
+    logger.disable("beds")
