@@ -17,6 +17,12 @@ from typing import TYPE_CHECKING, Any, Self
 import aiormq
 from loguru import logger
 from pamqp.commands import Basic
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
 
 from beds.codec import CONTENT_TYPE, DEFAULT_MAX_MESSAGE_BYTES, decode_response, encode_request
 from beds.envelopes import Operation, Request, RequestMeta, Response
@@ -98,19 +104,45 @@ class BedsClient:
         async with self._lock:
             if self._channel is not None and not self._channel.is_closed:
                 return
-            self._connection = await connect(self.url, name=f"beds-client-{self.origin}")
-            channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+            connection = await connect(self.url, name=f"beds-client-{self.origin}")
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             await channel.basic_consume(_REPLY_TO, self._on_reply, no_ack=True)
-            self._channel = channel
+            self._connection, self._channel = connection, channel
+            connection.closing.add_done_callback(
+                lambda _: self._fail_waiting(
+                    connection,
+                    "the RabbitMQ connection was lost before the reply; "
+                    "the request may or may not have been executed",
+                )
+            )
+
+    def _fail_waiting(self, connection: AbstractConnection, reason: str) -> None:
+        """Fail the calls waiting on ``connection`` (replies can only come back on it)."""
+        if connection is not self._connection:
+            return
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(BrokerUnavailable(reason))
+        self._waiting.clear()
+        self._connection = self._channel = None
+
+    async def _reconnect(self, timeout: float) -> None:
+        """Connect, trying again with back-off for up to ``timeout`` seconds."""
+        retrying = AsyncRetrying(
+            stop=stop_after_delay(timeout),
+            wait=wait_exponential_jitter(multiplier=0.1, max=2.0, jitter=0.1),
+            retry=retry_if_exception_type(BrokerUnavailable),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                await self.connect()
 
     async def close(self) -> None:
         """Fail every waiting call with ``BrokerUnavailable`` and close the connection."""
-        for future in self._waiting.values():
-            if not future.done():
-                future.set_exception(BrokerUnavailable("the client was closed"))
-        self._waiting.clear()
-        connection, self._connection, self._channel = self._connection, None, None
+        connection = self._connection
         if connection is not None:
+            self._fail_waiting(connection, "the client was closed")
             with contextlib.suppress(aiormq.exceptions.AMQPError, ConnectionError):
                 await connection.close()
 
@@ -153,7 +185,7 @@ class BedsClient:
         operation = Operation(operation)
         timeout = self.timeout if timeout is None else timeout
         if self._channel is None or self._channel.is_closed:
-            await self.connect()
+            await self._reconnect(timeout)
         channel = self._channel
         assert channel is not None  # connect() sets it or raises
         correlation_id = uuid.uuid4().hex

@@ -17,6 +17,7 @@ import aiormq
 import attrs
 import pluggy
 from loguru import logger
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from beds.broker.dispatch import Dispatcher
 from beds.broker.pool import BrokerPool
@@ -93,6 +94,11 @@ class BedsNode:
         self.hooks: Hooks | None = None
         self._connection: AbstractConnection | None = None
         self._closed = asyncio.Event()
+        self._stopping = False
+        self._dispatcher: Dispatcher | None = None
+        self._reconnecting: asyncio.Task[None] | None = None
+        self.reconnects = 0
+        """Times the node reconnected to RabbitMQ after losing it."""
         self.ready = False
 
     @property
@@ -258,15 +264,8 @@ class BedsNode:
         )
 
     async def _start_brokers(self, connection: AbstractConnection) -> None:
-        try:
-            channel = await connection.channel()
-            queues = await declare_topology(channel, self.config)
-            await channel.close()
-        except (aiormq.exceptions.AMQPError, ConnectionError) as exc:
-            self._fail("topology", f"RabbitMQ refused a declaration: {exc!r}")
-        self._ok("topology", f"{len(queues)} queues")
         self.factory = Factory(self.templates, self.adapters)
-        dispatcher = Dispatcher(
+        self._dispatcher = Dispatcher(
             self.factory,
             node=self.config.node.name,
             env=self.config.node.env,
@@ -274,39 +273,95 @@ class BedsNode:
             hooks=self.hooks,
             reliability=self.config.reliability,
         )
+        try:
+            await self._consume(connection)
+        except (aiormq.exceptions.AMQPError, ConnectionError) as exc:
+            self._fail("topology and brokers", f"RabbitMQ refused a declaration: {exc!r}")
+        self._ok(
+            "brokers", ", ".join(f"{b} x{s.instances}" for b, s in self.config.brokers.items())
+        )
+
+    async def _consume(self, connection: AbstractConnection) -> None:
+        """Declare the topology and start one pool per broker on ``connection``."""
+        assert self._dispatcher is not None
+        channel = await connection.channel()
+        queues = await declare_topology(channel, self.config)
+        await channel.close()
         for broker, settings in self.config.brokers.items():
             pool = BrokerPool(
                 broker,
                 settings,
                 queue=queues[broker],
-                dispatcher=dispatcher,
+                dispatcher=self._dispatcher,
                 dead_letter_exchange=self.config.amqp.dead_letter_exchange,
                 count_redeliveries=self.config.amqp.queue_type == "classic",
             )
-            try:
-                await pool.start(connection)
-            except (aiormq.exceptions.AMQPError, ConnectionError) as exc:
-                self._fail(f"broker {broker}", repr(exc))
+            await pool.start(connection)
             self.pools[broker] = pool
-        self._ok(
-            "brokers", ", ".join(f"{b} x{s.instances}" for b, s in self.config.brokers.items())
-        )
         connection.closing.add_done_callback(self._on_connection_closed)
 
     def _on_connection_closed(self, future: asyncio.Future[object]) -> None:
-        if self.ready:
-            logger.error(
-                "RabbitMQ connection lost: {}",
-                future.exception() if not future.cancelled() and future.exception() else "closed",
-            )
-        self._closed.set()
+        if self._stopping:
+            return
+        reason = future.exception() if not future.cancelled() else None
+        logger.error("RabbitMQ connection lost ({}); reconnecting", reason or "closed")
+        self.ready = False
+        self._reconnecting = asyncio.create_task(self._reconnect(), name="beds-reconnect")
+
+    async def _reconnect(self) -> None:
+        """Reconnect with back-off, redeclare the topology and resume consuming.
+
+        Messages the lost channels held unacknowledged are redelivered by RabbitMQ.
+        """
+        await asyncio.gather(
+            *(pool.stop(0) for pool in self.pools.values()), return_exceptions=True
+        )
+        self.pools.clear()
+        retrying = AsyncRetrying(
+            wait=wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.2),
+            retry=retry_if_exception_type(
+                (BedsError, aiormq.exceptions.AMQPError, ConnectionError, OSError)
+            ),
+            before_sleep=lambda state: logger.warning(
+                "reconnecting to RabbitMQ failed ({}); trying again",
+                state.outcome.exception() if state.outcome else "?",
+            ),
+        )
+        connection: AbstractConnection | None = None
+        async for attempt in retrying:
+            with attempt:
+                connection = await connect(
+                    self.config.amqp.url,
+                    timeout=self.config.amqp.connect_timeout,
+                    name=f"beds-{self.config.node.name}",
+                )
+                try:
+                    await self._consume(connection)
+                except BaseException:
+                    await asyncio.gather(
+                        *(pool.stop(0) for pool in self.pools.values()), return_exceptions=True
+                    )
+                    self.pools.clear()
+                    with contextlib.suppress(Exception):
+                        await connection.close()
+                    raise
+        assert connection is not None  # the loop only ends after a successful attempt
+        self._connection = connection
+        self.reconnects += 1
+        self.ready = True
+        logger.info("reconnected to RabbitMQ; consuming again")
 
     async def wait_closed(self) -> None:
-        """Wait until the node stops or loses its RabbitMQ connection."""
+        """Wait until the node is stopped (it reconnects by itself when RabbitMQ drops it)."""
         await self._closed.wait()
 
     async def stop(self) -> None:
         """Stop consuming, drain in-flight requests, then close stores and the connection."""
+        self._stopping = True
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+            with contextlib.suppress(BaseException):
+                await self._reconnecting
         was_ready, self.ready = self.ready, False
         if was_ready and self.hooks is not None:
             with contextlib.suppress(Exception):
