@@ -126,3 +126,14 @@ else:
         ep.load()
 print(name, "installs and loads alone")
 """
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Benchmarks against the AMQP and database ceilings and peers; writes docs/benchmarks/.
+
+    Needs RabbitMQ (and rabbitmqctl) and MariaDB; not part of the test run. Pass options
+    after ``--``: ``nox -s bench -- --quick`` for a smoke run, ``--profile`` to py-spy the node.
+    """
+    install_workspace(session, "bench")
+    session.run("python", "benchmarks/run.py", *session.posargs)

@@ -55,6 +55,7 @@ class AmqpRpc:
         self._channel = channel = await self._connection.channel()
         if self.reply_exchange:
             # Nameko replies through its own exchange, keyed by the reply_to it was given.
+            await channel.exchange_declare(self.reply_exchange, exchange_type="topic", durable=True)
             declared = await channel.queue_declare("", exclusive=True, auto_delete=True)
             self.reply_to = declared.queue
             await channel.queue_bind(self.reply_to, self.reply_exchange, routing_key=self.reply_to)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import random
 import uuid
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote, urlsplit
 
 import orjson
+
+if TYPE_CHECKING:
+    import random
 
 SEED_POSTS: Final = 1000
 """Posts created before the runs: ids 1..SEED_POSTS exist in a fresh database."""
@@ -163,9 +165,7 @@ class RecWork:
             await self._client.close()
 
     async def fetch(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        cursor = self._collection.find(
-            {"handle": args["handle"]}, REC_FETCH_PROJECTION, limit=1
-        )
+        cursor = self._collection.find({"handle": args["handle"]}, REC_FETCH_PROJECTION, limit=1)
         documents: list[dict[str, Any]] = await cursor.to_list()
         return [jsonable({**doc, "_id": str(doc["_id"])}) for doc in documents]
 
@@ -173,14 +173,20 @@ class RecWork:
         document = {**args, "created_at": dt.datetime.now(dt.UTC)}
         result = await self._collection.insert_one(document)
         return jsonable(
-            {"id": str(result.inserted_id), "handle": args["handle"], "created_at": document["created_at"]}
+            {
+                "id": str(result.inserted_id),
+                "handle": args["handle"],
+                "created_at": document["created_at"],
+            }
         )
 
 
 class Store:
     """One store operation by name (``rel_fetch`` ...), for the ceilings and the pipeline."""
 
-    def __init__(self, operation: str, *, mysql_url: str, mongo_uri: str, mongo_db: str, pool: int) -> None:
+    def __init__(
+        self, operation: str, *, mysql_url: str, mongo_uri: str, mongo_db: str, pool: int
+    ) -> None:
         self.operation = operation
         self.rel = RelWork(mysql_url, pool) if operation.startswith("rel_") else None
         self.rec = RecWork(mongo_uri, mongo_db) if operation.startswith("rec_") else None

@@ -5,7 +5,7 @@ operation (``rel_fetch`` ...) makes it the ideal pipeline: the handler decodes t
 calls the store by hand (:mod:`benchmarks.work`) and replies with the JSON result.
 
 Layout: ``--consumers`` channels, each with ``basic.qos(prefetch)`` and one consumer on the
-queue; aiormq runs each delivery as a task, so up to consumers × prefetch requests are handled
+queue; aiormq runs each delivery as a task, so up to consumers x prefetch requests are handled
 at once. Replies go to the direct reply-to address; each request is acknowledged after its
 reply is published (manual acks).
 """
@@ -66,7 +66,9 @@ async def serve(options: argparse.Namespace) -> None:
                 body = message.body
             else:
                 try:
-                    body = orjson.dumps({"ok": True, "data": await store(orjson.loads(message.body))})
+                    body = orjson.dumps(
+                        {"ok": True, "data": await store(orjson.loads(message.body))}
+                    )
                 except Exception as exc:
                     body = orjson.dumps({"ok": False, "error": repr(exc)})
             await channel.basic_publish(

@@ -52,11 +52,11 @@ class Bench:
     name = "bench"
     db = MysqlPool()
 
-    @rpc  # type: ignore[misc]
+    @rpc  # type: ignore[untyped-decorator]
     def echo(self, body: dict[str, Any]) -> dict[str, Any]:
         return body
 
-    @rpc  # type: ignore[misc]
+    @rpc  # type: ignore[untyped-decorator]
     def rel_fetch(self, args: dict[str, Any]) -> dict[str, Any]:
         rows = self.db.fetch(args)
         if len(rows) != 1:

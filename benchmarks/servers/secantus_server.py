@@ -14,7 +14,9 @@ from secantus import SecantusDBServer
 
 
 def main() -> None:
-    server = SecantusDBServer(host="127.0.0.1", port=0, storage_path=sys.argv[1], replica_set_name=None)
+    server = SecantusDBServer(
+        host="127.0.0.1", port=0, storage_path=sys.argv[1], replica_set_name=None
+    )
     server.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -160,7 +160,8 @@ class BrokerPool:
             )
             await channel.basic_ack(tag)
             return
-        if message.redelivered and self.count_redeliveries and await self._recount(message):
+        if message.redelivered and self.count_redeliveries:
+            await self._recount(message)
             return
         _, response = await self.dispatcher.handle(message.body, properties.content_type)
         try:
@@ -194,8 +195,8 @@ class BrokerPool:
         )
         await channel.basic_ack(tag)
 
-    async def _recount(self, message: DeliveredMessage) -> bool:
-        """Count a redelivery; dead-letter poison. Return whether the message was dealt with.
+    async def _recount(self, message: DeliveredMessage) -> None:
+        """Count a redelivery: requeue a counted copy, or dead-letter the message as poison.
 
         A redelivered message was handed out before without an outcome (its task or node died).
         Its count travels in the ``x-beds-deliveries`` header of a copy put back on the queue
@@ -219,7 +220,6 @@ class BrokerPool:
                 properties=_copy_properties(properties, headers),
             )
         await message.channel.basic_ack(_tag(message))
-        return True
 
     async def _dead_letter(self, message: DeliveredMessage, error: RequestError) -> None:
         """Publish the message, with why it could not be answered, to the dead-letter exchange."""
