@@ -42,7 +42,7 @@ async def client(node: BedsNode) -> AsyncIterator[BedsClient]:
 def test_ipl_checklist_is_all_ok(node: BedsNode) -> None:
     assert [c for c in node.checks if c.status != "ok"] == []
     names = [c.name for c in node.checks]
-    assert names.index("rabbitmq") < names.index("store rel") < names.index("topology")
+    assert names.index("rabbitmq") < names.index("store rel") < names.index("brokers")
     assert {"template spew_post objects", "template spew_profile objects"} <= set(names)
 
 
