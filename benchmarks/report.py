@@ -1,0 +1,301 @@
+"""Medians, ratios and target verdicts; the JSON, Markdown and PNG outputs."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from typing import TYPE_CHECKING, Any
+
+from benchmarks.scenarios import GROUPS
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+CONCURRENCIES = (1, 16, 128)
+PIPELINE_PAIRS = [
+    (f"beds_{op}", f"pipe_{op}") for op in ("rel_fetch", "rel_create", "rec_fetch", "rec_create")
+]
+PEER_PAIRS = [
+    ("beds_ping", "faststream_echo"),
+    ("beds_ping", "nameko_echo"),
+    ("beds_rel_fetch", "faststream_rel_fetch"),
+    ("beds_rel_fetch", "nameko_rel_fetch"),
+]
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Median of each point over its repeats (errors and requests are summed)."""
+    points: dict[str, dict[str, Any]] = {}
+    for concurrency in sorted({run["concurrency"] for run in runs}):
+        mine = [run for run in runs if run["concurrency"] == concurrency]
+        valid = [run for run in mine if run["requests"]]
+        points[str(concurrency)] = {
+            "rps": round(statistics.median(r["rps"] for r in mine), 1),
+            "p50_ms": round(statistics.median(r["p50_ms"] for r in valid), 2) if valid else None,
+            "p99_ms": round(statistics.median(r["p99_ms"] for r in valid), 2) if valid else None,
+            "errors": sum(r["errors"] for r in mine),
+            "requests": sum(r["requests"] for r in mine),
+            "repeats": len(mine),
+            "rps_runs": [r["rps"] for r in mine],
+            "error_sample": next((r["error_sample"] for r in mine if r["error_sample"]), ""),
+        }
+    return points
+
+
+def _point(results: dict[str, Any], key: str, concurrency: int) -> dict[str, Any] | None:
+    scenario = results["scenarios"].get(key)
+    if not scenario or "points" not in scenario:
+        return None
+    point: dict[str, Any] | None = scenario["points"].get(str(concurrency))
+    return point
+
+
+def _ratio(
+    results: dict[str, Any], numerator: str, denominator: str, concurrency: int, metric: str
+) -> float | None:
+    top, bottom = _point(results, numerator, concurrency), _point(results, denominator, concurrency)
+    if top is None or bottom is None or not top.get(metric) or not bottom.get(metric):
+        return None
+    return round(float(top[metric]) / float(bottom[metric]), 3)
+
+
+def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every BEDS/ceiling and BEDS/peer ratio, with its target where the issue sets one."""
+    out: list[dict[str, Any]] = []
+
+    def add(
+        numerator: str,
+        denominator: str,
+        concurrency: int,
+        target: float | None,
+        metric: str = "rps",
+        *,
+        at_most: bool = False,
+    ) -> None:
+        value = _ratio(results, numerator, denominator, concurrency, metric)
+        met = None
+        if target is not None and value is not None:
+            met = value <= target if at_most else value >= target
+        out.append(
+            {
+                "numerator": numerator,
+                "denominator": denominator,
+                "concurrency": concurrency,
+                "metric": metric,
+                "value": value,
+                "target": target,
+                "comparison": "<=" if at_most else ">=",
+                "met": met,
+            }
+        )
+
+    for concurrency in CONCURRENCIES:
+        targeted = concurrency in (16, 128)
+        add("beds_ping", "amqp_echo", concurrency, 0.90 if targeted else None)
+        for beds, pipe in PIPELINE_PAIRS:
+            add(beds, pipe, concurrency, 0.85 if targeted else None)
+        for beds, peer in PEER_PAIRS:
+            add(beds, peer, concurrency, 2.0 if targeted else None)
+        for beds, pipe in PIPELINE_PAIRS:
+            add(beds, pipe.replace("pipe_", "db_"), concurrency, None)
+        add("beds_ping_raw", "amqp_echo", concurrency, None)
+        add("beds_ping_uvloop", "amqp_echo_uvloop", concurrency, None)
+    for beds, pipe in PIPELINE_PAIRS:
+        add(beds, pipe, 16, 1.5, "p99_ms", at_most=True)
+    return out
+
+
+def memory_verdict(memory: dict[str, Any]) -> bool | None:
+    small, large = memory.get("rss_mib_after_small"), memory.get("rss_mib_after_large")
+    if not small or not large:
+        return None
+    return bool(large <= small * 1.05)
+
+
+# -- outputs -------------------------------------------------------------------------------
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float | int):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def _verdict(met: bool | None) -> str:
+    return {True: "met", False: "**not met**", None: "-"}[met]
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines: list[str] = []
+    machine = results["machine"]
+    settings = results["settings"]
+    lines += [
+        f"Measured {results['generated']} on {machine['cpu']}, {machine['cores']} cores, "
+        f"{machine['memory_gib']} GiB; {machine['python']}, RabbitMQ {machine['rabbitmq']}, "
+        f"MariaDB {machine['mariadb']}, SecantusDB {machine['packages'].get('secantusdb')}. "
+        f"Load average at start {machine['load_average_at_start']}, at end "
+        f"{machine.get('load_average_at_end', '-')}."
+        + (" **Quick smoke run: not representative.**" if results.get("quick") else ""),
+        "",
+        "Each point: up to "
+        + ", ".join(
+            f"{int(n):,} requests at {c} in flight"
+            for c, n in settings["count_by_concurrency"].items()
+        )
+        + f", at most {settings['seconds']:g} s; median of {settings['repeats']} repeat(s). "
+        + "Layout: "
+        + ", ".join(f"{k} {v}" for k, v in settings["layout"].items())
+        + ".",
+        "",
+        "### Throughput and latency",
+        "",
+        "| scenario | in flight | req/s | p50 ms | p99 ms | errors |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for group, title in GROUPS.items():
+        for key, scenario in results["scenarios"].items():
+            if scenario["group"] != group:
+                continue
+            name = f"{title.split(' ', 1)[-1]}: {scenario['label']}"
+            if "error" in scenario:
+                reason = scenario["error"].splitlines()[0][:160].replace("|", "\\|")
+                lines.append(f"| {name} (`{key}`) | - | failed: {reason} | | | |")
+                continue
+            for concurrency, point in scenario["points"].items():
+                lines.append(
+                    f"| {name} (`{key}`) | {concurrency} | {_fmt(point['rps'], 0)} | "
+                    f"{_fmt(point['p50_ms'], 2)} | {_fmt(point['p99_ms'], 2)} | {point['errors']} |"
+                )
+    lines += [
+        "",
+        "### Targets",
+        "",
+        "| ratio | in flight | value | target | verdict |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for ratio in results["ratios"]:
+        if ratio["target"] is None:
+            continue
+        what = "p99" if ratio["metric"] == "p99_ms" else "req/s"
+        name = f"{what} `{ratio['numerator']}` / `{ratio['denominator']}`"
+        lines.append(
+            f"| {name} | {ratio['concurrency']} | {_fmt(ratio['value'], 2)} | "
+            f"{ratio['comparison']} {ratio['target']:g} | {_verdict(ratio['met'])} |"
+        )
+    memory = results.get("memory", {})
+    if memory.get("rss_mib_after_small"):
+        lines.append(
+            f"| node RSS after {memory['large']:,} / after {memory['small']:,} pings | - | "
+            f"{_fmt(memory['rss_mib_after_large'] / memory['rss_mib_after_small'], 3)} | <= 1.05 | "
+            f"{_verdict(memory_verdict(memory))} |"
+        )
+    lines += [
+        "",
+        "### Other ratios (no target)",
+        "",
+        "| ratio | in flight | value |",
+        "|---|---:|---:|",
+    ]
+    for ratio in results["ratios"]:
+        if ratio["target"] is None and ratio["value"] is not None:
+            lines.append(
+                f"| `{ratio['numerator']}` / `{ratio['denominator']}` | {ratio['concurrency']} | "
+                f"{_fmt(ratio['value'], 2)} |"
+            )
+    if memory:
+        lines += ["", "### Memory", ""]
+        if memory.get("rss_mib_after_small"):
+            lines.append(
+                f"Resident memory of the `beds run` node: {memory['rss_mib_at_start']:.1f} MiB "
+                f"after start-up, {memory['rss_mib_after_small']:.1f} MiB after "
+                f"{memory['small']:,} pings, {memory['rss_mib_after_large']:.1f} MiB after "
+                f"{memory['large']:,} ({memory['errors']} errors, {memory['rps']:,.0f} req/s at "
+                f"{memory['concurrency']} in flight)."
+            )
+        else:
+            lines.append(f"Not measured: {memory.get('skipped', memory.get('error', '?'))}.")
+    notes = [
+        f"- `{key}`: {scenario['note']}"
+        for key, scenario in results["scenarios"].items()
+        if scenario.get("note")
+    ]
+    if notes:
+        lines += ["", "### Notes", "", *notes]
+    profile = results.get("profile")
+    if profile and profile.get("top_self"):
+        lines += [
+            "",
+            f"### Where the node spends its time (ping, 16 in flight, py-spy, "
+            f"{profile['samples']:,} samples)",
+            "",
+            "| function (self time) | share |",
+            "|---|---:|",
+        ]
+        for row in profile["top_self"][:15]:
+            lines.append(f"| `{row['frame']}` | {row['share']:.1%} |")
+        lines += ["", "| function (including callees) | share |", "|---|---:|"]
+        for row in profile["top_inclusive"][:15]:
+            lines.append(f"| `{row['frame']}` | {row['share']:.1%} |")
+    lines += ["", "![throughput and p99 against requests in flight](throughput.png)", ""]
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(15, 6.5))
+    colours = plt.get_cmap("tab20")
+    styles = {
+        "amqp": "-",
+        "db": ":",
+        "pipeline": "--",
+        "beds": "-",
+        "peer": "-.",
+        "diagnostic": ":",
+    }
+    markers = {"amqp": "s", "db": "x", "pipeline": "^", "beds": "o", "peer": "D", "diagnostic": "v"}
+    index = 0
+    for key, scenario in results["scenarios"].items():
+        if "points" not in scenario:
+            continue
+        xs = [int(c) for c in scenario["points"]]
+        rps = [p["rps"] for p in scenario["points"].values()]
+        p99 = [p["p99_ms"] or math.nan for p in scenario["points"].values()]
+        style = {
+            "linestyle": styles.get(scenario["group"], "-"),
+            "marker": markers.get(scenario["group"], "o"),
+            "color": colours(index % 20),
+            "linewidth": 2.4 if scenario["group"] == "beds" else 1.3,
+        }
+        left.plot(xs, rps, label=key, **style)
+        right.plot(xs, p99, label=key, **style)
+        index += 1
+    for axis, title, unit in ((left, "Throughput", "requests/s"), (right, "p99 latency", "ms")):
+        axis.set_xscale("log")
+        axis.set_xticks(list(CONCURRENCIES), [str(c) for c in CONCURRENCIES])
+        axis.set_xlabel("requests in flight")
+        axis.set_ylabel(unit)
+        axis.set_title(title)
+        axis.grid(True, which="both", alpha=0.3)
+    left.set_yscale("log")
+    right.set_yscale("log")
+    right.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8)
+    figure.suptitle(
+        f"BEDS benchmarks ({results['machine']['cpu']}, {results['machine']['cores']} cores)"
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write(results: dict[str, Any], out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    (out_dir / "results.md").write_text(markdown(results), encoding="utf-8")
+    plot(results, out_dir / "throughput.png")

@@ -1,0 +1,289 @@
+"""Isolated resources for one benchmark run, always cleaned up: a RabbitMQ vhost, a MariaDB
+database, a SecantusDB server process in a temporary folder, the BEDS node config, and the
+server-side subprocesses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import IO, Any
+
+from benchmarks.work import BIO_TEXT, POST_TEXT, SEED_POSTS, SEED_PROFILES, mysql_kwargs
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+AMQP_BASE = os.environ.get("BEDS_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+MYSQL_BASE = os.environ.get("BEDS_BENCH_MARIADB_URL", "mysql://root@127.0.0.1:3306/")
+
+
+def _env() -> dict[str, str]:
+    """The environment of every child: the repository importable, no BEDS_* overrides."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BEDS_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+    return env
+
+
+def require_port(service: str, host: str, port: int, start: str) -> None:
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+    except OSError as exc:
+        raise SystemExit(
+            f"{service} is not reachable at {host}:{port} ({exc}); start it: {start}"
+        ) from None
+
+
+class Server:
+    """A server-side subprocess whose output goes to a log file."""
+
+    def __init__(self, name: str, argv: list[str], log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log: IO[bytes] = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=_env(),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def check_alive(self) -> None:
+        code = self.process.poll()
+        if code is not None:
+            raise RuntimeError(f"{self.name} exited with {code}: {self.tail()}")
+
+    def tail(self, lines: int = 15) -> str:
+        self._log.flush()
+        text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self._log.close()
+
+
+class Resources:
+    """Everything a run creates; ``close()`` removes all of it (safe after a partial set-up)."""
+
+    def __init__(self) -> None:
+        tag = uuid.uuid4().hex[:8]
+        self.vhost = f"beds-bench-{tag}"
+        self.database = f"beds_bench_{tag}"
+        self.mongo_db = f"beds_bench_{tag}"
+        self.tmp = Path(tempfile.mkdtemp(prefix="beds-bench-"))
+        self.logs = self.tmp / "logs"
+        self.logs.mkdir()
+        self.amqp_url = AMQP_BASE.rstrip("/") + "/" + self.vhost
+        self.mysql_url = MYSQL_BASE.rstrip("/") + "/" + self.database
+        self.mongo_uri = ""
+        self.config = self.tmp / "beds.toml"
+        self.servers: list[Server] = []
+        self._vhost_made = False
+        self._database_made = False
+        self._secantus: subprocess.Popen[str] | None = None
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def open(self, *, rel_pool: int, instances: int, prefetch: int) -> None:
+        from urllib.parse import urlsplit
+
+        amqp = urlsplit(AMQP_BASE)
+        require_port(
+            "RabbitMQ", amqp.hostname or "127.0.0.1", amqp.port or 5672, "rabbitmq-server -detached"
+        )
+        mysql = urlsplit(MYSQL_BASE)
+        require_port(
+            "MariaDB",
+            mysql.hostname or "127.0.0.1",
+            mysql.port or 3306,
+            "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd",
+        )
+        ctl = shutil.which("rabbitmqctl")
+        if ctl is None:
+            raise SystemExit("rabbitmqctl is needed to create the benchmark vhost")
+        subprocess.run([ctl, "-q", "add_vhost", self.vhost], check=True, capture_output=True)
+        self._vhost_made = True
+        user = amqp.username or "guest"
+        subprocess.run(
+            [ctl, "-q", "set_permissions", "-p", self.vhost, user, ".*", ".*", ".*"],
+            check=True,
+            capture_output=True,
+        )
+        self.sql(f"CREATE DATABASE `{self.database}`", database=False)
+        self._database_made = True
+        self._start_secantus()
+        self.config.write_text(
+            self.config_text(rel_pool=rel_pool, instances=instances, prefetch=prefetch),
+            encoding="utf-8",
+        )
+        result = subprocess.run(
+            [PYTHON, "-m", "beds", "schema", "apply", "--config", str(self.config)],
+            cwd=ROOT,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"beds schema apply failed: {result.stderr[-2000:]}")
+        self._seed()
+
+    def _start_secantus(self) -> None:
+        storage = self.tmp / "secantus"
+        storage.mkdir()
+        self._secantus = subprocess.Popen(
+            [PYTHON, "-m", "benchmarks.servers.secantus_server", str(storage)],
+            cwd=ROOT,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=(self.logs / "secantus.log").open("wb"),
+            text=True,
+            start_new_session=True,
+        )
+        assert self._secantus.stdout is not None
+        line = self._secantus.stdout.readline().strip()
+        if not line.startswith("mongodb://"):
+            raise RuntimeError(f"SecantusDB did not start: {line!r}")
+        self.mongo_uri = line
+
+    def config_text(self, *, rel_pool: int, instances: int, prefetch: int) -> str:
+        return f"""schema_version = 1
+
+[node]
+name = "bench"
+env = "bench"
+drain_seconds = 2
+
+[amqp]
+url = "{self.amqp_url}"
+
+[log]
+level = "WARNING"
+
+[stores.rel]
+url = "{self.mysql_url}"
+pool_max = {rel_pool}
+
+[stores.rec]
+uri = "{self.mongo_uri}"
+database = "{self.mongo_db}"
+
+[roles.appServer.brokers.rBroker]
+instances = {instances}
+prefetch = {prefetch}
+
+[roles.appServer.brokers.wBroker]
+instances = {instances}
+prefetch = {prefetch}
+"""
+
+    def sql(self, statement: str, *, database: bool = True) -> None:
+        import pymysql
+
+        conn = pymysql.connect(**mysql_kwargs(self.mysql_url, with_database=database))
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(statement)
+        finally:
+            conn.close()
+
+    def _seed(self) -> None:
+        """Posts 1..SEED_POSTS and profiles seed_0.. for the fetch scenarios."""
+        import pymysql
+        from pymongo import MongoClient
+
+        conn = pymysql.connect(**mysql_kwargs(self.mysql_url))
+        try:
+            with conn.cursor() as cursor:
+                for _ in range(SEED_POSTS):
+                    cursor.execute("CALL `spp_create`(%s, %s)", ("seed_author", POST_TEXT))
+                    while cursor.nextset():
+                        pass
+        finally:
+            conn.close()
+        client: MongoClient[dict[str, Any]] = MongoClient(self.mongo_uri)
+        try:
+            now = dt.datetime.now(dt.UTC)
+            client[self.mongo_db]["spf_profiles"].insert_many(
+                [
+                    {
+                        "handle": f"seed_{i}",
+                        "display_name": f"Seed {i}",
+                        "bio": BIO_TEXT,
+                        "created_at": now,
+                    }
+                    for i in range(SEED_PROFILES)
+                ]
+            )
+        finally:
+            client.close()
+
+    # -- servers --------------------------------------------------------------------------
+
+    def start(self, name: str, argv: list[str]) -> Server:
+        server = Server(name, argv, self.logs)
+        self.servers.append(server)
+        return server
+
+    def stop(self, server: Server) -> None:
+        server.stop()
+        with contextlib.suppress(ValueError):
+            self.servers.remove(server)
+
+    # -- clean-up -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        for server in list(self.servers):
+            with contextlib.suppress(Exception):
+                self.stop(server)
+        if self._secantus is not None:
+            self._secantus.send_signal(signal.SIGTERM)
+            try:
+                self._secantus.wait(15)
+            except subprocess.TimeoutExpired:
+                self._secantus.kill()
+                self._secantus.wait(5)
+        if self._database_made:
+            with contextlib.suppress(Exception):
+                self.sql(f"DROP DATABASE IF EXISTS `{self.database}`", database=False)
+        if self._vhost_made:
+            ctl = shutil.which("rabbitmqctl") or "rabbitmqctl"
+            subprocess.run(
+                [ctl, "-q", "delete_vhost", self.vhost], check=False, capture_output=True
+            )
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def wait_line(server: Server, expected: str, seconds: float = 60) -> None:
+    """Wait until the server's log has a line starting with ``expected``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        server.check_alive()
+        text = server.log_path.read_text(encoding="utf-8", errors="replace")
+        if any(line.startswith(expected) for line in text.splitlines()):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{server.name} did not print {expected!r} within {seconds:g} s")

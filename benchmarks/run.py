@@ -1,0 +1,410 @@
+"""Run the BEDS benchmark suite and write docs/benchmarks/results.{json,md} and throughput.png.
+
+``nox -s bench`` (or ``python benchmarks/run.py``) sets up its own vhost, MariaDB database and
+SecantusDB server, runs every scenario (server side and client side in separate processes),
+repeats each point, computes the ratios and target verdicts, prints a table and removes
+everything it created, also on failure or Ctrl-C. See docs/benchmarks.md.
+
+Options: ``--quick`` (a smoke run: few requests, one repeat, no memory check), ``--only KEYS``
+(comma-separated scenario keys or prefixes), ``--no-memory``, ``--profile`` (py-spy on the node
+during ping), ``--sweep`` (try AMQP ceiling layouts only), ``--out DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import machine, report
+from benchmarks.resources import PYTHON, ROOT, Resources, Server, _env, wait_line
+from benchmarks.scenarios import Layout, Scenario, build, server_argv
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: few requests")
+    parser.add_argument("--repeats", type=int, default=None, help="repeats per point (3)")
+    parser.add_argument("--only", default="", help="comma-separated scenario keys or prefixes")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory check")
+    parser.add_argument("--profile", action="store_true", help="py-spy the node during ping")
+    parser.add_argument("--sweep", action="store_true", help="compare AMQP ceiling layouts")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
+    parser.add_argument(
+        "--rerender", action="store_true", help="rewrite results.md and the plot from results.json"
+    )
+    return parser.parse_args(argv)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_load(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Run the load generator in its own process; its progress is echoed to our stderr."""
+    process = subprocess.Popen(
+        [PYTHON, "-m", "benchmarks.load", json.dumps(spec)],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    tail: collections.deque[str] = collections.deque(maxlen=12)
+
+    def echo() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            tail.append(line.rstrip())
+            sys.stderr.write(line)
+
+    reader = threading.Thread(target=echo, daemon=True)
+    reader.start()
+    killer = threading.Timer(timeout, process.kill)
+    killer.start()
+    try:
+        assert process.stdout is not None
+        stdout = process.stdout.read()
+        process.wait()
+    finally:
+        killer.cancel()
+    reader.join(5)
+    if process.returncode == -signal.SIGKILL:
+        raise RuntimeError(f"the load generator ran past {timeout:g} s")
+    if process.returncode != 0:
+        detail = "\n".join(tail)
+        raise RuntimeError(f"the load generator failed ({process.returncode}):\n{detail}")
+    loaded: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
+    return loaded
+
+
+def load_timeout(spec: dict[str, Any]) -> float:
+    points = sum(float(p["seconds"]) for p in spec["points"])
+    return points * int(spec.get("repeats", 1)) + float(spec.get("ready_seconds", 60)) + 90
+
+
+class Suite:
+    def __init__(self, options: argparse.Namespace) -> None:
+        self.options = options
+        self.quick = options.quick
+        self.repeats = options.repeats or (1 if self.quick else 3)
+        self.counts = {1: 200, 16: 500, 128: 500} if self.quick else {1: 1500, 16: 4000, 128: 4000}
+        self.seconds = 3.0 if self.quick else 10.0
+        self.warmup = 100 if self.quick else 300
+        self.layout = Layout()
+        self.res = Resources()
+
+    def points(self) -> list[dict[str, Any]]:
+        return [
+            {"concurrency": c, "count": n, "seconds": self.seconds} for c, n in self.counts.items()
+        ]
+
+    def selected(self, scenarios: list[Scenario]) -> list[Scenario]:
+        wanted = [w.strip() for w in self.options.only.split(",") if w.strip()]
+        if not wanted:
+            return scenarios
+        return [s for s in scenarios if any(s.key == w or s.key.startswith(w) for w in wanted)]
+
+    def start_server(self, scenario: Scenario) -> Server | None:
+        argv = server_argv(scenario, self.res, self.layout)
+        if argv is None:
+            return None
+        server = self.res.start(scenario.key, argv)
+        if scenario.server in ("amqp", "faststream"):
+            wait_line(server, "ready")
+        # beds and nameko: the load generator waits until the first request is answered.
+        return server
+
+    def run_scenario(self, scenario: Scenario) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "label": scenario.label,
+            "group": scenario.group,
+            "operation": scenario.operation,
+            "server": scenario.server,
+        }
+        if scenario.note:
+            entry["note"] = scenario.note
+        spec = {
+            **scenario.load,
+            "points": self.points(),
+            "repeats": self.repeats,
+            "warmup": self.warmup,
+            "uvloop": scenario.uvloop,
+        }
+        server: Server | None = None
+        started = time.monotonic()
+        try:
+            server = self.start_server(scenario)
+            loaded = run_load(spec, load_timeout(spec))
+            if server is not None:
+                server.check_alive()
+            entry["points"] = report.summarize(loaded["runs"])
+            entry["runs"] = loaded["runs"]
+        except Exception as exc:
+            detail = f"{type(exc).__name__}: {exc}"
+            if server is not None:
+                detail += f"\n--- {server.name} log ---\n{server.tail()}"
+            entry["error"] = detail
+            print(f"  FAILED: {detail}", file=sys.stderr, flush=True)
+        finally:
+            if server is not None:
+                self.res.stop(server)
+        entry["seconds"] = round(time.monotonic() - started, 1)
+        return entry
+
+    # -- memory -----------------------------------------------------------------------------
+
+    def memory(self) -> dict[str, Any]:
+        small, large, concurrency = 20_000, 200_000, 16
+        out: dict[str, Any] = {"small": small, "large": large, "concurrency": concurrency}
+        argv = [PYTHON, "-m", "beds", "run", "--config", str(self.res.config)]
+        server = self.res.start("memory-node", argv)
+        try:
+            base = {
+                "target": "beds",
+                "params": {"url": self.res.amqp_url, "operation": "ping"},
+                "repeats": 1,
+            }
+            first = {**base, "points": [{"concurrency": 1, "count": 1, "seconds": 5}]}
+            run_load(first, load_timeout(first))
+            out["rss_mib_at_start"] = rss_mib(server.pid)
+            spec = {
+                **base,
+                "points": [{"concurrency": concurrency, "count": small, "seconds": 240}],
+            }
+            done = run_load(spec, load_timeout(spec))["runs"]
+            out["rss_mib_after_small"] = rss_mib(server.pid)
+            spec["points"] = [{"concurrency": concurrency, "count": large - small, "seconds": 600}]
+            done += run_load(spec, load_timeout(spec))["runs"]
+            out["rss_mib_after_large"] = rss_mib(server.pid)
+            out["errors"] = sum(run["errors"] for run in done)
+            out["requests"] = sum(run["requests"] for run in done)
+            out["rps"] = round(out["requests"] / sum(run["seconds"] for run in done), 1)
+            out["within_5_percent"] = report.memory_verdict(out)
+            server.check_alive()
+        except Exception as exc:
+            out["error"] = f"{type(exc).__name__}: {exc}\n{server.tail()}"
+        finally:
+            self.res.stop(server)
+        return out
+
+    # -- profile ----------------------------------------------------------------------------
+
+    def profile(self) -> dict[str, Any]:
+        argv = [PYTHON, "-m", "beds", "run", "--config", str(self.res.config)]
+        server = self.res.start("profile-node", argv)
+        raw = self.res.tmp / "ping-profile.txt"
+        out: dict[str, Any] = {"concurrency": 16}
+        load: subprocess.Popen[str] | None = None
+        try:
+            spec = {
+                "target": "beds",
+                "params": {"url": self.res.amqp_url, "operation": "ping"},
+                "points": [{"concurrency": 16, "count": 1_000_000, "seconds": 25}],
+                "warmup": 300,
+                "repeats": 1,
+            }
+            load = subprocess.Popen(
+                [PYTHON, "-m", "benchmarks.load", json.dumps(spec)],
+                cwd=ROOT,
+                env=_env(),
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            time.sleep(6)
+            spy = Path(PYTHON).with_name("py-spy")
+            subprocess.run(
+                [
+                    str(spy),
+                    "record",
+                    "--pid",
+                    str(server.pid),
+                    "--duration",
+                    "12",
+                    "--rate",
+                    "200",
+                    "--nonblocking",
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(raw),
+                ],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+            load.wait(60)
+            out.update(summarize_profile(raw.read_text(encoding="utf-8")))
+            self.options.out.mkdir(parents=True, exist_ok=True)
+            (self.options.out / "ping-profile.txt").write_text(
+                raw.read_text(encoding="utf-8"), encoding="utf-8"
+            )
+        except Exception as exc:
+            out["error"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            if load is not None and load.poll() is None:
+                load.terminate()
+                load.wait(10)
+            self.res.stop(server)
+        return out
+
+    # -- the whole run ----------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        began = time.monotonic()
+        layout = self.layout
+        self.res.open(
+            rel_pool=layout.rel_pool, instances=layout.instances, prefetch=layout.beds_prefetch
+        )
+        results: dict[str, Any] = {
+            "generated": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "quick": self.quick,
+            "machine": machine.describe(self.res.mysql_url),
+            "settings": {
+                "repeats": self.repeats,
+                "count_by_concurrency": self.counts,
+                "seconds": self.seconds,
+                "warmup": self.warmup,
+                "layout": asdict(layout),
+                "payload": "about 200 bytes of JSON (echo body; REL/REC records of similar size)",
+            },
+            "scenarios": {},
+        }
+        scenarios = self.selected(build(self.res, layout, sweep=self.options.sweep))
+        for number, scenario in enumerate(scenarios, 1):
+            print(
+                f"[{time.monotonic() - began:6.0f} s] {number}/{len(scenarios)} "
+                f"{scenario.key}: {scenario.label}",
+                file=sys.stderr,
+                flush=True,
+            )
+            results["scenarios"][scenario.key] = self.run_scenario(scenario)
+        if self.quick or self.options.no_memory or self.options.sweep:
+            results["memory"] = {"skipped": "--quick, --no-memory or --sweep"}
+        else:
+            print(f"[{time.monotonic() - began:6.0f} s] memory check", file=sys.stderr, flush=True)
+            results["memory"] = self.memory()
+        if self.options.profile:
+            print(
+                f"[{time.monotonic() - began:6.0f} s] py-spy profile", file=sys.stderr, flush=True
+            )
+            results["profile"] = self.profile()
+        results["ratios"] = report.ratios(results)
+        results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        results["elapsed_seconds"] = round(time.monotonic() - began, 1)
+        return results
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status", encoding="utf-8") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 2)
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def _frame_name(frame: str) -> str:
+    """``function (path/to/module.py:12)`` → ``module.function``."""
+    name, _, where = frame.partition(" (")
+    module = where.split(":", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
+    return f"{module}.{name}" if module else name
+
+
+def summarize_profile(raw: str) -> dict[str, Any]:
+    """Self and inclusive shares per function from py-spy's collapsed stacks."""
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_frame_name(f) for f in stack.split(";")[1:]]  # the first is the thread
+        if not frames:
+            continue
+        total += count
+        own[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+
+    def top(counter: collections.Counter[str], n: int) -> list[dict[str, Any]]:
+        return [
+            {"frame": frame, "samples": count, "share": round(count / total, 4)}
+            for frame, count in counter.most_common(n)
+        ]
+
+    return {"samples": total, "top_self": top(own, 25), "top_inclusive": top(inclusive, 40)}
+
+
+def print_table(results: dict[str, Any]) -> None:
+    print(
+        f"\n{'scenario':<28}{'in flight':>10}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+    )
+    for key, scenario in results["scenarios"].items():
+        if "error" in scenario:
+            print(f"{key:<28}  FAILED: {scenario['error'].splitlines()[0][:80]}")
+            continue
+        for concurrency, point in scenario["points"].items():
+            print(
+                f"{key:<28}{concurrency:>10}{point['rps']:>10,.0f}"
+                f"{point['p50_ms'] or 0:>9.2f}{point['p99_ms'] or 0:>9.2f}{point['errors']:>8}"
+            )
+    print(f"\n{'target':<58}{'in flight':>10}{'value':>8}  verdict")
+    for ratio in results["ratios"]:
+        if ratio["target"] is None:
+            continue
+        name = f"{ratio['metric']} {ratio['numerator']}/{ratio['denominator']}"
+        value = "-" if ratio["value"] is None else f"{ratio['value']:.2f}"
+        verdict = {True: "met", False: "NOT MET", None: "-"}[ratio["met"]]
+        print(
+            f"{name:<58}{ratio['concurrency']:>10}{value:>8}  "
+            f"{ratio['comparison']} {ratio['target']:g} {verdict}"
+        )
+    memory = results.get("memory", {})
+    if memory.get("rss_mib_after_small"):
+        print(
+            f"\nnode RSS: {memory['rss_mib_after_small']} MiB after {memory['small']:,} pings, "
+            f"{memory['rss_mib_after_large']} MiB after {memory['large']:,} "
+            f"(within 5 %: {memory['within_5_percent']})"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse(sys.argv[1:] if argv is None else argv)
+    if options.rerender:
+        results = json.loads((options.out / "results.json").read_text(encoding="utf-8"))
+        results["ratios"] = report.ratios(results)
+        report.write(results, options.out)
+        print_table(results)
+        return 0
+    signal.signal(signal.SIGTERM, _interrupt)
+    suite = Suite(options)
+    try:
+        results = suite.run()
+    finally:
+        suite.res.close()
+    print_table(results)
+    report.write(results, options.out)
+    print(f"\nwrote {options.out}/results.json, results.md, throughput.png")
+    failed = [key for key, scenario in results["scenarios"].items() if "error" in scenario]
+    if failed:
+        print(f"scenarios that failed: {', '.join(failed)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

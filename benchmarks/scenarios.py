@@ -1,0 +1,320 @@
+"""Every scenario of the suite: its server side (a command) and its client side (a load spec)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from benchmarks.resources import PYTHON
+
+if TYPE_CHECKING:
+    from benchmarks.resources import Resources
+
+GROUPS = {
+    "amqp": "1. AMQP ceiling",
+    "db": "2. Database ceiling",
+    "pipeline": "3. Ideal pipeline",
+    "beds": "4. BEDS",
+    "peer": "5. Peers",
+    "diagnostic": "Diagnostics",
+}
+
+STORE_OPERATIONS = ("rel_fetch", "rel_create", "rec_fetch", "rec_create")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the server sides are sized (the same for the ceilings, the pipeline and BEDS)."""
+
+    consumers: int = 1
+    """AMQP ceiling and pipeline: channels with one consumer each."""
+    prefetch: int = 256
+    """AMQP ceiling and pipeline: prefetch per channel (``run.py --sweep`` compares layouts)."""
+    instances: int = 32
+    """BEDS: broker tasks per broker type (rBroker, wBroker)."""
+    beds_prefetch: int = 128
+    """BEDS: prefetch of each broker's channel."""
+    rel_pool: int = 16
+    """asyncmy pool size (pipeline, database ceiling, BEDS ``pool_max``, peers)."""
+    peer_prefetch: int = 128
+    """FastStream prefetch per subscriber; Nameko ``max_workers``."""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    group: str
+    label: str
+    operation: str
+    server: str
+    """``none``, ``amqp``, ``beds``, ``beds-uvloop``, ``faststream`` or ``nameko``."""
+    load: dict[str, Any]
+    server_args: tuple[str, ...] = ()
+    uvloop: bool = False
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def build(res: Resources, layout: Layout, *, sweep: bool = False) -> list[Scenario]:
+    url = res.amqp_url
+    stores = {
+        "mysql_url": res.mysql_url,
+        "mongo_uri": res.mongo_uri,
+        "mongo_db": res.mongo_db,
+        "pool": layout.rel_pool,
+    }
+    store_args = (
+        "--mysql-url",
+        res.mysql_url,
+        "--mongo-uri",
+        res.mongo_uri,
+        "--mongo-db",
+        res.mongo_db,
+        "--pool",
+        str(layout.rel_pool),
+    )
+    echo_load = {
+        "target": "amqp",
+        "params": {"url": url, "routing_key": "bench.echo", "operation": "echo", "check": "bytes"},
+    }
+
+    def amqp_layout(consumers: int, prefetch: int) -> tuple[str, ...]:
+        return ("--consumers", str(consumers), "--prefetch", str(prefetch))
+
+    out: list[Scenario] = []
+    if sweep:
+        for consumers, prefetch in ((1, 16), (1, 64), (1, 256), (2, 32), (2, 64), (4, 32), (8, 16)):
+            out.append(
+                Scenario(
+                    key=f"amqp_echo_{consumers}x{prefetch}",
+                    group="amqp",
+                    label=f"aiormq echo, {consumers} consumers x prefetch {prefetch}",
+                    operation="echo",
+                    server="amqp",
+                    server_args=amqp_layout(consumers, prefetch),
+                    load=echo_load,
+                )
+            )
+        return out
+    best = amqp_layout(layout.consumers, layout.prefetch)
+    out.append(
+        Scenario(
+            key="amqp_echo",
+            group="amqp",
+            label=f"aiormq echo ({layout.consumers}x{layout.prefetch})",
+            operation="echo",
+            server="amqp",
+            server_args=best,
+            load=echo_load,
+        )
+    )
+    out.append(
+        Scenario(
+            key="amqp_echo_uvloop",
+            group="amqp",
+            label="aiormq echo, uvloop",
+            operation="echo",
+            server="amqp",
+            server_args=(*best, "--uvloop"),
+            load=echo_load,
+            uvloop=True,
+        )
+    )
+    for operation in STORE_OPERATIONS:
+        out.append(
+            Scenario(
+                key=f"db_{operation}",
+                group="db",
+                label=f"{'asyncmy' if operation.startswith('rel') else 'AsyncMongoClient'} "
+                f"{operation.replace('_', ' ')}",
+                operation=operation,
+                server="none",
+                load={"target": "store", "params": {"operation": operation, **stores}},
+            )
+        )
+    for operation in STORE_OPERATIONS:
+        queue = f"bench.pipe.{operation}"
+        out.append(
+            Scenario(
+                key=f"pipe_{operation}",
+                group="pipeline",
+                label=f"aiormq + store, {operation.replace('_', ' ')}",
+                operation=operation,
+                server="amqp",
+                server_args=(*best, "--queue", queue, "--work", operation, *store_args),
+                load={
+                    "target": "amqp",
+                    "params": {
+                        "url": url,
+                        "routing_key": queue,
+                        "operation": operation,
+                        "check": "ok",
+                    },
+                },
+            )
+        )
+    for operation in ("ping", *STORE_OPERATIONS):
+        out.append(
+            Scenario(
+                key=f"beds_{operation}",
+                group="beds",
+                label=f"BedsClient → beds run, {operation.replace('_', ' ')}",
+                operation=operation,
+                server="beds",
+                load={"target": "beds", "params": {"url": url, "operation": operation}},
+            )
+        )
+    out.append(
+        Scenario(
+            key="beds_ping_uvloop",
+            group="diagnostic",
+            label="BEDS ping, node and client on uvloop",
+            operation="ping",
+            server="beds-uvloop",
+            load={"target": "beds", "params": {"url": url, "operation": "ping"}},
+            uvloop=True,
+            note="BEDS does not switch to uvloop itself; the runner installs it before `beds run`.",
+        )
+    )
+    out.append(
+        Scenario(
+            key="beds_ping_raw",
+            group="diagnostic",
+            label="BEDS ping, minimal aiormq client",
+            operation="ping",
+            server="beds",
+            load={
+                "target": "amqp",
+                "params": {
+                    "url": url,
+                    "exchange": "beds.events",
+                    "routing_key": "beds.read",
+                    "operation": "ping",
+                    "encoding": "beds_ping",
+                    "check": "ok",
+                },
+            },
+            note="The node alone: the same client as the AMQP ceiling (no publisher confirms, "
+            "no mandatory flag, envelope encoded once).",
+        )
+    )
+    peer_args = ("--prefetch", str(layout.peer_prefetch), "--pool", str(layout.rel_pool))
+    for operation, queue in (("echo", "bench.fs.echo"), ("rel_fetch", "bench.fs.rel_fetch")):
+        out.append(
+            Scenario(
+                key=f"faststream_{operation}",
+                group="peer",
+                label=f"FastStream, {operation.replace('_', ' ')}",
+                operation=operation,
+                server="faststream",
+                server_args=("--mysql-url", res.mysql_url, *peer_args),
+                load={
+                    "target": "amqp",
+                    "params": {
+                        "url": url,
+                        "routing_key": queue,
+                        "operation": operation,
+                        "check": "json" if operation == "echo" else "ok",
+                    },
+                },
+                note="Driven by the minimal aiormq client (FastStream's own client is below).",
+            )
+        )
+    out.append(
+        Scenario(
+            key="faststream_echo_native",
+            group="diagnostic",
+            label="FastStream echo, its own client (broker.request)",
+            operation="echo",
+            server="faststream",
+            server_args=("--mysql-url", res.mysql_url, *peer_args),
+            load={
+                "target": "faststream",
+                "params": {"url": url, "routing_key": "bench.fs.echo", "operation": "echo"},
+            },
+            note="FastStream's RabbitBroker.request holds a lock around each call: one request "
+            "in flight per client, whatever the caller's concurrency.",
+        )
+    )
+    for operation in ("echo", "rel_fetch"):
+        out.append(
+            Scenario(
+                key=f"nameko_{operation}",
+                group="peer",
+                label=f"Nameko RPC, {operation.replace('_', ' ')}",
+                operation=operation,
+                server="nameko",
+                load={
+                    "target": "amqp",
+                    "params": {
+                        "url": url,
+                        "exchange": "nameko-rpc",
+                        "reply_exchange": "nameko-rpc",
+                        "routing_key": f"bench.{operation}",
+                        "operation": operation,
+                        "encoding": "nameko",
+                        "check": "nameko",
+                    },
+                },
+                note="Driven by the minimal aiormq client speaking Nameko's RPC protocol.",
+            )
+        )
+    return out
+
+
+def server_argv(scenario: Scenario, res: Resources, layout: Layout) -> list[str] | None:
+    """The server side's command, or None when the scenario has none (database ceiling)."""
+    if scenario.server == "none":
+        return None
+    if scenario.server == "amqp":
+        return [
+            PYTHON,
+            "-m",
+            "benchmarks.servers.amqp_echo",
+            "--url",
+            res.amqp_url,
+            *scenario.server_args,
+        ]
+    if scenario.server == "beds":
+        return [PYTHON, "-m", "beds", "run", "--config", str(res.config)]
+    if scenario.server == "beds-uvloop":
+        code = (
+            "import sys, uvloop; uvloop.install(); from beds.cli import main; "
+            f"sys.argv = ['beds', 'run', '--config', {str(res.config)!r}]; main()"
+        )
+        return [PYTHON, "-c", code]
+    if scenario.server == "faststream":
+        return [
+            PYTHON,
+            "-m",
+            "benchmarks.servers.faststream_app",
+            "--url",
+            res.amqp_url,
+            *scenario.server_args,
+        ]
+    if scenario.server == "nameko":
+        config = res.tmp / "nameko.yaml"
+        # JSON is YAML: no YAML writer needed.
+        import json
+
+        config.write_text(
+            json.dumps(
+                {
+                    "AMQP_URI": res.amqp_url,
+                    "max_workers": layout.peer_prefetch,
+                    "BENCH_MYSQL_URL": res.mysql_url,
+                    "BENCH_POOL": layout.rel_pool,
+                }
+            ),
+            encoding="utf-8",
+        )
+        return [
+            PYTHON,
+            "-m",
+            "nameko",
+            "run",
+            "--config",
+            str(config),
+            "benchmarks.servers.nameko_service",
+        ]
+    raise ValueError(f"unknown server kind {scenario.server!r}")
