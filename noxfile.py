@@ -37,7 +37,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over every package's sources and every test folder."""
-    install_workspace(session, "typecheck")
+    install_workspace(session, "typecheck", "bench")  # the benchmarks are type-checked too
     session.run("mypy")
 
 

@@ -165,6 +165,7 @@ def dead_letter() -> Callable[[BedsNode], Awaitable[aiormq.abc.DeliveredMessage]
 def beds_log_on_failure() -> Iterator[None]:
     """Show the node's warnings and errors in a failing test's captured stderr."""
     logger.enable("beds")
+
     def write(message: object) -> None:
         sys.stderr.write(str(message))  # the current stderr: pytest swaps it per test
 

@@ -77,6 +77,7 @@ class BedsClient:
         self._channel: AbstractChannel | None = None
         self._waiting: dict[str, asyncio.Future[Response]] = {}
         self._lock = asyncio.Lock()
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> Self:
         await self.connect()
@@ -125,6 +126,12 @@ class BedsClient:
                 future.set_exception(BrokerUnavailable(reason))
         self._waiting.clear()
         self._connection = self._channel = None
+        if not connection.is_closed:
+            return
+        # Closed by the server: release our side of the socket too.
+        task = asyncio.get_running_loop().create_task(_close_quietly(connection))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def _reconnect(self, timeout: float) -> None:
         """Connect, trying again with back-off for up to ``timeout`` seconds."""
@@ -280,3 +287,8 @@ class BedsClient:
     async def ping(self, *, timeout: float | None = None) -> Response:
         """Ask any read broker to answer without touching a store."""
         return await self.call(PING_TEMPLATE, Operation.PING, timeout=timeout)
+
+
+async def _close_quietly(connection: AbstractConnection) -> None:
+    with contextlib.suppress(Exception):
+        await connection.close()

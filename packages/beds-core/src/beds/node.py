@@ -317,6 +317,10 @@ class BedsNode:
             *(pool.stop(0) for pool in self.pools.values()), return_exceptions=True
         )
         self.pools.clear()
+        lost, self._connection = self._connection, None
+        if lost is not None:
+            with contextlib.suppress(Exception):
+                await lost.close()  # release our side of the socket
         retrying = AsyncRetrying(
             wait=wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.2),
             retry=retry_if_exception_type(
