@@ -21,6 +21,7 @@ from beds.codec import (
 )
 from beds.envelopes import (
     MAX_DEPTH,
+    MAX_IDEMPOTENCY_KEY,
     READ_OPERATIONS,
     WRITE_OPERATIONS,
     ErrorBody,
@@ -62,7 +63,10 @@ request_metas = st.builds(
     correlation_id=text,
     causation_id=text,
     origin=text,
-    idempotency_key=optional_text,
+    idempotency_key=st.none()
+    | st.text(min_size=1, max_size=MAX_IDEMPOTENCY_KEY).filter(
+        lambda key: key.isprintable() and key.strip() == key
+    ),
     deadline=st.none() | finite_floats,
     principal=optional_text,
 )

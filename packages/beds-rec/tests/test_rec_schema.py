@@ -88,6 +88,13 @@ GOOD_INDEX = {"name": "abc_i", "keys": [["a", 1]]}
             {"collection": "abc_x", "indexes": [GOOD_INDEX, GOOD_INDEX]},
             "declares an index name twice",
         ),
+        *(
+            (
+                {"collection": "abc_x", "indexes": [{**GOOD_INDEX, "expire_after_seconds": bad}]},
+                "indexes[0].expire_after_seconds must be a whole number of seconds, 0 or more",
+            )
+            for bad in (-1, 1.5, True, "60")
+        ),
     ],
 )
 def test_bad_schema_files_name_the_file_and_key(data: Any, words: str) -> None:
@@ -95,3 +102,17 @@ def test_bad_schema_files_name_the_file_and_key(data: Any, words: str) -> None:
         parse_schema_file(schema_file(data))
     assert caught.value.template == "pkg/schema/rec/001_x.json"
     assert words in str(caught.value)
+
+
+def test_a_ttl_index_and_the_idempotency_collection_parse() -> None:
+    from beds_rec.idempotency import schema_file as keys_schema_file
+
+    schema = parse_schema_file(keys_schema_file())
+    assert schema.collection == "beds_idempotency"
+    (ttl,) = schema.indexes
+    assert ttl.options() == {
+        "name": "beds_idempotency_ttl",
+        "unique": False,
+        "sparse": False,
+        "expireAfterSeconds": 0,
+    }

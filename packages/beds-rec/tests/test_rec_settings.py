@@ -104,3 +104,12 @@ def test_any_unknown_key_is_a_config_error(key: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_settings(settings(database="d", **{key: 1}))
     assert caught.value.key == f"stores.rec.{key}"
+
+
+def test_idempotency_is_on_by_default_and_can_be_turned_off() -> None:
+    assert parse_settings(settings(database="d")).idempotency is True
+    assert parse_settings(settings(database="d", idempotency=False)).idempotency is False
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(settings(database="d", idempotency=1))
+    assert caught.value.key == "stores.rec.idempotency"
+    assert "must be true or false" in str(caught.value)

@@ -74,3 +74,12 @@ def test_errors_name_file_and_key(options: dict[str, Any], key: str, message: st
     assert message in str(info.value)
     assert f"key stores.rel.{key}" in str(info.value)
     assert "s3cret" not in str(info.value)
+
+
+def test_idempotency_is_on_by_default_and_can_be_turned_off() -> None:
+    assert parse(url=URL).idempotency is True
+    assert parse(url=URL, idempotency=False).idempotency is False
+    with pytest.raises(ConfigError) as caught:
+        parse(url=URL, idempotency="no")
+    assert caught.value.key == "stores.rel.idempotency"
+    assert "must be true or false" in str(caught.value)

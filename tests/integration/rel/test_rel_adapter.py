@@ -77,8 +77,10 @@ async def test_apply_schema_twice_then_verify(mariadb_url: str) -> None:
     adapter = make_adapter(mariadb_url)
     names = [file.name for file in SCHEMA]
     assert names == ["beds_templates_example/schema/rel/001_spew_post.sql"]
-    assert await adapter.apply_schema(SCHEMA) == names
-    assert await adapter.apply_schema(SCHEMA) == names
+    # beds-rel's own objects (idempotency keys) come first
+    applied = ["beds_rel/sql/000_beds_idempotency.sql", *names]
+    assert await adapter.apply_schema(SCHEMA) == applied
+    assert await adapter.apply_schema(SCHEMA) == applied
     await adapter.start()
     try:
         adapter.prepare(SPEW_POST)

@@ -24,6 +24,8 @@ __all__ = (
 
 MAX_DEPTH = 64
 """Deepest event lineage accepted; a deeper tree is a loop."""
+MAX_IDEMPOTENCY_KEY = 200
+"""Longest idempotency key accepted, in characters (adapters store keys of this size)."""
 
 
 class Operation(enum.StrEnum):
@@ -50,6 +52,16 @@ def _depth_in_range(instance: object, attribute: attrs.Attribute[int], value: in
         raise ValueError(f"RequestMeta.depth should be in range [0:{MAX_DEPTH}], but was {value}.")
 
 
+def _idempotency_key(instance: object, attribute: attrs.Attribute[str], value: str | None) -> None:
+    if value is not None and not (
+        0 < len(value) <= MAX_IDEMPOTENCY_KEY and value.isprintable() and value.strip() == value
+    ):
+        raise ValueError(
+            f"RequestMeta.idempotency_key should be 1 to {MAX_IDEMPOTENCY_KEY} printable "
+            "characters without leading or trailing spaces."
+        )
+
+
 @attrs.frozen(kw_only=True)
 class RequestMeta:
     """Who sent a request, why, and how long it may take."""
@@ -66,8 +78,8 @@ class RequestMeta:
     """The message that directly caused this one (for chains of requests)."""
     origin: str = ""
     """Sending node or service."""
-    idempotency_key: str | None = None
-    """Writes with the same key are executed at most once."""
+    idempotency_key: str | None = attrs.field(default=None, validator=_idempotency_key)
+    """Writes with the same key are executed at most once (1 to 200 printable characters)."""
     deadline: float | None = None
     """Unix time (seconds, UTC) after which the request must not be executed."""
     principal: str | None = None

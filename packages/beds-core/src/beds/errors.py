@@ -18,6 +18,8 @@ request (``RequestError``, which crosses the wire in ``Response.error``)::
         ├── UnknownTemplate           BEDS-404T  no template of that name on this node
         ├── UnsupportedOperation      BEDS-405   the template does not declare the operation
         ├── Conflict                  BEDS-409   unique key or optimistic-lock violation
+        │   ├── IdempotencyKeyReused  BEDS-409K  the key was used for a different request
+        │   └── WriteInDoubt          BEDS-409W  the key's first write has no outcome yet
         ├── PayloadTooLarge           BEDS-413   message body over the configured limit
         ├── ValidationFailed          BEDS-422   payload does not match the template
         ├── InternalError             BEDS-500   a handler failed unexpectedly (a bug)
@@ -47,6 +49,7 @@ __all__ = (
     "Conflict",
     "DatabaseObjectMissing",
     "DeadlineExceeded",
+    "IdempotencyKeyReused",
     "InternalError",
     "MalformedRequest",
     "NotFound",
@@ -64,6 +67,7 @@ __all__ = (
     "UnknownTemplate",
     "UnsupportedOperation",
     "ValidationFailed",
+    "WriteInDoubt",
     "error_catalogue",
 )
 
@@ -204,6 +208,28 @@ class Conflict(RequestError):
     """A unique key or optimistic-lock violation."""
 
     CODE = "BEDS-409"
+    STATUS = 409
+
+
+class IdempotencyKeyReused(Conflict):
+    """The idempotency key was first used for another request: this one is not executed.
+
+    "Another request" means another template, operation or payload; the earlier outcome stands.
+    """
+
+    CODE = "BEDS-409K"
+    STATUS = 409
+
+
+class WriteInDoubt(Conflict):
+    """The first write with this idempotency key has no recorded outcome, so this one waits.
+
+    The first is still running, or the node running it died (or lost its store) before
+    recording the outcome. The write is not executed again (at most once): ask again later,
+    or after the key expires.
+    """
+
+    CODE = "BEDS-409W"
     STATUS = 409
 
 

@@ -32,6 +32,12 @@ class CallContext:
     deadline: float | None = None
     """Unix time after which the result is of no use."""
     idempotency_key: str | None = None
+    """Set on writes that must run at most once (see :class:`NamasteCore`, "Idempotent writes")."""
+    fingerprint: str = ""
+    """With a key: a digest of the template, operation and payload. A repeat of the key with
+    another fingerprint is a different request (``IdempotencyKeyReused``)."""
+    idempotency_ttl: float = 86400.0
+    """With a key: seconds the adapter remembers it (``reliability.idempotency_ttl``)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -66,6 +72,15 @@ class StoreSettings:
 @runtime_checkable
 class NamasteCore(Protocol):
     """The CRUD interface every store adapter implements.
+
+    Idempotent writes: an adapter whose class sets ``idempotent_writes = True`` honours
+    ``ctx.idempotency_key`` in ``create``, ``update`` and ``delete``: the write runs at most once
+    per key within ``ctx.idempotency_ttl``, across retries, redeliveries and node restarts; a
+    repeat with the same ``ctx.fingerprint`` returns the first call's result without running
+    again, one with another fingerprint raises ``IdempotencyKeyReused``, and one whose first call
+    has no recorded outcome raises ``WriteInDoubt``. A write that fails leaves no record, so a
+    repeat runs it again. The node refuses a key for an adapter without the attribute
+    (``UnsupportedOperation``) rather than ignore it.
 
     Life cycle: the factory registered by the plugin builds the adapter from its
     :class:`StoreSettings`; ``prepare`` is called for each of the store's templates (synchronous,

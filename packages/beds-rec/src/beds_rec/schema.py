@@ -8,6 +8,9 @@ Each file ``schema/rec/*.json`` of a template package declares one collection::
       "indexes": [{"name": "spf_handle_uq", "keys": [["handle", 1]], "unique": true}]
     }
 
+An index may also set ``expire_after_seconds`` (a TTL index: MongoDB deletes a document that
+many seconds after the date in its first key).
+
 Applying is idempotent: a missing collection is created with its validator, an existing one gets
 the validator through ``collMod``, and each index is created by name (an index whose definition
 changed is dropped and created again). This is a development convenience; in production the DBA
@@ -35,7 +38,7 @@ __all__ = ("CollectionSchema", "IndexSchema", "apply_collection", "parse_schema_
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _FILE_KEYS = ("collection", "validator", "indexes")
-_INDEX_KEYS = ("name", "keys", "unique", "sparse")
+_INDEX_KEYS = ("name", "keys", "unique", "sparse", "expire_after_seconds")
 # IndexOptionsConflict, IndexKeySpecsConflict: an index of that name exists with another definition.
 _INDEX_CHANGED = frozenset({85, 86})
 
@@ -48,6 +51,14 @@ class IndexSchema:
     keys: tuple[tuple[str, int], ...]
     unique: bool = False
     sparse: bool = False
+    expire_after_seconds: int | None = None
+
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments ``create_index`` takes for this index."""
+        options: dict[str, Any] = {"name": self.name, "unique": self.unique, "sparse": self.sparse}
+        if self.expire_after_seconds is not None:
+            options["expireAfterSeconds"] = self.expire_after_seconds
+        return options
 
 
 @attrs.frozen(kw_only=True)
@@ -122,7 +133,14 @@ def _parse_index(raw: Any, path: str, fail: Callable[[str], TemplateError]) -> I
     for flag, value in (("unique", unique), ("sparse", sparse)):
         if not isinstance(value, bool):
             raise fail(f"{path}.{flag} must be true or false")
-    return IndexSchema(name=name, keys=tuple(pairs), unique=unique, sparse=sparse)
+    expire = raw.get("expire_after_seconds")
+    if expire is not None and (
+        isinstance(expire, bool) or not isinstance(expire, int) or expire < 0
+    ):
+        raise fail(f"{path}.expire_after_seconds must be a whole number of seconds, 0 or more")
+    return IndexSchema(
+        name=name, keys=tuple(pairs), unique=unique, sparse=sparse, expire_after_seconds=expire
+    )
 
 
 async def apply_collection(
@@ -149,13 +167,9 @@ async def apply_collection(
     for index in schema.indexes:
         keys = list(index.keys)
         try:
-            await collection.create_index(
-                keys, name=index.name, unique=index.unique, sparse=index.sparse
-            )
+            await collection.create_index(keys, **index.options())
         except OperationFailure as exc:
             if exc.code not in _INDEX_CHANGED:
                 raise
             await collection.drop_index(index.name)
-            await collection.create_index(
-                keys, name=index.name, unique=index.unique, sparse=index.sparse
-            )
+            await collection.create_index(keys, **index.options())

@@ -9,6 +9,9 @@ key                            meaning
 ``server_selection_timeout``   seconds to find a usable server (default 5)
 ``embedded_path``              storage folder of the embedded server
                                (default ``.beds/secantus``, relative to the working directory)
+``idempotency``                honour idempotency keys (default true; needs the
+                               ``beds_idempotency`` collection, which ``beds schema apply``
+                               creates)
 =============================  ==========================================================
 
 Every problem is a :class:`~beds.errors.ConfigError` naming the key, for example
@@ -37,7 +40,7 @@ __all__ = ("EMBEDDED", "RecSettings", "parse_settings")
 EMBEDDED = "embedded"
 """The ``uri`` value (or its absence) that selects the embedded server."""
 
-_KEYS = ("uri", "database", "server_selection_timeout", "embedded_path")
+_KEYS = ("uri", "database", "server_selection_timeout", "embedded_path", "idempotency")
 # MongoDB forbids these characters in database names (and the name must fit in 63 bytes).
 _DATABASE = re.compile(r'^[^/\\. "$*<>:|?\x00]{1,63}$')
 
@@ -53,6 +56,8 @@ class RecSettings:
     """Seconds the driver waits for a usable server before failing."""
     embedded_path: Path = Path(".beds/secantus")
     """Where the embedded server keeps its data."""
+    idempotency: bool = True
+    """Whether writes honour idempotency keys (collection ``beds_idempotency``)."""
     production: bool = False
 
     @property
@@ -104,8 +109,13 @@ def parse_settings(settings: StoreSettings) -> RecSettings:
     if not isinstance(path, str) or not path:
         raise fail("embedded_path", "must be a non-empty path")
 
+    idempotency = options.get("idempotency", True)
+    if not isinstance(idempotency, bool):
+        raise fail("idempotency", "must be true or false")
+
     return RecSettings(
         uri=uri,
+        idempotency=idempotency,
         database=database,
         server_selection_timeout=float(timeout),
         embedded_path=Path(path),

@@ -11,11 +11,13 @@ reads results by these conventions, which the DBA's routines follow:
 * query procedures take the query's params and then the row limit (``p_limit``).
 
 Sessions run with ``time_zone = '+00:00'`` and autocommit; every returned value goes through
-:func:`beds.values.to_wire_record`.
+:func:`beds.values.to_wire_record`. A write with an idempotency key runs in one transaction with
+its key (:mod:`beds_rel.idempotency`), so write procedures must not ``COMMIT`` themselves.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 from typing import TYPE_CHECKING, Any
@@ -27,13 +29,15 @@ from beds.envelopes import Operation
 from beds.errors import DatabaseObjectMissing, NotFound, StoreError, StoreUnavailable
 from beds.values import to_wire, to_wire_record
 from beds_rel.bindings import Call, Plan, compile_template
-from beds_rel.errors import map_exceptions
+from beds_rel.errors import is_clean, map_exceptions
+from beds_rel.idempotency import CALLS as IDEMPOTENCY_CALLS
+from beds_rel.idempotency import PURGE, schema_file, write_once
 from beds_rel.schema import apply_schema_files
 from beds_rel.settings import RelConfig
 from beds_rel.verify import missing_objects
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import AsyncIterator, Callable, Sequence
 
     from asyncmy.connection import Connection
 
@@ -52,14 +56,6 @@ def _db_value(value: Any) -> Any:
     return value
 
 
-def _is_clean(exc: BaseException) -> bool:
-    """Whether the connection is still in step with the server after ``exc``."""
-    if not isinstance(exc, asyncmy.errors.MySQLError) or isinstance(exc, asyncmy.InterfaceError):
-        return False
-    errno = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
-    return 1000 <= errno < 2000 or errno >= 3000  # server errors; 2xxx are client-side
-
-
 class RelAdapter:
     """The REL store: MariaDB/MySQL stored procedures, views and functions by name."""
 
@@ -67,6 +63,8 @@ class RelAdapter:
 
     def __init__(self, config: RelConfig) -> None:
         self.config = config
+        self.idempotent_writes = config.idempotency
+        """Whether writes honour idempotency keys (``[stores.rel] idempotency``)."""
         self._pool: asyncmy.Pool | None = None
         self._plans: dict[str, Plan] = {}
 
@@ -120,28 +118,56 @@ class RelAdapter:
         pool = self._pool
         if pool is None:
             raise StoreUnavailable("the REL adapter is not started")
-        async with pool.acquire() as conn:
-            try:
-                yield conn
-            except BaseException as exc:
-                # A cancelled or broken exchange leaves unread packets: never reuse it.
-                if not _is_clean(exc):
-                    conn.close()
-                raise
+        # asyncmy's connect_timeout covers the TCP connect only, not the server's greeting, and
+        # the pool connects under its lock: bound the whole acquisition, or a hung server holds
+        # every call until its deadline instead of failing fast (and being retried).
+        acquiring = pool.acquire()
+        try:
+            async with asyncio.timeout(self.config.connect_timeout):
+                conn = await acquiring.__aenter__()
+        except TimeoutError:
+            raise StoreUnavailable(
+                "no MariaDB connection within connect_timeout",
+                details=(f"connect_timeout: {self.config.connect_timeout:g} s",),
+            ) from None
+        try:
+            yield conn
+        except BaseException as exc:
+            # A cancelled or broken exchange leaves unread packets: never reuse it.
+            if not is_clean(exc):
+                conn.close()
+            await acquiring.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        await acquiring.__aexit__(None, None, None)
 
     async def _rows(self, call: Call, args: Sequence[Any]) -> list[Row]:
-        """Run a statement and return its first result set, draining any others."""
+        """Run a statement on a pooled connection and return its first result set."""
         with map_exceptions(objects=(call.name,)):
             async with self._connection() as conn:
-                # No ``async with`` on the cursor: its exit drains pending results, which would
-                # hold a cancelled call until the server finishes; _connection drops it instead.
-                cursor = conn.cursor(DictCursor)
-                await cursor.execute(call.sql, tuple(_db_value(arg) for arg in args))
-                rows: list[Row] = list(await cursor.fetchall()) if cursor.description else []
-                while await cursor.nextset():
-                    pass
-                await cursor.close()
-                return rows
+                return await _run(conn, call, args)
+
+    async def _write(
+        self,
+        call: Call,
+        args: Sequence[Any],
+        ctx: CallContext,
+        result_of: Callable[[list[Row]], Record],
+    ) -> Record:
+        """Run a write procedure: at most once per idempotency key when the request has one."""
+        if ctx.idempotency_key is None or not self.idempotent_writes:
+            return result_of(await self._rows(call, args))
+        with map_exceptions(objects=(call.name, *(c.name for c in IDEMPOTENCY_CALLS))):
+            async with self._connection() as conn:
+                return await write_once(conn, _run, call, args, ctx, result_of)
+
+    async def purge_idempotency_keys(self, limit: int = 10_000) -> int:
+        """Delete up to ``limit`` expired idempotency keys; return how many went.
+
+        Expired keys are already ignored; this only reclaims their space. Run it from a
+        scheduler (or ``beds`` maintenance tooling) as often as keys pile up.
+        """
+        rows = await self._rows(PURGE, (limit,))
+        return int(rows[0]["purged"]) if rows else 0
 
     async def verify(self, template: Template) -> None:
         """Check that every procedure, view and function the template names exists and fits.
@@ -151,7 +177,10 @@ class RelAdapter:
                 number of parameters reads ``name (takes N parameters; the template passes M)``
                 and a view without a declared field reads ``view.field``.
         """
-        calls = self._plan(template).calls()
+        plan = self._plan(template)
+        calls = plan.calls()
+        if plan.writes and self.idempotent_writes:
+            calls.extend(IDEMPOTENCY_CALLS)
         with map_exceptions():
             async with self._connection() as conn:
                 missing = await missing_objects(conn, calls)
@@ -164,36 +193,45 @@ class RelAdapter:
     async def create(self, template: Template, record: Record, ctx: CallContext) -> Record:
         """Call the create procedure and return its ``returns`` fields from the first row."""
         call = self._plan(template).writes[Operation.CREATE]
-        rows = await self._rows(call, [record.get(p) for p in call.params])
-        if not rows:
-            raise StoreError(
-                "the create procedure returned no row", details=(f"procedure {call.name}",)
-            )
-        return self._returns(template, Operation.CREATE, call, rows[0])
+
+        def created(rows: list[Row]) -> Record:
+            if not rows:
+                raise StoreError(
+                    "the create procedure returned no row", details=(f"procedure {call.name}",)
+                )
+            return self._returns(template, Operation.CREATE, call, rows[0])
+
+        return await self._write(call, [record.get(p) for p in call.params], ctx, created)
 
     async def update(self, template: Template, record: Record, ctx: CallContext) -> Record:
         """Call the update procedure; an empty result set means no record has the key."""
         call = self._plan(template).writes[Operation.UPDATE]
-        rows = await self._rows(call, [record.get(p) for p in call.params])
-        if not rows:
-            raise NotFound(f"no {template.name} record has that key")
-        if not template.operations[Operation.UPDATE].returns:
-            return to_wire_record({k: record[k] for k in template.key})
-        return self._returns(template, Operation.UPDATE, call, rows[0])
+
+        def updated(rows: list[Row]) -> Record:
+            if not rows:
+                raise NotFound(f"no {template.name} record has that key")
+            if not template.operations[Operation.UPDATE].returns:
+                return to_wire_record({k: record[k] for k in template.key})
+            return self._returns(template, Operation.UPDATE, call, rows[0])
+
+        return await self._write(call, [record.get(p) for p in call.params], ctx, updated)
 
     async def delete(self, template: Template, key: Record, ctx: CallContext) -> Record:
         """Call the delete procedure; it reports the rows removed in a ``deleted`` column."""
         call = self._plan(template).writes[Operation.DELETE]
-        rows = await self._rows(call, [key.get(p) for p in call.params])
-        deleted = rows[0].get("deleted") if rows else None
-        if isinstance(deleted, bool) or not isinstance(deleted, int):
-            raise StoreError(
-                "the delete procedure must return one row with an integer 'deleted' column",
-                details=(f"procedure {call.name}",),
-            )
-        if deleted == 0:
-            raise NotFound(f"no {template.name} record has that key")
-        return {"deleted": deleted}
+
+        def deleted(rows: list[Row]) -> Record:
+            count = rows[0].get("deleted") if rows else None
+            if isinstance(count, bool) or not isinstance(count, int):
+                raise StoreError(
+                    "the delete procedure must return one row with an integer 'deleted' column",
+                    details=(f"procedure {call.name}",),
+                )
+            if count == 0:
+                raise NotFound(f"no {template.name} record has that key")
+            return {"deleted": count}
+
+        return await self._write(call, [key.get(p) for p in call.params], ctx, deleted)
 
     def _returns(self, template: Template, operation: Operation, call: Call, row: Row) -> Record:
         wanted = template.operations[operation].returns
@@ -222,7 +260,8 @@ class RelAdapter:
         Returns:
             The names of the files applied.
         """
-        return await apply_schema_files(self.config, files)
+        own = [schema_file()] if self.config.idempotency else []
+        return await apply_schema_files(self.config, [*own, *files])
 
     async def aclose(self) -> None:
         """Close the pool after in-flight calls return; safe to call twice."""
@@ -234,3 +273,16 @@ class RelAdapter:
     def __repr__(self) -> str:
         config = self.config
         return f"RelAdapter({config.user}@{config.host}:{config.port}/{config.database})"
+
+
+async def _run(conn: Connection, call: Call, args: Sequence[Any]) -> list[Row]:
+    """Run one statement on ``conn`` and return its first result set, draining any others."""
+    # No ``async with`` on the cursor: its exit drains pending results, which would hold a
+    # cancelled call until the server finishes; the adapter drops the connection instead.
+    cursor = conn.cursor(DictCursor)
+    await cursor.execute(call.sql, tuple(_db_value(arg) for arg in args))
+    rows: list[Row] = list(await cursor.fetchall()) if cursor.description else []
+    while await cursor.nextset():
+        pass
+    await cursor.close()
+    return rows

@@ -72,6 +72,16 @@ _MISSING: dict[int, re.Pattern[str]] = {
 }
 
 
+def is_clean(exc: BaseException) -> bool:
+    """Whether a connection is still in step with the server after ``exc`` (reusable)."""
+    if isinstance(exc, RequestError):
+        return True  # raised by our own code between two complete exchanges
+    if not isinstance(exc, my_errors.MySQLError) or isinstance(exc, my_errors.InterfaceError):
+        return False
+    errno = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
+    return 1000 <= errno < 2000 or errno >= 3000  # server errors; 2xxx are client-side
+
+
 def _errno_text(exc: my_errors.MySQLError) -> tuple[int, str]:
     args = exc.args
     errno = args[0] if args and isinstance(args[0], int) else 0

@@ -7,6 +7,8 @@ key                default    meaning
 ``pool_min``       1          connections opened at start and kept open
 ``pool_max``       10         most connections open at once
 ``connect_timeout`` 5         seconds to wait for a connection
+``idempotency``    true       honour idempotency keys (needs beds-rel's ``beds_idempotency_*``
+                              objects, which ``beds schema apply`` installs)
 =================  =========  ===================================================================
 
 Every problem raises :class:`~beds.errors.ConfigError` naming the file and the key path
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ("RelConfig",)
 
-_KEYS = ("url", "pool_min", "pool_max", "connect_timeout")
+_KEYS = ("url", "pool_min", "pool_max", "connect_timeout", "idempotency")
 _SCHEMES = frozenset({"mysql", "mariadb"})
 _DATABASE = re.compile(r"^[A-Za-z0-9_$-]{1,64}$")
 _MAX_TIMEOUT = 3600
@@ -48,6 +50,7 @@ class RelConfig:
     pool_min: int = 1
     pool_max: int = 10
     connect_timeout: float = 5.0
+    idempotency: bool = True
 
     @classmethod
     def from_settings(cls, settings: StoreSettings) -> RelConfig:
@@ -97,8 +100,15 @@ class _Parser:
         pool_max = self._integer("pool_max", 10, minimum=1)
         if pool_max < pool_min:
             raise self.fail("pool_max", f"must be at least pool_min ({pool_min}), got {pool_max}")
+        idempotency = self.options.get("idempotency", True)
+        if not isinstance(idempotency, bool):
+            raise self.fail("idempotency", f"must be true or false, got {idempotency!r}")
         return RelConfig(
-            **url, pool_min=pool_min, pool_max=pool_max, connect_timeout=self._timeout()
+            **url,
+            pool_min=pool_min,
+            pool_max=pool_max,
+            connect_timeout=self._timeout(),
+            idempotency=idempotency,
         )
 
     def _url(self) -> dict[str, Any]:

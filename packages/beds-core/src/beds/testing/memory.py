@@ -2,26 +2,39 @@
 
 Records live in a dict per template, keyed by the template's key fields. Queries filter by
 equality on their params, in insertion order. Generated ``int`` fields count up from 1 and
-generated ``datetime`` fields take the current UTC time.
+generated ``datetime`` fields take the current UTC time. Idempotency keys are kept in a dict
+(the same repeat rules as the real stores, :mod:`beds.idempotency`), for as long as the process.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import itertools
+import time
 from typing import TYPE_CHECKING, Any
+
+import attrs
 
 from beds.envelopes import Operation
 from beds.errors import Conflict, NotFound
+from beds.idempotency import encode_result, repeat_outcome
 from beds.templates.model import FieldType, Template
 from beds.values import to_wire_record
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     from beds.namaste import CallContext, Query, Record, SchemaFile, StoreSettings
 
 __all__ = ("MemoryAdapter",)
+
+
+@attrs.define
+class _Claim:
+    fingerprint: str
+    expires: float
+    """``time.monotonic()`` after which the key is forgotten."""
+    result: bytes | None = None
 
 
 class MemoryAdapter:
@@ -31,9 +44,12 @@ class MemoryAdapter:
         store: the store name it serves (templates select it by ``store``).
     """
 
+    idempotent_writes = True
+
     def __init__(self, store: str = "memory") -> None:
         self.store = store
         self.tables: dict[str, dict[tuple[Any, ...], Record]] = {}
+        self.idempotency: dict[str, _Claim] = {}
         self.calls: list[tuple[str, str]] = []
         self._ids = itertools.count(1)
 
@@ -55,8 +71,29 @@ class MemoryAdapter:
     def _key(self, template: Template, record: Record) -> tuple[Any, ...]:
         return tuple(record[name] for name in template.key)
 
+    async def _once(self, ctx: CallContext, write: Callable[[], Awaitable[Record]]) -> Record:
+        """Run ``write`` at most once per idempotency key (every write when there is none)."""
+        key = ctx.idempotency_key
+        if key is None:
+            return await write()
+        now = time.monotonic()
+        claim = self.idempotency.get(key)
+        if claim is not None and claim.expires > now:
+            return repeat_outcome(ctx, claim.fingerprint, claim.result)
+        claim = self.idempotency[key] = _Claim(ctx.fingerprint, now + ctx.idempotency_ttl)
+        try:
+            result = await write()
+        except BaseException:
+            del self.idempotency[key]  # nothing was written: a repeat may run it
+            raise
+        claim.result = encode_result(result)
+        return result
+
     async def create(self, template: Template, record: Record, ctx: CallContext) -> Record:
         """Insert a record, filling generated fields."""
+        return await self._once(ctx, lambda: self._create(template, record))
+
+    async def _create(self, template: Template, record: Record) -> Record:
         self.calls.append(("create", template.name))
         row = dict(record)
         for field in template.fields.values():
@@ -84,6 +121,9 @@ class MemoryAdapter:
 
     async def update(self, template: Template, record: Record, ctx: CallContext) -> Record:
         """Change the given fields of the record with this key."""
+        return await self._once(ctx, lambda: self._update(template, record))
+
+    async def _update(self, template: Template, record: Record) -> Record:
         self.calls.append(("update", template.name))
         row = self.tables.get(template.name, {}).get(self._key(template, record))
         if row is None:
@@ -94,6 +134,9 @@ class MemoryAdapter:
 
     async def delete(self, template: Template, key: Record, ctx: CallContext) -> Record:
         """Remove the record with this key."""
+        return await self._once(ctx, lambda: self._delete(template, key))
+
+    async def _delete(self, template: Template, key: Record) -> Record:
         self.calls.append(("delete", template.name))
         if self.tables.get(template.name, {}).pop(self._key(template, key), None) is None:
             raise NotFound("no record has that key")
