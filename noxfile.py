@@ -137,3 +137,14 @@ def bench(session: nox.Session) -> None:
     """
     install_workspace(session, "bench")
     session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session(default=False)
+def soak(session: nox.Session) -> None:
+    """Ten minutes of steady mixed load on one node; fails if a request fails or memory grows.
+
+    Needs RabbitMQ (and rabbitmqctl) and MariaDB; not part of the test run. Pass options after
+    ``--``: ``--minutes 1``, ``--in-flight 16``, ``--max-growth 1.05``, ``--out DIR``.
+    """
+    install_workspace(session, "bench")
+    session.run("python", "benchmarks/soak.py", *session.posargs)

@@ -28,6 +28,10 @@ events_exchange = "beds.events.{env}"
 logs_exchange = "beds.logs.{env}"
 dead_letter_exchange = "beds.dlx.{env}"
 
+[telemetry]
+# A free port: the default 9464 may be taken by a node running on this machine.
+port = 0
+
 [stores.rel]
 url = "{mariadb_url}"
 

@@ -45,6 +45,7 @@ DEMO_DECLARATION: dict[str, Any] = {
     "queries": {
         "by_count": {"params": ["count"], "max_limit": 20},
         "by_title": {"params": ["title"], "max_limit": 5, "view": "dmi_by_title_v"},
+        "by_id": {"params": ["id"], "max_limit": 1},
     },
     "capabilities": {"audit": True, "locking": True, "retention_days": 30},
     "access": {"create": ["alice"], "fetch": ["*"]},

@@ -253,7 +253,7 @@ def test_fetch_default_query_of_the_example(spew_templates: dict[str, Template])
 @pytest.mark.parametrize("name", ["nope", 5, None, ["by_title"]], ids=repr)
 def test_fetch_unknown_query(demo_template: Template, name: Any) -> None:
     assert fetch_problems(demo_template, {"query": name}) == [
-        "$.payload.query: must be one of by_count, by_title"
+        "$.payload.query: must be one of by_count, by_id, by_title"
     ]
 
 

@@ -161,6 +161,33 @@ def dead_letter() -> Callable[[BedsNode], Awaitable[aiormq.abc.DeliveredMessage]
     return take
 
 
+@pytest.fixture
+def config_file(tmp_path: Path, amqp_url: str) -> Callable[..., Path]:
+    """``config_file(env, url=None)``: a config file for an environment, named as ``start_node``
+    names its exchanges, for ``beds --config`` when no node of that environment ran (a running
+    node's own file is ``Path(node.config.files[0])``)."""
+
+    def write(env: str, url: str | None = None) -> Path:
+        path = tmp_path / f"{unique_name('beds')}.toml"
+        path.write_text(
+            f"""
+schema_version = 1
+[node]
+env = "{env}"
+[amqp]
+url = "{url or amqp_url}"
+connect_timeout = 5
+events_exchange = "beds.events.{env}"
+logs_exchange = "beds.logs.{env}"
+dead_letter_exchange = "beds.dlx.{env}"
+""",
+            encoding="utf-8",
+        )
+        return path
+
+    return write
+
+
 @pytest.fixture(autouse=True)
 def beds_log_on_failure() -> Iterator[None]:
     """Show the node's warnings and errors in a failing test's captured stderr."""

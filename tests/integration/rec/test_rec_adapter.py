@@ -36,6 +36,10 @@ pytestmark = pytest.mark.mongodb
 
 CTX = CallContext(event_id="test.dev.rec")
 SCHEMA_FILE = "beds_templates_example/schema/rec/001_spew_profile.json"
+OWN_SCHEMA_FILES = [  # beds-rec's own collections (idempotency keys, lineage) come first
+    "beds_rec/schema_files/000_beds_idempotency.json",
+    "beds_rec/schema_files/001_beds_mslogs.json",
+]
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
 BY_ID = """
@@ -127,8 +131,9 @@ async def fetch(adapter: RecAdapter, template: Template, **payload: Any) -> list
 async def test_apply_schema_is_idempotent_and_verify_passes(
     adapter: RecAdapter, profile: Template, schema: list[SchemaFile], mongo_server_uri: str
 ) -> None:
-    assert await adapter.apply_schema(schema) == [SCHEMA_FILE]
-    assert await adapter.apply_schema(schema) == [SCHEMA_FILE]
+    applied = [*OWN_SCHEMA_FILES, SCHEMA_FILE]
+    assert await adapter.apply_schema(schema) == applied
+    assert await adapter.apply_schema(schema) == applied
     await adapter.verify(profile)
 
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_server_uri)
@@ -176,11 +181,11 @@ async def test_verify_names_the_missing_collection_and_index(
     try:
         with pytest.raises(DatabaseObjectMissing) as caught:
             await adapter.verify(profile)
-        assert caught.value.objects == ("spf_profiles", "spf_handle_uq")
+        assert caught.value.objects == ("spf_profiles", "spf_handle_uq", "beds_idempotency")
         assert fresh_database in caught.value.message
 
         bare = SchemaFile(name="000_bare.json", text='{"collection": "spf_profiles"}')
-        assert await adapter.apply_schema([bare]) == ["000_bare.json"]
+        assert await adapter.apply_schema([bare]) == [*OWN_SCHEMA_FILES, "000_bare.json"]
         with pytest.raises(DatabaseObjectMissing) as caught:
             await adapter.verify(profile)
         assert caught.value.details == ("spf_handle_uq",)

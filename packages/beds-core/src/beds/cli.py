@@ -1,4 +1,4 @@
-"""The ``beds`` command (click): run, call, check, templates, plugins, schema apply.
+"""The ``beds`` command (click): run, call, check, templates, plugins, schema apply, dlq.
 
 Exit codes: 0 success; 1 the operation failed (start-up check, error reply, timeout);
 2 bad usage or bad configuration.
@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 import orjson
@@ -21,11 +21,16 @@ from beds.codec import converter
 from beds.config.loader import default_config_path, load_config
 from beds.config.model import Config, LogSettings
 from beds.envelopes import Operation
-from beds.errors import BedsError, ConfigError
+from beds.errors import BedsError, ConfigError, PublishError
 from beds.log import configure_logging
 from beds.node import BedsNode, StartupError
 
+if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
 __all__ = ("main",)
+
+_T = TypeVar("_T")
 
 _config_option = click.option(
     "--config",
@@ -154,6 +159,44 @@ def call(
 
 
 @cli.command()
+@click.argument("event_id")
+@_config_option
+@click.option("--url", default=None, help="AMQP URL (default: amqp.url from the config).")
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for the reply.")
+@click.option("--json", "as_json", is_flag=True, help="Print the events as JSON.")
+def lineage(
+    event_id: str, config_path: Path | None, url: str | None, timeout: float, as_json: bool
+) -> None:
+    """Print the tree of events EVENT_ID belongs to, with timings (from the admin node)."""
+    from beds.client import BedsClient
+    from beds.lineage import LINEAGE_TEMPLATE, Event, format_tree
+
+    config = _load(config_path)
+    configure_logging(LogSettings(level="CRITICAL"))
+
+    async def ask() -> Any:
+        async with BedsClient(
+            url or config.amqp.url,
+            exchange=config.amqp.events_exchange,
+            origin="cli",
+            env=config.node.env,
+            timeout=timeout,
+        ) as client:
+            return await client.fetch(LINEAGE_TEMPLATE, params={"event_id": event_id})
+
+    try:
+        records = asyncio.run(ask())
+    except PublishError:
+        _fail("no admin node serves lineage here (nothing is bound to *.admin): start one")
+    except BedsError as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(orjson.dumps(records, option=orjson.OPT_INDENT_2).decode())
+    else:
+        click.echo(format_tree([Event.from_record(record) for record in records]))
+
+
+@cli.command()
 @_config_option
 @_node_option
 def check(config_path: Path | None, role: str | None) -> None:
@@ -250,6 +293,209 @@ def schema_apply(config_path: Path | None) -> None:
             click.echo(f"applied {line}")
     except (BedsError, StartupError) as exc:
         _fail(str(exc))
+
+
+@cli.group()
+def dlq() -> None:
+    """The environment's dead-letter queue (beds.{env}.dead): list, replay, purge."""
+
+
+_yes_option = click.option(
+    "--yes", is_flag=True, help="Do not ask for confirmation (needed when stdin is not a terminal)."
+)
+
+
+def _dlq_interactive() -> bool:
+    """Whether a person can answer a confirmation prompt."""
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+def _dlq_require_consent(yes: bool, action: str) -> None:
+    """Refuse (exit 2) to change the queue without --yes when nobody can be asked."""
+    if not yes and not _dlq_interactive():
+        _fail(f"refusing to {action} without --yes: stdin is not a terminal", 2)
+
+
+async def _dlq_confirm(question: str) -> None:
+    """Ask on the terminal (in a thread, so the AMQP connection keeps its heartbeats)."""
+    await asyncio.to_thread(click.confirm, question, abort=True)
+
+
+def _dlq_run(work: Coroutine[Any, Any, _T]) -> _T:
+    configure_logging(LogSettings(level="CRITICAL"))
+    try:
+        return asyncio.run(work)
+    except BedsError as exc:
+        _fail(str(exc))
+
+
+def _plural(count: int, noun: str = "message") -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+@dlq.command("list")
+@_config_option
+@click.option(
+    "--limit",
+    default=20,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Show at most this many messages, from the head of the queue.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def dlq_list(config_path: Path | None, limit: int, as_json: bool) -> None:
+    """Show dead letters without removing them (they are requeued and marked redelivered)."""
+    from beds.dlq import DeadLetter, DeadLetterQueue, format_table
+
+    config = _load(config_path)
+
+    async def peek() -> tuple[str, int, list[DeadLetter]]:
+        async with DeadLetterQueue(config) as queue:
+            depth = await queue.depth()
+            return queue.queue, depth, await queue.peek(limit) if depth else []
+
+    name, depth, letters = _dlq_run(peek())
+    if as_json:
+        document = {
+            "queue": name,
+            "depth": depth,
+            "messages": [letter.to_json() for letter in letters],
+        }
+        click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+    elif not letters:
+        click.echo(f"dead-letter queue {name} is empty")
+    else:
+        click.echo(f"{name}: {_plural(depth)}, showing {len(letters)}")
+        click.echo(format_table(letters))
+
+
+@dlq.command("replay")
+@_config_option
+@click.option(
+    "--limit",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Replay at most this many messages (default: all).",
+)
+@click.option("--message-id", default=None, help="Replay only messages with this message_id.")
+@_yes_option
+def dlq_replay(
+    config_path: Path | None, limit: int | None, message_id: str | None, yes: bool
+) -> None:
+    """Publish dead letters back to the events exchange with their original routing keys."""
+    from beds.dlq import DeadLetterQueue, ReplayResult
+
+    config = _load(config_path)
+    _dlq_require_consent(yes, "replay")
+
+    async def replay() -> tuple[str, str, ReplayResult | None]:
+        async with DeadLetterQueue(config) as queue:
+            depth = await queue.depth()
+            if depth and not yes:
+                selected = (
+                    f"the messages with message id {message_id} (of {_plural(depth)})"
+                    if message_id is not None
+                    else _plural(depth if limit is None else min(limit, depth))
+                )
+                await _dlq_confirm(
+                    f"Replay {selected} from {queue.queue} to exchange {queue.exchange}?"
+                )
+            result = await queue.replay(limit=limit, message_id=message_id) if depth else None
+            return queue.queue, queue.exchange, result
+
+    name, exchange, result = _dlq_run(replay())
+    if result is None:
+        click.echo(f"dead-letter queue {name} is empty")
+        return
+    click.echo(f"replayed {_plural(len(result.replayed))} to exchange {exchange}")
+    for letter in result.unroutable:
+        click.echo(
+            f"not replayed (no queue is bound for {letter.routing_key or '(no routing key)'!r}): "
+            f"message id {letter.message_id or '-'}"
+        )
+    click.echo(f"{_plural(result.left)} left in {name}")
+    if result.unroutable:
+        _fail(f"{_plural(len(result.unroutable))} could not be routed and stayed in {name}")
+    if message_id is not None and not result.replayed:
+        _fail(f"no message with message id {message_id} in {name}")
+
+
+@dlq.command("purge")
+@_config_option
+@_yes_option
+def dlq_purge(config_path: Path | None, yes: bool) -> None:
+    """Delete every message of the dead-letter queue."""
+    from beds.dlq import DeadLetterQueue
+
+    config = _load(config_path)
+    _dlq_require_consent(yes, "purge")
+
+    async def purge() -> tuple[str, int]:
+        async with DeadLetterQueue(config) as queue:
+            depth = await queue.depth()
+            if not depth:
+                return queue.queue, 0
+            if not yes:
+                await _dlq_confirm(f"Delete {_plural(depth)} from {queue.queue}? They are lost.")
+            return queue.queue, await queue.purge()
+
+    name, removed = _dlq_run(purge())
+    if removed:
+        click.echo(f"purged {_plural(removed)} from {name}")
+    else:
+        click.echo(f"dead-letter queue {name} is empty")
+
+
+@cli.command()
+@_config_option
+@click.option(
+    "--url",
+    default=None,
+    help="The node's telemetry URL, such as http://127.0.0.1:9464 "
+    "(default: telemetry.host and telemetry.port from the config).",
+)
+@click.option(
+    "--watch",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    metavar="SECONDS",
+    help="Print the status again every SECONDS until interrupted.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the /status JSON document.")
+def status(config_path: Path | None, url: str | None, watch: float | None, as_json: bool) -> None:
+    """Print the live status of a running node (from its telemetry endpoint /status)."""
+    import time
+
+    from beds.telemetry.status import fetch_status, format_status, status_url
+
+    try:
+        target = status_url(url, None if url is not None else _load(config_path).telemetry)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+
+    def render() -> str:
+        document = fetch_status(target)
+        if as_json:
+            return orjson.dumps(document, option=orjson.OPT_INDENT_2).decode()
+        return format_status(document)
+
+    if watch is None:
+        try:
+            click.echo(render())
+        except BedsError as exc:
+            _fail(str(exc))
+        return
+    try:
+        while True:
+            try:
+                text = render()
+            except BedsError as exc:
+                text = f"beds: error: {exc}"
+            click.clear()
+            click.echo(f"{target}, every {watch:g} s (Ctrl-C stops)\n\n{text}")
+            time.sleep(watch)
+    except KeyboardInterrupt:
+        pass
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ from tenacity import (
 )
 
 from beds.codec import CONTENT_TYPE, DEFAULT_MAX_MESSAGE_BYTES, decode_response, encode_request
-from beds.envelopes import Operation, Request, RequestMeta, Response
+from beds.envelopes import WRITE_OPERATIONS, Operation, Request, RequestMeta, Response
 from beds.errors import BrokerUnavailable, PublishError, ReplyTimeout, RequestError
 from beds.lineage import new_event_id
 from beds.routing import PING_TEMPLATE, routing_key
@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 __all__ = ("BedsClient",)
 
 _REPLY_TO = "amq.rabbitmq.reply-to"
+REPLY_GRACE = 0.5
+"""Seconds a call waits past its deadline, for the node's deadline-exceeded reply."""
 
 
 class BedsClient:
@@ -53,6 +55,10 @@ class BedsClient:
         origin: this client's name, sent as ``meta.origin`` and used in event ids.
         env: environment name used in event ids.
         principal: default principal sent with every request.
+        idempotent_writes: give every create, update and delete sent without an idempotency key
+            a fresh one, so that a write redelivered after a node died, or retried by the node,
+            runs exactly once (REL) or at most once (REC). Turn it off only for stores that do
+            not support idempotency keys (they refuse keyed writes with ``BEDS-405``).
     """
 
     def __init__(
@@ -65,6 +71,7 @@ class BedsClient:
         env: str = "dev",
         principal: str | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        idempotent_writes: bool = True,
     ) -> None:
         self.url = url
         self.exchange = exchange
@@ -73,6 +80,7 @@ class BedsClient:
         self.env = env
         self.principal = principal
         self.max_message_bytes = max_message_bytes
+        self.idempotent_writes = idempotent_writes
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         self._waiting: dict[str, asyncio.Future[Response]] = {}
@@ -196,6 +204,8 @@ class BedsClient:
         channel = self._channel
         assert channel is not None  # connect() sets it or raises
         correlation_id = uuid.uuid4().hex
+        if idempotency_key is None and self.idempotent_writes and operation in WRITE_OPERATIONS:
+            idempotency_key = f"{self.origin}.{correlation_id}"
         request = Request(
             operation=operation,
             template=template,
@@ -214,7 +224,8 @@ class BedsClient:
         future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         self._waiting[correlation_id] = future
         try:
-            async with asyncio.timeout(timeout):
+            # The node answers BEDS-504 right at the deadline: wait a little past it for that.
+            async with asyncio.timeout(timeout + REPLY_GRACE):
                 await channel.basic_publish(
                     encode_request(request),
                     exchange=self.exchange,

@@ -1,12 +1,196 @@
-"""Event identifiers: ``"{node}.{env}.{guid}"`` with parent and depth (SPEC, event lineage)."""
+"""Event lineage: ids, the event record, batches on the wire, and one request's tree.
+
+Every request is an event ``"{node}.{env}.{guid}"`` with a ``parent_id`` and a ``depth``; what
+it causes (its database call, its log records, its audit records, requests it sends to other
+templates) are child events. Nodes publish events in batches on the logs exchange; the admin
+node's logs broker stores them (``msLogs``) through an :class:`EventStore`, and
+:func:`collect_tree` reads one request's whole tree back (``beds lineage EVENT_ID``).
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, runtime_checkable
 
-__all__ = ("new_event_id",)
+import attrs
+import orjson
+
+from beds.codec import converter
+from beds.envelopes import MAX_DEPTH
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = (
+    "LINEAGE_TEMPLATE",
+    "Event",
+    "EventKind",
+    "EventStore",
+    "collect_tree",
+    "decode_events",
+    "encode_events",
+    "format_tree",
+    "new_event_id",
+)
+
+EventKind = Literal["request", "db", "log", "audit"]
+LINEAGE_TEMPLATE: Final = "beds_lineage"
+"""The built-in template the admin node answers ``beds lineage`` with (routing ``*.admin``)."""
 
 
 def new_event_id(node: str, env: str) -> str:
     """Return a new event id made on ``node`` in environment ``env``."""
     return f"{node}.{env}.{uuid.uuid4().hex}"
+
+
+@attrs.frozen(kw_only=True)
+class Event:
+    """One node of a lineage tree, as stored in ``msLogs``."""
+
+    event_id: str
+    parent_id: str = ""
+    """The event that caused this one; empty for a root (a request from outside)."""
+    depth: int = 0
+    kind: EventKind
+    node: str
+    env: str
+    at: float
+    """Unix time (seconds, UTC) the event started."""
+    ms: float | None = None
+    """How long it took, in milliseconds (requests and database calls)."""
+    template: str = ""
+    operation: str = ""
+    status: int = 0
+    """The response status (requests), 0 otherwise."""
+    code: str = ""
+    """The error code, if the event failed; the level (``INFO``…) of a log record."""
+    message: str = ""
+    """What happened, in words (log records), or the store called (database calls)."""
+    data: dict[str, Any] | None = None
+    """Audit records: principal, origin, key, before, after."""
+
+    def to_record(self) -> dict[str, Any]:
+        """A JSON-safe dict (the stored form; ``None`` fields left out)."""
+        return {key: value for key, value in attrs.asdict(self).items() if value is not None}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Event:
+        """Rebuild an event from its stored form (unknown keys, such as ``_id``, ignored)."""
+        names = {field.name for field in attrs.fields(cls)}
+        return cls(**{key: value for key, value in record.items() if key in names})
+
+
+def encode_events(events: Sequence[Event]) -> bytes:
+    """One batch of events as a message body (a JSON array of records)."""
+    return orjson.dumps([event.to_record() for event in events])
+
+
+def decode_events(body: bytes) -> list[Event]:
+    """Decode a batch, strictly (the wire converter: types checked, no unknown keys).
+
+    Raises:
+        ValueError: the body is not a JSON array of event records.
+    """
+    try:
+        items = orjson.loads(body)
+        if type(items) is not list:
+            raise TypeError("must be a JSON array")
+        events: list[Event] = converter.structure(items, list[Event])
+    except (orjson.JSONDecodeError, ValueError, TypeError, KeyError, BaseExceptionGroup) as exc:
+        raise ValueError(f"not a batch of lineage events: {exc}") from None
+    return events
+
+
+@runtime_checkable
+class EventStore(Protocol):
+    """Where the admin node keeps events: an adapter that also implements these two methods."""
+
+    async def store_events(self, events: Sequence[dict[str, Any]]) -> None:
+        """Keep the events (records with ``event_id``); storing one twice keeps one copy."""
+
+    async def find_events(
+        self, *, event_ids: Sequence[str] = (), parent_ids: Sequence[str] = ()
+    ) -> list[dict[str, Any]]:
+        """The events with these ids, and those whose parent is one of ``parent_ids``."""
+
+
+async def collect_tree(store: EventStore, event_id: str) -> list[Event]:
+    """Every event of the tree ``event_id`` belongs to: up to its root, then all descendants.
+
+    Returns them root first, each followed by its descendants (depth-first, by time).
+    """
+    found = await store.find_events(event_ids=[event_id])
+    if not found:
+        return []
+    root = Event.from_record(found[0])
+    for _ in range(MAX_DEPTH):  # up to the root (or the oldest stored ancestor)
+        if not root.parent_id:
+            break
+        parents = await store.find_events(event_ids=[root.parent_id])
+        if not parents:
+            break
+        root = Event.from_record(parents[0])
+    tree = [root]
+    level = [root.event_id]
+    seen = {root.event_id}
+    for _ in range(MAX_DEPTH + 1):  # down, one level per query
+        children = [
+            Event.from_record(record)
+            for record in await store.find_events(parent_ids=level)
+            if record.get("event_id") not in seen
+        ]
+        if not children:
+            break
+        seen.update(child.event_id for child in children)
+        tree.extend(children)
+        level = [child.event_id for child in children]
+    return _depth_first(tree)
+
+
+def _depth_first(events: list[Event]) -> list[Event]:
+    by_parent: dict[str, list[Event]] = {}
+    for event in events:
+        by_parent.setdefault(event.parent_id, []).append(event)
+    ordered: list[Event] = []
+
+    def visit(event: Event) -> None:
+        ordered.append(event)
+        for child in sorted(by_parent.get(event.event_id, []), key=lambda e: e.at):
+            visit(child)
+
+    visit(events[0])
+    return ordered
+
+
+def format_tree(events: Sequence[Event]) -> str:
+    """The tree as indented text lines with timings, for ``beds lineage``."""
+    if not events:
+        return ""
+    start = events[0].at
+    base = events[0].depth
+    lines = []
+    for event in events:
+        indent = "  " * (event.depth - base)
+        offset = f"+{(event.at - start) * 1000:.1f} ms"
+        took = f" {event.ms:.1f} ms" if event.ms is not None else ""
+        what = _describe(event)
+        lines.append(f"{indent}{event.kind:<7} {what}{took}  [{offset}] {event.event_id}")
+    return "\n".join(lines)
+
+
+def _describe(event: Event) -> str:
+    if event.kind == "request":
+        outcome = event.code or str(event.status)
+        return f"{event.operation} {event.template} → {outcome} on {event.node}"
+    if event.kind == "db":
+        failed = f" failed {event.code}" if event.code else ""
+        return f"{event.message}{failed}"
+    if event.kind == "audit":
+        return f"{event.operation} {event.template} {orjson.dumps(event.data).decode()}"
+    return event.message
+
+
+def utc_iso(at: float) -> str:
+    """A Unix time as ISO 8601 UTC (for JSON output)."""
+    return dt.datetime.fromtimestamp(at, tz=dt.UTC).isoformat()

@@ -1,9 +1,10 @@
 """A BEDS node: the start-up sequence (IPL), the broker pools, and shutdown.
 
-IPL: configuration (already loaded) → RabbitMQ → plugins, adapters and templates → stores
-(``rec`` then ``rel``; required) → template database objects → topology → brokers → ready.
-RabbitMQ, plugins, stores and topology are always fatal. In production every failure is fatal;
-in development a template that cannot be prepared or whose objects are missing is a warning.
+IPL: configuration (already loaded) → telemetry (when serving) → RabbitMQ → plugins, adapters
+and templates → stores (``rec`` then ``rel``; required) → template database objects → topology
+→ brokers → ready. RabbitMQ, plugins, stores and topology are always fatal. In production every
+failure is fatal; in development telemetry that cannot listen, a template that cannot be
+prepared or whose objects are missing is a warning.
 ``BedsNode.check()`` runs the same steps without serving and returns the checklist.
 """
 
@@ -11,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Literal, NoReturn, Self
+import os
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, Self
 
 import aiormq
 import attrs
@@ -19,13 +21,17 @@ import pluggy
 from loguru import logger
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
+from beds.broker.admin import admin_templates
 from beds.broker.dispatch import Dispatcher
+from beds.broker.logs import LogsPool
 from beds.broker.pool import BrokerPool
 from beds.errors import BedsError, PluginError, RequestError, TemplateError
 from beds.factory import Factory
+from beds.lineage import EventStore
 from beds.namaste import NamasteCore, StoreSettings
 from beds.plugins import Hooks, make_plugin_manager
 from beds.transport.amqp import connect, declare_topology, redact
+from beds.transport.events import EventPublisher
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -35,6 +41,7 @@ if TYPE_CHECKING:
 
     from beds.config.model import Config
     from beds.registry import TemplateRegistry
+    from beds.telemetry import Telemetry
     from beds.templates.model import Template
 
 __all__ = ("BedsNode", "Check", "NodeInfo", "StartupError")
@@ -95,7 +102,12 @@ class BedsNode:
         self._connection: AbstractConnection | None = None
         self._closed = asyncio.Event()
         self._stopping = False
-        self._dispatcher: Dispatcher | None = None
+        self.dispatchers: dict[str, Dispatcher] = {}
+        """One per broker type, so its counters (``retried``, ``over_budget``) are per broker."""
+        self.events: EventPublisher | None = None
+        """Publishes lineage events and audit records to the logs exchange, while serving."""
+        self.telemetry: Telemetry | None = None
+        """The HTTP endpoints and metrics (``[telemetry]``), while the node serves them."""
         self._reconnecting: asyncio.Task[None] | None = None
         self.reconnects = 0
         """Times the node reconnected to RabbitMQ after losing it."""
@@ -108,6 +120,32 @@ class BedsNode:
         return NodeInfo(
             name=node.name, role=node.role, env=node.env, templates=tuple(sorted(self.templates))
         )
+
+    @property
+    def state(self) -> Literal["starting", "ready", "reconnecting", "stopping", "stopped"]:
+        """Where the node is in its life; only ``ready`` serves (``GET /ready``)."""
+        if self._closed.is_set():
+            return "stopped"
+        if self._stopping:
+            return "stopping"
+        if self.ready:
+            return "ready"
+        if self._reconnecting is not None and not self._reconnecting.done():
+            return "reconnecting"
+        return "starting"
+
+    @property
+    def connection(self) -> AbstractConnection | None:
+        """The node's AMQP connection while it has one."""
+        return self._connection
+
+    @property
+    def telemetry_url(self) -> str | None:
+        """Where the telemetry endpoints answer, such as ``http://127.0.0.1:9464``.
+
+        With ``telemetry.port = 0`` this names the port the node picked.
+        """
+        return self.telemetry.url if self.telemetry is not None else None
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -152,7 +190,10 @@ class BedsNode:
         except (PluginError, TemplateError, pluggy.PluginValidationError) as exc:
             self._fail("plugins", exc)
         self._ok("plugins", f"{len(registry.templates)} templates")
-        for store in sorted({t.store for t in registry.templates.values()}):
+        stores = {t.store for t in registry.templates.values()}
+        if self.keeps_events:
+            stores.add(self.config.lineage.store)
+        for store in sorted(stores):
             factory = factories.factories.get(store)
             if factory is None:
                 self._problem(f"adapter {store}", f"no installed plugin provides store {store!r}")
@@ -167,6 +208,12 @@ class BedsNode:
                 self.adapters[store] = factory(settings)
             except BedsError as exc:
                 self._fail(f"adapter {store}", exc)
+        if self.keeps_events and self.event_store is None:
+            self._fail(
+                "lineage store",
+                f"this role's logs brokers keep events in store {self.config.lineage.store!r} "
+                "(key lineage.store), whose adapter cannot store events",
+            )
         for name, template in sorted(registry.templates.items()):
             adapter = self.adapters.get(template.store)
             if adapter is None:
@@ -177,6 +224,17 @@ class BedsNode:
                 self._problem(f"template {name}", exc)
                 continue
             self.templates[name] = template
+
+    @property
+    def event_store(self) -> EventStore | None:
+        """The adapter of ``lineage.store``, if it can store lineage events."""
+        adapter: object = self.adapters.get(self.config.lineage.store)
+        return adapter if isinstance(adapter, EventStore) else None
+
+    @property
+    def keeps_events(self) -> bool:
+        """Whether this node stores lineage events (its role has a ``logs`` broker)."""
+        return any(settings.type == "logs" for settings in self.config.brokers.values())
 
     async def _connect_amqp(self) -> AbstractConnection:
         try:
@@ -209,11 +267,33 @@ class BedsNode:
                 continue
             self._ok(f"template {name} objects")
 
-    async def _ipl(self) -> AbstractConnection:
-        """Config (loaded) → RabbitMQ → plugins/templates → stores → template objects."""
+    async def _start_telemetry(self) -> None:
+        """IPL (serving only): the HTTP endpoints, first, so probes get answers during IPL."""
+        settings = self.config.telemetry
+        if not settings.enabled:
+            return
+        from beds.telemetry import Telemetry  # only when serving: aiohttp takes time to import
+
+        telemetry = Telemetry(self)
+        try:
+            await telemetry.start()
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            self._problem(
+                "telemetry",
+                f"cannot listen on {settings.host}:{settings.port}: {reason} (key telemetry.port)",
+            )
+            return
+        self.telemetry = telemetry
+        self._ok("telemetry", telemetry.url)
+
+    async def _ipl(self, *, serve: bool = False) -> AbstractConnection:
+        """Config (loaded) → telemetry → RabbitMQ → plugins/templates → stores → objects."""
         self.checks = [
             Check(name="config", status="ok", detail=", ".join(self.config.files) or "defaults")
         ]
+        if serve:
+            await self._start_telemetry()
         connection = await self._connect_amqp()
         try:
             self.load_plugins()
@@ -243,7 +323,7 @@ class BedsNode:
             StartupError: a fatal check failed; everything opened so far is closed again.
         """
         try:
-            self._connection = await self._ipl()
+            self._connection = await self._ipl(serve=True)
             await self._start_brokers(self._connection)
             assert self.hooks is not None
             try:
@@ -254,6 +334,8 @@ class BedsNode:
             await self.stop()
             raise
         self.ready = True
+        if self.telemetry is not None:
+            self.telemetry.serving()
         logger.info(
             "node {} ({}, env {}) ready: {} templates, brokers {}",
             self.config.node.name,
@@ -265,14 +347,32 @@ class BedsNode:
 
     async def _start_brokers(self, connection: AbstractConnection) -> None:
         self.factory = Factory(self.templates, self.adapters)
-        self._dispatcher = Dispatcher(
-            self.factory,
-            node=self.config.node.name,
-            env=self.config.node.env,
-            max_message_bytes=self.config.amqp.max_message_bytes,
-            hooks=self.hooks,
-            reliability=self.config.reliability,
-        )
+        node, lineage = self.config.node, self.config.lineage
+        if lineage.enabled or any(t.capabilities.audit for t in self.templates.values()):
+            self.events = EventPublisher(
+                self.config.amqp.logs_exchange,
+                node=node.name,
+                env=node.env,
+                batch_size=lineage.batch_size,
+                flush_interval=lineage.flush_interval,
+                log_level=lineage.log_level,
+            )
+        store = self.event_store
+        builtins = admin_templates(store) if store is not None and self.keeps_events else None
+        self.dispatchers = {
+            broker: Dispatcher(
+                self.factory,
+                node=node.name,
+                env=node.env,
+                max_message_bytes=self.config.amqp.max_message_bytes,
+                hooks=self.hooks,
+                reliability=self.config.reliability,
+                events=self.events,
+                trace=lineage.enabled,
+                builtins=builtins,
+            )
+            for broker in self.config.brokers
+        }
         try:
             await self._consume(connection)
         except (aiormq.exceptions.AMQPError, ConnectionError) as exc:
@@ -283,18 +383,24 @@ class BedsNode:
 
     async def _consume(self, connection: AbstractConnection) -> None:
         """Declare the topology and start one pool per broker on ``connection``."""
-        assert self._dispatcher is not None
         channel = await connection.channel()
         queues = await declare_topology(channel, self.config)
         await channel.close()
+        if self.events is not None:
+            await self.events.attach(connection)
         for broker, settings in self.config.brokers.items():
-            pool = BrokerPool(
-                broker,
-                settings,
-                queue=queues[broker],
-                dispatcher=self._dispatcher,
-                dead_letter_exchange=self.config.amqp.dead_letter_exchange,
-                count_redeliveries=self.config.amqp.queue_type == "classic",
+            common: dict[str, Any] = {
+                "queue": queues[broker],
+                "dispatcher": self.dispatchers[broker],
+                "dead_letter_exchange": self.config.amqp.dead_letter_exchange,
+                "count_redeliveries": self.config.amqp.queue_type == "classic",
+                "observer": self.telemetry.observer(broker) if self.telemetry else None,
+            }
+            store = self.event_store
+            pool = (
+                LogsPool(broker, settings, store=store, **common)
+                if settings.type == "logs" and store is not None
+                else BrokerPool(broker, settings, **common)
             )
             await pool.start(connection)
             self.pools[broker] = pool
@@ -362,6 +468,9 @@ class BedsNode:
     async def stop(self) -> None:
         """Stop consuming, drain in-flight requests, then close stores and the connection."""
         self._stopping = True
+        telemetry = self.telemetry  # /ready answers 503 from here on; /health until closed
+        if telemetry is not None:
+            await telemetry.stop_polling()
         if self._reconnecting is not None:
             self._reconnecting.cancel()
             with contextlib.suppress(BaseException):
@@ -375,11 +484,16 @@ class BedsNode:
             *(pool.stop(drain) for pool in self.pools.values()), return_exceptions=True
         )
         self.pools.clear()
+        events, self.events = self.events, None
+        if events is not None:
+            await events.aclose()  # the last batch goes out before the connection closes
         connection, self._connection = self._connection, None
         if connection is not None:
             with contextlib.suppress(Exception):
                 await connection.close()
         await self._close_adapters()
+        if telemetry is not None:
+            await telemetry.stop()
         self._closed.set()
 
     async def _close_adapters(self) -> None:

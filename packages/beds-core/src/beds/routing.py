@@ -4,6 +4,8 @@ A request is published on the events exchange with the routing key ``"{template}
 where the class is ``read`` (fetch, ticket, ping), ``write`` (create, update, delete) or
 ``meta`` (submit). Clients therefore need no knowledge of stores; brokers bind patterns such as
 ``*.read`` (every template) or ``spew_session.*`` (one template, for a dedicated node).
+The node's own admin templates (``beds_lineage``) use the class ``admin`` whatever the
+operation, so only admin brokers (``*.admin``) receive them.
 """
 
 from __future__ import annotations
@@ -11,11 +13,15 @@ from __future__ import annotations
 from typing import Final
 
 from beds.envelopes import Operation
+from beds.lineage import LINEAGE_TEMPLATE
 
-__all__ = ("PING_TEMPLATE", "operation_class", "routing_key")
+__all__ = ("ADMIN_TEMPLATES", "PING_TEMPLATE", "operation_class", "routing_key")
 
 PING_TEMPLATE: Final = "beds"
 """Template name used by ``ping``, which no store serves."""
+
+ADMIN_TEMPLATES: Final = frozenset({LINEAGE_TEMPLATE})
+"""Templates the admin node answers itself (routing class ``admin``)."""
 
 _CLASS: Final = {
     Operation.FETCH: "read",
@@ -35,4 +41,6 @@ def operation_class(operation: Operation) -> str:
 
 def routing_key(template: str, operation: Operation) -> str:
     """Return the routing key a request for ``template`` and ``operation`` is published with."""
+    if template in ADMIN_TEMPLATES:
+        return f"{template}.admin"
     return f"{template}.{_CLASS[operation]}"

@@ -8,16 +8,19 @@ request. A template that declares a generated field ``id`` gets ``_id`` back as 
 characters, and may name ``id`` in keys and query filters (invalid text is ``ValidationFailed``).
 Any other template never sees ``_id``: every projection excludes it.
 
-Every driver exception is translated at this boundary (:mod:`beds_rec.errors`).
+Every driver exception is translated at this boundary (:mod:`beds_rec.errors`). Writes with an
+idempotency key run at most once (:mod:`beds_rec.idempotency`).
 """
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
+import pymongo
 from pymongo import AsyncMongoClient, ReturnDocument
 
-from beds.envelopes import Operation
+from beds.envelopes import WRITE_OPERATIONS, Operation
 from beds.errors import (
     DatabaseObjectMissing,
     NotFound,
@@ -28,12 +31,18 @@ from beds.errors import (
 from beds_rec.binding import CREATED_AT, TemplatePlan, plan_template
 from beds_rec.embedded import open_embedded
 from beds_rec.errors import database_call, map_exceptions
+from beds_rec.events import COLLECTION as EVENTS_COLLECTION
+from beds_rec.events import EventLog
+from beds_rec.events import schema_file as events_schema_file
+from beds_rec.idempotency import COLLECTION as KEYS_COLLECTION
+from beds_rec.idempotency import TTL_INDEX, KeyStore
+from beds_rec.idempotency import schema_file as keys_schema_file
 from beds_rec.schema import apply_collection, parse_schema_file
 from beds_rec.settings import parse_settings
 from beds_rec.values import CODEC_OPTIONS, DOC_ID, to_record, utc_now
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     from pymongo.asynchronous.collection import AsyncCollection
     from pymongo.asynchronous.database import AsyncDatabase
@@ -74,6 +83,10 @@ class RecAdapter:
         self._db: AsyncDatabase[Document] | None = None
         self._collections: dict[str, AsyncCollection[Document]] = {}
         self._plans: dict[str, TemplatePlan] = {}
+        self._keys: KeyStore | None = None
+        self._events: EventLog | None = None
+        self.idempotent_writes = self.settings.idempotency
+        """Whether writes honour idempotency keys (``[stores.rec] idempotency``)."""
 
     def prepare(self, template: Template) -> None:
         """Check the template's ``[rec]`` table and query shapes, and keep its plan."""
@@ -107,6 +120,8 @@ class RecAdapter:
             self._db = self._client.get_database(
                 self.settings.database, codec_options=CODEC_OPTIONS
             )
+            self._keys = KeyStore(self._db[KEYS_COLLECTION])
+            self._events = EventLog(self._db[EVENTS_COLLECTION])
         except BaseException:
             await self.aclose()
             raise
@@ -127,6 +142,8 @@ class RecAdapter:
                 indexes = {str(index["name"]) async for index in cursor}
         missing = [] if found else [plan.collection]
         missing += [name for name in plan.indexes if name not in indexes]
+        if self.idempotent_writes and not WRITE_OPERATIONS.isdisjoint(template.operations):
+            missing += await self._missing_keys_objects()
         if missing:
             raise DatabaseObjectMissing(
                 f"template {template.name!r}: declared MongoDB objects are missing "
@@ -134,8 +151,49 @@ class RecAdapter:
                 details=missing,
             )
 
+    async def _missing_keys_objects(self) -> list[str]:
+        database = self._database
+        with map_exceptions(collection=KEYS_COLLECTION):
+            if not await database.list_collection_names(filter={"name": KEYS_COLLECTION}):
+                return [KEYS_COLLECTION]
+            cursor = await database[KEYS_COLLECTION].list_indexes()
+            indexes = {str(index["name"]) async for index in cursor}
+        return [] if TTL_INDEX in indexes else [TTL_INDEX]
+
+    async def _reachable(self, ctx: CallContext, *, write: bool) -> None:
+        """Fail fast (``StoreUnavailable``, retried) while the driver knows no usable server.
+
+        Under a request's deadline pymongo would wait the whole remaining time to select a
+        server, turning every outage into ``DeadlineExceeded``; a ping bounded by
+        ``server_selection_timeout`` tells an unreachable server apart first. Costs nothing while
+        a server is known.
+        """
+        client = self._client
+        if client is None:
+            raise StoreUnavailable("the REC store is not started")
+        topology = client.topology_description
+        if topology.has_writable_server() if write else topology.has_readable_server():
+            return
+        limit = self.settings.server_selection_timeout
+        if ctx.deadline is not None:
+            limit = min(limit, max(0.001, ctx.deadline - time.time()))
+        with map_exceptions(deadline=ctx.deadline), pymongo.timeout(limit):
+            await client.admin.command("ping")
+
+    async def _write(self, ctx: CallContext, write: Callable[[], Awaitable[Record]]) -> Record:
+        """Run a write: at most once per idempotency key when the request has one."""
+        await self._reachable(ctx, write=True)
+        if ctx.idempotency_key is None or not self.idempotent_writes:
+            return await write()
+        if self._keys is None:
+            raise StoreUnavailable("the REC store is not started")
+        return await self._keys.once(ctx, write)
+
     async def create(self, template: Template, record: Record, ctx: CallContext) -> Record:
         """Insert the record (stamping ``created_at`` if generated); return ``returns``."""
+        return await self._write(ctx, lambda: self._create(template, record, ctx))
+
+    async def _create(self, template: Template, record: Record, ctx: CallContext) -> Record:
         plan = self._plan(template)
         spec = self._operation(template, Operation.CREATE)
         document = plan.document(spec.params, record, "$.payload")
@@ -148,6 +206,7 @@ class RecAdapter:
 
     async def fetch(self, template: Template, query: Query, ctx: CallContext) -> list[Record]:
         """Run a declared query: equality filter, projection, sort, at most ``query.limit``."""
+        await self._reachable(ctx, write=False)
         plan = self._plan(template)
         shape = plan.queries.get(query.spec.name)
         if shape is None:
@@ -169,6 +228,9 @@ class RecAdapter:
         Raises:
             NotFound: no record has the key.
         """
+        return await self._write(ctx, lambda: self._update(template, record, ctx))
+
+    async def _update(self, template: Template, record: Record, ctx: CallContext) -> Record:
         plan = self._plan(template)
         spec = self._operation(template, Operation.UPDATE)
         where = plan.key_filter(record)
@@ -196,6 +258,9 @@ class RecAdapter:
         Raises:
             NotFound: no record has the key.
         """
+        return await self._write(ctx, lambda: self._delete(template, key, ctx))
+
+    async def _delete(self, template: Template, key: Record, ctx: CallContext) -> Record:
         plan = self._plan(template)
         self._operation(template, Operation.DELETE)
         where = plan.key_filter(key)
@@ -204,6 +269,22 @@ class RecAdapter:
         if result.deleted_count == 0:
             raise self._not_found(template)
         return {"deleted": result.deleted_count}
+
+    async def store_events(self, events: Sequence[dict[str, Any]]) -> None:
+        """Keep lineage events in ``msLogs`` (the admin node's logs broker; :mod:`beds.lineage`)."""
+        await self._event_log.store(events)
+
+    async def find_events(
+        self, *, event_ids: Sequence[str] = (), parent_ids: Sequence[str] = ()
+    ) -> list[dict[str, Any]]:
+        """Lineage events by id and by parent, oldest first."""
+        return await self._event_log.find(event_ids=event_ids, parent_ids=parent_ids)
+
+    @property
+    def _event_log(self) -> EventLog:
+        if self._events is None:
+            raise StoreUnavailable("the REC store is not started")
+        return self._events
 
     async def apply_schema(self, files: Sequence[SchemaFile]) -> list[str]:
         """Create or update the collections, validators and indexes the files declare.
@@ -221,7 +302,8 @@ class RecAdapter:
         try:
             database = self._database
             applied: list[str] = []
-            for file in files:
+            own = [*([keys_schema_file()] if self.idempotent_writes else []), events_schema_file()]
+            for file in [*own, *files]:
                 if not file.name.endswith(".json"):
                     raise TemplateError("REC schema files must be *.json", template=file.name)
                 schema = parse_schema_file(file)
@@ -236,6 +318,7 @@ class RecAdapter:
     async def aclose(self) -> None:
         """Close the client, then stop the embedded server; safe to call twice."""
         client, self._client, self._db = self._client, None, None
+        self._keys = self._events = None
         self._collections.clear()
         try:
             if client is not None:

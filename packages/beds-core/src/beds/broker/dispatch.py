@@ -3,16 +3,21 @@
 decode → deadline → template → access → validation → (before-dispatch hooks) → adapter →
 response. Every failure becomes an error response with a catalogue code; nothing raises.
 Keeping this free of AMQP lets unit tests and embedding drive it directly.
+
+With an :class:`EventSink`, each request leaves lineage events (:mod:`beds.lineage`): the
+request itself, its database call, the log records made while it ran (loguru, bound to its
+event id) and, for audited templates, an audit record.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+import attrs
 from loguru import logger
 from tenacity import (
     AsyncRetrying,
@@ -22,6 +27,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from beds.broker.audit import audited_write
 from beds.codec import decode_request
 from beds.config.model import ReliabilitySettings
 from beds.envelopes import Operation, Request, Response, ResponseMeta
@@ -32,7 +38,8 @@ from beds.errors import (
     Unauthorized,
     UnsupportedOperation,
 )
-from beds.lineage import new_event_id
+from beds.idempotency import fingerprint
+from beds.lineage import Event, new_event_id
 from beds.namaste import CallContext, NamasteCore, Record
 from beds.routing import PING_TEMPLATE
 from beds.templates.model import Template
@@ -44,7 +51,24 @@ if TYPE_CHECKING:
     from beds.factory import Factory
     from beds.plugins import Hooks
 
-__all__ = ("Dispatcher",)
+__all__ = ("Builtin", "Dispatcher", "EventSink")
+
+Builtin = Callable[[Request], Awaitable[Any]]
+"""A template the node answers itself (no store), such as ``beds_lineage`` on the admin node."""
+
+
+class EventSink(Protocol):
+    """Where lineage events go (:class:`beds.transport.events.EventPublisher`)."""
+
+    token: int
+    """Bound to log records of requests handled here (``extra["beds_events"]``)."""
+
+    def emit(self, event: Event) -> None:
+        """Queue an event; never blocks."""
+
+    async def publish_now(self, event: Event) -> None:
+        """Publish an event and wait until it is safe (audit records)."""
+
 
 _STATUS_OK = {Operation.CREATE: 201}
 _Write = Callable[[NamasteCore, Template, Record, CallContext], Awaitable[Record]]
@@ -67,8 +91,15 @@ class Dispatcher:
         max_message_bytes: int,
         hooks: Hooks | None = None,
         reliability: ReliabilitySettings | None = None,
+        events: EventSink | None = None,
+        trace: bool = True,
+        builtins: Mapping[str, Builtin] | None = None,
     ) -> None:
         self.factory = factory
+        self.events = events
+        """Audit records go here; with ``trace``, every request's lineage events too."""
+        self._trace = events if trace else None
+        self.builtins = dict(builtins or {})
         self.node = node
         self.env = env
         self.max_message_bytes = max_message_bytes
@@ -100,7 +131,13 @@ class Dispatcher:
         try:
             request = decode_request(body, content_type, max_bytes=self.max_message_bytes)
             event_id = request.meta.event_id or new_event_id(self.node, self.env)
-            data = await self._execute(request, event_id, timings)
+            if self._trace is None:
+                data = await self._execute(request, event_id, timings)
+            else:
+                with logger.contextualize(
+                    event_id=event_id, event_depth=request.meta.depth, beds_events=self._trace.token
+                ):
+                    data = await self._execute(request, event_id, timings)
             status = _STATUS_OK.get(request.operation, 200)
             response = Response(
                 ok=True, status=status, data=data, meta=self._meta(event_id, started, timings)
@@ -121,12 +158,33 @@ class Dispatcher:
                 await self._after.after_dispatch(request, response)
             except Exception:
                 logger.opt(exception=True).error("after-dispatch hook failed for {}", event_id)
+        if self._trace is not None:
+            self._trace.emit(self._request_event(request, response, started))
         return request, response
+
+    def _request_event(self, request: Request | None, response: Response, started: float) -> Event:
+        meta = response.meta
+        return Event(
+            event_id=meta.event_id,
+            parent_id=request.meta.parent_id if request is not None else "",
+            depth=request.meta.depth if request is not None else 0,
+            kind="request",
+            node=self.node,
+            env=self.env,
+            at=time.time() - (time.perf_counter() - started),
+            ms=meta.timings.get("total"),
+            template=request.template if request is not None else "",
+            operation=request.operation.value if request is not None else "",
+            status=response.status,
+            code=response.error.code if response.error is not None else "",
+        )
 
     async def _execute(self, request: Request, event_id: str, timings: dict[str, float]) -> Any:
         operation = request.operation
         if operation is Operation.PING and request.template == PING_TEMPLATE:
             return {"pong": self.node}
+        if self.builtins and request.template in self.builtins:
+            return await self.builtins[request.template](request)
         deadline = request.meta.deadline
         if deadline is not None and time.time() >= deadline:
             raise DeadlineExceeded("the request's deadline passed before it was executed")
@@ -136,19 +194,18 @@ class Dispatcher:
                 f"principal may not {operation.value} {template.name}",
                 details=(f"principal: {request.meta.principal}",),
             )
-        ctx = CallContext(
-            event_id=event_id,
-            principal=request.meta.principal,
-            deadline=deadline,
-            idempotency_key=request.meta.idempotency_key,
-        )
         payload = request.payload
+        ctx = CallContext(event_id=event_id, principal=request.meta.principal, deadline=deadline)
         if operation is Operation.FETCH:
             query = validate_fetch(template, payload)
             call: Callable[[], Awaitable[Any]] = partial(adapter.fetch, template, query, ctx)
         elif operation in _WRITES:
             record = validate_write(template, operation, payload)
+            if request.meta.idempotency_key is not None:
+                ctx = self._idempotent(ctx, request, adapter)
             call = partial(_WRITES[operation], adapter, template, record, ctx)
+            if template.capabilities.audit:
+                call = partial(self._audited, request, template, adapter, record, ctx, call)
         else:
             raise UnsupportedOperation(
                 f"template {template.name!r} does not support {operation.value}"
@@ -160,22 +217,88 @@ class Dispatcher:
         budget = asyncio.get_running_loop().call_later(
             self.reliability.handler_budget, self._report_over_budget, event_id, request
         )
+        failure = ""
         try:
             async with asyncio.timeout_at(_loop_deadline(deadline)):
                 try:
                     result = await call()
                 except RequestError as exc:
-                    if not exc.TRANSIENT:
+                    # A keyless write that failed transiently may have run (the reply was lost
+                    # with the connection): only reads and keyed writes are safe to try again.
+                    if not exc.TRANSIENT or (operation in _WRITES and ctx.idempotency_key is None):
                         raise
                     result = await self._retry(call, exc, event_id, deadline)
         except TimeoutError:
+            failure = DeadlineExceeded.CODE
             raise DeadlineExceeded(
                 "the request's deadline passed while the store was working"
             ) from None
+        except BaseException as exc:
+            failure = exc.CODE if isinstance(exc, RequestError) else InternalError.CODE
+            raise
         finally:
             budget.cancel()
-            timings["store"] = round((time.perf_counter() - store_started) * 1000, 3)
+            took = timings["store"] = round((time.perf_counter() - store_started) * 1000, 3)
+            if self._trace is not None:
+                call_event = self._child(
+                    request, event_id, "db", took, f"{adapter.store} {operation.value}"
+                )
+                self._trace.emit(attrs.evolve(call_event, code=failure) if failure else call_event)
         return result
+
+    def _child(
+        self, request: Request, parent: str, kind: str, ms: float | None, message: str = ""
+    ) -> Event:
+        """An event ``parent`` caused, started ``ms`` ago (or now)."""
+        return Event(
+            event_id=new_event_id(self.node, self.env),
+            parent_id=parent,
+            depth=request.meta.depth + 1,
+            kind=kind,  # type: ignore[arg-type]
+            node=self.node,
+            env=self.env,
+            at=time.time() - (ms or 0) / 1000,
+            ms=ms,
+            template=request.template,
+            operation=request.operation.value,
+            message=message,
+        )
+
+    async def _audited(
+        self,
+        request: Request,
+        template: Template,
+        adapter: NamasteCore,
+        record: Record,
+        ctx: CallContext,
+        write: Callable[[], Awaitable[Record]],
+    ) -> Record:
+        """Run an audited write and publish its audit record before it is answered."""
+        result, audit = await audited_write(request, template, adapter, record, ctx, write)
+        event = attrs.evolve(self._child(request, ctx.event_id, "audit", None), data=audit)
+        if self.events is None:
+            logger.info("audit {}: {}", ctx.event_id, event.to_record())
+            return result
+        try:
+            await self.events.publish_now(event)
+        except Exception as exc:  # the write is done: keep the record for the next batch
+            logger.warning("audit record of {} waits for the logs exchange ({})", ctx.event_id, exc)
+            self.events.emit(event)
+        return result
+
+    def _idempotent(self, ctx: CallContext, request: Request, adapter: NamasteCore) -> CallContext:
+        """Give the adapter the key, the request's fingerprint and how long to remember them."""
+        if not getattr(adapter, "idempotent_writes", False):
+            raise UnsupportedOperation(
+                f"store {adapter.store!r} of template {request.template!r} does not support "
+                "idempotency keys; send the write without meta.idempotency_key"
+            )
+        return attrs.evolve(
+            ctx,
+            idempotency_key=request.meta.idempotency_key,
+            fingerprint=fingerprint(request),
+            idempotency_ttl=self.reliability.idempotency_ttl,
+        )
 
     async def _retry(
         self,

@@ -4,6 +4,9 @@ One channel per broker type; RabbitMQ pushes up to ``prefetch`` messages into an
 inbox; ``instances`` worker tasks take one message at a time, dispatch it, publish the reply
 and only then acknowledge it. A worker task that dies is logged and replaced (the pool never
 shrinks) and the message it held goes back to the queue.
+
+A pool reports each outcome to an optional :class:`BrokerObserver` (``beds.telemetry`` is one),
+and :meth:`BrokerPool.holding` tells which messages are in flight since when.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiormq
 from loguru import logger
@@ -26,8 +29,19 @@ if TYPE_CHECKING:
 
     from beds.broker.dispatch import Dispatcher
     from beds.config.model import BrokerSettings
+    from beds.envelopes import Request
 
-__all__ = ("BrokerPool",)
+__all__ = ("BrokerObserver", "BrokerPool")
+
+
+class BrokerObserver(Protocol):
+    """What a pool reports per message (telemetry). Called on the hot path: keep it cheap."""
+
+    def dispatched(self, request: Request | None, response: Response) -> None:
+        """The dispatcher answered a message (``request`` is ``None`` if it did not decode)."""
+
+    def dead_lettered(self, code: str) -> None:
+        """The pool published a message to the dead-letter exchange, for this error code."""
 
 
 class BrokerPool:
@@ -42,6 +56,7 @@ class BrokerPool:
         dispatcher: Dispatcher,
         dead_letter_exchange: str,
         count_redeliveries: bool = True,
+        observer: BrokerObserver | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -55,9 +70,12 @@ class BrokerPool:
         self.handled = 0
         self.replaced = 0
         self.dead_lettered = 0
+        self.observer = observer
         self._inbox: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
         self._workers: dict[int, asyncio.Task[None]] = {}
         self._holding: dict[int, DeliveredMessage] = {}
+        self._taken_at: dict[int, float] = {}
+        """``time.monotonic()`` when each slot took its message (valid while it is held)."""
         self._channel: AbstractChannel | None = None
         self._consumer_tag: str | None = None
         self._stopping = False
@@ -73,6 +91,21 @@ class BrokerPool:
     def in_flight(self) -> int:
         """Messages being handled right now."""
         return len(self._holding)
+
+    @property
+    def consuming(self) -> bool:
+        """Whether RabbitMQ is delivering to this pool (started, not stopping, channel open)."""
+        channel = self._channel
+        return (
+            self._consumer_tag is not None
+            and not self._stopping
+            and channel is not None
+            and not channel.is_closed
+        )
+
+    def holding(self) -> list[tuple[float, DeliveredMessage]]:
+        """The messages being handled now, each with the ``time.monotonic()`` it was taken."""
+        return [(self._taken_at[slot], message) for slot, message in self._holding.items()]
 
     async def start(self, connection: AbstractConnection) -> None:
         """Open the channel, start the workers, then start consuming."""
@@ -138,6 +171,7 @@ class BrokerPool:
         while True:
             message = await self._inbox.get()
             self._holding[slot] = message
+            self._taken_at[slot] = time.monotonic()
             try:
                 await self._process(message)
             except Exception:
@@ -163,7 +197,7 @@ class BrokerPool:
         if message.redelivered and self.count_redeliveries:
             await self._recount(message)
             return
-        _, response = await self.dispatcher.handle(message.body, properties.content_type)
+        request, response = await self.dispatcher.handle(message.body, properties.content_type)
         try:
             body = encode_response(response)
         except Exception:
@@ -180,6 +214,8 @@ class BrokerPool:
                 meta=response.meta,
             )
             body = encode_response(response)
+        if self.observer is not None:
+            self.observer.dispatched(request, response)
         if response.error is not None and RequestError.from_error(response.error).TRANSIENT:
             # Retried already (Dispatcher): the caller is told, and operators get a copy.
             await self._dead_letter(message, RequestError.from_error(response.error))
@@ -213,6 +249,9 @@ class BrokerPool:
             )
         else:
             headers["x-beds-deliveries"] = deliveries
+            # The copy goes through the default exchange: keep the key the request came with,
+            # for its dead letter and a replay (beds dlq replay).
+            headers.setdefault("x-beds-routing-key", message.routing_key or "")
             await message.channel.basic_publish(
                 message.body,
                 exchange="",
@@ -245,6 +284,8 @@ class BrokerPool:
             properties=_copy_properties(properties, headers, keep_expiration=False),
         )
         self.dead_lettered += 1
+        if self.observer is not None:
+            self.observer.dead_lettered(error.CODE)
         logger.warning(
             "broker {} dead-lettered a message: {} ({})", self.name, error.message, error.CODE
         )

@@ -11,9 +11,10 @@ from typing import Any
 __all__ = ("DEFAULTS", "DEVELOPMENT_STORES")
 
 # Routing keys are "{template}.{class}": class is read (fetch, ticket, ping), write (create,
-# update, delete) or meta (submit). The seed roles bind the classes; segundo and tercero brokers
-# are bound to domain templates by configuration; the admin brokers' bindings arrive with the
-# logs exchange consumers (event lineage).
+# update, delete), meta (submit) or admin (the node's own templates, such as beds_lineage).
+# The seed roles bind the classes; the admin node answers admin requests and stores the logs
+# exchange's lineage events; segundo and tercero brokers are bound to domain templates by
+# configuration.
 DEFAULTS: dict[str, Any] = {
     "schema_version": 1,
     "roles": {
@@ -26,9 +27,9 @@ DEFAULTS: dict[str, Any] = {
         },
         "admin": {
             "brokers": {
-                "adminBrokerIn": {"instances": 1, "bindings": []},
+                "adminBrokerIn": {"instances": 2, "bindings": ["*.admin"]},
                 "adminBrokerOut": {"instances": 1, "bindings": []},
-                "adminLogsBroker": {"instances": 2, "bindings": []},
+                "adminLogsBroker": {"instances": 2, "type": "logs", "bindings": ["log.#"]},
                 "adminSyslogBroker": {"instances": 1, "bindings": []},
                 "adminGraphBroker": {"instances": 1, "bindings": []},
             }

@@ -255,6 +255,8 @@ def load_config(
         log=config.log,
         reliability=config.reliability,
         plugins=config.plugins,
+        telemetry=config.telemetry,
+        lineage=config.lineage,
         roles=config.roles,
         stores=config.stores,
         files=tuple(files),

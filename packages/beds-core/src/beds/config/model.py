@@ -13,11 +13,13 @@ __all__ = (
     "BrokerSettings",
     "Config",
     "FieldValueError",
+    "LineageSettings",
     "LogSettings",
     "NodeSettings",
     "PluginSettings",
     "ReliabilitySettings",
     "RoleSettings",
+    "TelemetrySettings",
 )
 
 CONFIG_SCHEMA_VERSION = 1
@@ -39,6 +41,11 @@ def _name(instance: object, attribute: attrs.Attribute[str], value: str) -> None
             attribute.name,
             f"must start with a letter and hold only letters, digits, '_' or '-', got {value!r}",
         )
+
+
+def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not value > 0:
+        raise FieldValueError(attribute.name, f"must be greater than 0, got {value}")
 
 
 def _at_least(minimum: int) -> Any:
@@ -93,6 +100,9 @@ class AmqpSettings:
 class BrokerSettings:
     """One broker type: its queue's bindings and how many tasks consume it."""
 
+    type: Literal["requests", "logs"] = "requests"
+    """``requests``: a queue on the events exchange, answered by the dispatcher. ``logs``: a queue
+    on the logs exchange whose lineage events the node stores (``[lineage] store``)."""
     instances: int = attrs.field(default=1, validator=_at_least(1))
     """Tasks handling messages concurrently: the node's throttle for this broker."""
     bindings: tuple[str, ...] = attrs.field(default=(), validator=_bindings)
@@ -122,6 +132,8 @@ class ReliabilitySettings:
     dead-lettered. Quorum queues enforce it as ``x-delivery-limit``."""
     handler_budget: float = 5.0
     """Seconds a handler may run before it is reported as over budget (it is not stopped)."""
+    idempotency_ttl: float = attrs.field(default=86400.0, validator=_positive)
+    """Seconds an idempotency key is remembered; a repeat after that runs the write again."""
 
 
 @attrs.frozen(kw_only=True)
@@ -130,6 +142,47 @@ class LogSettings:
 
     level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     format: Literal["console", "json"] = "console"
+
+
+def _port(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if not 0 <= value <= 65535:
+        raise FieldValueError(attribute.name, f"must be a TCP port from 0 to 65535, got {value}")
+
+
+def _host(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not value.strip():
+        raise FieldValueError(attribute.name, "must be a host name or address, got ''")
+
+
+@attrs.frozen(kw_only=True)
+class TelemetrySettings:
+    """The node's HTTP endpoints for probes and Prometheus (docs/telemetry.md)."""
+
+    enabled: bool = True
+    """Serve ``/health``, ``/ready``, ``/metrics`` and ``/status`` over HTTP."""
+    host: str = attrs.field(default="127.0.0.1", validator=_host)
+    """Address to listen on; ``0.0.0.0`` for every interface (for example in a container)."""
+    port: int = attrs.field(default=9464, validator=_port)
+    """TCP port; 0 picks a free port, which the node logs (``BedsNode.telemetry_url``)."""
+    queue_poll_seconds: float = attrs.field(default=15.0, validator=_positive)
+    """Seconds between two reads of the queue depths and the dead-letter queue's head."""
+
+
+@attrs.frozen(kw_only=True)
+class LineageSettings:
+    """Event lineage (docs/architecture.md, "Event lineage")."""
+
+    enabled: bool = True
+    """Publish every request's events (request, database call, log records) to the logs
+    exchange. Audit records are published whatever this says."""
+    store: str = "rec"
+    """The store whose adapter keeps events on nodes with a ``logs`` broker (``msLogs``)."""
+    log_level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    """The least severe log record made during a request that becomes one of its events."""
+    batch_size: int = attrs.field(default=500, validator=_at_least(1))
+    """Most events per message on the logs exchange."""
+    flush_interval: float = attrs.field(default=0.05, validator=_positive)
+    """Seconds between two batches while events wait."""
 
 
 @attrs.frozen(kw_only=True)
@@ -150,6 +203,8 @@ class Config:
     log: LogSettings = attrs.field(factory=LogSettings)
     reliability: ReliabilitySettings = attrs.field(factory=ReliabilitySettings)
     plugins: PluginSettings = attrs.field(factory=PluginSettings)
+    telemetry: TelemetrySettings = attrs.field(factory=TelemetrySettings)
+    lineage: LineageSettings = attrs.field(factory=LineageSettings)
     roles: dict[str, RoleSettings] = attrs.field(factory=dict)
     stores: dict[str, dict[str, Any]] = attrs.field(factory=dict)
     """One table per store adapter, validated by that adapter."""

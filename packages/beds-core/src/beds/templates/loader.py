@@ -277,6 +277,16 @@ def parse_template(text: str, *, source: str, distribution: str = "") -> Templat
         cache=r.boolean(caps, "cache", "capabilities.cache", False),
         retention_days=r.positive(caps, "retention_days", "capabilities.retention_days"),
     )
+    if (
+        capabilities.audit
+        and operations
+        and not any(set(q.params) == set(key) for q in queries.values())
+    ):
+        raise r.fail(
+            "capabilities.audit",
+            f"needs a query whose params are exactly the key {list(key)} (to read the record "
+            "before and after each write)",
+        )
 
     rules: dict[Operation, frozenset[str]] = {}
     for op_name, raw in r.table(data, "access", "access").items():

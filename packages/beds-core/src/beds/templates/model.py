@@ -137,6 +137,11 @@ class Template:
     distribution: str = ""
     """The installed distribution that shipped it."""
 
+    def key_query(self) -> QuerySpec | None:
+        """The query whose params are exactly the key, if the template declares one."""
+        key = set(self.key)
+        return next((spec for spec in self.queries.values() if set(spec.params) == key), None)
+
     def object_name(self, value: Any, *, key: str) -> str:
         """Check a declared database object name and return it.
 

@@ -71,7 +71,9 @@ async def declare_topology(channel: AbstractChannel, config: Config) -> dict[str
     for broker, settings in config.brokers.items():
         queue = config.queue_name(broker)
         await channel.queue_declare(queue, durable=True, arguments=broker_args)
+        # Request brokers read the events exchange; logs brokers read the logs exchange.
+        exchange = amqp.logs_exchange if settings.type == "logs" else amqp.events_exchange
         for binding in settings.bindings:
-            await channel.queue_bind(queue, amqp.events_exchange, routing_key=binding)
+            await channel.queue_bind(queue, exchange, routing_key=binding)
         queues[broker] = queue
     return queues

@@ -1,0 +1,67 @@
+"""Audit records for templates declared with ``capabilities.audit = true``.
+
+For every write the broker reads the record by its key before (update, delete) and after
+(create, update) the write, through the template's key query (the query whose params are exactly
+the key; the template loader requires one), and publishes who, what, when, before and after as
+an ``audit`` event, confirmed before the write is answered.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from beds.envelopes import Operation
+from beds.namaste import Query
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from beds.envelopes import Request
+    from beds.namaste import CallContext, NamasteCore, Record
+    from beds.templates.model import Template
+
+__all__ = ("audited_write",)
+
+_READS_BEFORE = frozenset({Operation.UPDATE, Operation.DELETE})
+_READS_AFTER = frozenset({Operation.CREATE, Operation.UPDATE})
+
+
+async def _read(
+    adapter: NamasteCore, template: Template, key: Record | None, ctx: CallContext
+) -> Record | None:
+    spec = template.key_query()
+    if spec is None or key is None or any(key.get(name) is None for name in template.key):
+        return None
+    rows = await adapter.fetch(template, Query(spec=spec, params=key, limit=1), ctx)
+    return rows[0] if rows else None
+
+
+async def audited_write(
+    request: Request,
+    template: Template,
+    adapter: NamasteCore,
+    record: Record,
+    ctx: CallContext,
+    write: Callable[[], Awaitable[Record]],
+) -> tuple[Record, dict[str, Any]]:
+    """Run ``write`` between a read before and a read after; return its result and the record.
+
+    The audit record: ``principal``, ``origin``, ``key``, ``before`` and ``after`` (``None``
+    where the record does not exist), and ``at`` (when the write finished).
+    """
+    operation = request.operation
+    key = {name: record.get(name) for name in template.key}
+    before = await _read(adapter, template, key, ctx) if operation in _READS_BEFORE else None
+    result = await write()
+    if operation is Operation.CREATE:
+        key = {name: result.get(name, record.get(name)) for name in template.key}
+    after = await _read(adapter, template, key, ctx) if operation in _READS_AFTER else None
+    return result, {
+        "principal": request.meta.principal,
+        "origin": request.meta.origin,
+        "key": key,
+        "before": before,
+        "after": after,
+        "at": time.time(),
+    }

@@ -1,0 +1,176 @@
+"""Publish lineage events to the logs exchange: batched off the hot path, confirmed.
+
+A request's events (the request itself, its database call, its log records) are appended to an
+in-memory buffer, which a background task publishes as one message per batch (``log.events``)
+every ``flush_interval`` seconds or ``batch_size`` events, on a channel with publisher confirms.
+A batch that cannot be published stays buffered and is tried again; if the buffer outgrows
+``max_buffer`` (RabbitMQ unreachable for long), the oldest events are dropped and counted, so
+a logs outage never takes memory or requests down with it. Audit records do not wait: they are
+published one by one and confirmed before the write's reply (``publish_now``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import aiormq
+from loguru import logger
+from pamqp.commands import Basic
+
+from beds.lineage import Event, encode_events, new_event_id
+
+if TYPE_CHECKING:
+    from aiormq.abc import AbstractChannel, AbstractConnection
+
+__all__ = ("AUDIT_ROUTING_KEY", "EVENTS_ROUTING_KEY", "EventPublisher")
+
+EVENTS_ROUTING_KEY = "log.events"
+AUDIT_ROUTING_KEY = "log.audit"
+_CONTENT_TYPE = "application/json"
+_tokens = itertools.count(1)
+
+
+class EventPublisher:
+    """Buffers events and publishes them in confirmed batches to ``exchange``.
+
+    Args:
+        exchange: the logs exchange.
+        node: this node's name (for the events of its log records).
+        env: the environment.
+        batch_size: most events per message.
+        flush_interval: seconds between two batches while events wait.
+        max_buffer: most events kept while RabbitMQ does not take them.
+        log_level: the least severe log record that becomes an event.
+    """
+
+    def __init__(
+        self,
+        exchange: str,
+        *,
+        node: str,
+        env: str,
+        batch_size: int = 500,
+        flush_interval: float = 0.05,
+        max_buffer: int = 100_000,
+        log_level: str = "INFO",
+    ) -> None:
+        self.exchange = exchange
+        self.node = node
+        self.env = env
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.max_buffer = max_buffer
+        self.log_level = log_level
+        self.token = next(_tokens)
+        """Marks log records of requests this publisher's node handles (several nodes may
+        share one process and one loguru logger)."""
+        self.published = 0
+        self.dropped = 0
+        self._buffer: deque[Event] = deque()
+        self._wake = asyncio.Event()
+        self._channel: AbstractChannel | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._sink_id: int | None = None
+
+    def emit(self, event: Event) -> None:
+        """Queue one event (never blocks, never raises)."""
+        buffer = self._buffer
+        buffer.append(event)
+        if len(buffer) > self.max_buffer:
+            buffer.popleft()
+            self.dropped += 1
+        if len(buffer) >= self.batch_size:
+            self._wake.set()
+
+    async def attach(self, connection: AbstractConnection) -> None:
+        """Publish on ``connection`` (again after a reconnection); start the flush task once."""
+        self._channel = await connection.channel(publisher_confirms=True)
+        if self._task is None:
+            self._task = asyncio.create_task(self._flush_loop(), name="beds-events")
+        if self._sink_id is None:
+            self._sink_id = logger.add(
+                self._log_sink,
+                level=self.log_level,
+                filter=lambda record: record["extra"].get("beds_events") == self.token,
+                format="{message}",
+                catch=True,
+            )
+
+    async def aclose(self) -> None:
+        """Publish what is buffered (if RabbitMQ takes it), then stop."""
+        if self._sink_id is not None:
+            with contextlib.suppress(ValueError):
+                logger.remove(self._sink_id)
+            self._sink_id = None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(Exception):
+            await self._flush()
+        channel, self._channel = self._channel, None
+        if channel is not None and not channel.is_closed:
+            with contextlib.suppress(Exception):
+                await channel.close()
+
+    async def publish_now(self, event: Event) -> None:
+        """Publish one event and wait for RabbitMQ's confirm (audit records).
+
+        Raises:
+            aiormq.exceptions.AMQPError, ConnectionError: it could not be published.
+        """
+        await self._publish([event], AUDIT_ROUTING_KEY)
+
+    def _log_sink(self, message: Any) -> None:
+        record = message.record
+        extra = record["extra"]
+        self.emit(
+            Event(
+                event_id=new_event_id(self.node, self.env),
+                parent_id=extra["event_id"],
+                depth=extra.get("event_depth", 0) + 1,
+                kind="log",
+                node=self.node,
+                env=self.env,
+                at=record["time"].timestamp(),
+                code=record["level"].name,
+                message=record["message"],
+            )
+        )
+
+    async def _flush_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.flush_interval)
+            self._wake.clear()
+            try:
+                await self._flush()
+            except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+                logger.warning("lineage events wait: the logs exchange refused them ({})", exc)
+                await asyncio.sleep(min(1.0, self.flush_interval * 10))
+
+    async def _flush(self) -> None:
+        while self._buffer:
+            batch = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]
+            try:
+                await self._publish(batch, EVENTS_ROUTING_KEY)
+            except BaseException:
+                self._buffer.extendleft(reversed(batch))  # try again later, oldest first
+                raise
+            self.published += len(batch)
+
+    async def _publish(self, events: list[Event], routing_key: str) -> None:
+        channel = self._channel
+        if channel is None or channel.is_closed:
+            raise RuntimeError("no open channel to the logs exchange")
+        await channel.basic_publish(
+            encode_events(events),
+            exchange=self.exchange,
+            routing_key=routing_key,
+            properties=Basic.Properties(content_type=_CONTENT_TYPE, delivery_mode=2),
+        )

@@ -1,0 +1,242 @@
+"""Lineage without services: the events a request leaves, batches, trees, audit records."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+import tomlkit
+from hypothesis import given
+from hypothesis import strategies as st
+from loguru import logger
+
+from beds.broker.dispatch import Dispatcher
+from beds.codec import encode_request
+from beds.envelopes import Operation, Request, RequestMeta
+from beds.errors import TemplateError
+from beds.factory import Factory
+from beds.lineage import Event, collect_tree, decode_events, encode_events, format_tree
+from beds.templates import Template, parse_template
+from beds.testing import MemoryAdapter
+
+RECORD = {"title": "abc", "count": 1, "active": True}
+
+
+class Sink:
+    """Collects events as the node's publisher would receive them."""
+
+    token = 4242
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.confirmed: list[Event] = []
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)
+
+    async def publish_now(self, event: Event) -> None:
+        self.confirmed.append(event)
+
+
+class MemoryStore:
+    """An EventStore over a list, for tree-walking tests."""
+
+    def __init__(self, events: Sequence[Event]) -> None:
+        self.records = [event.to_record() for event in events]
+
+    async def store_events(self, events: Sequence[dict[str, Any]]) -> None:
+        self.records.extend(events)
+
+    async def find_events(
+        self, *, event_ids: Sequence[str] = (), parent_ids: Sequence[str] = ()
+    ) -> list[dict[str, Any]]:
+        return [
+            r for r in self.records if r["event_id"] in event_ids or r["parent_id"] in parent_ids
+        ]
+
+
+def dispatcher(template: Template, sink: Sink) -> tuple[Dispatcher, MemoryAdapter]:
+    adapter = MemoryAdapter()
+    factory = Factory({template.name: template}, {"memory": adapter})
+    return (
+        Dispatcher(factory, node="n1", env="t", max_message_bytes=65536, events=sink),
+        adapter,
+    )
+
+
+def body(operation: Operation, payload: dict[str, Any], **meta: Any) -> bytes:
+    return encode_request(
+        Request(
+            operation=operation,
+            template="demo_item",
+            payload=payload,
+            meta=RequestMeta(principal="alice", origin="tests", **meta),
+        )
+    )
+
+
+async def test_a_request_leaves_a_request_event_and_a_database_call_event(
+    demo_template: Template,
+) -> None:
+    sink = Sink()
+    target, _ = dispatcher(demo_template, sink)
+    _, response = await target.handle(
+        body(
+            Operation.FETCH,
+            {"query": "by_count", "params": {"count": 1}},
+            parent_id="p.t.1",
+            depth=2,
+        ),
+        "application/json",
+    )
+    assert response.ok
+    db, request = sink.events
+    assert (request.kind, request.event_id, request.parent_id, request.depth) == (
+        "request",
+        response.meta.event_id,
+        "p.t.1",
+        2,
+    )
+    assert (request.template, request.operation, request.status) == ("demo_item", "fetch", 200)
+    assert request.ms == response.meta.timings["total"]
+    assert (db.kind, db.parent_id, db.depth, db.message) == (
+        "db",
+        response.meta.event_id,
+        3,
+        "memory fetch",
+    )
+    assert db.ms == response.meta.timings["store"]
+
+
+async def test_failures_carry_their_code(demo_template: Template) -> None:
+    sink = Sink()
+    target, _ = dispatcher(demo_template, sink)
+    _, response = await target.handle(b"{not json", "application/json")
+    assert not response.ok
+    (request,) = sink.events
+    assert (request.kind, request.code, request.status) == ("request", "BEDS-400", 400)
+    _, _missing = await target.handle(body(Operation.DELETE, {"id": 99}), "application/json")
+    db, failed = sink.events[1:]
+    assert (db.code, failed.code) == ("BEDS-404", "BEDS-404")
+
+
+async def test_log_records_made_while_a_request_runs_are_bound_to_it(
+    demo_template: Template,
+) -> None:
+    sink = Sink()
+    target, adapter = dispatcher(demo_template, sink)
+    seen: list[dict[str, Any]] = []
+    sink_id = logger.add(lambda message: seen.append(dict(message.record["extra"])), level="INFO")
+    logger.enable("beds")
+    real_fetch = adapter.fetch
+
+    async def chatty(*args: Any) -> Any:
+        logger.info("looking")
+        return await real_fetch(*args)
+
+    adapter.fetch = chatty  # type: ignore[method-assign,assignment]
+    try:
+        _, response = await target.handle(
+            body(Operation.FETCH, {"query": "by_count", "params": {"count": 1}}, depth=1),
+            "application/json",
+        )
+    finally:
+        logger.remove(sink_id)
+        logger.disable("beds")
+    assert {"event_id": response.meta.event_id, "event_depth": 1, "beds_events": 4242} in seen
+
+
+async def test_audited_writes_publish_before_and_after_confirmed(
+    demo_template: Template,
+) -> None:
+    sink = Sink()
+    target, _ = dispatcher(demo_template, sink)
+    assert demo_template.capabilities.audit
+    _, created = await target.handle(body(Operation.CREATE, RECORD), "application/json")
+    assert created.ok, created.error
+    key = {"id": created.data["id"]}
+    _, updated = await target.handle(
+        body(Operation.UPDATE, {**key, **RECORD, "count": 2}), "application/json"
+    )
+    _, deleted = await target.handle(body(Operation.DELETE, key), "application/json")
+    assert updated.ok
+    assert deleted.ok
+    create, update, delete = sink.confirmed
+    assert all(audit.kind == "audit" for audit in sink.confirmed)
+    assert create.parent_id == created.meta.event_id
+    assert create.data is not None
+    assert update.data is not None
+    assert delete.data is not None
+    assert (create.data["before"], create.data["after"]["count"]) == (None, 1)
+    assert (update.data["before"]["count"], update.data["after"]["count"]) == (1, 2)
+    assert (delete.data["before"]["count"], delete.data["after"]) == (2, None)
+    assert create.data["principal"] == "alice"
+    assert create.data["origin"] == "tests"
+    assert delete.data["key"] == key
+
+
+def test_audit_needs_a_query_on_the_key(demo_declaration: dict[str, Any]) -> None:
+    declaration = demo_declaration
+    del declaration["queries"]["by_id"]
+    with pytest.raises(TemplateError, match=r"capabilities\.audit needs a query whose params"):
+        parse_template(tomlkit.dumps(declaration), source="demo.toml")
+
+
+events = st.builds(
+    Event,
+    event_id=st.text(min_size=1, max_size=20),
+    parent_id=st.text(max_size=20),
+    depth=st.integers(0, 64),
+    kind=st.sampled_from(["request", "db", "log", "audit"]),
+    node=st.text(max_size=10),
+    env=st.text(max_size=10),
+    at=st.floats(0, 2e9),
+    ms=st.none() | st.floats(0, 1e6),
+    message=st.text(max_size=30),
+)
+
+
+@given(batch=st.lists(events, max_size=5))
+def test_batches_round_trip(batch: list[Event]) -> None:
+    assert decode_events(encode_events(batch)) == batch
+
+
+@pytest.mark.parametrize("bad", [b"{}", b"not json", b'[{"event_id": "x"}]', b"[1]"])
+def test_bad_batches_are_refused_clearly(bad: bytes) -> None:
+    with pytest.raises(ValueError, match="not a batch of lineage events"):
+        decode_events(bad)
+
+
+def event(name: str, parent: str, depth: int, at: float) -> Event:
+    return Event(
+        event_id=name,
+        parent_id=parent,
+        depth=depth,
+        kind="log",
+        node="n",
+        env="t",
+        at=at,
+        message=name,
+    )
+
+
+async def test_a_tree_is_found_from_any_of_its_events_depth_first() -> None:
+    tree = [
+        event("root", "", 0, 1.0),
+        event("b", "root", 1, 3.0),
+        event("a", "root", 1, 2.0),
+        event("a1", "a", 2, 2.5),
+        event("other", "", 0, 9.0),
+    ]
+    store = MemoryStore(tree)
+    for start in ("root", "a1", "b"):
+        found = await collect_tree(store, start)
+        assert [e.event_id for e in found] == ["root", "a", "a1", "b"]
+    assert await collect_tree(store, "nope") == []
+    assert format_tree(await collect_tree(store, "a")).splitlines() == [
+        "log     root  [+0.0 ms] root",
+        "  log     a  [+1000.0 ms] a",
+        "    log     a1  [+1500.0 ms] a1",
+        "  log     b  [+2000.0 ms] b",
+    ]
