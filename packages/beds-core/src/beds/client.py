@@ -249,7 +249,11 @@ class BedsClient:
                 f"no broker is bound for {routing_key(template, operation)!r} on exchange "
                 f"{self.exchange!r}"
             ) from exc
-        except (aiormq.exceptions.AMQPError, ConnectionError) as exc:
+        except (
+            aiormq.exceptions.AMQPError,
+            aiormq.exceptions.ChannelInvalidStateError,  # closed while we waited for its lock
+            ConnectionError,
+        ) as exc:
             raise BrokerUnavailable(f"RabbitMQ connection failed: {exc}") from exc
         finally:
             self._waiting.pop(correlation_id, None)

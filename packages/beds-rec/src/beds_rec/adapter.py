@@ -23,6 +23,7 @@ from pymongo import AsyncMongoClient, ReturnDocument
 from beds.envelopes import WRITE_OPERATIONS, Operation
 from beds.errors import (
     DatabaseObjectMissing,
+    DeadlineExceeded,
     NotFound,
     StoreUnavailable,
     TemplateError,
@@ -168,6 +169,8 @@ class RecAdapter:
         ``server_selection_timeout`` tells an unreachable server apart first. Costs nothing while
         a server is known.
         """
+        if ctx.deadline is not None and ctx.deadline <= time.time():
+            raise DeadlineExceeded("the request's deadline passed before the database call")
         client = self._client
         if client is None:
             raise StoreUnavailable("the REC store is not started")

@@ -244,6 +244,9 @@ class Dispatcher:
                     request, event_id, "db", took, f"{adapter.store} {operation.value}"
                 )
                 self._trace.emit(attrs.evolve(call_event, code=failure) if failure else call_event)
+        logger.debug(
+            "{} {} on {} took {:.1f} ms", operation.value, template.name, adapter.store, took
+        )
         return result
 
     def _child(

@@ -12,7 +12,7 @@ import copy
 import os
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 from urllib.parse import urlsplit
 
 import cattrs
@@ -30,6 +30,25 @@ ENV_PREFIX = "BEDS__"
 _DEFAULTS_ORIGIN = "<built-in defaults>"
 _ENV_ORIGIN = "<environment>"
 _converter = make_converter(forbid_extra_keys=True, detailed_validation=True)
+
+
+def _structure_choice(value: object, kind: Any) -> object:
+    """A Literal-typed key: say which values are allowed (``must be "requests" or "logs"``)."""
+    allowed = get_args(kind)
+    if value in allowed:
+        return value
+    choices = " or ".join(
+        f'"{choice}"' if isinstance(choice, str) else str(choice) for choice in allowed
+    )
+    raise ValueError(f"must be {choices}, got {value!r}")
+
+
+def _is_choice(kind: Any) -> bool:
+    origin: object = get_origin(kind)
+    return origin is Literal
+
+
+_converter.register_structure_hook_func(_is_choice, _structure_choice)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -1,0 +1,181 @@
+"""Roles as processes: an appServer node and an admin node from one config file, per-node overrides.
+
+The appServer answers requests; every request's events reach the admin node over the logs
+exchange, which stores them in msLogs; ``beds lineage`` reads a request's tree back through the
+admin node; an audited template's writes leave audit records with before and after.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from beds.testing import unique_name
+
+from .conftest import beds
+
+pytestmark = [pytest.mark.mariadb, pytest.mark.mongodb]
+
+Start = Callable[[str, str], subprocess.Popen[str]]
+
+
+@pytest.fixture
+def deployment(node_config: Path) -> Iterator[tuple[Path, Start]]:
+    """The shared config (lineage log records from DEBUG) and ``start(role, node_name)``."""
+    text = node_config.read_text(encoding="utf-8")
+    node_config.write_text(
+        text + '\n[lineage]\nlog_level = "DEBUG"\nflush_interval = 0.02\n', encoding="utf-8"
+    )
+    processes: list[subprocess.Popen[str]] = []
+
+    def start(role: str, name: str) -> subprocess.Popen[str]:
+        # One config file; what differs per node comes from its command line and environment.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BEDS_")}
+        env["BEDS__NODE__NAME"] = name
+        process = subprocess.Popen(
+            [sys.executable, "-m", "beds", "run", "--config", str(node_config), "--node", role],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        processes.append(process)
+        return process
+
+    yield node_config, start
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+        assert process.returncode == 0, output
+
+
+def wait_until(check: Callable[[], Any], what: str, timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def call(config: Path, *args: str) -> dict[str, Any]:
+    result = beds("call", *args, "--config", str(config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    response: dict[str, Any] = json.loads(result.stdout)
+    return response
+
+
+def lineage(config: Path, event_id: str) -> list[dict[str, Any]]:
+    result = beds("lineage", event_id, "--config", str(config), "--json", "--timeout", "2")
+    if result.returncode != 0:
+        return []
+    events: list[dict[str, Any]] = json.loads(result.stdout)
+    return events
+
+
+def test_lineage_and_audit_through_an_admin_node(deployment: tuple[Path, Start]) -> None:
+    config, start = deployment
+    start("admin", "adm1")
+    start("appServer", "app1")
+    ping = ("beds", "ping", "--timeout", "1")
+    wait_until(lambda: beds("call", *ping, "--config", str(config)).returncode == 0, "appServer")
+
+    author = unique_name("lin")[:30]
+    created = call(config, "spew_post", "create", json.dumps({"author": author, "body": "hi"}))
+    event_id = created["meta"]["event_id"]
+
+    def full_tree() -> list[dict[str, Any]]:
+        tree = lineage(config, event_id)
+        kinds = [event["kind"] for event in tree]
+        return tree if {"request", "db", "log"} <= set(kinds) else []
+
+    tree = wait_until(full_tree, "the request's tree in msLogs")
+    root = tree[0]
+    assert (root["kind"], root["event_id"], root["node"]) == ("request", event_id, "app1")
+    assert (root["template"], root["operation"], root["status"]) == ("spew_post", "create", 201)
+    db = next(event for event in tree if event["kind"] == "db")
+    assert (db["parent_id"], db["depth"], db["message"]) == (event_id, 1, "rel create")
+    assert db["ms"] <= root["ms"]
+    assert any(e["kind"] == "log" and e["parent_id"] == event_id for e in tree)
+    # The readable form: root first, children indented, with timings.
+    text = beds("lineage", event_id, "--config", str(config)).stdout
+    assert text.splitlines()[0].startswith("request create spew_post → 201 on app1")
+    assert any(line.startswith("  db      rel create") for line in text.splitlines())
+
+    handle = unique_name("aud").replace("-", "_")[:30].lower()
+    call(config, "spew_profile", "create", json.dumps({"handle": handle, "display_name": "A"}))
+    updated = call(
+        config, "spew_profile", "update", json.dumps({"handle": handle, "display_name": "B"})
+    )
+
+    def audit() -> dict[str, Any] | None:
+        events = lineage(config, updated["meta"]["event_id"])
+        return next((e for e in events if e["kind"] == "audit"), None)
+
+    record = wait_until(audit, "the update's audit record")
+    data = record["data"]
+    assert data["key"] == {"handle": handle}
+    assert (data["before"]["display_name"], data["after"]["display_name"]) == ("A", "B")
+    assert data["origin"] == "cli"
+    assert record["parent_id"] == updated["meta"]["event_id"]
+
+
+def test_lineage_of_an_unknown_event_is_a_clear_error(deployment: tuple[Path, Start]) -> None:
+    config, start = deployment
+    start("admin", "adm1")
+    wait_until(
+        lambda: "no stored event"
+        in beds("lineage", "x.y.z", "--config", str(config), "--timeout", "2").stderr,
+        "the admin node",
+    )
+    result = beds("lineage", "x.y.z", "--config", str(config))
+    assert result.returncode == 1
+    assert "no stored event has that id" in result.stderr
+
+
+def test_lineage_without_an_admin_node_says_so(deployment: tuple[Path, Start]) -> None:
+    config, start = deployment
+    start("appServer", "app1")
+    ping = ("beds", "ping", "--timeout", "1")
+    wait_until(lambda: beds("call", *ping, "--config", str(config)).returncode == 0, "appServer")
+    result = beds("lineage", "x.y.z", "--config", str(config), "--timeout", "2")
+    assert result.returncode == 1
+    assert "no admin node serves lineage here" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "words"),
+    [
+        (
+            '[roles.appServer.brokers.rBroker]\ntype = "weird"',
+            "roles.appServer.brokers.rBroker.type",
+            'must be "requests" or "logs"',
+        ),
+        (
+            "[roles.appServer.brokers.rBroker]\ninstances = -1",
+            "roles.appServer.brokers.rBroker.instances",
+            "must be at least 1",
+        ),
+        ('[node]\nrole = "bogus"', "node.role", "unknown role 'bogus'"),
+    ],
+)
+def test_bad_roles_fail_at_start_up_naming_the_key(
+    tmp_path: Path, table: str, key: str, words: str
+) -> None:
+    path = tmp_path / "beds.toml"
+    path.write_text(f"schema_version = 1\n{table}\n", encoding="utf-8")
+    result = beds("run", "--config", str(path), timeout=30)
+    assert result.returncode == 2
+    assert f"key {key})" in result.stderr
+    assert words in result.stderr
