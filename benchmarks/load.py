@@ -154,7 +154,13 @@ async def amqp_target(stack: AsyncExitStack, params: dict[str, Any]) -> Call:
 async def beds_target(stack: AsyncExitStack, params: dict[str, Any]) -> Call:
     from beds.client import BedsClient
 
-    client = BedsClient(params["url"], origin="bench", env="bench", timeout=CALL_TIMEOUT)
+    client = BedsClient(
+        params["url"],
+        origin="bench",
+        env="bench",
+        timeout=CALL_TIMEOUT,
+        idempotent_writes=params.get("idempotent_writes", True),
+    )
     await client.connect()
     stack.push_async_callback(client.close)
     rng = random.Random(1)

@@ -135,8 +135,10 @@ def test_lineage_of_an_unknown_event_is_a_clear_error(deployment: tuple[Path, St
     config, start = deployment
     start("admin", "adm1")
     wait_until(
-        lambda: "no stored event"
-        in beds("lineage", "x.y.z", "--config", str(config), "--timeout", "2").stderr,
+        lambda: (
+            "no stored event"
+            in beds("lineage", "x.y.z", "--config", str(config), "--timeout", "2").stderr
+        ),
         "the admin node",
     )
     result = beds("lineage", "x.y.z", "--config", str(config))
@@ -179,3 +181,38 @@ def test_bad_roles_fail_at_start_up_naming_the_key(
     assert result.returncode == 2
     assert f"key {key})" in result.stderr
     assert words in result.stderr
+
+
+def test_check_lists_secondaries_and_the_shared_filesystem(
+    node_config: Path, tmp_path: Path, mariadb_url: str
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    text = node_config.read_text(encoding="utf-8")
+    good = node_config.with_name("good.toml")
+    good.write_text(
+        text.replace("[stores.rel]\n", f'[stores.rel]\nsecondaries = ["{mariadb_url}"]\n').replace(
+            "[node]\n", f'[node]\nshared_path = "{shared}"\n'
+        ),
+        encoding="utf-8",
+    )
+    result = beds("check", "--config", str(good))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[ok  ] store rel secondary 127.0.0.1:3306" in result.stdout
+    assert f"[ok  ] shared filesystem: {shared}" in result.stdout
+
+    bad = node_config.with_name("bad.toml")
+    missing = tmp_path / "nowhere"
+    bad.write_text(
+        text.replace(
+            "[stores.rel]\n", '[stores.rel]\nsecondaries = ["mysql://root@127.0.0.1:1/x"]\n'
+        ).replace("[node]\n", f'[node]\nshared_path = "{missing}"\n'),
+        encoding="utf-8",
+    )
+    result = beds("check", "--config", str(bad))
+    assert result.returncode == 1  # warnings in development: the node would still run
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("[WARN] store rel secondary 127.0.0.1:1: ") for line in lines)
+    assert f"[WARN] shared filesystem: cannot write to {missing}" in result.stdout
+    assert "[ok  ] brokers" not in result.stdout  # check stops before serving
+    assert any(line.startswith("[ok  ] template spew_post objects") for line in lines)

@@ -1,5 +1,9 @@
 """Logging for the ``beds`` command: loguru sinks, and stdlib logging routed into loguru.
 
+Two formats (``[log] format``): ``console``, readable lines with the request's event id in
+brackets, and ``json``, one JSON object per line (loguru's ``serialize``) whose
+``record.extra.event_id`` is the request's event id (empty outside requests).
+
 The library itself never adds sinks (``beds/__init__`` disables the "beds" logger); an
 application embedding BEDS calls :func:`configure_logging` or ``logger.enable("beds")``.
 """
@@ -8,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
@@ -18,8 +22,16 @@ if TYPE_CHECKING:
 __all__ = ("configure_logging",)
 
 _CONSOLE_FORMAT = (
-    "<green>{time:HH:mm:ss.SSS}</green> <level>{level: <7}</level> <cyan>{name}</cyan> {message}"
+    "<green>{time:HH:mm:ss.SSS}</green> <level>{level: <7}</level> <cyan>{name}</cyan> "
+    "{extra[event]}{message}\n{exception}"
 )
+
+
+def _console_format(record: Any) -> str:
+    """Put the request's event id (bound while a broker handles it) in front of the message."""
+    event_id = record["extra"].get("event_id")
+    record["extra"]["event"] = f"[{event_id}] " if event_id else ""
+    return _CONSOLE_FORMAT
 
 
 class _InterceptHandler(logging.Handler):
@@ -36,9 +48,11 @@ class _InterceptHandler(logging.Handler):
 def configure_logging(settings: LogSettings) -> None:
     """Replace loguru's sinks with one on stderr in the configured format and level."""
     logger.remove()
+    # Every record carries event_id: the request's while a broker handles one, else "".
+    logger.configure(extra={"event_id": ""})
     if settings.format == "json":
         logger.add(sys.stderr, level=settings.level, serialize=True)
     else:
-        logger.add(sys.stderr, level=settings.level, format=_CONSOLE_FORMAT, colorize=None)
+        logger.add(sys.stderr, level=settings.level, format=_console_format, colorize=None)
     logger.enable("beds")
     logging.basicConfig(handlers=[_InterceptHandler()], level=logging.WARNING, force=True)

@@ -1,8 +1,9 @@
 """A BEDS node: the start-up sequence (IPL), the broker pools, and shutdown.
 
 IPL: configuration (already loaded) → telemetry (when serving) → RabbitMQ → plugins, adapters
-and templates → stores (``rec`` then ``rel``; required) → template database objects → topology
-→ brokers → ready. RabbitMQ, plugins, stores and topology are always fatal. In production every
+and templates → stores (``rec`` then ``rel``; required; then their optional parts such as REL
+secondaries) → shared filesystem (if configured) → template database objects → topology →
+brokers → ready. RabbitMQ, plugins, stores and topology are always fatal. In production every
 failure is fatal; in development telemetry that cannot listen, a template that cannot be
 prepared or whose objects are missing is a warning.
 ``BedsNode.check()`` runs the same steps without serving and returns the checklist.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import tempfile
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, Self
 
 import aiormq
@@ -256,6 +258,30 @@ class BedsNode:
             except BedsError as exc:
                 self._fail(f"store {store}", exc)
             self._ok(f"store {store}")
+            # Optional parts of a store (REL secondaries): a warning in development.
+            optional_checks = getattr(adapter, "optional_checks", None)
+            if optional_checks is not None:
+                for name, problem in await optional_checks():
+                    if problem is None:
+                        self._ok(name)
+                    else:
+                        self._problem(name, problem)
+
+    def _check_shared_path(self) -> None:
+        """IPL: the shared filesystem, if configured, is a folder this node can write to."""
+        path = self.config.node.shared_path
+        if not path:
+            return
+        try:
+            with tempfile.NamedTemporaryFile(dir=path, prefix=".beds-ipl-"):
+                pass
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            self._problem(
+                "shared filesystem", f"cannot write to {path}: {reason} (key node.shared_path)"
+            )
+            return
+        self._ok("shared filesystem", path)
 
     async def _verify_templates(self) -> None:
         for name, template in sorted(self.templates.items()):
@@ -298,6 +324,7 @@ class BedsNode:
         try:
             self.load_plugins()
             await self._start_stores()
+            self._check_shared_path()
             await self._verify_templates()
         except BaseException:
             with contextlib.suppress(Exception):

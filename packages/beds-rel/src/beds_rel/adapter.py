@@ -26,7 +26,13 @@ import asyncmy
 from asyncmy.cursors import DictCursor
 
 from beds.envelopes import Operation
-from beds.errors import DatabaseObjectMissing, NotFound, StoreError, StoreUnavailable
+from beds.errors import (
+    DatabaseObjectMissing,
+    NotFound,
+    RequestError,
+    StoreError,
+    StoreUnavailable,
+)
 from beds.values import to_wire, to_wire_record
 from beds_rel.bindings import Call, Plan, compile_template
 from beds_rel.errors import is_clean, map_exceptions
@@ -112,6 +118,28 @@ class RelAdapter:
             await pool.wait_closed()
             raise
         self._pool = pool
+
+    async def optional_checks(self) -> list[tuple[str, str | None]]:
+        """IPL's optional checks: each secondary answers (name, ``None``) or why not."""
+        results: list[tuple[str, str | None]] = []
+        for secondary in self.config.secondaries:
+            name = f"store rel secondary {secondary.host}:{secondary.port}"
+            try:
+                with map_exceptions(objects=(secondary.database,)):
+                    async with asyncio.timeout(secondary.connect_timeout):
+                        conn = await asyncmy.connect(**secondary.connect_kwargs())
+                    try:
+                        async with conn.cursor() as cursor:
+                            await cursor.execute("SELECT 1")
+                    finally:
+                        conn.close()
+            except TimeoutError:
+                results.append((name, "no answer within connect_timeout"))
+            except RequestError as exc:
+                results.append((name, str(exc)))
+            else:
+                results.append((name, None))
+        return results
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Connection]:

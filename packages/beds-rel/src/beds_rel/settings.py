@@ -7,6 +7,8 @@ key                default    meaning
 ``pool_min``       1          connections opened at start and kept open
 ``pool_max``       10         most connections open at once
 ``connect_timeout`` 5         seconds to wait for a connection
+``secondaries``    []         URLs of replicas, checked at start-up (not required: a warning in
+                              development); every call goes to ``url``, the master
 ``idempotency``    true       honour idempotency keys (needs beds-rel's ``beds_idempotency_*``
                               objects, which ``beds schema apply`` installs)
 =================  =========  ===================================================================
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = ("RelConfig",)
 
-_KEYS = ("url", "pool_min", "pool_max", "connect_timeout", "idempotency")
+_KEYS = ("url", "pool_min", "pool_max", "connect_timeout", "idempotency", "secondaries")
 _SCHEMES = frozenset({"mysql", "mariadb"})
 _DATABASE = re.compile(r"^[A-Za-z0-9_$-]{1,64}$")
 _MAX_TIMEOUT = 3600
@@ -51,6 +53,8 @@ class RelConfig:
     pool_max: int = 10
     connect_timeout: float = 5.0
     idempotency: bool = True
+    secondaries: tuple[RelConfig, ...] = ()
+    """Replicas of the master: checked at start-up only."""
 
     @classmethod
     def from_settings(cls, settings: StoreSettings) -> RelConfig:
@@ -95,11 +99,12 @@ class _Parser:
             raise self.fail(unknown[0], f"is not a REL store option ({', '.join(_KEYS)})")
         if "url" not in self.options:
             raise self.fail("url", "is required (mysql://user:password@host:port/database)")
-        url = self._url()
+        url = self._url(self.options["url"], "url")
         pool_min = self._integer("pool_min", 1, minimum=0)
         pool_max = self._integer("pool_max", 10, minimum=1)
         if pool_max < pool_min:
             raise self.fail("pool_max", f"must be at least pool_min ({pool_min}), got {pool_max}")
+        timeout = self._timeout()
         idempotency = self.options.get("idempotency", True)
         if not isinstance(idempotency, bool):
             raise self.fail("idempotency", f"must be true or false, got {idempotency!r}")
@@ -107,31 +112,40 @@ class _Parser:
             **url,
             pool_min=pool_min,
             pool_max=pool_max,
-            connect_timeout=self._timeout(),
+            connect_timeout=timeout,
             idempotency=idempotency,
+            secondaries=self._secondaries(timeout),
         )
 
-    def _url(self) -> dict[str, Any]:
-        value = self.options["url"]
+    def _secondaries(self, timeout: float) -> tuple[RelConfig, ...]:
+        value = self.options.get("secondaries", [])
+        if not isinstance(value, list):
+            raise self.fail("secondaries", "must be an array of mysql:// URLs")
+        return tuple(
+            RelConfig(**self._url(item, f"secondaries[{index}]"), connect_timeout=timeout)
+            for index, item in enumerate(value)
+        )
+
+    def _url(self, value: Any, key: str) -> dict[str, Any]:
         if not isinstance(value, str):
-            raise self.fail("url", "must be a string")
+            raise self.fail(key, "must be a string")
         try:
             parts = urlsplit(str(value))
             port = parts.port or 3306
         except ValueError:
-            raise self.fail("url", "is not a valid URL (bad port?)") from None
+            raise self.fail(key, "is not a valid URL (bad port?)") from None
         if parts.scheme not in _SCHEMES:
-            raise self.fail("url", "must start with mysql:// or mariadb://")
+            raise self.fail(key, "must start with mysql:// or mariadb://")
         if parts.query or parts.fragment:
-            raise self.fail("url", "takes no query string; use the other stores.rel keys")
+            raise self.fail(key, "takes no query string; use the other stores.rel keys")
         if not parts.hostname:
-            raise self.fail("url", "must name a host")
+            raise self.fail(key, "must name a host")
         if not parts.username:
-            raise self.fail("url", "must name a user (mysql://user@host/database)")
+            raise self.fail(key, "must name a user (mysql://user@host/database)")
         database = unquote(parts.path.removeprefix("/"))
         if not _DATABASE.match(database):
             raise self.fail(
-                "url", "must end with a database name (letters, digits, _, $, -; at most 64)"
+                key, "must end with a database name (letters, digits, _, $, -; at most 64)"
             )
         return {
             "host": parts.hostname,

@@ -80,6 +80,8 @@ class NodeSettings:
     """production: every start-up check is fatal; development: optional ones only warn."""
     drain_seconds: float = 10.0
     """On shutdown, how long in-flight requests may take to finish."""
+    shared_path: str = ""
+    """A folder nodes share (exports, warehouse files); checked writable at start-up when set."""
 
 
 @attrs.frozen(kw_only=True)
