@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
 import orjson
@@ -368,3 +369,15 @@ def test_format_table_escapes_what_a_message_carries() -> None:
 
 def test_topology_missing_is_a_beds_error() -> None:
     assert issubclass(TopologyMissing, BedsError)
+
+
+def test_with_deadline_sets_a_new_deadline_and_leaves_other_bodies_alone() -> None:
+    from beds.dlq import with_deadline
+
+    body = orjson.dumps({"operation": "create", "meta": {"deadline": 1.0, "principal": "p"}})
+    before = time.time()
+    meta = orjson.loads(with_deadline(body, 30))["meta"]
+    assert before + 30 <= meta["deadline"] <= time.time() + 30
+    assert meta["principal"] == "p"
+    for other in (b"not json", b"[1]", b'{"meta": 5}', b"{}"):
+        assert with_deadline(other, 30) == other

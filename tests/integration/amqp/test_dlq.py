@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -253,6 +254,35 @@ async def test_a_request_that_expired_unconsumed_is_replayed_to_a_running_node(
                 break
             await asyncio.sleep(0.1)
         assert await notes(client, text) == 1
+        await wait_for_depth(second.config, 0)
+
+
+async def test_replay_can_give_expired_requests_a_new_deadline(
+    start_node: StartNode, client_for: ClientFor, forget: Forget
+) -> None:
+    async with start_node() as first:
+        forget(first.config)
+        env, config = first.config.node.env, config_path(first)
+    text = unique_name("d")
+    # As BedsClient sends it: a deadline as short as its expiration, long passed at replay.
+    body = orjson.dumps(
+        {
+            "operation": "create",
+            "template": "note",
+            "payload": {"text": text},
+            "meta": {"deadline": time.time() + 0.1},
+        }
+    )
+    await publish(first.config, body, "note.write", expiration="100", reply_to="nobody")
+    await wait_for_depth(first.config, 1)
+    async with start_node(env=env) as second, client_for(second) as client:
+        replay = await beds_dlq(config, "replay", "--yes", "--deadline", "30")
+        assert replay.code == 0, replay.err
+        for _ in range(50):
+            if await notes(client, text):
+                break
+            await asyncio.sleep(0.1)
+        assert await notes(client, text) == 1  # run, not answered BEDS-504
         await wait_for_depth(second.config, 0)
 
 

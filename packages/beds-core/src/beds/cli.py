@@ -378,9 +378,19 @@ def dlq_list(config_path: Path | None, limit: int, as_json: bool) -> None:
     help="Replay at most this many messages (default: all).",
 )
 @click.option("--message-id", default=None, help="Replay only messages with this message_id.")
+@click.option(
+    "--deadline",
+    default=None,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Give replayed requests a new deadline this many seconds from now.",
+)
 @_yes_option
 def dlq_replay(
-    config_path: Path | None, limit: int | None, message_id: str | None, yes: bool
+    config_path: Path | None,
+    limit: int | None,
+    message_id: str | None,
+    deadline: float | None,
+    yes: bool,
 ) -> None:
     """Publish dead letters back to the events exchange with their original routing keys."""
     from beds.dlq import DeadLetterQueue, ReplayResult
@@ -400,7 +410,11 @@ def dlq_replay(
                 await _dlq_confirm(
                     f"Replay {selected} from {queue.queue} to exchange {queue.exchange}?"
                 )
-            result = await queue.replay(limit=limit, message_id=message_id) if depth else None
+            result = (
+                await queue.replay(limit=limit, message_id=message_id, deadline=deadline)
+                if depth
+                else None
+            )
             return queue.queue, queue.exchange, result
 
     name, exchange, result = _dlq_run(replay())

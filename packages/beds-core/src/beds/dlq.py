@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import time
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 import aiormq
 import attrs
+import orjson
 from pamqp.commands import Basic
 
 from beds.errors import BrokerUnavailable, TransportError
@@ -45,6 +47,7 @@ __all__ = (
     "format_table",
     "preview",
     "replay_properties",
+    "with_deadline",
 )
 
 PREVIEW_CHARS = 80
@@ -259,6 +262,22 @@ def describe(
     return DeadLetter(source="unknown", reason="unknown", dead_lettered_at=when, **common)
 
 
+def with_deadline(body: bytes, seconds: float) -> bytes:
+    """The request ``body`` with ``meta.deadline`` set ``seconds`` from now.
+
+    A body that is not a JSON object with a ``meta`` object is returned unchanged: the broker
+    answers (or dead-letters) it as it would have.
+    """
+    try:
+        request = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    if not isinstance(request, dict) or not isinstance(request.get("meta"), dict):
+        return body
+    request["meta"]["deadline"] = time.time() + seconds
+    return orjson.dumps(request)
+
+
 def replay_properties(properties: Basic.Properties) -> Basic.Properties:
     """The properties a replayed message is published with.
 
@@ -463,7 +482,11 @@ class DeadLetterQueue:
         return letters
 
     async def replay(
-        self, *, limit: int | None = None, message_id: str | None = None
+        self,
+        *,
+        limit: int | None = None,
+        message_id: str | None = None,
+        deadline: float | None = None,
     ) -> ReplayResult:
         """Publish dead letters back to the events exchange, with their original routing keys.
 
@@ -476,6 +499,9 @@ class DeadLetterQueue:
         Args:
             limit: replay at most this many messages (default: all).
             message_id: replay only messages with this ``message_id``.
+            deadline: give each replayed request a new ``meta.deadline`` this many seconds from
+                now (:func:`with_deadline`); by default a request keeps its own, and one whose
+                deadline passed is answered ``BEDS-504`` without running.
 
         Raises:
             TopologyMissing: the dead-letter queue or the events exchange does not exist.
@@ -499,7 +525,7 @@ class DeadLetterQueue:
                 if message_id is not None and letter.message_id != message_id:
                     held.append(tag)
                     skipped += 1
-                elif await self._republish(message, letter):
+                elif await self._republish(message, letter, deadline):
                     with self._amqp_errors(f"acknowledge a message of {self.queue}"):
                         await self.channel.basic_ack(tag)
                     replayed.append(letter)
@@ -531,14 +557,17 @@ class DeadLetterQueue:
                 if not probe.is_closed:
                     await probe.close()
 
-    async def _republish(self, message: DeliveredMessage, letter: DeadLetter) -> bool:
+    async def _republish(
+        self, message: DeliveredMessage, letter: DeadLetter, deadline: float | None
+    ) -> bool:
         """Publish one dead letter to the events exchange; whether RabbitMQ routed and took it."""
         if not letter.routing_key:
             return False
+        body = message.body if deadline is None else with_deadline(message.body, deadline)
         with self._amqp_errors(f"publish to {self.exchange}"):
             try:
                 confirmation = await self.channel.basic_publish(
-                    message.body,
+                    body,
                     exchange=self.exchange,
                     routing_key=letter.routing_key,
                     properties=replay_properties(message.header.properties),
