@@ -12,11 +12,18 @@ from pamqp.commands import Basic
 
 from beds.client import BedsClient
 from beds.envelopes import Operation
-from beds.errors import NotFound, PublishError, ReplyTimeout, UnknownTemplate, ValidationFailed
+from beds.errors import (
+    BrokerUnavailable,
+    NotFound,
+    PublishError,
+    ReplyTimeout,
+    UnknownTemplate,
+    ValidationFailed,
+)
 from beds.namaste import CallContext, Record
 from beds.node import BedsNode
 from beds.templates import Template
-from beds.testing import MemoryAdapter
+from beds.testing import MemoryAdapter, unique_name
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -60,6 +67,21 @@ async def test_bad_inputs_get_deterministic_errors(client: BedsClient) -> None:
         "$.payload.colour: is not a field of this operation",
         "$.payload.text: must be at most 20 characters, got 21",
     )
+
+
+async def test_a_channel_closed_by_rabbitmq_does_not_leak_its_connection(amqp_url: str) -> None:
+    # Publishing to an exchange that does not exist makes RabbitMQ close the channel only.
+    client = BedsClient(amqp_url, exchange=unique_name("missing"), timeout=2)
+    connections = []
+    try:
+        for _ in range(3):
+            with pytest.raises(BrokerUnavailable):
+                await client.ping()
+            connections.append(client._connection)
+    finally:
+        await client.close()
+    assert len({id(connection) for connection in connections}) == 3
+    assert all(connection is not None and connection.is_closed for connection in connections)
 
 
 async def test_unroutable_request_fails_fast(amqp_url: str) -> None:

@@ -113,6 +113,16 @@ class BedsClient:
         async with self._lock:
             if self._channel is not None and not self._channel.is_closed:
                 return
+            stale = self._connection
+            if stale is not None:
+                # RabbitMQ closed only the channel (say, a publish to a missing exchange): its
+                # reply consumer is gone, so waiting calls cannot be answered; drop it all.
+                self._fail_waiting(
+                    stale,
+                    "the RabbitMQ channel was closed before the reply; "
+                    "the request may or may not have been executed",
+                )
+                await _close_quietly(stale)
             connection = await connect(self.url, name=f"beds-client-{self.origin}")
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             await channel.basic_consume(_REPLY_TO, self._on_reply, no_ack=True)
