@@ -71,6 +71,10 @@ class EventSink(Protocol):
 
 
 _STATUS_OK = {Operation.CREATE: 201}
+_IN_DOUBT = (
+    "the write may or may not have been executed: send it again with the same idempotency key "
+    "to get its outcome"
+)
 _Write = Callable[[NamasteCore, Template, Record, CallContext], Awaitable[Record]]
 _WRITES: dict[Operation, _Write] = {
     Operation.CREATE: lambda adapter, *args: adapter.create(*args),
@@ -233,8 +237,14 @@ class Dispatcher:
             raise DeadlineExceeded(
                 "the request's deadline passed while the store was working"
             ) from None
-        except BaseException as exc:
-            failure = exc.CODE if isinstance(exc, RequestError) else InternalError.CODE
+        except RequestError as exc:
+            failure = exc.CODE
+            if exc.TRANSIENT and operation in _WRITES:
+                # The connection may have dropped after the database committed.
+                raise type(exc)(exc.message, details=(*exc.details, _IN_DOUBT)) from exc
+            raise
+        except BaseException:
+            failure = InternalError.CODE
             raise
         finally:
             budget.cancel()
