@@ -28,6 +28,8 @@ from beds.node import BedsNode, StartupError
 if TYPE_CHECKING:
     from collections.abc import Coroutine
 
+    from beds.client import BedsClient
+
 __all__ = ("main",)
 
 _T = TypeVar("_T")
@@ -57,6 +59,19 @@ def _load(config_path: Path | None, role: str | None = None) -> Config:
     except ConfigError as exc:
         notes = "".join(f"\n  {note}" for note in getattr(exc, "__notes__", ()))
         _fail(f"{exc}{notes}", 2)
+
+
+def _client(config: Config, url: str | None, timeout: float) -> BedsClient:
+    """A client of the configured environment, as the ``beds`` command calls it."""
+    from beds.client import BedsClient  # imported when a command calls: keeps --help fast
+
+    return BedsClient(
+        url or config.amqp.url,
+        exchange=config.amqp.events_exchange,
+        origin="cli",
+        env=config.node.env,
+        timeout=timeout,
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -126,8 +141,6 @@ def call(
     PAYLOAD is a JSON object: a record (create, update), a key (delete) or
     {"query": ..., "params": {...}, "limit": n} (fetch). Exits 1 on an error response.
     """
-    from beds.client import BedsClient
-
     try:
         body: Any = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
@@ -138,13 +151,7 @@ def call(
     configure_logging(LogSettings(level="CRITICAL"))
 
     async def send() -> Any:
-        async with BedsClient(
-            url or config.amqp.url,
-            exchange=config.amqp.events_exchange,
-            origin="cli",
-            env=config.node.env,
-            timeout=timeout,
-        ) as client:
+        async with _client(config, url, timeout) as client:
             return await client.call(
                 template, operation, body, principal=principal, idempotency_key=idempotency_key
             )
@@ -168,20 +175,13 @@ def lineage(
     event_id: str, config_path: Path | None, url: str | None, timeout: float, as_json: bool
 ) -> None:
     """Print the tree of events EVENT_ID belongs to, with timings (from the admin node)."""
-    from beds.client import BedsClient
     from beds.lineage import LINEAGE_TEMPLATE, Event, format_tree
 
     config = _load(config_path)
     configure_logging(LogSettings(level="CRITICAL"))
 
     async def ask() -> Any:
-        async with BedsClient(
-            url or config.amqp.url,
-            exchange=config.amqp.events_exchange,
-            origin="cli",
-            env=config.node.env,
-            timeout=timeout,
-        ) as client:
+        async with _client(config, url, timeout) as client:
             return await client.fetch(LINEAGE_TEMPLATE, params={"event_id": event_id})
 
     try:
