@@ -14,8 +14,30 @@ if TYPE_CHECKING:
 
 CONCURRENCIES = (1, 16, 128)
 PIPELINE_PAIRS = [
-    (f"beds_{op}", f"pipe_{op}") for op in ("rel_fetch", "rel_create", "rec_fetch", "rec_create")
+    ("beds_rel_fetch", "pipe_rel_fetch"),
+    ("beds_rel_create_unkeyed", "pipe_rel_create"),
+    ("beds_rec_fetch", "pipe_rec_fetch"),
+    ("beds_rec_create_unaudited", "pipe_rec_create"),
 ]
+"""Like for like: the same store work on both sides (creates without an idempotency key, and
+REC creates without the audit record ``spew_profile`` declares)."""
+KEYED_PAIRS = [
+    ("beds_rel_create", "pipe_rel_create"),
+    ("beds_rec_create", "pipe_rec_create"),
+    ("beds_rec_create_unkeyed", "pipe_rec_create"),
+]
+"""BedsClient's default keyed creates (three store calls against the pipeline's one) and the
+audited REC create: more store work than the pipeline's (no target)."""
+COST_PAIRS = [
+    ("beds_rel_create", "beds_rel_create_unkeyed"),
+    ("beds_rec_create", "beds_rec_create_unkeyed"),
+    ("beds_rec_create_unkeyed", "beds_rec_create_unaudited"),
+    ("beds_ping", "beds_ping_nolineage"),
+    ("beds_rel_fetch", "beds_rel_fetch_nolineage"),
+    ("beds_ping_uvloop", "beds_ping"),
+    ("beds_rel_fetch_uvloop", "beds_rel_fetch"),
+]
+"""What a feature costs or brings: idempotency keys, event lineage, uvloop (no target)."""
 PEER_PAIRS = [
     ("beds_ping", "faststream_echo"),
     ("beds_ping", "nameko_echo"),
@@ -97,10 +119,14 @@ def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
             add(beds, pipe, concurrency, 0.85 if targeted else None)
         for beds, peer in PEER_PAIRS:
             add(beds, peer, concurrency, 2.0 if targeted else None)
+        for beds, pipe in KEYED_PAIRS:
+            add(beds, pipe, concurrency, None)
         for beds, pipe in PIPELINE_PAIRS:
             add(beds, pipe.replace("pipe_", "db_"), concurrency, None)
         add("beds_ping_raw", "amqp_echo", concurrency, None)
         add("beds_ping_uvloop", "amqp_echo_uvloop", concurrency, None)
+        for numerator, denominator in COST_PAIRS:
+            add(numerator, denominator, concurrency, None)
     for beds, pipe in PIPELINE_PAIRS:
         add(beds, pipe, 16, 1.5, "p99_ms", at_most=True)
     return out
@@ -224,20 +250,30 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     if notes:
         lines += ["", "### Notes", "", *notes]
-    profile = results.get("profile")
-    if profile and profile.get("top_self"):
+    profiles = results.get("profile") or {}
+    if "top_self" in profiles:  # an older run: ping only
+        profiles = {"ping": profiles}
+    for operation, profile in profiles.items():
+        if not profile.get("top_self"):
+            continue
+        what = operation.replace("_", " ") + (
+            " (no idempotency key)" if "create" in operation else ""
+        )
         lines += [
             "",
-            f"### Where the node spends its time (ping, 16 in flight, py-spy, "
+            f"### Where the node spends its time ({what}, 16 in flight, py-spy, "
             f"{profile['samples']:,} samples)",
             "",
-            "| function (self time) | share |",
-            "|---|---:|",
         ]
-        for row in profile["top_self"][:15]:
+        if profile.get("by_area"):
+            lines += ["| self time in | share |", "|---|---:|"]
+            lines += [f"| {row['frame']} | {row['share']:.1%} |" for row in profile["by_area"]]
+            lines.append("")
+        lines += ["| function (self time) | share |", "|---|---:|"]
+        for row in profile["top_self"][:12]:
             lines.append(f"| `{row['frame']}` | {row['share']:.1%} |")
         lines += ["", "| function (including callees) | share |", "|---|---:|"]
-        for row in profile["top_inclusive"][:15]:
+        for row in profile["top_inclusive"][:12]:
             lines.append(f"| `{row['frame']}` | {row['share']:.1%} |")
     lines += ["", "![throughput and p99 against requests in flight](throughput.png)", ""]
     return "\n".join(lines)

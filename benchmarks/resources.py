@@ -46,14 +46,16 @@ def require_port(service: str, host: str, port: int, start: str) -> None:
 class Server:
     """A server-side subprocess whose output goes to a log file."""
 
-    def __init__(self, name: str, argv: list[str], log_dir: Path) -> None:
+    def __init__(
+        self, name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log: IO[bytes] = self.log_path.open("wb")
         self.process = subprocess.Popen(
             argv,
             cwd=ROOT,
-            env=_env(),
+            env={**_env(), **(env or {})},
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -99,6 +101,10 @@ class Resources:
         self.mysql_url = MYSQL_BASE.rstrip("/") + "/" + self.database
         self.mongo_uri = ""
         self.config = self.tmp / "beds.toml"
+        self.config_without_lineage = self.tmp / "beds-no-lineage.toml"
+        """The same node with ``[lineage] enabled = false``."""
+        self.without_audit = self.tmp / "no-audit"
+        """On a node's ``PYTHONPATH`` first: the example domain with ``spew_profile`` unaudited."""
         self.servers: list[Server] = []
         self._vhost_made = False
         self._database_made = False
@@ -134,9 +140,10 @@ class Resources:
         self.sql(f"CREATE DATABASE `{self.database}`", database=False)
         self._database_made = True
         self._start_secantus()
-        self.config.write_text(
-            self.config_text(rel_pool=rel_pool, instances=instances, prefetch=prefetch),
-            encoding="utf-8",
+        text = self.config_text(rel_pool=rel_pool, instances=instances, prefetch=prefetch)
+        self.config.write_text(text, encoding="utf-8")
+        self.config_without_lineage.write_text(
+            text + "\n[lineage]\nenabled = false\n", encoding="utf-8"
         )
         result = subprocess.run(
             [PYTHON, "-m", "beds", "schema", "apply", "--config", str(self.config)],
@@ -150,6 +157,20 @@ class Resources:
         if result.returncode != 0:
             raise RuntimeError(f"beds schema apply failed: {result.stderr[-2000:]}")
         self._seed()
+        self._copy_domain_without_audit()
+
+    def _copy_domain_without_audit(self) -> None:
+        """The example templates package with ``audit = false``: REC creates like the pipeline's."""
+        import beds_templates_example
+
+        package = Path(beds_templates_example.__file__).parent
+        copy = self.without_audit / package.name
+        shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+        profile = copy / "templates" / "spew_profile.toml"
+        text = profile.read_text(encoding="utf-8")
+        if "audit = true" not in text:
+            raise RuntimeError(f"{profile} no longer declares audit = true")
+        profile.write_text(text.replace("audit = true", "audit = false"), encoding="utf-8")
 
     def _start_secantus(self) -> None:
         storage = self.tmp / "secantus"
@@ -243,8 +264,9 @@ prefetch = {prefetch}
 
     # -- servers --------------------------------------------------------------------------
 
-    def start(self, name: str, argv: list[str]) -> Server:
-        server = Server(name, argv, self.logs)
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Server:
+        """Start a server side; ``env`` adds to the environment every child gets."""
+        server = Server(name, argv, self.logs, env)
         self.servers.append(server)
         return server
 

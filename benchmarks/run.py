@@ -7,7 +7,7 @@ everything it created, also on failure or Ctrl-C. See docs/benchmarks.md.
 
 Options: ``--quick`` (a smoke run: few requests, one repeat, no memory check), ``--only KEYS``
 (comma-separated scenario keys or prefixes), ``--no-memory``, ``--profile`` (py-spy on the node
-during ping), ``--sweep`` (try AMQP ceiling layouts only), ``--out DIR``.
+during ping, REL fetch and REL create), ``--sweep`` (try AMQP ceiling layouts only), ``--out DIR``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from benchmarks import machine, report
 from benchmarks.resources import PYTHON, ROOT, Resources, Server, _env, wait_line
-from benchmarks.scenarios import Layout, Scenario, build, server_argv
+from benchmarks.scenarios import Layout, Scenario, build, server_argv, server_env
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -40,7 +40,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=None, help="repeats per point (3)")
     parser.add_argument("--only", default="", help="comma-separated scenario keys or prefixes")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory check")
-    parser.add_argument("--profile", action="store_true", help="py-spy the node during ping")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy the node: ping, rel fetch, rel create"
+    )
     parser.add_argument("--sweep", action="store_true", help="compare AMQP ceiling layouts")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     parser.add_argument(
@@ -122,7 +124,7 @@ class Suite:
         argv = server_argv(scenario, self.res, self.layout)
         if argv is None:
             return None
-        server = self.res.start(scenario.key, argv)
+        server = self.res.start(scenario.key, argv, env=server_env(scenario, self.res))
         if scenario.server in ("amqp", "faststream"):
             wait_line(server, "ready")
         # beds and nameko: the load generator waits until the first request is answered.
@@ -203,16 +205,29 @@ class Suite:
 
     # -- profile ----------------------------------------------------------------------------
 
+    PROFILED = ("ping", "rel_fetch", "rel_create")
+
     def profile(self) -> dict[str, Any]:
+        """py-spy on a node (asyncio, like ``beds_*``) under 16 requests in flight, per operation.
+
+        Creates carry no idempotency key, as in the pipeline. The collapsed stacks are written to
+        ``{operation}-profile.txt`` in the output folder.
+        """
+        return {operation: self.profile_one(operation) for operation in self.PROFILED}
+
+    def profile_one(self, operation: str) -> dict[str, Any]:
         argv = [PYTHON, "-m", "beds", "run", "--config", str(self.res.config)]
-        server = self.res.start("profile-node", argv)
-        raw = self.res.tmp / "ping-profile.txt"
+        server = self.res.start(f"profile-{operation}", argv, env={"BEDS_EVENT_LOOP": "asyncio"})
+        raw = self.res.tmp / f"{operation}-profile.txt"
         out: dict[str, Any] = {"concurrency": 16}
         load: subprocess.Popen[str] | None = None
         try:
+            params: dict[str, Any] = {"url": self.res.amqp_url, "operation": operation}
+            if operation.endswith("_create"):
+                params["idempotent_writes"] = False
             spec = {
                 "target": "beds",
-                "params": {"url": self.res.amqp_url, "operation": "ping"},
+                "params": params,
                 "points": [{"concurrency": 16, "count": 1_000_000, "seconds": 25}],
                 "warmup": 300,
                 "repeats": 1,
@@ -247,11 +262,10 @@ class Suite:
                 timeout=60,
             )
             load.wait(60)
-            out.update(summarize_profile(raw.read_text(encoding="utf-8")))
+            text = raw.read_text(encoding="utf-8")
+            out.update(summarize_profile(text))
             self.options.out.mkdir(parents=True, exist_ok=True)
-            (self.options.out / "ping-profile.txt").write_text(
-                raw.read_text(encoding="utf-8"), encoding="utf-8"
-            )
+            (self.options.out / f"{operation}-profile.txt").write_text(text, encoding="utf-8")
         except Exception as exc:
             out["error"] = f"{type(exc).__name__}: {exc}"
         finally:
@@ -323,21 +337,51 @@ def _frame_name(frame: str) -> str:
     return f"{module}.{name}" if module else name
 
 
+AREAS = (
+    ("socket send (asyncio transport.write)", ("_SelectorSocketTransport.write",)),
+    ("waiting for I/O (epoll)", ("EpollSelector.select",)),
+    (
+        "BEDS (and asyncmy's compiled code, charged to beds_rel)",
+        ("(beds/", "(beds_rel/", "(beds_rec/"),
+    ),
+    ("aiormq and pamqp", ("(aiormq/", "(pamqp/")),
+    ("asyncmy", ("(asyncmy/",)),
+    ("pymongo", ("(pymongo/", "(bson/")),
+    (
+        "cattrs, attrs, orjson, loguru",
+        ("(cattrs/", "<cattrs generated", "(attr/", "<attrs generated", "(loguru/"),
+    ),
+    ("asyncio (the rest)", ("(asyncio/", "(selectors.py", "(contextlib.py")),
+)
+"""Where a frame's self time goes, by a substring of py-spy's ``function (path:line)``."""
+
+
+def _area(frame: str) -> str:
+    """Which part of the stack a frame's self time belongs to (``AREAS``), else ``other``."""
+    for area, needles in AREAS:
+        if any(needle in frame for needle in needles):
+            return area
+    return "other"
+
+
 def summarize_profile(raw: str) -> dict[str, Any]:
-    """Self and inclusive shares per function from py-spy's collapsed stacks."""
+    """Self and inclusive shares per function, and self time per area, from collapsed stacks."""
     own: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
+    areas: collections.Counter[str] = collections.Counter()
     total = 0
     for line in raw.splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        frames = [_frame_name(f) for f in stack.split(";")[1:]]  # the first is the thread
-        if not frames:
+        raw_frames = stack.split(";")[1:]  # the first is the thread
+        if not raw_frames:
             continue
+        frames = [_frame_name(f) for f in raw_frames]
         total += count
         own[frames[-1]] += count
+        areas[_area(raw_frames[-1])] += count
         for frame in set(frames):
             inclusive[frame] += count
 
@@ -347,7 +391,16 @@ def summarize_profile(raw: str) -> dict[str, Any]:
             for frame, count in counter.most_common(n)
         ]
 
-    return {"samples": total, "top_self": top(own, 25), "top_inclusive": top(inclusive, 40)}
+    # Frames under which nearly every sample sits (the command, the loop) say nothing.
+    telling = collections.Counter(
+        {frame: count for frame, count in inclusive.items() if count < 0.6 * total}
+    )
+    return {
+        "samples": total,
+        "by_area": top(areas, len(AREAS) + 1),
+        "top_self": top(own, 25),
+        "top_inclusive": top(telling, 40),
+    }
 
 
 def print_table(results: dict[str, Any]) -> None:

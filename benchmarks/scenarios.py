@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from benchmarks.resources import PYTHON
+from benchmarks.resources import PYTHON, ROOT
 
 if TYPE_CHECKING:
     from benchmarks.resources import Resources
@@ -47,7 +48,9 @@ class Scenario:
     label: str
     operation: str
     server: str
-    """``none``, ``amqp``, ``beds``, ``beds-uvloop``, ``faststream`` or ``nameko``."""
+    """``none``, ``amqp``, ``beds``, ``beds-uvloop``, ``beds-no-lineage``, ``beds-no-audit``,
+    ``faststream`` or ``nameko``. Every ``beds`` kind but ``beds-uvloop`` serves on asyncio's
+    loop, like the ceilings (``beds run`` takes uvloop when it is installed, as it is here)."""
     load: dict[str, Any]
     server_args: tuple[str, ...] = ()
     uvloop: bool = False
@@ -154,28 +157,86 @@ def build(res: Resources, layout: Layout, *, sweep: bool = False) -> list[Scenar
             )
         )
     for operation in ("ping", *STORE_OPERATIONS):
+        keyed = operation.endswith("_create")
         out.append(
             Scenario(
                 key=f"beds_{operation}",
                 group="beds",
-                label=f"BedsClient → beds run, {operation.replace('_', ' ')}",
+                label=f"BedsClient → beds run, {operation.replace('_', ' ')}"
+                + (", idempotency key (client default)" if keyed else ""),
                 operation=operation,
                 server="beds",
                 load={"target": "beds", "params": {"url": url, "operation": operation}},
+                note="Every write carries an idempotency key (BedsClient's default), so the "
+                "store runs three calls in one transaction (REL: claim, create, complete) or "
+                "three operations (REC), where the pipeline runs one."
+                if keyed
+                else "",
             )
         )
+        if keyed:
+            out.append(
+                Scenario(
+                    key=f"beds_{operation}_unkeyed",
+                    group="beds",
+                    label=f"BedsClient → beds run, {operation.replace('_', ' ')}, "
+                    "no idempotency key (like the pipeline)",
+                    operation=operation,
+                    server="beds",
+                    load={
+                        "target": "beds",
+                        "params": {"url": url, "operation": operation, "idempotent_writes": False},
+                    },
+                    note="`BedsClient(idempotent_writes=False)`: the same single store call as "
+                    "the pipeline, so this is the like-for-like comparison."
+                    if operation.startswith("rel")
+                    else "`BedsClient(idempotent_writes=False)`. `spew_profile` is audited: each "
+                    "create also reads the record back and publishes a confirmed audit record.",
+                )
+            )
     out.append(
         Scenario(
-            key="beds_ping_uvloop",
-            group="diagnostic",
-            label="BEDS ping, node and client on uvloop",
-            operation="ping",
-            server="beds-uvloop",
-            load={"target": "beds", "params": {"url": url, "operation": "ping"}},
-            uvloop=True,
-            note="BEDS does not switch to uvloop itself; the runner installs it before `beds run`.",
+            key="beds_rec_create_unaudited",
+            group="beds",
+            label="BedsClient → beds run, rec create, no idempotency key, audit off "
+            "(like the pipeline)",
+            operation="rec_create",
+            server="beds-no-audit",
+            load={
+                "target": "beds",
+                "params": {"url": url, "operation": "rec_create", "idempotent_writes": False},
+            },
+            note="The example domain with `spew_profile`'s `audit = false` (a copy on the node's "
+            "PYTHONPATH): one insert per create, as in the pipeline.",
         )
     )
+    for operation in ("ping", "rel_fetch"):
+        out.append(
+            Scenario(
+                key=f"beds_{operation}_uvloop",
+                group="diagnostic",
+                label=f"BEDS {operation.replace('_', ' ')}, node and client on uvloop",
+                operation=operation,
+                server="beds-uvloop",
+                load={"target": "beds", "params": {"url": url, "operation": operation}},
+                uvloop=True,
+                note="`beds run` as it starts by default when uvloop is installed "
+                "(`pip install 'beds-core[uvloop]'`).",
+            )
+        )
+    for operation in ("ping", "rel_fetch"):
+        out.append(
+            Scenario(
+                key=f"beds_{operation}_nolineage",
+                group="diagnostic",
+                label=f"BEDS {operation.replace('_', ' ')}, lineage off",
+                operation=operation,
+                server="beds-no-lineage",
+                load={"target": "beds", "params": {"url": url, "operation": operation}},
+                note="`[lineage] enabled = false`: no request or database events; against the "
+                "same scenario with lineage on (the default), it prices event lineage.",
+            )
+        )
     out.append(
         Scenario(
             key="beds_ping_raw",
@@ -262,6 +323,17 @@ def build(res: Resources, layout: Layout, *, sweep: bool = False) -> list[Scenar
     return out
 
 
+def server_env(scenario: Scenario, res: Resources) -> dict[str, str]:
+    """What a server side's environment adds: the event loop of a ``beds run`` node, and the
+    unaudited copy of the example domain for ``beds-no-audit``."""
+    if not scenario.server.startswith("beds"):
+        return {}
+    env = {"BEDS_EVENT_LOOP": "uvloop" if scenario.server == "beds-uvloop" else "asyncio"}
+    if scenario.server == "beds-no-audit":
+        env["PYTHONPATH"] = os.pathsep.join((str(res.without_audit), str(ROOT)))
+    return env
+
+
 def server_argv(scenario: Scenario, res: Resources, layout: Layout) -> list[str] | None:
     """The server side's command, or None when the scenario has none (database ceiling)."""
     if scenario.server == "none":
@@ -275,14 +347,10 @@ def server_argv(scenario: Scenario, res: Resources, layout: Layout) -> list[str]
             res.amqp_url,
             *scenario.server_args,
         ]
-    if scenario.server == "beds":
+    if scenario.server in ("beds", "beds-uvloop", "beds-no-audit"):
         return [PYTHON, "-m", "beds", "run", "--config", str(res.config)]
-    if scenario.server == "beds-uvloop":
-        code = (
-            "import sys, uvloop; uvloop.install(); from beds.cli import main; "
-            f"sys.argv = ['beds', 'run', '--config', {str(res.config)!r}]; main()"
-        )
-        return [PYTHON, "-c", code]
+    if scenario.server == "beds-no-lineage":
+        return [PYTHON, "-m", "beds", "run", "--config", str(res.config_without_lineage)]
     if scenario.server == "faststream":
         return [
             PYTHON,

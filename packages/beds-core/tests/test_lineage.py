@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
 import pytest
 import tomlkit
 from hypothesis import given
@@ -16,7 +17,14 @@ from beds.codec import encode_request
 from beds.envelopes import Operation, Request, RequestMeta
 from beds.errors import TemplateError
 from beds.factory import Factory
-from beds.lineage import Event, collect_tree, decode_events, encode_events, format_tree
+from beds.lineage import (
+    Event,
+    collect_tree,
+    decode_events,
+    encode_events,
+    format_tree,
+    new_event_id,
+)
 from beds.templates import Template, parse_template
 from beds.testing import MemoryAdapter
 
@@ -240,3 +248,34 @@ async def test_a_tree_is_found_from_any_of_its_events_depth_first() -> None:
         "    log     a1  [+1500.0 ms] a1",
         "  log     b  [+2000.0 ms] b",
     ]
+
+
+def test_a_record_holds_every_field_but_the_empty_optional_ones() -> None:
+    full = Event(
+        event_id="n.e.1",
+        parent_id="n.e.0",
+        depth=3,
+        kind="audit",
+        node="n",
+        env="e",
+        at=1.5,
+        ms=2.5,
+        template="t",
+        operation="create",
+        status=201,
+        code="BEDS-409",
+        message="m",
+        data={"after": {"id": 1}},
+    )
+    assert full.to_record() == attrs.asdict(full)
+    bare = Event(event_id="n.e.2", kind="log", node="n", env="e", at=1.0)
+    assert bare.to_record() == {k: v for k, v in attrs.asdict(bare).items() if v is not None}
+    assert Event.from_record(full.to_record()) == full
+
+
+def test_event_ids_are_node_env_and_32_hex_digits() -> None:
+    first, second = new_event_id("n1", "dev"), new_event_id("n1", "dev")
+    assert first != second
+    node, env, guid = first.split(".")
+    assert (node, env, len(guid)) == ("n1", "dev", 32)
+    int(guid, 16)

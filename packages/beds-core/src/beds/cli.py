@@ -22,6 +22,8 @@ from beds.config.loader import default_config_path, load_config
 from beds.config.model import Config, LogSettings
 from beds.envelopes import Operation
 from beds.errors import BedsError, ConfigError, PublishError
+from beds.eventloop import choose_event_loop
+from beds.eventloop import run as run_on_loop
 from beds.log import configure_logging
 from beds.node import BedsNode, StartupError
 
@@ -84,11 +86,19 @@ def cli() -> None:
 @_config_option
 @_node_option
 def run(config_path: Path | None, role: str | None) -> None:
-    """Run a node until SIGTERM or SIGINT (a second signal forces exit)."""
+    """Run a node until SIGTERM or SIGINT (a second signal forces exit).
+
+    Serves on uvloop when it is installed (``BEDS_EVENT_LOOP``: ``auto``, ``uvloop``, ``asyncio``).
+    """
     config = _load(config_path, role)
-    configure_logging(config.log)
     try:
-        asyncio.run(_serve(config))
+        loop = choose_event_loop()
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    configure_logging(config.log)
+    logger.info("serving on the {} event loop", loop)
+    try:
+        run_on_loop(_serve(config), loop)
     except StartupError as exc:
         _fail(str(exc))
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
-import uuid
+from functools import partial
 from typing import TYPE_CHECKING, Any, Self
 
 import aiormq
@@ -30,6 +31,7 @@ from beds.errors import BrokerUnavailable, PublishError, ReplyTimeout, RequestEr
 from beds.lineage import new_event_id
 from beds.routing import PING_TEMPLATE, routing_key
 from beds.transport.amqp import connect
+from beds.transport.outbox import Outbox
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -83,6 +85,8 @@ class BedsClient:
         self.idempotent_writes = idempotent_writes
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
+        self._outbox: Outbox | None = None
+        """Writes the requests of one loop turn together (every publish goes through it)."""
         self._waiting: dict[str, asyncio.Future[Response]] = {}
         self._lock = asyncio.Lock()
         self._closing: set[asyncio.Task[None]] = set()
@@ -127,6 +131,7 @@ class BedsClient:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             await channel.basic_consume(_REPLY_TO, self._on_reply, no_ack=True)
             self._connection, self._channel = connection, channel
+            self._outbox = Outbox(channel)
             connection.closing.add_done_callback(
                 lambda _: self._fail_waiting(
                     connection,
@@ -144,10 +149,16 @@ class BedsClient:
                 future.set_exception(BrokerUnavailable(reason))
         self._waiting.clear()
         self._connection = self._channel = None
+        outbox, self._outbox = self._outbox, None
+        loop = asyncio.get_running_loop()
+        if outbox is not None:
+            stopping = loop.create_task(outbox.aclose(timeout=0))
+            self._closing.add(stopping)
+            stopping.add_done_callback(self._closing.discard)
         if not connection.is_closed:
             return
         # Closed by the server: release our side of the socket too.
-        task = asyncio.get_running_loop().create_task(_close_quietly(connection))
+        task = loop.create_task(_close_quietly(connection))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
@@ -166,6 +177,9 @@ class BedsClient:
     async def close(self) -> None:
         """Fail every waiting call with ``BrokerUnavailable`` and close the connection."""
         connection = self._connection
+        outbox, self._outbox = self._outbox, None
+        if outbox is not None:
+            await outbox.aclose()
         if connection is not None:
             self._fail_waiting(connection, "the client was closed")
             with contextlib.suppress(aiormq.exceptions.AMQPError, ConnectionError):
@@ -213,7 +227,7 @@ class BedsClient:
             await self._reconnect(timeout)
         channel = self._channel
         assert channel is not None  # connect() sets it or raises
-        correlation_id = uuid.uuid4().hex
+        correlation_id = os.urandom(16).hex()
         if idempotency_key is None and self.idempotent_writes and operation in WRITE_OPERATIONS:
             idempotency_key = f"{self.origin}.{correlation_id}"
         request = Request(
@@ -236,19 +250,26 @@ class BedsClient:
         try:
             # The node answers BEDS-504 right at the deadline: wait a little past it for that.
             async with asyncio.timeout(timeout + REPLY_GRACE):
-                await channel.basic_publish(
+                properties = Basic.Properties(
+                    content_type=CONTENT_TYPE,
+                    correlation_id=correlation_id,
+                    reply_to=_REPLY_TO,
+                    message_id=correlation_id,
+                    expiration=str(max(1, int(timeout * 1000))),
+                )
+                outbox = self._outbox
+                assert outbox is not None  # connect() sets it with the channel
+                # Written with the other callers' requests of this loop turn. The reply is
+                # awaited at once: a nack or the return of an unroutable request (mandatory)
+                # fails the call through its confirm.
+                confirmation = outbox.publish_confirmed(
                     encode_request(request),
                     exchange=self.exchange,
                     routing_key=routing_key(template, operation),
                     mandatory=True,
-                    properties=Basic.Properties(
-                        content_type=CONTENT_TYPE,
-                        correlation_id=correlation_id,
-                        reply_to=_REPLY_TO,
-                        message_id=correlation_id,
-                        expiration=str(max(1, int(timeout * 1000))),
-                    ),
+                    properties=properties,
                 )
+                confirmation.add_done_callback(partial(_fail_on_refusal, future))
                 return await future
         except TimeoutError:
             raise ReplyTimeout(
@@ -312,6 +333,15 @@ class BedsClient:
     async def ping(self, *, timeout: float | None = None) -> Response:
         """Ask any read broker to answer without touching a store."""
         return await self.call(PING_TEMPLATE, Operation.PING, timeout=timeout)
+
+
+def _fail_on_refusal(waiting: asyncio.Future[Response], confirmation: asyncio.Future[Any]) -> None:
+    """Fail a call RabbitMQ refused: request returned (unroutable) or nacked, channel closed."""
+    if confirmation.cancelled():
+        return
+    refusal = confirmation.exception()
+    if refusal is not None and not waiting.done():
+        waiting.set_exception(refusal)
 
 
 async def _close_quietly(connection: AbstractConnection) -> None:

@@ -126,7 +126,7 @@ def _details(exc: Exception) -> tuple[str, ...]:
 
 def _content_type_ok(content_type: str | None) -> bool:
     """Accept ``application/json`` (any case), optionally with ``charset=utf-8``; or none."""
-    if not content_type:
+    if not content_type or content_type == CONTENT_TYPE:  # what every client sends
         return True
     media, *params = (part.strip().lower() for part in content_type.split(";"))
     if media != CONTENT_TYPE:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
-from beds.broker.pool import BrokerPool, _tag
+from beds.broker.pool import BrokerPool
 from beds.errors import MalformedRequest, RequestError
 from beds.lineage import decode_events
 
@@ -44,7 +44,7 @@ class LogsPool(BrokerPool):
             events = decode_events(message.body)
         except ValueError as exc:
             await self._dead_letter(message, MalformedRequest(str(exc)))
-            await message.channel.basic_ack(_tag(message))
+            await self._ack(message)
             return
         records = [event.to_record() for event in events]
         try:
@@ -53,7 +53,7 @@ class LogsPool(BrokerPool):
             await self._dead_letter(message, exc)
         else:
             self.stored += len(records)
-        await message.channel.basic_ack(_tag(message))
+        await self._ack(message)
 
     async def _store(self, records: list[dict[str, Any]]) -> None:
         async for attempt in AsyncRetrying(

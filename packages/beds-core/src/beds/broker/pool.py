@@ -1,9 +1,14 @@
 """A supervised pool of broker tasks consuming one queue.
 
-One channel per broker type; RabbitMQ pushes up to ``prefetch`` messages into an in-process
-inbox; ``instances`` worker tasks take one message at a time, dispatch it, publish the reply
-and only then acknowledge it. A worker task that dies is logged and replaced (the pool never
+One consume channel per broker type; RabbitMQ pushes up to ``prefetch`` messages into an
+in-process inbox; ``instances`` worker tasks take one message at a time, dispatch it, publish the
+reply and only then acknowledge it. A worker task that dies is logged and replaced (the pool never
 shrinks) and the message it held goes back to the queue.
+
+Replies to reads and every ack go through the pool's :class:`~beds.transport.outbox.Outbox`, which
+writes what one turn of the event loop produced in one chunk (a reply before its ack, acks
+coalesced). Replies to writes, dead letters and requeued copies are published on a second
+channel with publisher confirms, and the request is acknowledged once RabbitMQ confirmed them.
 
 A pool reports each outcome to an optional :class:`BrokerObserver` (``beds.telemetry`` is one),
 and :meth:`BrokerPool.holding` tells which messages are in flight since when.
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -21,8 +27,9 @@ from loguru import logger
 from pamqp.commands import Basic
 
 from beds.codec import CONTENT_TYPE, encode_response
-from beds.envelopes import Response
+from beds.envelopes import READ_OPERATIONS, Response
 from beds.errors import InternalError, MalformedRequest, RequestError
+from beds.transport.outbox import Outbox
 
 if TYPE_CHECKING:
     from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
@@ -77,6 +84,10 @@ class BrokerPool:
         self._taken_at: dict[int, float] = {}
         """``time.monotonic()`` when each slot took its message (valid while it is held)."""
         self._channel: AbstractChannel | None = None
+        """The consume channel (no publisher confirms): reads' replies and every ack."""
+        self._confirms: Outbox | None = None
+        """On the channel with publisher confirms: replies to writes, dead letters, copies."""
+        self._outbox: Outbox | None = None
         self._consumer_tag: str | None = None
         self._stopping = False
         self._idle = asyncio.Event()
@@ -108,11 +119,13 @@ class BrokerPool:
         return [(self._taken_at[slot], message) for slot, message in self._holding.items()]
 
     async def start(self, connection: AbstractConnection) -> None:
-        """Open the channel, start the workers, then start consuming."""
-        channel = await connection.channel()
+        """Open the channels, start the workers, then start consuming."""
+        channel = await connection.channel(publisher_confirms=False)
         prefetch = self.settings.prefetch or 2 * self.settings.instances
         await channel.basic_qos(prefetch_count=prefetch)
         self._channel = channel
+        self._confirms = Outbox(await connection.channel(publisher_confirms=True))
+        self._outbox = Outbox(channel)
         for slot in range(self.settings.instances):
             self._spawn(slot)
         ok = await channel.basic_consume(self.queue, self._on_message)
@@ -139,12 +152,19 @@ class BrokerPool:
         for task in self._workers.values():
             task.cancel()
         await asyncio.gather(*self._workers.values(), return_exceptions=True)
+        for outbox in (self._confirms, self._outbox):
+            if outbox is not None:
+                await outbox.aclose()  # the last replies and acks, before channel.close
         # Anything not acknowledged returns to the queue when the channel closes.
-        if channel is not None and not channel.is_closed:
-            with contextlib.suppress(aiormq.exceptions.AMQPError, ConnectionError):
-                await channel.close()
+        confirms = self._confirms.channel if self._confirms is not None else None
+        for open_channel in (confirms, channel):
+            if open_channel is not None and not open_channel.is_closed:
+                with contextlib.suppress(aiormq.exceptions.AMQPError, ConnectionError):
+                    await open_channel.close()
 
     async def _on_message(self, message: DeliveredMessage) -> None:
+        if self._outbox is not None:
+            self._outbox.delivered(_tag(message))
         self._inbox.put_nowait(message)
 
     def _spawn(self, slot: int) -> None:
@@ -166,6 +186,33 @@ class BrokerPool:
     async def _requeue(self, message: DeliveredMessage) -> None:
         with contextlib.suppress(aiormq.exceptions.AMQPError, ConnectionError):
             await message.channel.basic_nack(_tag(message), requeue=True)
+            if self._outbox is not None:
+                self._outbox.settled(_tag(message))  # written: later multiple acks may pass it
+
+    async def _ack(self, message: DeliveredMessage) -> None:
+        """Acknowledge a message whose outcome is final (its reply queued or confirmed)."""
+        outbox = self._outbox
+        if outbox is not None and message.channel is outbox.channel:
+            outbox.ack(_tag(message))
+        else:  # pragma: no cover - a message always comes from the pool's own channel
+            await message.channel.basic_ack(_tag(message))
+
+    async def _publish_confirmed(
+        self, body: bytes, *, exchange: str, routing_key: str, properties: Basic.Properties
+    ) -> None:
+        """Publish on the confirm channel; return once RabbitMQ confirmed it.
+
+        Raises:
+            aiormq.exceptions.AMQPError: the channel is closed, or RabbitMQ refused the message.
+        """
+        outbox = self._confirms
+        if outbox is None:
+            raise aiormq.exceptions.ChannelInvalidStateError("the pool is not started")
+        if not properties.message_id:  # aiormq finds a confirm's message by it
+            properties.message_id = os.urandom(16).hex()
+        await outbox.publish_confirmed(
+            body, exchange=exchange, routing_key=routing_key, properties=properties
+        )
 
     async def _work(self, slot: int) -> None:
         while True:
@@ -185,14 +232,12 @@ class BrokerPool:
 
     async def _process(self, message: DeliveredMessage) -> None:
         properties = message.header.properties
-        channel = message.channel
-        tag = _tag(message)
         if not properties.reply_to:
             await self._dead_letter(
                 message,
                 MalformedRequest("the message has no reply_to property, so no reply is possible"),
             )
-            await channel.basic_ack(tag)
+            await self._ack(message)
             return
         if message.redelivered and self.count_redeliveries:
             await self._recount(message)
@@ -219,17 +264,26 @@ class BrokerPool:
         if response.error is not None and RequestError.from_error(response.error).TRANSIENT:
             # Retried already (Dispatcher): the caller is told, and operators get a copy.
             await self._dead_letter(message, RequestError.from_error(response.error))
-        await channel.basic_publish(
-            body,
-            exchange="",
-            routing_key=properties.reply_to,
-            properties=Basic.Properties(
-                content_type=CONTENT_TYPE,
-                correlation_id=properties.correlation_id,
-                message_id=response.meta.event_id or None,
-            ),
+        reply_properties = Basic.Properties(
+            content_type=CONTENT_TYPE,
+            correlation_id=properties.correlation_id,
+            message_id=response.meta.event_id or None,
         )
-        await channel.basic_ack(tag)
+        outbox = self._outbox
+        if (
+            outbox is not None
+            and message.channel is outbox.channel
+            and (request is None or request.operation in READ_OPERATIONS)
+        ):
+            # A lost reply to a read loses no data (the caller asks again): no confirm. The
+            # reply and the ack leave in one write, the reply first.
+            outbox.publish(body, routing_key=properties.reply_to, properties=reply_properties)
+            outbox.ack(_tag(message))
+            return
+        await self._publish_confirmed(
+            body, exchange="", routing_key=properties.reply_to, properties=reply_properties
+        )
+        await self._ack(message)
 
     async def _recount(self, message: DeliveredMessage) -> None:
         """Count a redelivery: requeue a counted copy, or dead-letter the message as poison.
@@ -252,13 +306,13 @@ class BrokerPool:
             # The copy goes through the default exchange: keep the key the request came with,
             # for its dead letter and a replay (beds dlq replay).
             headers.setdefault("x-beds-routing-key", message.routing_key or "")
-            await message.channel.basic_publish(
+            await self._publish_confirmed(
                 message.body,
                 exchange="",
                 routing_key=self.queue,
                 properties=_copy_properties(properties, headers),
             )
-        await message.channel.basic_ack(_tag(message))
+        await self._ack(message)
 
     async def _dead_letter(self, message: DeliveredMessage, error: RequestError) -> None:
         """Publish the message, with why it could not be answered, to the dead-letter exchange."""
@@ -276,7 +330,7 @@ class BrokerPool:
                 "x-beds-dead-lettered-at": int(time.time()),
             }
         )
-        await message.channel.basic_publish(
+        await self._publish_confirmed(
             message.body,
             exchange=self.dead_letter_exchange,
             routing_key=message.routing_key or self.queue,
