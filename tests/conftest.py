@@ -11,13 +11,15 @@ A service that is down fails the run with the command that starts it; nothing is
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -25,7 +27,7 @@ import pytest
 from beds.testing import unique_name as unique
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
 AMQP_URL = os.environ.get("BEDS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 MARIADB_URL = os.environ.get("BEDS_TEST_MARIADB_URL", "mysql://root@127.0.0.1:3306/")
@@ -159,3 +161,33 @@ def mongo_database(mongo_server_uri: str) -> Iterator[str]:
         client.drop_database(name)
     finally:
         client.close()
+
+
+_FIGURES = pytest.StashKey[list[str]]()
+"""The lines of every ``figures`` call of the run, for the terminal summary."""
+Figures = Callable[[dict[str, Any]], None]
+
+
+@pytest.fixture
+def figures(
+    request: pytest.FixtureRequest, record_property: Callable[[str, object], None]
+) -> Figures:
+    """Record a test's figures: a ``figures`` property, a printed line, the terminal summary."""
+
+    def record(values: dict[str, Any]) -> None:
+        line = f"{request.node.name}: " + " ".join(
+            f"{key}={json.dumps(value, sort_keys=True)}" for key, value in values.items()
+        )
+        record_property("figures", values)
+        request.config.stash.setdefault(_FIGURES, []).append(line)
+        print(f"\nFAULT FIGURES {line}")
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    lines = config.stash.get(_FIGURES, [])
+    if lines:
+        terminalreporter.section("fault injection figures")
+        for line in lines:
+            terminalreporter.write_line(line)

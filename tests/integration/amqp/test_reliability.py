@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from beds.client import BedsClient
+from beds.envelopes import Response
 from beds.errors import ReplyTimeout, StoreUnavailable
 from beds.testing import MemoryAdapter
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from beds.namaste import CallContext, Record
     from beds.node import BedsNode
     from beds.templates import Template
+    from tests.conftest import Figures
 
     from .conftest import StartNode
 
@@ -79,20 +81,54 @@ async def test_a_persistent_transient_failure_is_answered_and_dead_lettered(
 
 
 async def test_a_poison_message_is_dead_lettered_and_the_broker_keeps_serving(
-    start_node: StartNode, client_for: ClientFor, dead_letter: TakeDeadLetter
+    start_node: StartNode, client_for: ClientFor, dead_letter: TakeDeadLetter, figures: Figures
 ) -> None:
+    """Scenario 4: a request that kills every task holding it, among requests that are fine."""
+    good = 200
     async with start_node(FAST_RETRIES) as node, client_for(node) as client:
-        # Every delivery kills the task that holds it: it never gets an outcome.
-        failing_create(memory(node), [asyncio.CancelledError() for _ in range(10)])
-        with pytest.raises(ReplyTimeout):
-            await client.create("note", {"text": "poison"}, timeout=3)
+        adapter = memory(node)
+        original = adapter.create
+
+        async def create(template: Template, record: Record, ctx: CallContext) -> Record:
+            if record.get("text") == "poison":
+                raise asyncio.CancelledError  # the task holding it dies: no outcome, ever
+            return await original(template, record, ctx)
+
+        adapter.create = create  # type: ignore[method-assign]
+        poison, *answers = await asyncio.gather(
+            client.call("note", "create", {"text": "poison"}, timeout=3),
+            *(client.create("note", {"text": f"good {i}"}) for i in range(good)),
+            return_exceptions=True,
+        )
         message = await dead_letter(node)
-        headers = message.header.properties.headers or {}
-        assert "poison message: delivered 4 times" in str(headers["x-beds-reason"])
         pool = node.pools["wBroker"]
+        ok = [a for a in answers if isinstance(a, dict) and a.get("id", 0) >= 1]
+        figures(
+            {
+                "sent": good + 1,
+                "answered_ok": len(ok),
+                "poison_answer": getattr(getattr(poison, "error", None), "code", repr(poison)),
+                "dead_lettered": pool.dead_lettered,
+                "tasks_replaced": pool.replaced,
+                "pool_size": pool.size,
+                "lost": good - len(ok),
+            }
+        )
+        headers = message.header.properties.headers or {}
+        # Its caller is told at once (not left to time out), with the same reason.
+        assert isinstance(poison, Response), poison
+        assert poison.error is not None
+        assert poison.error.code == "BEDS-500"
+        assert poison.error.message == headers["x-beds-reason"]
+        assert b'"poison"' in message.body
+        assert "poison message: delivered 4 times" in str(headers["x-beds-reason"])
+        assert headers["x-beds-error-code"] == "BEDS-500"
+        assert headers["x-beds-routing-key"] == "note.write"
+        assert message.header.properties.correlation_id, "the request's properties were dropped"
+        assert len(ok) == good, "a request beside the poison was not answered"
+        assert pool.dead_lettered == 1
         assert pool.replaced == 3
         assert pool.size == 2
-        memory(node).create = MemoryAdapter.create.__get__(memory(node))  # type: ignore[method-assign]
         assert (await client.create("note", {"text": "fine"}))["id"] >= 1
 
 

@@ -1,29 +1,32 @@
 """Fault injection against the real services: the example schema, a TCP proxy, figures.
 
-Each test records its figures (requests sent, answered, failed by code, retried, lost) with
-``record_property`` and prints them; the run's terminal summary repeats them, one line per test,
-under "fault injection figures".
+Each test records its figures (requests sent, answered, failed by code, retried, lost) with the
+``figures`` fixture of ``tests/conftest.py``; the run's terminal summary repeats them.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import collections
+import contextlib
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
+from pathlib import Path
 from urllib.parse import urlsplit
 
+import asyncmy
 import attrs
 import pytest
 from loguru import logger
 
+from beds.client import BedsClient
+from beds.errors import BedsError
 from beds.testing import unique_name
 
 from .proxy import FaultProxy
-
-_FIGURES = pytest.StashKey[list[str]]()
 
 
 @attrs.frozen
@@ -136,6 +139,122 @@ def stores(
     return applied
 
 
+@attrs.define
+class Served:
+    """A ``beds run`` subprocess and what a test needs to talk to its environment."""
+
+    process: subprocess.Popen[bytes]
+    config: Path
+    log: Path
+    env: str
+
+    def output(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+
+StartServed = Callable[..., Served]
+
+
+@pytest.fixture
+def start_served(tmp_path: Path, amqp_url: str, stores: Stores) -> Iterator[StartServed]:
+    """``start_served(env=None, name="n1", drain_seconds=5, instances=2)``: a ``beds run``.
+
+    Each call starts a subprocess serving the appServer role of ``env`` (a fresh environment
+    unless given: nodes of one environment compete for its queues); all are killed at teardown.
+    """
+    started: list[Served] = []
+
+    def start(
+        *, env: str | None = None, name: str = "n1", drain_seconds: float = 5, instances: int = 2
+    ) -> Served:
+        env = env or unique_name("served")
+        config = tmp_path / f"{env}-{name}.toml"
+        config.write_text(
+            node_config(
+                amqp_url,
+                env=env,
+                name=name,
+                rel_url=stores.rel_url,
+                mongo_uri=stores.mongo_uri,
+                mongo_database=stores.mongo_database,
+                instances=instances,
+                drain_seconds=drain_seconds,
+            ),
+            encoding="utf-8",
+        )
+        log = config.with_suffix(".log")
+        with log.open("wb") as out:  # the child keeps its own descriptor
+            process = subprocess.Popen(
+                [sys.executable, "-m", "beds", "run", "--config", str(config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=clean_environ(),
+            )
+        served = Served(process, config, log, env)
+        started.append(served)
+        return served
+
+    yield start
+    for served in started:
+        if served.process.poll() is None:
+            served.process.kill()
+        served.process.wait(timeout=30)
+
+
+def client_of(served: Served, amqp_url: str, *, timeout: float = 30.0) -> BedsClient:
+    """A client of the served node's environment (not yet connected)."""
+    return BedsClient(
+        amqp_url,
+        exchange=f"beds.events.{served.env}",
+        env=served.env,
+        origin="load",
+        timeout=timeout,
+    )
+
+
+async def wait_ready(served: Served, client: BedsClient, seconds: float = 30) -> None:
+    """Until the node answers a ping (its topology is declared and its brokers consume)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if served.process.poll() is not None:
+            pytest.fail(f"beds run exited early:\n{served.output()}", pytrace=False)
+        with contextlib.suppress(BedsError):
+            if (await client.ping(timeout=1)).ok:
+                return
+        if time.monotonic() > deadline:
+            pytest.fail(f"beds run was not ready in {seconds} s:\n{served.output()}")
+        await asyncio.sleep(0.2)
+
+
+async def wait_exit(process: subprocess.Popen[bytes], seconds: float) -> float:
+    """Wait (without blocking the loop) for the process to exit; return how long it took."""
+    started = time.monotonic()
+    while process.poll() is None:
+        if time.monotonic() - started > seconds:
+            return float("inf")
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
+async def stored_posts(stores: Stores, author: str) -> collections.Counter[tuple[int, str]]:
+    """(id, body) of every post of ``author``, read from MariaDB directly (as the DBA would)."""
+    parts = urlsplit(stores.rel_url)
+    conn = await asyncmy.connect(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 3306,
+        user=parts.username or "root",
+        password=parts.password or "",
+        database=stores.rel_database,
+    )
+    try:
+        async with conn.cursor() as cursor:
+            await cursor.execute("SELECT id, body FROM spp_posts WHERE author = %s", (author,))
+            rows = await cursor.fetchall()
+    finally:
+        conn.close()
+    return collections.Counter((int(row[0]), str(row[1])) for row in rows)
+
+
 ProxyFactory = Callable[[str, int], Awaitable[FaultProxy]]
 
 
@@ -153,34 +272,6 @@ async def tcp_proxy() -> AsyncIterator[ProxyFactory]:
     yield make
     for proxy in proxies:
         await proxy.aclose()
-
-
-Figures = Callable[[dict[str, Any]], None]
-
-
-@pytest.fixture
-def figures(
-    request: pytest.FixtureRequest, record_property: Callable[[str, object], None]
-) -> Figures:
-    """Record a test's figures: a ``figures`` property, a printed line, the terminal summary."""
-
-    def record(values: dict[str, Any]) -> None:
-        line = f"{request.node.name}: " + " ".join(
-            f"{key}={json.dumps(value, sort_keys=True)}" for key, value in values.items()
-        )
-        record_property("figures", values)
-        request.config.stash.setdefault(_FIGURES, []).append(line)
-        print(f"\nFAULT FIGURES {line}")
-
-    return record
-
-
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    lines = config.stash.get(_FIGURES, [])
-    if lines:
-        terminalreporter.section("fault injection figures")
-        for line in lines:
-            terminalreporter.write_line(line)
 
 
 @pytest.fixture(autouse=True)

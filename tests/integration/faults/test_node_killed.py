@@ -11,16 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiormq
-import asyncmy
 import pytest
 
 from beds.client import BedsClient
@@ -28,7 +24,10 @@ from beds.envelopes import Response
 from beds.errors import BrokerUnavailable, ReplyTimeout
 from beds.testing import unique_name
 
-from .conftest import Figures, Stores, clean_environ, node_config
+from .conftest import StartServed, Stores, client_of, stored_posts
+
+if TYPE_CHECKING:
+    from tests.conftest import Figures
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.mongodb]
 
@@ -59,70 +58,12 @@ async def wait_for_consumers(amqp_url: str, queue: str, count: int, timeout: flo
         await connection.close()
 
 
-StartNode = Callable[[str], subprocess.Popen[bytes]]
-
-
-@pytest.fixture
-def two_node_env(tmp_path: Path, amqp_url: str, stores: Stores) -> Iterator[tuple[str, StartNode]]:
-    """An environment name and ``start(node_name)``, which starts a ``beds run`` subprocess."""
-    env = unique_name("kill")
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(name: str) -> subprocess.Popen[bytes]:
-        path = tmp_path / f"{name}.toml"
-        path.write_text(
-            node_config(
-                amqp_url,
-                env=env,
-                name=name,
-                rel_url=stores.rel_url,
-                mongo_uri=stores.mongo_uri,
-                mongo_database=stores.mongo_database,
-            ),
-            encoding="utf-8",
-        )
-        with (tmp_path / f"{name}.log").open("wb") as log:  # the child keeps its own copy
-            process = subprocess.Popen(
-                [sys.executable, "-m", "beds", "run", "--config", str(path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=clean_environ(),
-            )
-        started.append(process)
-        return process
-
-    yield env, start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=30)
-
-
-async def rows_by_body(rel_url: str, author: str) -> Counter[str]:
-    parts = rel_url.split("/")
-    conn = await asyncmy.connect(
-        host="127.0.0.1", user="root", password="", database=parts[-1], autocommit=True
-    )
-    try:
-        async with conn.cursor() as cursor:
-            await cursor.execute("SELECT body, id FROM spp_posts WHERE author = %s", (author,))
-            rows = list(await cursor.fetchall())
-    finally:
-        conn.close()
-    return Counter(str(body) for body, _ in rows)
-
-
-@contextlib.asynccontextmanager
-async def client_for(amqp_url: str, env: str) -> AsyncIterator[BedsClient]:
-    async with BedsClient(amqp_url, exchange=f"beds.events.{env}", env=env, timeout=15) as client:
-        yield client
-
-
 async def test_sigkill_of_one_of_two_nodes_loses_and_doubles_no_write(
-    amqp_url: str, stores: Stores, two_node_env: tuple[str, StartNode], figures: Figures
+    amqp_url: str, stores: Stores, start_served: StartServed, figures: Figures
 ) -> None:
-    env, start = two_node_env
-    victim, survivor = start("n1"), start("n2")
+    env = unique_name("kill")
+    first = start_served(env=env, name="n1", instances=4)
+    victim, survivor = first.process, start_served(env=env, name="n2", instances=4).process
     await wait_for_consumers(amqp_url, f"beds.{env}.appServer.wBroker", 2)
 
     author = f"k_{uuid.uuid4().hex[:10]}"
@@ -145,7 +86,7 @@ async def test_sigkill_of_one_of_two_nodes_loses_and_doubles_no_write(
             if sum(isinstance(o, Response) for o in outcomes.values()) >= KILL_AFTER:
                 answered.set()
 
-    async with client_for(amqp_url, env) as client:
+    async with client_of(first, amqp_url, timeout=15) as client:
         load = asyncio.gather(*(write(client, body) for body in keys))
         await asyncio.wait_for(answered.wait(), timeout=60)
         victim.send_signal(signal.SIGKILL)
@@ -183,7 +124,7 @@ async def test_sigkill_of_one_of_two_nodes_loses_and_doubles_no_write(
     failed = Counter(
         response.error.code for response in responses.values() if response.error is not None
     )
-    rows = await rows_by_body(stores.rel_url, author)
+    rows = Counter(body for _, body in await stored_posts(stores, author))
 
     figures(
         {

@@ -14,12 +14,9 @@ import asyncio
 import collections
 import contextlib
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiormq
@@ -32,108 +29,29 @@ from beds.client import BedsClient
 from beds.codec import decode_request
 from beds.config import load_config
 from beds.envelopes import Operation, Response
-from beds.errors import BedsError, BrokerUnavailable, ReplyTimeout
+from beds.errors import BrokerUnavailable, ReplyTimeout
 from beds.node import BedsNode
 from beds.routing import PING_TEMPLATE
 from beds.testing import unique_name
 
-from .conftest import Figures, Stores, clean_environ, node_config
+from .conftest import (
+    Served,
+    StartServed,
+    Stores,
+    client_of,
+    stored_posts,
+    wait_exit,
+    wait_ready,
+)
+
+if TYPE_CHECKING:
+    from tests.conftest import Figures
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.mongodb]
 
 BROKERS = ("rBroker", "wBroker", "mBroker")
 CALL_TIMEOUT = 30.0
 """Long enough for a request to wait out the drain, the exit and a second node's start."""
-
-
-@attrs.define
-class Served:
-    """A ``beds run`` subprocess and what a test needs to talk to its environment."""
-
-    process: subprocess.Popen[bytes]
-    config: Path
-    log: Path
-    env: str
-
-    def output(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")
-
-
-StartServed = Callable[..., Served]
-
-
-@pytest.fixture
-def start_served(tmp_path: Path, amqp_url: str, stores: Stores) -> Iterator[StartServed]:
-    """``start_served(drain_seconds=5)``: a ``beds run`` subprocess on a fresh environment."""
-    started: list[Served] = []
-
-    def start(*, drain_seconds: float = 5, instances: int = 2) -> Served:
-        env = unique_name("term")
-        config = tmp_path / f"{env}.toml"
-        config.write_text(
-            node_config(
-                amqp_url,
-                env=env,
-                name="n1",
-                rel_url=stores.rel_url,
-                mongo_uri=stores.mongo_uri,
-                mongo_database=stores.mongo_database,
-                instances=instances,
-                drain_seconds=drain_seconds,
-            ),
-            encoding="utf-8",
-        )
-        log = tmp_path / f"{env}.log"
-        with log.open("wb") as out:  # the child keeps its own descriptor
-            process = subprocess.Popen(
-                [sys.executable, "-m", "beds", "run", "--config", str(config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=clean_environ(),
-            )
-        served = Served(process, config, log, env)
-        started.append(served)
-        return served
-
-    yield start
-    for served in started:
-        if served.process.poll() is None:
-            served.process.kill()
-        served.process.wait(timeout=30)
-
-
-def client_of(served: Served, amqp_url: str) -> BedsClient:
-    return BedsClient(
-        amqp_url,
-        exchange=f"beds.events.{served.env}",
-        env=served.env,
-        origin="load",
-        timeout=CALL_TIMEOUT,
-    )
-
-
-async def wait_ready(served: Served, client: BedsClient, seconds: float = 30) -> None:
-    """Until the node answers a ping (its topology is declared and its brokers consume)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        if served.process.poll() is not None:
-            pytest.fail(f"beds run exited early:\n{served.output()}", pytrace=False)
-        with contextlib.suppress(BedsError):
-            if (await client.ping(timeout=1)).ok:
-                return
-        if time.monotonic() > deadline:
-            pytest.fail(f"beds run was not ready in {seconds} s:\n{served.output()}")
-        await asyncio.sleep(0.2)
-
-
-async def wait_exit(process: subprocess.Popen[bytes], seconds: float) -> float:
-    """Wait (without blocking the loop) for the process to exit; return how long it took."""
-    started = time.monotonic()
-    while process.poll() is None:
-        if time.monotonic() - started > seconds:
-            return float("inf")
-        await asyncio.sleep(0.02)
-    return time.monotonic() - started
 
 
 @attrs.define
@@ -254,31 +172,13 @@ class Load:
         await asyncio.wait_for(asyncio.gather(*self._tasks), seconds)
 
 
-async def stored_posts(rel_url: str, author: str) -> collections.Counter[tuple[int, str]]:
-    parts = urlsplit(rel_url)
-    conn = await asyncmy.connect(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 3306,
-        user=parts.username or "root",
-        password=parts.password or "",
-        database=parts.path.lstrip("/"),
-    )
-    try:
-        async with conn.cursor() as cursor:
-            await cursor.execute("SELECT id, body FROM spp_posts WHERE author = %s", (author,))
-            rows = await cursor.fetchall()
-    finally:
-        conn.close()
-    return collections.Counter((int(row[0]), str(row[1])) for row in rows)
-
-
 async def test_sigterm_under_load_drains_and_exits_0(
     start_served: StartServed, amqp_url: str, stores: Stores, figures: Figures
 ) -> None:
     drain_seconds = 5.0
     served = start_served(drain_seconds=drain_seconds, instances=2)
     author = unique_name("term")[:30]
-    async with client_of(served, amqp_url) as client:
+    async with client_of(served, amqp_url, timeout=CALL_TIMEOUT) as client:
         await wait_ready(served, client)
         load = Load(client, author, workers=48)
         await asyncio.sleep(1.5)
@@ -298,7 +198,7 @@ async def test_sigterm_under_load_drains_and_exits_0(
     codes = collections.Counter(c.code for c in calls)
     sent_before = [c for c in calls if c.sent < sigterm_at]
     drained = [c for c in calls if c.node == "n1" and c.received > sigterm_at]
-    posts = await stored_posts(stores.rel_url, author)
+    posts = await stored_posts(stores, author)
     not_once = [b for b, i in load.created.items() if posts[(i, b)] != 1]
     figures(
         {
@@ -353,7 +253,7 @@ async def test_a_second_signal_during_the_drain_exits_at_once(
     )
     stuck = 2
     try:
-        async with client_of(served, amqp_url) as client:
+        async with client_of(served, amqp_url, timeout=CALL_TIMEOUT) as client:
             await wait_ready(served, client)
             async with dba.cursor() as cursor:
                 await cursor.execute("LOCK TABLES spp_posts WRITE")

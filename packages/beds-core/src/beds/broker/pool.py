@@ -27,7 +27,7 @@ from loguru import logger
 from pamqp.commands import Basic
 
 from beds.codec import CONTENT_TYPE, encode_response
-from beds.envelopes import READ_OPERATIONS, Response
+from beds.envelopes import READ_OPERATIONS, Response, ResponseMeta
 from beds.errors import InternalError, MalformedRequest, RequestError
 from beds.transport.outbox import Outbox
 
@@ -297,10 +297,13 @@ class BrokerPool:
         seen = headers.get("x-beds-deliveries", 1)
         deliveries = (seen if isinstance(seen, int) else 1) + 1
         if deliveries > self.max_deliveries:
-            await self._dead_letter(
-                message,
-                InternalError(f"poison message: delivered {deliveries} times without an outcome"),
+            poison = InternalError(
+                f"poison message: delivered {deliveries} times without an outcome (each task "
+                "holding it died); dead-lettered, not run again. A write may have run: ask again "
+                "with its idempotency key"
             )
+            await self._dead_letter(message, poison)
+            await self._answer_poison(message, poison)
         else:
             headers["x-beds-deliveries"] = deliveries
             # The copy goes through the default exchange: keep the key the request came with,
@@ -313,6 +316,24 @@ class BrokerPool:
                 properties=_copy_properties(properties, headers),
             )
         await self._ack(message)
+
+    async def _answer_poison(self, message: DeliveredMessage, error: RequestError) -> None:
+        """Tell a caller still waiting that its request was dead-lettered, not time it out."""
+        properties = message.header.properties
+        response = Response(
+            ok=False,
+            status=error.STATUS,
+            error=error.to_error(),
+            meta=ResponseMeta(node=self.dispatcher.node),
+        )
+        await self._publish_confirmed(
+            encode_response(response),
+            exchange="",
+            routing_key=properties.reply_to or "",
+            properties=Basic.Properties(
+                content_type=CONTENT_TYPE, correlation_id=properties.correlation_id
+            ),
+        )
 
     async def _dead_letter(self, message: DeliveredMessage, error: RequestError) -> None:
         """Publish the message, with why it could not be answered, to the dead-letter exchange."""
