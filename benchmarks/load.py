@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from benchmarks.batching import TurnWriter
 from benchmarks.work import ECHO_BODY, Store, make_args, run
 
 Call = Callable[[], Awaitable[None]]
@@ -37,22 +38,33 @@ class BadReply(Exception):
 
 
 class AmqpRpc:
-    """A minimal aiormq RPC client: one connection, one channel, direct reply-to (or a queue)."""
+    """A minimal aiormq RPC client: one connection, one channel, direct reply-to (or a queue).
 
-    def __init__(self, url: str, *, reply_exchange: str = "") -> None:
+    By default it uses aiormq as it comes: the channel has publisher confirms (aiormq's
+    default), so every call waits for RabbitMQ's confirm of its request as well as for the
+    reply, and every publish is its own socket write. ``batched=True`` opens the channel without
+    publisher confirms and writes the requests of one loop turn as one chunk
+    (:mod:`benchmarks.batching`), so that the client is not what limits a batched ceiling.
+    """
+
+    def __init__(self, url: str, *, reply_exchange: str = "", batched: bool = False) -> None:
         self.url = url
         self.reply_exchange = reply_exchange
+        self.batched = batched
         self.reply_to = "amq.rabbitmq.reply-to"
         self._waiting: dict[str, asyncio.Future[bytes]] = {}
         self._ids = itertools.count()
         self._connection: Any = None
         self._channel: Any = None
+        self._writer: TurnWriter | None = None
 
     async def open(self) -> None:
         import aiormq
 
         self._connection = await aiormq.connect(self.url)
-        self._channel = channel = await self._connection.channel()
+        self._channel = channel = await self._connection.channel(
+            publisher_confirms=not self.batched
+        )
         if self.reply_exchange:
             # Nameko replies through its own exchange, keyed by the reply_to it was given.
             await channel.exchange_declare(self.reply_exchange, exchange_type="topic", durable=True)
@@ -60,8 +72,12 @@ class AmqpRpc:
             self.reply_to = declared.queue
             await channel.queue_bind(self.reply_to, self.reply_exchange, routing_key=self.reply_to)
         await channel.basic_consume(self.reply_to, self._on_reply, no_ack=True)
+        if self.batched:
+            self._writer = TurnWriter(channel)
 
     async def close(self) -> None:
+        if self._writer is not None:
+            await self._writer.close()
         if self._connection is not None:
             await self._connection.close()
 
@@ -78,6 +94,15 @@ class AmqpRpc:
         self._waiting[correlation_id] = future
         try:
             async with asyncio.timeout(CALL_TIMEOUT):
+                if self._writer is not None:
+                    self._writer.publish(
+                        body,
+                        exchange=exchange,
+                        routing_key=routing_key,
+                        correlation_id=correlation_id,
+                        reply_to=self.reply_to,
+                    )
+                    return await future
                 await self._channel.basic_publish(
                     body,
                     exchange=exchange,
@@ -134,7 +159,11 @@ def _body(encoding: str, operation: str, rng: random.Random) -> bytes:
 
 
 async def amqp_target(stack: AsyncExitStack, params: dict[str, Any]) -> Call:
-    client = AmqpRpc(params["url"], reply_exchange=params.get("reply_exchange", ""))
+    client = AmqpRpc(
+        params["url"],
+        reply_exchange=params.get("reply_exchange", ""),
+        batched=params.get("batched", False),
+    )
     await client.open()
     stack.push_async_callback(client.close)
     rng = random.Random(1)

@@ -21,6 +21,12 @@ GROUPS = {
 }
 
 STORE_OPERATIONS = ("rel_fetch", "rel_create", "rec_fetch", "rec_create")
+BATCHED_NOTE = (
+    "The best hand-written aiormq (`benchmarks/batching.py`), the ceiling the targets use: "
+    "server and client channels without publisher confirms, every reply and ack (or request) "
+    "of one loop turn written in one chunk, acks coalesced with `multiple`, frames packed by "
+    "hand. The unbatched scenario uses aiormq as it comes (confirms, one write per frame)."
+)
 
 
 @dataclass(frozen=True)
@@ -76,10 +82,8 @@ def build(res: Resources, layout: Layout, *, sweep: bool = False) -> list[Scenar
         "--pool",
         str(layout.rel_pool),
     )
-    echo_load = {
-        "target": "amqp",
-        "params": {"url": url, "routing_key": "bench.echo", "operation": "echo", "check": "bytes"},
-    }
+    echo_params = {"url": url, "routing_key": "bench.echo", "operation": "echo", "check": "bytes"}
+    echo_load: dict[str, Any] = {"target": "amqp", "params": echo_params}
 
     def amqp_layout(consumers: int, prefetch: int) -> tuple[str, ...]:
         return ("--consumers", str(consumers), "--prefetch", str(prefetch))
@@ -123,6 +127,19 @@ def build(res: Resources, layout: Layout, *, sweep: bool = False) -> list[Scenar
             uvloop=True,
         )
     )
+    out.append(
+        Scenario(
+            key="amqp_echo_batched",
+            group="amqp",
+            label=f"aiormq echo, batched ({layout.consumers}x{layout.prefetch}): no confirms, "
+            "one write per loop turn",
+            operation="echo",
+            server="amqp",
+            server_args=(*best, "--batched"),
+            load={"target": "amqp", "params": {**echo_params, "batched": True}},
+            note=BATCHED_NOTE,
+        )
+    )
     for operation in STORE_OPERATIONS:
         out.append(
             Scenario(
@@ -135,27 +152,39 @@ def build(res: Resources, layout: Layout, *, sweep: bool = False) -> list[Scenar
                 load={"target": "store", "params": {"operation": operation, **stores}},
             )
         )
-    for operation in STORE_OPERATIONS:
-        queue = f"bench.pipe.{operation}"
-        out.append(
-            Scenario(
-                key=f"pipe_{operation}",
-                group="pipeline",
-                label=f"aiormq + store, {operation.replace('_', ' ')}",
-                operation=operation,
-                server="amqp",
-                server_args=(*best, "--queue", queue, "--work", operation, *store_args),
-                load={
-                    "target": "amqp",
-                    "params": {
-                        "url": url,
-                        "routing_key": queue,
-                        "operation": operation,
-                        "check": "ok",
+    for batched in (False, True):
+        for operation in STORE_OPERATIONS:
+            queue = f"bench.pipe.{operation}"
+            out.append(
+                Scenario(
+                    key=f"pipe_{operation}" + ("_batched" if batched else ""),
+                    group="pipeline",
+                    label=f"aiormq + store, {operation.replace('_', ' ')}"
+                    + (", batched (no confirms, one write per loop turn)" if batched else ""),
+                    operation=operation,
+                    server="amqp",
+                    server_args=(
+                        *best,
+                        "--queue",
+                        queue,
+                        "--work",
+                        operation,
+                        *store_args,
+                        *(("--batched",) if batched else ()),
+                    ),
+                    load={
+                        "target": "amqp",
+                        "params": {
+                            "url": url,
+                            "routing_key": queue,
+                            "operation": operation,
+                            "check": "ok",
+                            **({"batched": True} if batched else {}),
+                        },
                     },
-                },
+                    note=BATCHED_NOTE if batched else "",
+                )
             )
-        )
     for operation in ("ping", *STORE_OPERATIONS):
         keyed = operation.endswith("_create")
         out.append(
@@ -237,6 +266,14 @@ def build(res: Resources, layout: Layout, *, sweep: bool = False) -> list[Scenar
                 "same scenario with lineage on (the default), it prices event lineage.",
             )
         )
+    raw_ping = {
+        "url": url,
+        "exchange": "beds.events",
+        "routing_key": "beds.read",
+        "operation": "ping",
+        "encoding": "beds_ping",
+        "check": "ok",
+    }
     out.append(
         Scenario(
             key="beds_ping_raw",
@@ -244,19 +281,22 @@ def build(res: Resources, layout: Layout, *, sweep: bool = False) -> list[Scenar
             label="BEDS ping, minimal aiormq client",
             operation="ping",
             server="beds",
-            load={
-                "target": "amqp",
-                "params": {
-                    "url": url,
-                    "exchange": "beds.events",
-                    "routing_key": "beds.read",
-                    "operation": "ping",
-                    "encoding": "beds_ping",
-                    "check": "ok",
-                },
-            },
-            note="The node alone: the same client as the AMQP ceiling (no publisher confirms, "
-            "no mandatory flag, envelope encoded once).",
+            load={"target": "amqp", "params": raw_ping},
+            note="The node alone: the same client as the unbatched AMQP ceiling (aiormq's "
+            "default publisher confirms on requests, no mandatory flag, envelope encoded once).",
+        )
+    )
+    out.append(
+        Scenario(
+            key="beds_ping_raw_batched",
+            group="diagnostic",
+            label="BEDS ping, minimal aiormq client, batched",
+            operation="ping",
+            server="beds",
+            load={"target": "amqp", "params": {**raw_ping, "batched": True}},
+            note="The node alone, driven by the batched AMQP ceiling's client (no confirms, one "
+            "write per loop turn): against `amqp_echo_batched` it tells the node's share from "
+            "the client's.",
         )
     )
     peer_args = ("--prefetch", str(layout.peer_prefetch), "--pool", str(layout.rel_pool))

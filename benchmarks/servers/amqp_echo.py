@@ -8,6 +8,13 @@ Layout: ``--consumers`` channels, each with ``basic.qos(prefetch)`` and one cons
 queue; aiormq runs each delivery as a task, so up to consumers x prefetch requests are handled
 at once. Replies go to the direct reply-to address; each request is acknowledged after its
 reply is published (manual acks).
+
+Unbatched (the default), it uses aiormq as it comes: the reply channel has publisher confirms
+(aiormq's default), each request is acked after its reply's confirm, and every publish and every
+ack is its own socket write. ``--batched`` is the best hand-written aiormq found: the channel has
+no publisher confirms, and the replies and acks of one loop turn are written as one chunk, with
+the acks coalesced (:mod:`benchmarks.batching`). BEDS's node answers this way, so the batched
+server is the ceiling its targets are measured against.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import aiormq
 import orjson
 from pamqp.commands import Basic
 
+from benchmarks.batching import TurnWriter
 from benchmarks.work import Store, run
 
 if TYPE_CHECKING:
@@ -40,6 +48,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--mongo-db", default="")
     parser.add_argument("--pool", type=int, default=16)
     parser.add_argument("--uvloop", action="store_true")
+    parser.add_argument(
+        "--batched", action="store_true", help="no confirms; one write per loop turn"
+    )
     return parser.parse_args(argv)
 
 
@@ -59,20 +70,19 @@ async def serve(options: argparse.Namespace) -> None:
     await setup.queue_declare(options.queue, auto_delete=True)
     await setup.close()
 
+    async def answer(body: bytes) -> bytes:
+        if store is None:
+            return body
+        try:
+            return orjson.dumps({"ok": True, "data": await store(orjson.loads(body))})
+        except Exception as exc:
+            return orjson.dumps({"ok": False, "error": repr(exc)})
+
     def handler(channel: aiormq.abc.AbstractChannel) -> Any:
         async def on_message(message: DeliveredMessage) -> None:
             properties = message.header.properties
-            if store is None:
-                body = message.body
-            else:
-                try:
-                    body = orjson.dumps(
-                        {"ok": True, "data": await store(orjson.loads(message.body))}
-                    )
-                except Exception as exc:
-                    body = orjson.dumps({"ok": False, "error": repr(exc)})
             await channel.basic_publish(
-                body,
+                await answer(message.body),
                 exchange="",
                 routing_key=properties.reply_to or "",
                 properties=Basic.Properties(
@@ -83,16 +93,41 @@ async def serve(options: argparse.Namespace) -> None:
 
         return on_message
 
+    def batched_handler(writer: TurnWriter) -> Any:
+        async def handle(message: DeliveredMessage) -> None:
+            properties = message.header.properties
+            writer.publish(
+                await answer(message.body),
+                routing_key=properties.reply_to or "",
+                correlation_id=properties.correlation_id or "",
+            )
+            writer.ack(message.delivery_tag or 0)
+
+        def on_message(message: DeliveredMessage) -> Any:
+            # aiormq calls this as the delivery arrives and runs the coroutine as a task, so
+            # the tag is noted before any later delivery can be acked.
+            writer.delivered(message.delivery_tag or 0)
+            return handle(message)
+
+        return on_message
+
+    writers: list[TurnWriter] = []
     for _ in range(options.consumers):
-        channel = await connection.channel()
+        channel = await connection.channel(publisher_confirms=not options.batched)
         await channel.basic_qos(prefetch_count=options.prefetch)
-        await channel.basic_consume(options.queue, handler(channel))
+        if options.batched:
+            writers.append(TurnWriter(channel))
+            await channel.basic_consume(options.queue, batched_handler(writers[-1]))
+        else:
+            await channel.basic_consume(options.queue, handler(channel))
     print("ready", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
+    for writer in writers:
+        await writer.close()
     await connection.close()
     if store is not None:
         await store.close()
