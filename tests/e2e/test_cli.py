@@ -110,6 +110,46 @@ def test_bad_config_names_file_and_key(tmp_path: Path) -> None:
     assert "roles.appServer.brokers.rBroker.instances" in result.stderr
 
 
+def in_mode(config: Path, mode: str, edits: dict[str, str] | None = None) -> Path:
+    """A copy of ``config`` in ``node.mode = mode``, in a folder of its own, after ``edits``.
+
+    Production refuses a password in the base file, so in both modes the AMQP URL (guest:guest)
+    moves to the environment file: the mode is the only difference.
+    """
+    text = config.read_text(encoding="utf-8")
+    for old, new in (edits or {}).items():
+        assert old in text, old
+        text = text.replace(old, new)
+    url_line = next(line for line in text.splitlines() if line.startswith('url = "amqp'))
+    env = text.split('env = "', 1)[1].split('"', 1)[0]
+    folder = config.parent / mode
+    folder.mkdir()
+    (folder / f"env_{env}.toml").write_text(f"[amqp]\n{url_line}\n", encoding="utf-8")
+    path = folder / "beds.toml"
+    text = text.replace(f"{url_line}\n", "").replace("[node]\n", f'[node]\nmode = "{mode}"\n', 1)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def check_in_both_modes(
+    config: Path, edits: dict[str, str] | None = None
+) -> tuple[list[str], list[str]]:
+    """``beds check`` of ``config`` in development and in production: their checklists."""
+    lines = []
+    for mode in ("development", "production"):
+        result = beds("check", "--config", str(in_mode(config, mode, edits)))
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert result.stdout.startswith("[ok  ] config: "), result.stdout + result.stderr
+        lines.append(result.stdout.splitlines())
+    return lines[0], lines[1]
+
+
+def line_of(lines: list[str], start: str) -> int:
+    found = [n for n, line in enumerate(lines) if line.startswith(start)]
+    assert len(found) == 1, (start, lines)
+    return found[0]
+
+
 def test_check_reports_a_missing_procedure_by_name(
     tmp_path: Path,
     amqp_url: str,
@@ -118,7 +158,10 @@ def test_check_reports_a_missing_procedure_by_name(
     mongo_database: str,
     mariadb_sql: Callable[[str], None],
 ) -> None:
-    """A database where the DBA has not installed spp_update: `beds check` names it."""
+    """A database where the DBA has not installed spp_update: `beds check` names it.
+
+    Development warns and checks on (the template is still served); production stops there.
+    """
     database = unique_name("beds_check")
     parts = urlsplit(mariadb_url)
     rel_url = mariadb_url.replace(parts.path, "/" + database)
@@ -136,9 +179,63 @@ def test_check_reports_a_missing_procedure_by_name(
         assert "[ok  ] template spew_post objects" in ok.stdout
 
         mariadb_sql(f"DROP PROCEDURE `{database}`.`spp_update`")
-        missing = beds("check", "--config", str(path))
-        assert missing.returncode == 1
-        assert "template spew_post objects" in missing.stdout
-        assert "spp_update" in missing.stdout
+        development, production = check_in_both_modes(path)
+        warned = line_of(development, "[WARN] template spew_post objects: ")
+        assert "spp_update" in development[warned]
+        assert development[-1] == "[ok  ] template spew_profile objects"  # checks go on
+
+        failed = line_of(production, "[FAIL] template spew_post objects: ")
+        assert "spp_update" in production[failed]
+        assert failed == len(production) - 1  # fatal: nothing is checked after it
     finally:
         mariadb_sql(f"DROP DATABASE IF EXISTS `{database}`")
+
+
+def test_an_unreachable_secondary_warns_in_development_and_is_fatal_in_production(
+    node_config: Path,
+) -> None:
+    secondary = '[stores.rel]\nsecondaries = ["mysql://root@127.0.0.1:1/x"]\n'
+    development, production = check_in_both_modes(node_config, {"[stores.rel]\n": secondary})
+    warned = line_of(development, "[WARN] store rel secondary 127.0.0.1:1: ")
+    assert development[warned + 1 :] == [
+        "[ok  ] template spew_post objects",
+        "[ok  ] template spew_profile objects",
+    ]
+    failed = line_of(production, "[FAIL] store rel secondary 127.0.0.1:1: ")
+    assert production[failed] == development[warned].replace("[WARN]", "[FAIL]")
+    assert failed == len(production) - 1
+
+
+def test_an_unwritable_shared_path_warns_in_development_and_is_fatal_in_production(
+    node_config: Path, tmp_path: Path
+) -> None:
+    # A file, not a folder: nobody can write into it, root included (the tests may run as root).
+    shared = tmp_path / "a-file"
+    shared.write_text("", encoding="utf-8")
+    development, production = check_in_both_modes(
+        node_config, {"[node]\n": f'[node]\nshared_path = "{shared}"\n'}
+    )
+    expected = (
+        f"shared filesystem: cannot write to {shared}: Not a directory (key node.shared_path)"
+    )
+    warned = line_of(development, "[WARN] shared filesystem: ")
+    assert development[warned] == f"[WARN] {expected}"
+    assert development[-1] == "[ok  ] template spew_profile objects"
+    assert production[-1] == f"[FAIL] {expected}"
+    assert not any(line.startswith("[ok  ] template ") for line in production)
+
+
+def test_brokers_without_bindings_are_reported_idle_in_every_mode(node_config: Path) -> None:
+    """segundo's seed brokers are placeholders: said on the checklist, never fatal."""
+    development, production = (
+        beds("check", "--config", str(in_mode(node_config, mode)), "--node", "segundo")
+        for mode in ("development", "production")
+    )
+    for result in (development, production):
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.splitlines()[-2:] == [
+            f"[ok  ] broker {broker}: idle: no bindings, so its queue receives nothing (bind "
+            f"routing keys in [roles.segundo.brokers.{broker}] bindings)"
+            for broker in ("whBroker", "cBroker")
+        ]
+    assert beds("check", "--config", str(node_config)).returncode == 0  # appServer is bound

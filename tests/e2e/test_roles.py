@@ -8,12 +8,6 @@ admin node; an audited template's writes leave audit records with before and aft
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,52 +15,9 @@ import pytest
 
 from beds.testing import unique_name
 
-from .conftest import beds
+from .conftest import Start, beds, wait_until
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.mongodb]
-
-Start = Callable[[str, str], subprocess.Popen[str]]
-
-
-@pytest.fixture
-def deployment(node_config: Path) -> Iterator[tuple[Path, Start]]:
-    """The shared config (lineage log records from DEBUG) and ``start(role, node_name)``."""
-    text = node_config.read_text(encoding="utf-8")
-    node_config.write_text(
-        text + '\n[lineage]\nlog_level = "DEBUG"\nflush_interval = 0.02\n', encoding="utf-8"
-    )
-    processes: list[subprocess.Popen[str]] = []
-
-    def start(role: str, name: str) -> subprocess.Popen[str]:
-        # One config file; what differs per node comes from its command line and environment.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BEDS_")}
-        env["BEDS__NODE__NAME"] = name
-        process = subprocess.Popen(
-            [sys.executable, "-m", "beds", "run", "--config", str(node_config), "--node", role],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        processes.append(process)
-        return process
-
-    yield node_config, start
-    for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=30)
-        assert process.returncode == 0, output
-
-
-def wait_until(check: Callable[[], Any], what: str, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def call(config: Path, *args: str) -> dict[str, Any]:

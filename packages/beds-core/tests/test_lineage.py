@@ -18,8 +18,10 @@ from beds.envelopes import Operation, Request, RequestMeta
 from beds.errors import TemplateError
 from beds.factory import Factory
 from beds.lineage import (
+    Cause,
     Event,
     collect_tree,
+    current_cause,
     decode_events,
     encode_events,
     format_tree,
@@ -279,3 +281,54 @@ def test_event_ids_are_node_env_and_32_hex_digits() -> None:
     node, env, guid = first.split(".")
     assert (node, env, len(guid)) == ("n1", "dev", 32)
     int(guid, 16)
+
+
+async def test_a_repeat_answered_from_its_key_leaves_no_second_audit_record(
+    demo_template: Template,
+) -> None:
+    sink = Sink()
+    target, adapter = dispatcher(demo_template, sink)
+    first = body(Operation.CREATE, RECORD, idempotency_key="k1")
+    _, created = await target.handle(first, "application/json")
+    _, repeated = await target.handle(first, "application/json")
+    assert created.ok
+    assert repeated.ok
+    assert repeated.data == created.data
+    assert len(adapter.tables[demo_template.name]) == 1
+    [audit] = sink.confirmed  # the repeat changed nothing: no audit record of its own
+    assert audit.parent_id == created.meta.event_id
+    # A new key is a new write: audited again.
+    _, again = await target.handle(
+        body(Operation.CREATE, RECORD, idempotency_key="k2"), "application/json"
+    )
+    assert again.ok
+    assert len(sink.confirmed) == 2
+
+
+async def test_log_lines_carry_the_event_id_with_lineage_off(demo_template: Template) -> None:
+    adapter = MemoryAdapter()
+    factory = Factory({demo_template.name: demo_template}, {"memory": adapter})
+    target = Dispatcher(factory, node="n1", env="t", max_message_bytes=65536, trace=False)
+    seen: list[dict[str, Any]] = []
+    causes: list[Cause | None] = []
+    sink_id = logger.add(lambda message: seen.append(dict(message.record["extra"])), level="INFO")
+    logger.enable("beds")
+    real_fetch = adapter.fetch
+
+    async def chatty(*args: Any) -> Any:
+        logger.info("looking")
+        causes.append(current_cause())
+        return await real_fetch(*args)
+
+    adapter.fetch = chatty  # type: ignore[method-assign,assignment]
+    try:
+        _, response = await target.handle(
+            body(Operation.FETCH, {"query": "by_count", "params": {"count": 1}}, depth=3),
+            "application/json",
+        )
+    finally:
+        logger.remove(sink_id)
+        logger.disable("beds")
+    assert {"event_id": response.meta.event_id, "event_depth": 3} in seen
+    assert causes == [Cause(response.meta.event_id, 3)]
+    assert current_cause() is None, "the cause outlived the request"

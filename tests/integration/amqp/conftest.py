@@ -71,13 +71,19 @@ StartNode = Callable[..., contextlib.AbstractAsyncContextManager[BedsNode]]
 def start_node(tmp_path: Path, amqp_url: str) -> StartNode:
     """Start a node serving ``note``: ``async with start_node(extra="...toml...") as node``.
 
+    ``plugins`` are registered beside the one providing the in-memory store and ``note``.
+
     Each call gets its own environment name (its own queues) unless ``env`` is given, so two
     calls with the same ``env`` are two nodes of one role sharing queues.
     """
 
     @contextlib.asynccontextmanager
     async def start(
-        extra: str = "", instances: int = 2, env: str | None = None, queue_type: str = "classic"
+        extra: str = "",
+        instances: int = 2,
+        env: str | None = None,
+        queue_type: str = "classic",
+        plugins: tuple[object, ...] = (),
     ) -> AsyncIterator[BedsNode]:
         path = tmp_path / f"{unique_name('beds')}.toml"
         env = env or unique_name("env")
@@ -106,6 +112,8 @@ instances = {instances}
         )
         pm = make_plugin_manager(load_entry_points=False)
         pm.register(MemoryPlugin())
+        for plugin in plugins:
+            pm.register(plugin)
         async with BedsNode(load_config(path, environ={}), plugin_manager=pm) as running:
             yield running
 

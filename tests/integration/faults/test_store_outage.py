@@ -308,11 +308,11 @@ handler_budget = 30
         retried = dispatcher.retried - retried_before
         # A caller told its create failed asks again with the same key, as the error says.
         resent: dict[str, Outcome] = {}
-        for outcome in load.outcomes:
-            if outcome.operation is Operation.CREATE and outcome.code != "ok":
-                resent[outcome.key] = await load.send(
-                    Operation.CREATE, outcome.key, domain.create(outcome.key)
-                )
+        failed = [o for o in load.outcomes if o.operation is Operation.CREATE and o.code != "ok"]
+        for outcome in failed:  # once each (a resend is appended to load.outcomes too)
+            resent[outcome.key] = await load.send(
+                Operation.CREATE, outcome.key, domain.create(outcome.key)
+            )
         dead_lettered = sum(pool.dead_lettered for pool in node.pools.values())
         node_ready = node.ready
 

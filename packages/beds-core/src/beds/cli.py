@@ -20,7 +20,7 @@ from loguru import logger
 from beds.codec import converter
 from beds.config.loader import default_config_path, load_config
 from beds.config.model import Config, LogSettings
-from beds.envelopes import Operation
+from beds.envelopes import MAX_DEPTH, Operation
 from beds.errors import BedsError, ConfigError, PublishError
 from beds.eventloop import choose_event_loop
 from beds.eventloop import run as run_on_loop
@@ -118,13 +118,9 @@ async def _serve(config: Config) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     await node.start()
-    lost = asyncio.create_task(node.wait_closed())
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait({lost, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    # A lost RabbitMQ connection is the node's to recover (it reconnects): only a signal stops.
+    await stop.wait()
     await node.stop()
-    stopping.cancel()
-    if not stop.is_set():
-        _fail("the RabbitMQ connection was lost")
 
 
 @cli.command()
@@ -136,6 +132,17 @@ async def _serve(config: Config) -> None:
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for the reply.")
 @click.option("--principal", default=None, help="Principal to send with the request.")
 @click.option("--idempotency-key", default=None, help="Idempotency key for a write.")
+@click.option(
+    "--parent-id",
+    default="",
+    help="Event id of an existing request: this one joins its lineage tree as a child.",
+)
+@click.option(
+    "--depth",
+    type=click.IntRange(0, MAX_DEPTH),
+    default=None,
+    help="Depth in the tree (default: 1 with --parent-id, else 0).",
+)
 def call(
     template: str,
     operation: str,
@@ -145,6 +152,8 @@ def call(
     timeout: float,
     principal: str | None,
     idempotency_key: str | None,
+    parent_id: str,
+    depth: int | None,
 ) -> None:
     """Send one request and print the response envelope as JSON.
 
@@ -163,7 +172,13 @@ def call(
     async def send() -> Any:
         async with _client(config, url, timeout) as client:
             return await client.call(
-                template, operation, body, principal=principal, idempotency_key=idempotency_key
+                template,
+                operation,
+                body,
+                principal=principal,
+                idempotency_key=idempotency_key,
+                parent_id=parent_id,
+                depth=depth,
             )
 
     try:

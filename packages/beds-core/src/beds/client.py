@@ -28,7 +28,7 @@ from tenacity import (
 from beds.codec import CONTENT_TYPE, DEFAULT_MAX_MESSAGE_BYTES, decode_response, encode_request
 from beds.envelopes import WRITE_OPERATIONS, Operation, Request, RequestMeta, Response
 from beds.errors import BrokerUnavailable, PublishError, ReplyTimeout, RequestError
-from beds.lineage import new_event_id
+from beds.lineage import current_cause, new_event_id
 from beds.routing import PING_TEMPLATE, routing_key
 from beds.transport.amqp import connect
 from beds.transport.outbox import Outbox
@@ -211,12 +211,19 @@ class BedsClient:
         timeout: float | None = None,
         principal: str | None = None,
         idempotency_key: str | None = None,
-        parent_id: str = "",
-        depth: int = 0,
+        parent_id: str | None = None,
+        depth: int | None = None,
     ) -> Response:
         """Send one request and return its response envelope, error responses included.
 
+        Lineage: a call made while a node handles a request (from an adapter, a hook or a
+        built-in) is that request's child: ``parent_id`` and ``depth`` come from
+        :func:`beds.lineage.current_cause`. Elsewhere the call is a root, unless ``parent_id``
+        names the event to join (``depth`` then defaults to 1: pass the parent's depth + 1).
+        ``parent_id=""`` makes a root anywhere.
+
         Raises:
+            ValueError: ``depth`` is outside ``[0:64]`` (a chain of requests that deep is a loop).
             ReplyTimeout: no reply within ``timeout`` seconds.
             PublishError: no broker queue is bound for this template and operation.
             BrokerUnavailable: RabbitMQ cannot be reached.
@@ -227,6 +234,13 @@ class BedsClient:
             await self._reconnect(timeout)
         channel = self._channel
         assert channel is not None  # connect() sets it or raises
+        if parent_id is None:
+            cause = current_cause()
+            parent_id = "" if cause is None else cause.event_id
+            if depth is None:
+                depth = 0 if cause is None else cause.depth + 1
+        elif depth is None:
+            depth = 1 if parent_id else 0
         correlation_id = os.urandom(16).hex()
         if idempotency_key is None and self.idempotent_writes and operation in WRITE_OPERATIONS:
             idempotency_key = f"{self.origin}.{correlation_id}"

@@ -8,6 +8,8 @@ for a repeat, so every store answers repeats alike.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 from typing import TYPE_CHECKING
 
@@ -16,10 +18,29 @@ import orjson
 from beds.errors import IdempotencyKeyReused, WriteInDoubt
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
     from beds.envelopes import Request
     from beds.namaste import CallContext, Record
 
-__all__ = ("encode_result", "fingerprint", "repeat_outcome")
+__all__ = ("encode_result", "fingerprint", "repeat_outcome", "watch_repeats")
+
+_repeated: contextvars.ContextVar[bool] = contextvars.ContextVar("beds_repeated", default=False)
+
+
+@contextlib.contextmanager
+def watch_repeats() -> Iterator[Callable[[], bool]]:
+    """Tell whether the writes run inside the block were answered as repeats of their key.
+
+    Inside ``with watch_repeats() as repeated:``, ``repeated()`` is true once
+    :func:`repeat_outcome` answered in this task: the write did not run again and changed
+    nothing (so it gets no audit record).
+    """
+    token = _repeated.set(False)
+    try:
+        yield _repeated.get
+    finally:
+        _repeated.reset(token)
 
 
 def fingerprint(request: Request) -> str:
@@ -38,6 +59,8 @@ def encode_result(result: Record) -> bytes:
 
 def repeat_outcome(ctx: CallContext, first_fingerprint: str, result: bytes | str | None) -> Record:
     """The answer to a repeat of ``ctx.idempotency_key``, from what the first call left.
+
+    Call it in the task that runs the write (the dispatcher watches it: :func:`watch_repeats`).
 
     Args:
         ctx: the repeat's context (its key and fingerprint).
@@ -59,4 +82,5 @@ def repeat_outcome(ctx: CallContext, first_fingerprint: str, result: bytes | str
             details=("ask again later; the key is forgotten when it expires",),
         )
     record: Record = orjson.loads(result)
+    _repeated.set(True)
     return record

@@ -9,6 +9,7 @@ node's logs broker stores them (``msLogs``) through an :class:`EventStore`, and
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import os
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, runtime_checkable
@@ -24,10 +25,12 @@ if TYPE_CHECKING:
 
 __all__ = (
     "LINEAGE_TEMPLATE",
+    "Cause",
     "Event",
     "EventKind",
     "EventStore",
     "collect_tree",
+    "current_cause",
     "decode_events",
     "encode_events",
     "format_tree",
@@ -37,6 +40,37 @@ __all__ = (
 EventKind = Literal["request", "db", "log", "audit"]
 LINEAGE_TEMPLATE: Final = "beds_lineage"
 """The built-in template the admin node answers ``beds lineage`` with (routing ``*.admin``)."""
+
+
+@attrs.frozen
+class Cause:
+    """The request a node is handling, as the parent of what the handling causes."""
+
+    event_id: str
+    depth: int
+
+
+_cause: contextvars.ContextVar[Cause | None] = contextvars.ContextVar("beds_cause", default=None)
+
+
+def current_cause() -> Cause | None:
+    """The request being handled in this task, if any (the dispatcher sets it).
+
+    A :class:`~beds.client.BedsClient` call made while a node handles a request (from an
+    adapter, a dispatch hook or a built-in) takes it as its parent, so the request it sends to
+    another template joins the same lineage tree one level down.
+    """
+    return _cause.get()
+
+
+def set_cause(cause: Cause | None) -> contextvars.Token[Cause | None]:
+    """Make ``cause`` the current one; pass the token to :func:`reset_cause` afterwards."""
+    return _cause.set(cause)
+
+
+def reset_cause(token: contextvars.Token[Cause | None]) -> None:
+    """Restore the cause that was current before :func:`set_cause`."""
+    _cause.reset(token)
 
 
 def new_event_id(node: str, env: str) -> str:

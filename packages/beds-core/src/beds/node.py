@@ -2,10 +2,11 @@
 
 IPL: configuration (already loaded) → telemetry (when serving) → RabbitMQ → plugins, adapters
 and templates → stores (``rec`` then ``rel``; required; then their optional parts such as REL
-secondaries) → shared filesystem (if configured) → template database objects → topology →
-brokers → ready. RabbitMQ, plugins, stores and topology are always fatal. In production every
-failure is fatal; in development telemetry that cannot listen, a template that cannot be
-prepared or whose objects are missing is a warning.
+secondaries) → shared filesystem (if configured) → template database objects → brokers without
+bindings → topology → brokers → ready. RabbitMQ, plugins, stores and topology are always fatal.
+In production every failure is fatal; in development telemetry that cannot listen, a template
+that cannot be prepared or whose objects are missing is a warning. A broker without bindings is
+reported idle on the checklist.
 ``BedsNode.check()`` runs the same steps without serving and returns the checklist.
 """
 
@@ -283,6 +284,46 @@ class BedsNode:
             return
         self._ok("shared filesystem", path)
 
+    def _check_bindings(self) -> None:
+        """IPL: a broker without bindings consumes a queue nothing routes to (a seed placeholder).
+
+        Said on its checklist line, not warned: the seed roles carry such placeholders (SPEC),
+        which a config cannot remove, and ``beds check`` must pass on the seed configuration.
+        """
+        role = self.config.node.role
+        for broker, settings in self.config.brokers.items():
+            if settings.bindings:
+                continue
+            detail = (
+                f"idle: no bindings, so its queue receives nothing (bind routing keys in "
+                f"[roles.{role}.brokers.{broker}] bindings)"
+            )
+            self._ok(f"broker {broker}", detail)
+
+    def _check_events_destination(self) -> None:
+        """IPL: lineage events and audit records need a ``logs`` broker in some role to keep them.
+
+        Without one nothing takes them off the logs exchange: they wait in the node's memory and
+        the oldest are dropped (audit records too), so production refuses to start.
+        """
+        audited = sorted(name for name, t in self.templates.items() if t.capabilities.audit)
+        if not (self.config.lineage.enabled or audited):
+            return
+        if any(
+            settings.type == "logs"
+            for role in self.config.roles.values()
+            for settings in role.brokers.values()
+        ):
+            return
+        what = "lineage events"
+        if audited:
+            what += f" and the audit records of {', '.join(audited)}"
+        self._problem(
+            "events",
+            f'no role has a logs broker (type = "logs"), so nothing stores {what}; add one '
+            "(the seed admin role's adminLogsBroker) or set lineage.enabled = false",
+        )
+
     async def _verify_templates(self) -> None:
         for name, template in sorted(self.templates.items()):
             try:
@@ -314,7 +355,7 @@ class BedsNode:
         self._ok("telemetry", telemetry.url)
 
     async def _ipl(self, *, serve: bool = False) -> AbstractConnection:
-        """Config (loaded) → telemetry → RabbitMQ → plugins/templates → stores → objects."""
+        """Config → telemetry → RabbitMQ → plugins/templates → stores → objects → bindings."""
         self.checks = [
             Check(name="config", status="ok", detail=", ".join(self.config.files) or "defaults")
         ]
@@ -326,6 +367,8 @@ class BedsNode:
             await self._start_stores()
             self._check_shared_path()
             await self._verify_templates()
+            self._check_bindings()
+            self._check_events_destination()
         except BaseException:
             with contextlib.suppress(Exception):
                 await connection.close()
@@ -456,11 +499,11 @@ class BedsNode:
                 await lost.close()  # release our side of the socket
         retrying = AsyncRetrying(
             wait=wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.2),
-            retry=retry_if_exception_type(
-                (BedsError, aiormq.exceptions.AMQPError, ConnectionError, OSError)
-            ),
+            # Any failure, not only the expected ones: a node that stopped trying would stay
+            # "reconnecting" for good, serving nothing, with nothing in its log.
+            retry=retry_if_exception_type(Exception),
             before_sleep=lambda state: logger.warning(
-                "reconnecting to RabbitMQ failed ({}); trying again",
+                "reconnecting to RabbitMQ failed ({!r}); trying again",
                 state.outcome.exception() if state.outcome else "?",
             ),
         )

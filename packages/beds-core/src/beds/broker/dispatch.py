@@ -38,8 +38,8 @@ from beds.errors import (
     Unauthorized,
     UnsupportedOperation,
 )
-from beds.idempotency import fingerprint
-from beds.lineage import Event, new_event_id
+from beds.idempotency import fingerprint, watch_repeats
+from beds.lineage import Cause, Event, new_event_id, reset_cause, set_cause
 from beds.namaste import CallContext, NamasteCore, Record
 from beds.routing import PING_TEMPLATE
 from beds.templates.model import Template
@@ -130,41 +130,56 @@ class Dispatcher:
         """
         started = time.perf_counter()
         timings: dict[str, float] = {}
-        request: Request | None = None
-        event_id = ""
         try:
             request = decode_request(body, content_type, max_bytes=self.max_message_bytes)
-            event_id = request.meta.event_id or new_event_id(self.node, self.env)
-            if self._trace is None:
-                data = await self._execute(request, event_id, timings)
-            else:
-                with logger.contextualize(
-                    event_id=event_id, event_depth=request.meta.depth, beds_events=self._trace.token
-                ):
-                    data = await self._execute(request, event_id, timings)
-            status = _STATUS_OK.get(request.operation, 200)
-            response = Response(
-                ok=True, status=status, data=data, meta=self._meta(event_id, started, timings)
-            )
+        except Exception as exc:  # a RequestError; anything else is a codec bug, still answered
+            if not isinstance(exc, RequestError):
+                logger.opt(exception=True).error("a request body failed to decode unexpectedly")
+                exc = InternalError("the request could not be decoded; the node log has details")
+            response = self._error(exc, "", started, timings)
+            if self._trace is not None:
+                self._trace.emit(self._request_event(None, response, started))
+            return None, response
+        event_id = request.meta.event_id or new_event_id(self.node, self.env)
+        # Every log line made while the request runs carries its event id; with lineage on, its
+        # records also become events. A request sent meanwhile (BedsClient) is its child.
+        context: dict[str, Any] = {"event_id": event_id, "event_depth": request.meta.depth}
+        if self._trace is not None:
+            context["beds_events"] = self._trace.token
+        cause = set_cause(Cause(event_id, request.meta.depth))
+        try:
+            with logger.contextualize(**context):
+                response = await self._respond(request, event_id, started, timings)
+                if self._after is not None:
+                    try:
+                        await self._after.after_dispatch(request, response)
+                    except Exception:
+                        logger.opt(exception=True).error("after-dispatch hook failed")
+        finally:
+            reset_cause(cause)
+        if self._trace is not None:
+            self._trace.emit(self._request_event(request, response, started))
+        return request, response
+
+    async def _respond(
+        self, request: Request, event_id: str, started: float, timings: dict[str, float]
+    ) -> Response:
+        try:
+            data = await self._execute(request, event_id, timings)
         except RequestError as exc:
-            response = self._error(exc, event_id, started, timings)
+            return self._error(exc, event_id, started, timings)
         except Exception:
-            event_id = event_id or new_event_id(self.node, self.env)
             logger.opt(exception=True).error("request {} failed unexpectedly", event_id)
-            response = self._error(
+            return self._error(
                 InternalError("the request failed unexpectedly; the node log has the details"),
                 event_id,
                 started,
                 timings,
             )
-        if self._after is not None and request is not None:
-            try:
-                await self._after.after_dispatch(request, response)
-            except Exception:
-                logger.opt(exception=True).error("after-dispatch hook failed for {}", event_id)
-        if self._trace is not None:
-            self._trace.emit(self._request_event(request, response, started))
-        return request, response
+        status = _STATUS_OK.get(request.operation, 200)
+        return Response(
+            ok=True, status=status, data=data, meta=self._meta(event_id, started, timings)
+        )
 
     def _request_event(self, request: Request | None, response: Response, started: float) -> Event:
         meta = response.meta
@@ -287,7 +302,11 @@ class Dispatcher:
         write: Callable[[], Awaitable[Record]],
     ) -> Record:
         """Run an audited write and publish its audit record before it is answered."""
-        result, audit = await audited_write(request, template, adapter, record, ctx, write)
+        with watch_repeats() as repeated:
+            result, audit = await audited_write(request, template, adapter, record, ctx, write)
+            repeat = repeated()
+        if repeat:
+            return result  # answered from its idempotency key: audited when it ran
         event = attrs.evolve(self._child(request, ctx.event_id, "audit", None), data=audit)
         if self.events is None:
             logger.info("audit {}: {}", ctx.event_id, event.to_record())

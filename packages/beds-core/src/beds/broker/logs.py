@@ -9,12 +9,14 @@ dead-lettered with the reason, as is one the store refuses for good.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
 from beds.broker.pool import BrokerPool
+from beds.envelopes import Response, ResponseMeta
 from beds.errors import MalformedRequest, RequestError
 from beds.lineage import decode_events
 
@@ -40,19 +42,24 @@ class LogsPool(BrokerPool):
         """Events kept so far."""
 
     async def _process(self, message: DeliveredMessage) -> None:
+        started = time.perf_counter()
+        failure: RequestError | None = None
         try:
             events = decode_events(message.body)
         except ValueError as exc:
-            await self._dead_letter(message, MalformedRequest(str(exc)))
-            await self._ack(message)
-            return
-        records = [event.to_record() for event in events]
-        try:
-            await self._store(records)
-        except RequestError as exc:  # permanent: the store refuses these events
-            await self._dead_letter(message, exc)
+            failure = MalformedRequest(str(exc))
         else:
-            self.stored += len(records)
+            records = [event.to_record() for event in events]
+            try:
+                await self._store(records)
+            except RequestError as exc:  # permanent: the store refuses these events
+                failure = exc
+            else:
+                self.stored += len(records)
+        if failure is not None:
+            await self._dead_letter(message, failure)
+        if self.observer is not None:  # one handled message, timed like a request's answer
+            self.observer.dispatched(None, _outcome(failure, started))
         await self._ack(message)
 
     async def _store(self, records: list[dict[str, Any]]) -> None:
@@ -69,3 +76,11 @@ class LogsPool(BrokerPool):
         ):
             with attempt:
                 await self.store.store_events(records)
+
+
+def _outcome(failure: RequestError | None, started: float) -> Response:
+    """What storing one batch came to, in the form the broker metrics count."""
+    meta = ResponseMeta(timings={"total": (time.perf_counter() - started) * 1000})
+    if failure is None:
+        return Response(ok=True, status=200, meta=meta)
+    return Response(ok=False, status=failure.STATUS, error=failure.to_error(), meta=meta)

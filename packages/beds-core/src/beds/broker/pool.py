@@ -26,7 +26,7 @@ import aiormq
 from loguru import logger
 from pamqp.commands import Basic
 
-from beds.codec import CONTENT_TYPE, encode_response
+from beds.codec import CONTENT_TYPE, decode_request, encode_response
 from beds.envelopes import READ_OPERATIONS, Response, ResponseMeta
 from beds.errors import InternalError, MalformedRequest, RequestError
 from beds.transport.outbox import Outbox
@@ -184,7 +184,10 @@ class BrokerPool:
         self._spawn(slot)
 
     async def _requeue(self, message: DeliveredMessage) -> None:
-        with contextlib.suppress(aiormq.exceptions.AMQPError, ConnectionError):
+        # A closed channel (or connection) requeues what it held by itself.
+        with contextlib.suppress(
+            aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError, ConnectionError
+        ):
             await message.channel.basic_nack(_tag(message), requeue=True)
             if self._outbox is not None:
                 self._outbox.settled(_tag(message))  # written: later multiple acks may pass it
@@ -361,7 +364,7 @@ class BrokerPool:
         self.dead_lettered += 1
         if self.observer is not None:
             self.observer.dead_lettered(error.CODE)
-        logger.warning(
+        logger.bind(event_id=_event_id_of(message)).warning(
             "broker {} dead-lettered a message: {} ({})", self.name, error.message, error.CODE
         )
 
@@ -386,3 +389,14 @@ def _copy_properties(
         headers=headers,
         delivery_mode=2,
     )
+
+
+def _event_id_of(message: DeliveredMessage) -> str:
+    """The event id of the request in ``message``, for a log line (empty if it does not decode).
+
+    Only a message that failed gets here, so decoding it again costs nothing that matters.
+    """
+    try:
+        return decode_request(message.body, message.header.properties.content_type).meta.event_id
+    except RequestError:
+        return ""

@@ -21,7 +21,7 @@ from cattrs.preconf.tomlkit import make_converter
 from tomlkit.exceptions import TOMLKitError
 
 from beds.config.defaults import DEFAULTS, DEVELOPMENT_STORES
-from beds.config.model import CONFIG_SCHEMA_VERSION, Config, FieldValueError
+from beds.config.model import CONFIG_SCHEMA_VERSION, NAME, Config, FieldValueError
 from beds.errors import ConfigError
 
 __all__ = ("ENV_PREFIX", "load_config")
@@ -92,6 +92,12 @@ def _apply_environment(
         if not name.startswith(ENV_PREFIX) or len(name) == len(ENV_PREFIX):
             continue
         parts = name[len(ENV_PREFIX) :].split("__")
+        origin = f"{_ENV_ORIGIN} {name}"
+        if not all(parts):
+            raise ConfigError(
+                f"environment variable {name} has an empty level: separate key names with '__'",
+                file=origin,
+            )
         table: dict[str, Any] = data
         path: list[str] = []
         for depth, part in enumerate(parts):
@@ -105,10 +111,11 @@ def _apply_environment(
                 if not isinstance(nested, dict):
                     raise ConfigError(
                         f"environment variable {name} sets a key below a non-table value",
+                        file=origin,
                         key=".".join(path),
                     )
                 table = nested
-        origins[".".join(path)] = f"{_ENV_ORIGIN} {name}"
+        origins[".".join(path)] = origin
 
 
 def _origin_of(path: str, origins: Mapping[str, str]) -> str:
@@ -176,7 +183,10 @@ def _refuse_secrets_in_base_file(
     for key, value in sorted(urls.items()):
         if _origin_of(key, origins) != base or not isinstance(value, str):
             continue
-        has_secret = key.endswith("password") or bool(urlsplit(value).password)
+        try:
+            has_secret = key.endswith("password") or bool(urlsplit(value).password)
+        except ValueError:
+            continue  # not a URL: the store's adapter refuses it, naming the key
         if has_secret:
             raise ConfigError(
                 f"{key}: holds a password; in production secrets come from the environment "
@@ -184,6 +194,38 @@ def _refuse_secrets_in_base_file(
                 file=base,
                 key=key,
             )
+
+
+def _node_table(data: dict[str, Any], origins: Mapping[str, str]) -> dict[str, Any]:
+    """The merged ``[node]`` table, which the loader reads and sets before validating the rest."""
+    node = data.setdefault("node", {})
+    if not isinstance(node, dict):
+        raise ConfigError("node: must be a table", file=_origin_of("node", origins), key="node")
+    return node
+
+
+def _check_schema_version(version: object, origin: str) -> None:
+    """The file's format version must be the one this BEDS reads (docs/configuration.md)."""
+    reads = CONFIG_SCHEMA_VERSION
+    # bool is an int subclass, but `schema_version = true` is no version.
+    if not isinstance(version, int) or isinstance(version, bool):
+        problem = (
+            f"schema_version: must be an integer, got {version!r}; this BEDS reads version {reads}"
+        )
+    elif version < reads:
+        problem = (
+            f"schema_version: version {version} is older than version {reads}, which this BEDS "
+            f'reads: migrate the file to version {reads} (docs/configuration.md, "Schema versions")'
+        )
+    elif version > reads:
+        problem = (
+            f"schema_version: version {version} is unknown to this BEDS, which reads version "
+            f"{reads}: this BEDS is too old for the file; upgrade BEDS, or write the file for "
+            f"version {reads}"
+        )
+    else:
+        return
+    raise ConfigError(problem, file=origin, key="schema_version")
 
 
 def default_config_path() -> Path | None:
@@ -222,18 +264,29 @@ def load_config(
     else:
         base = Path(path)
         files.append(str(base))
-        _merge(data, _read_toml(base), origins, str(base))
-        env_name = environ.get("BEDS_ENV") or str(data.get("node", {}).get("env", "dev"))
-        env_file = base.with_name(f"env_{env_name}.toml")
-        if env_file.is_file():
+        base_data = _read_toml(base)
+        if "schema_version" not in base_data:
+            # Without it a file written for another format would be read as this one.
+            raise ConfigError(
+                f"schema_version: is required in the base file; this BEDS reads version "
+                f"{CONFIG_SCHEMA_VERSION} (add schema_version = {CONFIG_SCHEMA_VERSION} at the "
+                "top)",
+                file=str(base),
+                key="schema_version",
+            )
+        _merge(data, base_data, origins, str(base))
+        env_name = environ.get("BEDS_ENV") or str(_node_table(data, origins).get("env", "dev"))
+        env_file = base.with_name(f"env_{env_name}.toml") if NAME.fullmatch(env_name) else None
+        # A bad name reads no file here: the node.env validator reports it, naming its origin.
+        if env_file is not None and env_file.is_file():
             files.append(str(env_file))
             _merge(data, _read_toml(env_file), origins, str(env_file))
     if environ.get("BEDS_ENV"):
-        data.setdefault("node", {})["env"] = environ["BEDS_ENV"]
+        _node_table(data, origins)["env"] = environ["BEDS_ENV"]
         origins["node.env"] = f"{_ENV_ORIGIN} BEDS_ENV"
     _apply_environment(data, origins, environ)
     if role is not None:
-        data.setdefault("node", {})["role"] = role
+        _node_table(data, origins)["role"] = role
         origins["node.role"] = "<command line --node>"
 
     for reserved in ("files", "store_files"):
@@ -241,14 +294,7 @@ def load_config(
             raise ConfigError(
                 f"{reserved}: is not a known key", file=_origin_of(reserved, origins), key=reserved
             )
-    version = data.get("schema_version")
-    if version != CONFIG_SCHEMA_VERSION:
-        raise ConfigError(
-            f"unsupported config schema version {version!r}; this BEDS reads version "
-            f"{CONFIG_SCHEMA_VERSION}",
-            file=_origin_of("schema_version", origins),
-            key="schema_version",
-        )
+    _check_schema_version(data.get("schema_version"), _origin_of("schema_version", origins))
     config = _structure(data, origins)
     if config.node.role not in config.roles:
         raise ConfigError(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import attrs
 
 __all__ = (
     "CONFIG_SCHEMA_VERSION",
+    "NAME",
     "AmqpSettings",
     "BrokerSettings",
     "Config",
@@ -23,7 +25,8 @@ __all__ = (
 )
 
 CONFIG_SCHEMA_VERSION = 1
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
+NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
+"""Node and environment names (``node.name``, ``node.env``)."""
 _BINDING = re.compile(r"^[A-Za-z0-9_*#-]+(\.[A-Za-z0-9_*#-]+)*$")
 
 
@@ -36,7 +39,7 @@ class FieldValueError(ValueError):
 
 
 def _name(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if not _NAME.match(value):
+    if not NAME.fullmatch(value):
         raise FieldValueError(
             attribute.name,
             f"must start with a letter and hold only letters, digits, '_' or '-', got {value!r}",
@@ -84,11 +87,23 @@ class NodeSettings:
     """A folder nodes share (exports, warehouse files); checked writable at start-up when set."""
 
 
+def _amqp_url(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - parses the port, which raises ValueError when it is bad
+    except ValueError as exc:
+        raise FieldValueError(attribute.name, f"is not a valid URL ({exc}), got {value!r}") from exc
+    if parts.scheme not in ("amqp", "amqps"):
+        raise FieldValueError(
+            attribute.name, f"must be an amqp:// or amqps:// URL, got scheme {parts.scheme!r}"
+        )
+
+
 @attrs.frozen(kw_only=True)
 class AmqpSettings:
     """The RabbitMQ connection and topology names."""
 
-    url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    url: str = attrs.field(default="amqp://guest:guest@127.0.0.1:5672/", validator=_amqp_url)
     """AMQP URL with the vhost as its path; put the password in ``BEDS__AMQP__URL``."""
     events_exchange: str = "beds.events"
     logs_exchange: str = "beds.logs"
@@ -96,6 +111,23 @@ class AmqpSettings:
     queue_type: Literal["classic", "quorum"] = "classic"
     max_message_bytes: int = attrs.field(default=1024 * 1024, validator=_at_least(256))
     connect_timeout: float = 5.0
+
+
+_QUEUE_NAME_MAX_BYTES = 255  # AMQP queue names are short strings
+
+
+def _queue(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    size = len(value.encode("utf-8"))
+    if size > _QUEUE_NAME_MAX_BYTES:
+        raise FieldValueError(
+            attribute.name,
+            f"must be at most {_QUEUE_NAME_MAX_BYTES} bytes in UTF-8 (an AMQP queue name), "
+            f"got {size}",
+        )
+    if value.startswith("amq."):
+        raise FieldValueError(
+            attribute.name, f"must not start with 'amq.' (RabbitMQ reserves it), got {value!r}"
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -111,6 +143,8 @@ class BrokerSettings:
     """Routing-key patterns bound on the events exchange, for example ``"*.read"``."""
     prefetch: int = attrs.field(default=0, validator=_at_least(0))
     """Unacknowledged messages RabbitMQ may send ahead; 0 means twice ``instances``."""
+    queue: str = attrs.field(default="", validator=_queue)
+    """The queue's name; empty means ``beds.{env}.{role}.{broker}`` (``Config.queue_name``)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -225,6 +259,11 @@ class Config:
         """The brokers of this node's role."""
         return self.roles[self.node.role].brokers
 
-    def queue_name(self, broker: str) -> str:
-        """The durable queue a broker type consumes, shared by every node of the role."""
-        return f"beds.{self.node.env}.{self.node.role}.{broker}"
+    def queue_name(self, broker: str, role: str | None = None) -> str:
+        """The durable queue a broker type consumes, shared by every node of the role.
+
+        The broker's ``queue`` key when set, else ``beds.{env}.{role}.{broker}``; ``role`` is
+        this node's unless given.
+        """
+        role = role or self.node.role
+        return self.roles[role].brokers[broker].queue or f"beds.{self.node.env}.{role}.{broker}"

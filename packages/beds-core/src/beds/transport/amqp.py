@@ -31,7 +31,10 @@ async def connect(url: str, *, timeout: float = 5.0, name: str = "beds") -> Abst
         BrokerUnavailable: RabbitMQ cannot be reached or refused the login (the message names
             the URL without its password).
     """
-    target = URL(url).update_query(name=name)
+    try:
+        target = URL(url).update_query(name=name)
+    except ValueError as exc:  # not echoed: the URL may hold a password
+        raise BrokerUnavailable(f"the AMQP URL is malformed: {exc}") from None
     try:
         async with asyncio.timeout(timeout):
             return await aiormq.connect(target)
@@ -50,7 +53,9 @@ def dead_letter_queue(config: Config) -> str:
 async def declare_topology(channel: AbstractChannel, config: Config) -> dict[str, str]:
     """Declare the exchanges, the dead-letter queue and this role's broker queues with bindings.
 
-    Declarations are idempotent, so every node of every role declares what it uses.
+    Declarations are idempotent, so every node of every role declares what it uses, and the
+    queues of every role's ``logs`` brokers, which keep what the node publishes on the logs
+    exchange until a logs broker stores it.
 
     Returns:
         broker name → queue name.
@@ -68,12 +73,19 @@ async def declare_topology(channel: AbstractChannel, config: Config) -> dict[str
         # Quorum queues count deliveries; past the limit RabbitMQ dead-letters the message.
         broker_args["x-delivery-limit"] = config.reliability.max_deliveries
     queues: dict[str, str] = {}
-    for broker, settings in config.brokers.items():
-        queue = config.queue_name(broker)
-        await channel.queue_declare(queue, durable=True, arguments=broker_args)
-        # Request brokers read the events exchange; logs brokers read the logs exchange.
-        exchange = amqp.logs_exchange if settings.type == "logs" else amqp.events_exchange
-        for binding in settings.bindings:
-            await channel.queue_bind(queue, exchange, routing_key=binding)
-        queues[broker] = queue
+    role = config.node.role
+    for other, role_settings in config.roles.items():
+        for broker, settings in role_settings.brokers.items():
+            # This role's queues, and every role's logs queues: lineage events and audit
+            # records published before any admin node ever started wait there, not vanish.
+            if other != role and settings.type != "logs":
+                continue
+            queue = config.queue_name(broker, other)
+            await channel.queue_declare(queue, durable=True, arguments=broker_args)
+            # Request brokers read the events exchange; logs brokers read the logs exchange.
+            exchange = amqp.logs_exchange if settings.type == "logs" else amqp.events_exchange
+            for binding in settings.bindings:
+                await channel.queue_bind(queue, exchange, routing_key=binding)
+            if other == role:
+                queues[broker] = queue
     return queues

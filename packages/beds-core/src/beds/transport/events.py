@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,8 @@ EVENTS_ROUTING_KEY = "log.events"
 AUDIT_ROUTING_KEY = "log.audit"
 _CONTENT_TYPE = "application/json"
 _tokens = itertools.count(1)
+_WARN_EVERY = 60.0
+"""Seconds between two warnings that events cannot be published."""
 
 
 class EventPublisher:
@@ -144,6 +147,7 @@ class EventPublisher:
         )
 
     async def _flush_loop(self) -> None:
+        warned_at = -_WARN_EVERY
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.flush_interval)
@@ -151,7 +155,16 @@ class EventPublisher:
             try:
                 await self._flush()
             except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
-                logger.warning("lineage events wait: the logs exchange refused them ({})", exc)
+                now = time.monotonic()
+                if now - warned_at >= _WARN_EVERY:  # once a minute while it lasts, not per try
+                    warned_at = now
+                    logger.warning(
+                        "{} lineage events wait: the logs exchange {} does not take them ({}); "
+                        "is a logs broker (an admin node) declared for this environment?",
+                        len(self._buffer),
+                        self.exchange,
+                        exc,
+                    )
                 await asyncio.sleep(min(1.0, self.flush_interval * 10))
 
     async def _flush(self) -> None:
@@ -173,4 +186,7 @@ class EventPublisher:
             exchange=self.exchange,
             routing_key=routing_key,
             properties=Basic.Properties(content_type=_CONTENT_TYPE, delivery_mode=2),
+            # Returned (PublishError) when no queue takes it, so a batch, or an audit record,
+            # that nothing would store stays buffered instead of vanishing as unroutable.
+            mandatory=True,
         )
