@@ -82,6 +82,30 @@ def test_lineage_and_audit_through_an_admin_node(deployment: tuple[Path, Start])
     assert record["parent_id"] == updated["meta"]["event_id"]
 
 
+def test_audit_records_made_before_any_admin_node_started_are_kept(
+    deployment: tuple[Path, Start],
+) -> None:
+    """The appServer declares the logs queue itself: what it publishes waits for the admin."""
+    config, start = deployment
+    start("appServer", "app1")
+    ping = ("beds", "ping", "--timeout", "1")
+    wait_until(lambda: beds("call", *ping, "--config", str(config)).returncode == 0, "appServer")
+    handle = unique_name("early").replace("-", "_")[:30].lower()
+    created = call(
+        config, "spew_profile", "create", json.dumps({"handle": handle, "display_name": "E"})
+    )
+    start("admin", "adm1")
+
+    def audit() -> dict[str, Any] | None:
+        events = lineage(config, created["meta"]["event_id"])
+        return next((e for e in events if e["kind"] == "audit"), None)
+
+    record = wait_until(audit, "the audit record published before the admin node started")
+    assert record["data"]["key"] == {"handle": handle}
+    assert record["data"]["before"] is None
+    assert record["data"]["after"]["display_name"] == "E"
+
+
 def test_lineage_of_an_unknown_event_is_a_clear_error(deployment: tuple[Path, Start]) -> None:
     config, start = deployment
     start("admin", "adm1")
