@@ -3,7 +3,8 @@
 ``python -m benchmarks.load SPEC_JSON`` runs one scenario's points and prints one JSON line with
 every run. SPEC keys: ``target`` (``amqp``, ``beds``, ``store``, ``faststream``), ``params``
 (the target's), ``points`` (``[{"concurrency": 16, "count": 4000, "seconds": 10}]``),
-``repeats``, ``warmup`` (requests before the first measured run), ``uvloop``.
+``repeats``, ``warmup`` (requests before the first measured run), ``uvloop``, ``watch``
+(``{"server": pid, "rabbitmq": pid}``: processes whose CPU time each run also accounts for).
 
 Each run starts ``concurrency`` tasks that loop until ``count`` requests were issued or
 ``seconds`` passed; a request's latency runs from just before it is sent to its checked reply.
@@ -17,11 +18,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import os
 import random
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -268,7 +271,24 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))]
 
 
-async def drive(call: Call, concurrency: int, count: int, seconds: float) -> dict[str, Any]:
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """CPU time (user + system) used so far by this process and each watched one."""
+    used = {"client": time.process_time()}
+    for role, pid in pids.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone, or not on Linux: left out rather than guessed
+        used[role] = (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+    return used
+
+
+async def drive(
+    call: Call, concurrency: int, count: int, seconds: float, watch: dict[str, int] | None = None
+) -> dict[str, Any]:
     latencies: list[float] = []
     errors = 0
     issued = 0
@@ -288,11 +308,20 @@ async def drive(call: Call, concurrency: int, count: int, seconds: float) -> dic
                 continue
             latencies.append(time.perf_counter() - started)
 
+    cpu_before = cpu_seconds(watch or {})
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
+    cpu_after = cpu_seconds(watch or {})
     latencies.sort()
+    done = max(1, len(latencies))
     return {
+        # CPU microseconds per completed request, by process (client, server, rabbitmq, ...).
+        "cpu_us": {
+            role: round((cpu_after[role] - cpu_before[role]) * 1e6 / done, 1)
+            for role in cpu_after
+            if role in cpu_before
+        },
         "concurrency": concurrency,
         "requests": len(latencies),
         "errors": errors,
@@ -327,7 +356,13 @@ async def main_async(spec: dict[str, Any]) -> dict[str, Any]:
         runs = []
         for repeat in range(spec.get("repeats", 1)):
             for point in spec["points"]:
-                result = await drive(call, point["concurrency"], point["count"], point["seconds"])
+                result = await drive(
+                    call,
+                    point["concurrency"],
+                    point["count"],
+                    point["seconds"],
+                    spec.get("watch"),
+                )
                 result["repeat"] = repeat
                 print(
                     f"    c={result['concurrency']:<4} rep {repeat}: {result['rps']:>8.1f} req/s"

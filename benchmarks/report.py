@@ -56,6 +56,15 @@ PEER_PAIRS = [
 ]
 
 
+def _median_cpu(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Median CPU microseconds per request of each process over the repeats."""
+    roles = {role for run in runs for role in run.get("cpu_us", {})}
+    return {
+        role: round(statistics.median(r["cpu_us"][role] for r in runs if role in r["cpu_us"]), 1)
+        for role in sorted(roles)
+    }
+
+
 def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Median of each point over its repeats (errors and requests are summed)."""
     points: dict[str, dict[str, Any]] = {}
@@ -71,6 +80,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "repeats": len(mine),
             "rps_runs": [r["rps"] for r in mine],
             "error_sample": next((r["error_sample"] for r in mine if r["error_sample"]), ""),
+            "cpu_us": _median_cpu(mine),
         }
     return points
 
@@ -173,6 +183,36 @@ def _verdict(met: bool | None) -> str:
     return {True: "met", False: "**not met**", None: "-"}[met]
 
 
+CPU_ROLES = ("client", "server", "rabbitmq", "mariadb", "secantusdb")
+
+
+def _cpu_table(results: dict[str, Any], concurrency: str = "16") -> list[str]:
+    """CPU microseconds per request by process, at one concurrency: where the time goes."""
+    rows = [
+        (key, scenario["points"][concurrency]["cpu_us"])
+        for key, scenario in results["scenarios"].items()
+        if concurrency in scenario.get("points", {})
+        and scenario["points"][concurrency].get("cpu_us")
+    ]
+    if not rows:
+        return []
+    lines = [
+        "",
+        f"### CPU per request ({concurrency} in flight)",
+        "",
+        "Microseconds of CPU each process used per completed request (user + system, from "
+        "`/proc`), median of the repeats. Every process shares the same cores, so a scenario's "
+        "throughput is bounded by the sum.",
+        "",
+        "| scenario | " + " | ".join(CPU_ROLES) + " | sum |",
+        "|---|" + "---:|" * (len(CPU_ROLES) + 1),
+    ]
+    for key, cpu in rows:
+        cells = [_fmt(cpu[role], 0) if role in cpu else "-" for role in CPU_ROLES]
+        lines.append(f"| `{key}` | " + " | ".join(cells) + f" | {_fmt(sum(cpu.values()), 0)} |")
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines: list[str] = []
     machine = results["machine"]
@@ -214,6 +254,7 @@ def markdown(results: dict[str, Any]) -> str:
                     f"| {name} (`{key}`) | {concurrency} | {_fmt(point['rps'], 0)} | "
                     f"{_fmt(point['p50_ms'], 2)} | {_fmt(point['p99_ms'], 2)} | {point['errors']} |"
                 )
+    lines += _cpu_table(results)
     lines += [
         "",
         "### Targets",

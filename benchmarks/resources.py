@@ -270,6 +270,19 @@ prefetch = {prefetch}
         self.servers.append(server)
         return server
 
+    def watched(self, server: Server | None) -> dict[str, int]:
+        """The processes whose CPU time a run accounts for: the server side and the services."""
+        import psutil
+
+        pids = {"server": server.pid} if server is not None else {}
+        if self._secantus is not None:
+            pids["secantusdb"] = self._secantus.pid
+        for process in psutil.process_iter(["name"]):
+            role = {"beam.smp": "rabbitmq", "mariadbd": "mariadb"}.get(process.info["name"])
+            if role is not None:
+                pids.setdefault(role, process.pid)
+        return pids
+
     def stop(self, server: Server) -> None:
         server.stop()
         with contextlib.suppress(ValueError):

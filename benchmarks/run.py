@@ -150,6 +150,7 @@ class Suite:
         started = time.monotonic()
         try:
             server = self.start_server(scenario)
+            spec["watch"] = self.res.watched(server)
             loaded = run_load(spec, load_timeout(spec))
             if server is not None:
                 server.check_alive()
@@ -218,7 +219,6 @@ class Suite:
     def profile_one(self, operation: str) -> dict[str, Any]:
         argv = [PYTHON, "-m", "beds", "run", "--config", str(self.res.config)]
         server = self.res.start(f"profile-{operation}", argv, env={"BEDS_EVENT_LOOP": "asyncio"})
-        raw = self.res.tmp / f"{operation}-profile.txt"
         out: dict[str, Any] = {"concurrency": 16}
         load: subprocess.Popen[str] | None = None
         try:
@@ -240,32 +240,23 @@ class Suite:
                 text=True,
             )
             time.sleep(6)
-            spy = Path(PYTHON).with_name("py-spy")
-            subprocess.run(
-                [
-                    str(spy),
-                    "record",
-                    "--pid",
-                    str(server.pid),
-                    "--duration",
-                    "12",
-                    "--rate",
-                    "200",
-                    "--nonblocking",
-                    "--format",
-                    "raw",
-                    "--output",
-                    str(raw),
-                ],
-                check=True,
-                capture_output=True,
-                timeout=60,
-            )
+            # The node and the client (BedsClient in the load generator) at the same time.
+            spies = {
+                name: spy_on(pid, self.res.tmp / f"{operation}-{name}profile.txt")
+                for name, pid in (("", server.pid), ("client-", load.pid))
+            }
+            for name, (spy, raw) in spies.items():
+                spy.wait(60)
+                if spy.returncode != 0:
+                    raise RuntimeError(f"py-spy failed: {spy.stderr.read() if spy.stderr else ''}")
+                text = raw.read_text(encoding="utf-8")
+                self.options.out.mkdir(parents=True, exist_ok=True)
+                (self.options.out / raw.name).write_text(text, encoding="utf-8")
+                if name:
+                    out["client"] = summarize_profile(text)
+                else:
+                    out.update(summarize_profile(text))
             load.wait(60)
-            text = raw.read_text(encoding="utf-8")
-            out.update(summarize_profile(text))
-            self.options.out.mkdir(parents=True, exist_ok=True)
-            (self.options.out / f"{operation}-profile.txt").write_text(text, encoding="utf-8")
         except Exception as exc:
             out["error"] = f"{type(exc).__name__}: {exc}"
         finally:
@@ -362,6 +353,15 @@ def _area(frame: str) -> str:
         if any(needle in frame for needle in needles):
             return area
     return "other"
+
+
+def spy_on(pid: int, raw: Path) -> tuple[subprocess.Popen[str], Path]:
+    """Start py-spy recording ``pid`` for 12 s into ``raw`` (collapsed stacks)."""
+    spy = Path(PYTHON).with_name("py-spy")
+    argv = [str(spy), "record", "--pid", str(pid), "--duration", "12", "--rate", "200"]
+    argv += ["--nonblocking", "--format", "raw", "--output", str(raw)]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return process, raw
 
 
 def summarize_profile(raw: str) -> dict[str, Any]:
