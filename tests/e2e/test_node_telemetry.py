@@ -346,6 +346,7 @@ async def test_readiness_metrics_and_drain_of_real_nodes(
         assert value(admin_found, "beds_broker_messages_total", broker="adminBrokerIn") == 0
         # Its logs broker counts the event batches it stored (the appServer's lineage).
         logs = {"broker": "adminLogsBroker"}
+        stored = 0.0
         for _ in range(200):
             stored = value(admin_found, "beds_broker_messages_total", **logs)
             if stored >= 1:
