@@ -131,6 +131,7 @@ class FakePool:
     def __init__(self, consuming: bool = True) -> None:
         self.consuming = consuming
         self.held: list[tuple[float, Any]] = []
+        self.over_budget = 0
 
     @property
     def in_flight(self) -> int:

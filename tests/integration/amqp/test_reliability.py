@@ -162,7 +162,7 @@ async def test_a_slow_handler_is_reported_past_its_budget_and_still_answered(
 
         adapter.create = slow  # type: ignore[method-assign]
         assert (await client.create("note", {"text": "slow"}))["id"] >= 1
-        assert node.pools["wBroker"].dispatcher.over_budget == 1
+        assert node.pools["wBroker"].over_budget == 1
 
 
 async def test_stop_drains_requests_in_flight(start_node: StartNode, client_for: ClientFor) -> None:

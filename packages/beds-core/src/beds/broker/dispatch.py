@@ -110,8 +110,6 @@ class Dispatcher:
         self.reliability = reliability or ReliabilitySettings()
         self.retried = 0
         """Store calls tried again after a transient failure."""
-        self.over_budget = 0
-        """Handlers that ran past ``reliability.handler_budget``."""
         # Dispatch hooks cost nothing unless some plugin implements them (decided once, here).
         self._before = (
             hooks if hooks is not None and hooks.implemented("beds_before_dispatch") else None
@@ -233,9 +231,6 @@ class Dispatcher:
             await self._before.before_dispatch(request, template)
 
         store_started = time.perf_counter()
-        budget = asyncio.get_running_loop().call_later(
-            self.reliability.handler_budget, self._report_over_budget, event_id, request
-        )
         failure = ""
         try:
             async with asyncio.timeout_at(_loop_deadline(deadline)):
@@ -262,7 +257,6 @@ class Dispatcher:
             failure = InternalError.CODE
             raise
         finally:
-            budget.cancel()
             took = timings["store"] = round((time.perf_counter() - store_started) * 1000, 3)
             if self._trace is not None:
                 call_event = self._child(
@@ -370,16 +364,6 @@ class Dispatcher:
                 self.retried += 1
                 return await call()
         raise first  # pragma: no cover - reraise=True raises the last error instead
-
-    def _report_over_budget(self, event_id: str, request: Request) -> None:
-        self.over_budget += 1
-        logger.warning(
-            "request {} ({} {}) is past its handler budget of {:g} s and still running",
-            event_id,
-            request.operation.value,
-            request.template,
-            self.reliability.handler_budget,
-        )
 
     def _meta(self, event_id: str, started: float, timings: dict[str, float]) -> ResponseMeta:
         timings["total"] = round((time.perf_counter() - started) * 1000, 3)

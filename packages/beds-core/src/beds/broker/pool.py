@@ -77,6 +77,9 @@ class BrokerPool:
         self.handled = 0
         self.replaced = 0
         self.dead_lettered = 0
+        self.over_budget = 0
+        """Messages handled for longer than ``reliability.handler_budget`` (each counted once)."""
+        self.handler_budget = dispatcher.reliability.handler_budget
         self.observer = observer
         self._inbox: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
         self._workers: dict[int, asyncio.Task[None]] = {}
@@ -89,6 +92,9 @@ class BrokerPool:
         """On the channel with publisher confirms: replies to writes, dead letters, copies."""
         self._outbox: Outbox | None = None
         self._consumer_tag: str | None = None
+        self._budget_watch: asyncio.Task[None] | None = None
+        self._late: set[int] = set()
+        """``id()`` of the held messages already reported past the budget."""
         self._stopping = False
         self._idle = asyncio.Event()
         """Set when no message is held or waiting (drain waits for it)."""
@@ -128,6 +134,9 @@ class BrokerPool:
         self._outbox = Outbox(channel)
         for slot in range(self.settings.instances):
             self._spawn(slot)
+        self._budget_watch = asyncio.create_task(
+            self._watch_budget(), name=f"beds-{self.name}-budget"
+        )
         ok = await channel.basic_consume(self.queue, self._on_message)
         self._consumer_tag = ok.consumer_tag
         logger.info(
@@ -149,9 +158,12 @@ class BrokerPool:
             self._idle.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), drain_seconds)
-        for task in self._workers.values():
+        watch, self._budget_watch = self._budget_watch, None
+        for task in (*self._workers.values(), *((watch,) if watch is not None else ())):
             task.cancel()
         await asyncio.gather(*self._workers.values(), return_exceptions=True)
+        if watch is not None:
+            await asyncio.gather(watch, return_exceptions=True)
         for outbox in (self._confirms, self._outbox):
             if outbox is not None:
                 await outbox.aclose()  # the last replies and acks, before channel.close
@@ -161,6 +173,39 @@ class BrokerPool:
             if open_channel is not None and not open_channel.is_closed:
                 with contextlib.suppress(aiormq.exceptions.AMQPError, ConnectionError):
                     await open_channel.close()
+
+    async def _watch_budget(self) -> None:
+        """Report each message still handled past the handler budget: a log line and a count.
+
+        One sweep every quarter budget over what the workers hold, rather than a timer per
+        message: a timer on every request fills the event loop's heap (five seconds' worth of
+        requests) and costs each of them a push and a cancel. A message that finishes late
+        between two sweeps is reported when it finishes (:meth:`_work`).
+        """
+        budget = self.handler_budget
+        while True:
+            await asyncio.sleep(budget / 4)
+            now = time.monotonic()
+            for taken, message in self.holding():
+                if now - taken > budget and id(message) not in self._late:
+                    self._report_late(message, now - taken, "and still running")
+
+    def _report_late(self, message: DeliveredMessage, age: float, state: str) -> None:
+        """Count a message handled past the budget (once) and log it with its event id."""
+        self._late.add(id(message))
+        self.over_budget += 1
+        request = _request_of(message)
+        event_id = request.meta.event_id if request is not None else ""
+        what = f"{request.operation.value} {request.template}" if request else "undecodable"
+        logger.bind(event_id=event_id).warning(
+            "request {} ({}) is past its handler budget of {:g} s {} ({:.1f} s, broker {})",
+            event_id or "?",
+            what,
+            self.handler_budget,
+            state,
+            age,
+            self.name,
+        )
 
     async def _on_message(self, message: DeliveredMessage) -> None:
         if self._outbox is not None:
@@ -229,6 +274,10 @@ class BrokerPool:
                 logger.opt(exception=True).error("broker {} could not finish a message", self.name)
             # Not in a finally: a task that dies keeps its message for _on_worker_done to requeue.
             self._holding.pop(slot, None)
+            age = time.monotonic() - self._taken_at[slot]
+            if age > self.handler_budget and id(message) not in self._late:
+                self._report_late(message, age, "and finished")
+            self._late.discard(id(message))
             self.handled += 1
             if not self._holding and self._inbox.empty():
                 self._idle.set()
@@ -391,12 +440,21 @@ def _copy_properties(
     )
 
 
-def _event_id_of(message: DeliveredMessage) -> str:
-    """The event id of the request in ``message``, for a log line (empty if it does not decode).
+def _request_of(message: DeliveredMessage) -> Request | None:
+    """The request in ``message``, for a log line (``None`` if it does not decode).
 
-    Only a message that failed gets here, so decoding it again costs nothing that matters.
+    Only a message that failed or is late gets here: decoding it again costs nothing that
+    matters.
     """
     try:
-        return decode_request(message.body, message.header.properties.content_type).meta.event_id
+        return decode_request(
+            message.body, message.header.properties.content_type, max_bytes=len(message.body)
+        )
     except RequestError:
-        return ""
+        return None
+
+
+def _event_id_of(message: DeliveredMessage) -> str:
+    """The event id of the request in ``message`` (empty if it does not decode)."""
+    request = _request_of(message)
+    return request.meta.event_id if request is not None else ""

@@ -272,8 +272,8 @@ class _NodeCollector(Collector):
             dispatcher = node.dispatchers.get(broker)
             if dispatcher is not None:
                 retries.add_metric(values, dispatcher.retried)
-                budget_total.add_metric(values, dispatcher.over_budget)
             pool = node.pools.get(broker)
+            budget_total.add_metric(values, pool.over_budget if pool is not None else 0)
             in_flight.add_metric(values, pool.in_flight if pool is not None else 0)
             late = len(over_budget(pool, budget, now)) if pool is not None else 0
             budget_now.add_metric(values, late)

@@ -63,7 +63,7 @@ def build_status(telemetry: Telemetry) -> dict[str, Any]:
                 "in_flight": pool.in_flight if pool is not None else 0,
                 "errors": dict(sorted(instruments.errors.items())),
                 "retried": dispatcher.retried if dispatcher is not None else 0,
-                "over_budget_total": dispatcher.over_budget if dispatcher is not None else 0,
+                "over_budget_total": pool.over_budget if pool is not None else 0,
                 "dead_lettered": dict(sorted(instruments.dead_letters.items())),
                 "mean_handler_ms": round(latency.sum / latency.count * 1000, 3)
                 if latency.count
