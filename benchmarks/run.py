@@ -165,6 +165,7 @@ class Suite:
         finally:
             if server is not None:
                 self.res.stop(server)
+            self.res.purge_logs_queue()
         entry["seconds"] = round(time.monotonic() - started, 1)
         return entry
 

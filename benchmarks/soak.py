@@ -435,6 +435,7 @@ class Soak:
                     boundary = begun + min(number * options.window, duration)
                     await self.pause(boundary)
                     entry = self.window(number, self.swap(), time.monotonic(), begun)
+                    await asyncio.to_thread(self.res.purge_logs_queue)
                     await self.probe(entry, out, snapshot=False)
                     windows.append(entry)
                     self.log(window_line(entry))
