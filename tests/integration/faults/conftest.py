@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import asyncmy
@@ -236,16 +237,21 @@ async def wait_exit(process: subprocess.Popen[bytes], seconds: float) -> float:
     return time.monotonic() - started
 
 
-async def stored_posts(stores: Stores, author: str) -> collections.Counter[tuple[int, str]]:
-    """(id, body) of every post of ``author``, read from MariaDB directly (as the DBA would)."""
+async def dba_connect(stores: Stores) -> Any:
+    """A connection to the session's MariaDB database, as the DBA has one (no BEDS between)."""
     parts = urlsplit(stores.rel_url)
-    conn = await asyncmy.connect(
+    return await asyncmy.connect(
         host=parts.hostname or "127.0.0.1",
         port=parts.port or 3306,
         user=parts.username or "root",
         password=parts.password or "",
         database=stores.rel_database,
     )
+
+
+async def stored_posts(stores: Stores, author: str) -> collections.Counter[tuple[int, str]]:
+    """(id, body) of every post of ``author``, read from MariaDB directly (as the DBA would)."""
+    conn = await dba_connect(stores)
     try:
         async with conn.cursor() as cursor:
             await cursor.execute("SELECT id, body FROM spp_posts WHERE author = %s", (author,))

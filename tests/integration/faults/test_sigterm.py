@@ -17,10 +17,8 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import aiormq
-import asyncmy
 import attrs
 import pytest
 from pamqp.commands import Basic
@@ -39,6 +37,7 @@ from .conftest import (
     StartServed,
     Stores,
     client_of,
+    dba_connect,
     stored_posts,
     wait_exit,
     wait_ready,
@@ -242,15 +241,8 @@ async def test_a_second_signal_during_the_drain_exits_at_once(
 ) -> None:
     """Handlers stuck on a table lock keep the drain waiting; a second signal ends it."""
     served = start_served(drain_seconds=20, instances=2)
-    database = urlsplit(stores.rel_url).path.lstrip("/")
-    parts = urlsplit(stores.rel_url)
-    dba = await asyncmy.connect(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 3306,
-        user=parts.username or "root",
-        password=parts.password or "",
-        database=database,
-    )
+    database = stores.rel_database
+    dba = await dba_connect(stores)
     stuck = 2
     try:
         async with client_of(served, amqp_url, timeout=CALL_TIMEOUT) as client:
