@@ -18,6 +18,8 @@ import time
 import uuid
 from typing import Any
 
+import aiormq
+
 from beds.client import BedsClient
 from beds.errors import Conflict, ReplyTimeout, ValidationFailed
 
@@ -102,6 +104,10 @@ async def exercise(client: BedsClient) -> None:
     show("delete profile", await client.delete("spew_profile", {"handle": handle}))
 
 
+LOGS_QUEUE = "beds.dev.admin.adminLogsBroker"
+"""The development default's logs queue (environment ``dev``, seed admin role)."""
+
+
 async def main() -> int:
     print("starting `beds run` (development default: appServer on local RabbitMQ/MariaDB)...")
     node = await asyncio.create_subprocess_exec(sys.executable, "-m", "beds", "run")
@@ -114,7 +120,23 @@ async def main() -> int:
         node.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(node.wait(), 30)
         print(f"\n`beds run` stopped on SIGTERM with exit code {code}")
+    await empty_logs_queue()
     return 0 if code == 0 else 1
+
+
+async def empty_logs_queue() -> None:
+    """Drop the lineage events and audit records the node left for an admin node.
+
+    Every node declares the admin role's logs queue, so that what it publishes waits there for
+    an admin node to store (``beds run --node admin``); this demo runs none, so it leaves none.
+    """
+    connection = await aiormq.connect("amqp://guest:guest@127.0.0.1:5672/")
+    try:
+        channel = await connection.channel()
+        purged = await channel.queue_purge(LOGS_QUEUE)
+        print(f"emptied {LOGS_QUEUE}: {purged.message_count} batches of events (no admin node ran)")
+    finally:
+        await connection.close()
 
 
 if __name__ == "__main__":
