@@ -14,7 +14,7 @@ from loguru import logger
 
 from beds.broker.dispatch import Dispatcher
 from beds.codec import encode_request
-from beds.envelopes import Operation, Request, RequestMeta
+from beds.envelopes import Operation, Request, RequestMeta, Response
 from beds.errors import TemplateError
 from beds.factory import Factory
 from beds.lineage import (
@@ -131,29 +131,39 @@ async def test_failures_carry_their_code(demo_template: Template) -> None:
     assert (db.code, failed.code) == ("BEDS-404", "BEDS-404")
 
 
-async def test_log_records_made_while_a_request_runs_are_bound_to_it(
-    demo_template: Template,
-) -> None:
-    sink = Sink()
-    target, adapter = dispatcher(demo_template, sink)
+async def fetch_that_logs(
+    target: Dispatcher, adapter: MemoryAdapter, depth: int
+) -> tuple[Response, list[dict[str, Any]], list[Cause | None]]:
+    """Handle a fetch whose adapter logs a line; return the response, each log line's extras
+    and the cause current in the adapter."""
     seen: list[dict[str, Any]] = []
+    causes: list[Cause | None] = []
     sink_id = logger.add(lambda message: seen.append(dict(message.record["extra"])), level="INFO")
     logger.enable("beds")
     real_fetch = adapter.fetch
 
     async def chatty(*args: Any) -> Any:
         logger.info("looking")
+        causes.append(current_cause())
         return await real_fetch(*args)
 
     adapter.fetch = chatty  # type: ignore[method-assign,assignment]
     try:
         _, response = await target.handle(
-            body(Operation.FETCH, {"query": "by_count", "params": {"count": 1}}, depth=1),
+            body(Operation.FETCH, {"query": "by_count", "params": {"count": 1}}, depth=depth),
             "application/json",
         )
     finally:
         logger.remove(sink_id)
         logger.disable("beds")
+    return response, seen, causes
+
+
+async def test_log_records_made_while_a_request_runs_are_bound_to_it(
+    demo_template: Template,
+) -> None:
+    target, adapter = dispatcher(demo_template, Sink())
+    response, seen, _ = await fetch_that_logs(target, adapter, depth=1)
     assert {"event_id": response.meta.event_id, "event_depth": 1, "beds_events": 4242} in seen
 
 
@@ -309,26 +319,7 @@ async def test_log_lines_carry_the_event_id_with_lineage_off(demo_template: Temp
     adapter = MemoryAdapter()
     factory = Factory({demo_template.name: demo_template}, {"memory": adapter})
     target = Dispatcher(factory, node="n1", env="t", max_message_bytes=65536, trace=False)
-    seen: list[dict[str, Any]] = []
-    causes: list[Cause | None] = []
-    sink_id = logger.add(lambda message: seen.append(dict(message.record["extra"])), level="INFO")
-    logger.enable("beds")
-    real_fetch = adapter.fetch
-
-    async def chatty(*args: Any) -> Any:
-        logger.info("looking")
-        causes.append(current_cause())
-        return await real_fetch(*args)
-
-    adapter.fetch = chatty  # type: ignore[method-assign,assignment]
-    try:
-        _, response = await target.handle(
-            body(Operation.FETCH, {"query": "by_count", "params": {"count": 1}}, depth=3),
-            "application/json",
-        )
-    finally:
-        logger.remove(sink_id)
-        logger.disable("beds")
+    response, seen, causes = await fetch_that_logs(target, adapter, depth=3)
     assert {"event_id": response.meta.event_id, "event_depth": 3} in seen
     assert causes == [Cause(response.meta.event_id, 3)]
     assert current_cause() is None, "the cause outlived the request"

@@ -158,12 +158,13 @@ class BrokerPool:
             self._idle.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), drain_seconds)
-        watch, self._budget_watch = self._budget_watch, None
-        for task in (*self._workers.values(), *((watch,) if watch is not None else ())):
+        tasks = list(self._workers.values())
+        if self._budget_watch is not None:
+            tasks.append(self._budget_watch)
+            self._budget_watch = None
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._workers.values(), return_exceptions=True)
-        if watch is not None:
-            await asyncio.gather(watch, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         for outbox in (self._confirms, self._outbox):
             if outbox is not None:
                 await outbox.aclose()  # the last replies and acks, before channel.close
