@@ -300,6 +300,8 @@ def test_to_json_is_json_ready() -> None:
         "content_type": "application/json",
         "redelivered": False,
         "replays": 1,
+        "executed": False,
+        "reply": "",
     }
     assert letter(dead_lettered_at=None, message_id=None).to_json()["dead_lettered_at"] is None
 
@@ -381,3 +383,17 @@ def test_with_deadline_sets_a_new_deadline_and_leaves_other_bodies_alone() -> No
     assert meta["principal"] == "p"
     for other in (b"not json", b"[1]", b'{"meta": 5}', b"{}"):
         assert with_deadline(other, 30) == other
+
+
+def test_a_write_whose_reply_was_lost_is_described_as_executed() -> None:
+    headers: dict[str, Any] = {
+        "x-beds-error-code": "BEDS-500R",
+        "x-beds-reason": "the write ran and its reply could not be delivered",
+        "x-beds-executed": True,
+        "x-beds-reply": '{"ok":true,"status":201}',
+    }
+    described = describe(Basic.Properties(headers=headers), b"{}", routing_key="note.write")
+    assert described.executed
+    assert described.reply == '{"ok":true,"status":201}'
+    assert described.to_json()["executed"] is True
+    assert not describe(Basic.Properties(headers={"x-beds-executed": "yes"}), b"{}").executed

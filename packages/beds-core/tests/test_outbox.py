@@ -164,19 +164,27 @@ async def test_a_confirmed_publish_is_registered_as_aiormq_would() -> None:
         routing_key="a.read",
         properties=Basic.Properties(message_id="m2"),
     )
-    assert channel.delivery_tag == 2
-    assert channel.confirmations == {1: first, 2: second}
-    assert channel.message_id_delivery_tag == {"m1": 1, "m2": 2}
+    # A second mandatory publish with a message id that awaits its confirm goes without
+    # mandatory: a return could not tell the two apart.
+    third = outbox.publish_confirmed(
+        b"{}", exchange="beds.events", routing_key="a.read", properties=properties, mandatory=True
+    )
+    assert channel.delivery_tag == 3
+    assert channel.confirmations == {1: first, 2: second, 3: third}
+    # Only mandatory publishes are looked up by message id (a returned message).
+    assert channel.message_id_delivery_tag == {"m1": 1}
     (chunk,) = await written(channel)
     publishes = [f for f in chunk if isinstance(f, Basic.Publish)]
     assert [(p.exchange, p.routing_key, p.mandatory) for p in publishes] == [
         ("beds.events", "a.read", True),
         ("beds.events", "a.read", False),
+        ("beds.events", "a.read", False),
     ]
     first.set_result(Basic.Ack(delivery_tag=1))
     await asyncio.sleep(0)
-    assert channel.message_id_delivery_tag == {"m2": 2}  # forgotten once confirmed
+    assert channel.message_id_delivery_tag == {}  # forgotten once confirmed
     second.cancel()
+    third.cancel()
     await outbox.aclose()
 
 
@@ -251,3 +259,24 @@ def test_the_usual_publishes_do_not_need_pamqp(monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr(amqp_frame, "marshal", no_pamqp)
     assert publish_frames(5, 100, b"{}", "beds.events", "a.read", True, props) == expected
+
+
+async def test_a_publish_amqp_cannot_carry_takes_no_delivery_tag() -> None:
+    channel = FakeChannel()
+    outbox = Outbox(channel)  # type: ignore[arg-type]
+    too_long = Basic.Properties(message_id="m" * 300)  # over a short string's 255 bytes
+    with pytest.raises(ValueError, match="AMQP cannot carry"):
+        outbox.publish_confirmed(b"{}", routing_key="q", properties=too_long)
+    huge = Basic.Properties(message_id="m1", headers={"x-big": "x" * 200_000})
+    with pytest.raises(ValueError, match="more than one frame"):
+        outbox.publish_confirmed(b"{}", routing_key="q", properties=huge)
+    with pytest.raises(ValueError, match="AMQP cannot carry"):
+        outbox.publish(b"{}", routing_key="q" * 300, properties=Basic.Properties())
+    assert channel.delivery_tag == 0
+    assert channel.confirmations == {}
+    fine = outbox.publish_confirmed(
+        b"{}", routing_key="q", properties=Basic.Properties(message_id="m2")
+    )
+    assert channel.delivery_tag == 1
+    fine.cancel()
+    await outbox.aclose()

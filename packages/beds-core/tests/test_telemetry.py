@@ -132,6 +132,13 @@ class FakePool:
         self.consuming = consuming
         self.held: list[tuple[float, Any]] = []
         self.over_budget = 0
+        self.stopped = 0
+        self.replies_lost = 0
+        self.settle = SimpleNamespace(unsettled_count=0)
+        self.unsettled_since: float | None = None
+
+    def oldest_unsettled(self, now: float) -> float:
+        return 0.0 if self.unsettled_since is None else now - self.unsettled_since
 
     @property
     def in_flight(self) -> int:
@@ -262,12 +269,21 @@ async def test_status_names_handlers_over_budget(client: tuple[BedsNode, Any]) -
     )
     pools["wBroker"].held = [(993.0, message(slow)), (999.5, message(slow))]  # 7 s and 0.5 s
     pools["rBroker"].held = [(990.0, SimpleNamespace(body=b"junk", header=message(slow).header))]
+    pools["wBroker"].unsettled_since = 988.0  # a delivery waiting 12 s, not yet settled
+
+    metrics = await (await http.get("/metrics")).text()
+    assert (
+        'beds_broker_oldest_unsettled_seconds{broker="wBroker",node="n1",role="appServer"} 12.0'
+        in metrics
+    )
 
     reply = await http.get("/status")
     assert reply.status == 200
     status = await reply.json()
     brokers = {broker["name"]: broker for broker in status["brokers"]}
     assert brokers["wBroker"]["in_flight"] == 2
+    assert brokers["wBroker"]["oldest_unsettled_seconds"] == 12.0
+    assert brokers["rBroker"]["oldest_unsettled_seconds"] == 0.0
     assert brokers["wBroker"]["over_budget"] == [
         {
             "event_id": "app.test.0123456789abcdef0123456789abcdef",
@@ -307,7 +323,7 @@ def test_status_table() -> None:
     assert lines[1].startswith("up 1h02m since ")
     assert lines[3].split() == [
         "BROKER", "QUEUE", "DEPTH", "IN", "FLIGHT", "HANDLED", "ERRORS", "RETRIED",
-        "DEAD-LETTERED", "OVER", "BUDGET", "MEAN",
+        "DEAD-LETTERED", "OVER", "BUDGET", "UNSETTLED", "MEAN",
     ]  # fmt: skip
     assert lines[5].split() == [
         "wBroker",
@@ -321,6 +337,10 @@ def test_status_table() -> None:
         "now,",
         "0",
         "total",
+        "0,",
+        "oldest",
+        "0",
+        "ms",
         "2.00",
         "ms",
     ]

@@ -125,6 +125,18 @@ async def publish(
         await connection.close()
 
 
+async def reply_queue(config: Config) -> str:
+    """A queue replies can go to, though nobody reads it (the test vhost goes with the run)."""
+    name = unique_name("replies")
+    connection = await aiormq.connect(config.amqp.url)
+    try:
+        channel = await connection.channel()
+        await channel.queue_declare(name)
+    finally:
+        await connection.close()
+    return name
+
+
 async def dead_letter_directly(config: Config, routing_key: str = UNBOUND) -> str:
     """Publish a message straight to the dead-letter exchange; return its message id."""
     message_id = unique_name("m")
@@ -220,13 +232,24 @@ async def test_a_poison_message_is_listed_left_in_place_and_replayed(
         replay = await beds_dlq(config, "replay", "--yes")
         assert replay.code == 0, replay.err
         assert f"replayed 1 message to exchange {node.config.amqp.events_exchange}" in replay.out
-        assert f"0 messages left in {dead}" in replay.out
+        assert f"left in {dead}" in replay.out
         for _ in range(50):
             if await notes(client, text):
                 break
             await asyncio.sleep(0.1)
         assert await notes(client, text) == 1
-        await wait_for_depth(node.config, 0)
+        # Its caller ("nobody") is gone: the write ran, and its outcome is kept as a dead
+        # letter that a replay leaves alone (replaying it would run the write again).
+        await wait_for_depth(node.config, 1)
+        [kept] = (await listed(config))["messages"]
+        assert kept["reason"] == "BEDS-500R"
+        assert kept["executed"] is True
+        assert '"status":201' in kept["reply"]
+        again = await beds_dlq(config, "replay", "--yes")
+        assert again.code == 0, again.err
+        assert "replayed 0 messages" in again.out
+        assert "not replayed (it ran; only its reply was lost" in again.out
+        assert await notes(client, text) == 1
 
 
 async def test_a_request_that_expired_unconsumed_is_replayed_to_a_running_node(
@@ -237,7 +260,8 @@ async def test_a_request_that_expired_unconsumed_is_replayed_to_a_running_node(
         env, config = first.config.node.env, config_path(first)
     # The topology stays, but no node consumes: the request expires in the broker queue.
     text = unique_name("e")
-    await publish(first.config, request(text), "note.write", expiration="100", reply_to="nobody")
+    replies = await reply_queue(first.config)
+    await publish(first.config, request(text), "note.write", expiration="100", reply_to=replies)
     await wait_for_depth(first.config, 1)
     [letter] = (await listed(config))["messages"]
     assert letter["source"] == "rabbitmq"
@@ -273,7 +297,8 @@ async def test_replay_can_give_expired_requests_a_new_deadline(
             "meta": {"deadline": time.time() + 0.1},
         }
     )
-    await publish(first.config, body, "note.write", expiration="100", reply_to="nobody")
+    replies = await reply_queue(first.config)
+    await publish(first.config, body, "note.write", expiration="100", reply_to=replies)
     await wait_for_depth(first.config, 1)
     async with start_node(env=env) as second, client_for(second) as client:
         replay = await beds_dlq(config, "replay", "--yes", "--deadline", "30")

@@ -452,6 +452,11 @@ def dlq_replay(
             f"not replayed (no queue is bound for {letter.routing_key or '(no routing key)'!r}): "
             f"message id {letter.message_id or '-'}"
         )
+    for letter in result.executed:
+        click.echo(
+            f"not replayed (it ran; only its reply was lost, see `beds dlq list --json`): "
+            f"message id {letter.message_id or '-'}"
+        )
     click.echo(f"{_plural(result.left)} left in {name}")
     if result.unroutable:
         _fail(f"{_plural(len(result.unroutable))} could not be routed and stayed in {name}")

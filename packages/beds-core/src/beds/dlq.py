@@ -90,6 +90,11 @@ class DeadLetter:
     """RabbitMQ delivered it before (someone listed or replayed it without taking it)."""
     replays: int = 0
     """How many times it was replayed before and came back."""
+    executed: bool = False
+    """The request ran and only its reply was lost (``BEDS-500R``, ``x-beds-executed``): the
+    outcome is in ``reply``; replaying it would run the write again, so replay leaves it."""
+    reply: str = ""
+    """The undelivered reply (``x-beds-reply``), for an executed request."""
 
     @property
     def why(self) -> str:
@@ -121,6 +126,8 @@ class DeadLetter:
             "content_type": self.content_type,
             "redelivered": self.redelivered,
             "replays": self.replays,
+            "executed": self.executed,
+            "reply": self.reply,
         }
 
 
@@ -134,6 +141,8 @@ class ReplayResult:
     """No queue took them (or RabbitMQ refused them): they stay in the dead-letter queue."""
     skipped: int = 0
     """Looked at but not selected (another message id): left in the dead-letter queue."""
+    executed: tuple[DeadLetter, ...] = ()
+    """Requests that ran (only their reply was lost): never replayed, left in the queue."""
     left: int = 0
     """Messages in the dead-letter queue afterwards."""
 
@@ -238,6 +247,8 @@ def describe(
         "content_type": properties.content_type,
         "redelivered": redelivered,
         "replays": _int(headers.get(REPLAYS_HEADER)),
+        "executed": headers.get("x-beds-executed") is True,
+        "reply": _text(headers.get("x-beds-reply")),
     }
     when = _time(properties.timestamp)
     if "x-beds-error-code" in headers:
@@ -494,7 +505,8 @@ class DeadLetterQueue:
         that is dead-lettered again is not replayed twice. Each replayed message is published
         (``mandatory``, publisher-confirmed) and then acknowledged. A message that no queue
         takes, or that RabbitMQ refuses, is left in the dead-letter queue and reported, as are
-        the messages not selected by ``message_id``; they are requeued at the end.
+        the messages not selected by ``message_id`` and the requests that ran already (only
+        their reply was lost: ``DeadLetter.executed``); they are requeued at the end.
 
         Args:
             limit: replay at most this many messages (default: all).
@@ -511,6 +523,7 @@ class DeadLetterQueue:
         replayed: list[DeadLetter] = []
         unroutable: list[DeadLetter] = []
         held: list[int] = []
+        executed: list[DeadLetter] = []
         skipped = 0
         try:
             for _ in range(budget):
@@ -525,6 +538,9 @@ class DeadLetterQueue:
                 if message_id is not None and letter.message_id != message_id:
                     held.append(tag)
                     skipped += 1
+                elif letter.executed:
+                    held.append(tag)
+                    executed.append(letter)
                 elif await self._republish(message, letter, deadline):
                     with self._amqp_errors(f"acknowledge a message of {self.queue}"):
                         await self.channel.basic_ack(tag)
@@ -539,7 +555,11 @@ class DeadLetterQueue:
             if held and self._channel is not None and not self._channel.is_closed:
                 await self._requeue(held)
         return ReplayResult(
-            replayed=tuple(replayed), unroutable=tuple(unroutable), skipped=skipped, left=left
+            replayed=tuple(replayed),
+            unroutable=tuple(unroutable),
+            skipped=skipped,
+            executed=tuple(executed),
+            left=left,
         )
 
     async def _check_exchange(self) -> None:

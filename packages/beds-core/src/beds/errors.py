@@ -23,7 +23,9 @@ request (``RequestError``, which crosses the wire in ``Response.error``)::
         ├── PayloadTooLarge           BEDS-413   message body over the configured limit
         ├── ValidationFailed          BEDS-422   payload does not match the template
         ├── InternalError             BEDS-500   a handler failed unexpectedly (a bug)
+        │   └── ReplyUndeliverable    BEDS-500R  a write ran, its reply could not be delivered
         ├── DeadlineExceeded          BEDS-504   the request's deadline passed
+        │   └── HandlerStopped        BEDS-504H  the handler ran past budget + grace; stopped
         └── StoreError                BEDS-502   the database rejected the call
             ├── DatabaseObjectMissing BEDS-502D  a declared procedure, view, collection… is absent
             ├── StoreBusy             BEDS-503B  lock wait timeout or deadlock (transient)
@@ -49,6 +51,7 @@ __all__ = (
     "Conflict",
     "DatabaseObjectMissing",
     "DeadlineExceeded",
+    "HandlerStopped",
     "IdempotencyKeyReused",
     "InternalError",
     "MalformedRequest",
@@ -57,6 +60,7 @@ __all__ = (
     "PluginError",
     "PublishError",
     "ReplyTimeout",
+    "ReplyUndeliverable",
     "RequestError",
     "StoreBusy",
     "StoreError",
@@ -254,10 +258,34 @@ class InternalError(RequestError):
     STATUS = 500
 
 
+class ReplyUndeliverable(InternalError):
+    """A write ran, and its reply could not be delivered (the caller's queue refused or vanished).
+
+    Never a reply (there is nobody to send it to): the code of the dead letter that keeps the
+    write's outcome for an operator, with the reply in its ``x-beds-reply`` header.
+    ``beds dlq replay`` does not replay such a letter: the write ran already.
+    """
+
+    CODE = "BEDS-500R"
+    STATUS = 500
+
+
 class DeadlineExceeded(RequestError):
     """The request's deadline passed before it could be executed."""
 
     CODE = "BEDS-504"
+    STATUS = 504
+
+
+class HandlerStopped(DeadlineExceeded):
+    """The handler ran past ``reliability.handler_budget + settle_grace`` and was stopped.
+
+    The broker dead-letters the request, answers the caller with this code, acknowledges the
+    delivery and cancels the handler. A write may have run: send it again with the same
+    idempotency key to learn its outcome.
+    """
+
+    CODE = "BEDS-504H"
     STATUS = 504
 
 

@@ -38,6 +38,12 @@ class CallContext:
     another fingerprint is a different request (``IdempotencyKeyReused``)."""
     idempotency_ttl: float = 86400.0
     """With a key: seconds the adapter remembers it (``reliability.idempotency_ttl``)."""
+    idempotency_lease: float = 30.0
+    """With a key: seconds this attempt may hold the key without an outcome. The broker stops
+    every handler by then (``handler_budget + settle_grace``), so a key held longer belongs to
+    an attempt that is gone, and another attempt may take it over."""
+    attempt: str = ""
+    """With a key: unique per handling of a request (retries inside one handling share it)."""
 
 
 @attrs.frozen(kw_only=True)

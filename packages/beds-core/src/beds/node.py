@@ -33,6 +33,7 @@ from beds.factory import Factory
 from beds.lineage import EventStore
 from beds.namaste import NamasteCore, StoreSettings
 from beds.plugins import Hooks, make_plugin_manager
+from beds.routing import Bindings
 from beds.transport.amqp import connect, declare_topology, redact
 from beds.transport.events import EventPublisher
 
@@ -440,8 +441,9 @@ class BedsNode:
                 events=self.events,
                 trace=lineage.enabled,
                 builtins=builtins,
+                bindings=Bindings(settings.bindings),
             )
-            for broker in self.config.brokers
+            for broker, settings in self.config.brokers.items()
         }
         try:
             await self._consume(connection)

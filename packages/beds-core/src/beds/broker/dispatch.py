@@ -1,7 +1,7 @@
 """One request, without any transport: bytes in, response out.
 
-decode → deadline → template → access → validation → (before-dispatch hooks) → adapter →
-response. Every failure becomes an error response with a catalogue code; nothing raises.
+decode → route → deadline → template → access → validation → (before-dispatch hooks) →
+adapter → response. Every failure becomes an error response with a catalogue code; nothing raises.
 Keeping this free of AMQP lets unit tests and embedding drive it directly.
 
 With an :class:`EventSink`, each request leaves lineage events (:mod:`beds.lineage`): the
@@ -12,6 +12,7 @@ event id) and, for audited templates, an audit record.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
@@ -34,6 +35,7 @@ from beds.envelopes import Operation, Request, Response, ResponseMeta
 from beds.errors import (
     DeadlineExceeded,
     InternalError,
+    MalformedRequest,
     RequestError,
     Unauthorized,
     UnsupportedOperation,
@@ -41,7 +43,7 @@ from beds.errors import (
 from beds.idempotency import fingerprint, watch_repeats
 from beds.lineage import Cause, Event, new_event_id, reset_cause, set_cause
 from beds.namaste import CallContext, NamasteCore, Record
-from beds.routing import PING_TEMPLATE
+from beds.routing import PING_TEMPLATE, Bindings, routing_key
 from beds.templates.model import Template
 from beds.templates.validate import validate_fetch, validate_write
 
@@ -98,8 +100,11 @@ class Dispatcher:
         events: EventSink | None = None,
         trace: bool = True,
         builtins: Mapping[str, Builtin] | None = None,
+        bindings: Bindings | None = None,
     ) -> None:
         self.factory = factory
+        self.bindings = bindings
+        """The routing keys this dispatcher's broker serves (``None``: any, when embedded)."""
         self.events = events
         """Audit records go here; with ``trace``, every request's lineage events too."""
         self._trace = events if trace else None
@@ -119,9 +124,13 @@ class Dispatcher:
         )
 
     async def handle(
-        self, body: bytes, content_type: str | None
+        self, body: bytes, content_type: str | None, route: str | None = None
     ) -> tuple[Request | None, Response]:
         """Handle one request body; return the decoded request (if any) and its response.
+
+        ``route`` is the routing key the request travelled with (the broker passes it; an
+        embedding caller may pass ``None``): it must be the key of the body's template and
+        operation, and one this dispatcher's bindings route, or nothing executes.
 
         A response whose error is transient (``RequestError.TRANSIENT``) was retried
         ``reliability.retry_attempts`` times already; the broker dead-letters a copy.
@@ -147,7 +156,7 @@ class Dispatcher:
         cause = set_cause(Cause(event_id, request.meta.depth))
         try:
             with logger.contextualize(**context):
-                response = await self._respond(request, event_id, started, timings)
+                response = await self._respond(request, event_id, started, timings, route)
                 if self._after is not None:
                     try:
                         await self._after.after_dispatch(request, response)
@@ -160,9 +169,16 @@ class Dispatcher:
         return request, response
 
     async def _respond(
-        self, request: Request, event_id: str, started: float, timings: dict[str, float]
+        self,
+        request: Request,
+        event_id: str,
+        started: float,
+        timings: dict[str, float],
+        route: str | None,
     ) -> Response:
         try:
+            if route is not None:
+                self._check_route(request, route)
             data = await self._execute(request, event_id, timings)
         except RequestError as exc:
             return self._error(exc, event_id, started, timings)
@@ -195,6 +211,43 @@ class Dispatcher:
             status=response.status,
             code=response.error.code if response.error is not None else "",
         )
+
+    def _check_route(self, request: Request, route: str) -> None:
+        """Refuse a request whose routing key is not its own, or not one this broker serves.
+
+        Per-class queues, prefetch, permissions and access rules all rely on a write never
+        running on a read broker, whatever key or queue a sender used.
+
+        Raises:
+            MalformedRequest: no key, or a key of another template (BEDS-400).
+            UnsupportedOperation: a key of another class, or one this broker does not serve
+                (BEDS-405).
+        """
+        expected = routing_key(request.template, request.operation)
+        if route != expected:
+            if not route:
+                raise MalformedRequest(
+                    "the request has no routing key; publish it on the events exchange",
+                    details=(f"expected routing key {expected!r}",),
+                )
+            template = route.rpartition(".")[0]
+            if template != request.template:
+                raise MalformedRequest(
+                    "the routing key names another template than the body",
+                    details=(f"routing key {route!r}, expected {expected!r}",),
+                )
+            raise UnsupportedOperation(
+                f"{request.operation.value} does not belong to the routing class of the key",
+                details=(f"routing key {route!r}, expected {expected!r}",),
+            )
+        if self.bindings is not None and not self.bindings.route(route):
+            raise UnsupportedOperation(
+                "this broker does not serve the request's routing key",
+                details=(
+                    f"routing key {route!r}; this broker is bound to "
+                    f"{', '.join(self.bindings.patterns) or 'nothing'}",
+                ),
+            )
 
     async def _execute(self, request: Request, event_id: str, timings: dict[str, float]) -> Any:
         operation = request.operation
@@ -324,6 +377,8 @@ class Dispatcher:
             idempotency_key=request.meta.idempotency_key,
             fingerprint=fingerprint(request),
             idempotency_ttl=self.reliability.idempotency_ttl,
+            idempotency_lease=self.reliability.handler_budget + self.reliability.settle_grace,
+            attempt=os.urandom(12).hex(),
         )
 
     async def _retry(

@@ -3,8 +3,9 @@
 The admin node runs it (``type = "logs"`` brokers, seed ``adminLogsBroker``). Each message is a
 batch of events (:func:`beds.lineage.decode_events`); it is acknowledged only once the store kept
 the batch. A store that fails transiently (the database is away) is tried again with back-off
-while the message stays unacknowledged, so no event is lost; a batch that does not decode is
-dead-lettered with the reason, as is one the store refuses for good.
+for up to the handler budget; then the batch goes back to the queue (requeued, so settled within
+the budget like every delivery) and waits there, so no event is lost. A batch that does not
+decode is dead-lettered with the reason, as is one the store refuses for good.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
-from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
 from beds.broker.pool import BrokerPool
 from beds.envelopes import Response, ResponseMeta
@@ -52,19 +53,24 @@ class LogsPool(BrokerPool):
             records = [event.to_record() for event in events]
             try:
                 await self._store(records)
-            except RequestError as exc:  # permanent: the store refuses these events
-                failure = exc
+            except RequestError as exc:
+                if exc.TRANSIENT:  # still away after the budget: back to the queue, kept
+                    await self.settle.requeue(message)
+                    return
+                failure = exc  # permanent: the store refuses these events
             else:
                 self.stored += len(records)
-        if failure is not None:
-            await self._dead_letter(message, failure)
         if self.observer is not None:  # one handled message, timed like a request's answer
             self.observer.dispatched(None, _outcome(failure, started))
-        await self._ack(message)
+        if failure is not None:
+            await self.settle.give_up(message, failure, answer=False)
+        else:
+            self.settle.ack(message)
 
     async def _store(self, records: list[dict[str, Any]]) -> None:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(_transient),
+            stop=stop_after_delay(self.handler_budget),
             wait=wait_exponential_jitter(initial=0.1, max=5.0),
             before_sleep=lambda state: logger.warning(
                 "broker {} cannot store {} events yet ({}); trying again",

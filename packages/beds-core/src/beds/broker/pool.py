@@ -5,10 +5,17 @@ in-process inbox; ``instances`` worker tasks take one message at a time, dispatc
 reply and only then acknowledge it. A worker task that dies is logged and replaced (the pool never
 shrinks) and the message it held goes back to the queue.
 
+Every delivery is settled (:mod:`beds.broker.settle`): a message whose processing raises is
+dead-lettered and acknowledged, with one log line; one still held past ``handler_budget +
+settle_grace`` is dead-lettered (``BEDS-504H``), its caller told, and its handler cancelled. A
+channel RabbitMQ closes is opened again (its deliveries return to the queue).
+
 Replies to reads and every ack go through the pool's :class:`~beds.transport.outbox.Outbox`, which
 writes what one turn of the event loop produced in one chunk (a reply before its ack, acks
 coalesced). Replies to writes, dead letters and requeued copies are published on a second
-channel with publisher confirms, and the request is acknowledged once RabbitMQ confirmed them.
+channel with publisher confirms, and the request is acknowledged once RabbitMQ confirmed them. A
+reply that cannot be delivered follows the policy of docs/architecture.md ("Undeliverable
+replies"): a write that ran keeps its outcome in the dead-letter queue; nothing runs twice.
 
 A pool reports each outcome to an optional :class:`BrokerObserver` (``beds.telemetry`` is one),
 and :meth:`BrokerPool.holding` tells which messages are in flight since when.
@@ -18,18 +25,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
-import aiormq
 from loguru import logger
 from pamqp.commands import Basic
 
+from beds.broker.settle import AMQP_FAILURES, Settler, copy_properties, delivery_tag
 from beds.codec import CONTENT_TYPE, decode_request, encode_response
 from beds.envelopes import READ_OPERATIONS, Response, ResponseMeta
-from beds.errors import InternalError, MalformedRequest, RequestError
+from beds.errors import (
+    HandlerStopped,
+    InternalError,
+    MalformedRequest,
+    ReplyUndeliverable,
+    RequestError,
+)
+from beds.transport.frames import UNDECODABLE_HEADER
 from beds.transport.outbox import Outbox
+from beds.wire_limits import check_request_properties, safe_shortstr
 
 if TYPE_CHECKING:
     from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
@@ -39,6 +53,10 @@ if TYPE_CHECKING:
     from beds.envelopes import Request
 
 __all__ = ("BrokerObserver", "BrokerPool")
+
+_DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+_REPLY_HEADER_MAX = 16 * 1024
+"""Bytes of an undeliverable reply kept in its dead letter's ``x-beds-reply`` header."""
 
 
 class BrokerObserver(Protocol):
@@ -70,34 +88,53 @@ class BrokerPool:
         self.queue = queue
         self.dispatcher = dispatcher
         self.dead_letter_exchange = dead_letter_exchange
-        self.max_deliveries = dispatcher.reliability.max_deliveries
+        reliability = dispatcher.reliability
+        self.max_deliveries = reliability.max_deliveries
         # Classic queues keep no delivery count: the pool counts redeliveries in a header.
         # Quorum queues count them and dead-letter at x-delivery-limit themselves.
         self.count_redeliveries = count_redeliveries
         self.handled = 0
         self.replaced = 0
-        self.dead_lettered = 0
         self.over_budget = 0
         """Messages handled for longer than ``reliability.handler_budget`` (each counted once)."""
-        self.handler_budget = dispatcher.reliability.handler_budget
+        self.stopped = 0
+        """Handlers stopped past ``handler_budget + settle_grace`` (their delivery settled)."""
+        self.replies_lost = 0
+        """Replies that could not be delivered (a read's, or a write's kept as a dead letter)."""
+        self.channels_reopened = 0
+        self.handler_budget = reliability.handler_budget
+        self.settle_limit = reliability.handler_budget + reliability.settle_grace
         self.observer = observer
+        self.settle = Settler(
+            broker=name,
+            queue=queue,
+            node=dispatcher.node,
+            dead_letter_exchange=dead_letter_exchange,
+            observer=observer,
+        )
         self._inbox: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
         self._workers: dict[int, asyncio.Task[None]] = {}
         self._holding: dict[int, DeliveredMessage] = {}
         self._taken_at: dict[int, float] = {}
         """``time.monotonic()`` when each slot took its message (valid while it is held)."""
+        self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         """The consume channel (no publisher confirms): reads' replies and every ack."""
-        self._confirms: Outbox | None = None
-        """On the channel with publisher confirms: replies to writes, dead letters, copies."""
-        self._outbox: Outbox | None = None
         self._consumer_tag: str | None = None
         self._budget_watch: asyncio.Task[None] | None = None
+        self._reopening: asyncio.Task[None] | None = None
         self._late: set[int] = set()
         """``id()`` of the held messages already reported past the budget."""
+        self._bugs: set[tuple[str, str, int]] = set()
+        """Unexpected failures already logged with their traceback (once each, at DEBUG)."""
         self._stopping = False
         self._idle = asyncio.Event()
         """Set when no message is held or waiting (drain waits for it)."""
+
+    @property
+    def dead_lettered(self) -> int:
+        """Messages this pool published to the dead-letter exchange."""
+        return self.settle.dead_lettered
 
     @property
     def size(self) -> int:
@@ -124,14 +161,25 @@ class BrokerPool:
         """The messages being handled now, each with the ``time.monotonic()`` it was taken."""
         return [(self._taken_at[slot], message) for slot, message in self._holding.items()]
 
+    def oldest_unsettled(self, now: float | None = None) -> float:
+        """Seconds the oldest delivery not yet settled has waited (0 when none)."""
+        return self.settle.oldest_age(time.monotonic() if now is None else now)
+
+    # -- life ---------------------------------------------------------------------------------
+
     async def start(self, connection: AbstractConnection) -> None:
         """Open the channels, start the workers, then start consuming."""
+        self._stopping = False
+        self._connection = connection
         channel = await connection.channel(publisher_confirms=False)
         prefetch = self.settings.prefetch or 2 * self.settings.instances
         await channel.basic_qos(prefetch_count=prefetch)
+        confirms = await connection.channel(publisher_confirms=True)
         self._channel = channel
-        self._confirms = Outbox(await connection.channel(publisher_confirms=True))
-        self._outbox = Outbox(channel)
+        self.settle.attach(Outbox(channel), Outbox(confirms))
+        for open_channel in (channel, confirms):
+            open_channel.closing.add_done_callback(self._on_channel_closed)
+        self._inbox = asyncio.Queue()
         for slot in range(self.settings.instances):
             self._spawn(slot)
         self._budget_watch = asyncio.create_task(
@@ -152,44 +200,96 @@ class BrokerPool:
         self._stopping = True
         channel = self._channel
         if channel is not None and self._consumer_tag is not None and not channel.is_closed:
-            with contextlib.suppress(aiormq.exceptions.AMQPError, ConnectionError):
+            with contextlib.suppress(*AMQP_FAILURES):
                 await channel.basic_cancel(self._consumer_tag)
+        self._consumer_tag = None
         if self._holding or not self._inbox.empty():
             self._idle.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), drain_seconds)
         tasks = list(self._workers.values())
-        if self._budget_watch is not None:
-            tasks.append(self._budget_watch)
-            self._budget_watch = None
+        for extra in (self._budget_watch, self._reopening):
+            if extra is not None and extra is not asyncio.current_task():
+                tasks.append(extra)
+        self._budget_watch = self._reopening = None
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for outbox in (self._confirms, self._outbox):
+        self._workers.clear()
+        self._holding.clear()
+        consume, confirms = self.settle.consume, self.settle.confirms
+        for outbox in (confirms, consume):
             if outbox is not None:
                 await outbox.aclose()  # the last replies and acks, before channel.close
         # Anything not acknowledged returns to the queue when the channel closes.
-        confirms = self._confirms.channel if self._confirms is not None else None
-        for open_channel in (confirms, channel):
-            if open_channel is not None and not open_channel.is_closed:
-                with contextlib.suppress(aiormq.exceptions.AMQPError, ConnectionError):
-                    await open_channel.close()
+        for outbox in (confirms, consume):
+            if outbox is not None and not outbox.channel.is_closed:
+                with contextlib.suppress(*AMQP_FAILURES):
+                    await outbox.channel.close()
+
+    def _on_channel_closed(self, future: asyncio.Future[Any]) -> None:
+        """RabbitMQ closed one of the pool's channels: open both again, unless stopping."""
+        connection = self._connection
+        if self._stopping or connection is None or connection.is_closed:
+            return  # stopping, or the node reconnects the whole connection
+        if self._reopening is not None and not self._reopening.done():
+            return
+        reason = future.exception() if not future.cancelled() else None
+        logger.warning("broker {} lost a channel ({}); opening it again", self.name, reason)
+        self._reopening = asyncio.create_task(self._reopen(), name=f"beds-{self.name}-reopen")
+
+    async def _reopen(self) -> None:
+        """Stop (deliveries of the lost channel return to the queue) and start again."""
+        connection = self._connection
+        await self.stop(0)
+        if connection is None or connection.is_closed:
+            return
+        try:
+            await self.start(connection)
+        except AMQP_FAILURES as exc:
+            logger.error("broker {} could not open its channels again ({!r})", self.name, exc)
+            return
+        self.channels_reopened += 1
+
+    # -- supervision ----------------------------------------------------------------------------
 
     async def _watch_budget(self) -> None:
-        """Report each message still handled past the handler budget: a log line and a count.
+        """Report messages past the handler budget; settle and stop those past budget + grace.
 
         One sweep every quarter budget over what the workers hold, rather than a timer per
         message: a timer on every request fills the event loop's heap (five seconds' worth of
         requests) and costs each of them a push and a cancel. A message that finishes late
         between two sweeps is reported when it finishes (:meth:`_work`).
         """
-        budget = self.handler_budget
         while True:
-            await asyncio.sleep(budget / 4)
+            await asyncio.sleep(min(self.handler_budget, self.settle_limit) / 4)
             now = time.monotonic()
-            for taken, message in self.holding():
-                if now - taken > budget and id(message) not in self._late:
-                    self._report_late(message, now - taken, "and still running")
+            for slot, message in list(self._holding.items()):
+                age = now - self._taken_at[slot]
+                if age > self.handler_budget and id(message) not in self._late:
+                    self._report_late(message, age, "and still running")
+                if age > self.settle_limit:
+                    await self._stop_handler(slot, message, age)
+
+    async def _stop_handler(self, slot: int, message: DeliveredMessage, age: float) -> None:
+        """Settle a message held past budget + grace, then cancel the task holding it."""
+        self.stopped += 1
+        stopped = HandlerStopped(
+            f"the handler ran past its budget and grace ({self.settle_limit:g} s) and was "
+            "stopped; a write may have run: send it again with its idempotency key"
+        )
+        await self.settle.give_up(message, stopped, answer=True)
+        logger.bind(event_id=_event_id_of(message)).error(
+            "broker {} stopped a handler after {:.1f} s (limit {:g} s); its request was "
+            "dead-lettered ({})",
+            self.name,
+            age,
+            self.settle_limit,
+            HandlerStopped.CODE,
+        )
+        task = self._workers.get(slot)
+        if task is not None and self._holding.get(slot) is message:
+            task.cancel()  # _on_worker_done replaces it; the message is settled already
 
     def _report_late(self, message: DeliveredMessage, age: float, state: str) -> None:
         """Count a message handled past the budget (once) and log it with its event id."""
@@ -209,8 +309,7 @@ class BrokerPool:
         )
 
     async def _on_message(self, message: DeliveredMessage) -> None:
-        if self._outbox is not None:
-            self._outbox.delivered(_tag(message))
+        self.settle.received(delivery_tag(message))
         self._inbox.put_nowait(message)
 
     def _spawn(self, slot: int) -> None:
@@ -220,48 +319,14 @@ class BrokerPool:
 
     def _on_worker_done(self, slot: int, task: asyncio.Task[None]) -> None:
         held = self._holding.pop(slot, None)
-        if self._stopping:
+        if self._stopping or self._workers.get(slot) is not task:
             return
-        reason = "cancelled" if task.cancelled() else repr(task.exception())
-        logger.error("broker {} task {} died ({}); replacing it", self.name, slot, reason)
         self.replaced += 1
-        if held is not None:
-            asyncio.create_task(self._requeue(held))  # noqa: RUF006 - finishes on its own
+        if held is not None and self.settle.unsettled(held):
+            reason = "cancelled" if task.cancelled() else repr(task.exception())
+            logger.error("broker {} task {} died ({}); replacing it", self.name, slot, reason)
+            asyncio.create_task(self.settle.requeue(held))  # noqa: RUF006 - ends on its own
         self._spawn(slot)
-
-    async def _requeue(self, message: DeliveredMessage) -> None:
-        # A closed channel (or connection) requeues what it held by itself.
-        with contextlib.suppress(
-            aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError, ConnectionError
-        ):
-            await message.channel.basic_nack(_tag(message), requeue=True)
-            if self._outbox is not None:
-                self._outbox.settled(_tag(message))  # written: later multiple acks may pass it
-
-    async def _ack(self, message: DeliveredMessage) -> None:
-        """Acknowledge a message whose outcome is final (its reply queued or confirmed)."""
-        outbox = self._outbox
-        if outbox is not None and message.channel is outbox.channel:
-            outbox.ack(_tag(message))
-        else:  # pragma: no cover - a message always comes from the pool's own channel
-            await message.channel.basic_ack(_tag(message))
-
-    async def _publish_confirmed(
-        self, body: bytes, *, exchange: str, routing_key: str, properties: Basic.Properties
-    ) -> None:
-        """Publish on the confirm channel; return once RabbitMQ confirmed it.
-
-        Raises:
-            aiormq.exceptions.AMQPError: the channel is closed, or RabbitMQ refused the message.
-        """
-        outbox = self._confirms
-        if outbox is None:
-            raise aiormq.exceptions.ChannelInvalidStateError("the pool is not started")
-        if not properties.message_id:  # aiormq finds a confirm's message by it
-            properties.message_id = os.urandom(16).hex()
-        await outbox.publish_confirmed(
-            body, exchange=exchange, routing_key=routing_key, properties=properties
-        )
 
     async def _work(self, slot: int) -> None:
         while True:
@@ -270,10 +335,9 @@ class BrokerPool:
             self._taken_at[slot] = time.monotonic()
             try:
                 await self._process(message)
-            except Exception:
-                # The reply or ack failed (channel gone): the message is redelivered.
-                logger.opt(exception=True).error("broker {} could not finish a message", self.name)
-            # Not in a finally: a task that dies keeps its message for _on_worker_done to requeue.
+            except Exception as exc:
+                await self._failed(message, exc)
+            # Not in a finally: a task that dies keeps its message for _on_worker_done.
             self._holding.pop(slot, None)
             age = time.monotonic() - self._taken_at[slot]
             if age > self.handler_budget and id(message) not in self._late:
@@ -283,60 +347,162 @@ class BrokerPool:
             if not self._holding and self._inbox.empty():
                 self._idle.set()
 
+    async def _failed(self, message: DeliveredMessage, exc: Exception) -> None:
+        """The settle invariant's last line: processing raised, the delivery is still settled.
+
+        One log line per message; the traceback once per distinct failure site, at DEBUG.
+        """
+        frame = exc.__traceback__
+        while frame is not None and frame.tb_next is not None:
+            frame = frame.tb_next
+        site = (
+            type(exc).__qualname__,
+            frame.tb_frame.f_code.co_filename if frame else "",
+            frame.tb_lineno if frame else 0,
+        )
+        if site not in self._bugs:
+            self._bugs.add(site)
+            logger.opt(exception=exc).debug("broker {}: first failure at this site", self.name)
+        unsettled = self.settle.unsettled(message)
+        logger.bind(event_id=_event_id_of(message)).error(
+            "broker {} failed handling a message ({}: {}); {}",
+            self.name,
+            type(exc).__name__,
+            str(exc)[:200],
+            "dead-lettering it" if unsettled else "it was settled already",
+        )
+        if unsettled:
+            failure = InternalError(
+                "the node failed while handling the request; a write may have run: send it "
+                "again with its idempotency key"
+            )
+            await self.settle.give_up(message, failure, answer=True)
+
+    # -- one message ----------------------------------------------------------------------------
+
     async def _process(self, message: DeliveredMessage) -> None:
         properties = message.header.properties
-        if not properties.reply_to:
-            await self._dead_letter(
-                message,
-                MalformedRequest("the message has no reply_to property, so no reply is possible"),
-            )
-            await self._ack(message)
+        try:
+            check_request_properties(properties)
+        except MalformedRequest as refused:
+            # No reply_to means nobody to answer; otherwise the caller learns why.
+            answer = bool(safe_shortstr(properties.reply_to)) and not _undecodable(message)
+            await self.settle.give_up(message, refused, answer=answer)
             return
         if message.redelivered and self.count_redeliveries:
             await self._recount(message)
             return
-        request, response = await self.dispatcher.handle(message.body, properties.content_type)
+        request, response = await self.dispatcher.handle(
+            message.body, properties.content_type, _route(message)
+        )
+        body = self._encode(response)
+        if self.observer is not None:
+            self.observer.dispatched(request, response)
+        error = response.error
+        if error is not None and RequestError.from_error(error).TRANSIENT:
+            # Retried already (Dispatcher): the caller is told, and operators get a copy.
+            try:
+                await self.settle.dead_letter(message, RequestError.from_error(error))
+            except AMQP_FAILURES as exc:
+                logger.warning(
+                    "broker {}: the copy of a failed request was not dead-lettered ({})",
+                    self.name,
+                    type(exc).__name__,
+                )
+        await self._reply(message, request, response, body)
+
+    def _encode(self, response: Response) -> bytes:
+        """The reply's bytes; an adapter value the wire rule does not cover still gets one."""
         try:
-            body = encode_response(response)
+            return encode_response(response)
         except Exception:
-            # An adapter returned a value the wire rule does not cover: still answer the caller.
             logger.opt(exception=True).error(
                 "response to {} is not encodable", response.meta.event_id
             )
-            response = Response(
-                ok=False,
-                status=InternalError.STATUS,
-                error=InternalError(
-                    "the response could not be encoded; the node log has the details"
-                ).to_error(),
-                meta=response.meta,
+            failure = InternalError(
+                "the response could not be encoded; the node log has the details"
             )
-            body = encode_response(response)
-        if self.observer is not None:
-            self.observer.dispatched(request, response)
-        if response.error is not None and RequestError.from_error(response.error).TRANSIENT:
-            # Retried already (Dispatcher): the caller is told, and operators get a copy.
-            await self._dead_letter(message, RequestError.from_error(response.error))
+            return encode_response(
+                Response(
+                    ok=False,
+                    status=failure.STATUS,
+                    error=failure.to_error(),
+                    meta=ResponseMeta(node=response.meta.node, timings=response.meta.timings),
+                )
+            )
+
+    async def _reply(
+        self,
+        message: DeliveredMessage,
+        request: Request | None,
+        response: Response,
+        body: bytes,
+    ) -> None:
+        """Publish the reply, then settle; an undeliverable reply settles too (module doc)."""
+        properties = message.header.properties
+        reply_to = properties.reply_to or ""  # checked: a short string that encodes
         reply_properties = Basic.Properties(
             content_type=CONTENT_TYPE,
-            correlation_id=properties.correlation_id,
-            message_id=response.meta.event_id or None,
+            correlation_id=safe_shortstr(properties.correlation_id),
+            message_id=safe_shortstr(response.meta.event_id),
         )
-        outbox = self._outbox
-        if (
-            outbox is not None
-            and message.channel is outbox.channel
-            and (request is None or request.operation in READ_OPERATIONS)
-        ):
+        consume = self.settle.consume
+        if consume is not None and (request is None or request.operation in READ_OPERATIONS):
             # A lost reply to a read loses no data (the caller asks again): no confirm. The
             # reply and the ack leave in one write, the reply first.
-            outbox.publish(body, routing_key=properties.reply_to, properties=reply_properties)
-            outbox.ack(_tag(message))
+            try:
+                consume.publish(body, routing_key=reply_to, properties=reply_properties)
+            except ValueError as exc:
+                self._reply_lost(message, response, exc)
+            self.settle.ack(message)
             return
-        await self._publish_confirmed(
-            body, exchange="", routing_key=properties.reply_to, properties=reply_properties
+        try:
+            await self.settle.publish_confirmed(
+                body,
+                exchange="",
+                routing_key=reply_to,
+                properties=reply_properties,
+                # A caller whose queue is gone is noticed (returned). Not for direct reply-to:
+                # RabbitMQ delivers to that pseudo-queue and still returns a mandatory publish.
+                mandatory=not reply_to.startswith(_DIRECT_REPLY_TO),
+            )
+        except AMQP_FAILURES as exc:
+            self._reply_lost(message, response, exc)
+            if response.ok:
+                await self._keep_outcome(message, body)
+            self.settle.ack(message)
+            return
+        self.settle.ack(message)
+
+    def _reply_lost(self, message: DeliveredMessage, response: Response, exc: Exception) -> None:
+        self.replies_lost += 1
+        logger.bind(event_id=response.meta.event_id).warning(
+            "broker {}: the reply ({}) to {} could not be delivered ({})",
+            self.name,
+            response.status,
+            safe_shortstr(message.header.properties.reply_to) or "?",
+            type(exc).__name__,
         )
-        await self._ack(message)
+
+    async def _keep_outcome(self, message: DeliveredMessage, body: bytes) -> None:
+        """A write ran and nobody got its reply: keep it in the dead-letter queue, reply attached.
+
+        ``x-beds-executed`` tells ``beds dlq replay`` not to run it again.
+        """
+        reply = body if len(body) <= _REPLY_HEADER_MAX else body[:_REPLY_HEADER_MAX]
+        kept = ReplyUndeliverable(
+            "the write ran and its reply could not be delivered; the reply is in x-beds-reply"
+        )
+        await self.settle.give_up(
+            message,
+            kept,
+            answer=False,
+            extra={
+                "x-beds-executed": True,
+                "x-beds-reply": reply.decode("utf-8", "replace"),
+                "x-beds-reply-truncated": len(body) > _REPLY_HEADER_MAX,
+            },
+        )
 
     async def _recount(self, message: DeliveredMessage) -> None:
         """Count a redelivery: requeue a counted copy, or dead-letter the message as poison.
@@ -348,97 +514,43 @@ class BrokerPool:
         properties = message.header.properties
         headers = dict(properties.headers or {})
         seen = headers.get("x-beds-deliveries", 1)
-        deliveries = (seen if isinstance(seen, int) else 1) + 1
+        deliveries = (seen if isinstance(seen, int) and seen > 0 else 1) + 1
         if deliveries > self.max_deliveries:
             poison = InternalError(
                 f"poison message: delivered {deliveries} times without an outcome (each task "
                 "holding it died); dead-lettered, not run again. A write may have run: ask again "
                 "with its idempotency key"
             )
-            await self._dead_letter(message, poison)
-            await self._answer_poison(message, poison)
-        else:
-            headers["x-beds-deliveries"] = deliveries
-            # The copy goes through the default exchange: keep the key the request came with,
-            # for its dead letter and a replay (beds dlq replay).
-            headers.setdefault("x-beds-routing-key", message.routing_key or "")
-            await self._publish_confirmed(
-                message.body,
-                exchange="",
-                routing_key=self.queue,
-                properties=_copy_properties(properties, headers),
-            )
-        await self._ack(message)
-
-    async def _answer_poison(self, message: DeliveredMessage, error: RequestError) -> None:
-        """Tell a caller still waiting that its request was dead-lettered, not time it out."""
-        properties = message.header.properties
-        response = Response(
-            ok=False,
-            status=error.STATUS,
-            error=error.to_error(),
-            meta=ResponseMeta(node=self.dispatcher.node),
-        )
-        await self._publish_confirmed(
-            encode_response(response),
-            exchange="",
-            routing_key=properties.reply_to or "",
-            properties=Basic.Properties(
-                content_type=CONTENT_TYPE, correlation_id=properties.correlation_id
-            ),
-        )
-
-    async def _dead_letter(self, message: DeliveredMessage, error: RequestError) -> None:
-        """Publish the message, with why it could not be answered, to the dead-letter exchange."""
-        properties = message.header.properties
-        headers = dict(properties.headers or {})
-        headers.update(
-            {
-                "x-beds-error-code": error.CODE,
-                "x-beds-reason": error.message,
-                "x-beds-queue": self.queue,
-                "x-beds-node": self.dispatcher.node,
-                "x-beds-routing-key": headers.get("x-beds-routing-key")
-                or message.routing_key
-                or "",
-                "x-beds-dead-lettered-at": int(time.time()),
-            }
-        )
-        await self._publish_confirmed(
+            await self.settle.give_up(message, poison, answer=True)
+            return
+        headers["x-beds-deliveries"] = deliveries
+        # The copy goes through the default exchange: keep the key the request came with,
+        # for the route check, its dead letter and a replay (beds dlq replay).
+        headers.setdefault("x-beds-routing-key", _route(message))
+        await self.settle.publish_confirmed(
             message.body,
-            exchange=self.dead_letter_exchange,
-            routing_key=message.routing_key or self.queue,
-            # Without the request's expiration: a dead letter waits for an operator.
-            properties=_copy_properties(properties, headers, keep_expiration=False),
+            exchange="",
+            routing_key=self.queue,
+            properties=copy_properties(properties, headers),
         )
-        self.dead_lettered += 1
-        if self.observer is not None:
-            self.observer.dead_lettered(error.CODE)
-        logger.bind(event_id=_event_id_of(message)).warning(
-            "broker {} dead-lettered a message: {} ({})", self.name, error.message, error.CODE
-        )
+        self.settle.ack(message)
 
 
-def _tag(message: DeliveredMessage) -> int:
-    """The delivery tag of a consumed message (always set for basic.deliver)."""
-    tag = message.delivery_tag
-    assert tag is not None, "consumed messages carry a delivery tag"
-    return tag
+def _route(message: DeliveredMessage) -> str:
+    """The routing key a request travelled with.
+
+    Published on the events exchange: its routing key. Through the default exchange (a counted
+    copy the pool requeued, or a sender writing straight to the queue): the key in
+    ``x-beds-routing-key``, which the dispatcher checks against the body and the bindings.
+    """
+    if message.exchange:
+        return message.routing_key or ""
+    key = (message.header.properties.headers or {}).get("x-beds-routing-key")
+    return key if isinstance(key, str) else ""
 
 
-def _copy_properties(
-    properties: Basic.Properties, headers: dict[str, Any], *, keep_expiration: bool = True
-) -> Basic.Properties:
-    """The properties a request keeps when the broker republishes it (persistent)."""
-    return Basic.Properties(
-        content_type=properties.content_type,
-        correlation_id=properties.correlation_id,
-        reply_to=properties.reply_to,
-        message_id=properties.message_id,
-        expiration=properties.expiration if keep_expiration else None,
-        headers=headers,
-        delivery_mode=2,
-    )
+def _undecodable(message: DeliveredMessage) -> bool:
+    return UNDECODABLE_HEADER in (message.header.properties.headers or {})
 
 
 def _request_of(message: DeliveredMessage) -> Request | None:

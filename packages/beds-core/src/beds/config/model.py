@@ -166,8 +166,12 @@ class ReliabilitySettings:
     max_deliveries: int = attrs.field(default=5, validator=_at_least(1))
     """Deliveries of one message without an outcome (its handler died) before it is poison and
     dead-lettered. Quorum queues enforce it as ``x-delivery-limit``."""
-    handler_budget: float = 5.0
-    """Seconds a handler may run before it is reported as over budget (it is not stopped)."""
+    handler_budget: float = attrs.field(default=5.0, validator=_positive)
+    """Seconds a handler may run before it is reported as over budget."""
+    settle_grace: float = attrs.field(default=25.0, validator=_positive)
+    """Seconds past ``handler_budget`` after which the broker settles the delivery itself
+    (dead letter, caller told) and stops the handler: no delivery stays unsettled longer. An
+    idempotency key held by an attempt is given up after the same time."""
     idempotency_ttl: float = attrs.field(default=86400.0, validator=_positive)
     """Seconds an idempotency key is remembered; a repeat after that runs the write again."""
 

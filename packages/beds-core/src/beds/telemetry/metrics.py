@@ -254,6 +254,27 @@ class _NodeCollector(Collector):
             "Messages being handled now for longer than reliability.handler_budget.",
             labels=labels,
         )
+        unsettled_age = GaugeMetricFamily(
+            "beds_broker_oldest_unsettled_seconds",
+            "Age of the broker's oldest delivery not yet acknowledged or dead-lettered "
+            "(bounded by reliability.handler_budget + settle_grace).",
+            labels=labels,
+        )
+        unsettled = GaugeMetricFamily(
+            "beds_broker_unsettled",
+            "Deliveries the broker holds unsettled (waiting or being handled).",
+            labels=labels,
+        )
+        stopped = CounterMetricFamily(
+            "beds_broker_handlers_stopped",
+            "Handlers stopped past handler_budget + settle_grace (request dead-lettered).",
+            labels=labels,
+        )
+        replies_lost = CounterMetricFamily(
+            "beds_broker_replies_lost",
+            "Replies that could not be delivered (a write's outcome is kept as a dead letter).",
+            labels=labels,
+        )
         latency = HistogramMetricFamily(
             "beds_broker_handler_seconds",
             "Seconds the dispatcher took per message (meta.timings total).",
@@ -277,9 +298,14 @@ class _NodeCollector(Collector):
             in_flight.add_metric(values, pool.in_flight if pool is not None else 0)
             late = len(over_budget(pool, budget, now)) if pool is not None else 0
             budget_now.add_metric(values, late)
+            unsettled_age.add_metric(values, pool.oldest_unsettled(now) if pool else 0.0)
+            unsettled.add_metric(values, pool.settle.unsettled_count if pool else 0)
+            stopped.add_metric(values, pool.stopped if pool is not None else 0)
+            replies_lost.add_metric(values, pool.replies_lost if pool is not None else 0)
             histogram = instruments.latency
             latency.add_metric(values, histogram.cumulative(), histogram.sum)
-        yield from (handled, errors, dead, retries, budget_total, in_flight, budget_now, latency)
+        yield from (handled, errors, dead, retries, budget_total, in_flight, budget_now)
+        yield from (unsettled_age, unsettled, stopped, replies_lost, latency)
 
     def _stores(self, ids: list[str]) -> Iterator[Metric]:
         latency = HistogramMetricFamily(

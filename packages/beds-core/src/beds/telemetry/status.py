@@ -64,6 +64,12 @@ def build_status(telemetry: Telemetry) -> dict[str, Any]:
                 "errors": dict(sorted(instruments.errors.items())),
                 "retried": dispatcher.retried if dispatcher is not None else 0,
                 "over_budget_total": pool.over_budget if pool is not None else 0,
+                "unsettled": pool.settle.unsettled_count if pool is not None else 0,
+                "oldest_unsettled_seconds": round(pool.oldest_unsettled(clock), 3)
+                if pool is not None
+                else 0.0,
+                "handlers_stopped": pool.stopped if pool is not None else 0,
+                "replies_lost": pool.replies_lost if pool is not None else 0,
                 "dead_lettered": dict(sorted(instruments.dead_letters.items())),
                 "mean_handler_ms": round(latency.sum / latency.count * 1000, 3)
                 if latency.count
@@ -86,6 +92,7 @@ def build_status(telemetry: Telemetry) -> dict[str, Any]:
         "uptime_seconds": round(now - telemetry.started_at, 3),
         "reconnects": node.reconnects,
         "handler_budget_seconds": budget,
+        "settle_limit_seconds": budget + config.reliability.settle_grace,
         "brokers": brokers,
         "dead_letter_queue": {
             "queue": dead.queue if dead is not None else None,
@@ -157,6 +164,7 @@ _COLUMNS = (
     "RETRIED",
     "DEAD-LETTERED",
     "OVER BUDGET",
+    "UNSETTLED",
     "MEAN",
 )
 
@@ -181,6 +189,7 @@ def format_status(status: dict[str, Any]) -> str:
             str(broker["retried"]),
             str(sum(broker["dead_lettered"].values())),
             f"{len(broker['over_budget'])} now, {broker['over_budget_total']} total",
+            f"{broker['unsettled']}, oldest {format_duration(broker['oldest_unsettled_seconds'])}",
             "-" if broker["mean_handler_ms"] is None else f"{broker['mean_handler_ms']:.2f} ms",
         ]
         for broker in status["brokers"]

@@ -9,6 +9,7 @@ import aiormq
 from yarl import URL
 
 from beds.errors import BrokerUnavailable
+from beds.transport.frames import tolerate_undecodable_frames
 
 if TYPE_CHECKING:
     from aiormq.abc import AbstractChannel, AbstractConnection
@@ -31,6 +32,7 @@ async def connect(url: str, *, timeout: float = 5.0, name: str = "beds") -> Abst
         BrokerUnavailable: RabbitMQ cannot be reached or refused the login (the message names
             the URL without its password).
     """
+    tolerate_undecodable_frames()  # one hostile message must not close the connection
     try:
         target = URL(url).update_query(name=name)
     except ValueError as exc:  # not echoed: the URL may hold a password

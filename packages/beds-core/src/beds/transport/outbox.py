@@ -156,6 +156,8 @@ class Outbox:
         self.channel = channel
         self._number: int = channel.number
         self._max_body: int = channel.max_content_size  # type: ignore[attr-defined]
+        tune = getattr(getattr(channel, "connection", None), "connection_tune", None)
+        self._frame_max: int = getattr(tune, "frame_max", 0) or 131072
         self._frames: list[bytes] = []
         self._acks: list[int] = []
         self._unsettled: set[int] = set()
@@ -179,13 +181,36 @@ class Outbox:
         properties: Basic.Properties,
         mandatory: bool = False,
     ) -> None:
-        """Queue a publish that asks for no confirm."""
-        self._frames.extend(
-            publish_frames(
+        """Queue a publish that asks for no confirm.
+
+        Raises:
+            ValueError: AMQP cannot carry the properties (nothing was queued).
+        """
+        self._frames.extend(self._frames_of(body, exchange, routing_key, mandatory, properties))
+        self._wake.set()
+
+    def _frames_of(
+        self,
+        body: bytes,
+        exchange: str,
+        routing_key: str,
+        mandatory: bool,
+        properties: Basic.Properties,
+    ) -> list[bytes]:
+        """The publish's frames, checked against what the connection accepts."""
+        try:
+            frames = publish_frames(
                 self._number, self._max_body, body, exchange, routing_key, mandatory, properties
             )
-        )
-        self._wake.set()
+        except (TypeError, ValueError, struct.error, UnicodeError, OverflowError) as exc:
+            raise ValueError(f"AMQP cannot carry this publish: {exc}") from exc
+        # A content header larger than frame_max makes RabbitMQ close the whole connection.
+        if len(frames[1]) > self._frame_max:
+            raise ValueError(
+                f"the properties take {len(frames[1])} bytes, more than one frame "
+                f"({self._frame_max} bytes)"
+            )
+        return frames
 
     def publish_confirmed(
         self,
@@ -198,11 +223,14 @@ class Outbox:
     ) -> asyncio.Future[Any]:
         """Queue a publish on a confirm-mode channel; the future is RabbitMQ's answer.
 
-        ``properties.message_id`` must be set and unique among the publishes awaiting a
-        confirm (aiormq finds a returned message by it).
+        With ``mandatory``, a returned message fails the future with ``PublishError``. aiormq
+        finds a returned message by its ``message_id``, which must then be set; a publish whose
+        ``message_id`` another mandatory publish awaiting its confirm already uses goes without
+        ``mandatory`` (a return could not tell the two apart).
 
         Raises:
             aiormq.exceptions.ChannelInvalidStateError: the channel is closed.
+            ValueError: AMQP cannot carry the properties (nothing was queued or registered).
         """
         channel: Any = self.channel
         if channel.is_closed:
@@ -210,27 +238,27 @@ class Outbox:
 
             raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
         message_id = properties.message_id
-        assert message_id, "publish_confirmed needs a message_id"
+        lookup: dict[str, int] = channel.message_id_delivery_tag
+        if mandatory and (not message_id or message_id in lookup):
+            mandatory = False
+        # Encoded first: a publish that cannot be encoded must not take a delivery tag.
+        frames = self._frames_of(body, exchange, routing_key, mandatory, properties)
         # What aiormq's basic_publish does under its lock, without the await in between.
         channel.delivery_tag += 1
         delivery_tag: int = channel.delivery_tag
         confirmation: asyncio.Future[Any] = channel.create_future()
         channel.confirmations[delivery_tag] = confirmation
-        lookup: dict[str, int] = channel.message_id_delivery_tag
-        lookup[message_id] = delivery_tag
+        if mandatory:
+            assert message_id is not None
+            lookup[message_id] = delivery_tag
 
-        def forget(_: asyncio.Future[Any]) -> None:
-            if lookup.get(message_id) == delivery_tag:
-                del lookup[message_id]
+            def forget(_: asyncio.Future[Any]) -> None:
+                if lookup.get(message_id) == delivery_tag:
+                    del lookup[message_id]
 
-        confirmation.add_done_callback(forget)
-        self.publish(
-            body,
-            exchange=exchange,
-            routing_key=routing_key,
-            properties=properties,
-            mandatory=mandatory,
-        )
+            confirmation.add_done_callback(forget)
+        self._frames.extend(frames)
+        self._wake.set()
         return confirmation
 
     # -- acknowledging ------------------------------------------------------------------------
