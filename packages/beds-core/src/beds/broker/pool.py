@@ -289,6 +289,7 @@ class BrokerPool:
         )
         task = self._workers.get(slot)
         if task is not None and self._holding.get(slot) is message:
+            self._late.discard(id(message))
             task.cancel()  # _on_worker_done replaces it; the message is settled already
 
     def _report_late(self, message: DeliveredMessage, age: float, state: str) -> None:
