@@ -84,6 +84,7 @@ def start_node(tmp_path: Path, amqp_url: str) -> StartNode:
         env: str | None = None,
         queue_type: str = "classic",
         plugins: tuple[object, ...] = (),
+        name: str = "t1",
     ) -> AsyncIterator[BedsNode]:
         path = tmp_path / f"{unique_name('beds')}.toml"
         env = env or unique_name("env")
@@ -93,7 +94,7 @@ def start_node(tmp_path: Path, amqp_url: str) -> StartNode:
             f"""
 schema_version = 1
 [node]
-name = "t1"
+name = "{name}"
 env = "{env}"
 drain_seconds = 2
 [amqp]
@@ -102,6 +103,7 @@ queue_type = "{queue_type}"
 events_exchange = "beds.events.{env}"
 logs_exchange = "beds.logs.{env}"
 dead_letter_exchange = "beds.dlx.{env}"
+control_exchange = "beds.control.{env}"
 [roles.appServer.brokers.rBroker]
 instances = {instances}
 [roles.appServer.brokers.wBroker]

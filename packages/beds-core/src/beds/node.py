@@ -30,11 +30,13 @@ from beds.broker.logs import LogsPool
 from beds.broker.pool import BrokerPool
 from beds.errors import BedsError, PluginError, RequestError, TemplateError
 from beds.factory import Factory
+from beds.heartbeat import Heartbeat
 from beds.lineage import EventStore
 from beds.namaste import NamasteCore, StoreSettings
 from beds.plugins import Hooks, make_plugin_manager
 from beds.routing import Bindings
-from beds.transport.amqp import connect, declare_topology, redact
+from beds.transport.amqp import amqp_user, connect, declare_topology, redact
+from beds.transport.control import ControlChannel
 from beds.transport.events import EventPublisher
 
 if TYPE_CHECKING:
@@ -112,6 +114,10 @@ class BedsNode:
         """Publishes lineage events and audit records to the logs exchange, while serving."""
         self.telemetry: Telemetry | None = None
         """The HTTP endpoints and metrics (``[telemetry]``), while the node serves them."""
+        self.control: ControlChannel | None = None
+        """Control events to and from the environment's other nodes (``[control]``)."""
+        self.heartbeat: Heartbeat | None = None
+        """This node's heartbeats, and the latest of every node (``peers``)."""
         self._reconnecting: asyncio.Task[None] | None = None
         self.reconnects = 0
         """Times the node reconnected to RabbitMQ after losing it."""
@@ -405,6 +411,8 @@ class BedsNode:
             await self.stop()
             raise
         self.ready = True
+        if self.heartbeat is not None:
+            self.heartbeat.start()
         if self.telemetry is not None:
             self.telemetry.serving()
         logger.info(
@@ -427,6 +435,14 @@ class BedsNode:
                 batch_size=lineage.batch_size,
                 flush_interval=lineage.flush_interval,
                 log_level=lineage.log_level,
+            )
+        if self.config.control.enabled:
+            self.control = ControlChannel(self.config, user=amqp_user(self.config.amqp.url))
+            self.heartbeat = Heartbeat(
+                self.control,
+                self,
+                identity={"name": node.name, "role": node.role, "env": node.env},
+                interval=self.config.control.heartbeat_seconds,
             )
         store = self.event_store
         builtins = admin_templates(store) if store is not None and self.keeps_events else None
@@ -460,6 +476,8 @@ class BedsNode:
         await channel.close()
         if self.events is not None:
             await self.events.attach(connection)
+        if self.control is not None:
+            await self.control.attach(connection)
         for broker, settings in self.config.brokers.items():
             common: dict[str, Any] = {
                 "queue": queues[broker],
@@ -551,6 +569,8 @@ class BedsNode:
         if was_ready and self.hooks is not None:
             with contextlib.suppress(Exception):
                 await self.hooks.node_stopping(self.info)
+        if self.heartbeat is not None:
+            await self.heartbeat.stop()
         drain = self.config.node.drain_seconds
         await asyncio.gather(
             *(pool.stop(drain) for pool in self.pools.values()), return_exceptions=True
@@ -559,6 +579,9 @@ class BedsNode:
         events, self.events = self.events, None
         if events is not None:
             await events.aclose()  # the last batch goes out before the connection closes
+        control, self.control = self.control, None
+        if control is not None:
+            await control.aclose()
         connection, self._connection = self._connection, None
         if connection is not None:
             with contextlib.suppress(Exception):

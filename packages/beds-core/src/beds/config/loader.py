@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 from urllib.parse import urlsplit
 
+import attrs
 import cattrs
 import tomlkit
 from cattrs.preconf.tomlkit import make_converter
@@ -313,17 +314,4 @@ def load_config(
     for name in config.stores:
         for key in config.stores[name]:
             store_files[name] = _origin_of(f"stores.{name}.{key}", origins)
-    return Config(
-        schema_version=config.schema_version,
-        node=config.node,
-        amqp=config.amqp,
-        log=config.log,
-        reliability=config.reliability,
-        plugins=config.plugins,
-        telemetry=config.telemetry,
-        lineage=config.lineage,
-        roles=config.roles,
-        stores=config.stores,
-        files=tuple(files),
-        store_files=store_files,
-    )
+    return attrs.evolve(config, files=tuple(files), store_files=store_files)

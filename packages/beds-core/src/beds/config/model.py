@@ -14,6 +14,7 @@ __all__ = (
     "AmqpSettings",
     "BrokerSettings",
     "Config",
+    "ControlSettings",
     "FieldValueError",
     "LineageSettings",
     "LogSettings",
@@ -108,6 +109,8 @@ class AmqpSettings:
     events_exchange: str = "beds.events"
     logs_exchange: str = "beds.logs"
     dead_letter_exchange: str = "beds.dlx"
+    control_exchange: str = "beds.control"
+    """Where nodes publish control events to each other (docs/architecture.md)."""
     queue_type: Literal["classic", "quorum"] = "classic"
     max_message_bytes: int = attrs.field(default=1024 * 1024, validator=_at_least(256))
     connect_timeout: float = 5.0
@@ -226,6 +229,22 @@ class LineageSettings:
 
 
 @attrs.frozen(kw_only=True)
+class ControlSettings:
+    """The control-event channel between nodes (docs/architecture.md, "Control events")."""
+
+    enabled: bool = True
+    """Join the environment's control stream: publish heartbeats, receive events."""
+    heartbeat_seconds: float = attrs.field(default=10.0, validator=_positive)
+    """Seconds between two ``node.status`` events of this node."""
+    replay_seconds: float = attrs.field(default=600.0, validator=_positive)
+    """How far back a starting node reads the stream (events still relevant to it)."""
+    retention_seconds: float = attrs.field(default=3600.0, validator=_positive)
+    """How long the stream keeps events (``x-max-age``; set when the stream is first made)."""
+    trusted_users: tuple[str, ...] = ()
+    """AMQP users whose events are accepted (``user_id``); empty: any user RabbitMQ vouched for."""
+
+
+@attrs.frozen(kw_only=True)
 class PluginSettings:
     """Plugin selection."""
 
@@ -245,6 +264,7 @@ class Config:
     plugins: PluginSettings = attrs.field(factory=PluginSettings)
     telemetry: TelemetrySettings = attrs.field(factory=TelemetrySettings)
     lineage: LineageSettings = attrs.field(factory=LineageSettings)
+    control: ControlSettings = attrs.field(factory=ControlSettings)
     roles: dict[str, RoleSettings] = attrs.field(factory=dict)
     stores: dict[str, dict[str, Any]] = attrs.field(factory=dict)
     """One table per store adapter, validated by that adapter."""

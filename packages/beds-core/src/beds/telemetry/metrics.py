@@ -217,6 +217,20 @@ class _NodeCollector(Collector):
         )
         reconnects.add_metric(ids, node.reconnects)
         yield reconnects
+        control = node.control
+        events = CounterMetricFamily(
+            "beds_control_events",
+            "Control events, by kind and outcome (received, published, refused:<reason>).",
+            labels=["node", "role", "kind", "outcome"],
+        )
+        if control is not None:
+            for kind, count in sorted(control.received.items()):
+                events.add_metric([*ids, kind, "received"], count)
+            for kind, count in sorted(control.published.items()):
+                events.add_metric([*ids, kind, "published"], count)
+            for reason, count in sorted(control.refused.items()):
+                events.add_metric([*ids, "", f"refused:{reason}"], count)
+        yield events
         yield from self._brokers(ids)
         yield from self._stores(ids)
         yield from self._queues(ids)

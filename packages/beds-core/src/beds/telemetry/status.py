@@ -100,7 +100,16 @@ def build_status(telemetry: Telemetry) -> dict[str, Any]:
             "oldest_age_seconds": _round(dead.oldest_age(now)) if dead is not None else None,
         },
         "queues_polled_at": _iso(telemetry.poller.polled_at),
+        "peers": _peers(node.heartbeat.peers if node.heartbeat is not None else {}, now),
     }
+
+
+def _peers(peers: dict[str, dict[str, Any]], now: float) -> list[dict[str, Any]]:
+    """The latest heartbeat of every node of the environment (this one included), by name."""
+    return [
+        {**beat, "at": _iso(beat["at"]), "age_seconds": round(now - beat["at"], 3)}
+        for _, beat in sorted(peers.items())
+    ]
 
 
 def _age(item: tuple[float, DeliveredMessage]) -> float:

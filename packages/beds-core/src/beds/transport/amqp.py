@@ -16,13 +16,18 @@ if TYPE_CHECKING:
 
     from beds.config.model import Config
 
-__all__ = ("connect", "dead_letter_queue", "declare_topology", "redact")
+__all__ = ("amqp_user", "connect", "dead_letter_queue", "declare_topology", "redact")
 
 
 def redact(url: str) -> str:
     """Return ``url`` without its password, for logs and messages."""
     parsed = URL(url)
     return str(parsed.with_password("***")) if parsed.password else url
+
+
+def amqp_user(url: str) -> str:
+    """The user an AMQP URL logs in as (RabbitMQ checks ``user_id`` properties against it)."""
+    return URL(url).user or "guest"
 
 
 async def connect(url: str, *, timeout: float = 5.0, name: str = "beds") -> AbstractConnection:

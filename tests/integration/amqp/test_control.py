@@ -1,0 +1,105 @@
+"""The control-event channel on a real RabbitMQ stream: heartbeats, replay, origin checks."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import aiormq
+import orjson
+from pamqp.commands import Basic
+
+from beds.heartbeat import HEARTBEAT
+from beds.testing import unique_name
+from beds.transport.control import ControlEvent, encode_event
+
+if TYPE_CHECKING:
+    from beds.node import BedsNode
+
+    from .conftest import StartNode
+
+FAST_BEATS = """
+[control]
+heartbeat_seconds = 0.1
+"""
+
+
+async def until(condition: object, seconds: float = 5.0) -> None:
+    """Wait until ``condition()`` is true (polling)."""
+    assert callable(condition)
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the condition did not become true in time")
+
+
+def peers(node: BedsNode) -> dict[str, dict[str, Any]]:
+    assert node.heartbeat is not None
+    return node.heartbeat.peers
+
+
+async def test_nodes_hear_each_other_and_a_late_node_learns_the_past(
+    start_node: StartNode,
+) -> None:
+    env = unique_name("env")
+    async with start_node(FAST_BEATS, env=env, name="first") as first:
+        await until(lambda: "first" in peers(first))
+        async with start_node(FAST_BEATS, env=env, name="second") as second:
+            await until(lambda: {"first", "second"} <= set(peers(first)))
+            await until(lambda: {"first", "second"} <= set(peers(second)))
+            beat = peers(first)["second"]
+            assert beat["role"] == "appServer"
+            assert beat["state"] == "ready"
+            assert set(beat["brokers"]) == {"rBroker", "wBroker", "mBroker"}
+            assert beat["user"] == "guest"  # vouched for by RabbitMQ
+    # Both stopped. A node that starts now replays the stream and learns of both.
+    async with start_node(FAST_BEATS, env=env, name="late") as late:
+        await until(lambda: {"first", "second", "late"} <= set(peers(late)))
+        assert late.control is not None
+        assert late.control.received[HEARTBEAT] >= 3
+
+
+async def publish_raw(node: BedsNode, body: bytes, user_id: str | None) -> None:
+    connection = await aiormq.connect(node.config.amqp.url)
+    try:
+        channel = await connection.channel()
+        await channel.basic_publish(
+            body,
+            exchange=node.config.amqp.control_exchange,
+            routing_key="test.note",
+            properties=Basic.Properties(content_type="application/json", user_id=user_id),
+        )
+    finally:
+        await connection.close()
+
+
+async def test_events_without_a_vouched_origin_or_malformed_are_refused_and_counted(
+    start_node: StartNode,
+) -> None:
+    async with start_node() as node:
+        control = node.control
+        assert control is not None
+        heard: list[ControlEvent] = []
+        control.subscribe("test.note", heard.append)
+        env = node.config.node.env
+        good = encode_event(ControlEvent(kind="test.note", origin="x", env=env, data={"n": 1}))
+        other = encode_event(ControlEvent(kind="test.note", origin="x", env="elsewhere"))
+        await publish_raw(node, other, user_id="guest")  # another environment's event
+        await publish_raw(node, good, user_id=None)  # no origin RabbitMQ vouched for
+        await publish_raw(node, b'{"kind": "test.note", "user": "admin"}', user_id="guest")
+        await publish_raw(node, orjson.dumps({"kind": "BAD KIND"}), user_id="guest")
+        await publish_raw(node, good, user_id="guest")
+        await until(lambda: len(heard) == 1)
+        assert heard[0].data == {"n": 1}
+        assert heard[0].user == "guest"
+        assert control.refused == {"untrusted": 1, "malformed": 2, "other-env": 1}
+
+
+async def test_only_trusted_users_are_heard(start_node: StartNode) -> None:
+    trusted = FAST_BEATS + 'trusted_users = ["beds-app"]\n'
+    async with start_node(trusted) as node:
+        control = node.control
+        assert control is not None
+        await until(lambda: control.refused["untrusted"] >= 2)  # its own beats, as guest
+        assert peers(node) == {}
