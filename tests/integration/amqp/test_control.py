@@ -9,7 +9,7 @@ import aiormq
 import orjson
 from pamqp.commands import Basic
 
-from beds.heartbeat import HEARTBEAT
+from beds.heartbeat import HEARTBEAT, read_peers
 from beds.testing import unique_name
 from beds.transport.control import ControlEvent, encode_event
 
@@ -58,6 +58,16 @@ async def test_nodes_hear_each_other_and_a_late_node_learns_the_past(
         await until(lambda: {"first", "second", "late"} <= set(peers(late)))
         assert late.control is not None
         assert late.control.received[HEARTBEAT] >= 3
+
+
+async def test_the_environments_heartbeats_can_be_read_without_a_node(
+    start_node: StartNode,
+) -> None:
+    async with start_node(FAST_BEATS, name="reader-target") as node:
+        await until(lambda: "reader-target" in peers(node))
+        status = await read_peers(node.config, quiet=0.3)
+    assert status["env"] == node.config.node.env
+    assert status["peers"]["reader-target"]["state"] in ("ready", "stopping")
 
 
 async def publish_raw(node: BedsNode, body: bytes, user_id: str | None) -> None:

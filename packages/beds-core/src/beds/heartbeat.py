@@ -19,9 +19,10 @@ from loguru import logger
 
 if TYPE_CHECKING:
     from beds.broker.pool import BrokerPool
+    from beds.config.model import Config
     from beds.transport.control import ControlChannel, ControlEvent
 
-__all__ = ("HEARTBEAT", "Heartbeat", "HeartbeatSource")
+__all__ = ("HEARTBEAT", "Heartbeat", "HeartbeatSource", "read_peers")
 
 HEARTBEAT: Final = "node.status"
 """The kind of a heartbeat event."""
@@ -112,3 +113,47 @@ class Heartbeat:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def read_peers(
+    config: Config, *, quiet: float = 0.5, timeout: float = 10.0
+) -> dict[str, Any]:
+    """The latest heartbeat of every node of ``config``'s environment, read from the stream.
+
+    What ``beds status --all`` shows, without any node's HTTP port: it joins the control
+    stream like a node (replaying ``control.replay_seconds``) but publishes nothing, and stops
+    once no event arrived for ``quiet`` seconds.
+
+    Raises:
+        BrokerUnavailable: RabbitMQ cannot be reached.
+    """
+    from beds.transport.amqp import amqp_user, connect
+    from beds.transport.control import ControlChannel
+
+    connection = await connect(config.amqp.url, timeout=config.amqp.connect_timeout)
+    try:
+        channel = ControlChannel(config, user=amqp_user(config.amqp.url))
+        heard = asyncio.Event()
+        peers: dict[str, dict[str, Any]] = {}
+
+        def keep(event: ControlEvent) -> None:
+            name = str(event.data.get("name") or event.origin)
+            if name not in peers or peers[name]["at"] <= event.at:
+                peers[name] = {**event.data, "at": event.at, "user": event.user}
+            heard.set()
+
+        channel.subscribe(HEARTBEAT, keep)
+        await channel.attach(connection)
+        with contextlib.suppress(TimeoutError):  # a busy stream: what arrived so far
+            async with asyncio.timeout(timeout):
+                while True:
+                    heard.clear()
+                    try:
+                        await asyncio.wait_for(heard.wait(), quiet)
+                    except TimeoutError:
+                        break
+        await channel.aclose()
+        return {"env": config.node.env, "now": time.time(), "peers": peers}
+    finally:
+        with contextlib.suppress(Exception):
+            await connection.close()
