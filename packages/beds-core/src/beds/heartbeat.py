@@ -122,7 +122,8 @@ async def read_peers(
 
     What ``beds status --all`` shows, without any node's HTTP port: it joins the control
     stream like a node (replaying ``control.replay_seconds``) but publishes nothing, and stops
-    once no event arrived for ``quiet`` seconds.
+    once it has caught up: an event published after it started arrived, or none for ``quiet``
+    seconds.
 
     Raises:
         BrokerUnavailable: RabbitMQ cannot be reached.
@@ -133,7 +134,8 @@ async def read_peers(
     connection = await connect(config.amqp.url, timeout=config.amqp.connect_timeout)
     try:
         channel = ControlChannel(config, user=amqp_user(config.amqp.url))
-        heard = asyncio.Event()
+        heard, live = asyncio.Event(), asyncio.Event()
+        started = time.time()
         peers: dict[str, dict[str, Any]] = {}
 
         def keep(event: ControlEvent) -> None:
@@ -141,12 +143,14 @@ async def read_peers(
             if name not in peers or peers[name]["at"] <= event.at:
                 peers[name] = {**event.data, "at": event.at, "user": event.user}
             heard.set()
+            if event.at >= started:
+                live.set()
 
         channel.subscribe(HEARTBEAT, keep)
         await channel.attach(connection)
         with contextlib.suppress(TimeoutError):  # a busy stream: what arrived so far
             async with asyncio.timeout(timeout):
-                while True:
+                while not live.is_set():
                     heard.clear()
                     try:
                         await asyncio.wait_for(heard.wait(), quiet)
