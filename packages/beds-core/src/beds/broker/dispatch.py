@@ -29,6 +29,7 @@ from tenacity import (
 )
 
 from beds.broker.audit import audited_write
+from beds.bugs import report_bug
 from beds.codec import decode_request
 from beds.config.model import ReliabilitySettings
 from beds.envelopes import Operation, Request, Response, ResponseMeta
@@ -141,7 +142,7 @@ class Dispatcher:
             request = decode_request(body, content_type, max_bytes=self.max_message_bytes)
         except Exception as exc:  # a RequestError; anything else is a codec bug, still answered
             if not isinstance(exc, RequestError):
-                logger.opt(exception=True).error("a request body failed to decode unexpectedly")
+                report_bug(exc, "a request body failed to decode unexpectedly")
                 exc = InternalError("the request could not be decoded; the node log has details")
             response = self._error(exc, "", started, timings)
             if self._trace is not None:
@@ -160,8 +161,8 @@ class Dispatcher:
                 if self._after is not None:
                     try:
                         await self._after.after_dispatch(request, response)
-                    except Exception:
-                        logger.opt(exception=True).error("after-dispatch hook failed")
+                    except Exception as exc:
+                        report_bug(exc, "after-dispatch hook failed", event_id=event_id)
         finally:
             reset_cause(cause)
         if self._trace is not None:
@@ -182,8 +183,8 @@ class Dispatcher:
             data = await self._execute(request, event_id, timings)
         except RequestError as exc:
             return self._error(exc, event_id, started, timings)
-        except Exception:
-            logger.opt(exception=True).error("request {} failed unexpectedly", event_id)
+        except Exception as exc:
+            report_bug(exc, "request {} failed unexpectedly", event_id, event_id=event_id)
             return self._error(
                 InternalError("the request failed unexpectedly; the node log has the details"),
                 event_id,

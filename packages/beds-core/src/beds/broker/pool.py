@@ -32,6 +32,7 @@ from loguru import logger
 from pamqp.commands import Basic
 
 from beds.broker.settle import AMQP_FAILURES, Settler, copy_properties, delivery_tag
+from beds.bugs import report_bug
 from beds.codec import CONTENT_TYPE, decode_request, encode_response
 from beds.envelopes import READ_OPERATIONS, Response, ResponseMeta
 from beds.errors import (
@@ -125,8 +126,6 @@ class BrokerPool:
         self._reopening: asyncio.Task[None] | None = None
         self._late: set[int] = set()
         """``id()`` of the held messages already reported past the budget."""
-        self._bugs: set[tuple[str, str, int]] = set()
-        """Unexpected failures already logged with their traceback (once each, at DEBUG)."""
         self._stopping = False
         self._idle = asyncio.Event()
         """Set when no message is held or waiting (drain waits for it)."""
@@ -349,28 +348,14 @@ class BrokerPool:
                 self._idle.set()
 
     async def _failed(self, message: DeliveredMessage, exc: Exception) -> None:
-        """The settle invariant's last line: processing raised, the delivery is still settled.
-
-        One log line per message; the traceback once per distinct failure site, at DEBUG.
-        """
-        frame = exc.__traceback__
-        while frame is not None and frame.tb_next is not None:
-            frame = frame.tb_next
-        site = (
-            type(exc).__qualname__,
-            frame.tb_frame.f_code.co_filename if frame else "",
-            frame.tb_lineno if frame else 0,
-        )
-        if site not in self._bugs:
-            self._bugs.add(site)
-            logger.opt(exception=exc).debug("broker {}: first failure at this site", self.name)
+        """The settle invariant's last line: processing raised, the delivery is still settled."""
         unsettled = self.settle.unsettled(message)
-        logger.bind(event_id=_event_id_of(message)).error(
-            "broker {} failed handling a message ({}: {}); {}",
+        report_bug(
+            exc,
+            "broker {} failed handling a message; {}",
             self.name,
-            type(exc).__name__,
-            str(exc)[:200],
             "dead-lettering it" if unsettled else "it was settled already",
+            event_id=_event_id_of(message),
         )
         if unsettled:
             failure = InternalError(
@@ -416,10 +401,9 @@ class BrokerPool:
         """The reply's bytes; an adapter value the wire rule does not cover still gets one."""
         try:
             return encode_response(response)
-        except Exception:
-            logger.opt(exception=True).error(
-                "response to {} is not encodable", response.meta.event_id
-            )
+        except Exception as exc:
+            event_id = response.meta.event_id
+            report_bug(exc, "the response to {} is not encodable", event_id, event_id=event_id)
             failure = InternalError(
                 "the response could not be encoded; the node log has the details"
             )

@@ -39,6 +39,7 @@ import orjson
 from loguru import logger
 from pamqp.commands import Basic
 
+from beds.bugs import report_bug
 from beds.codec import converter
 from beds.values import json_type
 
@@ -226,9 +227,9 @@ class ControlChannel:
                 outcome = handler(event)
                 if outcome is not None:
                     await outcome
-            except Exception:
+            except Exception as exc:
                 self.handler_failures += 1
-                logger.opt(exception=True).error("control handler for {} failed", event.kind)
+                report_bug(exc, "control handler for {} failed", event.kind)
 
     async def aclose(self) -> None:
         """Close the channels (the stream keeps the events)."""
