@@ -51,24 +51,25 @@ json_values = st.recursive(
     max_leaves=16,
 )
 json_objects = st.dictionaries(text, json_values, max_size=6)
-template_names = st.from_regex(r"[a-z][a-z0-9_]{0,62}", fullmatch=True) | text
-optional_text = st.none() | text
+template_names = st.from_regex(r"[a-z][a-z0-9_]{0,62}", fullmatch=True)
 finite_floats = st.floats(allow_nan=False, allow_infinity=False)
+# What meta fields accept: printable text of at most 255 bytes (24 characters fit).
+meta_text = text.filter(str.isprintable)
 
 request_metas = st.builds(
     RequestMeta,
-    event_id=text,
-    parent_id=text,
+    event_id=meta_text,
+    parent_id=meta_text,
     depth=st.integers(min_value=0, max_value=MAX_DEPTH),
-    correlation_id=text,
-    causation_id=text,
-    origin=text,
+    correlation_id=meta_text,
+    causation_id=meta_text,
+    origin=meta_text,
     idempotency_key=st.none()
-    | st.text(min_size=1, max_size=MAX_IDEMPOTENCY_KEY).filter(
-        lambda key: key.isprintable() and key.strip() == key
+    | st.text(st.characters(codec="utf-8"), min_size=1, max_size=MAX_IDEMPOTENCY_KEY).filter(
+        lambda key: key.isprintable() and key.strip() == key and len(key.encode()) <= 255
     ),
-    deadline=st.none() | finite_floats,
-    principal=optional_text,
+    deadline=st.none() | st.floats(min_value=0, max_value=1e11, exclude_min=True, exclude_max=True),
+    principal=st.none() | meta_text,
 )
 requests = st.builds(
     Request,
@@ -453,7 +454,7 @@ def test_size_is_checked_before_anything_else() -> None:
     ],
 )
 def test_accepted_content_types(content_type: str | None) -> None:
-    body = b'{"operation": "ping", "template": ""}'
+    body = b'{"operation": "ping", "template": "beds"}'
     assert decode_request(body, content_type).operation is Operation.PING
 
 

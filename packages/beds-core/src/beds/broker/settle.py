@@ -208,9 +208,10 @@ class Settler:
         """
         properties = message.header.properties
         own = dict(properties.headers or {})
+        reason = f"{error.message}: {'; '.join(error.details)}" if error.details else error.message
         ours: dict[str, Any] = {
             "x-beds-error-code": error.CODE,
-            "x-beds-reason": error.message[:_REASON_MAX],
+            "x-beds-reason": reason[:_REASON_MAX],
             "x-beds-queue": self.queue,
             "x-beds-node": self.node,
             "x-beds-routing-key": safe_shortstr(own.get("x-beds-routing-key"))
