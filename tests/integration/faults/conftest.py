@@ -160,13 +160,22 @@ StartServed = Callable[..., Served]
 def start_served(tmp_path: Path, amqp_url: str, stores: Stores) -> Iterator[StartServed]:
     """``start_served(env=None, name="n1", drain_seconds=5, instances=2)``: a ``beds run``.
 
+    ``extra`` is appended to the node's config; ``environ`` adds environment variables (for
+    example ``PYTHONPATH`` to a folder holding a test plugin).
+
     Each call starts a subprocess serving the appServer role of ``env`` (a fresh environment
     unless given: nodes of one environment compete for its queues); all are killed at teardown.
     """
     started: list[Served] = []
 
     def start(
-        *, env: str | None = None, name: str = "n1", drain_seconds: float = 5, instances: int = 2
+        *,
+        env: str | None = None,
+        name: str = "n1",
+        drain_seconds: float = 5,
+        instances: int = 2,
+        extra: str = "",
+        environ: dict[str, str] | None = None,
     ) -> Served:
         env = env or unique_name("served")
         config = tmp_path / f"{env}-{name}.toml"
@@ -180,6 +189,7 @@ def start_served(tmp_path: Path, amqp_url: str, stores: Stores) -> Iterator[Star
                 mongo_database=stores.mongo_database,
                 instances=instances,
                 drain_seconds=drain_seconds,
+                extra=extra,
             ),
             encoding="utf-8",
         )
@@ -189,7 +199,7 @@ def start_served(tmp_path: Path, amqp_url: str, stores: Stores) -> Iterator[Star
                 [sys.executable, "-m", "beds", "run", "--config", str(config)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=clean_environ(),
+                env={**clean_environ(), **(environ or {})},
             )
         served = Served(process, config, log, env)
         started.append(served)

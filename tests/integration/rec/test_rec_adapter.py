@@ -36,6 +36,8 @@ pytestmark = pytest.mark.mongodb
 
 CTX = CallContext(event_id="test.dev.rec")
 SCHEMA_FILE = "beds_templates_example/schema/rec/001_spew_profile.json"
+KEY_INDEX = "spf_profiles.beds_idempotency_key_uq"
+"""The unique index on the idempotency key a keyed create stores in its document."""
 OWN_SCHEMA_FILES = [  # beds-rec's own collections (idempotency keys, lineage) come first
     "beds_rec/schema_files/000_beds_idempotency.json",
     "beds_rec/schema_files/001_beds_mslogs.json",
@@ -131,7 +133,7 @@ async def fetch(adapter: RecAdapter, template: Template, **payload: Any) -> list
 async def test_apply_schema_is_idempotent_and_verify_passes(
     adapter: RecAdapter, profile: Template, schema: list[SchemaFile], mongo_server_uri: str
 ) -> None:
-    applied = [*OWN_SCHEMA_FILES, SCHEMA_FILE]
+    applied = [*OWN_SCHEMA_FILES, SCHEMA_FILE, KEY_INDEX]
     assert await adapter.apply_schema(schema) == applied
     assert await adapter.apply_schema(schema) == applied
     await adapter.verify(profile)
@@ -140,7 +142,12 @@ async def test_apply_schema_is_idempotent_and_verify_passes(
     try:
         collection = client[adapter.settings.database]["spf_profiles"]
         indexes = {index["name"]: index async for index in await collection.list_indexes()}
-        assert set(indexes) == {"_id_", "spf_handle_uq", "spf_display_name_ix"}
+        assert set(indexes) == {
+            "_id_",
+            "spf_handle_uq",
+            "spf_display_name_ix",
+            KEY_INDEX.split(".")[1],
+        }
         assert indexes["spf_handle_uq"].get("unique") is True
         assert not indexes["spf_display_name_ix"].get("unique", False)
     finally:
@@ -185,10 +192,19 @@ async def test_verify_names_the_missing_collection_and_index(
         assert fresh_database in caught.value.message
 
         bare = SchemaFile(name="000_bare.json", text='{"collection": "spf_profiles"}')
-        assert await adapter.apply_schema([bare]) == [*OWN_SCHEMA_FILES, "000_bare.json"]
+        assert await adapter.apply_schema([bare]) == [*OWN_SCHEMA_FILES, "000_bare.json", KEY_INDEX]
         with pytest.raises(DatabaseObjectMissing) as caught:
             await adapter.verify(profile)
         assert caught.value.details == ("spf_handle_uq",)
+        # Keyed creates need the unique index on the key they store in the document.
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_server_uri)
+        try:
+            await client[fresh_database]["spf_profiles"].drop_index("beds_idempotency_key_uq")
+        finally:
+            await client.close()
+        with pytest.raises(DatabaseObjectMissing) as caught:
+            await adapter.verify(profile)
+        assert caught.value.details == ("spf_handle_uq", KEY_INDEX)
     finally:
         await adapter.aclose()
 

@@ -75,8 +75,14 @@ def ctx(
     )
 
 
+def handling(context: CallContext) -> CallContext:
+    """The context of one handling of the request: each delivery gets its own attempt."""
+    return attrs.evolve(context, attempt=uuid.uuid4().hex)
+
+
 async def create(rec: RecAdapter, payload: dict[str, Any], context: CallContext) -> Record:
-    return await rec.create(PROFILE, validate_write(PROFILE, Operation.CREATE, payload), context)
+    record = validate_write(PROFILE, Operation.CREATE, payload)
+    return await rec.create(PROFILE, record, handling(context))
 
 
 async def profiles(rec: RecAdapter, who: str) -> int:
@@ -139,8 +145,8 @@ async def test_delete_runs_once_per_key(rec: RecAdapter) -> None:
     await create(rec, {"handle": who, "display_name": "Gone"}, ctx({}))
     key = {"handle": who}
     deleting = ctx(key, Operation.DELETE)
-    assert await rec.delete(PROFILE, key, deleting) == {"deleted": 1}
-    assert await rec.delete(PROFILE, key, deleting) == {"deleted": 1}
+    assert await rec.delete(PROFILE, key, handling(deleting)) == {"deleted": 1}
+    assert await rec.delete(PROFILE, key, handling(deleting)) == {"deleted": 1}
     with pytest.raises(NotFound):
         await rec.delete(PROFILE, key, ctx(key, Operation.DELETE))
 
@@ -170,3 +176,93 @@ async def test_the_keys_collection_has_a_ttl_index(rec: RecAdapter, keys: Any) -
     indexes = {index["name"]: index async for index in await keys.list_indexes()}
     assert indexes["beds_idempotency_ttl"]["expireAfterSeconds"] == 0
     assert dict(indexes["beds_idempotency_ttl"]["key"]) == {"expires_at": 1}
+
+
+# -- lost attempts: a leased claim without a result ------------------------------------------
+
+
+async def lost_claim(keys: Any, context: CallContext, *, lease_left: float) -> None:
+    """What an attempt leaves when its node dies between the write and the record of its result."""
+    now = dt.datetime.now(dt.UTC)
+    await keys.insert_one(
+        {
+            "_id": context.idempotency_key,
+            "fingerprint": context.fingerprint,
+            "result": None,
+            "attempt": "a-node-that-died",
+            "lease_until": now + dt.timedelta(seconds=lease_left),
+            "expires_at": now + dt.timedelta(minutes=5),
+        }
+    )
+
+
+async def test_a_live_lease_is_in_doubt_and_says_when_to_ask_again(
+    rec: RecAdapter, keys: Any
+) -> None:
+    payload = {"handle": handle(), "display_name": "Running"}
+    context = ctx(payload)
+    await lost_claim(keys, context, lease_left=20)
+    with pytest.raises(WriteInDoubt) as caught:
+        await create(rec, payload, context)
+    assert caught.value.details == ("ask again in 20 s",)
+
+
+async def test_a_lapsed_claim_whose_create_applied_is_answered_from_the_document(
+    rec: RecAdapter, keys: Any
+) -> None:
+    who = handle()
+    payload = {"handle": who, "display_name": "Applied"}
+    context = ctx(payload)
+    first = await create(rec, payload, context)
+    # As if the node died after the insert, before recording the result.
+    await keys.delete_one({"_id": context.idempotency_key})
+    await lost_claim(keys, context, lease_left=-1)
+    again = await create(rec, payload, context)
+    assert again == first  # the same id and created_at, built from the stored document
+    assert await profiles(rec, who) == 1
+    held = await keys.find_one({"_id": context.idempotency_key})
+    assert held is not None
+    assert held["result"] is not None
+
+
+async def test_a_lapsed_claim_whose_create_never_ran_runs_it_once(
+    rec: RecAdapter, keys: Any
+) -> None:
+    who = handle()
+    payload = {"handle": who, "display_name": "Never ran"}
+    context = ctx(payload)
+    await lost_claim(keys, context, lease_left=-1)
+    answers = await asyncio.gather(
+        *(create(rec, payload, context) for _ in range(8)), return_exceptions=True
+    )
+    results = [answer for answer in answers if not isinstance(answer, BaseException)]
+    assert all(isinstance(a, WriteInDoubt) for a in answers if isinstance(a, BaseException))
+    assert results
+    assert all(result == results[0] for result in results)
+    assert await profiles(rec, who) == 1
+
+
+async def test_a_lapsed_delete_that_applied_answers_its_first_outcome(
+    rec: RecAdapter, keys: Any
+) -> None:
+    who = handle()
+    await create(rec, {"handle": who, "display_name": "Doomed"}, ctx({}))
+    key = {"handle": who}
+    deleting = ctx(key, Operation.DELETE)
+    await lost_claim(keys, deleting, lease_left=-1)
+    # The lost attempt did delete it (a DBA removes the record the same way).
+    await rec.delete(PROFILE, key, CallContext(event_id="test.rec.idem"))
+    assert await rec.delete(PROFILE, key, handling(deleting)) == {"deleted": 1}
+
+
+async def test_the_same_handlings_retry_takes_its_claim_back_at_once(
+    rec: RecAdapter, keys: Any
+) -> None:
+    who = handle()
+    payload = {"handle": who, "display_name": "Retry"}
+    context = handling(ctx(payload))
+    await lost_claim(keys, context, lease_left=60)
+    await keys.update_one({"_id": context.idempotency_key}, {"$set": {"attempt": context.attempt}})
+    record = validate_write(PROFILE, Operation.CREATE, payload)
+    assert (await rec.create(PROFILE, record, context))["handle"] == who  # not in doubt
+    assert await profiles(rec, who) == 1

@@ -226,11 +226,11 @@ class IdempotencyKeyReused(Conflict):
 
 
 class WriteInDoubt(Conflict):
-    """The first write with this idempotency key has no recorded outcome, so this one waits.
+    """The first write with this idempotency key is still running, so this one is not run.
 
-    The first is still running, or the node running it died (or lost its store) before
-    recording the outcome. The write is not executed again (at most once): ask again later,
-    or after the key expires.
+    The first attempt holds the key with a live lease (at most ``handler_budget +
+    settle_grace``); ``details`` says when to ask again. Once the lease lapses, a repeat gets
+    the first write's outcome or runs it once.
     """
 
     CODE = "BEDS-409W"

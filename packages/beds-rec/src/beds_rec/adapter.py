@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import pymongo
 from pymongo import AsyncMongoClient, ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
 from beds.envelopes import WRITE_OPERATIONS, Operation
 from beds.errors import (
+    Conflict,
     DatabaseObjectMissing,
     DeadlineExceeded,
     NotFound,
@@ -36,7 +38,7 @@ from beds_rec.events import COLLECTION as EVENTS_COLLECTION
 from beds_rec.events import EventLog
 from beds_rec.events import schema_file as events_schema_file
 from beds_rec.idempotency import COLLECTION as KEYS_COLLECTION
-from beds_rec.idempotency import TTL_INDEX, KeyStore
+from beds_rec.idempotency import KEY_FIELD, KEY_INDEX, TTL_INDEX, AlreadyApplied, KeyStore
 from beds_rec.idempotency import schema_file as keys_schema_file
 from beds_rec.schema import apply_collection, parse_schema_file
 from beds_rec.settings import parse_settings
@@ -145,6 +147,8 @@ class RecAdapter:
         missing += [name for name in plan.indexes if name not in indexes]
         if self.idempotent_writes and not WRITE_OPERATIONS.isdisjoint(template.operations):
             missing += await self._missing_keys_objects()
+            if Operation.CREATE in template.operations and found and KEY_INDEX not in indexes:
+                missing.append(f"{plan.collection}.{KEY_INDEX}")
         if missing:
             raise DatabaseObjectMissing(
                 f"template {template.name!r}: declared MongoDB objects are missing "
@@ -183,18 +187,31 @@ class RecAdapter:
         with map_exceptions(deadline=ctx.deadline), pymongo.timeout(limit):
             await client.admin.command("ping")
 
-    async def _write(self, ctx: CallContext, write: Callable[[], Awaitable[Record]]) -> Record:
-        """Run a write: at most once per idempotency key when the request has one."""
+    async def _write(
+        self,
+        ctx: CallContext,
+        write: Callable[[], Awaitable[Record]],
+        recover: Callable[[], Awaitable[Record | None]] | None = None,
+    ) -> Record:
+        """Run a write: at most once per idempotency key when the request has one.
+
+        ``recover`` tells whether a lost attempt's write applied (:mod:`beds_rec.idempotency`);
+        without one, the write is idempotent in its effect and simply runs again.
+        """
         await self._reachable(ctx, write=True)
         if ctx.idempotency_key is None or not self.idempotent_writes:
             return await write()
         if self._keys is None:
             raise StoreUnavailable("the REC store is not started")
-        return await self._keys.once(ctx, write)
+        return await self._keys.once(ctx, write, recover or _runs_again)
 
     async def create(self, template: Template, record: Record, ctx: CallContext) -> Record:
         """Insert the record (stamping ``created_at`` if generated); return ``returns``."""
-        return await self._write(ctx, lambda: self._create(template, record, ctx))
+        return await self._write(
+            ctx,
+            lambda: self._create(template, record, ctx),
+            lambda: self._created(template, ctx),
+        )
 
     async def _create(self, template: Template, record: Record, ctx: CallContext) -> Record:
         plan = self._plan(template)
@@ -202,9 +219,28 @@ class RecAdapter:
         document = plan.document(spec.params, record, "$.payload")
         if plan.stamps_created_at:
             document[CREATED_AT] = utc_now()
-        with database_call(collection=plan.collection, deadline=ctx.deadline):
-            result = await self._collection(plan).insert_one(document)
+        keyed = ctx.idempotency_key is not None and self.idempotent_writes
+        if keyed:
+            # In the same insert: a later attempt can see whether this one applied.
+            document[KEY_FIELD] = ctx.idempotency_key
+        try:
+            with database_call(collection=plan.collection, deadline=ctx.deadline):
+                result = await self._collection(plan).insert_one(document)
+        except Conflict as exc:
+            if keyed and _on_key_index(exc.__cause__):
+                raise AlreadyApplied from exc
+            raise
         document[DOC_ID] = result.inserted_id
+        return to_record(document, spec.returns, id_mapped=plan.id_mapped)
+
+    async def _created(self, template: Template, ctx: CallContext) -> Record | None:
+        """The result of a lost keyed create if it applied (its document holds the key)."""
+        plan = self._plan(template)
+        spec = self._operation(template, Operation.CREATE)
+        with database_call(collection=plan.collection, deadline=ctx.deadline):
+            document = await self._collection(plan).find_one({KEY_FIELD: ctx.idempotency_key})
+        if document is None:
+            return None
         return to_record(document, spec.returns, id_mapped=plan.id_mapped)
 
     async def fetch(self, template: Template, query: Query, ctx: CallContext) -> list[Record]:
@@ -261,7 +297,11 @@ class RecAdapter:
         Raises:
             NotFound: no record has the key.
         """
-        return await self._write(ctx, lambda: self._delete(template, key, ctx))
+        return await self._write(
+            ctx,
+            lambda: self._delete(template, key, ctx),
+            lambda: self._deleted_again(template, key, ctx),
+        )
 
     async def _delete(self, template: Template, key: Record, ctx: CallContext) -> Record:
         plan = self._plan(template)
@@ -272,6 +312,13 @@ class RecAdapter:
         if result.deleted_count == 0:
             raise self._not_found(template)
         return {"deleted": result.deleted_count}
+
+    async def _deleted_again(self, template: Template, key: Record, ctx: CallContext) -> Record:
+        """Recover a lost keyed delete: run it again; nothing left means the first one ran."""
+        try:
+            return await self._delete(template, key, ctx)
+        except NotFound:
+            return {"deleted": 1}
 
     async def store_events(self, events: Sequence[dict[str, Any]]) -> None:
         """Keep lineage events in ``msLogs`` (the admin node's logs broker; :mod:`beds.lineage`)."""
@@ -313,10 +360,25 @@ class RecAdapter:
                 with map_exceptions(collection=schema.collection):
                     await apply_collection(database, schema)
                 applied.append(file.name)
+            if self.idempotent_writes:
+                applied += await self._apply_key_indexes(database)
             return applied
         finally:
             if started_here:
                 await self.aclose()
+
+    async def _apply_key_indexes(self, database: AsyncDatabase[Document]) -> list[str]:
+        """The unique sparse ``_beds_key`` index of every collection a keyed create writes to."""
+        applied = []
+        for plan in sorted(self._plans.values(), key=lambda plan: plan.collection):
+            if Operation.CREATE not in plan.template.operations:
+                continue
+            with map_exceptions(collection=plan.collection):
+                await database[plan.collection].create_index(
+                    [(KEY_FIELD, 1)], name=KEY_INDEX, unique=True, sparse=True
+                )
+            applied.append(f"{plan.collection}.{KEY_INDEX}")
+        return applied
 
     async def aclose(self) -> None:
         """Close the client, then stop the embedded server; safe to call twice."""
@@ -365,3 +427,19 @@ class RecAdapter:
             f"template {template.name!r}: no record has this key",
             details=[f"$.payload.{name}" for name in template.key],
         )
+
+
+async def _runs_again() -> None:
+    """Recovery of a write that is idempotent in its effect: nothing to find, run it again."""
+    return None
+
+
+def _on_key_index(exc: BaseException | None) -> bool:
+    """Whether a duplicate-key error is on ``_beds_key`` (the create's idempotency key)."""
+    if not isinstance(exc, DuplicateKeyError):
+        return False
+    details = exc.details or {}
+    pattern = details.get("keyPattern")
+    if isinstance(pattern, dict) and pattern:
+        return KEY_FIELD in pattern
+    return KEY_INDEX in str(details.get("errmsg", ""))
