@@ -9,6 +9,7 @@ in production mode. It runs standalone (no replica set): its replica-set oplog s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from beds.errors import ConfigError
@@ -53,7 +54,23 @@ class EmbeddedServer:
         """Stop the server and close its storage; safe to call twice."""
         server, self._server = self._server, None
         if server is not None:
-            await asyncio.to_thread(server.stop)
+            await asyncio.to_thread(_stop, server)
+
+
+def _stop(server: Any) -> None:
+    """Stop a SecantusDB server from this thread, cleanly.
+
+    SecantusDB's ``Storage.close`` marks the store closed and then writes its oplog counters
+    through the calling thread's storage session, which a fresh thread does not have yet and can
+    no longer open: it logs a "Storage is closed" traceback on every shutdown (0.7.0b3). Opening
+    the session first, in the thread that closes, lets the last write happen. Without the
+    private ``_session`` (another version), the server stops as before.
+    """
+    open_session = getattr(getattr(server, "storage", None), "_session", None)
+    if callable(open_session):
+        with contextlib.suppress(Exception):
+            open_session()
+    server.stop()
 
 
 def open_embedded(
