@@ -21,7 +21,6 @@ from beds.codec import (
 )
 from beds.envelopes import (
     MAX_DEPTH,
-    MAX_IDEMPOTENCY_KEY,
     READ_OPERATIONS,
     WRITE_OPERATIONS,
     ErrorBody,
@@ -54,7 +53,10 @@ json_objects = st.dictionaries(text, json_values, max_size=6)
 template_names = st.from_regex(r"[a-z][a-z0-9_]{0,62}", fullmatch=True)
 finite_floats = st.floats(allow_nan=False, allow_infinity=False)
 # What meta fields accept: printable text of at most 255 bytes (24 characters fit).
-meta_text = text.filter(str.isprintable)
+printable_characters = st.characters(
+    codec="utf-8", categories=["L", "M", "N", "P", "S"], include_characters=" "
+)
+meta_text = st.text(printable_characters, max_size=24)
 
 request_metas = st.builds(
     RequestMeta,
@@ -65,8 +67,8 @@ request_metas = st.builds(
     causation_id=meta_text,
     origin=meta_text,
     idempotency_key=st.none()
-    | st.text(st.characters(codec="utf-8"), min_size=1, max_size=MAX_IDEMPOTENCY_KEY).filter(
-        lambda key: key.isprintable() and key.strip() == key and len(key.encode()) <= 255
+    | st.text(printable_characters, min_size=1, max_size=60).filter(
+        lambda key: key.strip() == key and key.isprintable()
     ),
     deadline=st.none() | st.floats(min_value=0, max_value=1e11, exclude_min=True, exclude_max=True),
     principal=st.none() | meta_text,

@@ -177,7 +177,12 @@ async def test_an_expired_key_runs_the_write_again(rel: RelAdapter, mariadb_url:
     second = await rel.create(SPEW_POST, record, context)
     assert first["id"] != second["id"]
     assert await posts_by(mariadb_url, who) == 2
-    assert await rel.purge_idempotency_keys() >= 0
+    # The second write's key expires too; purging removes both expired rows of this key.
+    await asyncio.sleep(0.1)
+    held = "SELECT COUNT(*) FROM beds_idempotency WHERE idem_key = %s"
+    assert int((await sql(mariadb_url, held, context.idempotency_key))[0][0]) == 1
+    assert await rel.purge_idempotency_keys() >= 1
+    assert int((await sql(mariadb_url, held, context.idempotency_key))[0][0]) == 0
 
 
 async def test_purge_forgets_only_expired_keys(rel: RelAdapter, mariadb_url: str) -> None:

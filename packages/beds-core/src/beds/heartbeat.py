@@ -14,7 +14,6 @@ import contextlib
 import time
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-import aiormq
 from loguru import logger
 
 if TYPE_CHECKING:
@@ -102,7 +101,7 @@ class Heartbeat:
         while True:
             try:
                 await self.channel.publish(HEARTBEAT, self.beat())
-            except (aiormq.exceptions.AMQPError, ConnectionError) as exc:
+            except Exception as exc:  # a lost channel raises what closed it; the next beat tries
                 logger.debug("heartbeat not published ({})", type(exc).__name__)
             await asyncio.sleep(self.interval)
 
@@ -111,7 +110,7 @@ class Heartbeat:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
 
