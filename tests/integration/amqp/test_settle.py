@@ -175,8 +175,8 @@ async def test_an_unexpected_failure_settles_the_delivery_with_one_log_line(
 ) -> None:
     lines: list[str] = []
     sink = logger.add(lambda message: lines.append(str(message)), level="INFO")
-    pool = node.pools["wBroker"]
-    original = pool._reply
+    replies = node.pools["wBroker"].replies
+    original = replies.send
     failures: list[int] = []
 
     async def broken_reply(*args: Any) -> None:
@@ -185,7 +185,7 @@ async def test_an_unexpected_failure_settles_the_delivery_with_one_log_line(
             raise RuntimeError("a bug in the reply path")
         await original(*args)
 
-    pool._reply = broken_reply  # type: ignore[method-assign,assignment]
+    replies.send = broken_reply  # type: ignore[method-assign,assignment]
     with pytest.raises(InternalError):
         await client.create("note", {"text": "bug"})
     message = await dead_letter(node)

@@ -19,6 +19,10 @@ replies"): a write that ran keeps its outcome in the dead-letter queue; nothing 
 
 A pool reports each outcome to an optional :class:`BrokerObserver` (``beds.telemetry`` is one),
 and :meth:`BrokerPool.holding` tells which messages are in flight since when.
+
+Why this module is long: supervision (tasks, the budget watch, lost channels) and the path of
+one message share one state (what each task holds, since when, and whether it is settled);
+settling (:mod:`beds.broker.settle`) and replies (:mod:`beds.broker.replies`) live apart.
 """
 
 from __future__ import annotations
@@ -29,20 +33,17 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from loguru import logger
-from pamqp.commands import Basic
 
-from beds.broker.settle import AMQP_FAILURES, Settler, copy_properties, delivery_tag
+from beds.broker.messages import event_id_of, request_of, route, undecodable
+from beds.broker.replies import Replies, encode_reply
+from beds.broker.settle import AMQP_FAILURES, Settler, delivery_tag
 from beds.bugs import report_bug
-from beds.codec import CONTENT_TYPE, decode_request, encode_response
-from beds.envelopes import READ_OPERATIONS, Response, ResponseMeta
 from beds.errors import (
     HandlerStopped,
     InternalError,
     MalformedRequest,
-    ReplyUndeliverable,
     RequestError,
 )
-from beds.transport.frames import UNDECODABLE_HEADER
 from beds.transport.outbox import Outbox
 from beds.wire_limits import check_request_properties, safe_shortstr
 
@@ -51,13 +52,9 @@ if TYPE_CHECKING:
 
     from beds.broker.dispatch import Dispatcher
     from beds.config.model import BrokerSettings
-    from beds.envelopes import Request
+    from beds.envelopes import Request, Response
 
 __all__ = ("BrokerObserver", "BrokerPool")
-
-_DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
-_REPLY_HEADER_MAX = 16 * 1024
-"""Bytes of an undeliverable reply kept in its dead letter's ``x-beds-reply`` header."""
 
 
 class BrokerObserver(Protocol):
@@ -100,8 +97,6 @@ class BrokerPool:
         """Messages handled for longer than ``reliability.handler_budget`` (each counted once)."""
         self.stopped = 0
         """Handlers stopped past ``handler_budget + settle_grace`` (their delivery settled)."""
-        self.replies_lost = 0
-        """Replies that could not be delivered (a read's, or a write's kept as a dead letter)."""
         self.channels_reopened = 0
         self.handler_budget = reliability.handler_budget
         self.settle_limit = reliability.handler_budget + reliability.settle_grace
@@ -113,6 +108,7 @@ class BrokerPool:
             dead_letter_exchange=dead_letter_exchange,
             observer=observer,
         )
+        self.replies = Replies(self.settle, broker=name)
         self._inbox: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
         self._workers: dict[int, asyncio.Task[None]] = {}
         self._holding: dict[int, DeliveredMessage] = {}
@@ -134,6 +130,11 @@ class BrokerPool:
     def dead_lettered(self) -> int:
         """Messages this pool published to the dead-letter exchange."""
         return self.settle.dead_lettered
+
+    @property
+    def replies_lost(self) -> int:
+        """Replies that could not be delivered (a read's, or a write's kept as a dead letter)."""
+        return self.replies.lost
 
     @property
     def size(self) -> int:
@@ -278,7 +279,7 @@ class BrokerPool:
             "stopped; a write may have run: send it again with its idempotency key"
         )
         await self.settle.give_up(message, stopped, answer=True)
-        logger.bind(event_id=_event_id_of(message)).error(
+        logger.bind(event_id=event_id_of(message)).error(
             "broker {} stopped a handler after {:.1f} s (limit {:g} s); its request was "
             "dead-lettered ({})",
             self.name,
@@ -295,7 +296,7 @@ class BrokerPool:
         """Count a message handled past the budget (once) and log it with its event id."""
         self._late.add(id(message))
         self.over_budget += 1
-        request = _request_of(message)
+        request = request_of(message)
         event_id = request.meta.event_id if request is not None else ""
         what = f"{request.operation.value} {request.template}" if request else "undecodable"
         logger.bind(event_id=event_id).warning(
@@ -355,7 +356,7 @@ class BrokerPool:
             "broker {} failed handling a message; {}",
             self.name,
             "dead-lettering it" if unsettled else "it was settled already",
-            event_id=_event_id_of(message),
+            event_id=event_id_of(message),
         )
         if unsettled:
             failure = InternalError(
@@ -372,16 +373,16 @@ class BrokerPool:
             check_request_properties(properties)
         except MalformedRequest as refused:
             # No reply_to means nobody to answer; otherwise the caller learns why.
-            answer = bool(safe_shortstr(properties.reply_to)) and not _undecodable(message)
+            answer = bool(safe_shortstr(properties.reply_to)) and not undecodable(message)
             await self.settle.give_up(message, refused, answer=answer)
             return
         if message.redelivered and self.count_redeliveries:
-            await self._recount(message)
+            await self.settle.count_redelivery(message, self.max_deliveries, route(message))
             return
         request, response = await self.dispatcher.handle(
-            message.body, properties.content_type, _route(message)
+            message.body, properties.content_type, route(message)
         )
-        body = self._encode(response)
+        body = encode_reply(response)
         if self.observer is not None:
             self.observer.dispatched(request, response)
         error = response.error
@@ -395,164 +396,4 @@ class BrokerPool:
                     self.name,
                     type(exc).__name__,
                 )
-        await self._reply(message, request, response, body)
-
-    def _encode(self, response: Response) -> bytes:
-        """The reply's bytes; an adapter value the wire rule does not cover still gets one."""
-        try:
-            return encode_response(response)
-        except Exception as exc:
-            event_id = response.meta.event_id
-            report_bug(exc, "the response to {} is not encodable", event_id, event_id=event_id)
-            failure = InternalError(
-                "the response could not be encoded; the node log has the details"
-            )
-            return encode_response(
-                Response(
-                    ok=False,
-                    status=failure.STATUS,
-                    error=failure.to_error(),
-                    meta=ResponseMeta(node=response.meta.node, timings=response.meta.timings),
-                )
-            )
-
-    async def _reply(
-        self,
-        message: DeliveredMessage,
-        request: Request | None,
-        response: Response,
-        body: bytes,
-    ) -> None:
-        """Publish the reply, then settle; an undeliverable reply settles too (module doc)."""
-        properties = message.header.properties
-        reply_to = properties.reply_to or ""  # checked: a short string that encodes
-        reply_properties = Basic.Properties(
-            content_type=CONTENT_TYPE,
-            correlation_id=safe_shortstr(properties.correlation_id),
-            message_id=safe_shortstr(response.meta.event_id),
-        )
-        consume = self.settle.consume
-        if consume is not None and (request is None or request.operation in READ_OPERATIONS):
-            # A lost reply to a read loses no data (the caller asks again): no confirm. The
-            # reply and the ack leave in one write, the reply first.
-            try:
-                consume.publish(body, routing_key=reply_to, properties=reply_properties)
-            except ValueError as exc:
-                self._reply_lost(message, response, exc)
-            self.settle.ack(message)
-            return
-        try:
-            await self.settle.publish_confirmed(
-                body,
-                exchange="",
-                routing_key=reply_to,
-                properties=reply_properties,
-                # A caller whose queue is gone is noticed (returned). Not for direct reply-to:
-                # RabbitMQ delivers to that pseudo-queue and still returns a mandatory publish.
-                mandatory=not reply_to.startswith(_DIRECT_REPLY_TO),
-            )
-        except AMQP_FAILURES as exc:
-            self._reply_lost(message, response, exc)
-            if response.ok:
-                await self._keep_outcome(message, body)
-            self.settle.ack(message)
-            return
-        self.settle.ack(message)
-
-    def _reply_lost(self, message: DeliveredMessage, response: Response, exc: Exception) -> None:
-        self.replies_lost += 1
-        logger.bind(event_id=response.meta.event_id).warning(
-            "broker {}: the reply ({}) to {} could not be delivered ({})",
-            self.name,
-            response.status,
-            safe_shortstr(message.header.properties.reply_to) or "?",
-            type(exc).__name__,
-        )
-
-    async def _keep_outcome(self, message: DeliveredMessage, body: bytes) -> None:
-        """A write ran and nobody got its reply: keep it in the dead-letter queue, reply attached.
-
-        ``x-beds-executed`` tells ``beds dlq replay`` not to run it again.
-        """
-        reply = body if len(body) <= _REPLY_HEADER_MAX else body[:_REPLY_HEADER_MAX]
-        kept = ReplyUndeliverable(
-            "the write ran and its reply could not be delivered; the reply is in x-beds-reply"
-        )
-        await self.settle.give_up(
-            message,
-            kept,
-            answer=False,
-            extra={
-                "x-beds-executed": True,
-                "x-beds-reply": reply.decode("utf-8", "replace"),
-                "x-beds-reply-truncated": len(body) > _REPLY_HEADER_MAX,
-            },
-        )
-
-    async def _recount(self, message: DeliveredMessage) -> None:
-        """Count a redelivery: requeue a counted copy, or dead-letter the message as poison.
-
-        A redelivered message was handed out before without an outcome (its task or node died).
-        Its count travels in the ``x-beds-deliveries`` header of a copy put back on the queue
-        (confirmed before the original is acknowledged), so it survives node restarts.
-        """
-        properties = message.header.properties
-        headers = dict(properties.headers or {})
-        seen = headers.get("x-beds-deliveries", 1)
-        deliveries = (seen if isinstance(seen, int) and seen > 0 else 1) + 1
-        if deliveries > self.max_deliveries:
-            poison = InternalError(
-                f"poison message: delivered {deliveries} times without an outcome (each task "
-                "holding it died); dead-lettered, not run again. A write may have run: ask again "
-                "with its idempotency key"
-            )
-            await self.settle.give_up(message, poison, answer=True)
-            return
-        headers["x-beds-deliveries"] = deliveries
-        # The copy goes through the default exchange: keep the key the request came with,
-        # for the route check, its dead letter and a replay (beds dlq replay).
-        headers.setdefault("x-beds-routing-key", _route(message))
-        await self.settle.publish_confirmed(
-            message.body,
-            exchange="",
-            routing_key=self.queue,
-            properties=copy_properties(properties, headers),
-        )
-        self.settle.ack(message)
-
-
-def _route(message: DeliveredMessage) -> str:
-    """The routing key a request travelled with.
-
-    Published on the events exchange: its routing key. Through the default exchange (a counted
-    copy the pool requeued, or a sender writing straight to the queue): the key in
-    ``x-beds-routing-key``, which the dispatcher checks against the body and the bindings.
-    """
-    if message.exchange:
-        return message.routing_key or ""
-    key = (message.header.properties.headers or {}).get("x-beds-routing-key")
-    return key if isinstance(key, str) else ""
-
-
-def _undecodable(message: DeliveredMessage) -> bool:
-    return UNDECODABLE_HEADER in (message.header.properties.headers or {})
-
-
-def _request_of(message: DeliveredMessage) -> Request | None:
-    """The request in ``message``, for a log line (``None`` if it does not decode).
-
-    Only a message that failed or is late gets here: decoding it again costs nothing that
-    matters.
-    """
-    try:
-        return decode_request(
-            message.body, message.header.properties.content_type, max_bytes=len(message.body)
-        )
-    except RequestError:
-        return None
-
-
-def _event_id_of(message: DeliveredMessage) -> str:
-    """The event id of the request in ``message`` (empty if it does not decode)."""
-    request = _request_of(message)
-    return request.meta.event_id if request is not None else ""
+        await self.replies.send(message, request, response, body)

@@ -27,6 +27,7 @@ from pamqp.commands import Basic
 
 from beds.codec import CONTENT_TYPE, encode_response
 from beds.envelopes import Response, ResponseMeta
+from beds.errors import InternalError
 from beds.wire_limits import safe_shortstr
 
 if TYPE_CHECKING:
@@ -275,6 +276,39 @@ class Settler:
             return
         if answer:
             self.answer(message, error)
+        self.ack(message)
+
+    async def count_redelivery(
+        self, message: DeliveredMessage, max_deliveries: int, route: str
+    ) -> None:
+        """Count a redelivery: requeue a counted copy, or dead-letter the message as poison.
+
+        A redelivered message was handed out before without an outcome (its task or node died).
+        Its count travels in the ``x-beds-deliveries`` header of a copy put back on the queue
+        (confirmed before the original is acknowledged), so it survives node restarts. ``route``
+        is the key it travelled with, kept in ``x-beds-routing-key`` for the route check, its
+        dead letter and a replay.
+        """
+        properties = message.header.properties
+        headers = dict(properties.headers or {})
+        seen = headers.get("x-beds-deliveries", 1)
+        deliveries = (seen if isinstance(seen, int) and seen > 0 else 1) + 1
+        if deliveries > max_deliveries:
+            poison = InternalError(
+                f"poison message: delivered {deliveries} times without an outcome (each task "
+                "holding it died); dead-lettered, not run again. A write may have run: ask again "
+                "with its idempotency key"
+            )
+            await self.give_up(message, poison, answer=True)
+            return
+        headers["x-beds-deliveries"] = deliveries
+        headers.setdefault("x-beds-routing-key", route)
+        await self.publish_confirmed(
+            message.body,
+            exchange="",
+            routing_key=self.queue,
+            properties=copy_properties(properties, headers),
+        )
         self.ack(message)
 
     def answer(self, message: DeliveredMessage, error: RequestError) -> None:
