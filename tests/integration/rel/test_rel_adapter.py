@@ -314,3 +314,69 @@ async def test_start_against_a_missing_database_names_it(mariadb_url: str) -> No
     assert info.value.message == f"the configured database {missing!r} does not exist"
     assert info.value.details == (missing,)
     await adapter.aclose()
+
+
+BOOL_SCHEMA = SchemaFile(
+    name="test/sbx.sql",
+    text="""
+-- Test-only objects: a BOOLEAN column (TINYINT(1) in MariaDB) behind a procedure and a view.
+CREATE TABLE IF NOT EXISTS sbx_flags (
+    id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    name VARCHAR(64) NOT NULL,
+    active BOOLEAN NOT NULL,
+    score TINYINT NOT NULL DEFAULT 1
+) DEFAULT CHARSET = utf8mb4;
+CREATE OR REPLACE VIEW sbx_flags_v AS SELECT id, name, active, score FROM sbx_flags;
+DELIMITER //
+CREATE OR REPLACE PROCEDURE sbx_create(IN p_name VARCHAR(64), IN p_active BOOLEAN)
+BEGIN
+    INSERT INTO sbx_flags (name, active) VALUES (p_name, p_active);
+    SELECT id, active FROM sbx_flags WHERE id = LAST_INSERT_ID();
+END//
+DELIMITER ;
+""",
+)
+
+SBX = """
+name = "sbx_flag"
+store = "rel"
+tla = "sbx"
+key = ["id"]
+[fields.id]
+type = "int"
+generated = true
+[fields.name]
+type = "str"
+[fields.active]
+type = "bool"
+[fields.score]
+type = "int"
+generated = true
+[operations.create]
+params = ["name", "active"]
+returns = ["id", "active"]
+procedure = "sbx_create"
+[queries.by_name]
+params = ["name"]
+view = "sbx_flags_v"
+"""
+
+
+async def test_boolean_fields_come_back_as_json_booleans(mariadb_url: str) -> None:
+    adapter = make_adapter(mariadb_url)
+    await adapter.apply_schema([BOOL_SCHEMA])
+    await adapter.start()
+    try:
+        sbx = parse_template(SBX, source="sbx.toml")
+        adapter.prepare(sbx)
+        await adapter.verify(sbx)
+        name = author()
+        created = await adapter.create(sbx, {"name": name, "active": True}, CTX)
+        assert created["active"] is True
+        await adapter.create(sbx, {"name": name, "active": False}, CTX)
+        spec = sbx.queries["by_name"]
+        rows = await adapter.fetch(sbx, Query(spec=spec, params={"name": name}, limit=10), CTX)
+        assert sorted(row["active"] for row in rows) == [False, True]
+        assert all(row["score"] == 1 and type(row["score"]) is int for row in rows)  # not bool
+    finally:
+        await adapter.aclose()

@@ -33,6 +33,7 @@ from beds.errors import (
     StoreError,
     StoreUnavailable,
 )
+from beds.templates.model import FieldType
 from beds.values import to_wire, to_wire_record
 from beds_rel.bindings import Call, Plan, compile_template
 from beds_rel.errors import is_clean, map_exceptions
@@ -269,7 +270,7 @@ class RelAdapter:
                 f"the {operation.value} procedure's result lacks declared fields",
                 details=[f"procedure {call.name}: no column {name!r}" for name in absent],
             )
-        return to_wire_record({name: row[name] for name in wanted})
+        return to_wire_record(_typed(template, {name: row[name] for name in wanted}))
 
     async def fetch(self, template: Template, query: Query, ctx: CallContext) -> list[Record]:
         """Run a declared query and return at most ``query.limit`` records."""
@@ -278,9 +279,10 @@ class RelAdapter:
         if call.kind == "function":
             rows = await self._rows(call, args)
             column = call.column or ""
-            return [{column: to_wire(rows[0].get(column)) if rows else None}]
+            value = _typed(template, {column: rows[0].get(column)})[column] if rows else None
+            return [{column: to_wire(value)}]
         rows = await self._rows(call, [*args, query.limit])
-        return [to_wire_record(row) for row in rows[: query.limit]]
+        return [to_wire_record(_typed(template, row)) for row in rows[: query.limit]]
 
     async def apply_schema(self, files: Sequence[SchemaFile]) -> list[str]:
         """Create the database if needed and run each DBA file in order (development only).
@@ -314,3 +316,18 @@ async def _run(conn: Connection, call: Call, args: Sequence[Any]) -> list[Row]:
         pass
     await cursor.close()
     return rows
+
+
+def _typed(template: Template, row: Row) -> Row:
+    """The row with its declared boolean fields as booleans.
+
+    MariaDB has no boolean type: ``BOOLEAN`` is ``TINYINT(1)`` and comes back as 0 or 1. A column
+    named like a field the template declares ``bool`` is answered ``true``/``false``, in every
+    domain; other columns are left as the database returned them.
+    """
+    fields = template.fields
+    for name, value in row.items():
+        spec = fields.get(name)
+        if spec is not None and spec.type is FieldType.BOOL and type(value) is int:
+            row[name] = bool(value)
+    return row
