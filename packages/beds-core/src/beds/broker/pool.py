@@ -179,6 +179,7 @@ class BrokerPool:
         self.settle.attach(Outbox(channel), Outbox(confirms))
         for open_channel in (channel, confirms):
             open_channel.closing.add_done_callback(self._on_channel_closed)
+        channel.on_consumer_cancel_callbacks.add(self._on_consumer_cancelled)
         self._inbox = asyncio.Queue()
         for slot in range(self.settings.instances):
             self._spawn(slot)
@@ -208,10 +209,13 @@ class BrokerPool:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), drain_seconds)
         tasks = list(self._workers.values())
+        current = asyncio.current_task()
         for extra in (self._budget_watch, self._reopening):
-            if extra is not None and extra is not asyncio.current_task():
+            if extra is not None and extra is not current:
                 tasks.append(extra)
-        self._budget_watch = self._reopening = None
+        self._budget_watch = None
+        if self._reopening is not current:
+            self._reopening = None
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -238,18 +242,52 @@ class BrokerPool:
         logger.warning("broker {} lost a channel ({}); opening it again", self.name, reason)
         self._reopening = asyncio.create_task(self._reopen(), name=f"beds-{self.name}-reopen")
 
+    def _on_consumer_cancelled(self, frame: Any) -> None:
+        """RabbitMQ cancelled the consumer (its queue was deleted or crashed): consume again.
+
+        Until it consumes again the pool reports it does not (``consuming``), so ``/ready``
+        answers 503 and ``beds status`` shows it.
+        """
+        if self._stopping or frame.consumer_tag != self._consumer_tag:
+            return
+        self._consumer_tag = None
+        logger.error(
+            "RabbitMQ cancelled broker {}'s consumer of {} (queue deleted or failed); "
+            "consuming again",
+            self.name,
+            self.queue,
+        )
+        if self._reopening is None or self._reopening.done():
+            self._reopening = asyncio.create_task(self._reopen(), name=f"beds-{self.name}-reopen")
+
     async def _reopen(self) -> None:
-        """Stop (deliveries of the lost channel return to the queue) and start again."""
-        connection = self._connection
-        await self.stop(0)
-        if connection is None or connection.is_closed:
+        """Stop (deliveries of the lost channel return to the queue) and start again.
+
+        Retried with back-off until it consumes, the connection is gone (the node reconnects)
+        or the node stops the pool (which cancels this task).
+        """
+        delay = 0.5
+        while True:
+            connection = self._connection
+            await self.stop(0)
+            if connection is None or connection.is_closed:
+                return
+            try:
+                await self.start(connection)
+            except AMQP_FAILURES as exc:
+                logger.error(
+                    "broker {} could not consume {} again ({!r}); trying again in {:g} s",
+                    self.name,
+                    self.queue,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self.channels_reopened += 1
+            self._reopening = None
             return
-        try:
-            await self.start(connection)
-        except AMQP_FAILURES as exc:
-            logger.error("broker {} could not open its channels again ({!r})", self.name, exc)
-            return
-        self.channels_reopened += 1
 
     # -- supervision ----------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ requeues it by itself.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import time
@@ -184,6 +185,17 @@ class Settler:
             raise aiormq.exceptions.ChannelInvalidStateError("the pool is not started")
         if not properties.message_id:  # aiormq finds a confirm's message by it
             properties.message_id = os.urandom(16).hex()
+        while mandatory:
+            # A return is matched by message_id: one that another mandatory publish uses (a
+            # caller reusing an event id) waits for that one's answer, so neither goes unseen.
+            # No await between the last check and the publish below.
+            earlier = outbox.returnable(properties.message_id)
+            if earlier is False:
+                break
+            if isinstance(earlier, asyncio.Future):
+                await asyncio.wait([earlier])  # its outcome is its own publisher's business
+            else:
+                await asyncio.sleep(0)
         await outbox.publish_confirmed(
             body,
             exchange=exchange,

@@ -261,6 +261,19 @@ class Outbox:
         self._wake.set()
         return confirmation
 
+    def returnable(self, message_id: str) -> asyncio.Future[Any] | bool:
+        """Whether a mandatory publish with this ``message_id`` still awaits its answer.
+
+        ``False`` when none does; else its confirm future while it waits, or ``True`` in the
+        moment between RabbitMQ's answer and aiormq's bookkeeping of it (ask again).
+        """
+        channel: Any = self.channel
+        tag = channel.message_id_delivery_tag.get(message_id)
+        if tag is None:
+            return False
+        confirmation = channel.confirmations.get(tag)
+        return confirmation if isinstance(confirmation, asyncio.Future) else True
+
     # -- acknowledging ------------------------------------------------------------------------
 
     def delivered(self, tag: int) -> None:
