@@ -349,14 +349,34 @@ BAD_REQUESTS = [
     pytest.param(
         bad(meta={"depth": 65}),
         "message body is not a valid Request envelope",
-        ("RequestMeta.depth should be in range [0:64], but was 65. @ $.meta",),
+        ("must be in range [0:64], got 65 @ $.meta.depth",),
         id="depth-65",
     ),
     pytest.param(
         bad(meta={"depth": -1}),
         "message body is not a valid Request envelope",
-        ("RequestMeta.depth should be in range [0:64], but was -1. @ $.meta",),
+        ("must be in range [0:64], got -1 @ $.meta.depth",),
         id="depth-negative",
+    ),
+    pytest.param(
+        bad(meta={"event_id": "e" * 256, "origin": "a\x00", "depth": 65}),
+        "message body is not a valid Request envelope",
+        (
+            "must be at most 255 bytes in UTF-8, got 256 @ $.meta.event_id",
+            "must be in range [0:64], got 65 @ $.meta.depth",
+            "must be printable text (no control or format characters), got U+0000 at index 1"
+            " @ $.meta.origin",
+        ),
+        id="meta-limits-all-named",
+    ),
+    pytest.param(
+        bad(template="Spew"),
+        "message body is not a valid Request envelope",
+        (
+            "must be a template name: lower_snake_case, 1 to 63 of a-z, 0-9 and '_', starting"
+            " with a letter @ $.template",
+        ),
+        id="template-name",
     ),
     pytest.param(
         bad(meta={"depth": 1.5}),

@@ -6,16 +6,19 @@ deterministic details; no other exception leaves :func:`decode_request`.
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal, TypeVar, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, get_args, get_origin
 
 import cattrs
 import orjson
 from cattrs.preconf.orjson import make_converter
 from cattrs.v import format_exception
 
-from beds.envelopes import Request, Response
+from beds.envelopes import EnvelopeLimitError, Request, Response
 from beds.errors import MalformedRequest, PayloadTooLarge
 from beds.values import json_type
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = (
     "CONTENT_TYPE",
@@ -108,9 +111,34 @@ def make_wire_converter() -> cattrs.Converter:
 converter: Final = make_wire_converter()
 
 
+_MAX_NAMED_KEYS: Final = 10
+"""Unknown keys named in one detail; the others are counted."""
+_MAX_KEY_CHARS: Final = 64
+"""Characters of an unknown key repeated in a detail."""
+
+
+def _key_name(key: str) -> str:
+    """An unknown key as a detail shows it: as sent when short and printable, else escaped."""
+    if len(key) <= _MAX_KEY_CHARS and key.isprintable():
+        return key
+    shown = ascii(key[:_MAX_KEY_CHARS])[1:-1]
+    return f"{shown}… ({len(key)} characters)" if len(key) > _MAX_KEY_CHARS else shown
+
+
+def _extra_keys(exc: cattrs.ForbiddenExtraKeysError) -> str:
+    """Like cattrs's message, with keys bounded and escaped: they are the sender's text."""
+    keys = sorted(exc.extra_fields)
+    names = [_key_name(key) for key in keys[:_MAX_NAMED_KEYS]]
+    if len(keys) > _MAX_NAMED_KEYS:
+        names.append(f"and {len(keys) - _MAX_NAMED_KEYS} more")
+    return f"extra fields found ({', '.join(names)})"
+
+
 def _format_error(exc: BaseException, kind: type | None) -> str:
     if isinstance(exc, _WireTypeError):
         return str(exc)
+    if isinstance(exc, cattrs.ForbiddenExtraKeysError):
+        return _extra_keys(exc)
     if isinstance(exc, ValueError) and kind is None:
         return str(exc)  # an envelope validator's own message (for example the depth range)
     if isinstance(exc, AttributeError):
@@ -118,9 +146,35 @@ def _format_error(exc: BaseException, kind: type | None) -> str:
     return format_exception(exc, kind)
 
 
+def _messages(exc: BaseException, path: str, kind: type | None = None) -> Iterator[str]:
+    """``message @ path`` for every error under ``exc``.
+
+    This is :func:`cattrs.transform_error`'s walk, except that an :class:`EnvelopeLimitError`
+    names each field it holds (``$.meta.event_id``, not the ``$.meta`` whose constructor raised
+    it).
+    """
+    if isinstance(exc, EnvelopeLimitError):
+        for field, rule in exc.problems:
+            yield f"must {rule} @ {path}.{field}"
+    elif isinstance(exc, cattrs.IterableValidationError):
+        indexed, plain = exc.group_exceptions()
+        for inner, item in indexed:
+            yield from _messages(inner, f"{path}[{item.index!r}]", item.type)
+        for inner in plain:
+            yield from _messages(inner, path)
+    elif isinstance(exc, cattrs.ClassValidationError):
+        named, plain = exc.group_exceptions()
+        for inner, attribute in named:
+            yield from _messages(inner, f"{path}.{attribute.name}", attribute.type)
+        for inner in plain:
+            yield from _messages(inner, path)
+    else:
+        yield f"{_format_error(exc, kind)} @ {path}"
+
+
 def _details(exc: Exception) -> tuple[str, ...]:
     if isinstance(exc, cattrs.BaseValidationError):
-        return tuple(sorted(cattrs.transform_error(exc, path="$", format_exception=_format_error)))
+        return tuple(sorted(_messages(exc, "$")))
     return (str(exc),)
 
 

@@ -15,6 +15,7 @@ import attrs
 __all__ = (
     "READ_OPERATIONS",
     "WRITE_OPERATIONS",
+    "EnvelopeLimitError",
     "ErrorBody",
     "Operation",
     "Request",
@@ -55,82 +56,163 @@ READ_OPERATIONS = frozenset({Operation.FETCH, Operation.TICKET, Operation.PING})
 WRITE_OPERATIONS = frozenset({Operation.CREATE, Operation.UPDATE, Operation.DELETE})
 
 
-def _depth_in_range(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if not 0 <= value <= MAX_DEPTH:
-        raise ValueError(f"RequestMeta.depth should be in range [0:{MAX_DEPTH}], but was {value}.")
+class EnvelopeLimitError(ValueError):
+    """Envelope fields outside their limits (docs/wire-contract.md, "Limits").
+
+    ``problems`` pairs each field's name with the rule it breaks, in field order; the codec turns
+    each pair into one ``BEDS-400`` detail, ``"must <rule> @ $.meta.<field>"``.
+    """
+
+    def __init__(self, envelope: str, problems: tuple[tuple[str, str], ...]) -> None:
+        super().__init__(" ".join(f"{envelope}.{field} should {rule}." for field, rule in problems))
+        self.envelope = envelope
+        self.problems = problems
+
+    def __reduce__(
+        self,
+    ) -> tuple[type[EnvelopeLimitError], tuple[str, tuple[tuple[str, str], ...]]]:
+        return (type(self), (self.envelope, self.problems))
 
 
-def _idempotency_key(instance: object, attribute: attrs.Attribute[str], value: str | None) -> None:
-    if value is not None and not (
-        0 < len(value) <= MAX_IDEMPOTENCY_KEY
-        and _fits(value)
-        and value.isprintable()
-        and value.strip() == value
-    ):
-        raise ValueError(
-            f"RequestMeta.idempotency_key should be 1 to {MAX_IDEMPOTENCY_KEY} printable "
-            f"characters ({MAX_META_BYTES} bytes in UTF-8) without leading or trailing spaces."
+_META_TEXT = ("event_id", "parent_id", "correlation_id", "causation_id", "origin", "principal")
+"""The ``meta`` fields held to ``_text_problem``'s rules (``principal`` may also be null)."""
+
+
+def _text_problem(value: str) -> str | None:
+    """Why ``value`` is not printable text of at most ``MAX_META_BYTES`` UTF-8 bytes, or None.
+
+    Lone surrogates (only possible from Python: JSON with them does not parse) count 3 bytes and
+    are not printable.
+    """
+    size = len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
+    if size > MAX_META_BYTES:
+        return f"be at most {MAX_META_BYTES} bytes in UTF-8, got {size}"
+    if not value.isprintable():
+        index, char = next((i, c) for i, c in enumerate(value) if not c.isprintable())
+        return (
+            "be printable text (no control or format characters), "
+            f"got U+{ord(char):04X} at index {index}"
         )
+    return None
 
 
-def _fits(value: str) -> bool:
-    """Whether ``value`` is at most ``MAX_META_BYTES`` bytes of UTF-8 (lone surrogates: no)."""
-    if value.isascii():
-        return len(value) <= MAX_META_BYTES
-    try:
-        return len(value.encode("utf-8")) <= MAX_META_BYTES
-    except UnicodeEncodeError:
-        return False
+def _key_problem(value: str) -> str | None:
+    if not 0 < len(value) <= MAX_IDEMPOTENCY_KEY:
+        return f"be 1 to {MAX_IDEMPOTENCY_KEY} characters, got {len(value)}"
+    problem = _text_problem(value)
+    if problem is None and value.strip(" ") != value:
+        return "not start or end with a space"
+    return problem
 
 
-def _meta_text(instance: object, attribute: attrs.Attribute[str], value: str | None) -> None:
-    """A ``meta`` text: printable (no control characters, NUL, lone surrogates), 255 bytes."""
-    if value is not None and not (_fits(value) and value.isprintable()):
-        raise ValueError(
-            f"RequestMeta.{attribute.name} should be printable text of at most "
-            f"{MAX_META_BYTES} bytes in UTF-8."
-        )
-
-
-def _deadline(instance: object, attribute: attrs.Attribute[float], value: float | None) -> None:
+def _meta_problems(meta: RequestMeta) -> tuple[tuple[str, str], ...]:
+    """Every field of ``meta`` outside its limits, with the rule it breaks (the slow path)."""
+    problems: list[tuple[str, str]] = []
+    for name in _META_TEXT:
+        value = getattr(meta, name)
+        if value is not None and (problem := _text_problem(value)) is not None:
+            problems.append((name, problem))
+    if not 0 <= meta.depth <= MAX_DEPTH:
+        problems.append(("depth", f"be in range [0:{MAX_DEPTH}], got {meta.depth}"))
+    key = meta.idempotency_key
+    if key is not None and (problem := _key_problem(key)) is not None:
+        problems.append(("idempotency_key", problem))
     low, high = DEADLINE_RANGE
-    if value is not None and not low < value < high:
-        raise ValueError(
-            f"RequestMeta.deadline should be a Unix time in seconds between {low:g} and "
-            f"{high:g}, but was {value!r}."
+    if meta.deadline is not None and not low < meta.deadline < high:
+        problems.append(
+            (
+                "deadline",
+                f"be a Unix time in seconds above {low:g} and below {high:g}, "
+                f"got {meta.deadline!r}",
+            )
         )
+    return tuple(problems)
 
 
 def _template(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     if not TEMPLATE_NAME.fullmatch(value):
-        raise ValueError(
-            "Request.template should be a template name: lower_snake_case, 1 to 63 of a-z, "
-            "0-9 and '_', starting with a letter."
+        raise EnvelopeLimitError(
+            "Request",
+            (
+                (
+                    "template",
+                    "be a template name: lower_snake_case, 1 to 63 of a-z, 0-9 and '_', "
+                    "starting with a letter",
+                ),
+            ),
         )
 
 
 @attrs.frozen(kw_only=True)
 class RequestMeta:
-    """Who sent a request, why, and how long it may take."""
+    """Who sent a request, why, and how long it may take.
 
-    event_id: str = attrs.field(default="", validator=_meta_text)
+    Every field has a limit (docs/wire-contract.md, "Limits"), checked when the object is built:
+    the text fields (and ``principal`` when not null) are printable text of at most 255 bytes in
+    UTF-8, an AMQP short string, because they reach reply properties, dead-letter headers,
+    lineage events and logs.
+    """
+
+    event_id: str = ""
     """``"{node}.{env}.{guid}"``; assigned by the client (or the broker when empty)."""
-    parent_id: str = attrs.field(default="", validator=_meta_text)
+    parent_id: str = ""
     """The event that caused this one; empty for a root event."""
-    depth: int = attrs.field(default=0, validator=_depth_in_range)
+    depth: int = 0
     """Levels below the root event."""
-    correlation_id: str = attrs.field(default="", validator=_meta_text)
+    correlation_id: str = ""
     """Matches the reply to the request; mirrors the AMQP property."""
-    causation_id: str = attrs.field(default="", validator=_meta_text)
+    causation_id: str = ""
     """The message that directly caused this one (for chains of requests)."""
-    origin: str = attrs.field(default="", validator=_meta_text)
+    origin: str = ""
     """Sending node or service."""
-    idempotency_key: str | None = attrs.field(default=None, validator=_idempotency_key)
-    """Writes with the same key are executed at most once (1 to 200 printable characters)."""
-    deadline: float | None = attrs.field(default=None, validator=_deadline)
+    idempotency_key: str | None = None
+    """Writes with the same key are executed at most once (1 to 200 printable characters, at most
+    255 bytes in UTF-8, no space at either end)."""
+    deadline: float | None = None
     """Unix time (seconds, UTC) after which the request must not be executed."""
-    principal: str | None = attrs.field(default=None, validator=_meta_text)
+    principal: str | None = None
     """Who is asking; checked against the template's access rules."""
+
+    def __attrs_post_init__(self) -> None:
+        """Check every limit at once (one call on the decoder's hot path, not one per field).
+
+        Raises:
+            EnvelopeLimitError: naming every field outside its limits, in field order.
+        """
+        # The usual meta: short ASCII text, a small depth, a plain key, a deadline in range.
+        # Printable and ASCII are per character, so one check of the joined text covers all six.
+        text = "".join(
+            (
+                self.event_id,
+                self.parent_id,
+                self.correlation_id,
+                self.causation_id,
+                self.origin,
+                self.principal or "",
+            )
+        )
+        key = self.idempotency_key
+        deadline = self.deadline
+        if (
+            len(text) <= MAX_META_BYTES
+            and text.isascii()
+            and text.isprintable()
+            and 0 <= self.depth <= MAX_DEPTH
+            and (
+                key is None
+                or (
+                    0 < len(key) <= MAX_IDEMPOTENCY_KEY
+                    and key.isascii()
+                    and key.isprintable()
+                    and key[0] != " " != key[-1]
+                )
+            )
+            and (deadline is None or DEADLINE_RANGE[0] < deadline < DEADLINE_RANGE[1])
+        ):
+            return
+        problems = _meta_problems(self)
+        if problems:
+            raise EnvelopeLimitError("RequestMeta", problems)
 
 
 @attrs.frozen(kw_only=True)
