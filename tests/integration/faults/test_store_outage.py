@@ -232,6 +232,22 @@ async def _stored_profiles(stores: Stores, prefix: str) -> collections.Counter[t
         await client.close()
 
 
+async def _claims_without_result(stores: Stores, keys: list[str]) -> int:
+    """How many of these REC idempotency keys an attempt left claimed without an outcome.
+
+    A resend of such a key takes the claim over once its lease lapsed and recovers: it finds
+    the document the lost attempt created, or creates it now.
+    """
+    from pymongo import AsyncMongoClient
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(stores.mongo_uri)
+    try:
+        collection = client[stores.mongo_database]["beds_idempotency"]
+        return await collection.count_documents({"_id": {"$in": keys}, "result": None})
+    finally:
+        await client.close()
+
+
 @pytest.mark.parametrize("outage", ["refuse", "blackhole"])
 @pytest.mark.parametrize("store", ["rel", "rec"])
 async def test_store_outage_under_load(
@@ -314,6 +330,11 @@ settle_grace = 0.5
         await asyncio.sleep(LEASE)
         resent: dict[str, Outcome] = {}
         failed = [o for o in load.outcomes if o.operation is Operation.CREATE and o.code != "ok"]
+        claims_left = (
+            await _claims_without_result(stores, [idempotency_key(o.key) for o in failed])
+            if store == "rec"
+            else None
+        )
         for outcome in failed:  # once each (a resend is appended to load.outcomes too)
             resent[outcome.key] = await load.send(
                 Operation.CREATE, outcome.key, domain.create(outcome.key)
@@ -376,6 +397,7 @@ settle_grace = 0.5
             "rows_duplicated": len(duplicated),
             "in_doubt_stored": failed_but_stored,
             "in_doubt_not_stored": failed_not_stored,
+            "rec_claims_left_without_result": claims_left,
             "proxy": {"accepted": proxy.accepted, "cut": proxy.cut_connections, "held": proxy.held},
         }
     )

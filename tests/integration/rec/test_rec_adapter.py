@@ -209,6 +209,44 @@ async def test_verify_names_the_missing_collection_and_index(
         await adapter.aclose()
 
 
+async def test_a_validator_that_forbids_other_fields_is_given_the_key_field(
+    mongo_server_uri: str, fresh_database: str, profile: Template, schema: list[SchemaFile]
+) -> None:
+    strict = json.loads(schema[0].text)
+    rules = strict["validator"]["$jsonSchema"]
+    rules["additionalProperties"] = False
+    rules["properties"]["_id"] = {"bsonType": "objectId"}
+    strict_file = SchemaFile(name="001_strict.json", text=json.dumps(strict))
+    adapter = RecAdapter(settings(mongo_server_uri, fresh_database))
+    adapter.prepare(profile)
+    await adapter.start()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_server_uri)
+    try:
+        await adapter.apply_schema([strict_file])
+        await adapter.verify(profile)
+        database = client[fresh_database]
+        (info,) = await (await database.list_collections(filter={"name": "spf_profiles"})).to_list()
+        applied = info["options"]["validator"]["$jsonSchema"]
+        assert applied["properties"]["_beds_key"] == {"bsonType": "string"}
+        assert applied["additionalProperties"] is False
+        keyed = CallContext(
+            event_id="test.dev.rec", idempotency_key="strict-1", fingerprint="f" * 64
+        )
+        record = validate_write(
+            profile, Operation.CREATE, {"handle": "strict", "display_name": "S"}
+        )
+        assert (await adapter.create(profile, record, keyed))["handle"] == "strict"
+
+        # A DBA's validator without the field: keyed creates would fail, so verify says so.
+        await database.command("collMod", "spf_profiles", validator=strict["validator"])
+        with pytest.raises(DatabaseObjectMissing) as caught:
+            await adapter.verify(profile)
+        assert caught.value.details == ("spf_profiles validator property _beds_key",)
+    finally:
+        await client.close()
+        await adapter.aclose()
+
+
 async def test_create_returns_the_id_and_created_at(adapter: RecAdapter, profile: Template) -> None:
     handle = unique_name("ada")
     before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)

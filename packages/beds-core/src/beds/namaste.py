@@ -84,9 +84,11 @@ class NamasteCore(Protocol):
     per key within ``ctx.idempotency_ttl``, across retries, redeliveries and node restarts; a
     repeat with the same ``ctx.fingerprint`` returns the first call's result without running
     again, one with another fingerprint raises ``IdempotencyKeyReused``, and one whose first call
-    has no recorded outcome raises ``WriteInDoubt``. A write that fails leaves no record, so a
-    repeat runs it again. The node refuses a key for an adapter without the attribute
-    (``UnsupportedOperation``) rather than ignore it.
+    has no recorded outcome and may still be running (its ``ctx.idempotency_lease`` is live)
+    raises ``WriteInDoubt``; once that lease lapsed, a repeat finds out whether the lost call's
+    write applied and answers from it, or runs the write once. A write that certainly changed
+    nothing leaves no record, so a repeat runs it again. The node refuses a key for an adapter
+    without the attribute (``UnsupportedOperation``) rather than ignore it.
 
     Life cycle: the factory registered by the plugin builds the adapter from its
     :class:`StoreSettings`; ``prepare`` is called for each of the store's templates (synchronous,

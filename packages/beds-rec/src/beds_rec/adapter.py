@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import pymongo
 from pymongo import AsyncMongoClient, ReturnDocument
 from pymongo.errors import DuplicateKeyError
@@ -38,14 +39,26 @@ from beds_rec.events import COLLECTION as EVENTS_COLLECTION
 from beds_rec.events import EventLog
 from beds_rec.events import schema_file as events_schema_file
 from beds_rec.idempotency import COLLECTION as KEYS_COLLECTION
-from beds_rec.idempotency import KEY_FIELD, KEY_INDEX, TTL_INDEX, AlreadyApplied, KeyStore
+from beds_rec.idempotency import (
+    KEY_FIELD,
+    KEY_INDEX,
+    TTL_INDEX,
+    AlreadyApplied,
+    KeyStore,
+    Pin,
+    Recover,
+    Write,
+    allow_key_field,
+    forbids_key_field,
+    key_value,
+)
 from beds_rec.idempotency import schema_file as keys_schema_file
 from beds_rec.schema import apply_collection, parse_schema_file
 from beds_rec.settings import parse_settings
 from beds_rec.values import CODEC_OPTIONS, DOC_ID, to_record, utc_now
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Sequence
 
     from pymongo.asynchronous.collection import AsyncCollection
     from pymongo.asynchronous.database import AsyncDatabase
@@ -138,7 +151,10 @@ class RecAdapter:
         plan = self._plan(template)
         database = self._database
         with map_exceptions(collection=plan.collection):
-            found = await database.list_collection_names(filter={"name": plan.collection})
+            found = [
+                info
+                async for info in await database.list_collections(filter={"name": plan.collection})
+            ]
             indexes: set[str] = set()
             if found:
                 cursor = await database[plan.collection].list_indexes()
@@ -147,8 +163,12 @@ class RecAdapter:
         missing += [name for name in plan.indexes if name not in indexes]
         if self.idempotent_writes and not WRITE_OPERATIONS.isdisjoint(template.operations):
             missing += await self._missing_keys_objects()
-            if Operation.CREATE in template.operations and found and KEY_INDEX not in indexes:
-                missing.append(f"{plan.collection}.{KEY_INDEX}")
+            if Operation.CREATE in template.operations and found:
+                if KEY_INDEX not in indexes:
+                    missing.append(f"{plan.collection}.{KEY_INDEX}")
+                validator = (found[0].get("options") or {}).get("validator")
+                if forbids_key_field(validator):
+                    missing.append(f"{plan.collection} validator property {KEY_FIELD}")
         if missing:
             raise DatabaseObjectMissing(
                 f"template {template.name!r}: declared MongoDB objects are missing "
@@ -188,19 +208,17 @@ class RecAdapter:
             await client.admin.command("ping")
 
     async def _write(
-        self,
-        ctx: CallContext,
-        write: Callable[[], Awaitable[Record]],
-        recover: Callable[[], Awaitable[Record | None]] | None = None,
+        self, ctx: CallContext, write: Write, recover: Recover | None = None
     ) -> Record:
         """Run a write: at most once per idempotency key when the request has one.
 
-        ``recover`` tells whether a lost attempt's write applied (:mod:`beds_rec.idempotency`);
-        without one, the write is idempotent in its effect and simply runs again.
+        ``write`` gets the claim's pin when keyed, else ``None``; ``recover`` tells whether a
+        lost attempt's write applied (:mod:`beds_rec.idempotency`); without one, the write is
+        idempotent in its effect and simply runs again.
         """
         await self._reachable(ctx, write=True)
-        if ctx.idempotency_key is None or not self.idempotent_writes:
-            return await write()
+        if not self._keyed(ctx):
+            return await write(None)
         if self._keys is None:
             raise StoreUnavailable("the REC store is not started")
         return await self._keys.once(ctx, write, recover or _runs_again)
@@ -209,8 +227,8 @@ class RecAdapter:
         """Insert the record (stamping ``created_at`` if generated); return ``returns``."""
         return await self._write(
             ctx,
-            lambda: self._create(template, record, ctx),
-            lambda: self._created(template, ctx),
+            lambda pin: self._create(template, record, ctx),
+            lambda pinned: self._created(template, ctx),
         )
 
     async def _create(self, template: Template, record: Record, ctx: CallContext) -> Record:
@@ -219,10 +237,10 @@ class RecAdapter:
         document = plan.document(spec.params, record, "$.payload")
         if plan.stamps_created_at:
             document[CREATED_AT] = utc_now()
-        keyed = ctx.idempotency_key is not None and self.idempotent_writes
+        keyed = self._keyed(ctx)
         if keyed:
             # In the same insert: a later attempt can see whether this one applied.
-            document[KEY_FIELD] = ctx.idempotency_key
+            document[KEY_FIELD] = key_value(ctx)
         try:
             with database_call(collection=plan.collection, deadline=ctx.deadline):
                 result = await self._collection(plan).insert_one(document)
@@ -238,7 +256,7 @@ class RecAdapter:
         plan = self._plan(template)
         spec = self._operation(template, Operation.CREATE)
         with database_call(collection=plan.collection, deadline=ctx.deadline):
-            document = await self._collection(plan).find_one({KEY_FIELD: ctx.idempotency_key})
+            document = await self._collection(plan).find_one({KEY_FIELD: key_value(ctx)})
         if document is None:
             return None
         return to_record(document, spec.returns, id_mapped=plan.id_mapped)
@@ -267,7 +285,7 @@ class RecAdapter:
         Raises:
             NotFound: no record has the key.
         """
-        return await self._write(ctx, lambda: self._update(template, record, ctx))
+        return await self._write(ctx, lambda pin: self._update(template, record, ctx))
 
     async def _update(self, template: Template, record: Record, ctx: CallContext) -> Record:
         plan = self._plan(template)
@@ -299,26 +317,45 @@ class RecAdapter:
         """
         return await self._write(
             ctx,
-            lambda: self._delete(template, key, ctx),
-            lambda: self._deleted_again(template, key, ctx),
+            lambda pin: self._delete(template, key, ctx, pin),
+            lambda pinned: self._deleted_again(template, key, ctx, pinned),
         )
 
-    async def _delete(self, template: Template, key: Record, ctx: CallContext) -> Record:
+    async def _delete(
+        self, template: Template, key: Record, ctx: CallContext, pin: Pin | None
+    ) -> Record:
         plan = self._plan(template)
         self._operation(template, Operation.DELETE)
         where = plan.key_filter(key)
+        collection = self._collection(plan)
         with database_call(collection=plan.collection, deadline=ctx.deadline):
-            result = await self._collection(plan).delete_one(where)
+            if pin is not None:
+                # Keyed: pin the document on the claim first, so that recovery deletes this
+                # document again and never one created later with the same key.
+                found = await collection.find_one(where, {DOC_ID: 1})
+                if found is None:
+                    raise self._not_found(template)
+                await pin(found[DOC_ID])
+                where = {**where, DOC_ID: found[DOC_ID]}
+            result = await collection.delete_one(where)
         if result.deleted_count == 0:
             raise self._not_found(template)
         return {"deleted": result.deleted_count}
 
-    async def _deleted_again(self, template: Template, key: Record, ctx: CallContext) -> Record:
-        """Recover a lost keyed delete: run it again; nothing left means the first one ran."""
-        try:
-            return await self._delete(template, key, ctx)
-        except NotFound:
-            return {"deleted": 1}
+    async def _deleted_again(
+        self, template: Template, key: Record, ctx: CallContext, pinned: Any
+    ) -> Record | None:
+        """Recover a lost keyed delete: delete the document it pinned, if it is still there.
+
+        Without a pin the lost attempt deleted nothing (it pins first): run it (``None``).
+        """
+        if pinned is None:
+            return None
+        plan = self._plan(template)
+        where = {**plan.key_filter(key), DOC_ID: pinned}
+        with database_call(collection=plan.collection, deadline=ctx.deadline):
+            await self._collection(plan).delete_one(where)
+        return {"deleted": 1}  # by this attempt or the lost one: the outcome the first one had
 
     async def store_events(self, events: Sequence[dict[str, Any]]) -> None:
         """Keep lineage events in ``msLogs`` (the admin node's logs broker; :mod:`beds.lineage`)."""
@@ -353,10 +390,13 @@ class RecAdapter:
             database = self._database
             applied: list[str] = []
             own = [*([keys_schema_file()] if self.idempotent_writes else []), events_schema_file()]
+            keyed = self._keyed_collections()
             for file in [*own, *files]:
                 if not file.name.endswith(".json"):
                     raise TemplateError("REC schema files must be *.json", template=file.name)
                 schema = parse_schema_file(file)
+                if schema.collection in keyed:  # keyed creates store _beds_key: allow it
+                    schema = attrs.evolve(schema, validator=allow_key_field(schema.validator))
                 with map_exceptions(collection=schema.collection):
                     await apply_collection(database, schema)
                 applied.append(file.name)
@@ -367,17 +407,25 @@ class RecAdapter:
             if started_here:
                 await self.aclose()
 
+    def _keyed_collections(self) -> set[str]:
+        """The collections keyed creates write to (they store ``_beds_key``)."""
+        if not self.idempotent_writes:
+            return set()
+        return {
+            plan.collection
+            for plan in self._plans.values()
+            if Operation.CREATE in plan.template.operations
+        }
+
     async def _apply_key_indexes(self, database: AsyncDatabase[Document]) -> list[str]:
         """The unique sparse ``_beds_key`` index of every collection a keyed create writes to."""
         applied = []
-        for plan in sorted(self._plans.values(), key=lambda plan: plan.collection):
-            if Operation.CREATE not in plan.template.operations:
-                continue
-            with map_exceptions(collection=plan.collection):
-                await database[plan.collection].create_index(
+        for collection in sorted(self._keyed_collections()):
+            with map_exceptions(collection=collection):
+                await database[collection].create_index(
                     [(KEY_FIELD, 1)], name=KEY_INDEX, unique=True, sparse=True
                 )
-            applied.append(f"{plan.collection}.{KEY_INDEX}")
+            applied.append(f"{collection}.{KEY_INDEX}")
         return applied
 
     async def aclose(self) -> None:
@@ -393,6 +441,9 @@ class RecAdapter:
                 await self._embedded.stop()
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _keyed(self, ctx: CallContext) -> bool:
+        return ctx.idempotency_key is not None and self.idempotent_writes
 
     def _plan(self, template: Template) -> TemplatePlan:
         plan = self._plans.get(template.name)
@@ -429,7 +480,7 @@ class RecAdapter:
         )
 
 
-async def _runs_again() -> None:
+async def _runs_again(pinned: Any) -> None:
     """Recovery of a write that is idempotent in its effect: nothing to find, run it again."""
     return None
 

@@ -8,34 +8,51 @@ the write. Two things make it safe anyway (docs/architecture.md, "Idempotent wri
   now + ``ctx.idempotency_lease`` (``handler_budget + settle_grace``: the broker stops every
   handler by then). After the write it records the result on the claim. A repeat that finds a
   result gets it (``repeat_outcome``); one that finds a claim without a result whose lease is
-  live gets ``WriteInDoubt`` with the seconds left (the first attempt is genuinely running); the
-  same handling's own retry takes its claim back at once.
+  live gets ``WriteInDoubt`` with the seconds left (the first attempt may still be running);
+  the same handling's own retry takes its claim back at once.
 * **Writes whose effect can be seen.** A claim whose lease lapsed without a result belongs to an
   attempt that is gone (its node died, or its store went away between the write and the
-  record). A repeat takes it over (one winner) and *recovers*: a create stores the key in the
-  created document (``_beds_key``) under a unique sparse index on the template's collection,
-  in the same ``insert_one``, so the repeat finds the document if the write applied (and its
-  answer is built from it) or inserts it now, and two inserts with one key are impossible. An
-  update (``$set`` of the sent values) and a delete (by key) are idempotent in their effect, so
-  recovery runs them again; a delete that then finds nothing answers ``{"deleted": 1}``, the
-  outcome the first attempt had (the claim survives only a write that was not refused).
+  record). A repeat takes it over (one winner: the update is conditioned on the old attempt and
+  lease) and *recovers*, finding out whether the lost attempt's write applied:
 
-A write that fails before it reached the server, or that the server refused, releases its claim,
-so a repeat runs it; one whose outcome is unknown (connection lost mid-call) shortens its lease
-to now, so the next repeat recovers at once. Keys expire after ``ctx.idempotency_ttl`` (TTL
-index ``beds_idempotency_ttl``); a create's key also lives in its document, as long as it does.
+  - a create stores ``key#fingerprint`` in the created document (``_beds_key``, see
+    :func:`key_value`) under a unique sparse index on the template's collection, in the same
+    ``insert_one``: the repeat finds the document if the write applied (and builds its answer
+    from it) or inserts it now; two inserts of one keyed request are impossible, whatever the
+    interleaving, even with an attempt that outlived its lease;
+  - a delete first pins the ``_id`` of the document it deletes on its claim (``target``), then
+    deletes that document: recovery deletes the pinned document again, and answers
+    ``{"deleted": 1}`` when it is gone already (the lost attempt deleted it). A document created
+    later with the same key is never touched; a claim without a pin means the delete never ran;
+  - an update (``$set`` of the sent values) is idempotent in its effect: recovery runs it again.
+
+A write that never reached the server, that the server refused, or that matched nothing releases
+its claim, so a repeat runs it. One whose outcome is unknown (connection lost or timed out
+mid-call, write concern failed, task cancelled), or that failed while recovering a lost attempt's
+write, keeps its claim and shortens its lease to now, so the next repeat recovers at once. Keys
+expire after ``ctx.idempotency_ttl`` (TTL index ``beds_idempotency_ttl``); an expired key is a
+new key. Leases compare the clocks of the nodes involved: they must agree to well within a lease.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Callable
+import math
+import os
+from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Final
 
+import attrs
+import pymongo
 from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError, PyMongoError, ServerSelectionTimeoutError
+from pymongo.errors import (
+    DuplicateKeyError,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+    WriteConcernError,
+)
 
 from beds.errors import RequestError, WriteInDoubt
 from beds.idempotency import encode_result, repeat_outcome
@@ -44,8 +61,6 @@ from beds_rec.errors import database_call
 from beds_rec.values import utc_now
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
-
     from pymongo.asynchronous.collection import AsyncCollection
 
     from beds.namaste import CallContext, Record
@@ -57,24 +72,62 @@ __all__ = (
     "TTL_INDEX",
     "AlreadyApplied",
     "KeyStore",
+    "Pin",
     "Recover",
+    "Write",
+    "allow_key_field",
+    "forbids_key_field",
+    "key_value",
     "schema_file",
 )
 
 COLLECTION: Final = "beds_idempotency"
 TTL_INDEX: Final = "beds_idempotency_ttl"
 KEY_FIELD: Final = "_beds_key"
-"""The field of a created document that holds the idempotency key it was created with."""
+"""The field of a created document that holds the key (and fingerprint) it was created with."""
 KEY_INDEX: Final = "beds_idempotency_key_uq"
 """The unique sparse index on ``_beds_key`` in every collection a keyed create writes to."""
 _SCHEMA: Final = "000_beds_idempotency.json"
+_CLAIM_TRIES: Final = 5
+"""Claim rounds before giving up (each lost round means another attempt changed the claim)."""
+_CLEANUP_SECONDS: Final = 1.0
+"""At most this long to release or shorten a claim after a failure (it lapses anyway)."""
 
-Recover = Callable[[], "Awaitable[Record | None]"]
-"""Tells whether a lost attempt's write applied: its result, or ``None`` (run it again)."""
+Pin = Callable[[Any], "Awaitable[None]"]
+"""Records on the claim, before the write, what the write is about to change (a delete's
+``_id``), so that recovery changes that and nothing else. Raises ``WriteInDoubt`` when another
+attempt took the key over meanwhile: the write must not run."""
+Write = Callable[[Pin | None], "Awaitable[Record]"]
+"""Runs the write and returns its result; given the claim's :data:`Pin` when keyed."""
+Recover = Callable[[Any], "Awaitable[Record | None]"]
+"""Tells whether a lost attempt's write applied, given what it pinned (or ``None``): the
+write's result, or ``None`` when it did not apply (it is run now)."""
 
 
 class AlreadyApplied(Exception):
-    """A keyed insert met its own key in ``_beds_key``: an earlier attempt applied it."""
+    """A keyed insert met its own ``_beds_key``: an earlier attempt applied it."""
+
+
+@attrs.frozen
+class _Claimed:
+    """What claiming a key gave this attempt."""
+
+    held: Mapping[str, Any] | None = None
+    """Another request's claim, or one with a result: the repeat is answered from it."""
+    taken_over: bool = False
+    """This attempt holds a claim a lost attempt left: its write may have applied."""
+    pinned: Any = None
+    """What the lost attempt pinned, if it did."""
+
+
+def key_value(ctx: CallContext) -> str:
+    """The ``_beds_key`` of a document created by this keyed request: ``key#fingerprint``.
+
+    The fingerprint part (64 bits) makes the value name the request, not just the key: after the
+    key expired, a resend of the same create still finds its document, while another create
+    that reuses the key is a new request and runs.
+    """
+    return f"{ctx.idempotency_key}#{ctx.fingerprint[:16]}"
 
 
 def schema_file() -> SchemaFile:
@@ -83,13 +136,42 @@ def schema_file() -> SchemaFile:
     return SchemaFile(name=f"beds_rec/schema_files/{_SCHEMA}", text=text, distribution="beds-rec")
 
 
+def forbids_key_field(validator: Mapping[str, Any] | None) -> bool:
+    """Whether a collection validator rejects documents that carry ``_beds_key``.
+
+    Only a ``$jsonSchema`` that restricts ``additionalProperties`` and does not declare the
+    field does; query-operator validators constrain named fields only.
+    """
+    schema = (validator or {}).get("$jsonSchema")
+    if not isinstance(schema, Mapping):
+        return False
+    extra = schema.get("additionalProperties", True)
+    return extra is not True and KEY_FIELD not in (schema.get("properties") or {})
+
+
+def allow_key_field(validator: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """The validator, declaring ``_beds_key`` (a string) if it would reject it."""
+    if validator is None or not forbids_key_field(validator):
+        return validator
+    schema = dict(validator["$jsonSchema"])
+    schema["properties"] = {**(schema.get("properties") or {}), KEY_FIELD: {"bsonType": "string"}}
+    return {**validator, "$jsonSchema": schema}
+
+
 def _not_applied(exc: BaseException) -> bool:
     """Whether a failed write certainly changed nothing, so its claim may be released."""
-    if isinstance(exc, RequestError):
-        cause = exc.__cause__
-        # The server refused it (validation, duplicate key…), or it never left the client.
-        return not exc.TRANSIENT or isinstance(cause, ServerSelectionTimeoutError)
-    return False
+    if not isinstance(exc, RequestError):
+        return False  # cancelled mid-call, or a bug: unknown
+    cause = exc.__cause__
+    if isinstance(cause, ServerSelectionTimeoutError):
+        return True  # no server was found: nothing was sent
+    if isinstance(cause, WriteConcernError):
+        return False  # applied, just not acknowledged as asked
+    if isinstance(cause, PyMongoError) and cause.timeout:
+        return False  # sent, and no answer in time (the deadline, or the server): unknown
+    # The server refused it (validation, duplicate key), it matched nothing (NotFound), or it
+    # was never sent (deadline passed before the call); a lost connection is transient.
+    return not exc.TRANSIENT
 
 
 class KeyStore:
@@ -98,107 +180,133 @@ class KeyStore:
     def __init__(self, collection: AsyncCollection[dict[str, Any]]) -> None:
         self.collection = collection
 
-    async def once(
-        self,
-        ctx: CallContext,
-        write: Callable[[], Awaitable[Record]],
-        recover: Recover,
-    ) -> Record:
+    async def once(self, ctx: CallContext, write: Write, recover: Recover) -> Record:
         """Run ``write`` at most once for ``ctx.idempotency_key``; see the module docstring.
 
         Raises:
             IdempotencyKeyReused: the key belongs to another request.
-            WriteInDoubt: the key's first attempt holds a live lease and has no result yet.
+            WriteInDoubt: another attempt holds the key with a live lease and has no result yet.
         """
-        held, taken_over = await self._claim(ctx)
-        if held is not None:
+        if not ctx.attempt:  # a caller that does not tell its handlings apart: each call is one
+            ctx = attrs.evolve(ctx, attempt=os.urandom(12).hex())
+        claimed = await self._claim(ctx)
+        if claimed.held is not None:
+            held = claimed.held
             return repeat_outcome(ctx, str(held["fingerprint"]), held.get("result"))
+        # After a takeover, until recovery tells, the lost attempt's write may have applied:
+        # a failure then keeps the claim (and what the lost attempt pinned on it).
+        recovering = claimed.taken_over
         try:
-            result = await self._run(write, recover, taken_over=taken_over)
+            result = await recover(claimed.pinned) if claimed.taken_over else None
+            recovering = False
+            if result is None:
+                result = await self._write(ctx, write, recover)
         except BaseException as exc:
-            await self._after_failure(ctx, exc)
+            await self._after_failure(ctx, release=not recovering and _not_applied(exc))
             raise
         expires = utc_now() + dt.timedelta(seconds=ctx.idempotency_ttl)
-        with database_call(collection=COLLECTION, deadline=None):
-            await self.collection.update_one(
-                {"_id": ctx.idempotency_key, "attempt": ctx.attempt},
-                {"$set": {"result": encode_result(result).decode(), "expires_at": expires}},
-            )
+        try:
+            with database_call(collection=COLLECTION, deadline=None):
+                await self.collection.update_one(
+                    {"_id": ctx.idempotency_key, "attempt": ctx.attempt},
+                    {"$set": {"result": encode_result(result).decode(), "expires_at": expires}},
+                )
+        except BaseException:
+            # Applied but not recorded: the next attempt may recover it at once.
+            await self._after_failure(ctx, release=False)
+            raise
         return result
 
-    @staticmethod
-    async def _run(
-        write: Callable[[], Awaitable[Record]], recover: Recover, *, taken_over: bool
-    ) -> Record:
-        if taken_over:
-            recovered = await recover()
-            if recovered is not None:
-                return recovered
+    async def _write(self, ctx: CallContext, write: Write, recover: Recover) -> Record:
+        async def pin(target: Any) -> None:
+            await self._pin(ctx, target)
+
         try:
-            return await write()
+            return await write(pin)
         except AlreadyApplied:
-            recovered = await recover()  # another attempt inserted it just now
+            recovered = await recover(None)  # another attempt inserted it just now
             if recovered is None:  # pragma: no cover - the unique index says it exists
                 raise
             return recovered
 
-    async def _after_failure(self, ctx: CallContext, exc: BaseException) -> None:
+    async def _pin(self, ctx: CallContext, target: Any) -> None:
+        with database_call(collection=COLLECTION, deadline=ctx.deadline):
+            pinned = await self.collection.update_one(
+                {"_id": ctx.idempotency_key, "attempt": ctx.attempt, "result": None},
+                {"$set": {"target": target}},
+            )
+        if pinned.matched_count == 0:
+            raise WriteInDoubt(
+                "another attempt took this write's idempotency key over; it is not run twice",
+                details=("ask again to get the outcome",),
+            )
+
+    async def _after_failure(self, ctx: CallContext, *, release: bool) -> None:
         """Release a claim whose write changed nothing; else let the next repeat recover now."""
         mine = {"_id": ctx.idempotency_key, "attempt": ctx.attempt, "result": None}
-        with contextlib.suppress(PyMongoError):  # if this fails too, the lease lapses by itself
-            if _not_applied(exc):
+        # Best effort and brief: if this fails too, the lease lapses by itself.
+        with contextlib.suppress(PyMongoError), pymongo.timeout(_CLEANUP_SECONDS):
+            if release:
                 await self.collection.delete_one(mine)
             else:
                 await self.collection.update_one(mine, {"$set": {"lease_until": utc_now()}})
 
-    async def _claim(self, ctx: CallContext) -> tuple[dict[str, Any] | None, bool]:
+    async def _claim(self, ctx: CallContext) -> _Claimed:
         """Claim the key, or return the claim that answers this repeat.
-
-        Returns:
-            ``(None, taken_over)`` when this attempt holds the key now (``taken_over``: from a
-            lost attempt, so its write may have applied), else ``(claim, False)``.
 
         Raises:
             WriteInDoubt: another attempt holds the key with a live lease.
         """
-        now = utc_now()
-        claim = {
-            "fingerprint": ctx.fingerprint,
-            "result": None,
-            "attempt": ctx.attempt,
-            "lease_until": now + dt.timedelta(seconds=ctx.idempotency_lease),
-            "expires_at": now + dt.timedelta(seconds=ctx.idempotency_ttl),
-        }
         key = ctx.idempotency_key
         with database_call(collection=COLLECTION, deadline=ctx.deadline):
-            try:
-                await self.collection.insert_one({"_id": key, **claim})
-                return None, False
-            except DuplicateKeyError:
-                pass
-            held = await self.collection.find_one({"_id": key})
-            if held is None:  # expired and deleted between the two calls: claim afresh
-                return await self._claim(ctx)
-            if held.get("result") is not None or held.get("fingerprint") != ctx.fingerprint:
-                return held, False  # answered from it, or refused as another request's key
-            if held["expires_at"] <= now:  # forgotten: a new first attempt
-                lapsed: dict[str, Any] = {"expires_at": held["expires_at"]}
-            elif held.get("attempt") == ctx.attempt:  # this handling's own earlier try
-                lapsed = {"attempt": ctx.attempt}
-            elif held.get("lease_until", held["expires_at"]) <= now:
-                lapsed = {"lease_until": held.get("lease_until")}
-            else:
-                left = (held.get("lease_until", held["expires_at"]) - now).total_seconds()
-                raise WriteInDoubt(
-                    "the first write with this idempotency key is still running; it is not "
-                    "run twice",
-                    details=(f"ask again in {max(1, round(left))} s",),
+            for _ in range(_CLAIM_TRIES):
+                now = utc_now()
+                claim = {
+                    "fingerprint": ctx.fingerprint,
+                    "result": None,
+                    "attempt": ctx.attempt,
+                    "lease_until": now + dt.timedelta(seconds=ctx.idempotency_lease),
+                    "expires_at": now + dt.timedelta(seconds=ctx.idempotency_ttl),
+                }
+                try:
+                    await self.collection.insert_one({"_id": key, **claim})
+                    return _Claimed()
+                except DuplicateKeyError:
+                    pass
+                held = await self.collection.find_one({"_id": key})
+                if held is None:  # expired and deleted between the two calls: claim afresh
+                    continue
+                if held["expires_at"] <= now:  # forgotten: this is a new first attempt
+                    fresh = await self.collection.find_one_and_replace(
+                        {"_id": key, "expires_at": held["expires_at"]}, claim
+                    )
+                    if fresh is not None:
+                        return _Claimed()
+                    continue
+                if held.get("result") is not None or held.get("fingerprint") != ctx.fingerprint:
+                    return _Claimed(held=held)  # answered from it, or refused as another's key
+                owner = held.get("attempt")
+                if owner != ctx.attempt:  # the same handling's own earlier try is taken back
+                    # A claim without a lease (left by an earlier version) is in doubt until
+                    # it expires: nothing tells how long its attempt may run.
+                    lease_until = held.get("lease_until") or held["expires_at"]
+                    if lease_until > now:
+                        left = (lease_until - now).total_seconds()
+                        raise WriteInDoubt(
+                            "the first write with this idempotency key may still be running; "
+                            "it is not run twice",
+                            details=(f"ask again in {max(1, math.ceil(left))} s",),
+                        )
+                lapsed = {"attempt": owner, "lease_until": held.get("lease_until")}
+                taken = await self.collection.find_one_and_update(
+                    {"_id": key, "result": None, **lapsed},
+                    {"$set": claim},
+                    return_document=ReturnDocument.AFTER,
                 )
-            taken = await self.collection.find_one_and_update(
-                {"_id": key, "result": None, **lapsed},
-                {"$set": claim},
-                return_document=ReturnDocument.AFTER,
-            )
-        if taken is None:  # another repeat took it over first, or it got its result
-            return await self._claim(ctx)
-        return None, "expires_at" not in lapsed
+                if taken is not None:
+                    return _Claimed(taken_over=True, pinned=taken.get("target"))
+        # Other attempts kept changing the claim (each round, one of them won it).
+        raise WriteInDoubt(
+            "other attempts hold this idempotency key; the write is not run twice",
+            details=(f"ask again in {max(1, round(ctx.idempotency_lease))} s",),
+        )
