@@ -405,22 +405,17 @@ async def test_a_write_sent_straight_to_the_read_queue_is_refused(
     await scene.check_node()
 
 
-@pytest.mark.xfail(
-    reason=(
-        "RabbitMQ 3.10.8 crashes the queue (function_clause in rabbit_dead_letter) when it "
-        "dead-letters an expired message whose x-death header a sender forged; the node never "
-        "sees the message. Passes once the broker queues lose x-dead-letter-exchange or "
-        "RabbitMQ is fixed; publisher permissions (issue 14) keep such senders out"
-    ),
-    strict=True,
-)
 async def test_a_request_with_a_forged_x_death_header_that_expires_in_the_queue(
     amqp_url: str, serve: Callable[..., Awaitable[Served]]
 ) -> None:
     """RabbitMQ dead-letters a request that expires in a broker queue (the queue's
     ``x-dead-letter-exchange``) and updates its ``x-death`` header: one that a sender forged
-    as an array of non-tables crashes the queue process of RabbitMQ 3.10, for good once the
-    request is persistent. Its own node: the read queue may not survive."""
+    as an array of non-tables crashes the queue process of RabbitMQ 3.10.8 (sometimes: it
+    depends on how the request reaches the head of the queue), before any node sees it.
+
+    What BEDS guarantees either way: the queue survived and everything settled, or the node
+    noticed that RabbitMQ cancelled its consumer (it reports not consuming and retries) instead
+    of waiting on a dead queue without a word. Its own node: the read queue may not survive."""
     served = await serve()
     exchange = f"beds.events.{served.env}"
     window = LogWindow(served)
@@ -437,9 +432,17 @@ async def test_a_request_with_a_forged_x_death_header_that_expires_in_the_queue(
                 delivery_mode=2,
                 headers={"x-death": [decimal.Decimal("1.5")]},
             )
-    unsettled = await settled_queues(
-        amqp_url, served.env, empty=(f"beds.{served.env}.appServer.rBroker",)
-    )
+    read_queue = f"beds.{served.env}.appServer.rBroker"
+    unsettled = await settled_queues(amqp_url, served.env, empty=(read_queue,))
+    if read_queue in unsettled and unsettled[read_queue].startswith("gone"):
+        # RabbitMQ crashed the queue: the node must have noticed its consumer was cancelled.
+        # (RabbitMQ then also closes the node's connection with INTERNAL_ERROR, which aiormq
+        # logs with its reader's traceback; the node reconnects.)
+        deadline = time.monotonic() + 10
+        while "cancelled broker rBroker's consumer" not in window.text():
+            assert time.monotonic() < deadline, window.text()[-4000:]
+            await asyncio.sleep(0.1)
+        return
     assert not unsettled, f"not settled: {unsettled}"
     took = await raw_ping(amqp_url, exchange, timeout=1.0)
     assert took < 1.0
