@@ -5,6 +5,7 @@ Build with ``sphinx-build -W --keep-going -b html docs docs/_build/html`` (``nox
 
 from __future__ import annotations
 
+import importlib
 import re
 from importlib.metadata import version as _version
 from typing import TYPE_CHECKING
@@ -12,7 +13,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from docutils.nodes import Element
+    from sphinx.addnodes import pending_xref
     from sphinx.application import Sphinx
+    from sphinx.environment import BuildEnvironment
 
 project = "BEDS"
 author = "The BEDS developers"
@@ -92,8 +96,43 @@ def _restore_attribute_docstring(
         lines[:] = _attribute_docstrings.pop(name)
 
 
+# The public classes are documented once, under ``beds`` (docs/api.md), where users import them
+# from. A reference through the module that defines one (``beds.errors.ConfigError``,
+# ``beds.client.BedsClient.call``) is resolved to that documentation.
+def _public_name(target: str) -> str | None:
+    import beds
+
+    parts = target.split(".")
+    for end in range(len(parts), 2, -1):
+        module, name = ".".join(parts[: end - 1]), parts[end - 1]
+        if module == "beds" or not module.startswith("beds.") or name not in beds.__all__:
+            continue
+        try:
+            defined = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+        if defined is getattr(beds, name):
+            return ".".join(["beds", *parts[end - 1 :]])
+    return None
+
+
+def _on_missing_reference(
+    app: Sphinx, env: BuildEnvironment, node: pending_xref, contnode: Element
+) -> Element | None:
+    if node.get("refdomain") != "py":
+        return None
+    public = _public_name(node["reftarget"])
+    if public is None:
+        return None
+    domain = env.get_domain("py")
+    return domain.resolve_xref(
+        env, node["refdoc"], app.builder, node["reftype"], public, node, contnode
+    )
+
+
 def setup(app: Sphinx) -> None:
     app.connect("include-read", _on_include_read)
+    app.connect("missing-reference", _on_missing_reference)
     # napoleon handles autodoc-process-docstring at the default priority, 500.
     app.connect("autodoc-process-docstring", _keep_attribute_docstring, priority=400)
     app.connect("autodoc-process-docstring", _restore_attribute_docstring, priority=600)

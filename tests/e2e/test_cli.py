@@ -83,6 +83,22 @@ def test_call_through_a_served_node(served: Path) -> None:
     assert error["error"]["code"] == "BEDS-422"  # type: ignore[index]
     assert error["error"]["details"] == ["$.payload.body: is required"]  # type: ignore[index]
 
+    # A misspelt template, field or query gets a suggestion.
+    code, error = call(served, "spew_pots", "fetch", json.dumps({"params": {"id": post_id}}))
+    assert code == 1
+    assert error["error"]["code"] == "BEDS-404T"  # type: ignore[index]
+    assert error["error"]["details"] == [  # type: ignore[index]
+        "template: spew_pots",
+        "did you mean 'spew_post'?",
+    ]
+    code, error = call(served, "spew_post", "create", json.dumps({"author": author, "bdy": "x"}))
+    assert error["error"]["details"] == [  # type: ignore[index]
+        "$.payload.bdy: is not a field of this operation; did you mean 'body'?",
+        "$.payload.body: is required",
+    ]
+    code, error = call(served, "spew_post", "fetch", json.dumps({"query": "by_di"}))
+    assert error["error"]["details"][0].endswith("; did you mean 'by_id'?")  # type: ignore[index]
+
 
 def test_call_with_bad_json_is_a_usage_error(node_config: Path) -> None:
     result = beds("call", "spew_post", "create", "{not json", "--config", str(node_config))
@@ -97,6 +113,75 @@ def test_templates_lists_the_example_domain() -> None:
     assert rows["spew_post"]["store"] == "rel"
     assert rows["spew_profile"]["store"] == "rec"
     assert rows["spew_post"]["distribution"] == "beds-templates-example"
+
+
+def beds_with(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the beds command with ``env`` added to an environment without BEDS_ variables."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("BEDS_")}
+    return subprocess.run(
+        [sys.executable, "-m", "beds", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**clean, **env},
+        check=False,
+    )
+
+
+def test_version_and_plugins_list_the_installed_plugins() -> None:
+    version = beds("--version")
+    assert version.returncode == 0, version.stderr
+    lines = version.stdout.splitlines()
+    assert lines[0].startswith("beds, version ")
+    listed = {line.split()[0]: line.split()[1] for line in lines[2:]}
+    assert listed == {"rec": "beds-rec", "rel": "beds-rel", "spew": "beds-templates-example"}
+
+    plugins = beds("plugins", "--json")
+    assert plugins.returncode == 0, plugins.stderr
+    assert {p["name"]: p["distribution"] for p in json.loads(plugins.stdout)} == listed
+
+
+def test_check_json_parses(node_config: Path) -> None:
+    result = beds("check", "--config", str(node_config), "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    checks = json.loads(result.stdout)
+    assert [c["name"] for c in checks[:3]] == ["config", "rabbitmq", "plugins"]
+    assert {c["status"] for c in checks} == {"ok"}
+
+
+@pytest.mark.parametrize("command", [["check"], ["run"], ["templates"], ["schema", "apply"]])
+def test_a_store_table_the_adapter_refuses_is_a_config_error(
+    node_config: Path, command: list[str]
+) -> None:
+    text = node_config.read_text(encoding="utf-8").replace(
+        "[stores.rel]\n", "[stores.rel]\nbogus = 1\n"
+    )
+    node_config.write_text(text, encoding="utf-8")
+    result = beds(*command, "--config", str(node_config))
+    assert result.returncode == 2, result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert "stores.rel." in output
+    assert str(node_config) in output
+    assert "Traceback" not in output
+
+
+def test_no_templates_warns_in_development_and_refuses_production(node_config: Path) -> None:
+    no_domain = {"BEDS_DISABLED_PLUGINS": "spew"}
+    warning = (
+        "templates: no templates are installed, so this node serves no requests: install a "
+        "template package (docs/writing-a-domain.md), such as beds-templates-example"
+    )
+    development = beds_with(no_domain, "check", "--config", str(node_config))
+    assert development.returncode == 1
+    assert f"[WARN] {warning}" in development.stdout.splitlines()
+
+    production = in_mode(node_config, "production")
+    checked = beds_with(no_domain, "check", "--config", str(production))
+    assert checked.returncode == 1
+    assert checked.stdout.splitlines()[-1] == f"[FAIL] {warning}"
+    run = beds_with(no_domain, "run", "--config", str(production))
+    assert run.returncode == 1
+    assert run.stderr.splitlines()[-1] == f"beds: error: start-up failed at {warning}"
 
 
 def test_bad_config_names_file_and_key(tmp_path: Path) -> None:

@@ -594,7 +594,9 @@ async def test_poller_forgets_the_depths_while_rabbitmq_is_away() -> None:
     poller = telemetry.poller
     assert await poller.poll()
     assert set(poller.brokers) == {"rBroker", "wBroker", "mBroker"}
-    telemetry.node._connection = None
+    node = telemetry.node
+    assert isinstance(node, BedsNode)
+    node._connection = None
     assert not await poller.poll()
     assert (poller.brokers, poller.dead) == ({}, None)
     assert poller.polled_at is not None  # when the last good reading was

@@ -32,12 +32,13 @@ request (``RequestError``, which crosses the wire in ``Response.error``)::
             └── StoreUnavailable      BEDS-503   the database cannot be reached (transient)
 
 Messages are deterministic (no ids, addresses or timestamps) so that the same bad input always
-produces the same reply. Context goes in attributes and ``details``.
+produces the same reply. Context goes in attributes and ``details``. Every error pickles with its
+message, details and attributes (a process pool or a multiprocessing queue can carry it).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -76,8 +77,19 @@ __all__ = (
 )
 
 
+def _unpickle(cls: type[BedsError], args: tuple[Any, ...]) -> BedsError:
+    """Rebuild a pickled error without calling its ``__init__`` (its state follows)."""
+    return cls.__new__(cls, *args)
+
+
 class BedsError(Exception):
     """Base class of every exception BEDS raises."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # An exception pickles as ``cls(*self.args)``: with keyword-only attributes (``file``,
+        # ``template``, ``details``…) and a formatted message, that call fails or loses them.
+        # Rebuild the instance as it is instead: its args, then its attributes.
+        return _unpickle, (type(self), self.args), self.__dict__ or None
 
 
 class ConfigError(BedsError):

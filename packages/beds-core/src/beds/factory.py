@@ -5,6 +5,7 @@ Built once at start-up; a request then costs one dictionary look-up.
 
 from __future__ import annotations
 
+from difflib import get_close_matches
 from typing import TYPE_CHECKING
 
 from beds.errors import UnknownTemplate
@@ -39,11 +40,16 @@ class Factory:
         """Return the template and its adapter.
 
         Raises:
-            UnknownTemplate: no served template has that name.
+            UnknownTemplate: no served template has that name; the details suggest the closest
+                served name, if one is close (``did you mean 'spew_post'?``).
         """
         try:
             return self._routes[name]
         except KeyError:
+            details = [f"template: {name}"]
+            close = get_close_matches(name, sorted(self._routes), n=1)
+            if close:
+                details.append(f"did you mean {close[0]!r}?")
             raise UnknownTemplate(
-                "no template of that name is served by this node", details=(f"template: {name}",)
+                "no template of that name is served by this node", details=details
             ) from None

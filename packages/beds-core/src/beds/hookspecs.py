@@ -12,7 +12,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from beds.envelopes import Request, Response
-    from beds.node import NodeInfo
+    from beds.nodeinfo import NodeInfo
     from beds.registry import AdapterRegistry, TemplateRegistry
     from beds.templates.model import Template
 

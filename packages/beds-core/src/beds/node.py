@@ -4,9 +4,9 @@ IPL: configuration (already loaded) → telemetry (when serving) → RabbitMQ �
 and templates → stores (``rec`` then ``rel``; required; then their optional parts such as REL
 secondaries) → shared filesystem (if configured) → template database objects → brokers without
 bindings → topology → brokers → ready. RabbitMQ, plugins, stores and topology are always fatal.
-In production every failure is fatal; in development telemetry that cannot listen, a template
-that cannot be prepared or whose objects are missing is a warning. A broker without bindings is
-reported idle on the checklist.
+In production every failure is fatal; in development telemetry that cannot listen, no templates
+installed, a template that cannot be prepared or whose objects are missing is a warning. A broker
+without bindings is reported idle on the checklist.
 ``BedsNode.check()`` runs the same steps without serving and returns the checklist.
 """
 
@@ -19,7 +19,6 @@ import tempfile
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, Self
 
 import aiormq
-import attrs
 import pluggy
 from loguru import logger
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
@@ -33,6 +32,7 @@ from beds.factory import Factory
 from beds.heartbeat import Heartbeat
 from beds.lineage import EventStore
 from beds.namaste import NamasteCore, StoreSettings
+from beds.nodeinfo import Check, NodeInfo, StartupError
 from beds.plugins import Hooks, make_plugin_manager
 from beds.routing import Bindings
 from beds.transport.amqp import amqp_user, connect, declare_topology, redact
@@ -40,7 +40,6 @@ from beds.transport.control import ControlChannel
 from beds.transport.events import EventPublisher
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
     from types import TracebackType
 
     from aiormq.abc import AbstractConnection
@@ -51,37 +50,6 @@ if TYPE_CHECKING:
     from beds.templates.model import Template
 
 __all__ = ("BedsNode", "Check", "NodeInfo", "StartupError")
-
-
-@attrs.frozen(kw_only=True)
-class NodeInfo:
-    """What plugins are told about the node (lifecycle hooks)."""
-
-    name: str
-    role: str
-    env: str
-    templates: tuple[str, ...]
-
-
-@attrs.frozen(kw_only=True)
-class Check:
-    """One line of the IPL checklist."""
-
-    name: str
-    status: Literal["ok", "warning", "failed"]
-    detail: str = ""
-
-
-class StartupError(BedsError):
-    """IPL stopped at a fatal check.
-
-    Attributes:
-        checks: the checklist up to and including the failure.
-    """
-
-    def __init__(self, message: str, checks: Sequence[Check]) -> None:
-        self.checks = tuple(checks)
-        super().__init__(message)
 
 
 class BedsNode:
@@ -175,7 +143,8 @@ class BedsNode:
 
     def _fail(self, name: str, error: BaseException | str) -> NoReturn:
         detail = _describe(error)
-        self.checks.append(Check(name=name, status="failed", detail=detail))
+        cause = error if isinstance(error, BaseException) else None
+        self.checks.append(Check(name=name, status="failed", detail=detail, error=cause))
         logger.error("IPL {}: {}", name, detail)
         raise StartupError(f"start-up failed at {name}: {detail}", self.checks)
 
@@ -234,6 +203,15 @@ class BedsNode:
                 self._problem(f"template {name}", exc)
                 continue
             self.templates[name] = template
+
+    def _check_templates_installed(self) -> None:
+        """A node without templates serves no request: a warning in development, else fatal."""
+        if self.registry is not None and not self.registry.templates:
+            self._problem(
+                "templates",
+                "no templates are installed, so this node serves no requests: install a "
+                "template package (docs/writing-a-domain.md), such as beds-templates-example",
+            )
 
     @property
     def event_store(self) -> EventStore | None:
@@ -371,6 +349,7 @@ class BedsNode:
         connection = await self._connect_amqp()
         try:
             self.load_plugins()
+            self._check_templates_installed()
             await self._start_stores()
             self._check_shared_path()
             await self._verify_templates()

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from beds.envelopes import Request, Response
-    from beds.node import NodeInfo
+    from beds.nodeinfo import NodeInfo
     from beds.templates.model import Template
 
 __all__ = (

@@ -30,13 +30,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
 from beds.broker.messages import event_id_of, request_of, route, undecodable
 from beds.broker.replies import Replies, encode_reply
-from beds.broker.settle import AMQP_FAILURES, Settler, delivery_tag
+from beds.broker.settle import AMQP_FAILURES, BrokerObserver, Settler, delivery_tag
 from beds.bugs import report_bug
 from beds.errors import (
     HandlerStopped,
@@ -52,19 +52,8 @@ if TYPE_CHECKING:
 
     from beds.broker.dispatch import Dispatcher
     from beds.config.model import BrokerSettings
-    from beds.envelopes import Request, Response
 
 __all__ = ("BrokerObserver", "BrokerPool")
-
-
-class BrokerObserver(Protocol):
-    """What a pool reports per message (telemetry). Called on the hot path: keep it cheap."""
-
-    def dispatched(self, request: Request | None, response: Response) -> None:
-        """The dispatcher answered a message (``request`` is ``None`` if it did not decode)."""
-
-    def dead_lettered(self, code: str) -> None:
-        """The pool published a message to the dead-letter exchange, for this error code."""
 
 
 class BrokerPool:

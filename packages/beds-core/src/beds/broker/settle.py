@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import os
 import time
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import aiormq
 from loguru import logger
@@ -34,11 +34,22 @@ from beds.wire_limits import safe_shortstr
 if TYPE_CHECKING:
     from aiormq.abc import DeliveredMessage
 
-    from beds.broker.pool import BrokerObserver
+    from beds.envelopes import Request
     from beds.errors import RequestError
     from beds.transport.outbox import Outbox
 
-__all__ = ("AMQP_FAILURES", "Settler", "copy_properties", "delivery_tag")
+__all__ = ("AMQP_FAILURES", "BrokerObserver", "Settler", "copy_properties", "delivery_tag")
+
+
+class BrokerObserver(Protocol):
+    """What a pool reports per message (telemetry). Called on the hot path: keep it cheap."""
+
+    def dispatched(self, request: Request | None, response: Response) -> None:
+        """The dispatcher answered a message (``request`` is ``None`` if it did not decode)."""
+
+    def dead_lettered(self, code: str) -> None:
+        """The pool published a message to the dead-letter exchange, for this error code."""
+
 
 AMQP_FAILURES: Final = (
     aiormq.exceptions.AMQPError,

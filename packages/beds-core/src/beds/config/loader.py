@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -52,6 +53,42 @@ def _is_choice(kind: Any) -> bool:
 _converter.register_structure_hook_func(_is_choice, _structure_choice)
 
 
+_TOMLKIT_POSITION = re.compile(r"\s*at line (\d+) col (\d+)$")
+_TOMLLIB_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
+
+
+def _parse_error(exc: Exception, text: str, path: Path) -> ConfigError:
+    """A TOML syntax error naming the file, line and column, with the line and a caret as notes.
+
+    Reads tomlkit's ``ParseError`` (0-based ``col``) and tomllib's ``TOMLDecodeError``
+    (1-based, in the message), so the message does not depend on the parser.
+    """
+    message = str(exc)
+    line = column = None
+    if (match := _TOMLKIT_POSITION.search(message)) is not None:
+        line, column = int(match[1]), int(match[2]) + 1
+    elif (match := _TOMLLIB_POSITION.search(message)) is not None:
+        line, column = int(match[1]), int(match[2])
+    if line is None or column is None or match is None:
+        return ConfigError(f"not valid TOML: {message}", file=str(path))
+    reason = message[: match.start()].rstrip(". ") or "syntax error"
+    lines = text.splitlines()
+    if reason.endswith("'\\x00'"):  # tomlkit's end-of-input marker, reported at line 1 col 0
+        reason = "unexpected end of file"
+        line, column = max(len(lines), 1), len(lines[-1]) + 1 if lines else 1
+    elif reason.endswith("'\\n'"):
+        reason = "unexpected end of line"
+    error = ConfigError(f"not valid TOML: {reason} at line {line}, column {column}", file=str(path))
+    if 1 <= line <= len(lines):
+        source = lines[line - 1]
+        gutter = f"{line} | "
+        # Tabs stay tabs under the caret, so it lines up however the terminal shows them.
+        indent = "".join("\t" if char == "\t" else " " for char in source[: column - 1])
+        error.add_note(f"{gutter}{source}")
+        error.add_note(f"{' ' * (len(gutter) - 2)}| {indent}^")
+    return error
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -60,7 +97,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
     try:
         return tomlkit.parse(text).unwrap()
     except TOMLKitError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", file=str(path)) from exc
+        raise _parse_error(exc, text, path) from exc
 
 
 def _merge(

@@ -22,7 +22,7 @@ from prometheus_client.exposition import choose_encoder
 from beds.telemetry.status import build_status
 
 if TYPE_CHECKING:
-    from beds.telemetry.service import Telemetry
+    from beds.telemetry.metrics import TelemetryView
 
 __all__ = ("TelemetryServer", "make_app")
 
@@ -31,7 +31,7 @@ _SHUTDOWN_SECONDS = 1.0
 """How long a request being answered may take when the node stops (all of them are quick)."""
 
 
-def make_app(telemetry: Telemetry) -> web.Application:
+def make_app(telemetry: TelemetryView) -> web.Application:
     """The aiohttp application with the four endpoints (tests serve it with aiohttp's client)."""
 
     async def health(request: web.Request) -> web.Response:
@@ -65,7 +65,7 @@ def _json(document: object, status: int = 200) -> web.Response:
 class TelemetryServer:
     """Serves :func:`make_app` on ``host:port`` (port 0: a free port, see :attr:`url`)."""
 
-    def __init__(self, telemetry: Telemetry, host: str, port: int) -> None:
+    def __init__(self, telemetry: TelemetryView, host: str, port: int) -> None:
         self.telemetry = telemetry
         self.host = host
         self.port = port

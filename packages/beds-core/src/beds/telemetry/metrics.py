@@ -15,7 +15,7 @@ message path nothing. docs/telemetry.md lists every metric.
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import (
@@ -28,15 +28,23 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping
+    from collections.abc import Callable, Iterable, Iterator, Mapping
 
     from aiormq.abc import DeliveredMessage
 
     from beds.broker.pool import BrokerPool
     from beds.envelopes import Request, Response
-    from beds.telemetry.service import Telemetry
+    from beds.telemetry.queues import QueuePoller
+    from beds.telemetry.view import NodeView
 
-__all__ = ("BUCKETS", "BrokerInstruments", "LatencyHistogram", "NodeMetrics", "over_budget")
+__all__ = (
+    "BUCKETS",
+    "BrokerInstruments",
+    "LatencyHistogram",
+    "NodeMetrics",
+    "TelemetryView",
+    "over_budget",
+)
 
 BUCKETS: tuple[float, ...] = (
     0.0005,
@@ -146,6 +154,53 @@ def over_budget(
     return [(now - taken, message) for taken, message in pool.holding() if now - taken > budget]
 
 
+class TelemetryView(Protocol):
+    """What the collector, ``/status`` and the HTTP endpoints read of the node's telemetry.
+
+    :class:`~beds.telemetry.Telemetry` satisfies it; the Protocol keeps this module, ``status``
+    and ``http`` from importing the service that builds them (no import cycle).
+    """
+
+    @property
+    def node(self) -> NodeView:
+        """The node observed."""
+        ...
+
+    @property
+    def version(self) -> str:
+        """The beds-core version the node runs."""
+        ...
+
+    @property
+    def started_at(self) -> float:
+        """Unix time the node started (IPL began)."""
+        ...
+
+    @property
+    def time(self) -> Callable[[], float]:
+        """The wall clock."""
+        ...
+
+    @property
+    def monotonic(self) -> Callable[[], float]:
+        """The clock of ``BrokerPool.holding()``."""
+        ...
+
+    @property
+    def metrics(self) -> NodeMetrics:
+        """The node's registry and instruments."""
+        ...
+
+    @property
+    def poller(self) -> QueuePoller:
+        """The last reading of the queue depths."""
+        ...
+
+    def ready(self) -> tuple[bool, str]:
+        """Whether the node serves, and its state or which brokers do not consume."""
+        ...
+
+
 class NodeMetrics:
     """The registry of one node and the instruments its pools report to.
 
@@ -155,7 +210,7 @@ class NodeMetrics:
             collectors (``process_cpu_seconds_total``, ``python_gc_*``…).
     """
 
-    def __init__(self, telemetry: Telemetry, *, process_metrics: bool = True) -> None:
+    def __init__(self, telemetry: TelemetryView, *, process_metrics: bool = True) -> None:
         self.telemetry = telemetry
         self.registry = CollectorRegistry()
         self.brokers: dict[str, BrokerInstruments] = {}

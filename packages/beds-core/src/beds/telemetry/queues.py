@@ -27,7 +27,7 @@ from beds.transport.amqp import dead_letter_queue
 if TYPE_CHECKING:
     from aiormq.abc import AbstractChannel, AbstractConnection
 
-    from beds.node import BedsNode
+    from beds.telemetry.view import NodeView
 
 __all__ = ("DeadLetterDepth", "QueueDepth", "QueuePoller")
 
@@ -74,7 +74,7 @@ class QueuePoller:
         interval: seconds between polls (``telemetry.queue_poll_seconds``).
     """
 
-    def __init__(self, node: BedsNode, interval: float) -> None:
+    def __init__(self, node: NodeView, interval: float) -> None:
         self.node = node
         self.interval = interval
         self.brokers: dict[str, QueueDepth] = {}

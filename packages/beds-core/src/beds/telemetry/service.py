@@ -12,9 +12,9 @@
 from __future__ import annotations
 
 import time
+from importlib.metadata import version
 from typing import TYPE_CHECKING
 
-from beds import __version__
 from beds.telemetry.http import TelemetryServer
 from beds.telemetry.metrics import BrokerInstruments, NodeMetrics
 from beds.telemetry.queues import QueuePoller
@@ -22,7 +22,7 @@ from beds.telemetry.queues import QueuePoller
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from beds.node import BedsNode
+    from beds.telemetry.view import NodeView
 
 __all__ = ("Telemetry",)
 
@@ -35,10 +35,10 @@ class Telemetry:
         process_metrics: also export prometheus_client's process, platform and GC metrics.
     """
 
-    def __init__(self, node: BedsNode, *, process_metrics: bool = True) -> None:
+    def __init__(self, node: NodeView, *, process_metrics: bool = True) -> None:
         self.node = node
         settings = node.config.telemetry
-        self.version = __version__
+        self.version = version("beds-core")
         self.time: Callable[[], float] = time.time
         """The wall clock (replaceable in tests)."""
         self.monotonic: Callable[[], float] = time.monotonic

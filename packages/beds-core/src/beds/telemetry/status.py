@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from aiormq.abc import DeliveredMessage
 
     from beds.config.model import TelemetrySettings
-    from beds.telemetry.service import Telemetry
+    from beds.telemetry.metrics import TelemetryView
 
 __all__ = (
     "StatusUnavailable",
@@ -38,7 +38,7 @@ class StatusUnavailable(BedsError):
     """No node answered with a status document at the URL (the message names it)."""
 
 
-def build_status(telemetry: Telemetry) -> dict[str, Any]:
+def build_status(telemetry: TelemetryView) -> dict[str, Any]:
     """The ``/status`` document (docs/telemetry.md shows one)."""
     node = telemetry.node
     config = node.config
