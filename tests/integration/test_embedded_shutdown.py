@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from beds.testing import unique_name
+from tests.integration.nodes import clean_environ
 
 pytestmark = [pytest.mark.mariadb]
 
@@ -41,10 +41,6 @@ embedded_path = "{tmp_path / "secantus"}"
         encoding="utf-8",
     )
     return path
-
-
-def clean_environ() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("BEDS_")}
 
 
 def beds(*args: str) -> list[str]:

@@ -27,6 +27,14 @@ HEARTBEAT: Final = "node.status"
 """The kind of a heartbeat event."""
 
 
+def _keep_latest(peers: dict[str, dict[str, Any]], event: ControlEvent) -> None:
+    """Keep ``event`` as its node's heartbeat unless a later one is known."""
+    name = str(event.data.get("name") or event.origin)
+    known = peers.get(name)
+    if known is None or known["at"] <= event.at:
+        peers[name] = {**event.data, "at": event.at, "user": event.user}
+
+
 class HeartbeatSource(Protocol):
     """What a heartbeat reads of its node."""
 
@@ -87,10 +95,7 @@ class Heartbeat:
         }
 
     def _heard(self, event: ControlEvent) -> None:
-        name = str(event.data.get("name") or event.origin)
-        known = self.peers.get(name)
-        if known is None or known["at"] <= event.at:
-            self.peers[name] = {**event.data, "at": event.at, "user": event.user}
+        _keep_latest(self.peers, event)
 
     def start(self) -> None:
         """Beat now and then every ``interval`` seconds until :meth:`stop`."""
@@ -138,9 +143,7 @@ async def read_peers(
         peers: dict[str, dict[str, Any]] = {}
 
         def keep(event: ControlEvent) -> None:
-            name = str(event.data.get("name") or event.origin)
-            if name not in peers or peers[name]["at"] <= event.at:
-                peers[name] = {**event.data, "at": event.at, "user": event.user}
+            _keep_latest(peers, event)
             heard.set()
             if event.at >= started:
                 live.set()
