@@ -185,13 +185,22 @@ async def amqp_target(stack: AsyncExitStack, params: dict[str, Any]) -> Call:
 
 async def beds_target(stack: AsyncExitStack, params: dict[str, Any]) -> Call:
     from beds.client import BedsClient
+    from beds.testing import TestIdentity
 
+    # Logged in, as an application's users are (the example's writes are for members): an
+    # admin member, so generated posts may name any author. ``anonymous`` measures the cost.
+    token = (
+        None
+        if params.get("anonymous")
+        else TestIdentity.development("bench").token("bench", ("member", "admin"))
+    )
     client = BedsClient(
         params["url"],
         origin="bench",
         env="bench",
         timeout=CALL_TIMEOUT,
         idempotent_writes=params.get("idempotent_writes", True),
+        token=token,
     )
     await client.connect()
     stack.push_async_callback(client.close)

@@ -225,6 +225,22 @@ def build(res: Resources, layout: Layout, *, sweep: bool = False) -> list[Scenar
             )
     out.append(
         Scenario(
+            key="beds_rel_fetch_anonymous",
+            group="beds",
+            label="BedsClient → beds run, rel fetch, anonymous (no token)",
+            operation="rel_fetch",
+            server="beds",
+            load={
+                "target": "beds",
+                "params": {"url": url, "operation": "rel_fetch", "anonymous": True},
+            },
+            note="Every other BEDS scenario sends a session token, verified on each request "
+            "(EdDSA signature, cached per token, and the revocation check): the ratio of "
+            "`beds_rel_fetch` to this one is the cost of authentication (goal >= 0.9).",
+        )
+    )
+    out.append(
+        Scenario(
             key="beds_rec_create_unaudited",
             group="beds",
             label="BedsClient → beds run, rec create, no idempotency key, audit off "

@@ -408,8 +408,12 @@ class Soak:
         windows: list[dict[str, Any]] = []
         out["windows"] = windows
         await self.wait_ready()
+        from beds.testing import TestIdentity
+
+        # An admin member: the example's writes are for members, and the mix names authors.
+        token = TestIdentity.development("bench").token("soak", ("member", "admin"))
         async with BedsClient(
-            self.res.amqp_url, origin="soak", env="bench", timeout=CALL_TIMEOUT
+            self.res.amqp_url, origin="soak", env="bench", timeout=CALL_TIMEOUT, token=token
         ) as client:
             out["idle"] = self.sample()
             self.log(f"node answers; RSS {out['idle']['node'].get('rss_mib')} MiB idle")

@@ -21,7 +21,7 @@ from typing import Any
 import aiormq
 
 from beds.client import BedsClient
-from beds.errors import Conflict, ReplyTimeout, ValidationFailed
+from beds.errors import Conflict, ReplyTimeout, Unauthenticated, ValidationFailed
 
 
 def show(title: str, value: Any) -> None:
@@ -64,7 +64,20 @@ async def burst(
 
 async def exercise(client: BedsClient) -> None:
     handle = f"demo_{uuid.uuid4().hex[:8]}"
-    print("\nspew_profile (REC, MongoDB):")
+    password = uuid.uuid4().hex  # a demo account: nobody needs to know it
+    print("\nidentity (beds-identity: users and sessions):")
+    show(
+        "sign up",
+        await client.create("beds_user", {"handle": handle, "password": password}),
+    )
+    try:
+        await client.create("spew_profile", {"handle": handle, "display_name": "Demo User"})
+    except Unauthenticated as exc:
+        show("write before logging in -> Unauthenticated", exc.to_error().code)
+    login = await client.login(handle, password)
+    show("log in", {"session": login["session"], "expires_at": login["expires_at"]})
+
+    print("\nspew_profile (REC, MongoDB), as the logged-in user:")
     show(
         "create",
         await client.create("spew_profile", {"handle": handle, "display_name": "Demo User"}),
@@ -80,18 +93,18 @@ async def exercise(client: BedsClient) -> None:
         show("create the same handle again -> Conflict", exc.to_error().code)
 
     print("\nspew_post (REL, MariaDB stored procedures):")
-    post = await client.create("spew_post", {"author": handle, "body": "My first spew."})
+    post = await client.create("spew_post", {"body": "My first spew."})  # author: the login
     show("create", post)
     show("fetch by_id", await client.fetch("spew_post", "by_id", {"id": post["id"]}))
     show("update", await client.update("spew_post", {"id": post["id"], "body": "Edited spew."}))
-    await client.create("spew_post", {"author": handle, "body": "Second spew."})
+    await client.create("spew_post", {"body": "Second spew."})
     show(
         "fetch by_author (limit 5)",
         await client.fetch("spew_post", "by_author", {"author": handle}, limit=5),
     )
     show("count_by_author", await client.fetch("spew_post", "count_by_author", {"author": handle}))
     try:
-        await client.create("spew_post", {"author": handle, "body": "x" * 281})
+        await client.create("spew_post", {"body": "x" * 281})
     except ValidationFailed as exc:
         show("281-character body -> ValidationFailed", list(exc.details))
 
@@ -102,6 +115,13 @@ async def exercise(client: BedsClient) -> None:
     print("\ncleanup:")
     show("delete post", await client.delete("spew_post", {"id": post["id"]}))
     show("delete profile", await client.delete("spew_profile", {"handle": handle}))
+    await client.logout()
+    try:
+        await client.update(
+            "spew_post", {"id": post["id"], "body": "after logout"}, token=login["token"]
+        )
+    except Unauthenticated as exc:
+        show("the old token after logging out -> Unauthenticated", exc.to_error().code)
 
 
 LOGS_QUEUE = "beds.dev.admin.adminLogsBroker"

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from beds.testing import unique_name as unique
+from tests.helpers import Figures
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -165,7 +166,6 @@ def mongo_database(mongo_server_uri: str) -> Iterator[str]:
 
 _FIGURES = pytest.StashKey[list[str]]()
 """The lines of every ``figures`` call of the run, for the terminal summary."""
-Figures = Callable[[dict[str, Any]], None]
 
 
 @pytest.fixture

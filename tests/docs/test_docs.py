@@ -225,8 +225,8 @@ def _code_blocks(page: str, language: str) -> list[str]:
 def test_the_complete_config_example_loads(tmp_path: Path) -> None:
     from beds.config import load_config
     from beds.namaste import StoreSettings
-    from beds_rec.settings import parse_settings
-    from beds_rel.settings import RelConfig
+    from beds_rec.settings import parse_settings as parse_rec_settings
+    from beds_rel.settings import parse_settings as parse_rel_settings
 
     *_, base, env_file = _code_blocks("configuration.md", "toml")
     (tmp_path / "beds.toml").write_text(base, encoding="utf-8")
@@ -234,8 +234,8 @@ def test_the_complete_config_example_loads(tmp_path: Path) -> None:
     config = load_config(tmp_path / "beds.toml", environ={"BEDS_ENV": "prod"})
     assert config.files == (str(tmp_path / "beds.toml"), str(tmp_path / "env_prod.toml"))
     assert config.production
-    RelConfig.from_settings(StoreSettings(store="rel", options=config.stores["rel"]))
-    parse_settings(StoreSettings(store="rec", options=config.stores["rec"]))
+    parse_rel_settings(StoreSettings(store="rel", options=config.stores["rel"]))
+    parse_rec_settings(StoreSettings(store="rec", options=config.stores["rec"]))
     assert load_config(tmp_path / "beds.toml", role="tercero", environ={}).brokers
 
 
@@ -251,3 +251,74 @@ def test_wire_contract_json_examples_are_valid_envelopes() -> None:
         decode_request(block.encode())
     for block in responses:
         decode_response(block.encode())
+
+
+# -- pytest plugin, beds check samples, log lines --------------------------------------------
+
+
+def test_every_pytest_plugin_fixture_is_documented() -> None:
+    from beds.testing import pytest_plugin
+
+    fixtures = sorted(
+        name
+        for name, value in vars(pytest_plugin).items()
+        if name.startswith("beds_") and callable(value)
+    )
+    assert fixtures, "beds.testing.pytest_plugin defines no beds_* fixtures"
+    text = _text("writing-a-domain.md")
+    missing = [name for name in fixtures if f"`{name}`" not in text]
+    assert not missing, f"docs/writing-a-domain.md does not name the fixtures: {missing}"
+    assert "provides no fixtures" not in text
+
+
+_CHECK_LINE = re.compile(r"^\[(ok  |WARN|FAIL)\] (?P<name>[a-z][^:]*?)(?:: (?P<detail>.*))?$")
+_FIRST_CHECKS = ("config", "rabbitmq", "plugins")
+"""The checks IPL always reports first, in this order (docs/architecture.md, "IPL")."""
+
+
+def _check_samples() -> list[tuple[str, list[str]]]:
+    """Every ``$ beds check`` transcript in the pages: (page, the lines it shows)."""
+    samples = []
+    for path in sorted(DOCS.glob("*.md")):
+        for block in _code_blocks(path.name, "console"):
+            lines = block.splitlines()
+            for index, line in enumerate(lines):
+                if line.startswith("$ beds check"):
+                    shown = []
+                    for below in lines[index + 1 :]:
+                        if below.startswith("$ "):
+                            break
+                        shown.append(below)
+                    samples.append((path.name, shown))
+    return samples
+
+
+def test_beds_check_samples_show_the_real_checklist() -> None:
+    samples = _check_samples()
+    assert len(samples) >= 4
+    wrong = []
+    for page, lines in samples:
+        names = []
+        for line in (line for line in lines if line.strip() and line != "…"):
+            match = _CHECK_LINE.match(line)
+            if match is None:
+                wrong.append(f"{page}: not a check line: {line!r}")
+                continue
+            name, detail = match.group("name"), match.group("detail") or ""
+            names.append(name)
+            if name == "rabbitmq" and not re.fullmatch(r"amqps?://[^:]+:\*\*\*@\S+", detail):
+                wrong.append(f"{page}: rabbitmq shows the URL, password masked: {line!r}")
+            if name == "plugins" and not re.fullmatch(r"\d+ templates?", detail):
+                wrong.append(f"{page}: plugins shows the number of templates: {line!r}")
+        if lines and lines[0] != "…" and tuple(names[:3]) != _FIRST_CHECKS:
+            wrong.append(f"{page}: a checklist starts with {_FIRST_CHECKS}, not {names[:3]}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_log_line_keys_are_documented() -> None:
+    from beds.log import DIAGNOSE_VARIABLE, JSON_KEYS
+
+    section = next(s for s in _sections("configuration.md") if s.title == "Log lines")
+    missing = [key for key in JSON_KEYS if f"| `{key}` |" not in section.body]
+    assert not missing, f"docs/configuration.md, Log lines, lacks the keys: {missing}"
+    assert DIAGNOSE_VARIABLE in section.body

@@ -14,9 +14,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from beds.config import load_config
 from beds.testing import unique_name
-
-from .conftest import beds, config_text
+from tests.e2e.helpers import beds, config_text
+from tests.helpers import operator_token
 
 
 @pytest.fixture
@@ -50,7 +51,8 @@ def served(node_config: Path) -> Iterator[Path]:
 
 
 def call(config: Path, *args: str) -> tuple[int, dict[str, object]]:
-    result = beds("call", *args, "--config", str(config))
+    token = operator_token(load_config(config, environ={}).node.env)
+    result = beds("call", *args, "--config", str(config), "--token", token)
     return result.returncode, json.loads(result.stdout)
 
 
@@ -134,7 +136,12 @@ def test_version_and_plugins_list_the_installed_plugins() -> None:
     lines = version.stdout.splitlines()
     assert lines[0].startswith("beds, version ")
     listed = {line.split()[0]: line.split()[1] for line in lines[2:]}
-    assert listed == {"rec": "beds-rec", "rel": "beds-rel", "spew": "beds-templates-example"}
+    assert listed == {
+        "identity": "beds-identity",
+        "rec": "beds-rec",
+        "rel": "beds-rel",
+        "spew": "beds-templates-example",
+    }
 
     plugins = beds("plugins", "--json")
     assert plugins.returncode == 0, plugins.stderr
@@ -166,7 +173,7 @@ def test_a_store_table_the_adapter_refuses_is_a_config_error(
 
 
 def test_no_templates_warns_in_development_and_refuses_production(node_config: Path) -> None:
-    no_domain = {"BEDS_DISABLED_PLUGINS": "spew"}
+    no_domain = {"BEDS_DISABLED_PLUGINS": "spew,identity"}
     warning = (
         "templates: no templates are installed, so this node serves no requests: install a "
         "template package (docs/writing-a-domain.md), such as beds-templates-example"
@@ -283,6 +290,8 @@ def test_an_unreachable_secondary_warns_in_development_and_is_fatal_in_productio
     development, production = check_in_both_modes(node_config, {"[stores.rel]\n": secondary})
     warned = line_of(development, "[WARN] store rel secondary 127.0.0.1:1: ")
     assert development[warned + 1 :] == [
+        "[ok  ] template beds_session objects",
+        "[ok  ] template beds_user objects",
         "[ok  ] template spew_post objects",
         "[ok  ] template spew_profile objects",
     ]
@@ -324,3 +333,58 @@ def test_brokers_without_bindings_are_reported_idle_in_every_mode(node_config: P
             for broker in ("whBroker", "cBroker")
         ]
     assert beds("check", "--config", str(node_config)).returncode == 0  # appServer is bound
+
+
+def test_a_newcomer_signs_up_logs_in_posts_and_logs_out_from_the_command_line(
+    served: Path, tmp_path: Path
+) -> None:
+    """The README's walk-through, with the password on stdin and the token file in tmp."""
+    env = {"BEDS_TOKEN_FILE": str(tmp_path / "token")}
+    config = ("--config", str(served))
+    ann, bob = unique_name("ann")[:20], unique_name("bob")[:20]
+    password = "a long enough password"
+
+    def run(
+        *args: str, stdin: str | None = None, local: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("BEDS_")}
+        return subprocess.run(
+            [sys.executable, "-m", "beds", *args, *(() if local else config)],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**clean, **env},
+            check=False,
+        )
+
+    for name in (ann, bob):
+        created = run("user", "create", name, "--password-stdin", stdin=password + "\n")
+        assert created.returncode == 0, created.stdout + created.stderr
+    logged = run("login", bob, "--password-stdin", stdin=password + "\n")
+    assert logged.returncode == 0, logged.stderr
+    bobs = json.loads(run("call", "spew_post", "create", '{"body": "by bob"}').stdout)
+    assert bobs["status"] == 201, bobs
+
+    logged = run("login", ann, "--password-stdin", stdin=password + "\n")
+    assert logged.returncode == 0, logged.stderr
+    assert (tmp_path / "token").stat().st_mode & 0o077 == 0  # the owner's only
+    whoami = run("whoami", local=True)  # reads the token file, asks no node
+    assert ann in whoami.stdout, whoami.stdout + whoami.stderr
+    mine = json.loads(run("call", "spew_post", "create", '{"body": "hello"}').stdout)
+    assert mine["status"] == 201, mine
+    by_id = {"query": "by_id", "params": {"id": mine["data"]["id"]}}
+    fetched = json.loads(run("call", "spew_post", "fetch", json.dumps(by_id)).stdout)
+    assert fetched["data"][0]["author"] == ann
+    other = run("call", "spew_post", "update", json.dumps({"id": bobs["data"]["id"], "body": "x"}))
+    assert json.loads(other.stdout)["error"]["code"] == "BEDS-403"
+
+    token = json.loads((tmp_path / "token").read_text())["token"]
+    out = run("logout")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert not (tmp_path / "token").exists()
+    old = run("call", "spew_post", "create", '{"body": "after"}', "--token", token)
+    assert json.loads(old.stdout)["error"]["code"] == "BEDS-401"
+    for result in (logged, whoami, out, old):
+        assert password not in result.stdout + result.stderr
+        assert token not in result.stdout + result.stderr

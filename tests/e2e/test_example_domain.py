@@ -20,6 +20,7 @@ from beds.errors import (
 )
 from beds.node import BedsNode
 from beds.testing import unique_name
+from tests.helpers import operator_token
 
 
 @pytest.fixture
@@ -35,6 +36,7 @@ async def client(node: BedsNode) -> AsyncIterator[BedsClient]:
         exchange=node.config.amqp.events_exchange,
         env=node.config.node.env,
         timeout=10,
+        token=operator_token(node.config.node.env),
     ) as c:
         yield c
 

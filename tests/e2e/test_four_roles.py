@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from beds.testing import unique_name
+from tests.helpers import operator_token
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.mongodb]
 
@@ -43,6 +44,7 @@ def services_env(
         "BEDS__STORES__REC__URI": mongo_server_uri,
         "BEDS__STORES__REC__DATABASE": mongo_database,
         "BEDS__TELEMETRY__PORT": "0",
+        "BEDS_TOKEN": operator_token(env),  # beds call writes as the tests' operator
     }
 
 

@@ -34,8 +34,8 @@ from beds.client import BedsClient
 from beds.envelopes import Operation, Response
 from beds.routing import PING_TEMPLATE
 from beds.testing import unique_name
-
-from .conftest import NodeProcess, Start
+from tests.e2e.helpers import NodeProcess, Start
+from tests.helpers import operator_token
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.mongodb]
 
@@ -47,6 +47,7 @@ import time
 from pathlib import Path
 
 from beds import hookimpl
+from tests.helpers import operator_token
 
 
 @hookimpl
@@ -254,7 +255,14 @@ async def test_readiness_metrics_and_drain_of_real_nodes(
         },
     )
     ids = {"node": "app1", "role": "appServer"}
-    client = BedsClient(amqp_url, exchange=f"beds.events.{env}", env=env, origin="e2e", timeout=30)
+    client = BedsClient(
+        amqp_url,
+        exchange=f"beds.events.{env}",
+        env=env,
+        origin="e2e",
+        timeout=30,
+        token=operator_token(env),
+    )
     async with (
         aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=5),

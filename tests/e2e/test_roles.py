@@ -13,15 +13,17 @@ from typing import Any
 
 import pytest
 
+from beds.config import load_config
 from beds.testing import unique_name
-
-from .conftest import Start, beds, wait_until
+from tests.e2e.helpers import Start, beds, wait_until
+from tests.helpers import operator_token
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.mongodb]
 
 
 def call(config: Path, *args: str) -> dict[str, Any]:
-    result = beds("call", *args, "--config", str(config))
+    token = operator_token(load_config(config, environ={}).node.env)
+    result = beds("call", *args, "--config", str(config), "--token", token)
     assert result.returncode == 0, result.stdout + result.stderr
     response: dict[str, Any] = json.loads(result.stdout)
     return response

@@ -26,6 +26,7 @@ import pytest
 from beds.client import BedsClient
 from beds.errors import BedsError
 from beds.testing import unique_name
+from tests.helpers import operator_token
 
 __all__ = (
     "Served",
@@ -252,6 +253,7 @@ def client_of(served: Served, amqp_url: str, *, timeout: float = 30.0) -> BedsCl
         env=served.env,
         origin="load",
         timeout=timeout,
+        token=operator_token(served.env),
     )
 
 

@@ -1,7 +1,7 @@
 """Telemetry of a real node on RabbitMQ: probes, metrics, /status and ``beds status``.
 
 The node serves the in-memory ``note`` template (the broker-runtime fixtures of
-``amqp/conftest.py``, imported here), with telemetry on a free port and a fast queue poll.
+``amqp/helpers.py``, imported here), with telemetry on a free port and a fast queue poll.
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ from beds.errors import NotFound, StoreUnavailable
 from beds.node import BedsNode
 from beds.plugins import make_plugin_manager
 from beds.testing import MemoryAdapter, unique_name
-
-from .amqp.conftest import (
+from tests.integration.amqp.helpers import (
     MemoryPlugin,
     beds_log_on_failure,
     client_of,
@@ -39,8 +38,7 @@ if TYPE_CHECKING:
 
     from beds.namaste import CallContext, Record
     from beds.templates import Template
-
-    from .amqp.conftest import StartNode
+    from tests.integration.amqp.helpers import StartNode
 
 __all__ = ("beds_log_on_failure", "start_node")  # fixtures, shared with amqp/
 

@@ -48,7 +48,7 @@ DEMO_DECLARATION: dict[str, Any] = {
         "by_id": {"params": ["id"], "max_limit": 1},
     },
     "capabilities": {"audit": True, "locking": True, "retention_days": 30},
-    "access": {"create": ["alice"], "fetch": ["*"]},
+    "access": {"create": ["member"], "fetch": ["*"]},
     "memory": {"table": "dmi_items"},
 }
 

@@ -1,6 +1,6 @@
 """The ``beds`` command without services: layout, ``--json``, ``--version``, completion, exit codes.
 
-Commands that load plugins get an inline plugin manager (``beds.node.make_plugin_manager`` is
+Commands that load plugins get an inline plugin manager (``beds.ipl.make_plugin_manager`` is
 replaced), so these tests do not depend on what else is installed. The end-to-end checks against
 RabbitMQ and the stores are in ``tests/e2e/test_cli.py``.
 """
@@ -62,7 +62,7 @@ def with_plugin(monkeypatch: pytest.MonkeyPatch, plugin: object) -> pluggy.Plugi
     """Make the node load exactly ``plugin`` (no entry points)."""
     pm = make_plugin_manager(load_entry_points=False)
     pm.register(plugin, name="inline")
-    monkeypatch.setattr("beds.node.make_plugin_manager", lambda **_: pm)
+    monkeypatch.setattr("beds.ipl.make_plugin_manager", lambda **_: pm)
     monkeypatch.setattr("beds.plugins.make_plugin_manager", lambda **_: pm)
     return pm
 
@@ -130,7 +130,16 @@ def test_every_command_that_prints_data_takes_json() -> None:
         for path, command in _commands(cli).items()
         if any("--json" in param.opts for param in command.params)
     }
-    assert with_json == {"check", "dlq list", "lineage", "plugins", "status", "templates"}
+    assert with_json == {
+        "check",
+        "dlq list",
+        "lineage",
+        "plugins",
+        "status",
+        "templates",
+        "user list",
+        "whoami",
+    }
 
 
 def test_check_json(monkeypatch: pytest.MonkeyPatch, config_file: Path) -> None:
@@ -409,3 +418,35 @@ def test_the_help_listing_in_the_docs_is_the_real_one() -> None:
     # As click formats it for an 80-column terminal (or none): 78 columns of text.
     result = CliRunner().invoke(cli, ["--help"], prog_name="beds", terminal_width=78)
     assert result.stdout == listing
+
+
+def test_status_all_lists_every_node_from_their_heartbeats(
+    monkeypatch: pytest.MonkeyPatch, config_file: Path
+) -> None:
+    import time
+
+    from beds import heartbeat
+
+    now = time.time()
+    peers = {
+        "app-1": {
+            "role": "appServer",
+            "state": "ready",
+            "at": now - 3,
+            "brokers": {"r": {"handled": 7, "unsettled": 1}},
+        },
+        "ter-1": {"role": "tercero", "state": "reconnecting", "at": now - 8, "brokers": {}},
+    }
+
+    async def read_peers(config: object, **_: object) -> dict[str, object]:
+        return {"env": "dev", "now": now, "peers": peers}
+
+    monkeypatch.setattr(heartbeat, "read_peers", read_peers)
+    result = CliRunner().invoke(cli, ["status", "--all", "--config", str(config_file)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["NODE", "ROLE", "STATE", "SEEN", "HANDLED", "UNSETTLED"]
+    assert lines[1].split() == ["app-1", "appServer", "ready", "3s", "ago", "7", "1"]
+    assert lines[2].split()[:3] == ["ter-1", "tercero", "reconnecting"]
+    as_json = CliRunner().invoke(cli, ["status", "--all", "--json", "--config", str(config_file)])
+    assert json.loads(as_json.output)["peers"]["ter-1"]["state"] == "reconnecting"

@@ -119,12 +119,13 @@ def test_logs_of_one_shot_commands_have_no_traceback(capsys: pytest.CaptureFixtu
         ),
         (
             "schema_version = 1\nx = 1\nx = 2\n",
-            'not valid TOML: Key "x" already exists at line 3, column 1',
-            ["3 | x = 2", "  | ^"],
+            # tomllib reports where the value ends, so the caret follows it.
+            "not valid TOML: Cannot overwrite a value at line 3, column 6",
+            ["3 | x = 2", "  |      ^"],
         ),
         (
             "schema_version = 1\n[roles\n",
-            "not valid TOML: unexpected end of line at line 2, column 7",
+            "not valid TOML: Expected ']' at the end of a table declaration at line 2, column 7",
             ["2 | [roles", "  |       ^"],
         ),
         (
@@ -260,7 +261,7 @@ def no_templates(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr("beds.node.connect", connect)
     monkeypatch.setattr(
-        "beds.node.make_plugin_manager", lambda **_: make_plugin_manager(load_entry_points=False)
+        "beds.ipl.make_plugin_manager", lambda **_: make_plugin_manager(load_entry_points=False)
     )
 
 

@@ -417,7 +417,7 @@ def test_brokers_without_bindings_are_reported_idle_in_every_mode(
 ) -> None:
     base = write(f'schema_version = 1\n[node]\nmode = "{mode}"\n')
     node = BedsNode(load_config(base, role="admin", environ={}))
-    node._check_bindings()  # never raises, in production either
+    node.ipl.check_bindings()  # never raises, in production either
     placeholders = ("adminBrokerOut", "adminSyslogBroker", "adminGraphBroker")
     assert [(c.name, c.status) for c in node.checks] == [
         (f"broker {broker}", "ok") for broker in placeholders
@@ -427,7 +427,7 @@ def test_brokers_without_bindings_are_reported_idle_in_every_mode(
         "(bind routing keys in [roles.admin.brokers.adminBrokerOut] bindings)"
     )
     bound = BedsNode(load_config(base, role="appServer", environ={}))
-    bound._check_bindings()
+    bound.ipl.check_bindings()
     assert bound.checks == []
 
 
@@ -445,19 +445,19 @@ type = "requests"
     node = BedsNode(load_config(write(no_logs), environ={}))
     if mode == "production":
         with pytest.raises(StartupError, match="no role has a logs broker"):
-            node._check_events_destination()
+            node.ipl.check_events_destination()
     else:
-        node._check_events_destination()
+        node.ipl.check_events_destination()
         [check] = node.checks
         assert (check.name, check.status) == ("events", "warning")
         assert "set lineage.enabled = false" in check.detail
     quiet = BedsNode(
         load_config(write(no_logs + "[lineage]\nenabled = false\n", "off.toml"), environ={})
     )
-    quiet._check_events_destination()  # no lineage and no audited template: nothing to keep
+    quiet.ipl.check_events_destination()  # no lineage and no audited template: nothing to keep
     assert quiet.checks == []
     seeded = BedsNode(load_config(write("schema_version = 1\n", "seed.toml"), environ={}))
-    seeded._check_events_destination()  # the seed admin role's adminLogsBroker keeps them
+    seeded.ipl.check_events_destination()  # the seed admin role's adminLogsBroker keeps them
     assert seeded.checks == []
 
 
@@ -605,3 +605,36 @@ def test_any_text_either_loads_or_is_a_config_error(text: str) -> None:
 
 def test_a_loaded_config_is_a_config() -> None:
     assert isinstance(load_config(None, environ={}), Config)
+
+
+@pytest.mark.parametrize("mode", ["development", "production"])
+def test_a_template_writable_by_anyone_by_omission_is_a_problem(
+    write: Callable[..., Path], demo_template: Any, mode: str
+) -> None:
+    """No access rule for update and delete: a warning in development, fatal in production,
+    unless auth.open_templates names the template; ``["*"]`` written out is on purpose."""
+    node = BedsNode(
+        load_config(write(f'schema_version = 1\n[node]\nmode = "{mode}"\n'), environ={})
+    )
+    node.ipl.templates["demo_item"] = demo_template
+    if mode == "production":
+        with pytest.raises(StartupError, match="anyone may update, delete"):
+            node.ipl.check_open_templates()
+    else:
+        node.ipl.check_open_templates()
+        [check] = node.checks
+        assert (check.name, check.status) == ("template demo_item access", "warning")
+        assert "auth.open_templates" in check.detail
+    allowed = BedsNode(
+        load_config(
+            write(
+                f'schema_version = 1\n[node]\nmode = "{mode}"\n'
+                '[auth]\nopen_templates = ["demo_item"]\n',
+                "open.toml",
+            ),
+            environ={},
+        )
+    )
+    allowed.ipl.templates["demo_item"] = demo_template
+    allowed.ipl.check_open_templates()
+    assert allowed.checks == []

@@ -15,16 +15,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from beds.broker.dispatch import Dispatcher
 from beds.codec import encode_request
 from beds.config.model import ReliabilitySettings
+from beds.dispatch import Dispatcher
 from beds.envelopes import Operation, Request, RequestMeta, Response
 from beds.factory import Factory
 from beds.idempotency import fingerprint
 from beds.namaste import CallContext, Record
 from beds.templates.model import Template
-from beds.testing import MemoryAdapter
+from beds.testing import MemoryAdapter, TestIdentity
 
+IDENTITY = TestIdentity(env="test")
+ALICE = IDENTITY.credential("alice")
 NOTE = "demo_item"
 RECORD = {"title": "abc", "count": 1, "active": True}
 
@@ -43,6 +45,7 @@ def dispatcher(template: Template, adapter: MemoryAdapter, *, ttl: float = 60.0)
         env="test",
         max_message_bytes=65536,
         reliability=ReliabilitySettings(idempotency_ttl=ttl, retry_initial_delay=0.001),
+        authenticator=IDENTITY.authenticator,
     )
 
 
@@ -63,7 +66,7 @@ def request(
 
 
 async def send(target: Dispatcher, body: bytes) -> Response:
-    _, response = await target.handle(body, "application/json")
+    _, response = await target.handle(body, "application/json", credential=ALICE)
     return response
 
 

@@ -33,15 +33,17 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "beds.templates",
         "beds.namaste",
         "beds.idempotency",
+        "beds.auth",
         "beds.log",
         "beds.eventloop",
     ),
-    ("beds.hookspecs", "beds.registry", "beds.plugins", "beds.factory"),
+    ("beds.hookspecs", "beds.registry", "beds.handlers", "beds.plugins", "beds.factory"),
+    ("beds.dispatch",),
     ("beds.transport", "beds.wire_limits", "beds.dlq"),
     ("beds.client",),
     ("beds.broker",),
     ("beds.heartbeat", "beds.telemetry"),
-    ("beds.node",),
+    ("beds.ipl", "beds.node"),
     ("beds.testing",),
     ("beds",),
     ("beds.cli", "beds.__main__"),
@@ -272,13 +274,34 @@ def test_cycles_are_found_through_any_length() -> None:
 @pytest.mark.parametrize(
     ("module", "layer"),
     [
-        ("beds", 12),
+        ("beds", 13),
         ("beds.errors", 2),
-        ("beds.broker.pool", 8),
-        ("beds.transport.frames", 6),
-        ("beds.cli.run", 13),
+        ("beds.dispatch.plan", 6),
+        ("beds.broker.pool", 9),
+        ("beds.transport.frames", 7),
+        ("beds.cli.run", 14),
         ("beds.unknown", None),
     ],
 )
 def test_a_module_takes_the_layer_of_its_closest_name(module: str, layer: int | None) -> None:
     assert layer_of(module) == layer
+
+
+LONG_MODULE_LINES = 350
+"""A module longer than this says why in its docstring (a line starting "Why this module is
+long:"), so a module that grew several jobs is split instead of growing on."""
+
+
+def test_a_long_module_says_why_it_is_long() -> None:
+    unexplained = []
+    for name, path in module_files(package_dir()).items():
+        text = path.read_text(encoding="utf-8")
+        lines = text.count("\n")
+        docstring = ast.get_docstring(ast.parse(text)) or ""
+        said = any(line.startswith("Why this module is long:") for line in docstring.splitlines())
+        if lines > LONG_MODULE_LINES and not said:
+            unexplained.append(f"{name} ({lines} lines)")
+    assert not unexplained, (
+        f"modules over {LONG_MODULE_LINES} lines without 'Why this module is long:' in their "
+        f"docstring (split them, or say why not): {', '.join(unexplained)}"
+    )

@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from loguru import logger
 
-from beds.broker.dispatch import Dispatcher
 from beds.codec import encode_request
+from beds.dispatch import Dispatcher
 from beds.envelopes import Operation, Request, RequestMeta, Response
 from beds.errors import TemplateError
 from beds.factory import Factory
@@ -28,8 +28,10 @@ from beds.lineage import (
     new_event_id,
 )
 from beds.templates import Template, parse_template
-from beds.testing import MemoryAdapter
+from beds.testing import MemoryAdapter, TestIdentity
 
+IDENTITY = TestIdentity(env="t")
+ALICE = IDENTITY.credential("alice")
 RECORD = {"title": "abc", "count": 1, "active": True}
 
 
@@ -70,7 +72,14 @@ def dispatcher(template: Template, sink: Sink) -> tuple[Dispatcher, MemoryAdapte
     adapter = MemoryAdapter()
     factory = Factory({template.name: template}, {"memory": adapter})
     return (
-        Dispatcher(factory, node="n1", env="t", max_message_bytes=65536, events=sink),
+        Dispatcher(
+            factory,
+            node="n1",
+            env="t",
+            max_message_bytes=65536,
+            events=sink,
+            authenticator=IDENTITY.authenticator,
+        ),
         adapter,
     )
 
@@ -122,11 +131,13 @@ async def test_a_request_leaves_a_request_event_and_a_database_call_event(
 async def test_failures_carry_their_code(demo_template: Template) -> None:
     sink = Sink()
     target, _ = dispatcher(demo_template, sink)
-    _, response = await target.handle(b"{not json", "application/json")
+    _, response = await target.handle(b"{not json", "application/json", credential=ALICE)
     assert not response.ok
     (request,) = sink.events
     assert (request.kind, request.code, request.status) == ("request", "BEDS-400", 400)
-    _, _missing = await target.handle(body(Operation.DELETE, {"id": 99}), "application/json")
+    _, _missing = await target.handle(
+        body(Operation.DELETE, {"id": 99}), "application/json", credential=ALICE
+    )
     db, failed = sink.events[1:]
     assert (db.code, failed.code) == ("BEDS-404", "BEDS-404")
 
@@ -164,7 +175,12 @@ async def test_log_records_made_while_a_request_runs_are_bound_to_it(
 ) -> None:
     target, adapter = dispatcher(demo_template, Sink())
     response, seen, _ = await fetch_that_logs(target, adapter, depth=1)
-    assert {"event_id": response.meta.event_id, "event_depth": 1, "beds_events": 4242} in seen
+    assert {
+        "event_id": response.meta.event_id,
+        "event_depth": 1,
+        "template": "demo_item",
+        "beds_events": 4242,
+    } in seen
 
 
 async def test_audited_writes_publish_before_and_after_confirmed(
@@ -173,13 +189,17 @@ async def test_audited_writes_publish_before_and_after_confirmed(
     sink = Sink()
     target, _ = dispatcher(demo_template, sink)
     assert demo_template.capabilities.audit
-    _, created = await target.handle(body(Operation.CREATE, RECORD), "application/json")
+    _, created = await target.handle(
+        body(Operation.CREATE, RECORD), "application/json", credential=ALICE
+    )
     assert created.ok, created.error
     key = {"id": created.data["id"]}
     _, updated = await target.handle(
-        body(Operation.UPDATE, {**key, **RECORD, "count": 2}), "application/json"
+        body(Operation.UPDATE, {**key, **RECORD, "count": 2}), "application/json", credential=ALICE
     )
-    _, deleted = await target.handle(body(Operation.DELETE, key), "application/json")
+    _, deleted = await target.handle(
+        body(Operation.DELETE, key), "application/json", credential=ALICE
+    )
     assert updated.ok
     assert deleted.ok
     create, update, delete = sink.confirmed
@@ -299,8 +319,8 @@ async def test_a_repeat_answered_from_its_key_leaves_no_second_audit_record(
     sink = Sink()
     target, adapter = dispatcher(demo_template, sink)
     first = body(Operation.CREATE, RECORD, idempotency_key="k1")
-    _, created = await target.handle(first, "application/json")
-    _, repeated = await target.handle(first, "application/json")
+    _, created = await target.handle(first, "application/json", credential=ALICE)
+    _, repeated = await target.handle(first, "application/json", credential=ALICE)
     assert created.ok
     assert repeated.ok
     assert repeated.data == created.data
@@ -309,7 +329,7 @@ async def test_a_repeat_answered_from_its_key_leaves_no_second_audit_record(
     assert audit.parent_id == created.meta.event_id
     # A new key is a new write: audited again.
     _, again = await target.handle(
-        body(Operation.CREATE, RECORD, idempotency_key="k2"), "application/json"
+        body(Operation.CREATE, RECORD, idempotency_key="k2"), "application/json", credential=ALICE
     )
     assert again.ok
     assert len(sink.confirmed) == 2
@@ -318,8 +338,19 @@ async def test_a_repeat_answered_from_its_key_leaves_no_second_audit_record(
 async def test_log_lines_carry_the_event_id_with_lineage_off(demo_template: Template) -> None:
     adapter = MemoryAdapter()
     factory = Factory({demo_template.name: demo_template}, {"memory": adapter})
-    target = Dispatcher(factory, node="n1", env="t", max_message_bytes=65536, trace=False)
+    target = Dispatcher(
+        factory,
+        node="n1",
+        env="t",
+        max_message_bytes=65536,
+        trace=False,
+        authenticator=IDENTITY.authenticator,
+    )
     response, seen, causes = await fetch_that_logs(target, adapter, depth=3)
-    assert {"event_id": response.meta.event_id, "event_depth": 3} in seen
+    assert {
+        "event_id": response.meta.event_id,
+        "event_depth": 3,
+        "template": "demo_item",
+    } in seen
     assert causes == [Cause(response.meta.event_id, 3)]
     assert current_cause() is None, "the cause outlived the request"

@@ -366,3 +366,19 @@ def test_trace_plugins_monitors_hook_calls(monkeypatch: pytest.MonkeyPatch) -> N
 def test_constants() -> None:
     assert ENTRY_POINT_GROUP == "beds"
     assert HOOK_API_VERSION == 1
+
+
+def test_adapter_registration_goes_through_the_hook_caller(
+    beds_plugin_manager: pluggy.PluginManager,
+) -> None:
+    beds_plugin_manager.register(AdapterPlugin("rel"), name="rel")
+    beds_plugin_manager.register(AdapterPlugin("rec"), name="rec")
+    calls: list[tuple[str, list[str]]] = []
+    beds_plugin_manager.add_hookcall_monitoring(
+        lambda name, impls, kwargs: calls.append((name, [i.plugin_name for i in impls])),
+        lambda outcome, name, impls, kwargs: None,
+    )
+    registry = Hooks(beds_plugin_manager).register_adapters()
+    assert registry.owners == {"rec": "rec", "rel": "rel"}
+    # One monitored call per plugin, in pluggy's order (last registered first).
+    assert calls == [("beds_register_adapters", ["rec"]), ("beds_register_adapters", ["rel"])]

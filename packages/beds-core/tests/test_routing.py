@@ -9,14 +9,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from beds.broker.dispatch import Dispatcher
 from beds.codec import encode_request, encode_response
+from beds.dispatch import Dispatcher
 from beds.envelopes import Operation, Request, RequestMeta, Response
 from beds.factory import Factory
 from beds.routing import Bindings, routing_key, topic_matches
 from beds.templates.model import Template
-from beds.testing import MemoryAdapter
+from beds.testing import MemoryAdapter, TestIdentity
 
+IDENTITY = TestIdentity(env="test")
+ALICE = IDENTITY.credential("alice")
 RECORD = {"title": "abc", "count": 1, "active": True}
 
 
@@ -89,6 +91,7 @@ def _dispatcher(template: Template, bindings: Bindings | None) -> Dispatcher:
         env="test",
         max_message_bytes=65536,
         bindings=bindings,
+        authenticator=IDENTITY.authenticator,
     )
 
 
@@ -104,7 +107,7 @@ def _body(template: str, operation: Operation, payload: dict[str, object]) -> by
 
 
 async def _handle(target: Dispatcher, body: bytes, route: str | None) -> Response:
-    _, response = await target.handle(body, "application/json", route)
+    _, response = await target.handle(body, "application/json", route, credential=ALICE)
     return response
 
 

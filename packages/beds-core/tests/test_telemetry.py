@@ -19,10 +19,10 @@ from aiohttp import test_utils
 from pamqp.commands import Basic
 from prometheus_client.parser import text_string_to_metric_families
 
-from beds.broker.dispatch import Dispatcher
 from beds.codec import encode_request
 from beds.config import Config, load_config
 from beds.config.model import NodeSettings, RoleSettings, TelemetrySettings
+from beds.dispatch import Dispatcher
 from beds.envelopes import ErrorBody, Operation, Request, RequestMeta, Response, ResponseMeta
 from beds.errors import ConfigError
 from beds.factory import Factory

@@ -11,10 +11,11 @@ import tomlkit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from beds.auth import Principal
 from beds.envelopes import Operation
 from beds.errors import TemplateError
 from beds.registry import distribution_of
-from beds.templates import FieldType, Template, parse_template
+from beds.templates import AccessRules, FieldType, Template, parse_template
 
 # -- the real example templates ------------------------------------------------------------------
 
@@ -74,13 +75,19 @@ def test_defaults(demo_declaration: dict[str, Any]) -> None:
     assert (field.required, field.nullable, field.generated) == (True, False, False)
 
 
-def test_access_rules(demo_template: Template) -> None:
+def test_access_rules_name_roles(demo_template: Template) -> None:
     access = demo_template.access
-    assert access.allows(Operation.CREATE, "alice")
-    assert not access.allows(Operation.CREATE, "bob")
+    member = Principal(id="u1", handle="alice", roles=frozenset({"member"}))
+    guest = Principal(id="u2", handle="bob", roles=frozenset({"guest"}))
+    assert access.allows(Operation.CREATE, member)
+    assert not access.allows(Operation.CREATE, guest)
     assert not access.allows(Operation.CREATE, None)
     assert access.allows(Operation.FETCH, None)  # "*"
-    assert access.allows(Operation.DELETE, "anyone")  # not declared
+    assert access.allows(Operation.DELETE, None)  # not declared
+    assert access.open_writes == (Operation.UPDATE, Operation.DELETE)
+    authenticated = AccessRules(rules={Operation.CREATE: frozenset({"authenticated"})})
+    assert authenticated.allows(Operation.CREATE, guest)
+    assert not authenticated.allows(Operation.CREATE, None)
 
 
 # -- bad declarations ----------------------------------------------------------------------------

@@ -112,3 +112,36 @@ async def test_a_passed_deadline_fails_before_any_database_call() -> None:
     with pytest.raises(DeadlineExceeded):
         await adapter.fetch(template, query, ctx)
     adapter._client = None
+
+
+def test_an_embedded_folder_locked_by_another_process_is_named_with_its_pid(
+    tmp_path: Path,
+) -> None:
+    """``beds check`` beside a running node: a clear refusal, not the storage engine's error."""
+    import subprocess
+    import sys
+
+    from beds_rec.embedded import in_use_by
+
+    assert in_use_by(tmp_path) is None  # no storage yet
+    (tmp_path / "WiredTiger.lock").write_bytes(b"")
+    assert in_use_by(tmp_path) is None  # a file nobody locks
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time\n"
+            f"f = open({str(tmp_path / 'WiredTiger.lock')!r}, 'r+')\n"
+            "fcntl.lockf(f, fcntl.LOCK_EX)\nprint('locked', flush=True)\ntime.sleep(30)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "locked"
+        assert in_use_by(tmp_path) == holder.pid
+    finally:
+        holder.kill()
+        holder.communicate()
+    assert in_use_by(tmp_path) is None

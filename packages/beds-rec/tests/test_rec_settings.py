@@ -46,11 +46,11 @@ def test_production_flag_is_kept() -> None:
 @pytest.mark.parametrize(
     ("options", "key", "words"),
     [
-        ({"database": "d", "url": "mongodb://x/"}, "stores.rec.url", "unknown key"),
+        ({"database": "d", "url": "mongodb://x/"}, "stores.rec.url", "is not a known key"),
         ({}, "stores.rec.database", "is required"),
         ({"database": ""}, "stores.rec.database", "database name"),
         ({"database": "a.b"}, "stores.rec.database", "database name"),
-        ({"database": 3}, "stores.rec.database", "database name"),
+        ({"database": 3}, "stores.rec.database", "must be a string, got int"),
         ({"database": "d", "uri": 5}, "stores.rec.uri", "must be a string"),
         ({"database": "d", "uri": "mysql://x/"}, "stores.rec.uri", "mongodb://"),
         ({"database": "d", "uri": "mongodb://h:99999/"}, "stores.rec.uri", "not a valid"),
@@ -63,15 +63,15 @@ def test_production_flag_is_kept() -> None:
         (
             {"database": "d", "server_selection_timeout": True},
             "stores.rec.server_selection_timeout",
-            "positive",
+            "must be a number, got bool",
         ),
         (
             {"database": "d", "server_selection_timeout": "5"},
             "stores.rec.server_selection_timeout",
-            "positive",
+            "must be a number, got str",
         ),
         ({"database": "d", "embedded_path": ""}, "stores.rec.embedded_path", "non-empty"),
-        ({"database": "d", "embedded_path": 1}, "stores.rec.embedded_path", "non-empty"),
+        ({"database": "d", "embedded_path": 1}, "stores.rec.embedded_path", "must be a string"),
     ],
 )
 def test_errors_name_the_key_and_file(options: dict[str, Any], key: str, words: str) -> None:
@@ -79,7 +79,9 @@ def test_errors_name_the_key_and_file(options: dict[str, Any], key: str, words: 
         parse_settings(settings(**options))
     assert caught.value.key == key
     assert caught.value.file == "beds.toml"
+    assert str(caught.value).startswith(f"{key}: ")
     assert words in str(caught.value)
+    assert str(caught.value).endswith(f"(file beds.toml, key {key})")
 
 
 def test_uri_error_does_not_leak_the_password() -> None:

@@ -10,7 +10,7 @@ from beds.errors import StoreUnavailable, TemplateError
 from beds.namaste import CallContext, NamasteCore, StoreSettings
 from beds.templates import QuerySpec, Template, parse_template
 from beds_rel.adapter import RelAdapter
-from beds_rel.bindings import compile_template
+from beds_rel.bindings import plan_template
 
 HEAD = """
 name = "spx_thing"
@@ -83,7 +83,7 @@ def test_adapter_is_a_namaste_core() -> None:
 
 
 def test_bindings_compile_to_bound_sql() -> None:
-    plan = compile_template(posts())
+    plan = plan_template(posts())
     assert {op: call.sql for op, call in plan.writes.items()} == {
         Operation.CREATE: "CALL `spx_create`(%s, %s)",
         Operation.UPDATE: "CALL `spx_update`(%s, %s)",
@@ -105,7 +105,7 @@ def test_prepare_accepts_a_valid_template() -> None:
 
 
 def test_view_without_params_has_no_where() -> None:
-    plan = compile_template(template('[queries.all]\nparams = []\nview = "spx_v"\n'))
+    plan = plan_template(template('[queries.all]\nparams = []\nview = "spx_v"\n'))
     assert plan.queries["all"].sql == "SELECT `id`, `name` FROM `spx_v` LIMIT %s"
 
 

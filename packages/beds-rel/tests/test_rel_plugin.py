@@ -28,9 +28,11 @@ def test_plugin_registers_the_rel_factory() -> None:
 def test_public_api() -> None:
     assert beds_rel.__all__ == (
         "RelAdapter",
-        "RelConfig",
+        "RelSettings",
         "Statement",
+        "__version__",
         "map_exceptions",
+        "parse_settings",
         "split_statements",
     )
     for name in beds_rel.__all__:

@@ -15,8 +15,7 @@ from beds.transport.control import ControlEvent, encode_event
 
 if TYPE_CHECKING:
     from beds.node import BedsNode
-
-    from .conftest import StartNode
+    from tests.integration.amqp.helpers import StartNode
 
 FAST_BEATS = """
 [control]

@@ -33,8 +33,7 @@ if TYPE_CHECKING:
     from beds.namaste import CallContext, Record
     from beds.node import BedsNode
     from beds.templates import Template
-
-    from .conftest import StartNode
+    from tests.integration.amqp.helpers import StartNode
 
     ClientFor = Callable[..., BedsClient]
     ConfigFile = Callable[..., Path]

@@ -21,8 +21,7 @@ from beds.lineage import Event, decode_events
 if TYPE_CHECKING:
     from beds.envelopes import Request, Response
     from beds.node import BedsNode
-
-    from .conftest import StartNode
+    from tests.integration.amqp.helpers import StartNode
 
     ClientFor = Callable[..., BedsClient]
 

@@ -20,9 +20,8 @@ if TYPE_CHECKING:
     from beds.namaste import CallContext, Record
     from beds.node import BedsNode
     from beds.templates import Template
-    from tests.conftest import Figures
-
-    from .conftest import StartNode
+    from tests.helpers import Figures
+    from tests.integration.amqp.helpers import StartNode
 
     TakeDeadLetter = Callable[[BedsNode], Awaitable[aiormq.abc.DeliveredMessage]]
     ClientFor = Callable[..., BedsClient]

@@ -1,54 +1,23 @@
 """Fault injection against the real services: the example schema, a TCP proxy, figures.
 
 Each test records its figures (requests sent, answered, failed by code, retried, lost) with the
-``figures`` fixture of ``tests/conftest.py``; the run's terminal summary repeats them.
+``figures`` fixture of ``tests/conftest.py``; the run's terminal summary repeats them. Tests
+import their helpers from ``tests/integration/nodes.py`` and ``helpers.py``, never from here.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from loguru import logger
 
-from tests.integration.nodes import (
-    Served,
-    StartServed,
-    Stores,
-    beds_command,
-    clean_environ,
-    client_of,
-    dba_connect,
-    node_config,
-    start_served,
-    stored_posts,
-    stores,
-    wait_exit,
-    wait_ready,
-)
+from tests.integration.faults.helpers import ProxyFactory
+from tests.integration.faults.proxy import FaultProxy
+from tests.integration.nodes import start_served, stores
 
-from .proxy import FaultProxy
-
-__all__ = (
-    "ProxyFactory",
-    "Served",
-    "StartServed",
-    "Stores",
-    "beds_command",
-    "clean_environ",
-    "client_of",
-    "dba_connect",
-    "node_config",
-    "start_served",
-    "stored_posts",
-    "stores",
-    "wait_exit",
-    "wait_ready",
-)
-
-
-ProxyFactory = Callable[[str, int], Awaitable[FaultProxy]]
+__all__ = ("start_served", "stores")  # fixtures defined in tests/integration/nodes.py
 
 
 @pytest.fixture

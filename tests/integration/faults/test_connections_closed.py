@@ -30,11 +30,10 @@ from beds.envelopes import Operation, Response
 from beds.errors import BrokerUnavailable, ReplyTimeout
 from beds.routing import PING_TEMPLATE
 from beds.testing import unique_name
-
-from .conftest import StartServed, Stores, client_of, stored_posts, wait_ready
+from tests.integration.nodes import StartServed, Stores, client_of, stored_posts, wait_ready
 
 if TYPE_CHECKING:
-    from tests.conftest import Figures
+    from tests.helpers import Figures
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.mongodb]
 

@@ -35,10 +35,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from pymongo import AsyncMongoClient
 
-from .conftest import StartServed, Stores, client_of, stored_posts, wait_ready
+from tests.integration.nodes import StartServed, Stores, client_of, stored_posts, wait_ready
 
 if TYPE_CHECKING:
-    from tests.conftest import Figures
+    from tests.helpers import Figures
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.mongodb]
 

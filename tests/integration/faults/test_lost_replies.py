@@ -37,15 +37,14 @@ from beds.config import load_config
 from beds.node import BedsNode
 from beds.testing import unique_name
 from beds_rec.adapter import RecAdapter
-
-from .conftest import node_config, stored_posts
+from tests.helpers import operator_token
+from tests.integration.nodes import node_config, stored_posts
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from tests.conftest import Figures
-
-    from .conftest import Stores
+    from tests.helpers import Figures
+    from tests.integration.nodes import Stores
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.mongodb]
 
@@ -265,6 +264,7 @@ settle_grace = {SETTLE_GRACE}
                 exchange=node.config.amqp.events_exchange,
                 env=node.config.node.env,
                 timeout=TIMEOUT,
+                token=operator_token(node.config.node.env),
             ) as client,
         ):
             dispatcher = node.pools["wBroker"].dispatcher

@@ -23,11 +23,10 @@ from beds.client import BedsClient
 from beds.envelopes import Response
 from beds.errors import BrokerUnavailable, ReplyTimeout
 from beds.testing import unique_name
-
-from .conftest import StartServed, Stores, client_of, stored_posts
+from tests.integration.nodes import StartServed, Stores, client_of, stored_posts
 
 if TYPE_CHECKING:
-    from tests.conftest import Figures
+    from tests.helpers import Figures
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.mongodb]
 

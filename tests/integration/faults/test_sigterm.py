@@ -31,8 +31,7 @@ from beds.errors import BrokerUnavailable, ReplyTimeout
 from beds.node import BedsNode
 from beds.routing import PING_TEMPLATE
 from beds.testing import unique_name
-
-from .conftest import (
+from tests.integration.nodes import (
     Served,
     StartServed,
     Stores,
@@ -44,7 +43,7 @@ from .conftest import (
 )
 
 if TYPE_CHECKING:
-    from tests.conftest import Figures
+    from tests.helpers import Figures
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.mongodb]
 

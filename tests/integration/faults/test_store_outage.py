@@ -36,16 +36,17 @@ from beds.errors import BrokerUnavailable, ReplyTimeout
 from beds.node import BedsNode
 from beds.plugins import make_plugin_manager
 from beds.testing import unique_name
-
-from .conftest import node_config, stored_posts
+from tests.helpers import operator_token
+from tests.integration.nodes import node_config, stored_posts
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-    from tests.conftest import Figures
+    from tests.helpers import Figures
+    from tests.integration.faults.helpers import ProxyFactory
+    from tests.integration.nodes import Stores
 
-    from .conftest import ProxyFactory, Stores
     from .proxy import FaultProxy, Outage
 
 TIMEOUT = 3.0
@@ -306,6 +307,7 @@ settle_grace = 0.5
             exchange=node.config.amqp.events_exchange,
             env=node.config.node.env,
             timeout=TIMEOUT,
+            token=operator_token(node.config.node.env),
         ) as client,
     ):
         dispatcher = node.pools["wBroker"].dispatcher

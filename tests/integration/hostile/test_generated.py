@@ -37,6 +37,8 @@ import orjson
 import pytest
 from pamqp.commands import Basic
 
+from beds.auth import bearer
+from tests.helpers import operator_token
 from tests.integration.hostile import corpus
 from tests.integration.hostile.corpus import Hostile, Verdict
 from tests.integration.hostile.wire import (
@@ -56,7 +58,7 @@ if TYPE_CHECKING:
 
     from aiormq.abc import AbstractChannel, DeliveredMessage
 
-    from tests.conftest import Figures
+    from tests.helpers import Figures
     from tests.integration.nodes import Served, Stores
 
 MESSAGES = int(os.environ.get("BEDS_HOSTILE_EXAMPLES", "5000"))
@@ -150,6 +152,11 @@ class Run:
     @property
     def exchange(self) -> str:
         return f"beds.events.{self.served.env}"
+
+    @property
+    def credential(self) -> dict[str, Any]:
+        """The operator's ``authorization`` header for this node's environment."""
+        return {"authorization": bearer(operator_token(self.served.env))}
 
     def broker_queue(self, klass: str) -> str:
         return f"beds.{self.served.env}.appServer.{corpus.BROKER_OF_CLASS[klass]}"
@@ -297,7 +304,8 @@ async def publish(run: Run, record: Sent, slots: asyncio.Semaphore) -> None:
     if message.reply == corpus.VANISHED and not run.vanishing.is_closed:
         channel = run.vanishing_channel
         record.live_vanishing = True
-    headers = dict(message.headers)
+    # A member's credential, so sound writes are served; the generated headers come after it.
+    headers = {**run.credential, **message.headers}
     if message.route == corpus.STRAIGHT:
         exchange, key = "", run.broker_queue(message.straight_to)
         if message.forged_key is not None:
@@ -354,6 +362,7 @@ async def resend_keyed(run: Run, records: list[Sent]) -> dict[str, dict[str, Any
                     correlation_id=correlation,
                     reply_to=queue,
                     message_id=correlation,
+                    headers=run.credential,
                 ),
             )
     if got:

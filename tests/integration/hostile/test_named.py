@@ -24,6 +24,7 @@ import orjson
 import pytest
 from pamqp.commands import Basic
 
+from tests.helpers import operator_token
 from tests.integration.hostile.corpus import FarTime
 from tests.integration.hostile.wire import (
     CODE,
@@ -109,7 +110,9 @@ class Scene:
 @pytest.fixture
 async def scene(hostile_node: Served, amqp_url: str, stores: Stores) -> AsyncIterator[Scene]:
     window = LogWindow(hostile_node)
-    async with Caller(amqp_url, f"beds.events.{hostile_node.env}") as caller:
+    async with Caller(
+        amqp_url, f"beds.events.{hostile_node.env}", token=operator_token(hostile_node.env)
+    ) as caller:
         # Letters left by an earlier test are not this one's.
         assert caller.channel is not None
         await dead_letters(caller.channel, hostile_node.env, quiet=0.2)
@@ -420,7 +423,7 @@ async def test_a_request_with_a_forged_x_death_header_that_expires_in_the_queue(
     exchange = f"beds.events.{served.env}"
     window = LogWindow(served)
     fetch = envelope("fetch", "spew_post", {"query": "by_author", "params": {"author": "nobody"}})
-    async with Caller(amqp_url, exchange) as caller:
+    async with Caller(amqp_url, exchange, token=operator_token(served.env)) as caller:
         # Enough requests ahead of it that it expires while it waits in the queue.
         for _ in range(200):
             await caller.publish(fetch, "spew_post.read")

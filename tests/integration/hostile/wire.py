@@ -22,6 +22,7 @@ import orjson
 import pytest
 from pamqp.commands import Basic
 
+from beds.auth import bearer
 from beds.transport.frames import UNDECODABLE_HEADER, tolerate_undecodable_frames
 from tests.integration.nodes import dba_connect
 
@@ -296,9 +297,11 @@ class Caller:
     Hostile parts are passed per call; replies are matched by ``correlation_id``.
     """
 
-    def __init__(self, amqp_url: str, exchange: str) -> None:
+    def __init__(self, amqp_url: str, exchange: str, *, token: str | None = None) -> None:
         self.amqp_url = amqp_url
         self.exchange = exchange
+        self.credential = {"authorization": bearer(token)} if token else {}
+        """Sent with every request that does not set its own headers (writes need a member)."""
         self.connection: aiormq.abc.AbstractConnection | None = None
         self.channel: AbstractChannel | None = None
         self.reply_queue = ""
@@ -344,6 +347,8 @@ class Caller:
         raw = body if isinstance(body, bytes) else orjson.dumps(body)
         properties.setdefault("content_type", "application/json")
         properties.setdefault("message_id", uuid.uuid4().hex)
+        if self.credential:
+            properties["headers"] = {**self.credential, **(properties.get("headers") or {})}
         self.published += 1
         await self.channel.basic_publish(
             raw,

@@ -11,7 +11,7 @@ import re
 from beds.envelopes import Operation
 from beds.registry import TemplateRegistry
 from beds_rel import split_statements
-from beds_rel.bindings import compile_template
+from beds_rel.bindings import plan_template
 
 
 def _registry() -> TemplateRegistry:
@@ -22,7 +22,7 @@ def _registry() -> TemplateRegistry:
 
 def test_spew_post_prepares_and_compiles_to_bound_sql() -> None:
     spew_post = _registry().templates["spew_post"]
-    plan = compile_template(spew_post)
+    plan = plan_template(spew_post)
     assert {op: call.sql for op, call in plan.writes.items()} == {
         Operation.CREATE: "CALL `spp_create`(%s, %s)",
         Operation.UPDATE: "CALL `spp_update`(%s, %s)",

@@ -86,7 +86,13 @@ from beds.errors import (
     TemplateError as TemplateError,
 )
 from beds.errors import (
+    TooManyAttempts as TooManyAttempts,
+)
+from beds.errors import (
     TransportError as TransportError,
+)
+from beds.errors import (
+    Unauthenticated as Unauthenticated,
 )
 from beds.errors import (
     Unauthorized as Unauthorized,
@@ -177,7 +183,9 @@ __all__ = (
     "Template",
     "TemplateError",
     "TemplateRegistry",
+    "TooManyAttempts",
     "TransportError",
+    "Unauthenticated",
     "Unauthorized",
     "UnknownTemplate",
     "UnsupportedOperation",

@@ -4,6 +4,9 @@ Many requests share one connection and one channel: replies arrive through Rabbi
 reply-to and are matched to waiting callers by correlation id. Every call has a timeout that is
 also sent as the request's deadline and the message's expiration, so a request nobody waits for
 any more is neither executed nor left in a queue.
+
+Why this module is long: it is the whole client (connection, calls, replies, timeouts) behind one
+class that applications import; its parts share one channel and one table of waiting callers.
 """
 
 from __future__ import annotations
@@ -25,12 +28,19 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from beds.auth.authenticator import CREDENTIAL_HEADER, bearer
 from beds.codec import CONTENT_TYPE, DEFAULT_MAX_MESSAGE_BYTES, decode_response, encode_request
 from beds.envelopes import WRITE_OPERATIONS, Operation, Request, RequestMeta, Response
-from beds.errors import BrokerUnavailable, PublishError, ReplyTimeout, RequestError
+from beds.errors import (
+    BrokerUnavailable,
+    PublishError,
+    ReplyTimeout,
+    RequestError,
+    Unauthenticated,
+)
 from beds.lineage import current_cause, new_event_id
 from beds.routing import PING_TEMPLATE, routing_key
-from beds.transport.amqp import connect
+from beds.transport.amqp import CONNECTION_FAILURES, connect
 from beds.transport.outbox import Outbox
 
 if TYPE_CHECKING:
@@ -41,6 +51,8 @@ if TYPE_CHECKING:
 __all__ = ("BedsClient",)
 
 _REPLY_TO = "amq.rabbitmq.reply-to"
+_SESSION_TEMPLATE = "beds_session"
+"""The template of ``beds-identity`` that logs in, refreshes and logs out (docs/identity.md)."""
 REPLY_GRACE = 0.5
 """Seconds a call waits past its deadline, for the node's deadline-exceeded reply."""
 
@@ -56,7 +68,10 @@ class BedsClient:
         timeout: default seconds to wait for a reply.
         origin: this client's name, sent as ``meta.origin`` and used in event ids.
         env: environment name used in event ids.
-        principal: default principal sent with every request.
+        principal: sent as ``meta.principal``; nodes replace it with the principal the token
+            proves (or none), so it only labels requests to embedded dispatchers in tests.
+        token: a session token (``beds login``, :meth:`login`) or an identity provider's access
+            token, sent with every request in the ``authorization`` header.
         idempotent_writes: give every create, update and delete sent without an idempotency key
             a fresh one, so that a write redelivered after a node died, or retried by the node,
             runs exactly once (REL) or at most once (REC). Turn it off only for stores that do
@@ -72,6 +87,7 @@ class BedsClient:
         origin: str = "client",
         env: str = "dev",
         principal: str | None = None,
+        token: str | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         idempotent_writes: bool = True,
     ) -> None:
@@ -81,6 +97,8 @@ class BedsClient:
         self.origin = origin
         self.env = env
         self.principal = principal
+        self.token = token
+        """Sent with every call that does not pass its own ``token``."""
         self.max_message_bytes = max_message_bytes
         self.idempotent_writes = idempotent_writes
         self._connection: AbstractConnection | None = None
@@ -182,7 +200,7 @@ class BedsClient:
             await outbox.aclose()
         if connection is not None:
             self._fail_waiting(connection, "the client was closed")
-            with contextlib.suppress(aiormq.exceptions.AMQPError, ConnectionError):
+            with contextlib.suppress(*CONNECTION_FAILURES):
                 await connection.close()
 
     async def _on_reply(self, message: DeliveredMessage) -> None:
@@ -210,6 +228,7 @@ class BedsClient:
         *,
         timeout: float | None = None,
         principal: str | None = None,
+        token: str | None = None,
         idempotency_key: str | None = None,
         parent_id: str | None = None,
         depth: int | None = None,
@@ -270,6 +289,7 @@ class BedsClient:
                     reply_to=_REPLY_TO,
                     message_id=correlation_id,
                     expiration=str(max(1, int(timeout * 1000))),
+                    headers=_credential(token if token is not None else self.token),
                 )
                 outbox = self._outbox
                 assert outbox is not None  # connect() sets it with the channel
@@ -294,11 +314,7 @@ class BedsClient:
                 f"no broker is bound for {routing_key(template, operation)!r} on exchange "
                 f"{self.exchange!r}"
             ) from exc
-        except (
-            aiormq.exceptions.AMQPError,
-            aiormq.exceptions.ChannelInvalidStateError,  # closed while we waited for its lock
-            ConnectionError,
-        ) as exc:
+        except CONNECTION_FAILURES as exc:  # a channel closed while we waited for its lock too
             raise BrokerUnavailable(f"RabbitMQ connection failed: {exc}") from exc
         finally:
             self._waiting.pop(correlation_id, None)
@@ -344,6 +360,64 @@ class BedsClient:
         """Delete a record by key; return ``{"deleted": n}``."""
         return await self._data(template, Operation.DELETE, key, **kwargs)
 
+    async def login(
+        self, handle: str, password: str, *, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Log in (``beds_session`` create); later calls carry the session token.
+
+        The request is sent without a credential, even if the client holds a token (an expired
+        one would be refused). The password travels only in this request's payload and is
+        neither kept nor logged.
+
+        Returns:
+            ``token``, ``expires_at`` and ``session``, as ``beds_session`` answers.
+
+        Raises:
+            Unauthenticated: a wrong password or an unknown handle (``BEDS-401``, the same).
+            TooManyAttempts: too many failed logins for this handle or origin (``BEDS-429``).
+        """
+        data: dict[str, Any] = await self._data(
+            _SESSION_TEMPLATE,
+            Operation.CREATE,
+            {"handle": handle, "password": password},
+            timeout=timeout,
+            token="",
+        )
+        self.token = data["token"]
+        return data
+
+    async def refresh(self, *, timeout: float | None = None) -> dict[str, Any]:
+        """Trade the session token for a new one (``beds_session`` update); keep it.
+
+        Returns:
+            ``token``, ``expires_at`` and ``session``, as ``beds_session`` answers.
+
+        Raises:
+            Unauthenticated: no token, or the session ended (expired, revoked, past
+                ``auth.session_ttl``).
+        """
+        data: dict[str, Any] = await self._data(
+            _SESSION_TEMPLATE, Operation.UPDATE, {}, timeout=timeout
+        )
+        self.token = data["token"]
+        return data
+
+    async def logout(self, *, timeout: float | None = None) -> None:
+        """End the session (``beds_session`` delete): every node refuses its tokens from now on.
+
+        The token is dropped on success and when the node answers ``BEDS-401`` (the session
+        had ended already); after any other error it is kept, so the logout can be tried again.
+
+        Raises:
+            Unauthenticated: no token, or the session had already ended.
+        """
+        try:
+            await self._data(_SESSION_TEMPLATE, Operation.DELETE, {}, timeout=timeout)
+        except Unauthenticated:
+            self.token = None
+            raise
+        self.token = None
+
     async def ping(self, *, timeout: float | None = None) -> Response:
         """Ask any read broker to answer without touching a store."""
         return await self.call(PING_TEMPLATE, Operation.PING, timeout=timeout)
@@ -361,3 +435,8 @@ def _fail_on_refusal(waiting: asyncio.Future[Response], confirmation: asyncio.Fu
 async def _close_quietly(connection: AbstractConnection) -> None:
     with contextlib.suppress(Exception):
         await connection.close()
+
+
+def _credential(token: str | None) -> dict[str, Any] | None:
+    """The AMQP headers that carry ``token`` (:mod:`beds.auth`)."""
+    return None if not token else {CREDENTIAL_HEADER: bearer(token)}

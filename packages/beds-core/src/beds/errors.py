@@ -13,6 +13,7 @@ request (``RequestError``, which crosses the wire in ``Response.error``)::
     │   └── ReplyTimeout              (also TimeoutError) the caller gave up waiting
     └── RequestError                  sent back in Response.error; has CODE and STATUS
         ├── MalformedRequest          BEDS-400   undecodable bytes, wrong envelope shape
+        ├── Unauthenticated           BEDS-401   credential missing, invalid, expired or revoked
         ├── Unauthorized              BEDS-403   principal may not do this operation
         ├── NotFound                  BEDS-404   no record with that key
         ├── UnknownTemplate           BEDS-404T  no template of that name on this node
@@ -22,6 +23,7 @@ request (``RequestError``, which crosses the wire in ``Response.error``)::
         │   └── WriteInDoubt          BEDS-409W  the key's first write has no outcome yet
         ├── PayloadTooLarge           BEDS-413   message body over the configured limit
         ├── ValidationFailed          BEDS-422   payload does not match the template
+        ├── TooManyAttempts           BEDS-429   failed logins throttled; retry after some seconds
         ├── InternalError             BEDS-500   a handler failed unexpectedly (a bug)
         │   └── ReplyUndeliverable    BEDS-500R  a write ran, its reply could not be delivered
         ├── DeadlineExceeded          BEDS-504   the request's deadline passed
@@ -34,6 +36,9 @@ request (``RequestError``, which crosses the wire in ``Response.error``)::
 Messages are deterministic (no ids, addresses or timestamps) so that the same bad input always
 produces the same reply. Context goes in attributes and ``details``. Every error pickles with its
 message, details and attributes (a process pool or a multiprocessing queue can carry it).
+
+Why this module is long: the error tree and its catalogue are one table by design: every code
+is declared once, here, so codes stay unique and the catalogue (docs/errors.md) is complete.
 """
 
 from __future__ import annotations
@@ -67,7 +72,9 @@ __all__ = (
     "StoreError",
     "StoreUnavailable",
     "TemplateError",
+    "TooManyAttempts",
     "TransportError",
+    "Unauthenticated",
     "Unauthorized",
     "UnknownTemplate",
     "UnsupportedOperation",
@@ -192,11 +199,42 @@ class MalformedRequest(RequestError):
     STATUS = 400
 
 
+class Unauthenticated(RequestError):
+    """The request's credential is missing where one is needed, or not valid.
+
+    One code for a wrong password, an unknown handle, and a credential that is malformed,
+    forged, expired, not yet valid, revoked or for another audience: the caller learns that it
+    is not authenticated, never which check failed (the node log says).
+    """
+
+    CODE = "BEDS-401"
+    STATUS = 401
+
+
 class Unauthorized(RequestError):
     """The request's principal may not perform this operation on this template."""
 
     CODE = "BEDS-403"
     STATUS = 403
+
+
+class TooManyAttempts(RequestError):
+    """Too many failed attempts (logins) from this handle or origin; try again later.
+
+    ``retry_after`` (seconds) is also in ``details``.
+    """
+
+    CODE = "BEDS-429"
+    STATUS = 429
+
+    def __init__(
+        self, message: str, *, details: tuple[str, ...] = (), retry_after: float | None = None
+    ) -> None:
+        if retry_after is not None:
+            details = (*details, f"retry after {max(1, round(retry_after))} s")
+        super().__init__(message, details=details)
+        self.retry_after = retry_after
+        """Seconds to wait before trying again (``None`` when rebuilt from a reply)."""
 
 
 class NotFound(RequestError):

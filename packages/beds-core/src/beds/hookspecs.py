@@ -12,6 +12,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from beds.envelopes import Request, Response
+    from beds.handlers import HandlerRegistry
     from beds.nodeinfo import NodeInfo
     from beds.registry import AdapterRegistry, TemplateRegistry
     from beds.templates.model import Template
@@ -22,6 +23,7 @@ __all__ = (
     "beds_node_started",
     "beds_node_stopping",
     "beds_register_adapters",
+    "beds_register_handlers",
     "beds_register_templates",
 )
 
@@ -33,7 +35,8 @@ def beds_register_adapters(registry: AdapterRegistry) -> None:
     """Register store adapters (NamasteCore implementations).
 
     Called once per node during IPL, after configuration is loaded and before templates are
-    registered.
+    registered: through the plugin manager like every hook, one plugin at a time (last
+    registered first), so that a duplicate store names both plugins.
 
     Args:
         registry: call ``registry.add(store="rel", factory=make_adapter)``; ``factory`` takes a
@@ -56,6 +59,20 @@ def beds_register_templates(registry: TemplateRegistry) -> None:
             raises ``PluginError`` naming both sources.
 
     .. versionadded:: 0.1
+    """
+
+
+@_spec
+def beds_register_handlers(registry: HandlerRegistry) -> None:
+    """Register a data domain's own step for an operation of its template (:mod:`beds.handlers`).
+
+    Called once per node during IPL, after templates are registered.
+
+    Args:
+        registry: call ``registry.add("beds_session", "create", login)``; a second handler for
+            the same template and operation raises ``PluginError`` naming both.
+
+    .. versionadded:: 0.2
     """
 
 

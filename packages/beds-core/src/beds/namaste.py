@@ -15,6 +15,7 @@ import attrs
 
 if TYPE_CHECKING:
     # Never structured by cattrs, so these stay type-only (and avoid an import cycle).
+    from beds.auth.principal import Principal  # noqa: TC004
     from beds.templates.model import QuerySpec, Template  # noqa: TC004
 
 __all__ = ("CallContext", "NamasteCore", "Query", "Record", "SchemaFile", "StoreSettings")
@@ -29,6 +30,9 @@ class CallContext:
 
     event_id: str
     principal: str | None = None
+    """The authenticated principal's id (``None``: anonymous)."""
+    identity: Principal | None = None
+    """The authenticated principal: id, handle and roles (:mod:`beds.auth`)."""
     deadline: float | None = None
     """Unix time after which the result is of no use."""
     idempotency_key: str | None = None
@@ -79,7 +83,11 @@ class StoreSettings:
 class NamasteCore(Protocol):
     """The CRUD interface every store adapter implements.
 
-    Idempotent writes: an adapter whose class sets ``idempotent_writes = True`` honours
+    Capabilities: every adapter declares them, the node reads them directly (no ``getattr``).
+    An adapter that subclasses ``NamasteCore`` explicitly inherits the defaults below
+    (``idempotent_writes = False``, no optional checks); a structural one defines both.
+
+    Idempotent writes: an adapter whose ``idempotent_writes`` is ``True`` honours
     ``ctx.idempotency_key`` in ``create``, ``update`` and ``delete``: the write runs at most once
     per key within ``ctx.idempotency_ttl``, across retries, redeliveries and node restarts; a
     repeat with the same ``ctx.fingerprint`` returns the first call's result without running
@@ -88,16 +96,21 @@ class NamasteCore(Protocol):
     raises ``WriteInDoubt``; once that lease lapsed, a repeat finds out whether the lost call's
     write applied and answers from it, or runs the write once. A write that certainly changed
     nothing leaves no record, so a repeat runs it again. The node refuses a key for an adapter
-    without the attribute (``UnsupportedOperation``) rather than ignore it.
+    whose ``idempotent_writes`` is ``False`` (``UnsupportedOperation``) rather than ignore it.
 
     Life cycle: the factory registered by the plugin builds the adapter from its
     :class:`StoreSettings`; ``prepare`` is called for each of the store's templates (synchronous,
-    no I/O); ``start`` opens connections; ``verify`` checks each template's declared objects;
-    the CRUD methods serve requests; ``aclose`` releases everything.
+    no I/O); ``start`` opens connections, then ``optional_checks`` reports on the store's
+    optional parts; ``verify`` checks each template's declared objects; the CRUD methods serve
+    requests; ``aclose`` releases everything.
     """
 
     store: str
     """The store name templates use to select this adapter, for example ``"rel"``."""
+
+    idempotent_writes: bool = False
+    """Whether writes honour ``ctx.idempotency_key`` (see "Idempotent writes" above). ``False``
+    (the default): the node refuses a keyed write for this store before calling the adapter."""
 
     def prepare(self, template: Template) -> None:
         """Validate the template's store-specific declarations (``binding``, ``store_options``).
@@ -108,6 +121,17 @@ class NamasteCore(Protocol):
 
     async def start(self) -> None:
         """Open connection pools. Raises ``StoreUnavailable`` when the database is unreachable."""
+
+    async def optional_checks(self) -> list[tuple[str, str | None]]:
+        """Check the store's optional parts after ``start`` (REL: its secondaries).
+
+        Returns:
+            One ``(check name, problem)`` pair per part, ``problem`` ``None`` when the part
+            answers. The node reports a problem as a warning in development (and goes on) and
+            as a failed check in production. The default: ``[]``, a store without optional
+            parts.
+        """
+        return []
 
     async def verify(self, template: Template) -> None:
         """Check that every database object the template declares exists.

@@ -1,13 +1,11 @@
-"""A BEDS node: the start-up sequence (IPL), the broker pools, and shutdown.
+"""A BEDS node: start-up, the broker pools, reconnection and shutdown.
 
-IPL: configuration (already loaded) → telemetry (when serving) → RabbitMQ → plugins, adapters
-and templates → stores (``rec`` then ``rel``; required; then their optional parts such as REL
-secondaries) → shared filesystem (if configured) → template database objects → brokers without
-bindings → topology → brokers → ready. RabbitMQ, plugins, stores and topology are always fatal.
-In production every failure is fatal; in development telemetry that cannot listen, no templates
-installed, a template that cannot be prepared or whose objects are missing is a warning. A broker
-without bindings is reported idle on the checklist.
-``BedsNode.check()`` runs the same steps without serving and returns the checklist.
+Start-up: telemetry (when serving; in development a port that cannot listen is a warning) →
+the IPL checks (:mod:`beds.ipl`) → topology → brokers → ready. ``BedsNode.check()`` runs the
+IPL checks without serving and returns the checklist.
+
+Why this module is long: start, reconnect and stop change the same state (connection, pools,
+events, control channel) in an order that matters; they stay in one class to be read together.
 """
 
 from __future__ import annotations
@@ -15,36 +13,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import tempfile
-from typing import TYPE_CHECKING, Any, Literal, NoReturn, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
-import aiormq
-import pluggy
 from loguru import logger
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
+from beds.auth import REVOKE_KIND
 from beds.broker.admin import admin_templates
-from beds.broker.dispatch import Dispatcher
 from beds.broker.logs import LogsPool
 from beds.broker.pool import BrokerPool
-from beds.errors import BedsError, PluginError, RequestError, TemplateError
+from beds.dispatch import Dispatcher
+from beds.errors import StoreUnavailable, UnknownTemplate
 from beds.factory import Factory
 from beds.heartbeat import Heartbeat
-from beds.lineage import EventStore
-from beds.namaste import NamasteCore, StoreSettings
+from beds.ipl import Ipl
 from beds.nodeinfo import Check, NodeInfo, StartupError
-from beds.plugins import Hooks, make_plugin_manager
 from beds.routing import Bindings
-from beds.transport.amqp import amqp_user, connect, declare_topology, redact
-from beds.transport.control import ControlChannel
+from beds.transport.amqp import CONNECTION_FAILURES, amqp_user, connect, declare_topology
+from beds.transport.control import ControlChannel, ControlEvent
 from beds.transport.events import EventPublisher
 
 if TYPE_CHECKING:
     from types import TracebackType
 
+    import pluggy
     from aiormq.abc import AbstractConnection
 
-    from beds.config.model import Config
+    from beds.auth import SessionTokens
+    from beds.config.model import AuthSettings, Config
+    from beds.lineage import EventStore
+    from beds.namaste import NamasteCore
+    from beds.plugins import Hooks
     from beds.registry import TemplateRegistry
     from beds.telemetry import Telemetry
     from beds.templates.model import Template
@@ -65,14 +64,10 @@ class BedsNode:
         self, config: Config, *, plugin_manager: pluggy.PluginManager | None = None
     ) -> None:
         self.config = config
-        self._pm = plugin_manager
-        self.checks: list[Check] = []
-        self.adapters: dict[str, NamasteCore] = {}
-        self.templates: dict[str, Template] = {}
-        self.registry: TemplateRegistry | None = None
+        self.ipl = Ipl(config, plugin_manager=plugin_manager)
+        """The start-up checks, their checklist, and the plugins, adapters and templates."""
         self.pools: dict[str, BrokerPool] = {}
         self.factory: Factory | None = None
-        self.hooks: Hooks | None = None
         self._connection: AbstractConnection | None = None
         self._closed = asyncio.Event()
         self._stopping = False
@@ -90,6 +85,88 @@ class BedsNode:
         self.reconnects = 0
         """Times the node reconnected to RabbitMQ after losing it."""
         self.ready = False
+
+    @property
+    def checks(self) -> list[Check]:
+        """The start-up checklist so far (``Ipl.checks``)."""
+        return self.ipl.checks
+
+    @property
+    def adapters(self) -> dict[str, NamasteCore]:
+        """One adapter per store the node's templates use."""
+        return self.ipl.adapters
+
+    @property
+    def templates(self) -> dict[str, Template]:
+        """The templates this node serves."""
+        return self.ipl.templates
+
+    @property
+    def registry(self) -> TemplateRegistry | None:
+        """What the plugins registered, after :meth:`load_plugins`."""
+        return self.ipl.registry
+
+    @property
+    def hooks(self) -> Hooks | None:
+        """The plugins' hooks, after :meth:`load_plugins`."""
+        return self.ipl.hooks
+
+    @property
+    def event_store(self) -> EventStore | None:
+        """The adapter of ``lineage.store``, if it can store lineage events."""
+        return self.ipl.event_store
+
+    @property
+    def keeps_events(self) -> bool:
+        """Whether this node stores lineage events (its role has a ``logs`` broker)."""
+        return self.ipl.keeps_events
+
+    def load_plugins(self) -> None:
+        """IPL: plugins, adapters (built, not connected) and templates (parsed and prepared)."""
+        self.ipl.load_plugins()
+
+    @property
+    def auth(self) -> AuthSettings:
+        """``[auth]`` (:class:`beds.handlers.NodeServices`)."""
+        return self.config.auth
+
+    @property
+    def tokens(self) -> SessionTokens | None:
+        """Issues and verifies session tokens (:class:`beds.handlers.NodeServices`)."""
+        authenticator = self.ipl.authenticator
+        return authenticator.sessions if authenticator is not None else None
+
+    def resolve(self, template: str) -> tuple[Template, NamasteCore]:
+        """A served template and its adapter (:class:`beds.handlers.NodeServices`).
+
+        Raises:
+            UnknownTemplate: this node does not serve it (or is not serving yet).
+        """
+        if self.factory is None:
+            raise UnknownTemplate(f"template {template!r} is not served yet")
+        return self.factory.resolve(template)
+
+    async def revoke(self, data: dict[str, Any]) -> None:
+        """Revoke here at once, then on every node (:class:`beds.handlers.NodeServices`).
+
+        Raises:
+            StoreUnavailable: RabbitMQ did not take the event (this node applied it; saying it
+                again, logging out again, is safe).
+        """
+        authenticator = self.ipl.authenticator
+        if authenticator is not None and not authenticator.revocations.apply(data):
+            raise ValueError(f"not a revocation: {sorted(data)}")
+        if self.control is None:
+            logger.warning(
+                "revocation applied on this node only: the control channel is off ([control])"
+            )
+            return
+        try:
+            await self.control.publish(REVOKE_KIND, data)
+        except CONNECTION_FAILURES as exc:
+            raise StoreUnavailable(
+                "the revocation could not be sent to the other nodes; send the request again"
+            ) from exc
 
     @property
     def info(self) -> NodeInfo:
@@ -137,188 +214,6 @@ class BedsNode:
     ) -> None:
         await self.stop()
 
-    def _ok(self, name: str, detail: str = "") -> None:
-        self.checks.append(Check(name=name, status="ok", detail=detail))
-        logger.info("IPL {}: ok{}", name, f" ({detail})" if detail else "")
-
-    def _fail(self, name: str, error: BaseException | str) -> NoReturn:
-        detail = _describe(error)
-        cause = error if isinstance(error, BaseException) else None
-        self.checks.append(Check(name=name, status="failed", detail=detail, error=cause))
-        logger.error("IPL {}: {}", name, detail)
-        raise StartupError(f"start-up failed at {name}: {detail}", self.checks)
-
-    def _problem(self, name: str, error: BaseException | str) -> None:
-        """A non-required check failed: fatal in production, a warning in development."""
-        if self.config.production:
-            self._fail(name, error)
-        detail = _describe(error)
-        self.checks.append(Check(name=name, status="warning", detail=detail))
-        logger.warning("IPL {}: {} (development: continuing)", name, detail)
-
-    def load_plugins(self) -> None:
-        """IPL: plugins, adapters (built, not connected) and templates (parsed and prepared)."""
-        try:
-            pm = self._pm or make_plugin_manager(
-                disabled=self.config.plugins.disabled, strict=self.config.production
-            )
-            pm.check_pending()  # plugins registered by hand are validated too
-            self.hooks = hooks = Hooks(pm)
-            factories = hooks.register_adapters()
-            self.registry = registry = hooks.register_templates()
-        except (PluginError, TemplateError, pluggy.PluginValidationError) as exc:
-            self._fail("plugins", exc)
-        self._ok("plugins", f"{len(registry.templates)} templates")
-        stores = {t.store for t in registry.templates.values()}
-        if self.keeps_events:
-            stores.add(self.config.lineage.store)
-        for store in sorted(stores):
-            factory = factories.factories.get(store)
-            if factory is None:
-                self._problem(f"adapter {store}", f"no installed plugin provides store {store!r}")
-                continue
-            settings = StoreSettings(
-                store=store,
-                options=self.config.stores.get(store, {}),
-                file=self.config.store_files.get(store),
-                production=self.config.production,
-            )
-            try:
-                self.adapters[store] = factory(settings)
-            except BedsError as exc:
-                self._fail(f"adapter {store}", exc)
-        if self.keeps_events and self.event_store is None:
-            self._fail(
-                "lineage store",
-                f"this role's logs brokers keep events in store {self.config.lineage.store!r} "
-                "(key lineage.store), whose adapter cannot store events",
-            )
-        for name, template in sorted(registry.templates.items()):
-            adapter = self.adapters.get(template.store)
-            if adapter is None:
-                continue
-            try:
-                adapter.prepare(template)
-            except TemplateError as exc:
-                self._problem(f"template {name}", exc)
-                continue
-            self.templates[name] = template
-
-    def _check_templates_installed(self) -> None:
-        """A node without templates serves no request: a warning in development, else fatal."""
-        if self.registry is not None and not self.registry.templates:
-            self._problem(
-                "templates",
-                "no templates are installed, so this node serves no requests: install a "
-                "template package (docs/writing-a-domain.md), such as beds-templates-example",
-            )
-
-    @property
-    def event_store(self) -> EventStore | None:
-        """The adapter of ``lineage.store``, if it can store lineage events."""
-        adapter: object = self.adapters.get(self.config.lineage.store)
-        return adapter if isinstance(adapter, EventStore) else None
-
-    @property
-    def keeps_events(self) -> bool:
-        """Whether this node stores lineage events (its role has a ``logs`` broker)."""
-        return any(settings.type == "logs" for settings in self.config.brokers.values())
-
-    async def _connect_amqp(self) -> AbstractConnection:
-        try:
-            connection = await connect(
-                self.config.amqp.url,
-                timeout=self.config.amqp.connect_timeout,
-                name=f"beds-{self.config.node.name}",
-            )
-        except BedsError as exc:
-            self._fail("rabbitmq", exc)
-        self._ok("rabbitmq", redact(self.config.amqp.url))
-        return connection
-
-    async def _start_stores(self) -> None:
-        # Every store that serves templates is required: its templates cannot be served without it.
-        for store, adapter in sorted(self.adapters.items()):
-            try:
-                await adapter.start()
-            except BedsError as exc:
-                self._fail(f"store {store}", exc)
-            self._ok(f"store {store}")
-            # Optional parts of a store (REL secondaries): a warning in development.
-            optional_checks = getattr(adapter, "optional_checks", None)
-            if optional_checks is not None:
-                for name, problem in await optional_checks():
-                    if problem is None:
-                        self._ok(name)
-                    else:
-                        self._problem(name, problem)
-
-    def _check_shared_path(self) -> None:
-        """IPL: the shared filesystem, if configured, is a folder this node can write to."""
-        path = self.config.node.shared_path
-        if not path:
-            return
-        try:
-            with tempfile.NamedTemporaryFile(dir=path, prefix=".beds-ipl-"):
-                pass
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            self._problem(
-                "shared filesystem", f"cannot write to {path}: {reason} (key node.shared_path)"
-            )
-            return
-        self._ok("shared filesystem", path)
-
-    def _check_bindings(self) -> None:
-        """IPL: a broker without bindings consumes a queue nothing routes to (a seed placeholder).
-
-        Said on its checklist line, not warned: the seed roles carry such placeholders (SPEC),
-        which a config cannot remove, and ``beds check`` must pass on the seed configuration.
-        """
-        role = self.config.node.role
-        for broker, settings in self.config.brokers.items():
-            if settings.bindings:
-                continue
-            detail = (
-                f"idle: no bindings, so its queue receives nothing (bind routing keys in "
-                f"[roles.{role}.brokers.{broker}] bindings)"
-            )
-            self._ok(f"broker {broker}", detail)
-
-    def _check_events_destination(self) -> None:
-        """IPL: lineage events and audit records need a ``logs`` broker in some role to keep them.
-
-        Without one nothing takes them off the logs exchange: they wait in the node's memory and
-        the oldest are dropped (audit records too), so production refuses to start.
-        """
-        audited = sorted(name for name, t in self.templates.items() if t.capabilities.audit)
-        if not (self.config.lineage.enabled or audited):
-            return
-        if any(
-            settings.type == "logs"
-            for role in self.config.roles.values()
-            for settings in role.brokers.values()
-        ):
-            return
-        what = "lineage events"
-        if audited:
-            what += f" and the audit records of {', '.join(audited)}"
-        self._problem(
-            "events",
-            f'no role has a logs broker (type = "logs"), so nothing stores {what}; add one '
-            "(the seed admin role's adminLogsBroker) or set lineage.enabled = false",
-        )
-
-    async def _verify_templates(self) -> None:
-        for name, template in sorted(self.templates.items()):
-            try:
-                await self.adapters[template.store].verify(template)
-            except RequestError as exc:
-                # Development keeps serving: calls then fail with DatabaseObjectMissing by name.
-                self._problem(f"template {name} objects", exc)
-                continue
-            self._ok(f"template {name} objects")
-
     async def _start_telemetry(self) -> None:
         """IPL (serving only): the HTTP endpoints, first, so probes get answers during IPL."""
         settings = self.config.telemetry
@@ -331,35 +226,20 @@ class BedsNode:
             await telemetry.start()
         except OSError as exc:
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
-            self._problem(
+            self.ipl.problem(
                 "telemetry",
                 f"cannot listen on {settings.host}:{settings.port}: {reason} (key telemetry.port)",
             )
             return
         self.telemetry = telemetry
-        self._ok("telemetry", telemetry.url)
+        self.ipl.ok("telemetry", telemetry.url)
 
     async def _ipl(self, *, serve: bool = False) -> AbstractConnection:
-        """Config → telemetry → RabbitMQ → plugins/templates → stores → objects → bindings."""
-        self.checks = [
-            Check(name="config", status="ok", detail=", ".join(self.config.files) or "defaults")
-        ]
+        """Telemetry (when serving), then the IPL checks; the connection to serve on."""
+        self.ipl.begin()
         if serve:
             await self._start_telemetry()
-        connection = await self._connect_amqp()
-        try:
-            self.load_plugins()
-            self._check_templates_installed()
-            await self._start_stores()
-            self._check_shared_path()
-            await self._verify_templates()
-            self._check_bindings()
-            self._check_events_destination()
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await connection.close()
-            raise
-        return connection
+        return await self.ipl.run()
 
     async def check(self) -> list[Check]:
         """Run the start-up checks without serving; return the checklist (never raises)."""
@@ -369,7 +249,7 @@ class BedsNode:
         except StartupError:
             pass
         finally:
-            await self._close_adapters()
+            await self.ipl.close_adapters()
         return self.checks
 
     async def start(self) -> None:
@@ -385,7 +265,7 @@ class BedsNode:
             try:
                 await self.hooks.node_started(self.info)
             except Exception as exc:
-                self._fail("node_started hooks", exc)
+                self.ipl.fail("node_started hooks", exc)
         except BaseException:
             await self.stop()
             raise
@@ -417,6 +297,15 @@ class BedsNode:
             )
         if self.config.control.enabled:
             self.control = ControlChannel(self.config, user=amqp_user(self.config.amqp.url))
+            authenticator = self.ipl.authenticator
+            if authenticator is not None:
+                revocations = authenticator.revocations
+
+                def revoke(event: ControlEvent) -> None:
+                    if not revocations.apply(event.data):
+                        logger.warning("a malformed {} event was ignored", REVOKE_KIND)
+
+                self.control.subscribe(REVOKE_KIND, revoke)
             self.heartbeat = Heartbeat(
                 self.control,
                 self,
@@ -437,14 +326,17 @@ class BedsNode:
                 trace=lineage.enabled,
                 builtins=builtins,
                 bindings=Bindings(settings.bindings),
+                authenticator=self.ipl.authenticator,
+                handlers=self.ipl.handlers,
+                services=self,
             )
             for broker, settings in self.config.brokers.items()
         }
         try:
             await self._consume(connection)
-        except (aiormq.exceptions.AMQPError, ConnectionError) as exc:
-            self._fail("topology and brokers", f"RabbitMQ refused a declaration: {exc!r}")
-        self._ok(
+        except CONNECTION_FAILURES as exc:
+            self.ipl.fail("topology and brokers", f"RabbitMQ refused a declaration: {exc!r}")
+        self.ipl.ok(
             "brokers", ", ".join(f"{b} x{s.instances}" for b, s in self.config.brokers.items())
         )
 
@@ -565,21 +457,7 @@ class BedsNode:
         if connection is not None:
             with contextlib.suppress(Exception):
                 await connection.close()
-        await self._close_adapters()
+        await self.ipl.close_adapters()
         if telemetry is not None:
             await telemetry.stop()
         self._closed.set()
-
-    async def _close_adapters(self) -> None:
-        for adapter in self.adapters.values():
-            try:
-                await adapter.aclose()
-            except Exception:
-                logger.opt(exception=True).warning("closing adapter {} failed", adapter.store)
-
-
-def _describe(error: BaseException | str) -> str:
-    detail = str(error)
-    if isinstance(error, RequestError) and error.details:
-        detail = f"{detail}: {', '.join(error.details)}"
-    return detail

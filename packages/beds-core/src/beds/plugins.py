@@ -18,6 +18,7 @@ from loguru import logger
 
 from beds import hookspecs
 from beds.errors import PluginError
+from beds.handlers import HandlerRegistry
 from beds.registry import AdapterRegistry, TemplateRegistry, distribution_of
 
 if TYPE_CHECKING:
@@ -135,17 +136,37 @@ class Hooks:
         self.pm = pm
 
     def register_adapters(self) -> AdapterRegistry:
-        """Collect every plugin's adapter factories, naming the plugin on duplicates."""
+        """Collect every plugin's adapter factories, naming the plugin on duplicates.
+
+        The hook is called through pluggy like every other (hook-call monitoring, wrappers and
+        ``BEDS_TRACE_PLUGINS`` see it), once per plugin in pluggy's order (last registered
+        first) through :meth:`pluggy.PluginManager.subset_hook_caller`, so that the registry
+        knows which plugin registers each store.
+        """
         registry = AdapterRegistry()
-        for impl in reversed(self.pm.hook.beds_register_adapters.get_hookimpls()):
+        name = "beds_register_adapters"
+        # Wrappers (of any plugin) stay in every call and wrap each plugin's registration.
+        impls = [
+            impl
+            for impl in getattr(self.pm.hook, name).get_hookimpls()
+            if not (impl.wrapper or impl.hookwrapper)
+        ]
+        for impl in reversed(impls):
+            others = [other.plugin for other in impls if other is not impl]
             registry.current_plugin = impl.plugin_name
-            impl.function(registry=registry)
+            self.pm.subset_hook_caller(name, remove_plugins=others)(registry=registry)
         return registry
 
     def register_templates(self, registry: TemplateRegistry | None = None) -> TemplateRegistry:
         """Collect every plugin's templates and schema files."""
         registry = registry if registry is not None else TemplateRegistry()
         self.pm.hook.beds_register_templates(registry=registry)
+        return registry
+
+    def register_handlers(self) -> HandlerRegistry:
+        """Collect every plugin's template handlers."""
+        registry = HandlerRegistry()
+        self.pm.hook.beds_register_handlers(registry=registry)
         return registry
 
     def implemented(self, hook: str) -> bool:

@@ -1,7 +1,7 @@
 """RecAdapter: serves REC templates from MongoDB through pymongo's ``AsyncMongoClient``.
 
 Each template works on the one collection its ``[rec]`` table declares, with the query shapes
-its ``[queries]`` declare (see :mod:`beds_rec.binding`); requests supply values, never shapes.
+its ``[queries]`` declare (see :mod:`beds_rec.bindings`); requests supply values, never shapes.
 
 The ``_id`` rule: ``_id`` is the store's private ``ObjectId`` and is never accepted from a
 request. A template that declares a generated field ``id`` gets ``_id`` back as 24 hexadecimal
@@ -32,7 +32,7 @@ from beds.errors import (
     TemplateError,
     UnsupportedOperation,
 )
-from beds_rec.binding import CREATED_AT, TemplatePlan, plan_template
+from beds_rec.bindings import CREATED_AT, TemplatePlan, plan_template
 from beds_rec.embedded import open_embedded
 from beds_rec.errors import database_call, map_exceptions
 from beds_rec.events import COLLECTION as EVENTS_COLLECTION
@@ -104,6 +104,15 @@ class RecAdapter:
         self.idempotent_writes = self.settings.idempotency
         """Whether writes honour idempotency keys (``[stores.rec] idempotency``)."""
 
+    @classmethod
+    def from_settings(cls, settings: StoreSettings) -> RecAdapter:
+        """Build the adapter from the ``[stores.rec]`` table (the registered factory).
+
+        Raises:
+            ConfigError: the table is invalid; the message names the key.
+        """
+        return cls(settings)
+
     def prepare(self, template: Template) -> None:
         """Check the template's ``[rec]`` table and query shapes, and keep its plan."""
         self._plans[template.name] = plan_template(template)
@@ -121,6 +130,8 @@ class RecAdapter:
             if uri is None and self._embedded is not None:
                 try:
                     uri = await self._embedded.start()
+                except StoreUnavailable:
+                    raise
                 except Exception as exc:
                     raise StoreUnavailable(
                         "the embedded MongoDB server did not start",
@@ -141,6 +152,10 @@ class RecAdapter:
         except BaseException:
             await self.aclose()
             raise
+
+    async def optional_checks(self) -> list[tuple[str, str | None]]:
+        """IPL's optional checks: none, the REC store has no optional parts."""
+        return []
 
     async def verify(self, template: Template) -> None:
         """Check that the template's collection and declared indexes exist.

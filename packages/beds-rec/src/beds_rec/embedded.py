@@ -10,14 +10,45 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
+import struct
 from typing import TYPE_CHECKING, Any
 
-from beds.errors import ConfigError
+from beds.errors import ConfigError, StoreUnavailable
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ("EmbeddedServer", "open_embedded")
+__all__ = ("EmbeddedServer", "in_use_by", "open_embedded")
+
+_STARTED: set[Path] = set()
+"""Storage folders this process's embedded servers use (their storage engine locks them)."""
+_FLOCK = "hhqqi"
+"""``struct flock`` on Linux: type, whence, start, length, pid (native alignment)."""
+
+
+def in_use_by(path: Path) -> int | None:
+    """The process whose storage engine holds ``path`` (its ``WiredTiger.lock``), if any.
+
+    Only asks (``F_GETLK``), never takes the lock. Closing a file drops every lock this process
+    holds on it, so a folder this process uses itself is answered from ``_STARTED`` instead.
+    """
+    if path.resolve() in _STARTED:
+        return os.getpid()
+    lock = path / "WiredTiger.lock"
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except OSError:
+        return None  # no storage there yet, or not ours to read: the start will say
+    try:
+        probe = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        kind, _, _, _, pid = struct.unpack(_FLOCK, fcntl.fcntl(fd, fcntl.F_GETLK, probe))
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return pid if kind != fcntl.F_UNLCK else None
 
 
 class EmbeddedServer:
@@ -36,8 +67,19 @@ class EmbeddedServer:
         return str(self._server.uri)
 
     async def start(self) -> str:
-        """Start the server (idempotent) and return its URI."""
+        """Start the server (idempotent) and return its URI.
+
+        Raises:
+            StoreUnavailable: another process (a running ``beds run``) uses the folder.
+        """
         if self._server is None:
+            holder = in_use_by(self.path)
+            if holder is not None:
+                raise StoreUnavailable(
+                    f"the embedded MongoDB folder {self.path} is in use by process {holder}, "
+                    "probably a running node: stop it, or give this command another folder "
+                    "(stores.rec.embedded_path) or that node's server (stores.rec.uri)"
+                )
             # SecantusDB binds and starts its accept thread synchronously; keep the loop free.
             self._server = await asyncio.to_thread(self._start)
         return self.uri
@@ -48,6 +90,7 @@ class EmbeddedServer:
             host="127.0.0.1", port=0, storage_path=str(self.path), replica_set_name=None
         )
         server.start()
+        _STARTED.add(self.path.resolve())
         return server
 
     async def stop(self) -> None:
@@ -55,6 +98,7 @@ class EmbeddedServer:
         server, self._server = self._server, None
         if server is not None:
             await asyncio.to_thread(_stop, server)
+            _STARTED.discard(self.path.resolve())
 
 
 def _stop(server: Any) -> None:

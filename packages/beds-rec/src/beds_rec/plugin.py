@@ -1,4 +1,4 @@
-"""The ``beds`` entry point of beds-rec: registers the REC store adapter."""
+"""The ``beds`` entry point of beds-rec: registers the REC (MongoDB) store adapter."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ if TYPE_CHECKING:
 
 __all__ = ("beds_register_adapters",)
 
+BEDS_HOOK_API = 1
+
 
 @hookimpl
 def beds_register_adapters(registry: AdapterRegistry) -> None:
     """Register :class:`~beds_rec.adapter.RecAdapter` as the ``rec`` store."""
-    registry.add(store=RecAdapter.store, factory=RecAdapter)
+    registry.add(store=RecAdapter.store, factory=RecAdapter.from_settings)

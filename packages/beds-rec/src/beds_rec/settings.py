@@ -14,25 +14,25 @@ key                            meaning
                                creates)
 =============================  ==========================================================
 
-Every problem is a :class:`~beds.errors.ConfigError` naming the key, for example
-``stores.rec.database``.
+The table is structured with cattrs like the rest of the configuration
+(:func:`beds.config.structure_table`): every problem raises :class:`~beds.errors.ConfigError`
+``stores.rec.<key>: <problem>`` naming the file and the key path. Messages never repeat the URI,
+because it may hold a password.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import attrs
 from pymongo.errors import ConfigurationError
 from pymongo.uri_parser import parse_uri
 
-from beds.errors import ConfigError
+from beds.config import FieldValueError, structure_table
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
-
     from beds.namaste import StoreSettings
 
 __all__ = ("EMBEDDED", "RecSettings", "parse_settings")
@@ -40,7 +40,6 @@ __all__ = ("EMBEDDED", "RecSettings", "parse_settings")
 EMBEDDED = "embedded"
 """The ``uri`` value (or its absence) that selects the embedded server."""
 
-_KEYS = ("uri", "database", "server_selection_timeout", "embedded_path", "idempotency")
 # MongoDB forbids these characters in database names (and the name must fit in 63 bytes).
 _DATABASE = re.compile(r'^[^/\\. "$*<>:|?\x00]{1,63}$')
 
@@ -76,60 +75,67 @@ def parse_settings(settings: StoreSettings) -> RecSettings:
         The settings with defaults applied.
 
     Raises:
-        ConfigError: an unknown key or a bad value; the error names ``stores.<store>.<key>``.
+        ConfigError: an unknown key, a missing ``database`` or a bad value; names the key path
+            (``stores.rec.database``) and the file.
     """
-    options: Mapping[str, Any] = settings.options
-
-    def fail(key: str, message: str) -> ConfigError:
-        return ConfigError(message, file=settings.file, key=f"stores.{settings.store}.{key}")
-
-    unknown = sorted(set(options) - set(_KEYS))
-    if unknown:
-        raise fail(unknown[0], f"unknown key; the REC store accepts {', '.join(_KEYS)}")
-
-    uri = options.get("uri", EMBEDDED)
-    if not isinstance(uri, str):
-        raise fail("uri", "must be a string")
-    if uri == EMBEDDED:
-        uri = None
-    else:
-        _check_uri(uri, fail)
-
-    database = options.get("database")
-    if database is None:
-        raise fail("database", "is required")
-    if not isinstance(database, str) or not _DATABASE.match(database):
-        raise fail("database", 'must be a MongoDB database name (no / \\ . space " $ characters)')
-
-    timeout = options.get("server_selection_timeout", 5.0)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
-        raise fail("server_selection_timeout", "must be a positive number of seconds")
-
-    path = options.get("embedded_path", ".beds/secantus")
-    if not isinstance(path, str) or not path:
-        raise fail("embedded_path", "must be a non-empty path")
-
-    idempotency = options.get("idempotency", True)
-    if not isinstance(idempotency, bool):
-        raise fail("idempotency", "must be true or false")
-
+    table = structure_table(
+        settings.options, _Table, key=f"stores.{settings.store}", file=settings.file
+    )
     return RecSettings(
-        uri=uri,
-        idempotency=idempotency,
-        database=database,
-        server_selection_timeout=float(timeout),
-        embedded_path=Path(path),
+        uri=None if table.uri == EMBEDDED else table.uri,
+        idempotency=table.idempotency,
+        database=table.database,
+        server_selection_timeout=table.server_selection_timeout,
+        embedded_path=Path(table.embedded_path),
         production=settings.production,
     )
 
 
-def _check_uri(uri: str, fail: Callable[[str, str], ConfigError]) -> None:
+def _uri(instance: _Table, attribute: attrs.Attribute[str], uri: str) -> None:
+    if uri == EMBEDDED:
+        return
     if not uri.startswith(("mongodb://", "mongodb+srv://")):
-        raise fail("uri", f"must start with mongodb:// or mongodb+srv://, or be {EMBEDDED!r}")
+        raise FieldValueError(
+            attribute.name, f"must start with mongodb:// or mongodb+srv://, or be {EMBEDDED!r}"
+        )
     if uri.startswith("mongodb+srv://"):
         return  # parsing an SRV URI resolves DNS; the driver checks it at start
     try:
         parse_uri(uri, warn=False)
     except (ConfigurationError, ValueError) as exc:
         # The driver's message may quote the URI, which can hold a password: keep it out.
-        raise fail("uri", f"is not a valid MongoDB URI ({type(exc).__name__})") from None
+        raise FieldValueError(
+            attribute.name, f"is not a valid MongoDB URI ({type(exc).__name__})"
+        ) from None
+
+
+def _database(instance: _Table, attribute: attrs.Attribute[str], value: str) -> None:
+    if not _DATABASE.match(value):
+        raise FieldValueError(
+            attribute.name, 'must be a MongoDB database name (no / \\ . space " $ characters)'
+        )
+
+
+def _positive(instance: _Table, attribute: attrs.Attribute[float], value: float) -> None:
+    if not value > 0:
+        raise FieldValueError(attribute.name, "must be a positive number of seconds")
+
+
+def _path(instance: _Table, attribute: attrs.Attribute[str], value: str) -> None:
+    if not value:
+        raise FieldValueError(attribute.name, "must be a non-empty path")
+
+
+@attrs.frozen(kw_only=True)
+class _Table:
+    """The ``[stores.rec]`` table as written (see the module's table of keys)."""
+
+    uri: str = attrs.field(default=EMBEDDED, validator=_uri)
+    database: str = attrs.field(validator=_database)
+    server_selection_timeout: float = attrs.field(default=5.0, validator=_positive)
+    embedded_path: str = attrs.field(default=".beds/secantus", validator=_path)
+    idempotency: bool = True
+
+
+_KEYS: tuple[str, ...] = tuple(field.name for field in attrs.fields(_Table))
+"""The table's keys, for the documentation's check (tests/docs)."""

@@ -35,12 +35,12 @@ from beds.errors import (
 )
 from beds.templates.model import FieldType
 from beds.values import to_wire, to_wire_record
-from beds_rel.bindings import Call, Plan, compile_template
+from beds_rel.bindings import Call, TemplatePlan, plan_template
 from beds_rel.errors import is_clean, map_exceptions
 from beds_rel.idempotency import CALLS as IDEMPOTENCY_CALLS
 from beds_rel.idempotency import PURGE, schema_file, write_once
 from beds_rel.schema import apply_schema_files
-from beds_rel.settings import RelConfig
+from beds_rel.settings import RelSettings, parse_settings
 from beds_rel.verify import missing_objects
 
 if TYPE_CHECKING:
@@ -68,12 +68,12 @@ class RelAdapter:
 
     store = "rel"
 
-    def __init__(self, config: RelConfig) -> None:
-        self.config = config
-        self.idempotent_writes = config.idempotency
+    def __init__(self, settings: RelSettings) -> None:
+        self.settings = settings
+        self.idempotent_writes = settings.idempotency
         """Whether writes honour idempotency keys (``[stores.rel] idempotency``)."""
         self._pool: asyncmy.Pool | None = None
-        self._plans: dict[str, Plan] = {}
+        self._plans: dict[str, TemplatePlan] = {}
 
     @classmethod
     def from_settings(cls, settings: StoreSettings) -> RelAdapter:
@@ -82,7 +82,7 @@ class RelAdapter:
         Raises:
             ConfigError: the table is invalid; the message names the key.
         """
-        return cls(RelConfig.from_settings(settings))
+        return cls(parse_settings(settings))
 
     def prepare(self, template: Template) -> None:
         """Check the template's REL bindings and build its statements (no I/O).
@@ -90,9 +90,9 @@ class RelAdapter:
         Raises:
             TemplateError: a binding the adapter cannot serve.
         """
-        self._plans[template.name] = compile_template(template)
+        self._plans[template.name] = plan_template(template)
 
-    def _plan(self, template: Template) -> Plan:
+    def _plan(self, template: Template) -> TemplatePlan:
         plan = self._plans.get(template.name)
         if plan is None:
             self.prepare(template)
@@ -108,10 +108,10 @@ class RelAdapter:
         """
         if self._pool is not None:
             return
-        config = self.config
-        pool = asyncmy.Pool(config.pool_min, config.pool_max, **config.connect_kwargs())
+        settings = self.settings
+        pool = asyncmy.Pool(settings.pool_min, settings.pool_max, **settings.connect_kwargs())
         try:
-            with map_exceptions(objects=(config.database,)):
+            with map_exceptions(objects=(settings.database,)):
                 async with pool.acquire() as conn, conn.cursor() as cursor:
                     await cursor.execute("SELECT 1")
         except BaseException:
@@ -123,7 +123,7 @@ class RelAdapter:
     async def optional_checks(self) -> list[tuple[str, str | None]]:
         """IPL's optional checks: each secondary answers (name, ``None``) or why not."""
         results: list[tuple[str, str | None]] = []
-        for secondary in self.config.secondaries:
+        for secondary in self.settings.secondaries:
             name = f"store rel secondary {secondary.host}:{secondary.port}"
             try:
                 with map_exceptions(objects=(secondary.database,)):
@@ -152,12 +152,12 @@ class RelAdapter:
         # every call until its deadline instead of failing fast (and being retried).
         acquiring = pool.acquire()
         try:
-            async with asyncio.timeout(self.config.connect_timeout):
+            async with asyncio.timeout(self.settings.connect_timeout):
                 conn = await acquiring.__aenter__()
         except TimeoutError:
             raise StoreUnavailable(
                 "no MariaDB connection within connect_timeout",
-                details=(f"connect_timeout: {self.config.connect_timeout:g} s",),
+                details=(f"connect_timeout: {self.settings.connect_timeout:g} s",),
             ) from None
         try:
             yield conn
@@ -290,8 +290,8 @@ class RelAdapter:
         Returns:
             The names of the files applied.
         """
-        own = [schema_file()] if self.config.idempotency else []
-        return await apply_schema_files(self.config, [*own, *files])
+        own = [schema_file()] if self.settings.idempotency else []
+        return await apply_schema_files(self.settings, [*own, *files])
 
     async def aclose(self) -> None:
         """Close the pool after in-flight calls return; safe to call twice."""
@@ -301,8 +301,8 @@ class RelAdapter:
             await pool.wait_closed()
 
     def __repr__(self) -> str:
-        config = self.config
-        return f"RelAdapter({config.user}@{config.host}:{config.port}/{config.database})"
+        settings = self.settings
+        return f"RelAdapter({settings.user}@{settings.host}:{settings.port}/{settings.database})"
 
 
 async def _run(conn: Connection, call: Call, args: Sequence[Any]) -> list[Row]:

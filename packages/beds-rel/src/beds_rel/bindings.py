@@ -11,7 +11,8 @@ binding                                       SQL
 operation ``procedure = "p"``                 ``CALL `p`(%s, …)``, one argument per param
 query ``procedure = "p"``                     ``CALL `p`(%s, …, %s)``, the params then the limit
 query ``view = "v"``                          ``SELECT `f1`, … FROM `v` WHERE `a` <=> %s AND …
-                                              LIMIT %s`` (every declared field; null-safe =)
+                                              LIMIT %s`` (every declared field, or the list
+                                              ``columns = [...]``; null-safe =)
 query ``function = "f"``, ``returns = "c"``   ``SELECT `f`(%s, …) AS `c``` → one record
 ============================================  ==================================================
 """
@@ -19,7 +20,7 @@ query ``function = "f"``, ``returns = "c"``   ``SELECT `f`(%s, …) AS `c``` →
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
@@ -30,7 +31,7 @@ from beds.errors import TemplateError
 if TYPE_CHECKING:
     from beds.templates.model import Template
 
-__all__ = ("Call", "Plan", "compile_template")
+__all__ = ("Call", "TemplatePlan", "plan_template")
 
 Kind = Literal["procedure", "view", "function"]
 _KINDS: tuple[Kind, ...] = ("procedure", "view", "function")
@@ -56,7 +57,7 @@ class Call:
 
 
 @attrs.frozen(kw_only=True)
-class Plan:
+class TemplatePlan:
     """Every statement one template needs, keyed by operation and by query name."""
 
     writes: Mapping[Operation, Call]
@@ -102,7 +103,7 @@ def _write_call(template: Template, operation: Operation, binding: Mapping[str, 
 
 def _query_call(template: Template, query: str, binding: Mapping[str, Any]) -> Call:
     path = f"queries.{query}"
-    unknown = sorted(set(binding) - {*_KINDS, "returns"})
+    unknown = sorted(set(binding) - {*_KINDS, "returns", "columns"})
     if unknown:
         raise _fail(
             template, f"{path}.{unknown[0]}", "is not a REL binding (procedure, view, function)"
@@ -113,6 +114,8 @@ def _query_call(template: Template, query: str, binding: Mapping[str, Any]) -> C
     kind = kinds[0]
     if "returns" in binding and kind != "function":
         raise _fail(template, f"{path}.returns", "is only for function queries")
+    if "columns" in binding and kind != "view":
+        raise _fail(template, f"{path}.columns", "is only for view queries")
     name = template.object_name(binding[kind], key=f"{path}.{kind}")
     params = template.queries[query].params
     for param in params:
@@ -132,7 +135,15 @@ def _query_call(template: Template, query: str, binding: Mapping[str, Any]) -> C
         column = _column(template, binding["returns"], f"{path}.returns")
         sql = f"SELECT {_quote(name)}({_placeholders(len(params))}) AS {_quote(column)}"
         return Call(kind=kind, name=name, sql=sql, params=params, arity=len(params), column=column)
-    columns = tuple(_column(template, field, f"fields.{field}") for field in template.fields)
+    # A view answers every field, or the fields its query names (a view that must not have a
+    # column, such as a password hash, is bound with the columns it has).
+    wanted = binding.get("columns", tuple(template.fields))
+    if isinstance(wanted, str) or not isinstance(wanted, Sequence) or not wanted:
+        raise _fail(template, f"{path}.columns", "must be a non-empty list of field names")
+    for field in wanted:
+        if field not in template.fields:
+            raise _fail(template, f"{path}.columns", f"names {field!r}, which is not a field")
+    columns = tuple(_column(template, field, f"{path}.columns") for field in wanted)
     where = " AND ".join(f"{_quote(p)} <=> %s" for p in params)
     sql = (
         f"SELECT {', '.join(map(_quote, columns))} FROM {_quote(name)}"
@@ -141,7 +152,7 @@ def _query_call(template: Template, query: str, binding: Mapping[str, Any]) -> C
     return Call(kind=kind, name=name, sql=sql, params=params, columns=columns)
 
 
-def compile_template(template: Template) -> Plan:
+def plan_template(template: Template) -> TemplatePlan:
     """Check a REL template's bindings and build its statements.
 
     Raises:
@@ -158,4 +169,4 @@ def compile_template(template: Template) -> Plan:
     queries = {
         name: _query_call(template, name, spec.binding) for name, spec in template.queries.items()
     }
-    return Plan(writes=writes, queries=queries)
+    return TemplatePlan(writes=writes, queries=queries)

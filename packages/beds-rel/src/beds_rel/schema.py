@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from beds.namaste import SchemaFile
-    from beds_rel.settings import RelConfig
+    from beds_rel.settings import RelSettings
 
 __all__ = ("Statement", "apply_schema_files", "split_statements")
 
@@ -131,7 +131,7 @@ def split_statements(sql: str) -> list[Statement]:
     return _Splitter(sql).run()
 
 
-async def apply_schema_files(config: RelConfig, files: Sequence[SchemaFile]) -> list[str]:
+async def apply_schema_files(settings: RelSettings, files: Sequence[SchemaFile]) -> list[str]:
     """Create the configured database if needed, then run every statement of each file in order.
 
     Returns:
@@ -150,17 +150,17 @@ async def apply_schema_files(config: RelConfig, files: Sequence[SchemaFile]) -> 
                 "a schema file does not parse", details=(f"{file.name}: {exc}",)
             ) from exc
     with map_exceptions():
-        conn = await asyncmy.connect(**config.connect_kwargs(with_database=False))
+        conn = await asyncmy.connect(**settings.connect_kwargs(with_database=False))
     try:
         with map_exceptions():
             async with conn.cursor() as cursor:
                 # Notes such as "already exists" are expected when a schema is re-applied.
                 await cursor.execute("SET sql_notes = 0")
                 await cursor.execute(
-                    f"CREATE DATABASE IF NOT EXISTS `{config.database}` "
+                    f"CREATE DATABASE IF NOT EXISTS `{settings.database}` "
                     "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
                 )
-            await conn.select_db(config.database)
+            await conn.select_db(settings.database)
         for file, statements in plans:
             for statement in statements:
                 await _run(conn, file, statement)

@@ -13,8 +13,10 @@ key                default    meaning
                               objects, which ``beds schema apply`` installs)
 =================  =========  ===================================================================
 
-Every problem raises :class:`~beds.errors.ConfigError` naming the file and the key path
-(``stores.rel.pool_max``). Messages never repeat the URL, because it may hold a password.
+The table is structured with cattrs like the rest of the configuration
+(:func:`beds.config.structure_table`): every problem raises :class:`~beds.errors.ConfigError`
+``stores.rel.<key>: <problem>`` naming the file and the key path. Messages never repeat the URL,
+because it may hold a password.
 """
 
 from __future__ import annotations
@@ -25,23 +27,20 @@ from urllib.parse import unquote, urlsplit
 
 import attrs
 
-from beds.errors import ConfigError
+from beds.config import FieldValueError, structure_table
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from beds.namaste import StoreSettings
 
-__all__ = ("RelConfig",)
+__all__ = ("RelSettings", "parse_settings")
 
-_KEYS = ("url", "pool_min", "pool_max", "connect_timeout", "idempotency", "secondaries")
 _SCHEMES = frozenset({"mysql", "mariadb"})
 _DATABASE = re.compile(r"^[A-Za-z0-9_$-]{1,64}$")
 _MAX_TIMEOUT = 3600
 
 
 @attrs.frozen(kw_only=True)
-class RelConfig:
+class RelSettings:
     """Validated connection settings for one MariaDB/MySQL database."""
 
     host: str
@@ -53,17 +52,8 @@ class RelConfig:
     pool_max: int = 10
     connect_timeout: float = 5.0
     idempotency: bool = True
-    secondaries: tuple[RelConfig, ...] = ()
+    secondaries: tuple[RelSettings, ...] = ()
     """Replicas of the master: checked at start-up only."""
-
-    @classmethod
-    def from_settings(cls, settings: StoreSettings) -> RelConfig:
-        """Parse a store's configuration table.
-
-        Raises:
-            ConfigError: an unknown key, a missing ``url`` or a bad value; names the key path.
-        """
-        return _Parser(settings).parse()
 
     def connect_kwargs(self, *, with_database: bool = True) -> dict[str, Any]:
         """Return the keyword arguments for ``asyncmy.connect`` (and ``asyncmy.Pool``)."""
@@ -83,92 +73,107 @@ class RelConfig:
         return kwargs
 
 
-class _Parser:
-    def __init__(self, settings: StoreSettings) -> None:
-        self.settings = settings
-        self.options: Mapping[str, Any] = settings.options
+def parse_settings(settings: StoreSettings) -> RelSettings:
+    """Validate a ``[stores.rel]`` table.
 
-    def fail(self, key: str, message: str) -> ConfigError:
-        return ConfigError(
-            f"{key} {message}", file=self.settings.file, key=f"stores.{self.settings.store}.{key}"
-        )
+    Args:
+        settings: the table as the node read it.
 
-    def parse(self) -> RelConfig:
-        unknown = sorted(set(self.options) - set(_KEYS))
-        if unknown:
-            raise self.fail(unknown[0], f"is not a REL store option ({', '.join(_KEYS)})")
-        if "url" not in self.options:
-            raise self.fail("url", "is required (mysql://user:password@host:port/database)")
-        url = self._url(self.options["url"], "url")
-        pool_min = self._integer("pool_min", 1, minimum=0)
-        pool_max = self._integer("pool_max", 10, minimum=1)
-        if pool_max < pool_min:
-            raise self.fail("pool_max", f"must be at least pool_min ({pool_min}), got {pool_max}")
-        timeout = self._timeout()
-        idempotency = self.options.get("idempotency", True)
-        if not isinstance(idempotency, bool):
-            raise self.fail("idempotency", f"must be true or false, got {idempotency!r}")
-        return RelConfig(
-            **url,
-            pool_min=pool_min,
-            pool_max=pool_max,
-            connect_timeout=timeout,
-            idempotency=idempotency,
-            secondaries=self._secondaries(timeout),
-        )
+    Returns:
+        The settings with defaults applied and the URLs taken apart.
 
-    def _secondaries(self, timeout: float) -> tuple[RelConfig, ...]:
-        value = self.options.get("secondaries", [])
-        if not isinstance(value, list):
-            raise self.fail("secondaries", "must be an array of mysql:// URLs")
-        return tuple(
-            RelConfig(**self._url(item, f"secondaries[{index}]"), connect_timeout=timeout)
-            for index, item in enumerate(value)
-        )
+    Raises:
+        ConfigError: an unknown key, a missing ``url`` or a bad value; names the key path
+            (``stores.rel.pool_max``) and the file.
+    """
+    table = structure_table(
+        settings.options, _Table, key=f"stores.{settings.store}", file=settings.file
+    )
+    timeout = table.connect_timeout
+    return RelSettings(
+        **_url_parts(table.url),
+        pool_min=table.pool_min,
+        pool_max=table.pool_max,
+        connect_timeout=timeout,
+        idempotency=table.idempotency,
+        secondaries=tuple(
+            RelSettings(**_url_parts(url), connect_timeout=timeout) for url in table.secondaries
+        ),
+    )
 
-    def _url(self, value: Any, key: str) -> dict[str, Any]:
-        if not isinstance(value, str):
-            raise self.fail(key, "must be a string")
-        try:
-            parts = urlsplit(str(value))
-            port = parts.port or 3306
-        except ValueError:
-            raise self.fail(key, "is not a valid URL (bad port?)") from None
-        if parts.scheme not in _SCHEMES:
-            raise self.fail(key, "must start with mysql:// or mariadb://")
-        if parts.query or parts.fragment:
-            raise self.fail(key, "takes no query string; use the other stores.rel keys")
-        if not parts.hostname:
-            raise self.fail(key, "must name a host")
-        if not parts.username:
-            raise self.fail(key, "must name a user (mysql://user@host/database)")
-        database = unquote(parts.path.removeprefix("/"))
-        if not _DATABASE.match(database):
-            raise self.fail(
-                key, "must end with a database name (letters, digits, _, $, -; at most 64)"
-            )
-        return {
-            "host": parts.hostname,
-            "port": port,
-            "user": unquote(parts.username),
-            "password": unquote(parts.password or ""),
-            "database": database,
-        }
 
-    def _integer(self, key: str, default: int, *, minimum: int) -> int:
-        value = self.options.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(key, f"must be an integer, got {type(value).__name__}")
+def _url(instance: _Table, attribute: attrs.Attribute[str], value: str) -> None:
+    _url_parts(value, attribute.name)
+
+
+def _secondary_urls(
+    instance: _Table, attribute: attrs.Attribute[tuple[str, ...]], value: tuple[str, ...]
+) -> None:
+    for index, url in enumerate(value):
+        _url_parts(url, f"{attribute.name}[{index}]")
+
+
+def _at_least(minimum: int) -> Any:
+    def check(instance: _Table, attribute: attrs.Attribute[int], value: int) -> None:
         if value < minimum:
-            raise self.fail(key, f"must be at least {minimum}, got {value}")
-        return int(value)
+            raise FieldValueError(attribute.name, f"must be at least {minimum}, got {value}")
 
-    def _timeout(self) -> float:
-        value = self.options.get("connect_timeout", 5)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.fail("connect_timeout", f"must be a number, got {type(value).__name__}")
-        if not 0 < value <= _MAX_TIMEOUT:
-            raise self.fail(
-                "connect_timeout", f"must be more than 0 and at most {_MAX_TIMEOUT} seconds"
+    return check
+
+
+def _timeout(instance: _Table, attribute: attrs.Attribute[float], value: float) -> None:
+    if not 0 < value <= _MAX_TIMEOUT:
+        raise FieldValueError(
+            attribute.name, f"must be more than 0 and at most {_MAX_TIMEOUT} seconds"
+        )
+
+
+@attrs.frozen(kw_only=True)
+class _Table:
+    """The ``[stores.rel]`` table as written (see the module's table of keys)."""
+
+    url: str = attrs.field(validator=_url)
+    pool_min: int = attrs.field(default=1, validator=_at_least(0))
+    pool_max: int = attrs.field(default=10, validator=_at_least(1))
+    connect_timeout: float = attrs.field(default=5.0, validator=_timeout)
+    idempotency: bool = True
+    secondaries: tuple[str, ...] = attrs.field(default=(), validator=_secondary_urls)
+
+    def __attrs_post_init__(self) -> None:
+        if self.pool_max < self.pool_min:
+            raise FieldValueError(
+                "pool_max", f"must be at least pool_min ({self.pool_min}), got {self.pool_max}"
             )
-        return float(value)
+
+
+def _url_parts(value: str, key: str = "url") -> dict[str, Any]:
+    """Take a ``mysql://`` URL apart; a problem names ``key`` and never repeats the URL."""
+    try:
+        parts = urlsplit(value)
+        port = parts.port or 3306
+    except ValueError:
+        raise FieldValueError(key, "is not a valid URL (bad port?)") from None
+    if parts.scheme not in _SCHEMES:
+        raise FieldValueError(key, "must start with mysql:// or mariadb://")
+    if parts.query or parts.fragment:
+        raise FieldValueError(key, "takes no query string; use the other stores.rel keys")
+    if not parts.hostname:
+        raise FieldValueError(key, "must name a host")
+    if not parts.username:
+        raise FieldValueError(key, "must name a user (mysql://user@host/database)")
+    database = unquote(parts.path.removeprefix("/"))
+    if not _DATABASE.match(database):
+        raise FieldValueError(
+            key, "must end with a database name (letters, digits, _, $, -; at most 64)"
+        )
+    return {
+        "host": parts.hostname,
+        "port": port,
+        "user": unquote(parts.username),
+        "password": unquote(parts.password or ""),
+        "database": database,
+    }
+
+
+_KEYS: tuple[str, ...] = tuple(field.name for field in attrs.fields(_Table))
+"""The table's keys, for the documentation's check (tests/docs)."""

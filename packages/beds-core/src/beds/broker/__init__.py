@@ -1,6 +1,6 @@
-"""The broker runtime: per-message dispatch and supervised pools of broker tasks."""
+"""The broker runtime: supervised pools of broker tasks feeding the dispatcher (beds.dispatch)."""
 
-from beds.broker.dispatch import Dispatcher as Dispatcher
 from beds.broker.pool import BrokerPool as BrokerPool
+from beds.dispatch import Dispatcher as Dispatcher
 
 __all__ = ("BrokerPool", "Dispatcher")

@@ -13,7 +13,7 @@ from beds.errors import NotFound, UnsupportedOperation, ValidationFailed
 from beds.lineage import LINEAGE_TEMPLATE, collect_tree
 
 if TYPE_CHECKING:
-    from beds.broker.dispatch import Builtin
+    from beds.dispatch import Builtin
     from beds.envelopes import Request
     from beds.lineage import EventStore
 

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
+from beds.auth.authenticator import CREDENTIAL_HEADER
 from beds.broker.messages import event_id_of, request_of, route, undecodable
 from beds.broker.replies import Replies, encode_reply
 from beds.broker.settle import AMQP_FAILURES, BrokerObserver, Settler, delivery_tag
@@ -50,8 +51,8 @@ from beds.wire_limits import check_request_properties, safe_shortstr
 if TYPE_CHECKING:
     from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 
-    from beds.broker.dispatch import Dispatcher
     from beds.config.model import BrokerSettings
+    from beds.dispatch import Dispatcher
 
 __all__ = ("BrokerObserver", "BrokerPool")
 
@@ -407,7 +408,10 @@ class BrokerPool:
             await self.settle.count_redelivery(message, self.max_deliveries, route(message))
             return
         request, response = await self.dispatcher.handle(
-            message.body, properties.content_type, route(message)
+            message.body,
+            properties.content_type,
+            route(message),
+            (properties.headers or {}).get(CREDENTIAL_HEADER),
         )
         body = encode_reply(response)
         if self.observer is not None:

@@ -6,6 +6,8 @@ module             commands
 ``run``            ``beds run``: serve a node until a signal
 ``check``          ``beds check``: the start-up checks, without serving
 ``call``           ``beds call``: send one request, print the response
+``auth``           ``beds login|logout|whoami``: the session token of the person at the terminal
+``user``           ``beds user create|list|grant|revoke``: the users of beds-identity
 ``lineage``        ``beds lineage``: the tree of events a request belongs to
 ``templates``      ``beds templates``: the installed templates
 ``plugins``        ``beds plugins``: the loaded plugins
@@ -13,6 +15,7 @@ module             commands
 ``dlq``            ``beds dlq list|replay|purge``: the dead-letter queue
 ``status``         ``beds status``: the live status of a running node
 ``common``         options, config loading, errors, exit codes and JSON output they share
+``credentials``    the token file, ``--token``/``BEDS_TOKEN``, never printing a secret
 =================  ==========================================================================
 
 This module holds the root group, ``--version`` (beds-core and every plugin distribution) and
@@ -27,6 +30,7 @@ from importlib import metadata
 import click
 
 from beds.cli import (
+    auth,
     call,
     check,
     dlq,
@@ -36,6 +40,7 @@ from beds.cli import (
     schema,
     status,
     templates,
+    user,
 )
 from beds.log import no_color
 
@@ -97,11 +102,15 @@ for _command in (
     check.check,
     dlq.dlq,
     lineage.lineage,
+    auth.login,
+    auth.logout,
     plugins.plugins,
     run.run,
     schema.schema,
     status.status,
     templates.templates,
+    user.user,
+    auth.whoami,
 ):
     cli.add_command(_command)
 

@@ -8,16 +8,17 @@ from typing import TYPE_CHECKING, Any
 import click
 import orjson
 
+from beds.cli import common
 from beds.cli.common import (
     EXIT_CONFIG,
     EXIT_FAILED,
     config_option,
     fail,
     load,
-    make_client,
     quiet_logging,
     run_async,
 )
+from beds.cli.credentials import send_token, token_option
 from beds.envelopes import MAX_DEPTH, Operation
 
 if TYPE_CHECKING:
@@ -35,7 +36,12 @@ __all__ = ("call",)
 @config_option
 @click.option("--url", default=None, help="AMQP URL (default: amqp.url from the config).")
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for the reply.")
-@click.option("--principal", default=None, help="Principal to send with the request.")
+@token_option
+@click.option(
+    "--principal",
+    default=None,
+    help="meta.principal to send (ignored by nodes that authenticate; use --token).",
+)
 @click.option("--idempotency-key", default=None, help="Idempotency key for a write.")
 @click.option(
     "--parent-id",
@@ -55,6 +61,7 @@ def call(
     config_path: Path | None,
     url: str | None,
     timeout: float,
+    token: str | None,
     principal: str | None,
     idempotency_key: str | None,
     parent_id: str,
@@ -64,6 +71,7 @@ def call(
 
     PAYLOAD is a JSON object: a record (create, update), a key (delete) or
     {"query": ..., "params": {...}, "limit": n} (fetch). Exits 1 on an error response.
+    Sends --token, else $BEDS_TOKEN, else the token of beds login.
     """
     from beds.codec import converter
 
@@ -75,9 +83,10 @@ def call(
         fail("PAYLOAD must be a JSON object", EXIT_CONFIG)
     config = load(config_path)
     quiet_logging()
+    sent = send_token(token, config.node.env)
 
     async def send() -> Response:
-        async with make_client(config, url, timeout) as client:
+        async with common.make_client(config, url, timeout, token=sent) as client:
             return await client.call(
                 template,
                 operation,

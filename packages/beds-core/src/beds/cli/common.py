@@ -124,8 +124,18 @@ def run_async(work: Coroutine[Any, Any, _T]) -> _T:
         fail(str(exc))
 
 
-def make_client(config: Config, url: str | None, timeout: float) -> BedsClient:
-    """A client of the configured environment, as the ``beds`` command calls it."""
+def make_client(
+    config: Config, url: str | None, timeout: float, token: str | None = None
+) -> BedsClient:
+    """A client of the configured environment, as the ``beds`` command calls it.
+
+    Args:
+        config: gives ``amqp.url``, ``amqp.events_exchange`` and ``node.env``.
+        url: the AMQP URL instead of ``amqp.url`` (``--url``).
+        timeout: default seconds to wait for a reply (``--timeout``).
+        token: the credential to send with every call (``--token``, ``BEDS_TOKEN`` or the
+            token file of ``beds login``), or ``None`` for anonymous calls.
+    """
     from beds.client import BedsClient  # imported when a command calls: keeps --help fast
 
     return BedsClient(
@@ -134,6 +144,7 @@ def make_client(config: Config, url: str | None, timeout: float) -> BedsClient:
         origin="cli",
         env=config.node.env,
         timeout=timeout,
+        token=token,
     )
 
 

@@ -11,19 +11,18 @@ from __future__ import annotations
 import copy
 import os
 import re
+import tomllib
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
 import cattrs
-import tomlkit
-from cattrs.preconf.tomlkit import make_converter
-from tomlkit.exceptions import TOMLKitError
 
 from beds.config.defaults import DEFAULTS, DEVELOPMENT_STORES
-from beds.config.model import CONFIG_SCHEMA_VERSION, NAME, Config, FieldValueError
+from beds.config.model import CONFIG_SCHEMA_VERSION, NAME, Config
+from beds.config.structure import config_error, converter
 from beds.errors import ConfigError
 
 __all__ = ("ENV_PREFIX", "load_config")
@@ -31,53 +30,39 @@ __all__ = ("ENV_PREFIX", "load_config")
 ENV_PREFIX = "BEDS__"
 _DEFAULTS_ORIGIN = "<built-in defaults>"
 _ENV_ORIGIN = "<environment>"
-_converter = make_converter(forbid_extra_keys=True, detailed_validation=True)
-
-
-def _structure_choice(value: object, kind: Any) -> object:
-    """A Literal-typed key: say which values are allowed (``must be "requests" or "logs"``)."""
-    allowed = get_args(kind)
-    if value in allowed:
-        return value
-    choices = " or ".join(
-        f'"{choice}"' if isinstance(choice, str) else str(choice) for choice in allowed
-    )
-    raise ValueError(f"must be {choices}, got {value!r}")
-
-
-def _is_choice(kind: Any) -> bool:
-    origin: object = get_origin(kind)
-    return origin is Literal
-
-
-_converter.register_structure_hook_func(_is_choice, _structure_choice)
-
-
-_TOMLKIT_POSITION = re.compile(r"\s*at line (\d+) col (\d+)$")
 _TOMLLIB_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
+_TOMLLIB_END = re.compile(r"\s*\(at end of document\)$")
 
 
-def _parse_error(exc: Exception, text: str, path: Path) -> ConfigError:
+def _parse_error(exc: tomllib.TOMLDecodeError, text: str, path: Path) -> ConfigError:
     """A TOML syntax error naming the file, line and column, with the line and a caret as notes.
 
-    Reads tomlkit's ``ParseError`` (0-based ``col``) and tomllib's ``TOMLDecodeError``
-    (1-based, in the message), so the message does not depend on the parser.
+    tomllib's ``TOMLDecodeError`` gives the 1-based position in its message, or says the
+    document ended early; an invalid value is named by the character found there.
     """
     message = str(exc)
-    line = column = None
-    if (match := _TOMLKIT_POSITION.search(message)) is not None:
-        line, column = int(match[1]), int(match[2]) + 1
-    elif (match := _TOMLLIB_POSITION.search(message)) is not None:
-        line, column = int(match[1]), int(match[2])
-    if line is None or column is None or match is None:
-        return ConfigError(f"not valid TOML: {message}", file=str(path))
-    reason = message[: match.start()].rstrip(". ") or "syntax error"
     lines = text.splitlines()
-    if reason.endswith("'\\x00'"):  # tomlkit's end-of-input marker, reported at line 1 col 0
-        reason = "unexpected end of file"
+    reason: str
+    if (match := _TOMLLIB_POSITION.search(message)) is not None:
+        line, column = int(match[1]), int(match[2])
+        reason = message[: match.start()].rstrip(". ") or "syntax error"
+        source = lines[line - 1] if 1 <= line <= len(lines) else ""
+        if reason == "Invalid value":
+            reason = (
+                f"Unexpected character: {source[column - 1]!r}"
+                if column <= len(source)
+                else "unexpected end of line"
+            )
+    elif (match := _TOMLLIB_END.search(message)) is not None:
         line, column = max(len(lines), 1), len(lines[-1]) + 1 if lines else 1
-    elif reason.endswith("'\\n'"):
-        reason = "unexpected end of line"
+        reason = message[: match.start()].rstrip(". ")
+        reason = (
+            "unexpected end of file"
+            if reason in {"", "Invalid value"}
+            else f"unexpected end of file ({reason})"
+        )
+    else:
+        return ConfigError(f"not valid TOML: {message}", file=str(path))
     error = ConfigError(f"not valid TOML: {reason} at line {line}, column {column}", file=str(path))
     if 1 <= line <= len(lines):
         source = lines[line - 1]
@@ -95,8 +80,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"cannot read config file: {exc.strerror}", file=str(path)) from exc
     try:
-        return tomlkit.parse(text).unwrap()
-    except TOMLKitError as exc:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise _parse_error(exc, text, path) from exc
 
 
@@ -118,8 +103,8 @@ def _merge(
 
 def _parse_env_value(text: str) -> Any:
     try:
-        return tomlkit.parse(f"v = {text}").unwrap()["v"]
-    except TOMLKitError:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
         return text
 
 
@@ -164,49 +149,11 @@ def _origin_of(path: str, origins: Mapping[str, str]) -> str:
     return _DEFAULTS_ORIGIN
 
 
-def _walk(exc: BaseException, path: str) -> list[tuple[str, str]]:
-    """Flatten a cattrs validation error tree into (dotted key path, message) pairs."""
-    if isinstance(exc, cattrs.ForbiddenExtraKeysError):
-        return [
-            (f"{path}.{key}".lstrip("."), "is not a known key") for key in sorted(exc.extra_fields)
-        ]
-    found: list[tuple[str, str]] = []
-    if isinstance(exc, cattrs.ClassValidationError):
-        noted, plain = exc.group_exceptions()
-        for sub, note in noted:
-            found += _walk(sub, f"{path}.{note.name}")
-        for sub in plain:
-            found += _walk(sub, path)
-        return found
-    if isinstance(exc, cattrs.IterableValidationError):
-        noted_items, plain = exc.group_exceptions()
-        for sub, item in noted_items:
-            index = item.index
-            found += _walk(sub, f"{path}.{index}" if isinstance(index, str) else f"{path}[{index}]")
-        for sub in plain:
-            found += _walk(sub, path)
-        return found
-    if isinstance(exc, cattrs.BaseValidationError):
-        for sub in exc.exceptions:
-            found += _walk(sub, path)
-        return found
-    if isinstance(exc, FieldValueError):
-        return [(f"{path}.{exc.field}".lstrip("."), str(exc))]
-    if isinstance(exc, KeyError):
-        return [(path.lstrip("."), "is required")]
-    return [(path.lstrip("."), str(exc) or type(exc).__name__)]
-
-
 def _structure(data: dict[str, Any], origins: Mapping[str, str]) -> Config:
     try:
-        return _converter.structure(data, Config)
+        return converter.structure(data, Config)
     except cattrs.BaseValidationError as exc:
-        problems = sorted(_walk(exc, ""))
-        key, message = problems[0]
-        error = ConfigError(f"{key}: {message}", file=_origin_of(key, origins), key=key)
-        for other_key, other_message in problems[1:]:
-            error.add_note(f"also {other_key}: {other_message} ({_origin_of(other_key, origins)})")
-        raise error from exc
+        raise config_error(exc, "", lambda key: _origin_of(key, origins)) from exc
 
 
 def _refuse_secrets_in_base_file(

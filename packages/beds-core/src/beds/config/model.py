@@ -1,4 +1,9 @@
-"""Typed node configuration (attrs), structured from the merged TOML layers by the loader."""
+"""Typed node configuration (attrs), structured from the merged TOML layers by the loader.
+
+Why this module is long: every configuration key is declared here, one attrs class per table,
+with its default and its one-line meaning, so the whole configuration reads in one place (and
+the docs test checks each key against docs/configuration.md).
+"""
 
 from __future__ import annotations
 
@@ -245,6 +250,74 @@ class ControlSettings:
 
 
 @attrs.frozen(kw_only=True)
+class OidcSettings:
+    """An external identity provider whose access tokens a node accepts (Keycloak, Auth0…)."""
+
+    issuer: str = ""
+    """The ``iss`` claim tokens must carry; empty: OIDC tokens are not accepted."""
+    audience: str = ""
+    """The ``aud`` claim tokens must carry (required with ``issuer``)."""
+    jwks_file: str = ""
+    """The provider's JSON Web Key Set, as a file (relative to the config file)."""
+    algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
+    """Signature algorithms accepted; never ``none`` and never an HMAC one."""
+    roles_claim: str = "roles"
+    """The claim holding the principal's roles (a list of names)."""
+    handle_claim: str = "preferred_username"
+    """The claim naming the principal (falls back to ``sub``)."""
+
+
+@attrs.frozen(kw_only=True)
+class PasswordSettings:
+    """argon2id parameters for password hashes (beds-identity).
+
+    A hash made with other parameters is replaced at the user's next login.
+    """
+
+    time_cost: int = attrs.field(default=3, validator=_at_least(1))
+    memory_kib: int = attrs.field(default=65536, validator=_at_least(8))
+    parallelism: int = attrs.field(default=4, validator=_at_least(1))
+    min_length: int = attrs.field(default=8, validator=_at_least(1))
+    """Shortest password accepted at sign-up and password change."""
+
+
+@attrs.frozen(kw_only=True)
+class ThrottleSettings:
+    """Failed logins allowed per handle and per origin, on each node (beds-identity)."""
+
+    attempts: int = attrs.field(default=5, validator=_at_least(1))
+    """Failures within ``window`` after which logins are refused (BEDS-429)."""
+    window: float = attrs.field(default=900.0, validator=_positive)
+    """Seconds a failure counts."""
+
+
+@attrs.frozen(kw_only=True)
+class AuthSettings:
+    """Authenticated principals (docs/security.md)."""
+
+    keys_dir: str = ""
+    """Folder of the token keys: ``{kid}.pub.pem`` verify BEDS session tokens, and
+    ``{signing_key_id}.pem`` (private, only where tokens are issued) signs them. Empty: in
+    development ``.beds/auth`` with a key made on first use; production requires it."""
+    signing_key_id: str = "dev"
+    """The ``kid`` of the key that signs new tokens; older kids still verify (rotation)."""
+    token_ttl: float = attrs.field(default=900.0, validator=_positive)
+    """Seconds a session token is valid; a revoked one is refused within ``revocation_bound``."""
+    session_ttl: float = attrs.field(default=86400.0 * 14, validator=_positive)
+    """Seconds a login session lasts (``beds login`` renews tokens within it)."""
+    issuer: str = "beds"
+    """``iss`` of BEDS session tokens; ``aud`` is the environment's name."""
+    leeway: float = attrs.field(default=5.0, validator=_at_least(0))
+    """Seconds of clock difference tolerated on ``exp``/``nbf``/``iat``."""
+    open_templates: tuple[str, ...] = ()
+    """Templates whose writes anyone may make, said on purpose: production refuses to start
+    with any other template that has a write without access rules."""
+    oidc: OidcSettings = attrs.field(factory=OidcSettings)
+    passwords: PasswordSettings = attrs.field(factory=PasswordSettings)
+    throttle: ThrottleSettings = attrs.field(factory=ThrottleSettings)
+
+
+@attrs.frozen(kw_only=True)
 class PluginSettings:
     """Plugin selection."""
 
@@ -265,6 +338,7 @@ class Config:
     telemetry: TelemetrySettings = attrs.field(factory=TelemetrySettings)
     lineage: LineageSettings = attrs.field(factory=LineageSettings)
     control: ControlSettings = attrs.field(factory=ControlSettings)
+    auth: AuthSettings = attrs.field(factory=AuthSettings)
     roles: dict[str, RoleSettings] = attrs.field(factory=dict)
     stores: dict[str, dict[str, Any]] = attrs.field(factory=dict)
     """One table per store adapter, validated by that adapter."""

@@ -26,7 +26,7 @@ from pamqp.commands import Basic
 
 from beds.dlq.letters import DeadLetter, describe, replay_properties, with_deadline
 from beds.errors import BrokerUnavailable, TransportError
-from beds.transport.amqp import connect, dead_letter_queue, redact
+from beds.transport.amqp import CONNECTION_FAILURES, connect, dead_letter_queue, redact
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -133,12 +133,7 @@ class DeadLetterQueue:
                 f"{exc.args[0] if exc.args else exc} on {self._where}: run a node of this "
                 "environment first (beds run), which declares the topology"
             ) from exc
-        except (
-            aiormq.exceptions.AMQPError,
-            aiormq.exceptions.ChannelInvalidStateError,
-            ConnectionError,
-            TimeoutError,
-        ) as exc:
+        except (*CONNECTION_FAILURES, TimeoutError) as exc:
             reason = str(exc) or type(exc).__name__
             raise BrokerUnavailable(
                 f"RabbitMQ at {self._where} failed while trying to {action}: {reason}"

@@ -10,6 +10,9 @@ prometheus_client writes the exposition format.
 
 Everything read at scrape time (in flight, over budget, retries, queue depths) costs the
 message path nothing. docs/telemetry.md lists every metric.
+
+Why this module is long: every metric a node exports is declared and collected here, in one
+place, so docs/telemetry.md and the collector can be checked against each other.
 """
 
 from __future__ import annotations

@@ -15,9 +15,9 @@ if TYPE_CHECKING:
 
     from aiormq.abc import AbstractConnection
 
-    from beds.broker.dispatch import Dispatcher
     from beds.broker.pool import BrokerPool
     from beds.config.model import Config
+    from beds.dispatch import Dispatcher
     from beds.heartbeat import Heartbeat
     from beds.templates.model import Template
     from beds.transport.control import ControlChannel

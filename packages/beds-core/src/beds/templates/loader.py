@@ -7,11 +7,9 @@ path, for example ``spew_post.toml: fields.body.max_length must be a positive in
 from __future__ import annotations
 
 import re
+import tomllib
 from collections.abc import Mapping
 from typing import Any
-
-import tomlkit
-from tomlkit.exceptions import TOMLKitError
 
 from beds.envelopes import Operation
 from beds.errors import TemplateError
@@ -186,8 +184,8 @@ def parse_template(text: str, *, source: str, distribution: str = "") -> Templat
     """
     r = _Reader(source, source)
     try:
-        data: dict[str, Any] = tomlkit.parse(text).unwrap()
-    except TOMLKitError as exc:
+        data: dict[str, Any] = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise r.fail("document", f"is not valid TOML ({exc})") from exc
     name = r.string(data, "name", "name")
     if not _NAME.fullmatch(name):
@@ -254,17 +252,24 @@ def parse_template(text: str, *, source: str, distribution: str = "") -> Templat
         max_limit = r.positive(raw, "max_limit", f"{path}.max_limit")
         if max_limit == 0:
             raise r.fail(f"{path}.max_limit", "must be at least 1")
+        internal = raw.get("internal", False)
+        if not isinstance(internal, bool):
+            raise r.fail(f"{path}.internal", "must be true or false")
         queries[query_name] = QuerySpec(
             name=query_name,
             params=params,
             max_limit=100 if max_limit is None else max_limit,
-            binding=_binding(raw, frozenset({"params", "max_limit", "description"})),
+            internal=internal,
+            binding=_binding(raw, frozenset({"params", "max_limit", "description", "internal"})),
         )
-    default_query = data.get("default_query", next(iter(queries), None))
+    public = [name for name, spec in queries.items() if not spec.internal]
+    default_query = data.get("default_query", next(iter(public), None))
     if default_query is not None and (
         not isinstance(default_query, str) or default_query not in queries
     ):
         raise r.fail("default_query", f"names {default_query!r}, which is not a declared query")
+    if default_query is not None and queries[default_query].internal:
+        raise r.fail("default_query", f"names {default_query!r}, which is internal")
 
     caps = r.table(data, "capabilities", "capabilities")
     unknown_caps = sorted(set(caps) - {"audit", "journal", "locking", "cache", "retention_days"})
@@ -289,10 +294,29 @@ def parse_template(text: str, *, source: str, distribution: str = "") -> Templat
         )
 
     rules: dict[Operation, frozenset[str]] = {}
-    for op_name, raw in r.table(data, "access", "access").items():
+    access = dict(r.table(data, "access", "access"))
+    owner = access.pop("owner", None)
+    admin_role = access.pop("admin_role", "admin")
+    for op_name, raw in access.items():
         if op_name not in {op.value for op in _ACCESS_OPERATIONS}:
-            raise r.fail(f"access.{op_name}", "is not an operation (create, fetch, update, delete)")
+            raise r.fail(
+                f"access.{op_name}",
+                "is not an operation (create, fetch, update, delete), owner or admin_role",
+            )
         rules[Operation(op_name)] = frozenset(r.names({op_name: raw}, op_name, f"access.{op_name}"))
+    if owner is not None:
+        spec = fields.get(owner) if isinstance(owner, str) else None
+        if spec is None or spec.type is not FieldType.STR or spec.generated:
+            raise r.fail("access.owner", "must name a declared str field that is not generated")
+        changes = {Operation.UPDATE, Operation.DELETE} & set(operations)
+        if changes and not any(set(q.params) == set(key) for q in queries.values()):
+            raise r.fail(
+                "access.owner",
+                f"needs a query whose params are exactly the key {list(key)} (to read a "
+                "record's owner before it is changed)",
+            )
+    if not isinstance(admin_role, str) or not admin_role:
+        raise r.fail("access.admin_role", "must be a role name")
 
     version = data.get("version", 1)
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
@@ -309,7 +333,7 @@ def parse_template(text: str, *, source: str, distribution: str = "") -> Templat
         queries=queries,
         default_query=default_query,
         capabilities=capabilities,
-        access=AccessRules(rules=rules),
+        access=AccessRules(rules=rules, owner=owner, admin_role=admin_role),
         store_options=dict(r.table(data, store, store)),
         source=source,
         distribution=distribution,

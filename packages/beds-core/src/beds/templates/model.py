@@ -10,14 +10,19 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from beds.envelopes import Operation
 from beds.errors import TemplateError
 
+if TYPE_CHECKING:
+    from beds.auth.principal import Principal
+
 __all__ = (
+    "ANYONE",
+    "AUTHENTICATED",
     "AccessRules",
     "Capabilities",
     "FieldSpec",
@@ -84,6 +89,10 @@ class QuerySpec:
     """Fields the query takes; all are required."""
     max_limit: int = 100
     """Most records one fetch returns; a request may ask for fewer."""
+    internal: bool = False
+    """Only the domain's own handlers may run it (:mod:`beds.handlers`); a request naming it
+    is answered as if it did not exist. For what must never reach a caller, such as a
+    password hash."""
     binding: Mapping[str, Any] = attrs.field(factory=dict)
 
 
@@ -98,18 +107,46 @@ class Capabilities:
     retention_days: int | None = None
 
 
+ANYONE = "*"
+"""In an access list: anyone, anonymous callers included."""
+AUTHENTICATED = "authenticated"
+"""In an access list: any authenticated principal, whatever its roles."""
+
+
 @attrs.frozen(kw_only=True)
 class AccessRules:
-    """Which principals may do which operations; ``"*"`` means anyone."""
+    """Which principals may do which operations, by role, and who owns a record.
+
+    An operation's list names roles, ``"authenticated"`` (any authenticated principal) or
+    ``"*"`` (anyone); an operation without a list is open to anyone. With ``owner``, that
+    field holds the handle of the principal who created the record: create binds it, and only
+    that principal (or one with ``admin_role``) may update or delete the record; an admin may
+    also create a record naming another owner.
+    """
 
     rules: Mapping[Operation, frozenset[str]] = attrs.field(factory=dict)
+    owner: str | None = None
+    """The field bound to the creating principal's handle."""
+    admin_role: str = "admin"
+    """A role that may create, update and delete records of any owner."""
 
-    def allows(self, operation: Operation, principal: str | None) -> bool:
-        """Return whether ``principal`` may perform ``operation``; undeclared means anyone."""
+    def allows(self, operation: Operation, principal: Principal | None) -> bool:
+        """Return whether ``principal`` (``None``: anonymous) may perform ``operation``."""
         allowed = self.rules.get(operation)
-        if allowed is None or "*" in allowed:
+        if allowed is None or ANYONE in allowed:
             return True
-        return principal is not None and principal in allowed
+        if principal is None:
+            return False
+        return AUTHENTICATED in allowed or not allowed.isdisjoint(principal.roles)
+
+    @property
+    def open_writes(self) -> tuple[Operation, ...]:
+        """The write operations without a rule, so open to anyone by omission.
+
+        A rule of ``["*"]`` says on purpose that anyone may (sign-up, login): not listed.
+        """
+        writes = (Operation.CREATE, Operation.UPDATE, Operation.DELETE)
+        return tuple(op for op in writes if op not in self.rules)
 
 
 @attrs.frozen(kw_only=True)

@@ -187,8 +187,8 @@ def validate_fetch(template: Template, payload: Mapping[str, Any]) -> Query:
         problems.append(f"$.payload.{name}: is not a fetch key (query, params, limit){hint}")
     query_name = payload.get("query", template.default_query)
     spec = template.queries.get(query_name) if isinstance(query_name, str) else None
-    if spec is None:
-        queries = sorted(template.queries)
+    if spec is None or spec.internal:
+        queries = sorted(name for name, query in template.queries.items() if not query.internal)
         hint = _did_you_mean(query_name, queries)
         problems.append(f"$.payload.query: must be one of {', '.join(queries)}{hint}")
         _raise_if(problems, template)

@@ -1,8 +1,9 @@
-"""Helpers for testing BEDS and BEDS plugins: an in-memory adapter and pytest fixtures."""
+"""Helpers for testing BEDS and BEDS plugins: an in-memory adapter, principals, pytest fixtures."""
 
+from beds.testing.auth import TestIdentity as TestIdentity
 from beds.testing.memory import MemoryAdapter as MemoryAdapter
 
-__all__ = ("MemoryAdapter", "unique_name")
+__all__ = ("MemoryAdapter", "TestIdentity", "unique_name")
 
 
 def unique_name(prefix: str) -> str:

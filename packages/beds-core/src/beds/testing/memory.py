@@ -44,7 +44,8 @@ class MemoryAdapter:
         store: the store name it serves (templates select it by ``store``).
     """
 
-    idempotent_writes = True
+    idempotent_writes: bool = True
+    """Writes honour idempotency keys (:class:`~beds.namaste.NamasteCore` capability)."""
 
     def __init__(self, store: str = "memory") -> None:
         self.store = store
@@ -64,6 +65,10 @@ class MemoryAdapter:
 
     async def start(self) -> None:
         """Nothing to connect."""
+
+    async def optional_checks(self) -> list[tuple[str, str | None]]:
+        """No optional parts."""
+        return []
 
     async def verify(self, template: Template) -> None:
         """Every declared object exists in memory."""

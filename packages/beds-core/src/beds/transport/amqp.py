@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import aiormq
 from yarl import URL
@@ -16,7 +16,27 @@ if TYPE_CHECKING:
 
     from beds.config.model import Config
 
-__all__ = ("amqp_user", "connect", "dead_letter_queue", "declare_topology", "redact")
+__all__ = (
+    "AMQP_FAILURES",
+    "CONNECTION_FAILURES",
+    "amqp_user",
+    "connect",
+    "dead_letter_queue",
+    "declare_topology",
+    "redact",
+)
+
+CONNECTION_FAILURES: Final = (
+    aiormq.exceptions.AMQPError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    ConnectionError,
+)
+"""What talking to RabbitMQ may raise when the connection, a channel or the broker fails: the
+one list the rest of BEDS catches (the AMQP exception boundary)."""
+
+AMQP_FAILURES: Final = (*CONNECTION_FAILURES, ValueError)
+"""What publishing or settling on a channel may raise: a failure of RabbitMQ, or properties AMQP
+cannot carry (``ValueError`` from the outbox)."""
 
 
 def redact(url: str) -> str:

@@ -7,7 +7,7 @@ import pytest
 from beds.errors import TemplateError
 from beds.templates.loader import parse_template
 from beds.templates.model import Template
-from beds_rec.binding import QueryPlan, plan_template
+from beds_rec.bindings import QueryPlan, plan_template
 
 # The example domain, read from the repository: its package is not installed in unit tests.
 EXAMPLE_PACKAGE = Path(__file__).parents[2] / "beds-templates-example/src/beds_templates_example"

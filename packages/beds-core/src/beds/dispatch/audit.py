@@ -11,17 +11,23 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+import attrs
+from loguru import logger
+
 from beds.envelopes import Operation
+from beds.idempotency import watch_repeats
 from beds.namaste import Query
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from beds.dispatch.trace import EventSink
     from beds.envelopes import Request
+    from beds.lineage import Event
     from beds.namaste import CallContext, NamasteCore, Record
     from beds.templates.model import Template
 
-__all__ = ("audited_write",)
+__all__ = ("audit_write", "audited_write")
 
 _READS_BEFORE = frozenset({Operation.UPDATE, Operation.DELETE})
 _READS_AFTER = frozenset({Operation.CREATE, Operation.UPDATE})
@@ -65,3 +71,35 @@ async def audited_write(
         "after": after,
         "at": time.time(),
     }
+
+
+async def audit_write(
+    events: EventSink | None,
+    event: Event,
+    request: Request,
+    template: Template,
+    adapter: NamasteCore,
+    record: Record,
+    ctx: CallContext,
+    write: Callable[[], Awaitable[Record]],
+) -> Record:
+    """Run an audited write and publish its audit record before the write is answered.
+
+    The record is ``event`` with the audit as its data, published to ``events`` (or logged,
+    without them); a repeat answered from its idempotency key was audited when it ran.
+    """
+    with watch_repeats() as repeated:
+        result, audit = await audited_write(request, template, adapter, record, ctx, write)
+        repeat = repeated()
+    if repeat:
+        return result  # answered from its idempotency key: audited when it ran
+    event = attrs.evolve(event, data=audit)
+    if events is None:
+        logger.info("audit {}: {}", ctx.event_id, event.to_record())
+        return result
+    try:
+        await events.publish_now(event)
+    except Exception as exc:  # the write is done: keep the record for the next batch
+        logger.warning("audit record of {} waits for the logs exchange ({})", ctx.event_id, exc)
+        events.emit(event)
+    return result

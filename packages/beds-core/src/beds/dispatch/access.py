@@ -1,0 +1,136 @@
+"""Access: who sent a request, and whether they may do what it asks, decided before it runs.
+
+Three steps, in order: :func:`authenticate` (the credential proves a principal; what the sender
+wrote in ``meta.principal`` is replaced by it), :func:`authorize` (the template's access rules
+by role) and, for a template with an ``owner`` field, :func:`bind_owner` (create) and
+:func:`check_owner` (update, delete: only the owner, or an admin, may change a record).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import attrs
+
+from beds.envelopes import Operation, Request
+from beds.errors import Unauthenticated, Unauthorized
+from beds.namaste import Query
+
+if TYPE_CHECKING:
+    from beds.auth.authenticator import Authenticator
+    from beds.auth.principal import Principal
+    from beds.namaste import CallContext, NamasteCore
+    from beds.templates.model import Template
+
+__all__ = ("anonymous", "authenticate", "authorize", "bind_owner", "check_owner")
+
+_NO_AUTHENTICATOR = "this node accepts no credentials (no [auth] keys are configured)"
+
+
+def anonymous(request: Request) -> Request:
+    """``request`` without the principal its sender wrote (what it claims never counts)."""
+    if request.meta.principal is None:
+        return request
+    return attrs.evolve(request, meta=attrs.evolve(request.meta, principal=None))
+
+
+def authenticate(
+    request: Request, credential: object, authenticator: Authenticator | None
+) -> tuple[Request, Principal | None]:
+    """Return the request with ``meta.principal`` set to the proven principal's id (or ``None``).
+
+    Raises:
+        Unauthenticated: a credential is present and not valid (BEDS-401).
+    """
+    if credential is None:
+        return anonymous(request), None
+    if authenticator is None:
+        raise Unauthenticated(_NO_AUTHENTICATOR)
+    principal = authenticator.authenticate(credential)
+    if principal is None:
+        return anonymous(request), None
+    return attrs.evolve(request, meta=attrs.evolve(request.meta, principal=principal.id)), principal
+
+
+def authorize(request: Request, template: Template, principal: Principal | None) -> None:
+    """Refuse a request its principal may not make (the template's access rules).
+
+    Raises:
+        Unauthenticated: the operation needs a principal and the request has none (BEDS-401).
+        Unauthorized: the principal's roles do not allow the operation (BEDS-403).
+    """
+    if template.access.allows(request.operation, principal):
+        return
+    if principal is None:
+        raise Unauthenticated(
+            f"{request.operation.value} on {template.name} needs an authenticated principal"
+        )
+    raise Unauthorized(
+        f"principal may not {request.operation.value} {template.name}",
+        details=(f"principal: {principal.handle}",),
+    )
+
+
+def bind_owner(request: Request, template: Template, principal: Principal | None) -> Request:
+    """On create, set the template's owner field to the principal's handle.
+
+    An admin (``admin_role``) may name another owner in the payload.
+
+    Raises:
+        Unauthenticated: the template has owners and the request no principal.
+        Unauthorized: the payload names another owner.
+    """
+    owner = template.access.owner
+    if owner is None or request.operation is not Operation.CREATE:
+        return request
+    if principal is None:
+        raise Unauthenticated(f"records of {template.name} have owners: log in to create one")
+    payload = request.payload
+    if owner in payload and template.access.admin_role in principal.roles:
+        return request  # an admin may create a record for another owner (imports, support)
+    if payload.get(owner, principal.handle) != principal.handle:
+        raise Unauthorized(
+            f"{owner} must be the authenticated principal's handle",
+            details=(f"$.payload.{owner}: the caller is {principal.handle!r}",),
+        )
+    return attrs.evolve(request, payload={**payload, owner: principal.handle})
+
+
+async def check_owner(
+    request: Request,
+    template: Template,
+    adapter: NamasteCore,
+    ctx: CallContext,
+    principal: Principal | None,
+) -> None:
+    """On update and delete, refuse a record of another owner (the admin role may).
+
+    The owner field is bound on create and never changes (an update may not set it to another
+    value), so reading it before the write cannot race with a change of owner.
+
+    Raises:
+        Unauthenticated: the request has no principal.
+        Unauthorized: the record belongs to another principal, or the payload names one.
+    """
+    owner = template.access.owner
+    if owner is None or request.operation not in (Operation.UPDATE, Operation.DELETE):
+        return
+    if principal is None:
+        raise Unauthenticated(f"records of {template.name} have owners: log in to change one")
+    if template.access.admin_role in principal.roles:
+        return
+    payload = request.payload
+    if payload.get(owner, principal.handle) != principal.handle:
+        raise Unauthorized(f"{owner} cannot be changed", details=(f"$.payload.{owner}",))
+    spec = template.key_query()
+    if spec is None:
+        return
+    key = {name: payload.get(name) for name in template.key}
+    if any(value is None for value in key.values()):
+        return  # validation refuses the missing key
+    rows = await adapter.fetch(template, Query(spec=spec, params=key, limit=1), ctx)
+    if rows and rows[0].get(owner) != principal.handle:
+        raise Unauthorized(
+            f"the {template.name} record belongs to another principal",
+            details=(f"principal: {principal.handle}",),
+        )

@@ -1,0 +1,349 @@
+"""One request, without any transport: bytes in, response out.
+
+decode → route → builtin → deadline → template → access → call plan (validation, idempotency,
+audit) → before-dispatch hooks → store call (timeout, retries) → response; each step is one
+method or function below. Every failure becomes an error response with a catalogue code; nothing
+raises. Keeping this free of AMQP lets unit tests and embedding drive it directly.
+
+With an :class:`EventSink`, each request leaves lineage events (:mod:`beds.lineage`): the
+request itself, its database call, the log records made while it ran (loguru, bound to its
+event id) and, for audited templates, an audit record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from loguru import logger
+
+from beds.bugs import report_bug
+from beds.codec import decode_request
+from beds.config.model import ReliabilitySettings
+from beds.dispatch.access import anonymous, authenticate, authorize, bind_owner, check_owner
+from beds.dispatch.audit import audit_write
+from beds.dispatch.plan import WRITES, plan_call
+from beds.dispatch.retry import retry_transient
+from beds.dispatch.routes import check_route
+from beds.dispatch.trace import EventSink, child_event, request_event
+from beds.envelopes import Operation, Request, Response, ResponseMeta
+from beds.errors import (
+    DeadlineExceeded,
+    InternalError,
+    RequestError,
+)
+from beds.handlers import HandlerCall
+from beds.lineage import Cause, new_event_id, reset_cause, set_cause
+from beds.namaste import CallContext, NamasteCore, Record
+from beds.routing import PING_TEMPLATE, Bindings
+
+if TYPE_CHECKING:
+    from beds.auth.authenticator import Authenticator
+    from beds.auth.principal import Principal
+    from beds.factory import Factory
+    from beds.handlers import Handler, NodeServices
+    from beds.plugins import Hooks
+    from beds.templates.model import Template
+
+__all__ = ("Builtin", "Dispatcher", "EventSink")
+
+Builtin = Callable[[Request], Awaitable[Any]]
+"""A template the node answers itself (no store), such as ``beds_lineage`` on the admin node."""
+
+
+_STATUS_OK = {Operation.CREATE: 201}
+_IN_DOUBT = (
+    "the write may or may not have been executed: send it again with the same idempotency key "
+    "to get its outcome"
+)
+
+
+class Dispatcher:
+    """Turns request bodies into responses using the factory's templates and adapters."""
+
+    def __init__(
+        self,
+        factory: Factory,
+        *,
+        node: str,
+        env: str,
+        max_message_bytes: int,
+        hooks: Hooks | None = None,
+        reliability: ReliabilitySettings | None = None,
+        events: EventSink | None = None,
+        trace: bool = True,
+        builtins: Mapping[str, Builtin] | None = None,
+        bindings: Bindings | None = None,
+        authenticator: Authenticator | None = None,
+        handlers: Mapping[tuple[str, Operation], Handler] | None = None,
+        services: NodeServices | None = None,
+    ) -> None:
+        self.factory = factory
+        self.authenticator = authenticator
+        """Turns credentials into principals (``None``: every request is anonymous)."""
+        self.handlers = dict(handlers or {})
+        """Template handlers, by template and operation (:mod:`beds.handlers`)."""
+        self.services = services
+        self.bindings = bindings
+        """The routing keys this dispatcher's broker serves (``None``: any, when embedded)."""
+        self.events = events
+        """Audit records go here; with ``trace``, every request's lineage events too."""
+        self._trace = events if trace else None
+        self.builtins = dict(builtins or {})
+        self.node = node
+        self.env = env
+        self.max_message_bytes = max_message_bytes
+        self.reliability = reliability or ReliabilitySettings()
+        self.retried = 0
+        """Store calls tried again after a transient failure."""
+        # Dispatch hooks cost nothing unless some plugin implements them (decided once, here).
+        self._before = (
+            hooks if hooks is not None and hooks.implemented("beds_before_dispatch") else None
+        )
+        self._after = (
+            hooks if hooks is not None and hooks.implemented("beds_after_dispatch") else None
+        )
+
+    async def handle(
+        self,
+        body: bytes,
+        content_type: str | None,
+        route: str | None = None,
+        credential: object = None,
+    ) -> tuple[Request | None, Response]:
+        """Handle one request body; return the decoded request (if any) and its response.
+
+        ``route`` is the routing key the request travelled with (the broker passes it; an
+        embedding caller may pass ``None``): it must be the key of the body's template and
+        operation, and one this dispatcher's bindings route, or nothing executes. ``credential``
+        is the request's ``authorization`` header (:mod:`beds.auth`); the returned request's
+        ``meta.principal`` is the principal it proves, whatever the sender wrote there.
+
+        A response whose error is transient (``RequestError.TRANSIENT``) was retried
+        ``reliability.retry_attempts`` times already; the broker dead-letters a copy.
+        """
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        try:
+            request = decode_request(body, content_type, max_bytes=self.max_message_bytes)
+        except Exception as exc:  # a RequestError; anything else is a codec bug, still answered
+            if not isinstance(exc, RequestError):
+                report_bug(exc, "a request body failed to decode unexpectedly")
+                exc = InternalError("the request could not be decoded; the node log has details")
+            response = self._error(exc, "", started, timings)
+            if self._trace is not None:
+                self._trace.emit(request_event(self.node, self.env, None, response, started))
+            return None, response
+        event_id = request.meta.event_id or new_event_id(self.node, self.env)
+        # Every log line made while the request runs carries its event id; with lineage on, its
+        # records also become events. A request sent meanwhile (BedsClient) is its child.
+        context: dict[str, Any] = {
+            "event_id": event_id,
+            "event_depth": request.meta.depth,
+            "template": request.template,
+        }
+        if self._trace is not None:
+            context["beds_events"] = self._trace.token
+        cause = set_cause(Cause(event_id, request.meta.depth))
+        try:
+            with logger.contextualize(**context):
+                request, response = await self._respond(
+                    request, event_id, started, timings, route, credential
+                )
+                if self._after is not None:
+                    try:
+                        await self._after.after_dispatch(request, response)
+                    except Exception as exc:
+                        report_bug(exc, "after-dispatch hook failed", event_id=event_id)
+        finally:
+            reset_cause(cause)
+        if self._trace is not None:
+            self._trace.emit(request_event(self.node, self.env, request, response, started))
+        return request, response
+
+    async def _respond(
+        self,
+        request: Request,
+        event_id: str,
+        started: float,
+        timings: dict[str, float],
+        route: str | None,
+        credential: object,
+    ) -> tuple[Request, Response]:
+        try:
+            if route is not None:
+                check_route(request, route, self.bindings)
+            request = anonymous(request)
+            request, principal = authenticate(request, credential, self.authenticator)
+            data = await self._execute(request, principal, event_id, timings)
+        except RequestError as exc:
+            return request, self._error(exc, event_id, started, timings)
+        except Exception as exc:
+            report_bug(exc, "request {} failed unexpectedly", event_id, event_id=event_id)
+            return request, self._error(
+                InternalError("the request failed unexpectedly; the node log has the details"),
+                event_id,
+                started,
+                timings,
+            )
+        status = _STATUS_OK.get(request.operation, 200)
+        return request, Response(
+            ok=True, status=status, data=data, meta=self._meta(event_id, started, timings)
+        )
+
+    async def _execute(
+        self,
+        request: Request,
+        principal: Principal | None,
+        event_id: str,
+        timings: dict[str, float],
+    ) -> Any:
+        builtin = self._builtin(request)
+        if builtin is not None:
+            return await builtin(request)
+        deadline = request.meta.deadline
+        if deadline is not None and time.time() >= deadline:
+            raise DeadlineExceeded("the request's deadline passed before it was executed")
+        template, adapter = self.factory.resolve(request.template)
+        authorize(request, template, principal)
+        request = bind_owner(request, template, principal)
+        ctx = CallContext(
+            event_id=event_id,
+            principal=request.meta.principal,
+            identity=principal,
+            deadline=deadline,
+        )
+        await check_owner(request, template, adapter, ctx, principal)
+        handler = self.handlers.get((template.name, request.operation)) if self.handlers else None
+        if handler is not None:
+            if self.services is None:
+                raise InternalError(f"the handler of {template.name} needs the node's services")
+            handled = HandlerCall(
+                request=request,
+                template=template,
+                adapter=adapter,
+                ctx=ctx,
+                principal=principal,
+                services=self.services,
+            )
+            if self._before is not None:
+                await self._before.before_dispatch(request, template)
+            return await self._call_store(request, adapter, ctx, partial(handler, handled), timings)
+        audited = partial(self._audited, request) if template.capabilities.audit else None
+        ctx, call = plan_call(
+            request, template, adapter, ctx, reliability=self.reliability, audited=audited
+        )
+        if self._before is not None:
+            await self._before.before_dispatch(request, template)
+        return await self._call_store(request, adapter, ctx, call, timings)
+
+    def _builtin(self, request: Request) -> Builtin | None:
+        """The node's own answer to ``request`` (ping, admin templates), if it has one."""
+        if request.operation is Operation.PING and request.template == PING_TEMPLATE:
+            return self._pong
+        return self.builtins.get(request.template) if self.builtins else None
+
+    async def _pong(self, request: Request) -> Any:
+        return {"pong": self.node}
+
+    async def _call_store(
+        self,
+        request: Request,
+        adapter: NamasteCore,
+        ctx: CallContext,
+        call: Callable[[], Awaitable[Any]],
+        timings: dict[str, float],
+    ) -> Any:
+        """Run the store call within the deadline, retrying what is safe to retry; trace it."""
+        operation = request.operation
+        store_started = time.perf_counter()
+        failure = ""
+        try:
+            async with asyncio.timeout_at(_loop_deadline(ctx.deadline)):
+                try:
+                    result = await call()
+                except RequestError as exc:
+                    # A keyless write that failed transiently may have run (the reply was lost
+                    # with the connection): only reads and keyed writes are safe to try again.
+                    if not exc.TRANSIENT or (operation in WRITES and ctx.idempotency_key is None):
+                        raise
+                    result = await retry_transient(
+                        call,
+                        exc,
+                        settings=self.reliability,
+                        event_id=ctx.event_id,
+                        deadline=ctx.deadline,
+                        on_retry=self._count_retry,
+                    )
+        except TimeoutError:
+            failure = DeadlineExceeded.CODE
+            raise DeadlineExceeded(
+                "the request's deadline passed while the store was working"
+            ) from None
+        except RequestError as exc:
+            failure = exc.CODE
+            if exc.TRANSIENT and operation in WRITES:
+                # The connection may have dropped after the database committed.
+                raise type(exc)(exc.message, details=(*exc.details, _IN_DOUBT)) from exc
+            raise
+        except BaseException:
+            failure = InternalError.CODE
+            raise
+        finally:
+            took = timings["store"] = round((time.perf_counter() - store_started) * 1000, 3)
+            if self._trace is not None:
+                call_event = child_event(
+                    self.node,
+                    self.env,
+                    request,
+                    ctx.event_id,
+                    "db",
+                    took,
+                    f"{adapter.store} {operation.value}",
+                )
+                self._trace.emit(attrs.evolve(call_event, code=failure) if failure else call_event)
+        logger.debug(
+            "{} {} on {} took {:.1f} ms", operation.value, request.template, adapter.store, took
+        )
+        return result
+
+    def _count_retry(self) -> None:
+        self.retried += 1
+
+    async def _audited(
+        self,
+        request: Request,
+        template: Template,
+        adapter: NamasteCore,
+        record: Record,
+        ctx: CallContext,
+        write: Callable[[], Awaitable[Record]],
+    ) -> Record:
+        """Run an audited write and publish its audit record before it is answered."""
+        event = child_event(self.node, self.env, request, ctx.event_id, "audit", None)
+        return await audit_write(self.events, event, request, template, adapter, record, ctx, write)
+
+    def _meta(self, event_id: str, started: float, timings: dict[str, float]) -> ResponseMeta:
+        timings["total"] = round((time.perf_counter() - started) * 1000, 3)
+        return ResponseMeta(event_id=event_id, node=self.node, timings=timings)
+
+    def _error(
+        self, exc: RequestError, event_id: str, started: float, timings: dict[str, float]
+    ) -> Response:
+        return Response(
+            ok=False,
+            status=exc.STATUS,
+            error=exc.to_error(),
+            meta=self._meta(event_id, started, timings),
+        )
+
+
+def _loop_deadline(deadline: float | None) -> float | None:
+    """Convert a wall-clock deadline into the running loop's clock."""
+    if deadline is None:
+        return None
+    return asyncio.get_running_loop().time() + (deadline - time.time())

@@ -1,0 +1,76 @@
+"""The lineage events a request leaves, and the sink they go to.
+
+One event for the request itself, and one for each thing it caused (its database call, its
+audit record), each a child of the request's event.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Protocol
+
+from beds.lineage import Event, new_event_id
+
+if TYPE_CHECKING:
+    from beds.envelopes import Request, Response
+
+__all__ = ("EventSink", "child_event", "request_event")
+
+
+class EventSink(Protocol):
+    """Where lineage events go (:class:`beds.transport.events.EventPublisher`)."""
+
+    token: int
+    """Bound to log records of requests handled here (``extra["beds_events"]``)."""
+
+    def emit(self, event: Event) -> None:
+        """Queue an event; never blocks."""
+
+    async def publish_now(self, event: Event) -> None:
+        """Publish an event and wait until it is safe (audit records)."""
+
+
+def request_event(
+    node: str, env: str, request: Request | None, response: Response, started: float
+) -> Event:
+    """The event of one handled request (``request`` is ``None`` when it did not decode)."""
+    meta = response.meta
+    return Event(
+        event_id=meta.event_id,
+        parent_id=request.meta.parent_id if request is not None else "",
+        depth=request.meta.depth if request is not None else 0,
+        kind="request",
+        node=node,
+        env=env,
+        at=time.time() - (time.perf_counter() - started),
+        ms=meta.timings.get("total"),
+        template=request.template if request is not None else "",
+        operation=request.operation.value if request is not None else "",
+        status=response.status,
+        code=response.error.code if response.error is not None else "",
+    )
+
+
+def child_event(
+    node: str,
+    env: str,
+    request: Request,
+    parent: str,
+    kind: str,
+    ms: float | None,
+    message: str = "",
+) -> Event:
+    """An event ``parent`` caused, started ``ms`` ago (or now)."""
+    return Event(
+        event_id=new_event_id(node, env),
+        parent_id=parent,
+        depth=request.meta.depth + 1,
+        kind=kind,  # type: ignore[arg-type]
+        node=node,
+        env=env,
+        at=time.time() - (ms or 0) / 1000,
+        ms=ms,
+        template=request.template,
+        operation=request.operation.value,
+        message=message,
+    )

@@ -1,0 +1,347 @@
+"""IPL, the initial program load: a node's start-up checks, in order, and their checklist.
+
+Configuration (already loaded) → RabbitMQ → plugins, adapters and templates → templates open to
+anonymous writes → token keys (auth) → stores (``rec`` then ``rel``; required; then their
+optional parts such as REL secondaries) → shared filesystem (if configured) → template database
+objects → brokers without bindings → where events go.
+RabbitMQ, plugins, stores and topology are always fatal. In production every failure is fatal;
+in development no templates installed, a template that cannot be prepared or whose objects are
+missing is a warning. A broker without bindings is reported idle on the checklist.
+
+:class:`beds.node.BedsNode` runs these steps (with telemetry first when serving, and the
+brokers after them); ``BedsNode.check()`` runs them without serving.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+import pluggy
+from loguru import logger
+
+from beds.auth import Authenticator, OidcVerifier, Revocations, SessionTokens, TokenKeys
+from beds.errors import BedsError, ConfigError, PluginError, RequestError, TemplateError
+from beds.lineage import EventStore
+from beds.namaste import NamasteCore, StoreSettings
+from beds.nodeinfo import Check, StartupError
+from beds.plugins import Hooks, make_plugin_manager
+from beds.transport.amqp import connect, redact
+
+if TYPE_CHECKING:
+    from aiormq.abc import AbstractConnection
+
+    from beds.config.model import Config
+    from beds.envelopes import Operation
+    from beds.handlers import Handler
+    from beds.registry import TemplateRegistry
+    from beds.templates.model import Template
+
+__all__ = ("Ipl",)
+
+
+class Ipl:
+    """One node's start-up steps and what they found.
+
+    Args:
+        config: the loaded configuration.
+        plugin_manager: a ready plugin manager (tests and embedding); by default one is built
+            from the installed entry points.
+    """
+
+    def __init__(
+        self, config: Config, *, plugin_manager: pluggy.PluginManager | None = None
+    ) -> None:
+        self.config = config
+        self._pm = plugin_manager
+        self.checks: list[Check] = []
+        """The checklist so far, in order."""
+        self.adapters: dict[str, NamasteCore] = {}
+        self.templates: dict[str, Template] = {}
+        """The templates this node serves: registered and prepared by their adapter."""
+        self.registry: TemplateRegistry | None = None
+        self.hooks: Hooks | None = None
+        self.handlers: dict[tuple[str, Operation], Handler] = {}
+        """Template handlers of the served templates (:mod:`beds.handlers`)."""
+        self.authenticator: Authenticator | None = None
+        """Turns request credentials into principals (after :meth:`load_auth`)."""
+
+    def ok(self, name: str, detail: str = "") -> None:
+        """A check passed."""
+        self.checks.append(Check(name=name, status="ok", detail=detail))
+        logger.info("IPL {}: ok{}", name, f" ({detail})" if detail else "")
+
+    def fail(self, name: str, error: BaseException | str) -> NoReturn:
+        """A required check failed: raise ``StartupError`` with the checklist so far."""
+        detail = _describe(error)
+        cause = error if isinstance(error, BaseException) else None
+        self.checks.append(Check(name=name, status="failed", detail=detail, error=cause))
+        logger.error("IPL {}: {}", name, detail)
+        raise StartupError(f"start-up failed at {name}: {detail}", self.checks)
+
+    def problem(self, name: str, error: BaseException | str) -> None:
+        """A non-required check failed: fatal in production, a warning in development."""
+        if self.config.production:
+            self.fail(name, error)
+        detail = _describe(error)
+        self.checks.append(Check(name=name, status="warning", detail=detail))
+        logger.warning("IPL {}: {} (development: continuing)", name, detail)
+
+    def load_plugins(self) -> None:
+        """IPL: plugins, adapters (built, not connected) and templates (parsed and prepared)."""
+        try:
+            pm = self._pm or make_plugin_manager(
+                disabled=self.config.plugins.disabled, strict=self.config.production
+            )
+            pm.check_pending()  # plugins registered by hand are validated too
+            self.hooks = hooks = Hooks(pm)
+            factories = hooks.register_adapters()
+            self.registry = registry = hooks.register_templates()
+            handlers = hooks.register_handlers()
+        except (PluginError, TemplateError, pluggy.PluginValidationError) as exc:
+            self.fail("plugins", exc)
+        self.ok("plugins", f"{len(registry.templates)} templates")
+        stores = {t.store for t in registry.templates.values()}
+        if self.keeps_events:
+            stores.add(self.config.lineage.store)
+        for store in sorted(stores):
+            factory = factories.factories.get(store)
+            if factory is None:
+                self.problem(f"adapter {store}", f"no installed plugin provides store {store!r}")
+                continue
+            settings = StoreSettings(
+                store=store,
+                options=self.config.stores.get(store, {}),
+                file=self.config.store_files.get(store),
+                production=self.config.production,
+            )
+            try:
+                self.adapters[store] = factory(settings)
+            except BedsError as exc:
+                self.fail(f"adapter {store}", exc)
+        if self.keeps_events and self.event_store is None:
+            self.fail(
+                "lineage store",
+                f"this role's logs brokers keep events in store {self.config.lineage.store!r} "
+                "(key lineage.store), whose adapter cannot store events",
+            )
+        for name, template in sorted(registry.templates.items()):
+            adapter = self.adapters.get(template.store)
+            if adapter is None:
+                continue
+            try:
+                adapter.prepare(template)
+            except TemplateError as exc:
+                self.problem(f"template {name}", exc)
+                continue
+            self.templates[name] = template
+        self.handlers = handlers.for_templates(self.templates)
+
+    def check_templates_installed(self) -> None:
+        """A node without templates serves no request: a warning in development, else fatal."""
+        if self.registry is not None and not self.registry.templates:
+            self.problem(
+                "templates",
+                "no templates are installed, so this node serves no requests: install a "
+                "template package (docs/writing-a-domain.md), such as beds-templates-example",
+            )
+
+    @property
+    def event_store(self) -> EventStore | None:
+        """The adapter of ``lineage.store``, if it can store lineage events."""
+        adapter: object = self.adapters.get(self.config.lineage.store)
+        return adapter if isinstance(adapter, EventStore) else None
+
+    @property
+    def keeps_events(self) -> bool:
+        """Whether this node stores lineage events (its role has a ``logs`` broker)."""
+        return any(settings.type == "logs" for settings in self.config.brokers.values())
+
+    async def connect_amqp(self) -> AbstractConnection:
+        """IPL: RabbitMQ answers (required)."""
+        try:
+            connection = await connect(
+                self.config.amqp.url,
+                timeout=self.config.amqp.connect_timeout,
+                name=f"beds-{self.config.node.name}",
+            )
+        except BedsError as exc:
+            self.fail("rabbitmq", exc)
+        self.ok("rabbitmq", redact(self.config.amqp.url))
+        return connection
+
+    async def start_stores(self) -> None:
+        """IPL: every store that serves templates starts (required), then its optional parts."""
+        # Every store that serves templates is required: its templates cannot be served without it.
+        for store, adapter in sorted(self.adapters.items()):
+            try:
+                await adapter.start()
+            except BedsError as exc:
+                self.fail(f"store {store}", exc)
+            self.ok(f"store {store}")
+            # Optional parts of a store (REL secondaries): a warning in development.
+            for name, problem in await adapter.optional_checks():
+                if problem is None:
+                    self.ok(name)
+                else:
+                    self.problem(name, problem)
+
+    def check_shared_path(self) -> None:
+        """IPL: the shared filesystem, if configured, is a folder this node can write to."""
+        path = self.config.node.shared_path
+        if not path:
+            return
+        try:
+            with tempfile.NamedTemporaryFile(dir=path, prefix=".beds-ipl-"):
+                pass
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            self.problem(
+                "shared filesystem", f"cannot write to {path}: {reason} (key node.shared_path)"
+            )
+            return
+        self.ok("shared filesystem", path)
+
+    def check_bindings(self) -> None:
+        """IPL: a broker without bindings consumes a queue nothing routes to (a seed placeholder).
+
+        Said on its checklist line, not warned: the seed roles carry such placeholders (SPEC),
+        which a config cannot remove, and ``beds check`` must pass on the seed configuration.
+        """
+        role = self.config.node.role
+        for broker, settings in self.config.brokers.items():
+            if settings.bindings:
+                continue
+            detail = (
+                f"idle: no bindings, so its queue receives nothing (bind routing keys in "
+                f"[roles.{role}.brokers.{broker}] bindings)"
+            )
+            self.ok(f"broker {broker}", detail)
+
+    def check_events_destination(self) -> None:
+        """IPL: lineage events and audit records need a ``logs`` broker in some role to keep them.
+
+        Without one nothing takes them off the logs exchange: they wait in the node's memory and
+        the oldest are dropped (audit records too), so production refuses to start.
+        """
+        audited = sorted(name for name, t in self.templates.items() if t.capabilities.audit)
+        if not (self.config.lineage.enabled or audited):
+            return
+        if any(
+            settings.type == "logs"
+            for role in self.config.roles.values()
+            for settings in role.brokers.values()
+        ):
+            return
+        what = "lineage events"
+        if audited:
+            what += f" and the audit records of {', '.join(audited)}"
+        self.problem(
+            "events",
+            f'no role has a logs broker (type = "logs"), so nothing stores {what}; add one '
+            "(the seed admin role's adminLogsBroker) or set lineage.enabled = false",
+        )
+
+    async def verify_templates(self) -> None:
+        """IPL: every template's database objects exist (development: a warning)."""
+        for name, template in sorted(self.templates.items()):
+            try:
+                await self.adapters[template.store].verify(template)
+            except RequestError as exc:
+                # Development keeps serving: calls then fail with DatabaseObjectMissing by name.
+                self.problem(f"template {name} objects", exc)
+                continue
+            self.ok(f"template {name} objects")
+
+    def load_auth(self) -> None:
+        """IPL: the keys that verify credentials (BEDS session tokens; an OIDC provider's)."""
+        settings = self.config.auth
+        base = Path(self.config.files[-1]).parent if self.config.files else None
+        try:
+            keys = TokenKeys.load(settings, production=self.config.production, base=base)
+            oidc = (
+                OidcVerifier(settings.oidc, leeway=settings.leeway, base=base)
+                if settings.oidc.issuer
+                else None
+            )
+        except ConfigError as exc:
+            self.fail("auth", exc)
+        sessions = SessionTokens(
+            keys,
+            issuer=settings.issuer,
+            audience=self.config.node.env,
+            ttl=settings.token_ttl,
+            leeway=settings.leeway,
+        )
+        self.authenticator = Authenticator(sessions, Revocations(), oidc=oidc)
+        detail = f"{len(keys.verify)} token key{'' if len(keys.verify) == 1 else 's'}"
+        if keys.signing is not None:
+            detail += f", signs with {keys.signing_kid}"
+        if oidc is not None:
+            detail += f", OIDC issuer {oidc.issuer}"
+        self.ok("auth", detail)
+
+    def check_open_templates(self) -> None:
+        """IPL: a template whose writes anyone may make is a mistake unless said on purpose.
+
+        Production refuses to start with one that ``auth.open_templates`` does not name;
+        development warns.
+        """
+        allowed = set(self.config.auth.open_templates)
+        for name, template in sorted(self.templates.items()):
+            writes = [op for op in template.access.open_writes if op in template.operations]
+            if writes and name not in allowed:
+                self.problem(
+                    f"template {name} access",
+                    f"anyone may {', '.join(op.value for op in writes)} (declare [access] "
+                    f"roles, or name it in auth.open_templates)",
+                )
+
+    def begin(self) -> None:
+        """Start a new checklist; its first line is the configuration, already loaded."""
+        self.checks = [
+            Check(name="config", status="ok", detail=", ".join(self.config.files) or "defaults")
+        ]
+
+    async def run(self) -> AbstractConnection:
+        """RabbitMQ → plugins/templates → stores → shared path → objects → bindings → events.
+
+        Returns:
+            the open RabbitMQ connection the node serves on.
+
+        Raises:
+            StartupError: a fatal check failed (the connection is closed again).
+        """
+        connection = await self.connect_amqp()
+        try:
+            self.load_plugins()
+            self.check_templates_installed()
+            self.check_open_templates()
+            self.load_auth()
+            await self.start_stores()
+            self.check_shared_path()
+            await self.verify_templates()
+            self.check_bindings()
+            self.check_events_destination()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await connection.close()
+            raise
+        return connection
+
+    async def close_adapters(self) -> None:
+        """Close every adapter; a failure is logged, never raised."""
+        for adapter in self.adapters.values():
+            try:
+                await adapter.aclose()
+            except Exception:
+                logger.opt(exception=True).warning("closing adapter {} failed", adapter.store)
+
+
+def _describe(error: BaseException | str) -> str:
+    detail = str(error)
+    if isinstance(error, RequestError) and error.details:
+        detail = f"{detail}: {', '.join(error.details)}"
+    return detail
