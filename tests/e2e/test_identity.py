@@ -105,6 +105,18 @@ async def test_a_newcomer_signs_up_posts_and_logs_out_on_every_node(
     found = await client.fetch("spew_post", "by_id", {"id": post.data["id"]})
     assert found[0]["author"] == ann  # bound to the logged-in handle, not sent
 
+    mine = await client.call("spew_post", "fetch", {"query": "mine"}, token=bob_token)
+    assert mine.ok, mine.error
+    assert mine.data == []  # bob's own posts: the author param is bound to the caller
+    ann_posts = await client.call("spew_post", "fetch", {"query": "mine"}, token=ann_token)
+    assert [row["id"] for row in ann_posts.data] == [post.data["id"]]
+    nobody = await client.call("spew_post", "fetch", {"query": "mine"})
+    assert code(nobody) == "BEDS-401"
+    chosen = await client.call(
+        "spew_post", "fetch", {"query": "mine", "params": {"author": ann}}, token=bob_token
+    )
+    assert code(chosen) == "BEDS-403"
+
     stolen = await client.call(
         "spew_post", "update", {"id": post.data["id"], "body": "mine now"}, token=bob_token
     )

@@ -22,7 +22,7 @@ from beds.codec import encode_request
 from beds.config.model import AuthSettings
 from beds.dispatch import Dispatcher
 from beds.envelopes import Operation, Request, RequestMeta, Response
-from beds.errors import ConfigError, Unauthenticated
+from beds.errors import ConfigError, Unauthenticated, Unauthorized
 from beds.factory import Factory
 from beds.templates import AccessRules, Template
 from beds.testing import MemoryAdapter, TestIdentity
@@ -422,3 +422,33 @@ def test_any_jwt_shaped_credential_is_a_principal_or_401(
     token = f"{_b64(header)}.{_b64(claims)}.{mac}"
     with pytest.raises(Unauthenticated, match=r"^the request's credential is not valid$"):
         authenticator.authenticate(bearer(token))  # nobody signed it: never a principal
+
+
+def test_a_declared_principal_param_is_bound_and_cannot_be_chosen(
+    demo_template: Template, identity: TestIdentity
+) -> None:
+    from beds.dispatch.access import bind_principal
+    from beds.templates.model import QuerySpec
+
+    spec = demo_template.queries["by_title"]
+    template = attrs.evolve(
+        demo_template,
+        queries={
+            **demo_template.queries,
+            "mine": attrs.evolve(spec, name="mine", principal="title"),
+        },
+    )
+    ann = Principal(id="7", handle="ann")
+    fetch = Request(operation=Operation.FETCH, template="demo_item", payload={"query": "mine"})
+    assert bind_principal(fetch, template, ann).payload == {
+        "query": "mine",
+        "params": {"title": "ann"},
+    }
+    with pytest.raises(Unauthenticated):
+        bind_principal(fetch, template, None)
+    chosen = attrs.evolve(fetch, payload={"query": "mine", "params": {"title": "bob"}})
+    with pytest.raises(Unauthorized):
+        bind_principal(chosen, template, ann)
+    other = attrs.evolve(fetch, payload={"query": "by_title", "params": {"title": "bob"}})
+    assert bind_principal(other, template, None) is other
+    assert isinstance(spec, QuerySpec)

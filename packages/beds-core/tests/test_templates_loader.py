@@ -176,6 +176,16 @@ BAD_DECLARATIONS: list[Any] = [
         put("capabilities.teleport", True), "capabilities.teleport", id="unknown-capability"
     ),
     pytest.param(put("capabilities.audit", 1), "capabilities.audit", id="capability-not-bool"),
+    pytest.param(
+        put("queries.by_title.principal", "nope"),
+        "queries.by_title.principal",
+        id="principal-not-a-param",
+    ),
+    pytest.param(
+        put("queries.by_count.principal", "count"),
+        "queries.by_count.principal",
+        id="principal-not-str",
+    ),
     pytest.param(put("access.submit", ["*"]), "access.submit", id="access-on-unknown-op"),
     pytest.param(put("access.fetch", "*"), "access.fetch", id="access-not-a-list"),
     pytest.param(put("version", 0), "version", id="version-zero"),

@@ -22,7 +22,15 @@ if TYPE_CHECKING:
     from beds.namaste import CallContext, NamasteCore
     from beds.templates.model import Template
 
-__all__ = ("anonymous", "authenticate", "authorize", "bind_owner", "check_owner")
+__all__ = (
+    "admit",
+    "anonymous",
+    "authenticate",
+    "authorize",
+    "bind_owner",
+    "bind_principal",
+    "check_owner",
+)
 
 _NO_AUTHENTICATOR = "this node accepts no credentials (no [auth] keys are configured)"
 
@@ -71,6 +79,17 @@ def authorize(request: Request, template: Template, principal: Principal | None)
     )
 
 
+def admit(request: Request, template: Template, principal: Principal | None) -> Request:
+    """The access rules, then the principal bound where the template says: the request to run.
+
+    Raises:
+        Unauthenticated: the operation needs a principal and the request has none.
+        Unauthorized: the principal may not, or the payload names someone else.
+    """
+    authorize(request, template, principal)
+    return bind_principal(bind_owner(request, template, principal), template, principal)
+
+
 def bind_owner(request: Request, template: Template, principal: Principal | None) -> Request:
     """On create, set the template's owner field to the principal's handle.
 
@@ -94,6 +113,40 @@ def bind_owner(request: Request, template: Template, principal: Principal | None
             details=(f"$.payload.{owner}: the caller is {principal.handle!r}",),
         )
     return attrs.evolve(request, payload={**payload, owner: principal.handle})
+
+
+def bind_principal(request: Request, template: Template, principal: Principal | None) -> Request:
+    """Fill the param an operation or a query declares as the principal's (``principal = …``).
+
+    Raises:
+        Unauthenticated: the request has no principal.
+        Unauthorized: the request sent another value for that param.
+    """
+    payload = request.payload
+    if request.operation is Operation.FETCH:
+        name = payload.get("query", template.default_query)
+        spec = template.queries.get(name) if isinstance(name, str) else None
+        param = spec.principal if spec is not None and not spec.internal else None
+        values = payload.get("params", {})
+    else:
+        operation = template.operations.get(request.operation)
+        param = operation.principal if operation is not None else None
+        values = payload
+    if param is None:
+        return request
+    if principal is None:
+        raise Unauthenticated(f"{request.operation.value} on {template.name} needs a login")
+    if not isinstance(values, dict):
+        return request  # validation refuses it with its own message
+    if values.get(param, principal.handle) != principal.handle:
+        raise Unauthorized(
+            f"{param} is the authenticated principal's handle",
+            details=(f"{param}: the caller is {principal.handle!r}",),
+        )
+    bound = {**values, param: principal.handle}
+    if request.operation is Operation.FETCH:
+        return attrs.evolve(request, payload={**payload, "params": bound})
+    return attrs.evolve(request, payload=bound)
 
 
 async def check_owner(

@@ -24,7 +24,7 @@ from loguru import logger
 from beds.bugs import report_bug
 from beds.codec import decode_request
 from beds.config.model import ReliabilitySettings
-from beds.dispatch.access import anonymous, authenticate, authorize, bind_owner, check_owner
+from beds.dispatch.access import admit, anonymous, authenticate, check_owner
 from beds.dispatch.audit import audit_write
 from beds.dispatch.plan import WRITES, plan_call
 from beds.dispatch.retry import retry_transient
@@ -209,8 +209,7 @@ class Dispatcher:
         if deadline is not None and time.time() >= deadline:
             raise DeadlineExceeded("the request's deadline passed before it was executed")
         template, adapter = self.factory.resolve(request.template)
-        authorize(request, template, principal)
-        request = bind_owner(request, template, principal)
+        request = admit(request, template, principal)
         ctx = CallContext(
             event_id=event_id,
             principal=request.meta.principal,

@@ -2,6 +2,10 @@
 
 Every problem is reported as a :class:`~beds.errors.TemplateError` naming the source and the key
 path, for example ``spew_post.toml: fields.body.max_length must be a positive integer``.
+
+Why this module is long: every key a template may declare is read and checked here, with the
+rules that tie them together (key queries for audit and owners, generated fields, the default
+query), so that one reading shows what a declaration may say.
 """
 
 from __future__ import annotations
@@ -167,6 +171,24 @@ def _check_fields(
         raise r.fail(path, "lists a field twice")
 
 
+def _principal_param(
+    r: _Reader,
+    raw: Mapping[str, Any],
+    params: tuple[str, ...],
+    fields: Mapping[str, FieldSpec],
+    path: str,
+) -> str | None:
+    """``principal = "param"``: the param the authenticated principal's handle is bound to."""
+    name = raw.get("principal")
+    if name is None:
+        return None
+    if not isinstance(name, str) or name not in params:
+        raise r.fail(f"{path}.principal", "must name one of the params")
+    if fields[name].type is not FieldType.STR:
+        raise r.fail(f"{path}.principal", f"names {name!r}, which is not a str field")
+    return name
+
+
 def _binding(raw: Mapping[str, Any], known: frozenset[str]) -> dict[str, Any]:
     return {k: v for k, v in raw.items() if k not in known}
 
@@ -237,7 +259,8 @@ def parse_template(text: str, *, source: str, distribution: str = "") -> Templat
             operation=operation,
             params=params,
             returns=returns,
-            binding=_binding(raw, frozenset({"params", "returns", "description"})),
+            principal=_principal_param(r, raw, params, fields, path),
+            binding=_binding(raw, frozenset({"params", "returns", "description", "principal"})),
         )
 
     queries: dict[str, QuerySpec] = {}
@@ -260,7 +283,10 @@ def parse_template(text: str, *, source: str, distribution: str = "") -> Templat
             params=params,
             max_limit=100 if max_limit is None else max_limit,
             internal=internal,
-            binding=_binding(raw, frozenset({"params", "max_limit", "description", "internal"})),
+            principal=_principal_param(r, raw, params, fields, path),
+            binding=_binding(
+                raw, frozenset({"params", "max_limit", "description", "internal", "principal"})
+            ),
         )
     public = [name for name, spec in queries.items() if not spec.internal]
     default_query = data.get("default_query", next(iter(public), None))

@@ -76,6 +76,9 @@ class OperationSpec:
     """Fields the request may carry, in the order the store object takes them."""
     returns: tuple[str, ...] = ()
     """Fields returned to the caller (create: generated values)."""
+    principal: str | None = None
+    """A param the authenticated principal's handle is bound to: the store object receives who
+    asks, and a request cannot choose it (anonymous requests are refused)."""
     binding: Mapping[str, Any] = attrs.field(factory=dict)
     """Store-specific declaration: for example ``{"procedure": "spp_create"}``."""
 
@@ -93,6 +96,8 @@ class QuerySpec:
     """Only the domain's own handlers may run it (:mod:`beds.handlers`); a request naming it
     is answered as if it did not exist. For what must never reach a caller, such as a
     password hash."""
+    principal: str | None = None
+    """A param the authenticated principal's handle is bound to (see ``OperationSpec``)."""
     binding: Mapping[str, Any] = attrs.field(factory=dict)
 
 
