@@ -638,3 +638,23 @@ def test_a_template_writable_by_anyone_by_omission_is_a_problem(
     allowed.ipl.templates["demo_item"] = demo_template
     allowed.ipl.check_open_templates()
     assert allowed.checks == []
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        ("[control]\nenabled = false\n", "the control channel is off"),
+        ("[control]\nreplay_seconds = 60\n", "control.replay_seconds (60) is shorter"),
+    ],
+)
+def test_revocations_that_might_not_reach_a_node_are_a_problem(
+    write: Callable[..., Path], table: str, expected: str
+) -> None:
+    node = BedsNode(load_config(write("schema_version = 1\n" + table), environ={}))
+    node.ipl.load_auth()
+    [problem] = [c for c in node.checks if c.name == "auth revocations"]
+    assert problem.status == "warning"
+    assert expected in problem.detail
+    fine = BedsNode(load_config(write("schema_version = 1\n", "fine.toml"), environ={}))
+    fine.ipl.load_auth()
+    assert [c.name for c in fine.checks] == ["auth"]

@@ -8,6 +8,9 @@ RabbitMQ, plugins, stores and topology are always fatal. In production every fai
 in development no templates installed, a template that cannot be prepared or whose objects are
 missing is a warning. A broker without bindings is reported idle on the checklist.
 
+Why this module is long: it is the checklist, one short method per check, kept together so that
+:meth:`Ipl.run` reads as the order of the start-up sequence.
+
 :class:`beds.node.BedsNode` runs these steps (with telemetry first when serving, and the
 brokers after them); ``BedsNode.check()`` runs them without serving.
 """
@@ -282,6 +285,28 @@ class Ipl:
         if oidc is not None:
             detail += f", OIDC issuer {oidc.issuer}"
         self.ok("auth", detail)
+        self._check_revocation_reach(settings.token_ttl + settings.leeway)
+
+    def _check_revocation_reach(self, token_life: float) -> None:
+        """IPL: revocations reach this node within a token's life.
+
+        They travel on the control channel, and a node that starts late replays
+        ``control.replay_seconds`` of it: that must cover a token's whole life.
+        """
+        control = self.config.control
+        if not control.enabled:
+            self.problem(
+                "auth revocations",
+                "the control channel is off ([control] enabled = false), so a revoked token "
+                f"works on this node until it expires (up to {token_life:g} s)",
+            )
+        elif control.replay_seconds < token_life:
+            self.problem(
+                "auth revocations",
+                f"control.replay_seconds ({control.replay_seconds:g}) is shorter than a token's "
+                f"life (auth.token_ttl + auth.leeway = {token_life:g} s): a node that starts late "
+                "would not learn every revocation that still matters",
+            )
 
     def check_open_templates(self) -> None:
         """IPL: a template whose writes anyone may make is a mistake unless said on purpose.

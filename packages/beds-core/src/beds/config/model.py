@@ -241,8 +241,9 @@ class ControlSettings:
     """Join the environment's control stream: publish heartbeats, receive events."""
     heartbeat_seconds: float = attrs.field(default=10.0, validator=_positive)
     """Seconds between two ``node.status`` events of this node."""
-    replay_seconds: float = attrs.field(default=600.0, validator=_positive)
-    """How far back a starting node reads the stream (events still relevant to it)."""
+    replay_seconds: float = attrs.field(default=1200.0, validator=_positive)
+    """How far back a starting node reads the stream (events still relevant to it); longer than
+    a token's life (``auth.token_ttl``), so a late node learns every revocation that matters."""
     retention_seconds: float = attrs.field(default=3600.0, validator=_positive)
     """How long the stream keeps events (``x-max-age``; set when the stream is first made)."""
     trusted_users: tuple[str, ...] = ()
