@@ -39,7 +39,7 @@ def run(config_path: Path | None, role: str | None) -> None:
         loop = choose_event_loop()
     except ConfigError as exc:
         fail(str(exc), EXIT_CONFIG)
-    configure_logging(config.log)
+    configure_logging(config.log, node=config.node.name)
     logger.info("serving on the {} event loop", loop)
     try:
         run_on_loop(_serve(config), loop)
