@@ -188,7 +188,17 @@ def _content_type_ok(content_type: str | None) -> bool:
     return all(param.replace(" ", "") in ("charset=utf-8", 'charset="utf-8"') for param in params)
 
 
-def _decode(kind: type[_T], body: bytes, content_type: str | None, max_bytes: int) -> _T:
+_AS_SENT: Final = object()
+"""``decode_request(principal=...)`` default: keep ``meta.principal`` as the body says."""
+
+
+def _decode(
+    kind: type[_T],
+    body: bytes,
+    content_type: str | None,
+    max_bytes: int,
+    principal: object = _AS_SENT,
+) -> _T:
     if len(body) > max_bytes:
         raise PayloadTooLarge(
             "message body is larger than the limit",
@@ -206,6 +216,11 @@ def _decode(kind: type[_T], body: bytes, content_type: str | None, max_bytes: in
         raise MalformedRequest(
             "message body must be a JSON object", details=(f"got {json_type(raw)}",)
         )
+    if principal is not _AS_SENT:
+        meta = raw.get("meta")
+        raw["meta"] = {**meta, "principal": principal} if isinstance(meta, dict) else meta
+        if meta is None and principal is not None:
+            raw["meta"] = {"principal": principal}
     try:
         return converter.structure(raw, kind)
     except Exception as exc:  # cattrs raises many kinds; all mean "wrong envelope shape"
@@ -219,14 +234,19 @@ def decode_request(
     content_type: str | None = CONTENT_TYPE,
     *,
     max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    principal: str | object | None = _AS_SENT,
 ) -> Request:
     """Decode a request body.
+
+    ``principal``, when given, replaces whatever the body says in ``meta.principal`` (the
+    dispatcher passes the authenticated principal's id, or ``None``): set while the envelope is
+    built, so the request is never built twice.
 
     Raises:
         PayloadTooLarge: the body is over ``max_bytes``.
         MalformedRequest: anything else that is not a valid v1 request envelope.
     """
-    return _decode(Request, body, content_type, max_bytes)
+    return _decode(Request, body, content_type, max_bytes, principal)
 
 
 def decode_response(

@@ -33,40 +33,29 @@ def beds_register_handlers(registry: HandlerRegistry) -> None:
     """
     state = _Lazy()
     for operation in ("create", "fetch", "update", "delete"):
-        registry.add("beds_user", operation, state.user(operation))
-        registry.add("beds_session", operation, state.session(operation))
+        registry.add("beds_user", operation, state.handler("users", operation))
+        registry.add("beds_session", operation, state.handler("sessions", operation))
 
 
 class _Lazy:
     """Builds the hasher and the throttle from the first call's settings, once per node."""
 
     def __init__(self) -> None:
-        self._users: Users | None = None
-        self._sessions: Sessions | None = None
+        self._built: dict[str, Users | Sessions] = {}
 
-    def _ready(self, call: HandlerCall) -> tuple[Users, Sessions]:
-        if self._users is None or self._sessions is None:
+    def _ready(self, call: HandlerCall) -> dict[str, Users | Sessions]:
+        if not self._built:
             settings = call.services.auth
             passwords = Passwords(settings.passwords)
             throttle = Throttle(
                 attempts=settings.throttle.attempts, window=settings.throttle.window
             )
-            self._users = Users(passwords)
-            self._sessions = Sessions(passwords, throttle)
-        return self._users, self._sessions
+            self._built = {"users": Users(passwords), "sessions": Sessions(passwords, throttle)}
+        return self._built
 
-    def user(self, operation: str) -> Handler:
+    def handler(self, kind: str, operation: str) -> Handler:
         async def handle(call: HandlerCall) -> object:
-            users, _ = self._ready(call)
-            return await getattr(users, operation)(call)
+            return await getattr(self._ready(call)[kind], operation)(call)
 
-        handle.__qualname__ = f"Users.{operation}"
-        return handle
-
-    def session(self, operation: str) -> Handler:
-        async def handle(call: HandlerCall) -> object:
-            _, sessions = self._ready(call)
-            return await getattr(sessions, operation)(call)
-
-        handle.__qualname__ = f"Sessions.{operation}"
+        handle.__qualname__ = f"{kind}.{operation}"
         return handle

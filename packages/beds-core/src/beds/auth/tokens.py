@@ -21,6 +21,8 @@ from beds.auth.principal import Principal
 from beds.errors import ConfigError, Unauthenticated
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from beds.auth.keys import TokenKeys
     from beds.config.model import OidcSettings
 
@@ -107,26 +109,15 @@ class SessionTokens:
         Raises:
             Unauthenticated: anything about the token is not right.
         """
-        try:
-            header = jwt.get_unverified_header(token)
-        except _REFUSED as exc:
-            raise refuse(f"malformed token ({exc.__class__.__name__})") from None
-        kid = header.get("kid")
-        key = self.keys.verify.get(kid) if isinstance(kid, str) else None
-        if key is None:
-            raise refuse(f"unknown key id {str(kid)[:64]!r}")
-        try:
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                key,
-                algorithms=["EdDSA"],
-                audience=self.audience,
-                issuer=self.issuer,
-                leeway=self.leeway,
-                options={"require": [*_REQUIRED, "iss", "aud", "sid"]},
-            )
-        except _REFUSED as exc:
-            raise refuse(f"{exc.__class__.__name__}: {exc}") from None
+        claims = _decode(
+            token,
+            self.keys.verify.get,
+            algorithms=["EdDSA"],
+            audience=self.audience,
+            issuer=self.issuer,
+            leeway=self.leeway,
+            required=[*_REQUIRED, "iss", "aud", "sid"],
+        )
         return _principal(claims, issuer=self.issuer, handle_claim="handle"), claims
 
 
@@ -165,35 +156,27 @@ class OidcVerifier:
         """The provider's ``iss``."""
         return self.settings.issuer
 
+    def _key(self, kid: str) -> Any:
+        try:
+            return self.keys[kid].key
+        except KeyError:
+            return None
+
     def verify(self, token: str) -> tuple[Principal, dict[str, Any]]:
         """Check ``token``; return its principal (roles from ``roles_claim``) and claims.
 
         Raises:
             Unauthenticated: anything about the token is not right.
         """
-        try:
-            header = jwt.get_unverified_header(token)
-        except _REFUSED as exc:
-            raise refuse(f"malformed OIDC token ({exc.__class__.__name__})") from None
-        kid = header.get("kid")
-        try:
-            jwk = self.keys[kid] if isinstance(kid, str) else None
-        except KeyError:
-            jwk = None
-        if jwk is None:
-            raise refuse(f"unknown OIDC key id {str(kid)[:64]!r}")
-        try:
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                jwk.key,
-                algorithms=list(self.settings.algorithms),
-                audience=self.settings.audience,
-                issuer=self.settings.issuer,
-                leeway=self.leeway,
-                options={"require": [*_REQUIRED, "iss", "aud"]},
-            )
-        except _REFUSED as exc:
-            raise refuse(f"OIDC {exc.__class__.__name__}: {exc}") from None
+        claims = _decode(
+            token,
+            self._key,
+            algorithms=list(self.settings.algorithms),
+            audience=self.settings.audience,
+            issuer=self.settings.issuer,
+            leeway=self.leeway,
+            required=[*_REQUIRED, "iss", "aud"],
+        )
         return _principal(
             claims,
             issuer=self.settings.issuer,
@@ -202,12 +185,51 @@ class OidcVerifier:
         ), claims
 
 
+def _decode(
+    token: str,
+    key_of: Callable[[str], Any],
+    *,
+    algorithms: list[str],
+    audience: str,
+    issuer: str,
+    leeway: float,
+    required: list[str],
+) -> dict[str, Any]:
+    """Check ``token``'s signature with the key its ``kid`` names, and its claims.
+
+    Raises:
+        Unauthenticated: malformed, unknown key id, bad signature, or a claim not right.
+    """
+    try:
+        kid = jwt.get_unverified_header(token).get("kid")
+    except _REFUSED as exc:
+        raise refuse(f"malformed token ({exc.__class__.__name__})") from None
+    key = key_of(kid) if isinstance(kid, str) else None
+    if key is None:
+        raise refuse(f"unknown key id {str(kid)[:64]!r}")
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=algorithms,
+            audience=audience,
+            issuer=issuer,
+            leeway=leeway,
+            options={"require": required},
+        )
+    except _REFUSED as exc:
+        raise refuse(f"{exc.__class__.__name__}: {exc}") from None
+    return claims
+
+
 def _principal(
     claims: dict[str, Any], *, issuer: str, handle_claim: str, roles_claim: str = "roles"
 ) -> Principal:
     subject = claims.get("sub")
-    if not isinstance(subject, str) or not subject or len(subject) > 255:
-        raise refuse("sub is not a text of 1-255 characters")
+    if not isinstance(subject, str) or not 0 < len(subject.encode()) <= 255:
+        raise refuse("sub is not a text of 1-255 bytes")
+    if not subject.isprintable():
+        raise refuse("sub is not printable")  # it becomes meta.principal (wire limits)
     handle = claims.get(handle_claim)
     roles = claims.get(roles_claim, [])
     if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):

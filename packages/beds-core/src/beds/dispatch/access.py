@@ -1,9 +1,10 @@
 """Access: who sent a request, and whether they may do what it asks, decided before it runs.
 
-Three steps, in order: :func:`authenticate` (the credential proves a principal; what the sender
-wrote in ``meta.principal`` is replaced by it), :func:`authorize` (the template's access rules
-by role) and, for a template with an ``owner`` field, :func:`bind_owner` (create) and
-:func:`check_owner` (update, delete: only the owner, or an admin, may change a record).
+In order: :func:`authenticate` (the credential proves a principal; the dispatcher has the codec
+put its id in ``meta.principal``, whatever the sender wrote there), then :func:`admit`:
+:func:`authorize` (the template's access rules by role), :func:`bind_owner` (create) and
+:func:`bind_principal` (params declared as the principal's); and for a template with an
+``owner`` field, :func:`check_owner` (update, delete: only the owner, or an admin).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
 
 __all__ = (
     "admit",
-    "anonymous",
     "authenticate",
     "authorize",
     "bind_owner",
@@ -35,29 +35,18 @@ __all__ = (
 _NO_AUTHENTICATOR = "this node accepts no credentials (no [auth] keys are configured)"
 
 
-def anonymous(request: Request) -> Request:
-    """``request`` without the principal its sender wrote (what it claims never counts)."""
-    if request.meta.principal is None:
-        return request
-    return attrs.evolve(request, meta=attrs.evolve(request.meta, principal=None))
-
-
-def authenticate(
-    request: Request, credential: object, authenticator: Authenticator | None
-) -> tuple[Request, Principal | None]:
-    """Return the request with ``meta.principal`` set to the proven principal's id (or ``None``).
+def authenticate(credential: object, authenticator: Authenticator | None) -> Principal | None:
+    """The principal ``credential`` proves (``None``: no credential, an anonymous request).
 
     Raises:
-        Unauthenticated: a credential is present and not valid (BEDS-401).
+        Unauthenticated: a credential is present and not valid, or this node accepts none
+            (BEDS-401).
     """
     if credential is None:
-        return anonymous(request), None
+        return None
     if authenticator is None:
         raise Unauthenticated(_NO_AUTHENTICATOR)
-    principal = authenticator.authenticate(credential)
-    if principal is None:
-        return anonymous(request), None
-    return attrs.evolve(request, meta=attrs.evolve(request.meta, principal=principal.id)), principal
+    return authenticator.authenticate(credential)
 
 
 def authorize(request: Request, template: Template, principal: Principal | None) -> None:

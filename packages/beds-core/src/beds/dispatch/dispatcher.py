@@ -12,7 +12,6 @@ event id) and, for audited templates, an audit record.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
@@ -24,10 +23,10 @@ from loguru import logger
 from beds.bugs import report_bug
 from beds.codec import decode_request
 from beds.config.model import ReliabilitySettings
-from beds.dispatch.access import admit, anonymous, authenticate, check_owner
+from beds.dispatch.access import admit, authenticate, check_owner
 from beds.dispatch.audit import audit_write
 from beds.dispatch.plan import WRITES, plan_call
-from beds.dispatch.retry import retry_transient
+from beds.dispatch.retry import call_store
 from beds.dispatch.routes import check_route
 from beds.dispatch.trace import EventSink, child_event, request_event
 from beds.envelopes import Operation, Request, Response, ResponseMeta
@@ -35,6 +34,7 @@ from beds.errors import (
     DeadlineExceeded,
     InternalError,
     RequestError,
+    Unauthenticated,
 )
 from beds.handlers import HandlerCall
 from beds.lineage import Cause, new_event_id, reset_cause, set_cause
@@ -56,10 +56,6 @@ Builtin = Callable[[Request], Awaitable[Any]]
 
 
 _STATUS_OK = {Operation.CREATE: 201}
-_IN_DOUBT = (
-    "the write may or may not have been executed: send it again with the same idempotency key "
-    "to get its outcome"
-)
 
 
 class Dispatcher:
@@ -128,8 +124,22 @@ class Dispatcher:
         """
         started = time.perf_counter()
         timings: dict[str, float] = {}
+        # The credential first (a header, no body needed): the codec then puts the proven
+        # principal in meta.principal while it builds the request. A refusal is answered after
+        # decoding, so the reply and the lineage event still name the request.
+        principal: Principal | None = None
+        refused: Unauthenticated | None = None
         try:
-            request = decode_request(body, content_type, max_bytes=self.max_message_bytes)
+            principal = authenticate(credential, self.authenticator)
+        except Unauthenticated as exc:
+            refused = exc
+        try:
+            request = decode_request(
+                body,
+                content_type,
+                max_bytes=self.max_message_bytes,
+                principal=principal.id if principal is not None else None,
+            )
         except Exception as exc:  # a RequestError; anything else is a codec bug, still answered
             if not isinstance(exc, RequestError):
                 report_bug(exc, "a request body failed to decode unexpectedly")
@@ -152,7 +162,7 @@ class Dispatcher:
         try:
             with logger.contextualize(**context):
                 request, response = await self._respond(
-                    request, event_id, started, timings, route, credential
+                    request, event_id, started, timings, route, (principal, refused)
                 )
                 if self._after is not None:
                     try:
@@ -172,13 +182,14 @@ class Dispatcher:
         started: float,
         timings: dict[str, float],
         route: str | None,
-        credential: object,
+        authenticated: tuple[Principal | None, Unauthenticated | None],
     ) -> tuple[Request, Response]:
+        principal, refused = authenticated
         try:
             if route is not None:
                 check_route(request, route, self.bindings)
-            request = anonymous(request)
-            request, principal = authenticate(request, credential, self.authenticator)
+            if refused is not None:
+                raise refused
             data = await self._execute(request, principal, event_id, timings)
         except RequestError as exc:
             return request, self._error(exc, event_id, started, timings)
@@ -262,32 +273,15 @@ class Dispatcher:
         store_started = time.perf_counter()
         failure = ""
         try:
-            async with asyncio.timeout_at(_loop_deadline(ctx.deadline)):
-                try:
-                    result = await call()
-                except RequestError as exc:
-                    # A keyless write that failed transiently may have run (the reply was lost
-                    # with the connection): only reads and keyed writes are safe to try again.
-                    if not exc.TRANSIENT or (operation in WRITES and ctx.idempotency_key is None):
-                        raise
-                    result = await retry_transient(
-                        call,
-                        exc,
-                        settings=self.reliability,
-                        event_id=ctx.event_id,
-                        deadline=ctx.deadline,
-                        on_retry=self._count_retry,
-                    )
-        except TimeoutError:
-            failure = DeadlineExceeded.CODE
-            raise DeadlineExceeded(
-                "the request's deadline passed while the store was working"
-            ) from None
+            result = await call_store(
+                call,
+                ctx,
+                write=operation in WRITES,
+                settings=self.reliability,
+                on_retry=self._count_retry,
+            )
         except RequestError as exc:
             failure = exc.CODE
-            if exc.TRANSIENT and operation in WRITES:
-                # The connection may have dropped after the database committed.
-                raise type(exc)(exc.message, details=(*exc.details, _IN_DOUBT)) from exc
             raise
         except BaseException:
             failure = InternalError.CODE
@@ -339,10 +333,3 @@ class Dispatcher:
             error=exc.to_error(),
             meta=self._meta(event_id, started, timings),
         )
-
-
-def _loop_deadline(deadline: float | None) -> float | None:
-    """Convert a wall-clock deadline into the running loop's clock."""
-    if deadline is None:
-        return None
-    return asyncio.get_running_loop().time() + (deadline - time.time())

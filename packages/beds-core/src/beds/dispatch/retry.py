@@ -1,6 +1,8 @@
-"""Trying a transiently failed store call again, with exponential back-off and jitter.
+"""The store call: within the request's deadline, tried again after a transient failure.
 
-Off the hot path: only a call that already failed transiently gets here.
+A read, or a write with an idempotency key, is tried again with exponential back-off and jitter
+(tenacity) after a transient failure; a keyless write is not, since it may have run. Off the hot
+path: only a call that already failed transiently is retried.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from beds.errors import RequestError
+from beds.errors import DeadlineExceeded, RequestError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -26,8 +28,64 @@ if TYPE_CHECKING:
     from tenacity.stop import stop_base
 
     from beds.config.model import ReliabilitySettings
+    from beds.namaste import CallContext
 
-__all__ = ("retry_transient",)
+__all__ = ("IN_DOUBT", "call_store", "retry_transient")
+
+IN_DOUBT = (
+    "the write may or may not have been executed: send it again with the same idempotency key "
+    "to get its outcome"
+)
+"""The detail added to a write's transient failure: the connection may have dropped after the
+database committed."""
+
+
+async def call_store(
+    call: Callable[[], Awaitable[Any]],
+    ctx: CallContext,
+    *,
+    write: bool,
+    settings: ReliabilitySettings,
+    on_retry: Callable[[], None],
+) -> Any:
+    """Run ``call`` before ``ctx.deadline``, retrying a transient failure where that is safe.
+
+    Raises:
+        DeadlineExceeded: the deadline passed while the store was working.
+        RequestError: the store's error; a write's transient one carries :data:`IN_DOUBT`.
+    """
+    try:
+        async with asyncio.timeout_at(_loop_deadline(ctx.deadline)):
+            try:
+                return await call()
+            except RequestError as exc:
+                # A keyless write that failed transiently may have run (the reply was lost with
+                # the connection): only reads and keyed writes are safe to try again.
+                if not exc.TRANSIENT or (write and ctx.idempotency_key is None):
+                    raise
+                return await retry_transient(
+                    call,
+                    exc,
+                    settings=settings,
+                    event_id=ctx.event_id,
+                    deadline=ctx.deadline,
+                    on_retry=on_retry,
+                )
+    except TimeoutError:
+        raise DeadlineExceeded(
+            "the request's deadline passed while the store was working"
+        ) from None
+    except RequestError as exc:
+        if exc.TRANSIENT and write:
+            raise type(exc)(exc.message, details=(*exc.details, IN_DOUBT)) from exc
+        raise
+
+
+def _loop_deadline(deadline: float | None) -> float | None:
+    """Convert a wall-clock deadline into the running loop's clock."""
+    if deadline is None:
+        return None
+    return asyncio.get_running_loop().time() + (deadline - time.time())
 
 
 async def retry_transient(
