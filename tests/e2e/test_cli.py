@@ -388,3 +388,26 @@ def test_a_newcomer_signs_up_logs_in_posts_and_logs_out_from_the_command_line(
     for result in (logged, whoami, out, old):
         assert password not in result.stdout + result.stderr
         assert token not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "variables",
+    [
+        {"BEDS__AMQP__URL": "amqp://app:Pw7secret@127.0.0.1:1/"},  # nothing listens
+        {"BEDS__AMQP__URL": "amqp://app:Pw7secret@127.0.0.1:5672/"},  # refused credentials
+        {"BEDS__AMQP__URL": "amqp://app:Pw7secret@127.0.0.1:99999/"},  # not a valid URL
+        {"BEDS__STORES__REL__URL": "mysql://root:Pw7secret@127.0.0.1:3306/beds_dev"},
+        {
+            "BEDS__STORES__REC__URI": "mongodb://u:Pw7secret@127.0.0.1:1/?serverSelectionTimeoutMS=500"
+        },
+    ],
+)
+def test_a_connection_that_fails_never_prints_its_password(
+    node_config: Path, variables: dict[str, str]
+) -> None:
+    for command in ("check", "run"):
+        result = beds_with(
+            {**variables, "BEDS_LOG_DIAGNOSE": ""}, command, "--config", str(node_config)
+        )
+        assert result.returncode != 0, result.stdout + result.stderr
+        assert "Pw7secret" not in result.stdout + result.stderr

@@ -527,3 +527,45 @@ def test_arbitrary_input_to_decode_response_is_refused(body: bytes) -> None:
     with pytest.raises(RequestError) as info:
         decode_response(body)
     assert_refused(info.value)
+
+
+_ANY_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=300),
+    lambda inner: (
+        st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=4), inner, max_size=2)
+    ),
+    max_leaves=4,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    meta=st.one_of(
+        st.just(None),
+        st.just("absent"),
+        st.lists(st.integers(-5, 5), max_size=1),
+        st.fixed_dictionaries({}, optional={"principal": _ANY_JSON, "origin": _ANY_JSON}),
+    ),
+    proven=st.none() | st.sampled_from(["42", "u-7"]),
+)
+def test_the_proven_principal_replaces_only_a_valid_envelopes_principal(
+    meta: Any, proven: str | None
+) -> None:
+    """Replacing meta.principal never makes a malformed envelope valid, nor a valid one
+    malformed: the same bodies are refused with or without it, and an accepted one carries
+    the proven principal."""
+    envelope: dict[str, Any] = {"operation": "fetch", "template": "spew_post", "payload": {}}
+    if meta != "absent":
+        envelope["meta"] = meta
+    body = orjson.dumps(envelope)
+    try:
+        as_sent = decode_request(body)
+    except MalformedRequest:
+        as_sent = None
+    try:
+        replaced = decode_request(body, principal=proven)
+    except MalformedRequest:
+        replaced = None
+    assert (as_sent is None) == (replaced is None)
+    if replaced is not None:
+        assert replaced.meta.principal == proven

@@ -13,7 +13,7 @@ import orjson
 from cattrs.preconf.orjson import make_converter
 from cattrs.v import format_exception
 
-from beds.envelopes import EnvelopeLimitError, Request, Response
+from beds.envelopes import EnvelopeLimitError, Request, Response, text_problem
 from beds.errors import MalformedRequest, PayloadTooLarge
 from beds.values import json_type
 
@@ -217,9 +217,14 @@ def _decode(
             "message body must be a JSON object", details=(f"got {json_type(raw)}",)
         )
     if principal is not _AS_SENT:
-        meta = raw.get("meta")
-        raw["meta"] = {**meta, "principal": principal} if isinstance(meta, dict) else meta
-        if meta is None and principal is not None:
+        # Replaced only where the envelope is otherwise valid: a malformed meta or principal is
+        # still refused (BEDS-400), as the wire contract says.
+        meta = raw.get("meta", _AS_SENT)
+        if isinstance(meta, dict):
+            sent = meta.get("principal")
+            if sent is None or (isinstance(sent, str) and text_problem(sent) is None):
+                raw["meta"] = {**meta, "principal": principal}
+        elif meta is _AS_SENT and principal is not None:
             raw["meta"] = {"principal": principal}
     try:
         return converter.structure(raw, kind)

@@ -22,6 +22,7 @@ __all__ = (
     "RequestMeta",
     "Response",
     "ResponseMeta",
+    "text_problem",
 )
 
 MAX_DEPTH = 64
@@ -75,10 +76,10 @@ class EnvelopeLimitError(ValueError):
 
 
 _META_TEXT = ("event_id", "parent_id", "correlation_id", "causation_id", "origin", "principal")
-"""The ``meta`` fields held to ``_text_problem``'s rules (``principal`` may also be null)."""
+"""The ``meta`` fields held to ``text_problem``'s rules (``principal`` may also be null)."""
 
 
-def _text_problem(value: str) -> str | None:
+def text_problem(value: str) -> str | None:
     """Why ``value`` is not printable text of at most ``MAX_META_BYTES`` UTF-8 bytes, or None.
 
     Lone surrogates (only possible from Python: JSON with them does not parse) count 3 bytes and
@@ -99,7 +100,7 @@ def _text_problem(value: str) -> str | None:
 def _key_problem(value: str) -> str | None:
     if not 0 < len(value) <= MAX_IDEMPOTENCY_KEY:
         return f"be 1 to {MAX_IDEMPOTENCY_KEY} characters, got {len(value)}"
-    problem = _text_problem(value)
+    problem = text_problem(value)
     if problem is None and value.strip(" ") != value:
         return "not start or end with a space"
     return problem
@@ -110,7 +111,7 @@ def _meta_problems(meta: RequestMeta) -> tuple[tuple[str, str], ...]:
     problems: list[tuple[str, str]] = []
     for name in _META_TEXT:
         value = getattr(meta, name)
-        if value is not None and (problem := _text_problem(value)) is not None:
+        if value is not None and (problem := text_problem(value)) is not None:
             problems.append((name, problem))
     if not 0 <= meta.depth <= MAX_DEPTH:
         problems.append(("depth", f"be in range [0:{MAX_DEPTH}], got {meta.depth}"))

@@ -108,6 +108,26 @@ def _parse_env_value(text: str) -> Any:
         return text
 
 
+_FILE_SUFFIX = "_FILE"
+
+
+def _read_secret(path: str, name: str, key: str) -> str:
+    """The text of a secret file (Docker and Kubernetes secrets), without its final newline.
+
+    Raises:
+        ConfigError: the file cannot be read; names the variable and the key, never the value.
+    """
+    try:
+        return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigError(
+            f"environment variable {name} names a secret file that cannot be read: {reason}",
+            file=f"{_ENV_ORIGIN} {name}",
+            key=key,
+        ) from None
+
+
 def _apply_environment(
     data: dict[str, Any], origins: dict[str, str], environ: Mapping[str, str]
 ) -> None:
@@ -123,12 +143,19 @@ def _apply_environment(
             )
         table: dict[str, Any] = data
         path: list[str] = []
+        from_file = parts[-1].upper().endswith(_FILE_SUFFIX) and len(parts[-1]) > len(_FILE_SUFFIX)
+        if from_file:  # BEDS__AMQP__URL_FILE=/run/secrets/amqp_url: the key's value in a file
+            parts[-1] = parts[-1][: -len(_FILE_SUFFIX)]
         for depth, part in enumerate(parts):
             existing = {k.lower(): k for k in table}
             key = existing.get(part.lower(), part.lower())
             path.append(key)
             if depth == len(parts) - 1:
-                table[key] = _parse_env_value(environ[name])
+                table[key] = (
+                    _read_secret(environ[name], name, ".".join(path))
+                    if from_file
+                    else _parse_env_value(environ[name])
+                )
             else:
                 nested = table.setdefault(key, {})
                 if not isinstance(nested, dict):

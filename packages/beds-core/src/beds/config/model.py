@@ -97,8 +97,11 @@ def _amqp_url(instance: object, attribute: attrs.Attribute[str], value: str) -> 
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - parses the port, which raises ValueError when it is bad
-    except ValueError as exc:
-        raise FieldValueError(attribute.name, f"is not a valid URL ({exc}), got {value!r}") from exc
+    except ValueError:
+        # Neither the value nor the parser's words: both may quote the password.
+        raise FieldValueError(
+            attribute.name, "is not a valid URL (check its host and port)"
+        ) from None
     if parts.scheme not in ("amqp", "amqps"):
         raise FieldValueError(
             attribute.name, f"must be an amqp:// or amqps:// URL, got scheme {parts.scheme!r}"
