@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from beds.testing import unique_name as unique
-from tests.helpers import Figures
+from tests.helpers import Accounts, Figures
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -87,6 +87,43 @@ def amqp_url() -> Iterator[str]:
         yield _with_path(AMQP_URL, "/" + vhost)
     finally:
         subprocess.run([ctl, "-q", "delete_vhost", vhost], check=False, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def production_accounts(amqp_url: str, mariadb_url: str) -> Iterator[Accounts]:
+    """A RabbitMQ user on the session's vhost and a MariaDB account, each with a password,
+    deleted after the session: production refuses ``guest`` and passwordless databases."""
+    import secrets
+
+    accounts = Accounts(
+        amqp_user=unique("beds_prod"),
+        amqp_password=secrets.token_hex(12),
+        sql_user=unique("beds_prod")[:32],
+        sql_password=secrets.token_hex(12),
+    )
+    ctl = shutil.which("rabbitmqctl")
+    assert ctl is not None  # amqp_url required it
+    vhost = urlsplit(amqp_url).path.lstrip("/")
+    subprocess.run(
+        [ctl, "-q", "add_user", accounts.amqp_user, accounts.amqp_password],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [ctl, "-q", "set_permissions", "-p", vhost, accounts.amqp_user, ".*", ".*", ".*"],
+        check=True,
+        capture_output=True,
+    )
+    account = f"'{accounts.sql_user}'@'127.0.0.1'"
+    run_sql(MARIADB_URL, f"CREATE USER {account} IDENTIFIED BY '{accounts.sql_password}'")
+    run_sql(MARIADB_URL, f"GRANT ALL PRIVILEGES ON *.* TO {account}")
+    try:
+        yield accounts
+    finally:
+        subprocess.run(
+            [ctl, "-q", "delete_user", accounts.amqp_user], check=False, capture_output=True
+        )
+        run_sql(MARIADB_URL, f"DROP USER IF EXISTS {account}")
 
 
 def run_sql(url: str, statement: str) -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import attrs
 
 from beds.testing import TestIdentity
 
-__all__ = ("Figures", "operator_token")
+__all__ = ("Accounts", "Figures", "operator_token", "with_credentials")
 
 Figures = Callable[[dict[str, Any]], None]
 """The ``figures`` fixture (``tests/conftest.py``): record a test's figures."""
@@ -20,3 +23,30 @@ def operator_token(env: str) -> str:
     author (the identity tests use members' tokens to test ownership).
     """
     return TestIdentity.development(env).token("tests", ("member", "admin"))
+
+
+def with_credentials(url: str, user: str, password: str) -> str:
+    """``url`` logging in as ``user`` with ``password``."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+@attrs.frozen
+class Accounts:
+    """A RabbitMQ user and a MariaDB account with passwords, made for the test session: what
+    the production policy asks for (``tests/conftest.py``, ``production_accounts``)."""
+
+    amqp_user: str
+    amqp_password: str
+    sql_user: str
+    sql_password: str
+
+    def amqp(self, url: str) -> str:
+        """``url`` as the session's RabbitMQ user."""
+        return with_credentials(url, self.amqp_user, self.amqp_password)
+
+    def rel(self, url: str) -> str:
+        """``url`` as the session's MariaDB account."""
+        return with_credentials(url, self.sql_user, self.sql_password)

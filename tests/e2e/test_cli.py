@@ -17,7 +17,7 @@ import pytest
 from beds.config import load_config
 from beds.testing import unique_name
 from tests.e2e.helpers import beds, config_text
-from tests.helpers import operator_token
+from tests.helpers import Accounts, operator_token
 
 
 @pytest.fixture
@@ -172,7 +172,9 @@ def test_a_store_table_the_adapter_refuses_is_a_config_error(
     assert "Traceback" not in output
 
 
-def test_no_templates_warns_in_development_and_refuses_production(node_config: Path) -> None:
+def test_no_templates_warns_in_development_and_refuses_production(
+    node_config: Path, production_accounts: Accounts
+) -> None:
     no_domain = {"BEDS_DISABLED_PLUGINS": "spew,identity"}
     warning = (
         "templates: no templates are installed, so this node serves no requests: install a "
@@ -182,7 +184,7 @@ def test_no_templates_warns_in_development_and_refuses_production(node_config: P
     assert development.returncode == 1
     assert f"[WARN] {warning}" in development.stdout.splitlines()
 
-    production = in_mode(node_config, "production")
+    production = in_mode(node_config, "production", accounts=production_accounts)
     checked = beds_with(no_domain, "check", "--config", str(production))
     assert checked.returncode == 1
     assert checked.stdout.splitlines()[-1] == f"[FAIL] {warning}"
@@ -202,34 +204,57 @@ def test_bad_config_names_file_and_key(tmp_path: Path) -> None:
     assert "roles.appServer.brokers.rBroker.instances" in result.stderr
 
 
-def in_mode(config: Path, mode: str, edits: dict[str, str] | None = None) -> Path:
+def in_mode(
+    config: Path,
+    mode: str,
+    edits: dict[str, str] | None = None,
+    accounts: Accounts | None = None,
+) -> Path:
     """A copy of ``config`` in ``node.mode = mode``, in a folder of its own, after ``edits``.
 
-    Production refuses a password in the base file, so in both modes the AMQP URL (guest:guest)
-    moves to the environment file: the mode is the only difference.
+    Production refuses a password in the base file, so in both modes the AMQP and MariaDB URLs
+    move to the environment file; production also refuses ``guest`` and passwordless accounts,
+    so there they log in with the session's ``accounts``.
     """
     text = config.read_text(encoding="utf-8")
     for old, new in (edits or {}).items():
         assert old in text, old
         text = text.replace(old, new)
-    url_line = next(line for line in text.splitlines() if line.startswith('url = "amqp'))
+    amqp_line = next(line for line in text.splitlines() if line.startswith('url = "amqp'))
+    rel_line = next(line for line in text.splitlines() if line.startswith('url = "mysql'))
+    amqp, rel = amqp_line.split('"')[1], rel_line.split('"')[1]
+    if mode == "production":
+        assert accounts is not None, "production needs the session's accounts"
+        amqp, rel = accounts.amqp(amqp), accounts.rel(rel)
+    moved = [amqp_line, rel_line]
+    rel_table = f'url = "{rel}"\n'
+    secondaries = next((ln for ln in text.splitlines() if ln.startswith("secondaries = ")), None)
+    if secondaries is not None:  # replicas log in with the same account
+        moved.append(secondaries)
+        urls = list(secondaries.split('"')[1::2])
+        if mode == "production":
+            urls = [accounts.rel(url) for url in urls] if accounts else urls
+        rel_table += "secondaries = [" + ", ".join(f'"{url}"' for url in urls) + "]\n"
     env = text.split('env = "', 1)[1].split('"', 1)[0]
     folder = config.parent / mode
     folder.mkdir()
-    (folder / f"env_{env}.toml").write_text(f"[amqp]\n{url_line}\n", encoding="utf-8")
+    (folder / f"env_{env}.toml").write_text(
+        f'[amqp]\nurl = "{amqp}"\n[stores.rel]\n{rel_table}', encoding="utf-8"
+    )
     path = folder / "beds.toml"
-    text = text.replace(f"{url_line}\n", "").replace("[node]\n", f'[node]\nmode = "{mode}"\n', 1)
-    path.write_text(text, encoding="utf-8")
+    for line in moved:
+        text = text.replace(f"{line}\n", "")
+    path.write_text(text.replace("[node]\n", f'[node]\nmode = "{mode}"\n', 1), encoding="utf-8")
     return path
 
 
 def check_in_both_modes(
-    config: Path, edits: dict[str, str] | None = None
+    config: Path, accounts: Accounts, edits: dict[str, str] | None = None
 ) -> tuple[list[str], list[str]]:
     """``beds check`` of ``config`` in development and in production: their checklists."""
     lines = []
     for mode in ("development", "production"):
-        result = beds("check", "--config", str(in_mode(config, mode, edits)))
+        result = beds("check", "--config", str(in_mode(config, mode, edits, accounts)))
         assert result.returncode == 1, result.stdout + result.stderr
         assert result.stdout.startswith("[ok  ] config: "), result.stdout + result.stderr
         lines.append(result.stdout.splitlines())
@@ -249,6 +274,7 @@ def test_check_reports_a_missing_procedure_by_name(
     mongo_server_uri: str,
     mongo_database: str,
     mariadb_sql: Callable[[str], None],
+    production_accounts: Accounts,
 ) -> None:
     """A database where the DBA has not installed spp_update: `beds check` names it.
 
@@ -271,7 +297,7 @@ def test_check_reports_a_missing_procedure_by_name(
         assert "[ok  ] template spew_post objects" in ok.stdout
 
         mariadb_sql(f"DROP PROCEDURE `{database}`.`spp_update`")
-        development, production = check_in_both_modes(path)
+        development, production = check_in_both_modes(path, production_accounts)
         warned = line_of(development, "[WARN] template spew_post objects: ")
         assert "spp_update" in development[warned]
         assert development[-1] == "[ok  ] template spew_profile objects"  # checks go on
@@ -284,10 +310,12 @@ def test_check_reports_a_missing_procedure_by_name(
 
 
 def test_an_unreachable_secondary_warns_in_development_and_is_fatal_in_production(
-    node_config: Path,
+    node_config: Path, production_accounts: Accounts
 ) -> None:
     secondary = '[stores.rel]\nsecondaries = ["mysql://root@127.0.0.1:1/x"]\n'
-    development, production = check_in_both_modes(node_config, {"[stores.rel]\n": secondary})
+    development, production = check_in_both_modes(
+        node_config, production_accounts, {"[stores.rel]\n": secondary}
+    )
     warned = line_of(development, "[WARN] store rel secondary 127.0.0.1:1: ")
     assert development[warned + 1 :] == [
         "[ok  ] template beds_session objects",
@@ -301,13 +329,13 @@ def test_an_unreachable_secondary_warns_in_development_and_is_fatal_in_productio
 
 
 def test_an_unwritable_shared_path_warns_in_development_and_is_fatal_in_production(
-    node_config: Path, tmp_path: Path
+    node_config: Path, tmp_path: Path, production_accounts: Accounts
 ) -> None:
     # A file, not a folder: nobody can write into it, root included (the tests may run as root).
     shared = tmp_path / "a-file"
     shared.write_text("", encoding="utf-8")
     development, production = check_in_both_modes(
-        node_config, {"[node]\n": f'[node]\nshared_path = "{shared}"\n'}
+        node_config, production_accounts, {"[node]\n": f'[node]\nshared_path = "{shared}"\n'}
     )
     expected = (
         f"shared filesystem: cannot write to {shared}: Not a directory (key node.shared_path)"
@@ -319,10 +347,18 @@ def test_an_unwritable_shared_path_warns_in_development_and_is_fatal_in_producti
     assert not any(line.startswith("[ok  ] template ") for line in production)
 
 
-def test_brokers_without_bindings_are_reported_idle_in_every_mode(node_config: Path) -> None:
+def test_brokers_without_bindings_are_reported_idle_in_every_mode(
+    node_config: Path, production_accounts: Accounts
+) -> None:
     """segundo's seed brokers are placeholders: said on the checklist, never fatal."""
     development, production = (
-        beds("check", "--config", str(in_mode(node_config, mode)), "--node", "segundo")
+        beds(
+            "check",
+            "--config",
+            str(in_mode(node_config, mode, accounts=production_accounts)),
+            "--node",
+            "segundo",
+        )
         for mode in ("development", "production")
     )
     for result in (development, production):

@@ -259,10 +259,12 @@ def no_templates(monkeypatch: pytest.MonkeyPatch) -> None:
     async def connect(url: str, **_: Any) -> Connection:
         return Connection()
 
-    monkeypatch.setattr("beds.node.connect", connect)
+    monkeypatch.setattr("beds.ipl.connect", connect)
     monkeypatch.setattr(
         "beds.ipl.make_plugin_manager", lambda **_: make_plugin_manager(load_entry_points=False)
     )
+    # The stand-in has no accounts to log in with; the policy has its own tests (test_policy).
+    monkeypatch.setattr("beds.ipl.findings", lambda config: [])
 
 
 def config_in(tmp_path: Path, mode: str) -> Path:

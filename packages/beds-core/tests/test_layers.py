@@ -34,6 +34,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "beds.namaste",
         "beds.idempotency",
         "beds.auth",
+        "beds.policy",
         "beds.log",
         "beds.eventloop",
     ),

@@ -1,12 +1,10 @@
 """IPL, the initial program load: a node's start-up checks, in order, and their checklist.
 
-Configuration (already loaded) → RabbitMQ → plugins, adapters and templates → templates open to
-anonymous writes → token keys (auth) → stores (``rec`` then ``rel``; required; then their
-optional parts such as REL secondaries) → shared filesystem (if configured) → template database
-objects → brokers without bindings → where events go.
-RabbitMQ, plugins, stores and topology are always fatal. In production every failure is fatal;
-in development no templates installed, a template that cannot be prepared or whose objects are
-missing is a warning. A broker without bindings is reported idle on the checklist.
+Configuration (already loaded) → the production policy (no connection yet) → RabbitMQ →
+plugins, adapters and templates → templates open to anonymous writes → token keys (auth) →
+stores (``rec`` then ``rel``; required; then their optional parts such as REL secondaries) →
+shared filesystem (if configured) → template database objects → brokers without bindings →
+where events go.
 
 Why this module is long: it is the checklist, one short method per check, kept together so that
 :meth:`Ipl.run` reads as the order of the start-up sequence.
@@ -31,6 +29,7 @@ from beds.lineage import EventStore
 from beds.namaste import NamasteCore, StoreSettings
 from beds.nodeinfo import Check, StartupError
 from beds.plugins import Hooks, make_plugin_manager
+from beds.policy import findings
 from beds.transport.amqp import connect, redact
 
 if TYPE_CHECKING:
@@ -308,6 +307,19 @@ class Ipl:
                 "would not learn every revocation that still matters",
             )
 
+    def check_policy(self) -> None:
+        """IPL, before any connection: the production policy (:mod:`beds.policy`).
+
+        Production refuses to start on any finding; development logs them as one warning.
+        """
+        found = findings(self.config)
+        if not found:
+            return
+        said = "; ".join(f"{finding.key} {finding.problem}" for finding in found)
+        if self.config.production:
+            self.fail("policy", said)
+        logger.warning("production would refuse this configuration: {}", said)
+
     def check_open_templates(self) -> None:
         """IPL: a template whose writes anyone may make is a mistake unless said on purpose.
 
@@ -339,6 +351,7 @@ class Ipl:
         Raises:
             StartupError: a fatal check failed (the connection is closed again).
         """
+        self.check_policy()
         connection = await self.connect_amqp()
         try:
             self.load_plugins()
