@@ -69,7 +69,8 @@ def test_example_package_templates_load() -> None:
     assert post.operations[Operation.CREATE].params == ("author", "body")
     assert post.operations[Operation.CREATE].returns == ("id", "created_at")
     assert post.operations[Operation.CREATE].binding == {"procedure": "spp_create"}
-    assert list(post.queries) == ["by_id", "by_author", "count_by_author"]
+    assert list(post.queries) == ["by_id", "by_author", "mine", "count_by_author"]
+    assert post.queries["mine"].principal == "author"  # bound to the caller's handle
     assert post.default_query == "by_id"
     assert post.queries["by_author"].max_limit == 100
     assert post.queries["count_by_author"].binding == {

@@ -32,6 +32,7 @@ def test_spew_post_prepares_and_compiles_to_bound_sql() -> None:
         "by_id": "SELECT `id`, `author`, `body`, `created_at`, `updated_at` FROM `spp_posts_v`"
         " WHERE `id` <=> %s LIMIT %s",
         "by_author": "CALL `spp_by_author`(%s, %s)",
+        "mine": "CALL `spp_by_author`(%s, %s)",
         "count_by_author": "SELECT `spp_count_by_author`(%s) AS `post_count`",
     }
 
