@@ -6,7 +6,7 @@ import base64
 import hmac
 import json
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import jwt
@@ -24,6 +24,7 @@ from beds.dispatch import Dispatcher
 from beds.envelopes import Operation, Request, RequestMeta, Response
 from beds.errors import ConfigError, Unauthenticated, Unauthorized
 from beds.factory import Factory
+from beds.plugins import Hooks, hookimpl, make_plugin_manager
 from beds.templates import AccessRules, Template
 from beds.testing import MemoryAdapter, TestIdentity
 
@@ -452,3 +453,39 @@ def test_a_declared_principal_param_is_bound_and_cannot_be_chosen(
     other = attrs.evolve(fetch, payload={"query": "by_title", "params": {"title": "bob"}})
     assert bind_principal(other, template, None) is other
     assert isinstance(spec, QuerySpec)
+
+
+class ApiKeys:
+    """A plugin authenticator: API keys from a table in memory."""
+
+    KEYS: ClassVar[dict[str, Principal]] = {
+        "k-ops": Principal(id="svc-7", handle="ops-bot", roles=frozenset({"member"}))
+    }
+
+    @hookimpl
+    def beds_authenticate(self, credential: str) -> Principal | None:
+        scheme, _, key = credential.partition(" ")
+        if scheme != "ApiKey":
+            return None  # not ours: the next authenticator is asked
+        if key == "junk":
+            return "not a principal"  # type: ignore[return-value]
+        if key not in self.KEYS:
+            raise Unauthenticated("the request's credential is not valid")
+        return self.KEYS[key]
+
+
+def test_a_plugin_authenticator_is_asked_first_and_may_pass(identity: TestIdentity) -> None:
+    pm = make_plugin_manager(load_entry_points=False)
+    pm.register(ApiKeys(), name="api-keys")
+    hooks = Hooks(pm)
+    assert hooks.implemented("beds_authenticate")
+    authenticator = Authenticator(identity.tokens, identity.revocations, plugins=hooks.authenticate)
+    bot = authenticator.authenticate("ApiKey k-ops")
+    assert bot is not None
+    assert (bot.id, bot.handle) == ("svc-7", "ops-bot")
+    member = authenticator.authenticate(identity.credential("ann"))  # passed on to BEDS tokens
+    assert member is not None
+    assert member.handle == "ann"
+    for refused in ("ApiKey nope", "ApiKey junk", "Basic YW5uOnB3"):
+        with pytest.raises(Unauthenticated):
+            authenticator.authenticate(refused)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from beds.auth.principal import Principal
     from beds.envelopes import Request, Response
     from beds.handlers import HandlerRegistry
     from beds.nodeinfo import NodeInfo
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = (
     "beds_after_dispatch",
+    "beds_authenticate",
     "beds_before_dispatch",
     "beds_node_started",
     "beds_node_stopping",
@@ -101,6 +103,27 @@ def beds_node_stopping(node: NodeInfo) -> Any:
         ``None``, or an awaitable the node awaits before closing connections.
 
     .. versionadded:: 0.1
+    """
+
+
+@_spec(firstresult=True)
+def beds_authenticate(credential: str) -> Principal | None:
+    """Turn a request's credential into its principal, before the built-in authenticators.
+
+    Called per request that carries a credential (the ``authorization`` header), only when some
+    plugin implements it; the first plugin that returns a principal decides. A plugin that does
+    not know the credential returns ``None``, and the next one, then the built-in BEDS session
+    tokens and OIDC tokens, are asked. Raise :class:`beds.errors.Unauthenticated` to refuse the
+    credential outright. It must not block: look keys up in memory (an API-key table loaded at
+    start-up, for example), never in a database per request.
+
+    Args:
+        credential: the header's value, such as ``"Bearer …"`` or ``"ApiKey …"``.
+
+    Returns:
+        a :class:`beds.auth.Principal`, or ``None``.
+
+    .. versionadded:: 0.2
     """
 
 

@@ -277,12 +277,20 @@ class Ipl:
             ttl=settings.token_ttl,
             leeway=settings.leeway,
         )
-        self.authenticator = Authenticator(sessions, Revocations(), oidc=oidc)
+        hooks = self.hooks
+        plugins = (
+            hooks.authenticate
+            if hooks is not None and hooks.implemented("beds_authenticate")
+            else None
+        )
+        self.authenticator = Authenticator(sessions, Revocations(), oidc=oidc, plugins=plugins)
         detail = f"{len(keys.verify)} token key{'' if len(keys.verify) == 1 else 's'}"
         if keys.signing is not None:
             detail += f", signs with {keys.signing_kid}"
         if oidc is not None:
             detail += f", OIDC issuer {oidc.issuer}"
+        if plugins is not None:
+            detail += ", plugin authenticators"
         self.ok("auth", detail)
         self._check_revocation_reach(settings.token_ttl + settings.leeway)
 

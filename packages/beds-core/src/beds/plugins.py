@@ -17,7 +17,9 @@ import pluggy
 from loguru import logger
 
 from beds import hookspecs
-from beds.errors import PluginError
+from beds.auth.principal import Principal
+from beds.bugs import report_bug
+from beds.errors import PluginError, Unauthenticated
 from beds.handlers import HandlerRegistry
 from beds.registry import AdapterRegistry, TemplateRegistry, distribution_of
 
@@ -168,6 +170,22 @@ class Hooks:
         registry = HandlerRegistry()
         self.pm.hook.beds_register_handlers(registry=registry)
         return registry
+
+    def authenticate(self, credential: str) -> Principal | None:
+        """The principal a plugin's ``beds_authenticate`` proves (``None``: no plugin knows it).
+
+        Raises:
+            Unauthenticated: a plugin refused the credential, or answered something that is not
+                a principal (reported as a bug).
+        """
+        principal = self.pm.hook.beds_authenticate(credential=credential)
+        if principal is None or isinstance(principal, Principal):
+            return principal
+        report_bug(
+            TypeError(f"beds_authenticate returned {type(principal).__name__}, not a Principal"),
+            "a plugin authenticator answered wrongly",
+        )
+        raise Unauthenticated("the request's credential is not valid")
 
     def implemented(self, hook: str) -> bool:
         """Return whether any registered plugin implements ``hook``."""

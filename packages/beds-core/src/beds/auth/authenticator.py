@@ -1,6 +1,7 @@
 """Credential → principal, before dispatch, with no database call per request.
 
-The credential is the AMQP header ``authorization`` with the value ``Bearer <token>``. A BEDS
+The credential is the AMQP header ``authorization``, usually ``Bearer <token>``. Plugins that
+implement ``beds_authenticate`` are asked first (API keys, another token format). A BEDS
 session token (issuer ``auth.issuer``) is verified with the node's token keys and checked against
 the revocations it learnt; any other issuer goes to the OIDC verifier when one is configured. A
 verified token is remembered until it expires (a bounded cache), so a client sending the same
@@ -19,6 +20,8 @@ from beds.auth.tokens import INVALID_CREDENTIAL, refuse
 from beds.errors import Unauthenticated
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from beds.auth.principal import Principal
     from beds.auth.revocation import Revocations
     from beds.auth.tokens import OidcVerifier, SessionTokens
@@ -52,10 +55,13 @@ class Authenticator:
         revocations: Revocations,
         *,
         oidc: OidcVerifier | None = None,
+        plugins: Callable[[str], Principal | None] | None = None,
     ) -> None:
         self.sessions = sessions
         self.revocations = revocations
         self.oidc = oidc
+        self.plugins = plugins
+        """The plugins' ``beds_authenticate``, asked first (``None``: no plugin implements it)."""
         self._cache: OrderedDict[str, tuple[Principal, dict[str, Any]]] = OrderedDict()
         self.refused = 0
         """Credentials refused (a metric)."""
@@ -79,6 +85,10 @@ class Authenticator:
             credential = credential.decode("utf-8", "replace")
         if not isinstance(credential, str) or len(credential) > MAX_CREDENTIAL_BYTES:
             raise refuse("the authorization header is not a text of at most 8 KiB")
+        if self.plugins is not None:
+            proven = self.plugins(credential)
+            if proven is not None:
+                return proven
         scheme, _, token = credential.partition(" ")
         if scheme.lower() != "bearer" or not token or " " in token.strip():
             raise refuse("the authorization header is not 'Bearer <token>'")
