@@ -256,10 +256,10 @@ class Connection:
 def no_templates(monkeypatch: pytest.MonkeyPatch) -> None:
     """A node whose plugins register no template, connected to a stand-in RabbitMQ."""
 
-    async def connect(url: str, **_: Any) -> Connection:
+    async def connect_to(settings: object, **_: Any) -> Connection:
         return Connection()
 
-    monkeypatch.setattr("beds.ipl.connect", connect)
+    monkeypatch.setattr("beds.ipl.connect_to", connect_to)
     monkeypatch.setattr(
         "beds.ipl.make_plugin_manager", lambda **_: make_plugin_manager(load_entry_points=False)
     )

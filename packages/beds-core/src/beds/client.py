@@ -44,6 +44,7 @@ from beds.transport.amqp import CONNECTION_FAILURES, connect
 from beds.transport.outbox import Outbox
 
 if TYPE_CHECKING:
+    import ssl
     from types import TracebackType
 
     from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
@@ -72,6 +73,8 @@ class BedsClient:
             proves (or none), so it only labels requests to embedded dispatchers in tests.
         token: a session token (``beds login``, :meth:`login`) or an identity provider's access
             token, sent with every request in the ``authorization`` header.
+        ssl_context: TLS for an ``amqps://`` URL (``beds.transport.tls.amqp_context`` builds
+            it from ``[amqp.tls]``); ``None``: the system's CAs.
         idempotent_writes: give every create, update and delete sent without an idempotency key
             a fresh one, so that a write redelivered after a node died, or retried by the node,
             runs exactly once (REL) or at most once (REC). Turn it off only for stores that do
@@ -88,6 +91,7 @@ class BedsClient:
         env: str = "dev",
         principal: str | None = None,
         token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         idempotent_writes: bool = True,
     ) -> None:
@@ -99,6 +103,7 @@ class BedsClient:
         self.principal = principal
         self.token = token
         """Sent with every call that does not pass its own ``token``."""
+        self.ssl_context = ssl_context
         self.max_message_bytes = max_message_bytes
         self.idempotent_writes = idempotent_writes
         self._connection: AbstractConnection | None = None
@@ -145,7 +150,9 @@ class BedsClient:
                     "the request may or may not have been executed",
                 )
                 await _close_quietly(stale)
-            connection = await connect(self.url, name=f"beds-client-{self.origin}")
+            connection = await connect(
+                self.url, name=f"beds-client-{self.origin}", context=self.ssl_context
+            )
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             await channel.basic_consume(_REPLY_TO, self._on_reply, no_ack=True)
             self._connection, self._channel = connection, channel

@@ -132,10 +132,10 @@ async def read_peers(
     Raises:
         BrokerUnavailable: RabbitMQ cannot be reached.
     """
-    from beds.transport.amqp import amqp_user, connect
+    from beds.transport.amqp import amqp_user, connect_to
     from beds.transport.control import ControlChannel
 
-    connection = await connect(config.amqp.url, timeout=config.amqp.connect_timeout)
+    connection = await connect_to(config.amqp, name="beds-status")
     try:
         channel = ControlChannel(config, user=amqp_user(config.amqp.url))
         heard, live = asyncio.Event(), asyncio.Event()

@@ -30,7 +30,7 @@ from beds.namaste import NamasteCore, StoreSettings
 from beds.nodeinfo import Check, StartupError
 from beds.plugins import Hooks, make_plugin_manager
 from beds.policy import findings
-from beds.transport.amqp import connect, redact
+from beds.transport.amqp import connect_to, redact
 
 if TYPE_CHECKING:
     from aiormq.abc import AbstractConnection
@@ -164,12 +164,8 @@ class Ipl:
     async def connect_amqp(self) -> AbstractConnection:
         """IPL: RabbitMQ answers (required)."""
         try:
-            connection = await connect(
-                self.config.amqp.url,
-                timeout=self.config.amqp.connect_timeout,
-                name=f"beds-{self.config.node.name}",
-            )
-        except BedsError as exc:
+            connection = await connect_to(self.config.amqp, name=f"beds-{self.config.node.name}")
+        except BedsError as exc:  # a TLS file that cannot be used, too
             self.fail("rabbitmq", exc)
         self.ok("rabbitmq", redact(self.config.amqp.url))
         return connection

@@ -29,7 +29,7 @@ from beds.heartbeat import Heartbeat
 from beds.ipl import Ipl
 from beds.nodeinfo import Check, NodeInfo, StartupError
 from beds.routing import Bindings
-from beds.transport.amqp import CONNECTION_FAILURES, amqp_user, connect, declare_topology
+from beds.transport.amqp import CONNECTION_FAILURES, amqp_user, connect_to, declare_topology
 from beds.transport.control import ControlChannel, ControlEvent
 from beds.transport.events import EventPublisher
 
@@ -401,10 +401,8 @@ class BedsNode:
         connection: AbstractConnection | None = None
         async for attempt in retrying:
             with attempt:
-                connection = await connect(
-                    self.config.amqp.url,
-                    timeout=self.config.amqp.connect_timeout,
-                    name=f"beds-{self.config.node.name}",
+                connection = await connect_to(
+                    self.config.amqp, name=f"beds-{self.config.node.name}"
                 )
                 try:
                     await self._consume(connection)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
 
+import attrs
 import click
 import orjson
 
@@ -137,9 +138,12 @@ def make_client(
             token file of ``beds login``), or ``None`` for anonymous calls.
     """
     from beds.client import BedsClient  # imported when a command calls: keeps --help fast
+    from beds.transport.tls import amqp_context
 
+    target = url or config.amqp.url
     return BedsClient(
-        url or config.amqp.url,
+        target,
+        ssl_context=amqp_context(attrs.evolve(config.amqp, url=target)),
         exchange=config.amqp.events_exchange,
         origin="cli",
         env=config.node.env,

@@ -109,6 +109,18 @@ def _amqp_url(instance: object, attribute: attrs.Attribute[str], value: str) -> 
 
 
 @attrs.frozen(kw_only=True)
+class AmqpTlsSettings:
+    """TLS of the RabbitMQ connection (with an ``amqps://`` URL)."""
+
+    ca_file: str = ""
+    """PEM file of the CAs that sign RabbitMQ's certificate; empty: the system's CAs."""
+    cert_file: str = ""
+    """PEM file of this node's client certificate, when RabbitMQ asks for one."""
+    key_file: str = ""
+    """PEM file of the client certificate's private key (empty: it is in ``cert_file``)."""
+
+
+@attrs.frozen(kw_only=True)
 class AmqpSettings:
     """The RabbitMQ connection and topology names."""
 
@@ -122,6 +134,7 @@ class AmqpSettings:
     queue_type: Literal["classic", "quorum"] = "classic"
     max_message_bytes: int = attrs.field(default=1024 * 1024, validator=_at_least(256))
     connect_timeout: float = 5.0
+    tls: AmqpTlsSettings = attrs.field(factory=AmqpTlsSettings)
 
 
 _QUEUE_NAME_MAX_BYTES = 255  # AMQP queue names are short strings

@@ -26,7 +26,7 @@ from pamqp.commands import Basic
 
 from beds.dlq.letters import DeadLetter, describe, replay_properties, with_deadline
 from beds.errors import BrokerUnavailable, TransportError
-from beds.transport.amqp import CONNECTION_FAILURES, connect, dead_letter_queue, redact
+from beds.transport.amqp import CONNECTION_FAILURES, connect_to, dead_letter_queue, redact
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -104,9 +104,7 @@ class DeadLetterQueue:
             BrokerUnavailable: RabbitMQ cannot be reached.
             TopologyMissing: the dead-letter queue does not exist.
         """
-        self._connection = await connect(
-            self.config.amqp.url, timeout=self.config.amqp.connect_timeout, name="beds-dlq"
-        )
+        self._connection = await connect_to(self.config.amqp, name="beds-dlq")
         try:
             with self._amqp_errors("open a channel"):
                 self._channel = await self._connection.channel(

@@ -10,17 +10,21 @@ from yarl import URL
 
 from beds.errors import BrokerUnavailable
 from beds.transport.frames import tolerate_undecodable_frames
+from beds.transport.tls import amqp_context, handshake_problem
 
 if TYPE_CHECKING:
+    import ssl
+
     from aiormq.abc import AbstractChannel, AbstractConnection
 
-    from beds.config.model import Config
+    from beds.config.model import AmqpSettings, Config
 
 __all__ = (
     "AMQP_FAILURES",
     "CONNECTION_FAILURES",
     "amqp_user",
     "connect",
+    "connect_to",
     "dead_letter_queue",
     "declare_topology",
     "redact",
@@ -50,26 +54,39 @@ def amqp_user(url: str) -> str:
     return URL(url).user or "guest"
 
 
-async def connect(url: str, *, timeout: float = 5.0, name: str = "beds") -> AbstractConnection:
-    """Open an AMQP connection.
+async def connect(
+    url: str, *, timeout: float = 5.0, name: str = "beds", context: ssl.SSLContext | None = None
+) -> AbstractConnection:
+    """Open an AMQP connection (over TLS with an ``amqps://`` URL and ``context``).
 
     Raises:
-        BrokerUnavailable: RabbitMQ cannot be reached or refused the login (the message names
-            the URL without its password).
+        BrokerUnavailable: RabbitMQ cannot be reached, refused the login, or the TLS handshake
+            failed (the message says why, and names the URL without its password).
     """
     tolerate_undecodable_frames()  # one hostile message must not close the connection
     try:
         target = URL(url).update_query(name=name)
-    except ValueError as exc:  # not echoed: the URL may hold a password
-        raise BrokerUnavailable(f"the AMQP URL is malformed: {exc}") from None
+    except ValueError:  # not echoed: the URL and the parser's words may hold a password
+        raise BrokerUnavailable("the AMQP URL is malformed") from None
     try:
         async with asyncio.timeout(timeout):
-            return await aiormq.connect(target)
+            return await aiormq.connect(target, context=context)
     except (OSError, TimeoutError, aiormq.exceptions.AMQPError) as exc:
-        reason = (
+        reason = handshake_problem(exc) or (
             type(exc).__name__ if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
         )
         raise BrokerUnavailable(f"RabbitMQ at {redact(url)} is not reachable: {reason}") from exc
+
+
+async def connect_to(settings: AmqpSettings, *, name: str = "beds") -> AbstractConnection:
+    """Open the connection ``[amqp]`` describes: its URL, timeout and TLS (``[amqp.tls]``).
+
+    Raises:
+        ConfigError: a TLS file is not usable (found before connecting).
+        BrokerUnavailable: as :func:`connect`.
+    """
+    context = amqp_context(settings)
+    return await connect(settings.url, timeout=settings.connect_timeout, name=name, context=context)
 
 
 def dead_letter_queue(config: Config) -> str:
