@@ -198,16 +198,16 @@ async def test_ready_only_between_ipl_and_stop(
 async def test_not_ready_while_reconnecting(
     start_node: StartNode, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from beds.transport.amqp import connect as real_connect
+    from beds.transport.amqp import connect_to as real_connect_to
 
     may_reconnect = asyncio.Event()
 
     async def held_connect(*args: Any, **kwargs: Any) -> Any:
         await may_reconnect.wait()
-        return await real_connect(*args, **kwargs)
+        return await real_connect_to(*args, **kwargs)
 
     async with start_node(TELEMETRY) as node:
-        monkeypatch.setattr("beds.node.connect", held_connect)
+        monkeypatch.setattr("beds.node.connect_to", held_connect)
         connection = node.connection
         assert connection is not None
         await connection.close()  # as if RabbitMQ dropped it
