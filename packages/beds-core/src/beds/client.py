@@ -28,7 +28,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from beds.auth.authenticator import CREDENTIAL_HEADER, bearer
+from beds.auth.credential import CREDENTIAL_HEADER, bearer
 from beds.codec import CONTENT_TYPE, DEFAULT_MAX_MESSAGE_BYTES, decode_response, encode_request
 from beds.envelopes import WRITE_OPERATIONS, Operation, Request, RequestMeta, Response
 from beds.errors import (

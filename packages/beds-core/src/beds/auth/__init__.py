@@ -11,13 +11,21 @@ ignored: the dispatcher overwrites it with the authenticated principal's id.
   external identity provider's access tokens (OIDC, keys from a JWKS file).
 - :mod:`~beds.auth.revocation`: revoked sessions and subjects, learnt from control events.
 - :mod:`~beds.auth.authenticator`: credential → principal, with no database call per request.
+- :mod:`~beds.auth.credential`: the header that carries a credential (light: clients import it).
 """
 
-from beds.auth.authenticator import CREDENTIAL_HEADER, Authenticator, bearer
-from beds.auth.keys import TokenKeys
-from beds.auth.principal import Principal
-from beds.auth.revocation import REVOKE_KIND, Revocations
-from beds.auth.tokens import OidcVerifier, SessionTokens
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the names below, for type checkers and the layer test
+    from beds.auth.authenticator import Authenticator
+    from beds.auth.credential import CREDENTIAL_HEADER, bearer
+    from beds.auth.keys import TokenKeys
+    from beds.auth.principal import Principal
+    from beds.auth.revocation import REVOKE_KIND, Revocations
+    from beds.auth.tokens import OidcVerifier, SessionTokens
 
 __all__ = (
     "CREDENTIAL_HEADER",
@@ -30,3 +38,25 @@ __all__ = (
     "TokenKeys",
     "bearer",
 )
+
+_LAZY: dict[str, str] = {
+    "CREDENTIAL_HEADER": "beds.auth.credential",
+    "REVOKE_KIND": "beds.auth.revocation",
+    "Authenticator": "beds.auth.authenticator",
+    "OidcVerifier": "beds.auth.tokens",
+    "Principal": "beds.auth.principal",
+    "Revocations": "beds.auth.revocation",
+    "SessionTokens": "beds.auth.tokens",
+    "TokenKeys": "beds.auth.keys",
+    "bearer": "beds.auth.credential",
+}
+"""Public name → its module, imported on first use (PEP 562): importing
+:class:`~beds.auth.principal.Principal` must not import PyJWT and cryptography (about 100 ms)."""
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'beds.auth' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value

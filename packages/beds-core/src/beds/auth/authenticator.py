@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import jwt
 
+from beds.auth.credential import MAX_CREDENTIAL_BYTES
 from beds.auth.tokens import INVALID_CREDENTIAL, refuse
 from beds.errors import Unauthenticated
 
@@ -26,18 +27,9 @@ if TYPE_CHECKING:
     from beds.auth.revocation import Revocations
     from beds.auth.tokens import OidcVerifier, SessionTokens
 
-__all__ = ("CREDENTIAL_HEADER", "MAX_CREDENTIAL_BYTES", "Authenticator", "bearer")
+__all__ = ("Authenticator",)
 
-CREDENTIAL_HEADER = "authorization"
-"""The AMQP header that carries a request's credential."""
-MAX_CREDENTIAL_BYTES = 8192
-"""Longest credential header value accepted (a token with many roles stays far below)."""
 _CACHE_SIZE = 4096
-
-
-def bearer(token: str) -> str:
-    """The header value that carries ``token``."""
-    return f"Bearer {token}"
 
 
 class Authenticator:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from beds.auth.authenticator import CREDENTIAL_HEADER
+from beds.auth.credential import CREDENTIAL_HEADER
 from beds.broker.messages import event_id_of, request_of, route, undecodable
 from beds.broker.replies import Replies, encode_reply
 from beds.broker.settle import AMQP_FAILURES, BrokerObserver, Settler, delivery_tag

@@ -29,7 +29,7 @@ import aiormq
 from loguru import logger
 from pamqp.commands import Basic
 
-from beds.auth.authenticator import CREDENTIAL_HEADER
+from beds.auth.credential import CREDENTIAL_HEADER
 from beds.codec import CONTENT_TYPE, encode_response
 from beds.envelopes import Response, ResponseMeta
 from beds.errors import InternalError

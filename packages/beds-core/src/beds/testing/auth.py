@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from beds.auth.authenticator import Authenticator, bearer
+from beds.auth.authenticator import Authenticator
+from beds.auth.credential import bearer
 from beds.auth.keys import TokenKeys
 from beds.auth.principal import Principal
 from beds.auth.revocation import Revocations
