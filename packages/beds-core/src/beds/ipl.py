@@ -288,7 +288,7 @@ class Ipl:
         if plugins is not None:
             detail += ", plugin authenticators"
         self.ok("auth", detail)
-        self._check_revocation_reach(settings.token_ttl + settings.leeway)
+        self._check_revocation_reach(settings.token_life)
 
     def _check_revocation_reach(self, token_life: float) -> None:
         """IPL: revocations reach this node within a token's life.

@@ -129,8 +129,7 @@ class Sessions:
             raise NotFound(f"no {TEMPLATE} record of yours has that key")
         if rows[0].get("revoked_at") is None:
             await call.adapter.delete(call.template, {"session": session}, call.ctx)
-        settings = call.services.auth
-        until = time.time() + settings.token_ttl + settings.leeway
+        until = time.time() + call.services.auth.token_life
         await call.services.revoke({"sid": session, "until": until})
         return {"session": session}
 

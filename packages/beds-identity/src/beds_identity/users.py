@@ -119,8 +119,6 @@ class Users:
 
 async def revoke_user(call: HandlerCall, user_id: str) -> None:
     """Refuse, on every node, every token of the user issued before now."""
-    settings = call.services.auth
     now = time.time()
-    await call.services.revoke(
-        {"sub": user_id, "before": now, "until": now + settings.token_ttl + settings.leeway}
-    )
+    until = now + call.services.auth.token_life
+    await call.services.revoke({"sub": user_id, "before": now, "until": until})

@@ -333,6 +333,14 @@ class AuthSettings:
     passwords: PasswordSettings = attrs.field(factory=PasswordSettings)
     throttle: ThrottleSettings = attrs.field(factory=ThrottleSettings)
 
+    @property
+    def token_life(self) -> float:
+        """Seconds a token may be accepted after it was issued: ``token_ttl + leeway``.
+
+        How long a revocation must be remembered.
+        """
+        return self.token_ttl + self.leeway
+
 
 @attrs.frozen(kw_only=True)
 class PluginSettings:

@@ -75,7 +75,7 @@ async def audited_write(
 
 async def audit_write(
     events: EventSink | None,
-    event: Event,
+    new_event: Callable[[], Event],
     request: Request,
     template: Template,
     adapter: NamasteCore,
@@ -85,15 +85,16 @@ async def audit_write(
 ) -> Record:
     """Run an audited write and publish its audit record before the write is answered.
 
-    The record is ``event`` with the audit as its data, published to ``events`` (or logged,
-    without them); a repeat answered from its idempotency key was audited when it ran.
+    The record is a new event (``new_event``, made once the write is done) with the audit as
+    its data, published to ``events`` (or logged, without them); a repeat answered from its
+    idempotency key was audited when it ran.
     """
     with watch_repeats() as repeated:
         result, audit = await audited_write(request, template, adapter, record, ctx, write)
         repeat = repeated()
     if repeat:
         return result  # answered from its idempotency key: audited when it ran
-    event = attrs.evolve(event, data=audit)
+    event = attrs.evolve(new_event(), data=audit)
     if events is None:
         logger.info("audit {}: {}", ctx.event_id, event.to_record())
         return result

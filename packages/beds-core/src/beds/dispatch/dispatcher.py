@@ -317,8 +317,10 @@ class Dispatcher:
         write: Callable[[], Awaitable[Record]],
     ) -> Record:
         """Run an audited write and publish its audit record before it is answered."""
-        event = child_event(self.node, self.env, request, ctx.event_id, "audit", None)
-        return await audit_write(self.events, event, request, template, adapter, record, ctx, write)
+        new_event = partial(child_event, self.node, self.env, request, ctx.event_id, "audit", None)
+        return await audit_write(
+            self.events, new_event, request, template, adapter, record, ctx, write
+        )
 
     def _meta(self, event_id: str, started: float, timings: dict[str, float]) -> ResponseMeta:
         timings["total"] = round((time.perf_counter() - started) * 1000, 3)
