@@ -2,27 +2,47 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import attrs
 
+from beds.client import BedsClient
 from beds.testing import TestIdentity
 
-__all__ = ("Accounts", "Figures", "operator_token", "with_credentials")
+if TYPE_CHECKING:
+    from beds.node import BedsNode
+
+__all__ = ("Accounts", "Figures", "client_of_node", "operator_token", "with_credentials")
 
 Figures = Callable[[dict[str, Any]], None]
 """The ``figures`` fixture (``tests/conftest.py``): record a test's figures."""
 
 
+@functools.cache
 def operator_token(env: str) -> str:
     """A session token that the development nodes of ``env`` accept, of an admin member.
 
     Tests write to the example domain as this operator: an admin may create records for any
-    author (the identity tests use members' tokens to test ownership).
+    author (the identity tests use members' tokens to test ownership). One per environment:
+    the keys are read and a token signed once (each test has its own environment, and lasts
+    far less than a token).
     """
     return TestIdentity.development(env).token("tests", ("member", "admin"))
+
+
+def client_of_node(node: BedsNode, *, timeout: float = 5.0) -> BedsClient:
+    """A client (not yet connected) of an in-process node's environment, as the operator."""
+    config = node.config
+    return BedsClient(
+        config.amqp.url,
+        exchange=config.amqp.events_exchange,
+        env=config.node.env,
+        timeout=timeout,
+        token=operator_token(config.node.env),
+    )
 
 
 def with_credentials(url: str, user: str, password: str) -> str:

@@ -20,7 +20,7 @@ from beds.errors import (
 )
 from beds.node import BedsNode
 from beds.testing import unique_name
-from tests.helpers import operator_token
+from tests.helpers import client_of_node
 
 
 @pytest.fixture
@@ -31,13 +31,7 @@ async def node(node_config: Path) -> AsyncIterator[BedsNode]:
 
 @pytest.fixture
 async def client(node: BedsNode) -> AsyncIterator[BedsClient]:
-    async with BedsClient(
-        node.config.amqp.url,
-        exchange=node.config.amqp.events_exchange,
-        env=node.config.node.env,
-        timeout=10,
-        token=operator_token(node.config.node.env),
-    ) as c:
+    async with client_of_node(node, timeout=10) as c:
         yield c
 
 

@@ -26,6 +26,7 @@ from beds.node import BedsNode
 from beds.plugins import make_plugin_manager
 from beds.registry import AdapterRegistry, TemplateRegistry
 from beds.testing import MemoryAdapter, unique_name
+from tests.helpers import client_of_node
 
 __all__ = (
     "NOTE",
@@ -135,13 +136,7 @@ instances = {instances}
 
 def client_of(node: BedsNode, timeout: float = 5) -> BedsClient:
     """A client for the node's environment (its exchange)."""
-    config = node.config
-    return BedsClient(
-        config.amqp.url,
-        exchange=config.amqp.events_exchange,
-        env=config.node.env,
-        timeout=timeout,
-    )
+    return client_of_node(node, timeout=timeout)
 
 
 @pytest.fixture(autouse=True)

@@ -32,12 +32,11 @@ from pymongo import AsyncMongoClient
 
 import beds_rel.adapter
 import beds_rel.idempotency
-from beds.client import BedsClient
 from beds.config import load_config
 from beds.node import BedsNode
 from beds.testing import unique_name
 from beds_rec.adapter import RecAdapter
-from tests.helpers import operator_token
+from tests.helpers import client_of_node
 from tests.integration.nodes import node_config, stored_posts
 
 if TYPE_CHECKING:
@@ -259,13 +258,7 @@ settle_grace = {SETTLE_GRACE}
     try:
         async with (
             BedsNode(load_config(path, environ={})) as node,
-            BedsClient(
-                node.config.amqp.url,
-                exchange=node.config.amqp.events_exchange,
-                env=node.config.node.env,
-                timeout=TIMEOUT,
-                token=operator_token(node.config.node.env),
-            ) as client,
+            client_of_node(node, timeout=TIMEOUT) as client,
         ):
             dispatcher = node.pools["wBroker"].dispatcher
             sent = time.monotonic()

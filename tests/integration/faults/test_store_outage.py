@@ -36,7 +36,7 @@ from beds.errors import BrokerUnavailable, ReplyTimeout
 from beds.node import BedsNode
 from beds.plugins import make_plugin_manager
 from beds.testing import unique_name
-from tests.helpers import operator_token
+from tests.helpers import client_of_node
 from tests.integration.nodes import node_config, stored_posts
 
 if TYPE_CHECKING:
@@ -302,13 +302,7 @@ settle_grace = 0.5
 
     async with (
         BedsNode(load_config(path, environ={}), plugin_manager=pm) as node,
-        BedsClient(
-            node.config.amqp.url,
-            exchange=node.config.amqp.events_exchange,
-            env=node.config.node.env,
-            timeout=TIMEOUT,
-            token=operator_token(node.config.node.env),
-        ) as client,
+        client_of_node(node, timeout=TIMEOUT) as client,
     ):
         dispatcher = node.pools["wBroker"].dispatcher
         load = Load(client, domain, prefix)

@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from beds.errors import ConfigError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from beds.config.model import AuthSettings
 
 __all__ = ("TokenKeys", "development_keys_dir")
@@ -90,30 +92,31 @@ def development_keys_dir() -> Path:
 
 
 def _read_public(path: Path) -> Ed25519PublicKey:
-    try:
-        key = serialization.load_pem_public_key(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(
-            f"{path} is not a readable PEM public key ({exc.__class__.__name__})",
-            key="auth.keys_dir",
-        ) from None
+    key = _read(path, "PEM public key", serialization.load_pem_public_key)
     if not isinstance(key, Ed25519PublicKey):
         raise ConfigError(f"{path} is not an Ed25519 public key", key="auth.keys_dir")
     return key
 
 
 def _read_private(path: Path) -> Ed25519PrivateKey:
-    try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as exc:
-        # Never the exception's text: it may quote the file.
-        raise ConfigError(
-            f"{path} is not a readable, unencrypted PEM private key ({exc.__class__.__name__})",
-            key="auth.keys_dir",
-        ) from None
+    key = _read(
+        path,
+        "unencrypted PEM private key",
+        lambda data: serialization.load_pem_private_key(data, password=None),
+    )
     if not isinstance(key, Ed25519PrivateKey):
         raise ConfigError(f"{path} is not an Ed25519 private key", key="auth.keys_dir")
     return key
+
+
+def _read(path: Path, what: str, load: Callable[[bytes], object]) -> object:
+    try:
+        return load(path.read_bytes())
+    except (OSError, ValueError, TypeError) as exc:
+        # The exception's class only, never its text: it may quote the file.
+        raise ConfigError(
+            f"{path} is not a readable {what} ({exc.__class__.__name__})", key="auth.keys_dir"
+        ) from None
 
 
 def _ensure_pair(folder: Path, kid: str) -> None:

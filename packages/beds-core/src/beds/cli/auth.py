@@ -16,7 +16,16 @@ import click
 from click.core import ParameterSource
 
 from beds.cli import common
-from beds.cli.common import EXIT_CONFIG, config_option, echo_json, fail, json_option, load
+from beds.cli.common import (
+    EXIT_CONFIG,
+    config_option,
+    echo_json,
+    fail,
+    json_option,
+    load,
+    timeout_option,
+    url_option,
+)
 from beds.cli.credentials import (
     claims,
     format_time,
@@ -27,9 +36,7 @@ from beds.cli.credentials import (
     remove_token_file,
     reply_error,
     run_request,
-    timeout_option,
     token_path,
-    url_option,
     write_token_file,
 )
 from beds.errors import BedsError, RequestError, Unauthenticated

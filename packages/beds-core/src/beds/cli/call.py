@@ -17,6 +17,8 @@ from beds.cli.common import (
     load,
     quiet_logging,
     run_async,
+    timeout_option,
+    url_option,
 )
 from beds.cli.credentials import send_token, token_option
 from beds.envelopes import MAX_DEPTH, Operation
@@ -34,8 +36,8 @@ __all__ = ("call",)
 @click.argument("operation", type=click.Choice([op.value for op in Operation]))
 @click.argument("payload", required=False, default="{}")
 @config_option
-@click.option("--url", default=None, help="AMQP URL (default: amqp.url from the config).")
-@click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for the reply.")
+@url_option
+@timeout_option
 @token_option
 @click.option(
     "--principal",

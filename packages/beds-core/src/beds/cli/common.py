@@ -40,6 +40,8 @@ __all__ = (
     "plural",
     "quiet_logging",
     "run_async",
+    "timeout_option",
+    "url_option",
 )
 
 _T = TypeVar("_T")
@@ -58,6 +60,12 @@ config_option = click.option(
 )
 node_option = click.option(
     "--node", "role", default=None, help="Node role to run (overrides node.role)."
+)
+url_option = click.option(
+    "--url", default=None, help="AMQP URL (default: amqp.url from the config)."
+)
+timeout_option = click.option(
+    "--timeout", default=10.0, show_default=True, help="Seconds to wait for the reply."
 )
 json_option = click.option(
     "--json",

@@ -30,7 +30,7 @@ from beds.cli.common import EXIT_CONFIG, fail
 from beds.errors import BedsError, RequestError
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine, Iterable
+    from collections.abc import Callable, Coroutine, Iterable
 
 __all__ = (
     "TOKEN_ENV",
@@ -47,14 +47,13 @@ __all__ = (
     "run_request",
     "send_token",
     "stored_token",
-    "timeout_option",
     "token_option",
     "token_path",
-    "url_option",
     "write_token_file",
 )
 
 _T = TypeVar("_T")
+_F = TypeVar("_F", bound="Callable[..., Any]")
 
 TOKEN_ENV = "BEDS_TOKEN"
 """A token to send, instead of the stored one."""
@@ -63,28 +62,20 @@ TOKEN_FILE_ENV = "BEDS_TOKEN_FILE"
 SHOWN_CHARACTERS = 8
 """How much of a token the command shows (a JWT's first 8 characters are its header's)."""
 
-url_option = click.option(
-    "--url", default=None, help="AMQP URL (default: amqp.url from the config)."
-)
-timeout_option = click.option(
-    "--timeout", default=10.0, show_default=True, help="Seconds to wait for the reply."
-)
-token_option = click.option(
-    "--token",
-    default=None,
-    envvar=TOKEN_ENV,
-    show_envvar=True,
-    metavar="TOKEN",
-    help="The token to send (default: the token file of beds login).",
-)
-read_token_option = click.option(
-    "--token",
-    default=None,
-    envvar=TOKEN_ENV,
-    show_envvar=True,
-    metavar="TOKEN",
-    help="The token to read (default: the token file of beds login).",
-)
+
+def _token_option(purpose: str) -> Callable[[_F], _F]:
+    return click.option(
+        "--token",
+        default=None,
+        envvar=TOKEN_ENV,
+        show_envvar=True,
+        metavar="TOKEN",
+        help=f"The token to {purpose} (default: the token file of beds login).",
+    )
+
+
+token_option = _token_option("send")
+read_token_option = _token_option("read")
 
 
 # -- the token file --------------------------------------------------------------------------

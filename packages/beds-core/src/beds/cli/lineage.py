@@ -15,6 +15,8 @@ from beds.cli.common import (
     load,
     make_client,
     quiet_logging,
+    timeout_option,
+    url_option,
 )
 from beds.errors import BedsError, PublishError
 
@@ -27,8 +29,8 @@ __all__ = ("lineage",)
 @click.command()
 @click.argument("event_id")
 @config_option
-@click.option("--url", default=None, help="AMQP URL (default: amqp.url from the config).")
-@click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for the reply.")
+@url_option
+@timeout_option
 @json_option
 def lineage(
     event_id: str, config_path: Path | None, url: str | None, timeout: float, as_json: bool

@@ -12,15 +12,21 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from beds.cli import common
-from beds.cli.common import config_option, echo_json, fail, json_option, load
+from beds.cli.common import (
+    config_option,
+    echo_json,
+    fail,
+    json_option,
+    load,
+    timeout_option,
+    url_option,
+)
 from beds.cli.credentials import (
     format_time,
     read_password,
     run_request,
     send_token,
-    timeout_option,
     token_option,
-    url_option,
 )
 
 if TYPE_CHECKING:
