@@ -161,7 +161,7 @@ class Dispatcher:
         cause = set_cause(Cause(event_id, request.meta.depth))
         try:
             with logger.contextualize(**context):
-                request, response = await self._respond(
+                response = await self._respond(
                     request, event_id, started, timings, route, (principal, refused)
                 )
                 if self._after is not None:
@@ -183,7 +183,7 @@ class Dispatcher:
         timings: dict[str, float],
         route: str | None,
         authenticated: tuple[Principal | None, Unauthenticated | None],
-    ) -> tuple[Request, Response]:
+    ) -> Response:
         principal, refused = authenticated
         try:
             if route is not None:
@@ -192,17 +192,17 @@ class Dispatcher:
                 raise refused
             data = await self._execute(request, principal, event_id, timings)
         except RequestError as exc:
-            return request, self._error(exc, event_id, started, timings)
+            return self._error(exc, event_id, started, timings)
         except Exception as exc:
             report_bug(exc, "request {} failed unexpectedly", event_id, event_id=event_id)
-            return request, self._error(
+            return self._error(
                 InternalError("the request failed unexpectedly; the node log has the details"),
                 event_id,
                 started,
                 timings,
             )
         status = _STATUS_OK.get(request.operation, 200)
-        return request, Response(
+        return Response(
             ok=True, status=status, data=data, meta=self._meta(event_id, started, timings)
         )
 
