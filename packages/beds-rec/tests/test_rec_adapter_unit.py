@@ -145,3 +145,19 @@ def test_an_embedded_folder_locked_by_another_process_is_named_with_its_pid(
         holder.kill()
         holder.communicate()
     assert in_use_by(tmp_path) is None
+
+
+async def test_an_embedded_server_in_use_refuses_to_start_naming_the_holder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from beds_rec import embedded
+
+    monkeypatch.setattr(embedded, "in_use_by", lambda path: 4242)
+
+    class NeverStarted:
+        def __init__(self, **_: object) -> None:
+            raise AssertionError("the storage engine was asked to open a folder in use")
+
+    with pytest.raises(StoreUnavailable, match="in use by process 4242") as refused:
+        await embedded.EmbeddedServer(tmp_path, NeverStarted).start()
+    assert "stores.rec.embedded_path" in str(refused.value)
