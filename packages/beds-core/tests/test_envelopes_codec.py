@@ -547,13 +547,14 @@ _ANY_JSON = st.recursive(
         st.fixed_dictionaries({}, optional={"principal": _ANY_JSON, "origin": _ANY_JSON}),
     ),
     proven=st.none() | st.sampled_from(["42", "u-7"]),
+    vouched=st.sampled_from(["", "beds-app", "guest"]),
 )
-def test_the_proven_principal_replaces_only_a_valid_envelopes_principal(
-    meta: Any, proven: str | None
+def test_the_proven_principal_and_vouched_origin_replace_only_a_valid_envelopes(
+    meta: Any, proven: str | None, vouched: str
 ) -> None:
-    """Replacing meta.principal never makes a malformed envelope valid, nor a valid one
-    malformed: the same bodies are refused with or without it, and an accepted one carries
-    the proven principal."""
+    """Replacing meta.principal and meta.origin never makes a malformed envelope valid, nor a
+    valid one malformed: the same bodies are refused with or without it, and an accepted one
+    carries the proven principal and the origin RabbitMQ vouched for."""
     envelope: dict[str, Any] = {"operation": "fetch", "template": "spew_post", "payload": {}}
     if meta != "absent":
         envelope["meta"] = meta
@@ -563,9 +564,10 @@ def test_the_proven_principal_replaces_only_a_valid_envelopes_principal(
     except MalformedRequest:
         as_sent = None
     try:
-        replaced = decode_request(body, principal=proven)
+        replaced = decode_request(body, principal=proven, origin=vouched)
     except MalformedRequest:
         replaced = None
     assert (as_sent is None) == (replaced is None)
     if replaced is not None:
         assert replaced.meta.principal == proven
+        assert replaced.meta.origin == vouched

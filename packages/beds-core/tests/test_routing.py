@@ -174,3 +174,31 @@ def test_any_key_but_the_bodys_own_is_refused_with_a_code_and_nothing_runs(
     assert response.error.code in ("BEDS-400", "BEDS-405")
     assert not any(adapter.tables.values())
     encode_response(response)  # the reply always encodes, whatever the key held
+
+
+def _delivered(user_id: object, headers: dict[str, object] | None = None) -> object:
+    from types import SimpleNamespace
+
+    properties = SimpleNamespace(user_id=user_id, headers=headers)
+    return SimpleNamespace(header=SimpleNamespace(properties=properties))
+
+
+@pytest.mark.parametrize(
+    ("user_id", "headers", "origin"),
+    [
+        ("beds-client", None, "beds-client"),
+        (None, None, ""),
+        (7, None, ""),  # not a string: vouched for by nobody
+        # A copy the role put back on its queue keeps the first origin...
+        ("beds-app", {"x-beds-origin": "beds-client"}, "beds-client"),
+        # ...believed only from the role's own user: a client cannot claim one.
+        ("beds-client", {"x-beds-origin": "beds-admin"}, "beds-client"),
+        ("beds-app", {"x-beds-origin": 12}, "beds-app"),
+    ],
+)
+def test_the_origin_is_the_user_rabbitmq_vouches_for(
+    user_id: object, headers: dict[str, object] | None, origin: str
+) -> None:
+    from beds.broker.messages import origin_of
+
+    assert origin_of(_delivered(user_id, headers), "beds-app") == origin  # type: ignore[arg-type]

@@ -69,14 +69,16 @@ async def test_the_environments_heartbeats_can_be_read_without_a_node(
     assert status["peers"]["reader-target"]["state"] in ("ready", "stopping")
 
 
-async def publish_raw(node: BedsNode, body: bytes, user_id: str | None) -> None:
+async def publish_raw(
+    node: BedsNode, body: bytes, user_id: str | None, routing_key: str = "test.note"
+) -> None:
     connection = await aiormq.connect(node.config.amqp.url)
     try:
         channel = await connection.channel()
         await channel.basic_publish(
             body,
             exchange=node.config.amqp.control_exchange,
-            routing_key="test.note",
+            routing_key=routing_key,
             properties=Basic.Properties(content_type="application/json", user_id=user_id),
         )
     finally:
@@ -112,3 +114,44 @@ async def test_only_trusted_users_are_heard(start_node: StartNode) -> None:
         assert control is not None
         await until(lambda: control.refused["untrusted"] >= 2)  # its own beats, as guest
         assert peers(node) == {}
+
+
+async def test_trust_per_kind_and_untrusted_events_are_dead_lettered_with_a_code(
+    start_node: StartNode,
+) -> None:
+    from beds.dlq import DeadLetterQueue
+
+    # guest (every test connection) is trusted for test.note only: other kinds need beds-app.
+    trust = '[control]\ntrusted_users = ["beds-app"]\n[control.trusted_by_kind]\n"test.note" = ["guest"]\n'
+    async with start_node(trust) as node:
+        control = node.control
+        assert control is not None
+        heard: list[ControlEvent] = []
+        control.subscribe("test.note", heard.append)
+        control.subscribe("auth.revoke", heard.append)
+        env = node.config.node.env
+        note = encode_event(ControlEvent(kind="test.note", env=env, data={"n": 1}))
+        revoke = encode_event(ControlEvent(kind="auth.revoke", env=env, data={"sid": "x"}))
+        # A revocation dressed as a note: its kind is not its routing key.
+        await publish_raw(node, revoke, user_id="guest")
+        await publish_raw(node, note, user_id="guest")
+        await publish_raw(node, revoke, user_id="guest", routing_key="auth.revoke")
+        await until(lambda: len(heard) == 1 and control.refused["untrusted"] >= 1)
+        assert [event.kind for event in heard] == ["test.note"]
+        assert control.refused["malformed"] == 1
+        async with DeadLetterQueue(node.config) as dead:
+            await until_async(lambda: dead.depth(), lambda depth: depth >= 1)
+            letters = await dead.peek()
+    refused = [letter for letter in letters if letter.routing_key == "auth.revoke"]
+    assert refused, letters
+    assert refused[0].reason == "BEDS-403O"
+    assert refused[0].node == node.config.node.name
+
+
+async def until_async(probe: Any, accept: Any, seconds: float = 5.0) -> None:
+    """Wait until ``accept(await probe())`` is true (polling)."""
+    for _ in range(int(seconds / 0.05)):
+        if accept(await probe()):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the condition did not become true in time")

@@ -96,6 +96,7 @@ from beds.errors import (
 )
 from beds.errors import (
     Unauthorized as Unauthorized,
+    UntrustedOrigin as UntrustedOrigin,
 )
 from beds.errors import (
     UnknownTemplate as UnknownTemplate,
@@ -187,6 +188,7 @@ __all__ = (
     "TransportError",
     "Unauthenticated",
     "Unauthorized",
+    "UntrustedOrigin",
     "UnknownTemplate",
     "UnsupportedOperation",
     "ValidationFailed",

@@ -40,7 +40,7 @@ from beds.errors import (
 )
 from beds.lineage import current_cause, new_event_id
 from beds.routing import PING_TEMPLATE, routing_key
-from beds.transport.amqp import CONNECTION_FAILURES, connect
+from beds.transport.amqp import CONNECTION_FAILURES, amqp_user, connect
 from beds.transport.outbox import Outbox
 
 if TYPE_CHECKING:
@@ -67,7 +67,9 @@ class BedsClient:
         url: AMQP URL (vhost in the path).
         exchange: the events exchange requests are published to.
         timeout: default seconds to wait for a reply.
-        origin: this client's name, sent as ``meta.origin`` and used in event ids.
+        origin: this client's name, used in event ids and idempotency keys. Nodes take a
+            request's origin (``meta.origin``) from the AMQP user RabbitMQ vouches for, which
+            the client sends as ``user_id``: the user of ``url``.
         env: environment name used in event ids.
         principal: sent as ``meta.principal``; nodes replace it with the principal the token
             proves (or none), so it only labels requests to embedded dispatchers in tests.
@@ -96,6 +98,8 @@ class BedsClient:
         idempotent_writes: bool = True,
     ) -> None:
         self.url = url
+        self._user = amqp_user(url)
+        """Sent as ``user_id``: RabbitMQ vouches for it, and the node takes it as the origin."""
         self.exchange = exchange
         self.timeout = timeout
         self.origin = origin
@@ -297,6 +301,7 @@ class BedsClient:
                     message_id=correlation_id,
                     expiration=str(max(1, int(timeout * 1000))),
                     headers=_credential(token if token is not None else self.token),
+                    user_id=self._user,
                 )
                 outbox = self._outbox
                 assert outbox is not None  # connect() sets it with the channel

@@ -189,7 +189,34 @@ def _content_type_ok(content_type: str | None) -> bool:
 
 
 _AS_SENT: Final = object()
-"""``decode_request(principal=...)`` default: keep ``meta.principal`` as the body says."""
+"""``decode_request(principal=..., origin=...)`` default: keep the field as the body says."""
+
+
+def _valid_as_sent(name: str, meta: dict[str, Any]) -> bool:
+    """Whether ``meta``'s ``name`` is absent or a value the envelope allows there."""
+    if name not in meta:
+        return True
+    sent = meta[name]
+    if sent is None:
+        return name == "principal"  # the one vouched-for field that may be null
+    return isinstance(sent, str) and text_problem(sent) is None
+
+
+def _with_vouched(raw: dict[str, Any], vouched: dict[str, object]) -> dict[str, Any]:
+    """``raw`` with ``meta``'s vouched-for fields replaced by what the node knows of them.
+
+    Replaced only where the envelope is otherwise valid: a malformed meta, principal or origin
+    is still refused (BEDS-400), as the wire contract says.
+    """
+    meta = raw.get("meta", _AS_SENT)
+    if isinstance(meta, dict):
+        if all(_valid_as_sent(name, meta) for name in vouched):
+            return {**raw, "meta": {**meta, **vouched}}
+    elif meta is _AS_SENT:
+        given = {name: value for name, value in vouched.items() if value is not None}
+        if given:
+            return {**raw, "meta": given}
+    return raw
 
 
 def _decode(
@@ -198,6 +225,7 @@ def _decode(
     content_type: str | None,
     max_bytes: int,
     principal: object = _AS_SENT,
+    origin: object = _AS_SENT,
 ) -> _T:
     if len(body) > max_bytes:
         raise PayloadTooLarge(
@@ -216,16 +244,13 @@ def _decode(
         raise MalformedRequest(
             "message body must be a JSON object", details=(f"got {json_type(raw)}",)
         )
-    if principal is not _AS_SENT:
-        # Replaced only where the envelope is otherwise valid: a malformed meta or principal is
-        # still refused (BEDS-400), as the wire contract says.
-        meta = raw.get("meta", _AS_SENT)
-        if isinstance(meta, dict):
-            sent = meta.get("principal")
-            if sent is None or (isinstance(sent, str) and text_problem(sent) is None):
-                raw["meta"] = {**meta, "principal": principal}
-        elif meta is _AS_SENT and principal is not None:
-            raw["meta"] = {"principal": principal}
+    vouched = {
+        name: value
+        for name, value in (("principal", principal), ("origin", origin))
+        if value is not _AS_SENT
+    }
+    if vouched:
+        raw = _with_vouched(raw, vouched)
     try:
         return converter.structure(raw, kind)
     except Exception as exc:  # cattrs raises many kinds; all mean "wrong envelope shape"
@@ -240,18 +265,20 @@ def decode_request(
     *,
     max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     principal: str | object | None = _AS_SENT,
+    origin: str | object = _AS_SENT,
 ) -> Request:
     """Decode a request body.
 
     ``principal``, when given, replaces whatever the body says in ``meta.principal`` (the
-    dispatcher passes the authenticated principal's id, or ``None``): set while the envelope is
+    dispatcher passes the authenticated principal's id, or ``None``), and ``origin`` what it
+    says in ``meta.origin`` (the AMQP user RabbitMQ vouched for): set while the envelope is
     built, so the request is never built twice.
 
     Raises:
         PayloadTooLarge: the body is over ``max_bytes``.
         MalformedRequest: anything else that is not a valid v1 request envelope.
     """
-    return _decode(Request, body, content_type, max_bytes, principal)
+    return _decode(Request, body, content_type, max_bytes, principal, origin)
 
 
 def decode_response(

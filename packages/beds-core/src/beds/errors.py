@@ -15,6 +15,7 @@ request (``RequestError``, which crosses the wire in ``Response.error``)::
         ├── MalformedRequest          BEDS-400   undecodable bytes, wrong envelope shape
         ├── Unauthenticated           BEDS-401   credential missing, invalid, expired or revoked
         ├── Unauthorized              BEDS-403   principal may not do this operation
+        │   └── UntrustedOrigin       BEDS-403O  the sender's AMQP user may not send this
         ├── NotFound                  BEDS-404   no record with that key
         ├── UnknownTemplate           BEDS-404T  no template of that name on this node
         ├── UnsupportedOperation      BEDS-405   the template does not declare the operation
@@ -76,6 +77,7 @@ __all__ = (
     "TransportError",
     "Unauthenticated",
     "Unauthorized",
+    "UntrustedOrigin",
     "UnknownTemplate",
     "UnsupportedOperation",
     "ValidationFailed",
@@ -216,6 +218,15 @@ class Unauthorized(RequestError):
 
     CODE = "BEDS-403"
     STATUS = 403
+
+
+class UntrustedOrigin(Unauthorized):
+    """The sender's AMQP user (the origin RabbitMQ vouches for) may not send this.
+
+    A template's ``access.origins``, or an internal event kind's trusted users, do not name it.
+    """
+
+    CODE = "BEDS-403O"
 
 
 class TooManyAttempts(RequestError):

@@ -294,6 +294,7 @@ class BedsNode:
                 batch_size=lineage.batch_size,
                 flush_interval=lineage.flush_interval,
                 log_level=lineage.log_level,
+                user=amqp_user(self.config.amqp.url),
             )
         if self.config.control.enabled:
             self.control = ControlChannel(self.config, user=amqp_user(self.config.amqp.url))
@@ -355,11 +356,18 @@ class BedsNode:
                 "dispatcher": self.dispatchers[broker],
                 "dead_letter_exchange": self.config.amqp.dead_letter_exchange,
                 "count_redeliveries": self.config.amqp.queue_type == "classic",
+                "user": amqp_user(self.config.amqp.url),
                 "observer": self.telemetry.observer(broker) if self.telemetry else None,
             }
             store = self.event_store
             pool = (
-                LogsPool(broker, settings, store=store, **common)
+                LogsPool(
+                    broker,
+                    settings,
+                    store=store,
+                    trusted_users=self.config.lineage.trusted_users,
+                    **common,
+                )
                 if settings.type == "logs" and store is not None
                 else BrokerPool(broker, settings, **common)
             )

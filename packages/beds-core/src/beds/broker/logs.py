@@ -5,7 +5,10 @@ batch of events (:func:`beds.lineage.decode_events`); it is acknowledged only on
 the batch. A store that fails transiently (the database is away) is tried again with back-off
 for up to the handler budget; then the batch goes back to the queue (requeued, so settled within
 the budget like every delivery) and waits there, so no event is lost. A batch that does not
-decode is dead-lettered with the reason, as is one the store refuses for good.
+decode is dead-lettered with the reason, as is one the store refuses for good. A batch published
+by an AMQP user outside ``lineage.trusted_users`` (the origin RabbitMQ vouches for with
+``user_id``) is dead-lettered with ``BEDS-403O`` and counted, never stored: a forged lineage or
+audit trail does not get in.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
+from beds.broker.messages import origin_of
 from beds.broker.pool import BrokerPool
 from beds.envelopes import Response, ResponseMeta
-from beds.errors import MalformedRequest, RequestError
+from beds.errors import MalformedRequest, RequestError, UntrustedOrigin
 from beds.lineage import decode_events
 
 if TYPE_CHECKING:
@@ -29,6 +33,10 @@ if TYPE_CHECKING:
 __all__ = ("LogsPool",)
 
 
+_REQUEUED = RequestError("requeued")
+"""What :meth:`LogsPool._keep` answers when the batch went back to the queue."""
+
+
 def _transient(exc: BaseException) -> bool:
     return isinstance(exc, RequestError) and exc.TRANSIENT
 
@@ -36,36 +44,53 @@ def _transient(exc: BaseException) -> bool:
 class LogsPool(BrokerPool):
     """A broker pool whose messages are event batches to store, not requests to answer."""
 
-    def __init__(self, *args: Any, store: EventStore, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, store: EventStore, trusted_users: tuple[str, ...] = (), **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.store = store
+        self.trusted_users = frozenset(trusted_users)
+        """AMQP users whose batches are stored; empty: any user RabbitMQ vouched for."""
         self.stored = 0
         """Events kept so far."""
 
     async def _process(self, message: DeliveredMessage) -> None:
         started = time.perf_counter()
-        failure: RequestError | None = None
-        try:
-            events = decode_events(message.body)
-        except ValueError as exc:
-            failure = MalformedRequest(str(exc))
-        else:
-            records = [event.to_record() for event in events]
-            try:
-                await self._store(records)
-            except RequestError as exc:
-                if exc.TRANSIENT:  # still away after the budget: back to the queue, kept
-                    await self.settle.requeue(message)
-                    return
-                failure = exc  # permanent: the store refuses these events
-            else:
-                self.stored += len(records)
+        failure = self._untrusted(message) or await self._keep(message)
+        if failure is _REQUEUED:
+            return
         if self.observer is not None:  # one handled message, timed like a request's answer
             self.observer.dispatched(None, _outcome(failure, started))
         if failure is not None:
             await self.settle.give_up(message, failure, answer=False)
         else:
             self.settle.ack(message)
+
+    def _untrusted(self, message: DeliveredMessage) -> UntrustedOrigin | None:
+        origin = origin_of(message, self.user)
+        if origin and (not self.trusted_users or origin in self.trusted_users):
+            return None
+        return UntrustedOrigin(
+            "events from an AMQP user that lineage.trusted_users does not name are not stored",
+            details=(f"origin: {origin or '(not vouched for)'}",),
+        )
+
+    async def _keep(self, message: DeliveredMessage) -> RequestError | None:
+        """Store the batch; what refused it, or ``_REQUEUED`` (the store is away, kept)."""
+        try:
+            events = decode_events(message.body)
+        except ValueError as exc:
+            return MalformedRequest(str(exc))
+        records = [event.to_record() for event in events]
+        try:
+            await self._store(records)
+        except RequestError as exc:
+            if exc.TRANSIENT:  # still away after the budget: back to the queue, kept
+                await self.settle.requeue(message)
+                return _REQUEUED
+            return exc  # permanent: the store refuses these events
+        self.stored += len(records)
+        return None
 
     async def _store(self, records: list[dict[str, Any]]) -> None:
         async for attempt in AsyncRetrying(

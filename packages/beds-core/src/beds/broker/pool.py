@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from beds.auth.credential import CREDENTIAL_HEADER
-from beds.broker.messages import event_id_of, request_of, route, undecodable
+from beds.broker.messages import event_id_of, origin_of, request_of, route, undecodable
 from beds.broker.replies import Replies, encode_reply
 from beds.broker.settle import AMQP_FAILURES, BrokerObserver, Settler, delivery_tag
 from beds.bugs import report_bug
@@ -69,9 +69,12 @@ class BrokerPool:
         dispatcher: Dispatcher,
         dead_letter_exchange: str,
         count_redeliveries: bool = True,
+        user: str = "",
         observer: BrokerObserver | None = None,
     ) -> None:
         self.name = name
+        self.user = user
+        """The AMQP user of the node's connection: origins are read against it."""
         self.settings = settings
         self.queue = queue
         self.dispatcher = dispatcher
@@ -96,6 +99,7 @@ class BrokerPool:
             queue=queue,
             node=dispatcher.node,
             dead_letter_exchange=dead_letter_exchange,
+            user=user,
             observer=observer,
         )
         self.replies = Replies(self.settle, broker=name)
@@ -412,6 +416,7 @@ class BrokerPool:
             properties.content_type,
             route(message),
             (properties.headers or {}).get(CREDENTIAL_HEADER),
+            origin_of(message, self.user),
         )
         body = encode_reply(response)
         if self.observer is not None:

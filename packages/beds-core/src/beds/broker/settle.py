@@ -30,6 +30,7 @@ from loguru import logger
 from pamqp.commands import Basic
 
 from beds.auth.credential import CREDENTIAL_HEADER
+from beds.broker.messages import ORIGIN_HEADER, origin_of
 from beds.codec import CONTENT_TYPE, encode_response
 from beds.envelopes import Response, ResponseMeta
 from beds.errors import InternalError
@@ -68,10 +69,18 @@ def delivery_tag(message: DeliveredMessage) -> int:
 
 
 def copy_properties(
-    properties: Basic.Properties, headers: dict[str, Any], *, keep_expiration: bool = True
+    properties: Basic.Properties,
+    headers: dict[str, Any],
+    *,
+    keep_expiration: bool = True,
+    user_id: str | None = None,
 ) -> Basic.Properties:
-    """The properties a request keeps when the broker republishes it (persistent)."""
+    """The properties a request keeps when the broker republishes it (persistent).
+
+    Never the sender's ``user_id``: RabbitMQ checks it against the republishing connection.
+    """
     return Basic.Properties(
+        user_id=user_id,
         content_type=safe_shortstr(properties.content_type),
         correlation_id=safe_shortstr(properties.correlation_id),
         reply_to=safe_shortstr(properties.reply_to),
@@ -92,11 +101,14 @@ class Settler:
         queue: str,
         node: str,
         dead_letter_exchange: str,
+        user: str = "",
         observer: BrokerObserver | None = None,
     ) -> None:
         self.broker = broker
         self.queue = queue
         self.node = node
+        self.user = user
+        """The AMQP user of the node's connection (the role's account)."""
         self.dead_letter_exchange = dead_letter_exchange
         self.observer = observer
         self.consume: Outbox | None = None
@@ -239,6 +251,7 @@ class Settler:
             "x-beds-reason": reason[:_REASON_MAX],
             "x-beds-queue": self.queue,
             "x-beds-node": self.node,
+            ORIGIN_HEADER: origin_of(message, self.user),
             "x-beds-routing-key": safe_shortstr(own.get("x-beds-routing-key"))
             or safe_shortstr(message.routing_key)
             or "",
@@ -327,11 +340,12 @@ class Settler:
             return
         headers["x-beds-deliveries"] = deliveries
         headers.setdefault("x-beds-routing-key", route)
+        headers[ORIGIN_HEADER] = origin_of(message, self.user)
         await self.publish_confirmed(
             message.body,
             exchange="",
             routing_key=self.queue,
-            properties=copy_properties(properties, headers),
+            properties=copy_properties(properties, headers, user_id=self.user or None),
         )
         self.ack(message)
 

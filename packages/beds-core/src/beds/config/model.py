@@ -247,6 +247,9 @@ class LineageSettings:
     """Most events per message on the logs exchange."""
     flush_interval: float = attrs.field(default=0.05, validator=_positive)
     """Seconds between two batches while events wait."""
+    trusted_users: tuple[str, ...] = ()
+    """AMQP users whose lineage and audit batches a logs broker stores (``user_id``); others are
+    dead-lettered (``BEDS-403O``). Empty: any user RabbitMQ vouched for (production refuses)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -263,7 +266,16 @@ class ControlSettings:
     retention_seconds: float = attrs.field(default=3600.0, validator=_positive)
     """How long the stream keeps events (``x-max-age``; set when the stream is first made)."""
     trusted_users: tuple[str, ...] = ()
-    """AMQP users whose events are accepted (``user_id``); empty: any user RabbitMQ vouched for."""
+    """AMQP users whose events are accepted (``user_id``); empty: any user RabbitMQ vouched for
+    (production refuses)."""
+    trusted_by_kind: dict[str, tuple[str, ...]] = attrs.field(factory=dict)
+    """Per event kind (``auth.revoke``), the AMQP users whose events of that kind are accepted,
+    in place of ``trusted_users``."""
+
+    def trusts(self, kind: str, user: str) -> bool:
+        """Whether an event of ``kind`` published by AMQP ``user`` is believed."""
+        trusted = self.trusted_by_kind.get(kind, self.trusted_users)
+        return bool(user) and (not trusted or user in trusted)
 
 
 @attrs.frozen(kw_only=True)

@@ -1,8 +1,9 @@
 """Access: who sent a request, and whether they may do what it asks, decided before it runs.
 
 In order: :func:`authenticate` (the credential proves a principal; the dispatcher has the codec
-put its id in ``meta.principal``, whatever the sender wrote there), then :func:`admit`:
-:func:`authorize` (the template's access rules by role), :func:`bind_owner` (create) and
+put its id in ``meta.principal``, whatever the sender wrote there, and the AMQP user RabbitMQ
+vouched for in ``meta.origin``), then :func:`admit`: :func:`authorize` (the template's origins,
+then its access rules by role), :func:`bind_owner` (create) and
 :func:`bind_principal` (params declared as the principal's); and for a template with an
 ``owner`` field, :func:`check_owner` (update, delete: only the owner, or an admin).
 """
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from beds.envelopes import Operation, Request
-from beds.errors import Unauthenticated, Unauthorized
+from beds.errors import Unauthenticated, Unauthorized, UntrustedOrigin
 from beds.namaste import Query
 
 if TYPE_CHECKING:
@@ -50,12 +51,19 @@ def authenticate(credential: object, authenticator: Authenticator | None) -> Pri
 
 
 def authorize(request: Request, template: Template, principal: Principal | None) -> None:
-    """Refuse a request its principal may not make (the template's access rules).
+    """Refuse a request its origin or principal may not make (the template's access rules).
 
     Raises:
+        UntrustedOrigin: the template names origins and the request's is not one (BEDS-403O).
         Unauthenticated: the operation needs a principal and the request has none (BEDS-401).
         Unauthorized: the principal's roles do not allow the operation (BEDS-403).
     """
+    origins = template.access.origins
+    if origins and request.meta.origin not in origins:
+        raise UntrustedOrigin(
+            f"{template.name} serves requests from named AMQP users only",
+            details=(f"origin: {request.meta.origin or '(not vouched for)'}",),
+        )
     if template.access.allows(request.operation, principal):
         return
     if principal is None:

@@ -110,6 +110,7 @@ class Dispatcher:
         content_type: str | None,
         route: str | None = None,
         credential: object = None,
+        origin: str | None = None,
     ) -> tuple[Request | None, Response]:
         """Handle one request body; return the decoded request (if any) and its response.
 
@@ -118,6 +119,9 @@ class Dispatcher:
         operation, and one this dispatcher's bindings route, or nothing executes. ``credential``
         is the request's ``authorization`` header (:mod:`beds.auth`); the returned request's
         ``meta.principal`` is the principal it proves, whatever the sender wrote there.
+        ``origin`` is the AMQP user RabbitMQ vouched for (the broker passes it, ``""`` when the
+        message had none): it replaces ``meta.origin``. ``None`` (an embedding caller) keeps
+        ``meta.origin`` as sent.
 
         A response whose error is transient (``RequestError.TRANSIENT``) was retried
         ``reliability.retry_attempts`` times already; the broker dead-letters a copy.
@@ -139,6 +143,7 @@ class Dispatcher:
                 content_type,
                 max_bytes=self.max_message_bytes,
                 principal=principal.id if principal is not None else None,
+                **({} if origin is None else {"origin": origin}),
             )
         except Exception as exc:  # a RequestError; anything else is a codec bug, still answered
             if not isinstance(exc, RequestError):

@@ -247,14 +247,15 @@ def with_deadline(body: bytes, seconds: float) -> bytes:
     return orjson.dumps(request)
 
 
-def replay_properties(properties: Basic.Properties) -> Basic.Properties:
+def replay_properties(properties: Basic.Properties, user: str | None = None) -> Basic.Properties:
     """The properties a replayed message is published with.
 
     The original properties without the dead-letter headers (``x-death``,
     ``x-first-death-*``, ``x-last-death-*``, ``x-beds-*``, so a replayed request starts a fresh
     delivery count) and without ``expiration`` (RabbitMQ removes it when it dead-letters an
     expired message, and a replay must not expire on the way) or ``user_id`` (RabbitMQ checks
-    it against the replaying user). ``x-beds-replays`` counts the replays.
+    it against the replaying user: ``user``, the replaying connection's, is sent instead, so a
+    replayed request's origin is whoever replays it). ``x-beds-replays`` counts the replays.
     """
     headers = {
         name: value
@@ -271,6 +272,7 @@ def replay_properties(properties: Basic.Properties) -> Basic.Properties:
         correlation_id=properties.correlation_id,
         reply_to=properties.reply_to,
         message_id=properties.message_id,
+        user_id=user,
         timestamp=properties.timestamp,
         message_type=properties.message_type,
         app_id=properties.app_id,

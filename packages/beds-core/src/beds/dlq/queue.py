@@ -26,7 +26,13 @@ from pamqp.commands import Basic
 
 from beds.dlq.letters import DeadLetter, describe, replay_properties, with_deadline
 from beds.errors import BrokerUnavailable, TransportError
-from beds.transport.amqp import CONNECTION_FAILURES, connect_to, dead_letter_queue, redact
+from beds.transport.amqp import (
+    CONNECTION_FAILURES,
+    amqp_user,
+    connect_to,
+    dead_letter_queue,
+    redact,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -77,6 +83,8 @@ class DeadLetterQueue:
         self.config = config
         self.queue = dead_letter_queue(config)
         self.exchange = config.amqp.events_exchange
+        self.user = amqp_user(config.amqp.url)
+        """Replays are published as this user (``user_id``): their origin."""
         self.timeout = config.amqp.connect_timeout if timeout is None else timeout
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
@@ -294,7 +302,7 @@ class DeadLetterQueue:
                     body,
                     exchange=self.exchange,
                     routing_key=letter.routing_key,
-                    properties=replay_properties(message.header.properties),
+                    properties=replay_properties(message.header.properties, self.user),
                     mandatory=True,
                     timeout=self.timeout,
                 )

@@ -323,11 +323,15 @@ def parse_template(text: str, *, source: str, distribution: str = "") -> Templat
     access = dict(r.table(data, "access", "access"))
     owner = access.pop("owner", None)
     admin_role = access.pop("admin_role", "admin")
+    origins = frozenset(r.names(access, "origins", "access.origins"))
+    access.pop("origins", None)
+    if not all(origins):
+        raise r.fail("access.origins", "must name AMQP users (no empty names)")
     for op_name, raw in access.items():
         if op_name not in {op.value for op in _ACCESS_OPERATIONS}:
             raise r.fail(
                 f"access.{op_name}",
-                "is not an operation (create, fetch, update, delete), owner or admin_role",
+                "is not an operation (create, fetch, update, delete), owner, admin_role or origins",
             )
         rules[Operation(op_name)] = frozenset(r.names({op_name: raw}, op_name, f"access.{op_name}"))
     if owner is not None:
@@ -359,7 +363,7 @@ def parse_template(text: str, *, source: str, distribution: str = "") -> Templat
         queries=queries,
         default_query=default_query,
         capabilities=capabilities,
-        access=AccessRules(rules=rules, owner=owner, admin_role=admin_role),
+        access=AccessRules(rules=rules, owner=owner, admin_role=admin_role, origins=origins),
         store_options=dict(r.table(data, store, store)),
         source=source,
         distribution=distribution,

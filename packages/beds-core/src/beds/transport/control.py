@@ -13,7 +13,11 @@ a node that starts a little later. They travel on one channel:
   revocation within a token's lifetime, the last heartbeat of every node).
 - **Origin.** Every event is published with the AMQP ``user_id`` property, which RabbitMQ checks
   against the publishing connection's user: the vouched origin. An event without one, or from a
-  user outside ``control.trusted_users`` (when set), is refused and counted, never delivered.
+  user outside ``control.trusted_users`` (or ``control.trusted_by_kind`` for its kind), is
+  refused and counted, never delivered; one published since this node joined is also copied to
+  the dead-letter exchange with ``BEDS-403O`` (replayed ones were, when they were new). An
+  event whose kind is not its routing key is malformed: a user trusted for one kind cannot
+  slip in another.
 - **Handlers.** ``subscribe(kind, handler)``; each event goes to the handlers of its kind, in
   order. A handler that raises is logged and counted; the others still run.
 - **Metrics.** ``received``/``refused``/``published`` counters per kind
@@ -41,6 +45,7 @@ from pamqp.commands import Basic
 
 from beds.bugs import report_bug
 from beds.codec import converter
+from beds.errors import UntrustedOrigin
 from beds.values import json_type
 
 if TYPE_CHECKING:
@@ -137,6 +142,8 @@ class ControlChannel:
         """Events not delivered, by reason (``untrusted``, ``malformed``, ``other-env``)."""
         self.published: Counter[str] = Counter()
         self.handler_failures = 0
+        self.joined_at = time.time()
+        """When this node started reading: older events are replays."""
         self._handlers: dict[str, list[Handler]] = {}
         self._channel: AbstractChannel | None = None
         self._publisher: AbstractChannel | None = None
@@ -160,6 +167,7 @@ class ControlChannel:
         await publisher.queue_bind(self.stream, self.exchange, routing_key="#")
         channel = await connection.channel(publisher_confirms=False)
         await channel.basic_qos(prefetch_count=100)  # a stream needs a prefetch
+        self.joined_at = time.time()
         since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.settings.replay_seconds)
         await channel.basic_consume(
             self.stream, self._on_message, arguments={"x-stream-offset": since}
@@ -203,20 +211,24 @@ class ControlChannel:
 
     async def _deliver(self, message: DeliveredMessage) -> None:
         user = message.header.properties.user_id
-        trusted = self.settings.trusted_users
-        if not isinstance(user, str) or not user or (trusted and user not in trusted):
-            self.refused["untrusted"] += 1
-            logger.warning(
-                "control event {} refused: origin {!r} is not trusted (AMQP user_id)",
-                message.routing_key,
-                user,
-            )
-            return
+        user = user if isinstance(user, str) else ""
         try:
             event = decode_event(message.body, user)
+            if event.kind != message.routing_key:
+                raise ValueError(f"kind {event.kind!r} travelled as {message.routing_key!r}")
         except Exception as exc:  # orjson, cattrs and validators raise their own kinds
             self.refused["malformed"] += 1
             logger.warning("control event {} refused: {}", message.routing_key, exc)
+            return
+        if not self.settings.trusts(event.kind, user):
+            self.refused["untrusted"] += 1
+            logger.warning(
+                "control event {} refused: origin {!r} is not trusted for it (AMQP user_id)",
+                event.kind,
+                user,
+            )
+            if event.at >= self.joined_at:
+                await self._dead_letter(message, event)
             return
         if event.env != self.config.node.env:
             self.refused["other-env"] += 1  # an exchange shared by environments of one vhost
@@ -230,6 +242,34 @@ class ControlChannel:
             except Exception as exc:
                 self.handler_failures += 1
                 report_bug(exc, "control handler for {} failed", event.kind)
+
+    async def _dead_letter(self, message: DeliveredMessage, event: ControlEvent) -> None:
+        """Copy a refused event to the dead-letter exchange, for operators (best effort)."""
+        channel = self._publisher
+        if channel is None or channel.is_closed:
+            return
+        headers: dict[str, Any] = {
+            "x-beds-error-code": UntrustedOrigin.CODE,
+            "x-beds-reason": f"control event {event.kind} from an untrusted origin",
+            "x-beds-node": self.config.node.name,
+            "x-beds-origin": event.user,
+            "x-beds-routing-key": event.kind,
+            "x-beds-dead-lettered-at": int(time.time()),
+        }
+        try:
+            await channel.basic_publish(
+                message.body,
+                exchange=self.config.amqp.dead_letter_exchange,
+                routing_key=event.kind,
+                properties=Basic.Properties(
+                    content_type=_CONTENT_TYPE,
+                    message_id=event.id,
+                    headers=headers,
+                    delivery_mode=2,
+                ),
+            )
+        except (aiormq.exceptions.AMQPError, ConnectionError) as exc:
+            logger.warning("refused control event {} not dead-lettered ({})", event.kind, exc)
 
     async def aclose(self) -> None:
         """Close the channels (the stream keeps the events)."""

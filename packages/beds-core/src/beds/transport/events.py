@@ -48,6 +48,7 @@ class EventPublisher:
         flush_interval: seconds between two batches while events wait.
         max_buffer: most events kept while RabbitMQ does not take them.
         log_level: the least severe log record that becomes an event.
+        user: the AMQP user of the connection, sent as ``user_id`` (the events' origin).
     """
 
     def __init__(
@@ -60,8 +61,11 @@ class EventPublisher:
         flush_interval: float = 0.05,
         max_buffer: int = 100_000,
         log_level: str = "INFO",
+        user: str | None = None,
     ) -> None:
         self.exchange = exchange
+        self.user = user
+        """Sent as ``user_id``, so a logs broker knows who vouches for the events."""
         self.node = node
         self.env = env
         self.batch_size = batch_size
@@ -185,7 +189,9 @@ class EventPublisher:
             encode_events(events),
             exchange=self.exchange,
             routing_key=routing_key,
-            properties=Basic.Properties(content_type=_CONTENT_TYPE, delivery_mode=2),
+            properties=Basic.Properties(
+                content_type=_CONTENT_TYPE, delivery_mode=2, user_id=self.user
+            ),
             # Returned (PublishError) when no queue takes it, so a batch, or an audit record,
             # that nothing would store stays buffered instead of vanishing as unroutable.
             mandatory=True,
