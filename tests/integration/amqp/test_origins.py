@@ -179,6 +179,7 @@ async def test_a_lineage_batch_from_an_untrusted_user_is_dead_lettered_not_store
             )
         finally:
             await connection.close()
+        letters = []
         async with DeadLetterQueue(node.config) as dead:
             for _ in range(100):
                 letters = await dead.peek()
