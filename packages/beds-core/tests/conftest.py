@@ -46,8 +46,14 @@ DEMO_DECLARATION: dict[str, Any] = {
         "by_count": {"params": ["count"], "max_limit": 20},
         "by_title": {"params": ["title"], "max_limit": 5, "view": "dmi_by_title_v"},
         "by_id": {"params": ["id"], "max_limit": 1},
+        "recent": {
+            "params": ["since"],
+            "where": {"since": {"field": "created_at", "op": "gte"}},
+            "order_by": ["-created_at", "id"],
+            "max_limit": 10,
+        },
     },
-    "capabilities": {"audit": True, "locking": True, "retention_days": 30},
+    "capabilities": {"audit": True, "journal": True},
     "access": {"create": ["member"], "fetch": ["*"]},
     "memory": {"table": "dmi_items"},
 }

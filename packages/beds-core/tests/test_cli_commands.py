@@ -133,6 +133,7 @@ def test_every_command_that_prints_data_takes_json() -> None:
     assert with_json == {
         "check",
         "dlq list",
+        "journal",
         "lineage",
         "plugins",
         "status",
@@ -178,15 +179,31 @@ def test_templates_json(
     with_plugin(monkeypatch, DemoDomain(MemoryAdapter.from_settings, demo_template))
     result = invoke("templates", "--config", str(config_file), "--json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == [
-        {
-            "name": "demo_item",
-            "store": "memory",
-            "tla": "dmi",
-            "distribution": "",
-            "source": "demo.toml",
-        }
-    ]
+    [listed] = json.loads(result.stdout)
+    assert {k: listed[k] for k in ("name", "store", "tla", "distribution", "source", "key")} == {
+        "name": "demo_item",
+        "store": "memory",
+        "tla": "dmi",
+        "distribution": "",
+        "source": "demo.toml",
+        "key": ["id"],
+    }
+    assert listed["capabilities"] == {
+        "audit": True,
+        "journal": True,
+        "locking": False,
+        "cache": False,
+        "consistency": "primary",
+    }
+    assert listed["queries"]["recent"] == {
+        "params": ["since"],
+        "where": {"since": {"field": "created_at", "op": "gte"}},
+        "order_by": ["-created_at", "id"],
+        "pageable": True,
+        "max_limit": 10,
+    }
+    assert listed["queries"]["history"]["params"] == ["id"]  # the journal's
+    assert listed["operations"]["delete"] == {"params": ["id"], "returns": []}
 
 
 def test_status_json(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -221,13 +221,15 @@ def test_the_example_domain_suggests_body(spew_templates: dict[str, Template]) -
 
 def test_an_unknown_query_or_fetch_key_suggests_the_closest(demo_template: Template) -> None:
     assert fetch_problems(demo_template, {"query": "by_titel", "params": {"title": "ab"}}) == [
-        "$.payload.query: must be one of by_count, by_id, by_title; did you mean 'by_title'?"
+        "$.payload.query: must be one of by_count, by_id, by_title, history, recent; "
+        "did you mean 'by_title'?"
     ]
     assert fetch_problems(demo_template, {"parms": {}, "params": {"title": "ab"}}) == [
-        "$.payload.parms: is not a fetch key (query, params, limit); did you mean 'params'?"
+        "$.payload.parms: is not a fetch key (query, params, limit, cursor, consistency); "
+        "did you mean 'params'?"
     ]
     assert fetch_problems(demo_template, {"params": {"titl": "ab", "title": "ab"}}) == [
-        "$.payload.params.titl: is not a field of this operation; did you mean 'title'?"
+        "$.payload.params.titl: is not a param of query 'by_title'; did you mean 'title'?"
     ]
 
 

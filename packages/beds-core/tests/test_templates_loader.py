@@ -16,6 +16,7 @@ from beds.envelopes import Operation
 from beds.errors import TemplateError
 from beds.registry import distribution_of
 from beds.templates import AccessRules, FieldType, Template, parse_template
+from beds.templates.model import Filter, FilterOp
 
 # -- the real example templates ------------------------------------------------------------------
 
@@ -54,9 +55,16 @@ def test_demo_declaration_parses(demo_template: Template) -> None:
     assert template.fields["title"].min_length == 2
     assert template.default_query == "by_title"
     assert template.capabilities.audit
-    assert template.capabilities.locking
+    assert not template.capabilities.locking
     assert not template.capabilities.cache
-    assert template.capabilities.retention_days == 30
+    assert template.capabilities.journal
+    recent = template.queries["recent"]
+    assert recent.pageable
+    assert recent.condition("since") == Filter(param="since", field="created_at", op=FilterOp.GTE)
+    assert [(o.field, o.descending) for o in recent.order_by] == [
+        ("created_at", True),
+        ("id", False),
+    ]
     assert template.store_options == {"table": "dmi_items"}
     assert template.operations[Operation.UPDATE].binding == {}
     assert template.queries["by_title"].binding == {"view": "dmi_by_title_v"}

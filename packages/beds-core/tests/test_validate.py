@@ -220,7 +220,7 @@ def test_validate_write_refuses_non_write_operations(
 
 
 def test_template_without_operations_or_queries(demo_declaration: dict[str, Any]) -> None:
-    for key in ("operations", "queries", "default_query"):
+    for key in ("operations", "queries", "default_query", "capabilities"):
         del demo_declaration[key]
     template = parse_template(tomlkit.dumps(demo_declaration), source="partial.toml")
     with pytest.raises(UnsupportedOperation) as info:
@@ -253,7 +253,7 @@ def test_fetch_default_query_of_the_example(spew_templates: dict[str, Template])
 @pytest.mark.parametrize("name", ["nope", 5, None, ["by_title"]], ids=repr)
 def test_fetch_unknown_query(demo_template: Template, name: Any) -> None:
     assert fetch_problems(demo_template, {"query": name}) == [
-        "$.payload.query: must be one of by_count, by_id, by_title"
+        "$.payload.query: must be one of by_count, by_id, by_title, history, recent"
     ]
 
 
@@ -270,7 +270,7 @@ def test_fetch_params_must_be_an_object(demo_template: Template, params: Any, ki
 def test_fetch_missing_and_extra_params(demo_template: Template) -> None:
     assert fetch_problems(demo_template, {}) == ["$.payload.params.title: is required"]
     assert fetch_problems(demo_template, {"params": {"title": "ab", "count": 1}}) == [
-        "$.payload.params.count: is not a field of this operation"
+        "$.payload.params.count: is not a param of query 'by_title'"
     ]
     assert fetch_problems(demo_template, {"params": {"title": 5}}) == [
         "$.payload.params.title: must be a string, got integer"
@@ -279,7 +279,8 @@ def test_fetch_missing_and_extra_params(demo_template: Template) -> None:
 
 def test_fetch_unknown_key(demo_template: Template) -> None:
     assert fetch_problems(demo_template, {"params": {"title": "ab"}, "sort": "title"}) == [
-        "$.payload.sort: is not a fetch key (query, params, limit)"
+        "$.payload.sort: is not a fetch key (query, params, limit, cursor, consistency); "
+        "did you mean 'cursor'?"
     ]
 
 

@@ -74,6 +74,9 @@ from beds.errors import (
     RequestError as RequestError,
 )
 from beds.errors import (
+    StaleVersion as StaleVersion,
+)
+from beds.errors import (
     StoreBusy as StoreBusy,
 )
 from beds.errors import (
@@ -96,13 +99,15 @@ from beds.errors import (
 )
 from beds.errors import (
     Unauthorized as Unauthorized,
-    UntrustedOrigin as UntrustedOrigin,
 )
 from beds.errors import (
     UnknownTemplate as UnknownTemplate,
 )
 from beds.errors import (
     UnsupportedOperation as UnsupportedOperation,
+)
+from beds.errors import (
+    UntrustedOrigin as UntrustedOrigin,
 )
 from beds.errors import (
     ValidationFailed as ValidationFailed,
@@ -176,6 +181,7 @@ __all__ = (
     "ReplyUndeliverable",
     "RequestError",
     "SchemaFile",
+    "StaleVersion",
     "StartupError",
     "StoreBusy",
     "StoreError",
@@ -188,9 +194,9 @@ __all__ = (
     "TransportError",
     "Unauthenticated",
     "Unauthorized",
-    "UntrustedOrigin",
     "UnknownTemplate",
     "UnsupportedOperation",
+    "UntrustedOrigin",
     "ValidationFailed",
     "WriteInDoubt",
     "__version__",

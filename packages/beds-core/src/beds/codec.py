@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, get_args, get_or
 
 import cattrs
 import orjson
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.preconf.orjson import make_converter
 from cattrs.v import format_exception
 
-from beds.envelopes import EnvelopeLimitError, Request, Response, text_problem
+from beds.envelopes import EnvelopeLimitError, Request, Response, ResponseMeta, text_problem
 from beds.errors import MalformedRequest, PayloadTooLarge
 from beds.values import json_type
 
@@ -105,6 +106,21 @@ def make_wire_converter() -> cattrs.Converter:
         return result
 
     wire.register_structure_hook_func(lambda kind: kind == tuple[str, ...], _structure_string_tuple)
+    # Reply meta grows within v1 (docs/wire-contract.md, "Compatibility"): optional keys are
+    # left out when they say nothing, and a client reads a newer node's reply, ignoring keys it
+    # does not know.
+    wire.register_unstructure_hook(
+        ResponseMeta,
+        make_dict_unstructure_fn(
+            ResponseMeta,
+            wire,
+            next=override(omit_if_default=True),
+            cached=override(omit_if_default=True),
+        ),
+    )
+    wire.register_structure_hook(
+        ResponseMeta, make_dict_structure_fn(ResponseMeta, wire, _cattrs_forbid_extra_keys=False)
+    )
     return wire
 
 

@@ -15,6 +15,7 @@ import attrs
 __all__ = (
     "READ_OPERATIONS",
     "WRITE_OPERATIONS",
+    "Consistency",
     "EnvelopeLimitError",
     "ErrorBody",
     "Operation",
@@ -144,6 +145,18 @@ def _template(instance: object, attribute: attrs.Attribute[str], value: str) -> 
         )
 
 
+class Consistency(enum.StrEnum):
+    """Where a fetch reads from."""
+
+    PRIMARY = "primary"
+    """The primary database: sees every write already answered (read-after-write)."""
+    SECONDARY = "secondary"
+    """A replica where the store has them (MariaDB replicas, MongoDB ``readPreference``),
+    falling back to the primary; may lag behind the latest writes."""
+    CACHED = "cached"
+    """The node's fetch cache (templates with ``cache = true``), then the primary."""
+
+
 @attrs.frozen(kw_only=True)
 class RequestMeta:
     """Who sent a request, why, and how long it may take.
@@ -249,6 +262,11 @@ class ResponseMeta:
     """The node that handled the request."""
     timings: dict[str, float] = attrs.field(factory=dict)
     """Milliseconds spent per phase, for example ``{"store": 1.8, "total": 2.3}``."""
+    next: str | None = None
+    """A fetch of a pageable query with more records: the cursor of the next page, sent back as
+    ``payload.cursor``. Absent from the JSON when there is none."""
+    cached: bool = False
+    """The fetch was answered from the node's cache. Absent from the JSON when false."""
 
 
 @attrs.frozen(kw_only=True)

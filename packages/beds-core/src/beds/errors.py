@@ -21,6 +21,7 @@ request (``RequestError``, which crosses the wire in ``Response.error``)::
         ├── UnsupportedOperation      BEDS-405   the template does not declare the operation
         ├── Conflict                  BEDS-409   unique key or optimistic-lock violation
         │   ├── IdempotencyKeyReused  BEDS-409K  the key was used for a different request
+        │   ├── StaleVersion          BEDS-409V  the record changed since it was read (locking)
         │   └── WriteInDoubt          BEDS-409W  the key's first write has no outcome yet
         ├── PayloadTooLarge           BEDS-413   message body over the configured limit
         ├── ValidationFailed          BEDS-422   payload does not match the template
@@ -69,6 +70,7 @@ __all__ = (
     "ReplyTimeout",
     "ReplyUndeliverable",
     "RequestError",
+    "StaleVersion",
     "StoreBusy",
     "StoreError",
     "StoreUnavailable",
@@ -77,9 +79,9 @@ __all__ = (
     "TransportError",
     "Unauthenticated",
     "Unauthorized",
-    "UntrustedOrigin",
     "UnknownTemplate",
     "UnsupportedOperation",
+    "UntrustedOrigin",
     "ValidationFailed",
     "WriteInDoubt",
     "error_catalogue",
@@ -270,7 +272,7 @@ class UnsupportedOperation(RequestError):
 
 
 class Conflict(RequestError):
-    """A unique key or optimistic-lock violation."""
+    """A unique key violation (an optimistic-lock one is :class:`StaleVersion`)."""
 
     CODE = "BEDS-409"
     STATUS = 409
@@ -283,6 +285,16 @@ class IdempotencyKeyReused(Conflict):
     """
 
     CODE = "BEDS-409K"
+    STATUS = 409
+
+
+class StaleVersion(Conflict):
+    """The record changed since the sender read it (optimistic locking): nothing was written.
+
+    ``details`` holds ``current_version: N``; read the record again and decide.
+    """
+
+    CODE = "BEDS-409V"
     STATUS = 409
 
 

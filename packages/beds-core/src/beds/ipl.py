@@ -30,6 +30,7 @@ from beds.namaste import NamasteCore, StoreSettings
 from beds.nodeinfo import Check, StartupError
 from beds.plugins import Hooks, make_plugin_manager
 from beds.policy import findings
+from beds.provision.needs import request_patterns, served_templates
 from beds.transport.amqp import connect_to, redact
 
 if TYPE_CHECKING:
@@ -91,8 +92,13 @@ class Ipl:
         self.checks.append(Check(name=name, status="warning", detail=detail))
         logger.warning("IPL {}: {} (development: continuing)", name, detail)
 
-    def load_plugins(self) -> None:
-        """IPL: plugins, adapters (built, not connected) and templates (parsed and prepared)."""
+    def load_plugins(self, *, every_store: bool = True) -> None:
+        """IPL: plugins, adapters (built, not connected) and templates (parsed and prepared).
+
+        Args:
+            every_store: build the adapter of every store a template uses (``beds schema
+                apply``), not only of those this role's templates and logs brokers use (IPL).
+        """
         try:
             pm = self._pm or make_plugin_manager(
                 disabled=self.config.plugins.disabled, strict=self.config.production
@@ -105,7 +111,17 @@ class Ipl:
         except (PluginError, TemplateError, pluggy.PluginValidationError) as exc:
             self.fail("plugins", exc)
         self.ok("plugins", f"{len(registry.templates)} templates")
-        stores = {t.store for t in registry.templates.values()}
+        # Only the templates the role's bindings route (beds.provision.needs): the node calls no
+        # other object, so its least-privilege accounts need to see no other, nor another store.
+        served = served_templates(
+            registry.templates,
+            request_patterns(self.config.roles[self.config.node.role]),
+            {name for name, _ in handlers.handlers},
+        )
+        every = (
+            registry.templates.values() if every_store else [u.template for u in served.values()]
+        )
+        stores = {template.store for template in every}
         if self.keeps_events:
             stores.add(self.config.lineage.store)
         for store in sorted(stores):
@@ -129,9 +145,18 @@ class Ipl:
                 f"this role's logs brokers keep events in store {self.config.lineage.store!r} "
                 "(key lineage.store), whose adapter cannot store events",
             )
-        for name, template in sorted(registry.templates.items()):
+        for name, use in served.items():
+            template = use.template
             adapter = self.adapters.get(template.store)
             if adapter is None:
+                continue
+            missing = sorted(template.needs() - adapter.features)
+            if missing:
+                self.problem(
+                    f"template {name}",
+                    f"needs {', '.join(missing)}, which store {template.store!r} does not offer "
+                    "(docs/templates.md, Capabilities); it is not served",
+                )
                 continue
             try:
                 adapter.prepare(template)
@@ -139,6 +164,14 @@ class Ipl:
                 self.problem(f"template {name}", exc)
                 continue
             self.templates[name] = template
+        cached = sorted(n for n, t in self.templates.items() if t.capabilities.cache)
+        if cached and not self.config.control.enabled:
+            self.problem(
+                "fetch cache",
+                f"{', '.join(cached)} cache fetches, which needs the control channel to "
+                "invalidate them on every node (control.enabled = false): their fetches go to "
+                "the store",
+            )
         self.handlers = handlers.for_templates(self.templates)
 
     def check_templates_installed(self) -> None:
@@ -358,7 +391,7 @@ class Ipl:
         self.check_policy()
         connection = await self.connect_amqp()
         try:
-            self.load_plugins()
+            self.load_plugins(every_store=False)
             self.check_templates_installed()
             self.check_open_templates()
             self.load_auth()

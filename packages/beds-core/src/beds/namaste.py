@@ -13,12 +13,34 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
 
+from beds.envelopes import Consistency
+
 if TYPE_CHECKING:
     # Never structured by cattrs, so these stay type-only (and avoid an import cycle).
     from beds.auth.principal import Principal  # noqa: TC004
     from beds.templates.model import QuerySpec, Template  # noqa: TC004
 
-__all__ = ("CallContext", "NamasteCore", "Query", "Record", "SchemaFile", "StoreSettings")
+__all__ = (
+    "FEATURES",
+    "CallContext",
+    "JournalStore",
+    "NamasteCore",
+    "Query",
+    "Record",
+    "SchemaFile",
+    "StoreSettings",
+)
+
+FEATURES = {
+    "locking": "optimistic locking: create sets the version field to 1; update and delete "
+    "change the record only at the version sent (and increment it), else raise StaleVersion "
+    "with details ('current_version: N',), or NotFound when no record has the key",
+    "journal": "with ctx.journal, every write appends its journal entry (JournalStore), "
+    "atomically with the write where the store can",
+    "pagination": "fetch honours Query.spec.order_by and Query.after (keyset pagination)",
+    "filters": "fetch honours each param's condition (spec.condition: eq, gt, gte, lt, lte, in)",
+}
+"""The features an adapter may declare, and what each promises."""
 
 Record = dict[str, Any]
 """One record as it crosses the wire: field name → JSON-safe value (see :mod:`beds.values`)."""
@@ -48,15 +70,30 @@ class CallContext:
     an attempt that is gone, and another attempt may take it over."""
     attempt: str = ""
     """With a key: unique per handling of a request (retries inside one handling share it)."""
+    origin: str = ""
+    """The AMQP user that published the request (vouched for by RabbitMQ)."""
+    journal: bool = False
+    """A write of a journaled template: the adapter appends its journal entry (``JournalStore``)."""
 
 
 @attrs.frozen(kw_only=True)
 class Query:
-    """A validated fetch: a declared query, its parameter values and a row limit."""
+    """A validated fetch: a declared query, its parameter values, a row limit and a position.
+
+    An adapter answers the records that meet the query's conditions (``spec.condition`` of each
+    param; ``in`` params are lists), in ``spec.order_by`` when it declares one, strictly after
+    ``after`` in that order when given (keyset pagination: the values of the order's fields,
+    compared field by field in each field's direction), at most ``limit`` of them. ``consistency``
+    says where to read: ``secondary`` from a replica when the store has one (else the primary).
+    """
 
     spec: QuerySpec
     params: Mapping[str, Any]
     limit: int
+    after: tuple[Any, ...] | None = None
+    """The last record of the previous page, as the values of ``spec.order_by``'s fields."""
+    consistency: Consistency = Consistency.PRIMARY
+    """``primary`` or ``secondary`` (``cached`` is served by the node before the adapter)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -77,6 +114,25 @@ class StoreSettings:
     file: str | None = None
     """The config file that set the table, for error messages."""
     production: bool = False
+
+
+@runtime_checkable
+class JournalStore(Protocol):
+    """An adapter that keeps journals (feature ``journal``): what a journaled template's writes did.
+
+    An entry is ``{"event_id", "operation", "key", "before", "after", "principal", "origin",
+    "at"}``: the request's event id (unique: a write run again for the same event adds no
+    second entry), the record before and after the write (``None`` where there is none), the
+    principal's handle, the vouched origin and when (ISO 8601, UTC). Entries are never changed.
+    """
+
+    async def read_journal(
+        self, template: Template, key: Record, *, limit: int, after: tuple[Any, ...] | None
+    ) -> list[Record]:
+        """The entries of the record with ``key``, oldest first, at most ``limit``.
+
+        Ordered by ``at`` then ``event_id``, strictly after ``after`` (those two values).
+        """
 
 
 @runtime_checkable
@@ -111,6 +167,11 @@ class NamasteCore(Protocol):
     idempotent_writes: bool = False
     """Whether writes honour ``ctx.idempotency_key`` (see "Idempotent writes" above). ``False``
     (the default): the node refuses a keyed write for this store before calling the adapter."""
+
+    features: frozenset[str] = frozenset()
+    """What the adapter does for a template's declarations beyond CRUD (:data:`FEATURES`); a
+    template that needs a feature its store lacks is refused when the node starts, never served
+    without it (:meth:`beds.templates.model.Template.needs`)."""
 
     def prepare(self, template: Template) -> None:
         """Validate the template's store-specific declarations (``binding``, ``store_options``).

@@ -23,11 +23,13 @@ from beds.broker.admin import admin_templates
 from beds.broker.logs import LogsPool
 from beds.broker.pool import BrokerPool
 from beds.dispatch import Dispatcher
+from beds.dispatch.cache import INVALIDATE, FetchCache
 from beds.errors import StoreUnavailable, UnknownTemplate
 from beds.factory import Factory
 from beds.heartbeat import Heartbeat
 from beds.ipl import Ipl
 from beds.nodeinfo import Check, NodeInfo, StartupError
+from beds.pagination import Cursors, development_secret
 from beds.routing import Bindings
 from beds.transport.amqp import CONNECTION_FAILURES, amqp_user, connect_to, declare_topology
 from beds.transport.control import ControlChannel, ControlEvent
@@ -80,6 +82,8 @@ class BedsNode:
         self.control: ControlChannel | None = None
         """Control events to and from the environment's other nodes (``[control]``)."""
         self.heartbeat: Heartbeat | None = None
+        self.cache: FetchCache | None = None
+        """The fetch cache of templates with ``cache = true`` (needs the control channel)."""
         """This node's heartbeats, and the latest of every node (``peers``)."""
         self._reconnecting: asyncio.Task[None] | None = None
         self.reconnects = 0
@@ -315,6 +319,9 @@ class BedsNode:
             )
         store = self.event_store
         builtins = admin_templates(store) if store is not None and self.keeps_events else None
+        secret = self.config.reads.cursor_secret.encode() or development_secret(node.env)
+        cursors = Cursors(secret)
+        self.cache = self._fetch_cache()
         self.dispatchers = {
             broker: Dispatcher(
                 self.factory,
@@ -330,6 +337,8 @@ class BedsNode:
                 authenticator=self.ipl.authenticator,
                 handlers=self.ipl.handlers,
                 services=self,
+                cursors=cursors,
+                cache=self.cache,
             )
             for broker, settings in self.config.brokers.items()
         }
@@ -341,6 +350,23 @@ class BedsNode:
             "brokers", ", ".join(f"{b} x{s.instances}" for b, s in self.config.brokers.items())
         )
 
+    def _fetch_cache(self) -> FetchCache | None:
+        """The node's fetch cache, when a template caches and the control channel is on."""
+        if not any(t.capabilities.cache for t in self.templates.values()):
+            return None
+        control = self.control
+        if control is None:
+            return None  # the IPL said so: without invalidations, fetches go to the store
+        cache = FetchCache(self.templates, publish=control.publish, live=lambda: control.live)
+
+        def invalidate(event: ControlEvent) -> None:
+            template = event.data.get("template")
+            if isinstance(template, str):
+                cache.invalidate(template)
+
+        control.subscribe(INVALIDATE, invalidate)
+        return cache
+
     async def _consume(self, connection: AbstractConnection) -> None:
         """Declare the topology and start one pool per broker on ``connection``."""
         channel = await connection.channel()
@@ -350,6 +376,8 @@ class BedsNode:
             await self.events.attach(connection)
         if self.control is not None:
             await self.control.attach(connection)
+            if self.cache is not None:
+                self.cache.clear()  # invalidations may have been missed while it was away
         for broker, settings in self.config.brokers.items():
             common: dict[str, Any] = {
                 "queue": queues[broker],

@@ -1,4 +1,8 @@
-"""``beds templates``: the installed templates, with their store and distribution."""
+"""``beds templates``: the installed templates, with their store and distribution.
+
+With ``--json``, each template's capabilities, operations and queries too (conditions, order,
+whether it pages), so tools and other languages can read what a domain offers.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,9 @@ from beds.cli.common import (
 
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Any
+
+    from beds.templates.model import QuerySpec, Template
 
 __all__ = ("templates",)
 
@@ -36,19 +43,54 @@ def templates(config_path: Path | None, as_json: bool) -> None:
     except StartupError as exc:
         fail(str(exc), exit_code_of(exc.checks))
     assert node.registry is not None
-    rows = [
-        {
-            "name": t.name,
-            "store": t.store,
-            "tla": t.tla,
-            "distribution": t.distribution,
-            "source": t.source,
-        }
-        for t in sorted(node.registry.templates.values(), key=lambda t: t.name)
-    ]
+    rows = [describe(t) for t in sorted(node.registry.templates.values(), key=lambda t: t.name)]
     if as_json:
         echo_json(rows)
         return
     click.echo(f"{'TEMPLATE':<24} {'STORE':<6} {'TLA':<4} DISTRIBUTION")
     for row in rows:
         click.echo(f"{row['name']:<24} {row['store']:<6} {row['tla']:<4} {row['distribution']}")
+
+
+def describe(template: Template) -> dict[str, Any]:
+    """What ``--json`` says of one template."""
+    from beds.templates.validate import history_query
+
+    caps = template.capabilities
+    queries = {name: _query(spec) for name, spec in template.queries.items() if not spec.internal}
+    history = history_query(template)
+    if history is not None:
+        queries[history.name] = _query(history)
+    return {
+        "name": template.name,
+        "store": template.store,
+        "tla": template.tla,
+        "distribution": template.distribution,
+        "source": template.source,
+        "key": list(template.key),
+        "capabilities": {
+            "audit": caps.audit,
+            "journal": caps.journal,
+            "locking": caps.locking,
+            **({"version_field": caps.version_field} if caps.locking else {}),
+            "cache": caps.cache,
+            **({"cache_ttl": caps.cache_ttl, "cache_size": caps.cache_size} if caps.cache else {}),
+            "consistency": caps.consistency.value,
+        },
+        "operations": {
+            op.value: {"params": list(spec.params), "returns": list(spec.returns)}
+            for op, spec in template.operations.items()
+        },
+        "queries": queries,
+        "default_query": template.default_query,
+    }
+
+
+def _query(spec: QuerySpec) -> dict[str, Any]:
+    return {
+        "params": list(spec.params),
+        "where": {param: {"field": f.field, "op": f.op.value} for param, f in spec.where.items()},
+        "order_by": [("-" if key.descending else "") + key.field for key in spec.order_by],
+        "pageable": spec.pageable,
+        "max_limit": spec.max_limit,
+    }

@@ -196,7 +196,7 @@ def _refuse_secrets_in_base_file(
         if _origin_of(key, origins) != base or not isinstance(value, str):
             continue
         try:
-            has_secret = key.endswith("password") or bool(urlsplit(value).password)
+            has_secret = key.endswith(("password", "secret")) or bool(urlsplit(value).password)
         except ValueError:
             continue  # not a URL: the store's adapter refuses it, naming the key
         if has_secret:

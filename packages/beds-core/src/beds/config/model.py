@@ -279,6 +279,16 @@ class ControlSettings:
 
 
 @attrs.frozen(kw_only=True)
+class ReadSettings:
+    """Fetches (docs/templates.md, "Pagination")."""
+
+    cursor_secret: str = attrs.field(default="", repr=False)
+    """Signs page cursors, so a changed one is refused; every node of an environment needs the
+    same. A secret: set it with ``BEDS__READS__CURSOR_SECRET`` or its ``_FILE``. Empty: a
+    development node derives one from the environment's name (production refuses)."""
+
+
+@attrs.frozen(kw_only=True)
 class OidcSettings:
     """An external identity provider whose access tokens a node accepts (Keycloak, Auth0…)."""
 
@@ -375,6 +385,7 @@ class Config:
     telemetry: TelemetrySettings = attrs.field(factory=TelemetrySettings)
     lineage: LineageSettings = attrs.field(factory=LineageSettings)
     control: ControlSettings = attrs.field(factory=ControlSettings)
+    reads: ReadSettings = attrs.field(factory=ReadSettings)
     auth: AuthSettings = attrs.field(factory=AuthSettings)
     roles: dict[str, RoleSettings] = attrs.field(factory=dict)
     stores: dict[str, dict[str, Any]] = attrs.field(factory=dict)

@@ -1,13 +1,18 @@
 """One request, without any transport: bytes in, response out.
 
-decode → route → builtin → deadline → template → access → call plan (validation, idempotency,
-audit) → before-dispatch hooks → store call (timeout, retries) → response; each step is one
-method or function below. Every failure becomes an error response with a catalogue code; nothing
-raises. Keeping this free of AMQP lets unit tests and embedding drive it directly.
+decode → route → builtin → deadline → template → access → plan (validation, idempotency, audit,
+journal; a fetch's page and cache in :mod:`beds.dispatch.reads`) → before-dispatch hooks →
+store call (timeout, retries) → response; each step is one method or function below. Every
+failure becomes an error response with a catalogue code; nothing raises. Keeping this free of
+AMQP lets unit tests and embedding drive it directly.
 
 With an :class:`EventSink`, each request leaves lineage events (:mod:`beds.lineage`): the
 request itself, its database call, the log records made while it ran (loguru, bound to its
 event id) and, for audited templates, an audit record.
+
+Why this module is long: it is the one place that orders those steps for every operation,
+and the order is the contract (docs/architecture.md); each step's work lives in the modules
+it calls.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from beds.codec import decode_request
 from beds.config.model import ReliabilitySettings
 from beds.dispatch.access import admit, authenticate, check_owner
 from beds.dispatch.audit import audit_write
-from beds.dispatch.plan import WRITES, plan_call
+from beds.dispatch.plan import WRITES, plan_write
+from beds.dispatch.reads import Page, serve_fetch
 from beds.dispatch.retry import call_store
 from beds.dispatch.routes import check_route
 from beds.dispatch.trace import EventSink, child_event, request_event
@@ -39,11 +45,14 @@ from beds.errors import (
 from beds.handlers import HandlerCall
 from beds.lineage import Cause, new_event_id, reset_cause, set_cause
 from beds.namaste import CallContext, NamasteCore, Record
+from beds.pagination import Cursors, development_secret
 from beds.routing import PING_TEMPLATE, Bindings
+from beds.templates.validate import validate_fetch
 
 if TYPE_CHECKING:
     from beds.auth.authenticator import Authenticator
     from beds.auth.principal import Principal
+    from beds.dispatch.cache import FetchCache
     from beds.factory import Factory
     from beds.handlers import Handler, NodeServices
     from beds.plugins import Hooks
@@ -77,8 +86,14 @@ class Dispatcher:
         authenticator: Authenticator | None = None,
         handlers: Mapping[tuple[str, Operation], Handler] | None = None,
         services: NodeServices | None = None,
+        cursors: Cursors | None = None,
+        cache: FetchCache | None = None,
     ) -> None:
         self.factory = factory
+        self.cursors = cursors or Cursors(development_secret(env))
+        """Makes and reads page cursors (``reads.cursor_secret``)."""
+        self.cache = cache
+        """The node's fetch cache (templates with ``cache = true``), shared by its brokers."""
         self.authenticator = authenticator
         """Turns credentials into principals (``None``: every request is anonymous)."""
         self.handlers = dict(handlers or {})
@@ -207,9 +222,11 @@ class Dispatcher:
                 timings,
             )
         status = _STATUS_OK.get(request.operation, 200)
-        return Response(
-            ok=True, status=status, data=data, meta=self._meta(event_id, started, timings)
-        )
+        meta = self._meta(event_id, started, timings)
+        if isinstance(data, Page):
+            meta = attrs.evolve(meta, next=data.next, cached=data.cached)
+            data = data.records
+        return Response(ok=True, status=status, data=data, meta=meta)
 
     async def _execute(
         self,
@@ -231,6 +248,7 @@ class Dispatcher:
             principal=request.meta.principal,
             identity=principal,
             deadline=deadline,
+            origin=request.meta.origin,
         )
         await check_owner(request, template, adapter, ctx, principal)
         handler = self.handlers.get((template.name, request.operation)) if self.handlers else None
@@ -248,13 +266,38 @@ class Dispatcher:
             if self._before is not None:
                 await self._before.before_dispatch(request, template)
             return await self._call_store(request, adapter, ctx, partial(handler, handled), timings)
+        if request.operation is Operation.FETCH:
+            return await self._fetch(request, template, adapter, ctx, timings)
         audited = partial(self._audited, request) if template.capabilities.audit else None
-        ctx, call = plan_call(
+        ctx, call = plan_write(
             request, template, adapter, ctx, reliability=self.reliability, audited=audited
         )
         if self._before is not None:
             await self._before.before_dispatch(request, template)
-        return await self._call_store(request, adapter, ctx, call, timings)
+        result = await self._call_store(request, adapter, ctx, call, timings)
+        if self.cache is not None:
+            await self.cache.written(template.name)
+        return result
+
+    async def _fetch(
+        self,
+        request: Request,
+        template: Template,
+        adapter: NamasteCore,
+        ctx: CallContext,
+        timings: dict[str, float],
+    ) -> Page:
+        query = validate_fetch(template, request.payload, self.cursors)
+        if self._before is not None:
+            await self._before.before_dispatch(request, template)
+
+        async def store(call: Callable[[], Awaitable[Page]]) -> Page:
+            page: Page = await self._call_store(request, adapter, ctx, call, timings)
+            return page
+
+        return await serve_fetch(
+            template, adapter, query, ctx, cursors=self.cursors, cache=self.cache, store=store
+        )
 
     def _builtin(self, request: Request) -> Builtin | None:
         """The node's own answer to ``request`` (ping, admin templates), if it has one."""

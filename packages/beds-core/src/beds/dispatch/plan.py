@@ -1,7 +1,8 @@
-"""The call plan: a validated request turned into the store call that serves it, not yet started.
+"""The write plan: a validated write turned into the store call that serves it, not yet started.
 
-Validation against the template, the idempotency key's context for the adapter, and the audit
-wrapper of audited templates are decided here, before any hook or store call runs.
+Validation against the template, the idempotency key's context for the adapter, the journal
+flag and the audit wrapper of audited templates are decided here, before any hook or store
+call runs. Fetches are planned in :mod:`beds.dispatch.reads`.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from beds.errors import UnsupportedOperation
 from beds.idempotency import fingerprint
 from beds.namaste import CallContext, NamasteCore, Record
 from beds.templates.model import Template
-from beds.templates.validate import validate_fetch, validate_write
+from beds.templates.validate import validate_write
 
 if TYPE_CHECKING:
     from beds.config.model import ReliabilitySettings
 
-__all__ = ("WRITES", "Audited", "StoreCall", "plan_call")
+__all__ = ("WRITES", "Audited", "StoreCall", "plan_write")
 
 StoreCall = Callable[[], Awaitable[Any]]
 Audited = Callable[[Template, NamasteCore, Record, CallContext, StoreCall], Awaitable[Record]]
@@ -37,7 +38,7 @@ WRITES: dict[Operation, _Write] = {
 }
 
 
-def plan_call(
+def plan_write(
     request: Request,
     template: Template,
     adapter: NamasteCore,
@@ -46,21 +47,20 @@ def plan_call(
     reliability: ReliabilitySettings,
     audited: Audited | None,
 ) -> tuple[CallContext, StoreCall]:
-    """Validate the payload; return the call context and the store call that serves it.
+    """Validate a write's payload; return the call context and the store call that serves it.
 
     Raises:
         ValidationFailed: the payload does not fit the template.
         UnsupportedOperation: the operation, or an idempotency key, is not supported.
     """
     operation = request.operation
-    if operation is Operation.FETCH:
-        query = validate_fetch(template, request.payload)
-        return ctx, partial(adapter.fetch, template, query, ctx)
     if operation not in WRITES:
         raise UnsupportedOperation(f"template {template.name!r} does not support {operation.value}")
     record = validate_write(template, operation, request.payload)
     if request.meta.idempotency_key is not None:
         ctx = _idempotent(ctx, request, adapter, reliability)
+    if template.capabilities.journal:
+        ctx = attrs.evolve(ctx, journal=True)
     call: StoreCall = partial(WRITES[operation], adapter, template, record, ctx)
     if audited is not None:
         call = partial(audited, template, adapter, record, ctx, call)

@@ -16,16 +16,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from beds.envelopes import Operation
-from beds.errors import TemplateError
+from beds.templates.capabilities import parse_capabilities
 from beds.templates.model import (
     AccessRules,
-    Capabilities,
     FieldSpec,
     FieldType,
     OperationSpec,
-    QuerySpec,
     Template,
 )
+from beds.templates.queries import parse_queries
+from beds.templates.reader import Reader, binding, check_fields, principal_param
 
 __all__ = ("parse_template",)
 
@@ -65,60 +65,7 @@ _WRITE_OPERATIONS = (Operation.CREATE, Operation.UPDATE, Operation.DELETE)
 _ACCESS_OPERATIONS = frozenset({*_WRITE_OPERATIONS, Operation.FETCH})
 
 
-class _Reader:
-    """Typed look-ups in a parsed TOML document that fail with the key path."""
-
-    def __init__(self, source: str, template: str) -> None:
-        self.source = source
-        self.template = template
-
-    def fail(self, path: str, message: str) -> TemplateError:
-        return TemplateError(f"{self.source}: {path} {message}", template=self.template)
-
-    def table(self, data: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:
-        value = data.get(key, {})
-        if not isinstance(value, Mapping):
-            raise self.fail(path, "must be a table")
-        return value
-
-    def string(
-        self, data: Mapping[str, Any], key: str, path: str, default: str | None = None
-    ) -> str:
-        value = data.get(key, default)
-        if not isinstance(value, str):
-            raise self.fail(path, "must be a string" if key in data else "is required")
-        return value
-
-    def boolean(self, data: Mapping[str, Any], key: str, path: str, default: bool) -> bool:
-        value = data.get(key, default)
-        if not isinstance(value, bool):
-            raise self.fail(path, "must be true or false")
-        return value
-
-    def positive(self, data: Mapping[str, Any], key: str, path: str) -> int | None:
-        value = data.get(key)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise self.fail(path, "must be a non-negative integer")
-        return value
-
-    def number(self, data: Mapping[str, Any], key: str, path: str) -> float | None:
-        value = data.get(key)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.fail(path, "must be a number")
-        return float(value)
-
-    def names(self, data: Mapping[str, Any], key: str, path: str) -> tuple[str, ...]:
-        value = data.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise self.fail(path, "must be a list of strings")
-        return tuple(value)
-
-
-def _parse_field(r: _Reader, name: str, raw: Any) -> FieldSpec:
+def _parse_field(r: Reader, name: str, raw: Any) -> FieldSpec:
     path = f"fields.{name}"
     if not isinstance(raw, Mapping):
         raise r.fail(path, "must be a table")
@@ -161,38 +108,6 @@ def _parse_field(r: _Reader, name: str, raw: Any) -> FieldSpec:
     )
 
 
-def _check_fields(
-    r: _Reader, names: tuple[str, ...], fields: Mapping[str, FieldSpec], path: str
-) -> None:
-    for name in names:
-        if name not in fields:
-            raise r.fail(path, f"names {name!r}, which is not a declared field")
-    if len(set(names)) != len(names):
-        raise r.fail(path, "lists a field twice")
-
-
-def _principal_param(
-    r: _Reader,
-    raw: Mapping[str, Any],
-    params: tuple[str, ...],
-    fields: Mapping[str, FieldSpec],
-    path: str,
-) -> str | None:
-    """``principal = "param"``: the param the authenticated principal's handle is bound to."""
-    name = raw.get("principal")
-    if name is None:
-        return None
-    if not isinstance(name, str) or name not in params:
-        raise r.fail(f"{path}.principal", "must name one of the params")
-    if fields[name].type is not FieldType.STR:
-        raise r.fail(f"{path}.principal", f"names {name!r}, which is not a str field")
-    return name
-
-
-def _binding(raw: Mapping[str, Any], known: frozenset[str]) -> dict[str, Any]:
-    return {k: v for k, v in raw.items() if k not in known}
-
-
 def parse_template(text: str, *, source: str, distribution: str = "") -> Template:
     """Parse one template declaration.
 
@@ -204,7 +119,7 @@ def parse_template(text: str, *, source: str, distribution: str = "") -> Templat
     Raises:
         TemplateError: the declaration is invalid; the message names ``source`` and the key path.
     """
-    r = _Reader(source, source)
+    r = Reader(source, source)
     try:
         data: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -232,7 +147,7 @@ def parse_template(text: str, *, source: str, distribution: str = "") -> Templat
     key = r.names(data, "key", "key")
     if not key:
         raise r.fail("key", "must name at least one field")
-    _check_fields(r, key, fields, "key")
+    check_fields(r, key, fields, "key")
 
     operations: dict[Operation, OperationSpec] = {}
     raw_ops = r.table(data, "operations", "operations")
@@ -246,8 +161,8 @@ def parse_template(text: str, *, source: str, distribution: str = "") -> Templat
             raise r.fail(path, "must be a table")
         params = r.names(raw, "params", f"{path}.params")
         returns = r.names(raw, "returns", f"{path}.returns")
-        _check_fields(r, params, fields, f"{path}.params")
-        _check_fields(r, returns, fields, f"{path}.returns")
+        check_fields(r, params, fields, f"{path}.params")
+        check_fields(r, returns, fields, f"{path}.returns")
         operation = Operation(op_name)
         if operation is Operation.CREATE:
             generated = [p for p in params if fields[p].generated]
@@ -259,35 +174,11 @@ def parse_template(text: str, *, source: str, distribution: str = "") -> Templat
             operation=operation,
             params=params,
             returns=returns,
-            principal=_principal_param(r, raw, params, fields, path),
-            binding=_binding(raw, frozenset({"params", "returns", "description", "principal"})),
+            principal=principal_param(r, raw, params, fields, path),
+            binding=binding(raw, frozenset({"params", "returns", "description", "principal"})),
         )
 
-    queries: dict[str, QuerySpec] = {}
-    for query_name, raw in r.table(data, "queries", "queries").items():
-        path = f"queries.{query_name}"
-        if not _NAME.fullmatch(query_name):
-            raise r.fail(path, "name must be lower_snake_case")
-        if not isinstance(raw, Mapping):
-            raise r.fail(path, "must be a table")
-        params = r.names(raw, "params", f"{path}.params")
-        _check_fields(r, params, fields, f"{path}.params")
-        max_limit = r.positive(raw, "max_limit", f"{path}.max_limit")
-        if max_limit == 0:
-            raise r.fail(f"{path}.max_limit", "must be at least 1")
-        internal = raw.get("internal", False)
-        if not isinstance(internal, bool):
-            raise r.fail(f"{path}.internal", "must be true or false")
-        queries[query_name] = QuerySpec(
-            name=query_name,
-            params=params,
-            max_limit=100 if max_limit is None else max_limit,
-            internal=internal,
-            principal=_principal_param(r, raw, params, fields, path),
-            binding=_binding(
-                raw, frozenset({"params", "max_limit", "description", "internal", "principal"})
-            ),
-        )
+    queries = parse_queries(r, r.table(data, "queries", "queries"), fields, key)
     public = [name for name, spec in queries.items() if not spec.internal]
     default_query = data.get("default_query", next(iter(public), None))
     if default_query is not None and (
@@ -297,27 +188,9 @@ def parse_template(text: str, *, source: str, distribution: str = "") -> Templat
     if default_query is not None and queries[default_query].internal:
         raise r.fail("default_query", f"names {default_query!r}, which is internal")
 
-    caps = r.table(data, "capabilities", "capabilities")
-    unknown_caps = sorted(set(caps) - {"audit", "journal", "locking", "cache", "retention_days"})
-    if unknown_caps:
-        raise r.fail(f"capabilities.{unknown_caps[0]}", "is not a capability")
-    capabilities = Capabilities(
-        audit=r.boolean(caps, "audit", "capabilities.audit", False),
-        journal=r.boolean(caps, "journal", "capabilities.journal", False),
-        locking=r.boolean(caps, "locking", "capabilities.locking", False),
-        cache=r.boolean(caps, "cache", "capabilities.cache", False),
-        retention_days=r.positive(caps, "retention_days", "capabilities.retention_days"),
+    capabilities = parse_capabilities(
+        r, r.table(data, "capabilities", "capabilities"), fields, key, operations, queries
     )
-    if (
-        capabilities.audit
-        and operations
-        and not any(set(q.params) == set(key) for q in queries.values())
-    ):
-        raise r.fail(
-            "capabilities.audit",
-            f"needs a query whose params are exactly the key {list(key)} (to read the record "
-            "before and after each write)",
-        )
 
     rules: dict[Operation, frozenset[str]] = {}
     access = dict(r.table(data, "access", "access"))

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from beds.envelopes import Operation
+from beds.envelopes import Consistency, Operation
 from beds.errors import TemplateError
 
 if TYPE_CHECKING:
@@ -23,14 +23,22 @@ if TYPE_CHECKING:
 __all__ = (
     "ANYONE",
     "AUTHENTICATED",
+    "HISTORY_QUERY",
     "AccessRules",
     "Capabilities",
+    "Consistency",
     "FieldSpec",
     "FieldType",
+    "Filter",
+    "FilterOp",
     "OperationSpec",
+    "OrderKey",
     "QuerySpec",
     "Template",
 )
+
+HISTORY_QUERY = "history"
+"""The query a journaled template answers from its journal (reserved on such templates)."""
 
 _OBJECT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
@@ -83,6 +91,35 @@ class OperationSpec:
     """Store-specific declaration: for example ``{"procedure": "spp_create"}``."""
 
 
+class FilterOp(enum.StrEnum):
+    """How a query param compares with its field."""
+
+    EQ = "eq"
+    GT = "gt"
+    GTE = "gte"
+    LT = "lt"
+    LTE = "lte"
+    IN = "in"
+    """The param is a list; the field equals one of its values."""
+
+
+@attrs.frozen(kw_only=True)
+class Filter:
+    """One condition of a query: ``field op param``."""
+
+    param: str
+    field: str
+    op: FilterOp = FilterOp.EQ
+
+
+@attrs.frozen(kw_only=True)
+class OrderKey:
+    """One key of a query's declared order."""
+
+    field: str
+    descending: bool = False
+
+
 @attrs.frozen(kw_only=True)
 class QuerySpec:
     """A named, parameterised fetch."""
@@ -90,6 +127,13 @@ class QuerySpec:
     name: str
     params: tuple[str, ...]
     """Fields the query takes; all are required."""
+    where: Mapping[str, Filter] = attrs.field(factory=dict)
+    """Param → its condition. A param not named here is ``field == param`` (same name), as
+    before ``where`` existed; an adapter that binds params to a procedure passes them as they
+    are."""
+    order_by: tuple[OrderKey, ...] = ()
+    """The declared order; it ends with the template's key fields, so it is total and the
+    query can be paged with cursors (``payload.cursor``). Empty: the store's order, one page."""
     max_limit: int = 100
     """Most records one fetch returns; a request may ask for fewer."""
     internal: bool = False
@@ -100,16 +144,40 @@ class QuerySpec:
     """A param the authenticated principal's handle is bound to (see ``OperationSpec``)."""
     binding: Mapping[str, Any] = attrs.field(factory=dict)
 
+    @property
+    def pageable(self) -> bool:
+        """Whether fetches may page through the results with cursors."""
+        return bool(self.order_by)
+
+    def condition(self, param: str) -> Filter:
+        """The condition ``param`` stands for."""
+        return self.where.get(param) or Filter(param=param, field=param)
+
 
 @attrs.frozen(kw_only=True)
 class Capabilities:
-    """Toggles a template declares (behaviour arrives with later issues; declared now)."""
+    """What a template asks of BEDS beyond CRUD (docs/templates.md, "Capabilities").
+
+    Every toggle does what it says, or the template is refused when it is loaded.
+    """
 
     audit: bool = False
+    """Every write publishes an audit record (who, what, before, after) to the logs exchange."""
     journal: bool = False
+    """Every write appends an immutable history entry, read back with the ``history`` query."""
     locking: bool = False
+    """Optimistic locking: updates and deletes send the record's ``version_field``; a stale one
+    is refused (``BEDS-409V``) and nothing is written."""
+    version_field: str = "version"
+    """The int field holding a locked record's version (the store sets and increments it)."""
     cache: bool = False
-    retention_days: int | None = None
+    """Fetch results are cached on each node, and invalidated on every node by writes."""
+    cache_ttl: float = 30.0
+    """Seconds a cached fetch result is kept at most."""
+    cache_size: int = 1000
+    """Most fetch results cached per node for this template."""
+    consistency: Consistency = Consistency.PRIMARY
+    """Where fetches read unless the request says otherwise (``payload.consistency``)."""
 
 
 ANYONE = "*"
@@ -182,6 +250,16 @@ class Template:
     """Where the declaration came from (package resource or file path)."""
     distribution: str = ""
     """The installed distribution that shipped it."""
+
+    def needs(self) -> frozenset[str]:
+        """The adapter features serving this template takes (``beds.namaste.FEATURES``)."""
+        caps = self.capabilities
+        needed = {name for name in ("locking", "journal") if getattr(caps, name)}
+        if any(query.pageable for query in self.queries.values()):
+            needed.add("pagination")
+        if any(query.where for query in self.queries.values()):
+            needed.add("filters")
+        return frozenset(needed)
 
     def key_query(self) -> QuerySpec | None:
         """The query whose params are exactly the key, if the template declares one."""

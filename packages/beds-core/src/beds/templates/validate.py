@@ -12,18 +12,32 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from difflib import get_close_matches
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from beds.envelopes import Operation
-from beds.errors import UnsupportedOperation, ValidationFailed
+from beds.errors import MalformedRequest, UnsupportedOperation, ValidationFailed
 from beds.namaste import Query, Record
-from beds.templates.model import FieldSpec, FieldType, Template
+from beds.templates.model import (
+    HISTORY_QUERY,
+    Consistency,
+    FieldSpec,
+    FieldType,
+    FilterOp,
+    OrderKey,
+    QuerySpec,
+    Template,
+)
 from beds.values import json_type
 
-__all__ = ("validate_fetch", "validate_write")
+if TYPE_CHECKING:
+    from beds.pagination import Cursors
+
+__all__ = ("history_query", "validate_fetch", "validate_write")
 
 _MISSING = object()
-_FETCH_KEYS = frozenset({"query", "params", "limit"})
+_FETCH_KEYS = ("query", "params", "limit", "cursor", "consistency")
+_MAX_IN = 100
+"""Most values an ``in`` condition takes."""
 
 
 def _did_you_mean(name: object, candidates: Iterable[str]) -> str:
@@ -130,12 +144,19 @@ def _raise_if(problems: list[str], template: Template) -> None:
         )
 
 
+def _version(template: Template) -> tuple[str, ...]:
+    """The version field an update or delete must send (a template with locking)."""
+    caps = template.capabilities
+    return (caps.version_field,) if caps.locking else ()
+
+
 def validate_write(template: Template, operation: Operation, payload: Mapping[str, Any]) -> Record:
     """Validate a create, update or delete payload and return the record for the adapter.
 
     create: every declared param whose field is required must be present; absent optional
     params are passed as ``None``. update: key fields are required, other params are optional
     (absent ones are left unchanged) and at least one must be given. delete: exactly the key.
+    With locking, update and delete also require the version the sender read.
 
     Raises:
         UnsupportedOperation: the template does not declare the operation.
@@ -160,35 +181,48 @@ def validate_write(template: Template, operation: Operation, payload: Mapping[st
         for name in spec.params:
             record.setdefault(name, None)
     elif operation is Operation.UPDATE:
-        record = _check_record(template, payload, spec.params, template.key, "$.payload", problems)
-        if not set(payload) - set(template.key) and not problems:
+        pinned = (*template.key, *_version(template))
+        record = _check_record(template, payload, spec.params, pinned, "$.payload", problems)
+        if not set(payload) - set(pinned) and not problems:
             problems.append("$.payload: must change at least one field besides the key")
     else:
-        record = _check_record(template, payload, template.key, template.key, "$.payload", problems)
+        pinned = (*template.key, *_version(template))
+        record = _check_record(template, payload, pinned, pinned, "$.payload", problems)
     _raise_if(problems, template)
     return record
 
 
-def validate_fetch(template: Template, payload: Mapping[str, Any]) -> Query:
-    """Validate a fetch payload ``{"query": name, "params": {...}, "limit": n}``.
+def validate_fetch(
+    template: Template, payload: Mapping[str, Any], cursors: Cursors | None = None
+) -> Query:
+    """Validate a fetch payload ``{"query", "params", "limit", "cursor", "consistency"}``.
 
     ``query`` defaults to the template's default query; ``limit`` defaults to, and may not
-    exceed, the query's ``max_limit``.
+    exceed, the query's ``max_limit``; ``cursor`` (a pageable query's ``meta.next``, read with
+    ``cursors``) starts the page after the one that gave it; ``consistency`` defaults to the
+    template's (``cached`` only where the template caches). A journaled template also answers
+    the ``history`` query (params: the key).
 
     Raises:
         UnsupportedOperation: the template declares no queries.
         ValidationFailed: with one detail per problem, sorted.
+        MalformedRequest: a cursor that is not one of this query's (BEDS-400).
     """
-    if not template.queries:
+    history = history_query(template)
+    if not template.queries and history is None:
         raise UnsupportedOperation(f"template {template.name!r} does not support fetch")
     problems: list[str] = []
-    for name in sorted(set(payload) - _FETCH_KEYS):
+    for name in sorted(set(payload) - set(_FETCH_KEYS)):
         hint = _did_you_mean(name, _FETCH_KEYS)
-        problems.append(f"$.payload.{name}: is not a fetch key (query, params, limit){hint}")
+        keys = ", ".join(_FETCH_KEYS)
+        problems.append(f"$.payload.{name}: is not a fetch key ({keys}){hint}")
     query_name = payload.get("query", template.default_query)
     spec = template.queries.get(query_name) if isinstance(query_name, str) else None
+    if history is not None and query_name == HISTORY_QUERY:
+        spec = history
     if spec is None or spec.internal:
         queries = sorted(name for name, query in template.queries.items() if not query.internal)
+        queries = sorted([*queries, HISTORY_QUERY] if history is not None else queries)
         hint = _did_you_mean(query_name, queries)
         problems.append(f"$.payload.query: must be one of {', '.join(queries)}{hint}")
         _raise_if(problems, template)
@@ -197,9 +231,97 @@ def validate_fetch(template: Template, payload: Mapping[str, Any]) -> Query:
     if not isinstance(params, Mapping):
         problems.append(f"$.payload.params: must be an object, got {json_type(params)}")
         params = {}
-    values = _check_record(template, params, spec.params, spec.params, "$.payload.params", problems)
+    values = _check_params(template, spec, params, problems)
     limit = payload.get("limit", spec.max_limit)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= spec.max_limit:
         problems.append(f"$.payload.limit: must be an integer from 1 to {spec.max_limit}")
+    consistency = _consistency(template, payload, problems)
+    cursor = payload.get("cursor")
+    if cursor is not None and not spec.pageable:
+        problems.append(
+            f"$.payload.cursor: query {spec.name!r} has no declared order (order_by), so it "
+            "answers one page"
+        )
     _raise_if(problems, template)
-    return Query(spec=spec, params=values, limit=limit)
+    after = None
+    if cursor is not None and cursors is not None:
+        after = _after(template, spec, cursors.read(cursor, template.name, spec, values))
+    return Query(spec=spec, params=values, limit=limit, after=after, consistency=consistency)
+
+
+def history_query(template: Template) -> QuerySpec | None:
+    """The ``history`` query of a journaled template (``None``: it keeps no journal).
+
+    It takes the key and answers the record's journal entries, oldest first, paged by
+    ``at`` and ``event_id`` (docs/templates.md, "Journal").
+    """
+    if not template.capabilities.journal:
+        return None
+    return QuerySpec(
+        name=HISTORY_QUERY,
+        params=template.key,
+        max_limit=100,
+        order_by=(OrderKey(field="at"), OrderKey(field="event_id")),
+    )
+
+
+def _check_params(
+    template: Template, spec: QuerySpec, params: Mapping[str, Any], problems: list[str]
+) -> Record:
+    """Each param checked against the field its condition compares it with."""
+    record: Record = {}
+    for name in sorted(set(params) - set(spec.params)):
+        problems.append(
+            f"$.payload.params.{name}: is not a param of query {spec.name!r}"
+            f"{_did_you_mean(name, spec.params)}"
+        )
+    for name in spec.params:
+        path = f"$.payload.params.{name}"
+        if name not in params:
+            problems.append(f"{path}: is required")
+            continue
+        condition = spec.condition(name)
+        field = template.fields[condition.field]
+        value = params[name]
+        if condition.op is not FilterOp.IN:
+            record[name] = _check_value(field, value, path, problems)
+        elif not isinstance(value, list) or not 1 <= len(value) <= _MAX_IN:
+            problems.append(f"{path}: must be a list of 1 to {_MAX_IN} values")
+        else:
+            record[name] = [
+                _check_value(field, item, f"{path}[{n}]", problems) for n, item in enumerate(value)
+            ]
+    return record
+
+
+def _consistency(
+    template: Template, payload: Mapping[str, Any], problems: list[str]
+) -> Consistency:
+    asked = payload.get("consistency", template.capabilities.consistency.value)
+    try:
+        consistency = Consistency(asked) if isinstance(asked, str) else None
+    except ValueError:
+        consistency = None
+    if consistency is None:
+        choices = ", ".join(c.value for c in Consistency)
+        problems.append(f"$.payload.consistency: must be one of {choices}")
+        return Consistency.PRIMARY
+    if consistency is Consistency.CACHED and not template.capabilities.cache:
+        problems.append(f"$.payload.consistency: template {template.name!r} caches nothing")
+    return consistency
+
+
+def _after(template: Template, spec: QuerySpec, values: list[Any]) -> tuple[Any, ...]:
+    """A cursor's values in the form the adapter compares (datetimes as datetimes)."""
+    problems: list[str] = []
+    after = tuple(
+        value
+        if key.field not in template.fields
+        else _check_value(template.fields[key.field], value, "$.payload.cursor", problems)
+        for key, value in zip(spec.order_by, values, strict=True)
+    )
+    if problems:  # signed by a node with another template version: not ours to read
+        raise MalformedRequest(
+            "bad cursor", details=("$.payload.cursor: was made for another template version",)
+        )
+    return after

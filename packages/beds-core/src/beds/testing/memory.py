@@ -1,14 +1,18 @@
 """An in-memory NamasteCore for unit tests and embedding demos. Never a stand-in for integration.
 
-Records live in a dict per template, keyed by the template's key fields. Queries filter by
-equality on their params, in insertion order. Generated ``int`` fields count up from 1 and
-generated ``datetime`` fields take the current UTC time. Idempotency keys are kept in a dict
-(the same repeat rules as the real stores, :mod:`beds.idempotency`), for as long as the process.
+Records live in a dict per template, keyed by the template's key fields. Queries apply their
+params' conditions, in the declared order (else insertion order), after a cursor's position.
+Generated ``int`` fields count up from 1 (a locked template's version starts at 1 and counts
+its changes) and generated ``datetime`` fields take the current UTC time. Idempotency keys are
+kept in a dict (the same repeat rules as the real stores, :mod:`beds.idempotency`), and journal
+entries in a list per template, for as long as the process. It offers every adapter feature
+(:data:`beds.namaste.FEATURES`), as the reference the real stores are tested against.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 import time
 from typing import TYPE_CHECKING, Any
@@ -16,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from beds.envelopes import Operation
-from beds.errors import Conflict, NotFound
+from beds.errors import Conflict, NotFound, StaleVersion
 from beds.idempotency import encode_result, repeat_outcome
-from beds.templates.model import FieldType, Template
+from beds.namaste import FEATURES
+from beds.templates.model import FieldType, FilterOp, OrderKey, Template
 from beds.values import to_wire_record
 
 if TYPE_CHECKING:
@@ -46,10 +51,13 @@ class MemoryAdapter:
 
     idempotent_writes: bool = True
     """Writes honour idempotency keys (:class:`~beds.namaste.NamasteCore` capability)."""
+    features: frozenset[str] = frozenset(FEATURES)
+    """Every feature: locking, journal, pagination, filters."""
 
     def __init__(self, store: str = "memory") -> None:
         self.store = store
         self.tables: dict[str, dict[tuple[Any, ...], Record]] = {}
+        self.journals: dict[str, list[Record]] = {}
         self.idempotency: dict[str, _Claim] = {}
         self.calls: list[tuple[str, str]] = []
         self._ids = itertools.count(1)
@@ -76,8 +84,16 @@ class MemoryAdapter:
     def _key(self, template: Template, record: Record) -> tuple[Any, ...]:
         return tuple(record[name] for name in template.key)
 
-    async def _once(self, ctx: CallContext, write: Callable[[], Awaitable[Record]]) -> Record:
+    async def _once(
+        self,
+        ctx: CallContext,
+        write: Callable[[], Awaitable[Record]],
+        template: Template | None = None,
+        record: Record | None = None,
+    ) -> Record:
         """Run ``write`` at most once per idempotency key (every write when there is none)."""
+        if ctx.journal and template is not None and record is not None:
+            write = functools.partial(self._journaled, template, record, ctx, write)
         key = ctx.idempotency_key
         if key is None:
             return await write()
@@ -94,15 +110,61 @@ class MemoryAdapter:
         claim.result = encode_result(result)
         return result
 
+    async def _journaled(
+        self,
+        template: Template,
+        record: Record,
+        ctx: CallContext,
+        write: Callable[[], Awaitable[Record]],
+    ) -> Record:
+        """Run ``write`` and append its journal entry (in memory, so atomically)."""
+        table = self.tables.setdefault(template.name, {})
+        key = {name: record.get(name) for name in template.key}
+        before = table.get(self._key(template, key))
+        before = to_wire_record(before) if before is not None else None
+        result = await write()
+        if all(name in result for name in template.key):
+            key = {name: result[name] for name in template.key}
+        after = table.get(self._key(template, key))
+        entries = self.journals.setdefault(template.name, [])
+        if not any(entry["event_id"] == ctx.event_id for entry in entries):
+            entries.append(
+                {
+                    "event_id": ctx.event_id,
+                    "operation": _operation_of(before, after),
+                    "key": to_wire_record(key),
+                    "before": before,
+                    "after": to_wire_record(after) if after is not None else None,
+                    "principal": ctx.identity.handle if ctx.identity is not None else None,
+                    "origin": ctx.origin,
+                    "at": dt.datetime.now(dt.UTC).isoformat(),
+                }
+            )
+        return result
+
+    async def read_journal(
+        self, template: Template, key: Record, *, limit: int, after: tuple[Any, ...] | None
+    ) -> list[Record]:
+        """The journal entries of the record with ``key`` (``JournalStore``)."""
+        wanted = to_wire_record(dict(key))
+        entries = [e for e in self.journals.get(template.name, []) if e["key"] == wanted]
+        entries.sort(key=lambda entry: (entry["at"], entry["event_id"]))
+        if after is not None:
+            position = (_iso(after[0]), after[1])
+            entries = [e for e in entries if (e["at"], e["event_id"]) > position]
+        return entries[:limit]
+
     async def create(self, template: Template, record: Record, ctx: CallContext) -> Record:
         """Insert a record, filling generated fields."""
-        return await self._once(ctx, lambda: self._create(template, record))
+        return await self._once(ctx, lambda: self._create(template, record), template, record)
 
     async def _create(self, template: Template, record: Record) -> Record:
         self.calls.append(("create", template.name))
         row = dict(record)
         for field in template.fields.values():
-            if field.generated and field.type is FieldType.INT:
+            if template.capabilities.locking and field.name == template.capabilities.version_field:
+                row[field.name] = 1
+            elif field.generated and field.type is FieldType.INT:
                 row[field.name] = next(self._ids)
             elif field.generated and field.type is FieldType.DATETIME:
                 row[field.name] = dt.datetime.now(dt.UTC)
@@ -115,36 +177,54 @@ class MemoryAdapter:
         return to_wire_record({name: row.get(name) for name in returns or template.key})
 
     async def fetch(self, template: Template, query: Query, ctx: CallContext) -> list[Record]:
-        """Return records whose fields equal the query params."""
+        """Records meeting the params' conditions, in the declared order, after ``after``."""
         self.calls.append(("fetch", template.name))
+        spec = query.spec
         rows = [
             row
             for row in self.tables.get(template.name, {}).values()
-            if all(row.get(name) == value for name, value in query.params.items())
+            if all(
+                _meets(row.get(spec.condition(name).field), spec.condition(name).op, value)
+                for name, value in query.params.items()
+            )
         ]
+        if spec.order_by:
+            order = spec.order_by
+            rows.sort(key=functools.cmp_to_key(lambda a, b: _compare(order, a, b)))
+            if query.after is not None:
+                position = {key.field: value for key, value in zip(order, query.after, strict=True)}
+                rows = [row for row in rows if _compare(order, row, position) > 0]
         return [to_wire_record(row) for row in rows[: query.limit]]
 
     async def update(self, template: Template, record: Record, ctx: CallContext) -> Record:
-        """Change the given fields of the record with this key."""
-        return await self._once(ctx, lambda: self._update(template, record))
+        """Change the given fields of the record with this key (at its version, if locked)."""
+        return await self._once(ctx, lambda: self._update(template, record), template, record)
 
     async def _update(self, template: Template, record: Record) -> Record:
         self.calls.append(("update", template.name))
         row = self.tables.get(template.name, {}).get(self._key(template, record))
         if row is None:
             raise NotFound("no record has that key")
-        row.update(record)
+        changes = dict(record)
+        version = _check_version(template, row, changes)
+        row.update(changes)
+        if version is not None:
+            row[version] += 1
         returns = template.operations[Operation.UPDATE].returns
         return to_wire_record({name: row.get(name) for name in returns or template.key})
 
     async def delete(self, template: Template, key: Record, ctx: CallContext) -> Record:
-        """Remove the record with this key."""
-        return await self._once(ctx, lambda: self._delete(template, key))
+        """Remove the record with this key (at its version, if locked)."""
+        return await self._once(ctx, lambda: self._delete(template, key), template, key)
 
     async def _delete(self, template: Template, key: Record) -> Record:
         self.calls.append(("delete", template.name))
-        if self.tables.get(template.name, {}).pop(self._key(template, key), None) is None:
+        table = self.tables.get(template.name, {})
+        row = table.get(self._key(template, key))
+        if row is None:
             raise NotFound("no record has that key")
+        _check_version(template, row, dict(key))
+        del table[self._key(template, key)]
         return {"deleted": 1}
 
     async def apply_schema(self, files: Sequence[SchemaFile]) -> list[str]:
@@ -153,3 +233,52 @@ class MemoryAdapter:
 
     async def aclose(self) -> None:
         """Nothing to close."""
+
+
+def _check_version(template: Template, row: Record, sent: Record) -> str | None:
+    """The version field of a locked template, once ``sent`` is found current (it is removed)."""
+    if not template.capabilities.locking:
+        return None
+    field = template.capabilities.version_field
+    if sent.pop(field, None) != row[field]:
+        raise StaleVersion(
+            "the record changed since it was read", details=(f"current_version: {row[field]}",)
+        )
+    return field
+
+
+def _operation_of(before: Record | None, after: Record | None) -> str:
+    if before is None:
+        return Operation.CREATE.value
+    return Operation.DELETE.value if after is None else Operation.UPDATE.value
+
+
+def _iso(value: Any) -> str:
+    return value.isoformat() if isinstance(value, dt.datetime) else str(value)
+
+
+def _meets(field: Any, op: FilterOp, value: Any) -> bool:
+    if op is FilterOp.EQ:
+        return bool(field == value)
+    if op is FilterOp.IN:
+        return bool(field in value)
+    if field is None:
+        return False
+    comparisons: dict[FilterOp, bool] = {
+        FilterOp.GT: field > value,
+        FilterOp.GTE: field >= value,
+        FilterOp.LT: field < value,
+        FilterOp.LTE: field <= value,
+    }
+    return comparisons[op]
+
+
+def _compare(order: Sequence[OrderKey], a: Record, b: Record) -> int:
+    """Compare two records (or a record and a cursor position) in a declared order."""
+    for key in order:
+        left: Any = a.get(key.field)  # declared order fields are never null
+        right: Any = b.get(key.field)
+        if left != right:
+            less = bool(left < right)
+            return (1 if less else -1) if key.descending else (-1 if less else 1)
+    return 0

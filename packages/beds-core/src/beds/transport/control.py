@@ -148,6 +148,11 @@ class ControlChannel:
         self._channel: AbstractChannel | None = None
         self._publisher: AbstractChannel | None = None
 
+    @property
+    def live(self) -> bool:
+        """Whether the node reads the stream now (events are not being missed)."""
+        return self._channel is not None and not self._channel.is_closed
+
     def subscribe(self, kind: str, handler: Handler) -> None:
         """Call ``handler`` with every event of ``kind`` (replayed ones included)."""
         self._handlers.setdefault(kind, []).append(handler)

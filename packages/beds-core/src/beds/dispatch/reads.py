@@ -1,0 +1,91 @@
+"""Fetches: a page of records from the cache, the store or the journal, and the next cursor.
+
+A pageable query (``order_by``) asks its adapter for one record more than the page: if it
+comes, there is a next page, and ``meta.next`` is the cursor after the page's last record
+(:mod:`beds.pagination`). A journaled template's ``history`` query is read from its journal.
+A fetch with consistency ``cached`` of a cached template is answered from the node's fetch
+cache when it has the page (:mod:`beds.dispatch.cache`), else from the primary.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING
+
+import attrs
+
+from beds.envelopes import Consistency
+from beds.errors import UnsupportedOperation
+from beds.namaste import JournalStore, Record
+from beds.templates.model import HISTORY_QUERY
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from beds.dispatch.cache import FetchCache
+    from beds.namaste import CallContext, NamasteCore, Query
+    from beds.pagination import Cursors
+    from beds.templates.model import Template
+
+__all__ = ("Page", "read_page", "serve_fetch")
+
+
+@attrs.frozen
+class Page:
+    """What a fetch answers: its records (``data``), and the ``meta`` that goes with them."""
+
+    records: list[Record]
+    next: str | None = None
+    """The cursor of the next page (``meta.next``), if there is one."""
+    cached: bool = False
+    """Answered from the node's fetch cache (``meta.cached``)."""
+
+
+async def read_page(
+    adapter: NamasteCore, template: Template, query: Query, ctx: CallContext, cursors: Cursors
+) -> Page:
+    """Run ``query`` for one page.
+
+    Raises:
+        UnsupportedOperation: a history query on a store that keeps no journal.
+    """
+    spec = query.spec
+    asked = attrs.evolve(query, limit=query.limit + 1) if spec.pageable else query
+    if spec.name == HISTORY_QUERY and template.capabilities.journal:
+        if not isinstance(adapter, JournalStore):
+            raise UnsupportedOperation(f"store {adapter.store!r} keeps no journal")
+        rows = await adapter.read_journal(
+            template, dict(query.params), limit=asked.limit, after=query.after
+        )
+    else:
+        rows = await adapter.fetch(template, asked, ctx)
+    if not spec.pageable or len(rows) <= query.limit:
+        return Page(rows)
+    rows = rows[: query.limit]
+    return Page(rows, next=cursors.make(template.name, spec, query.params, rows[-1]))
+
+
+async def serve_fetch(
+    template: Template,
+    adapter: NamasteCore,
+    query: Query,
+    ctx: CallContext,
+    *,
+    cursors: Cursors,
+    cache: FetchCache | None,
+    store: Callable[[Callable[[], Awaitable[Page]]], Awaitable[Page]],
+) -> Page:
+    """The page ``query`` asks for; ``store`` runs a store call (deadline, retries, lineage)."""
+    if query.consistency is not Consistency.CACHED or cache is None:
+        return await store(partial(read_page, adapter, template, query, ctx, cursors))
+    if not cache.caches(template.name):
+        return await store(partial(read_page, adapter, template, query, ctx, cursors))
+    key = cache.key(template, query, ctx.principal)
+    kept = cache.get(template.name, key)
+    if isinstance(kept, Page):
+        return attrs.evolve(kept, cached=True)
+    generation = cache.generation(template.name)
+    primary = attrs.evolve(query, consistency=Consistency.PRIMARY)
+    page = await store(partial(read_page, adapter, template, primary, ctx, cursors))
+    cache.put(template.name, key, generation, page)
+    return page
