@@ -9,7 +9,12 @@ characters, and may name ``id`` in keys and query filters (invalid text is ``Val
 Any other template never sees ``_id``: every projection excludes it.
 
 Every driver exception is translated at this boundary (:mod:`beds_rec.errors`). Writes with an
-idempotency key run at most once (:mod:`beds_rec.idempotency`).
+idempotency key run at most once (:mod:`beds_rec.idempotency`). The client's options, TLS
+included, and the words for a failed connection come from :mod:`beds_rec.connect`.
+
+Why this module is long: it is the REC store's whole ``NamasteCore`` (start, verify, the four
+operations with the recovery of keyed writes, lineage events, schema apply) over one client;
+the parts that stand alone (bindings, errors, idempotency, connecting) have their own modules.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import pymongo
 from pymongo import AsyncMongoClient, ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, ServerSelectionTimeoutError
 
 from beds.envelopes import WRITE_OPERATIONS, Operation
 from beds.errors import (
@@ -33,6 +38,7 @@ from beds.errors import (
     UnsupportedOperation,
 )
 from beds_rec.bindings import CREATED_AT, TemplatePlan, plan_template
+from beds_rec.connect import client_options, unreachable
 from beds_rec.embedded import open_embedded
 from beds_rec.errors import database_call, map_exceptions
 from beds_rec.events import COLLECTION as EVENTS_COLLECTION
@@ -82,6 +88,9 @@ class RecAdapter:
     """
 
     store = "rec"
+    features: frozenset[str] = frozenset()
+    """No template features beyond CRUD yet (:data:`beds.namaste.FEATURES`): templates that
+    need one are refused when the node starts."""
 
     def __init__(self, settings: StoreSettings) -> None:
         self.settings = parse_settings(settings)
@@ -121,7 +130,8 @@ class RecAdapter:
         """Start the embedded server if configured, connect, and ping the server.
 
         Raises:
-            StoreUnavailable: the server cannot be reached within ``server_selection_timeout``.
+            StoreUnavailable: the server cannot be reached within ``server_selection_timeout``;
+                ``details`` say why for each server (:func:`beds_rec.connect.unreachable`).
         """
         if self._client is not None:
             return
@@ -138,12 +148,12 @@ class RecAdapter:
                         details=[f"error: {type(exc).__name__}"],
                     ) from exc
             with map_exceptions():
-                self._client = AsyncMongoClient(
-                    uri,
-                    serverSelectionTimeoutMS=round(self.settings.server_selection_timeout * 1000),
-                    appname="beds-rec",
-                )
-                await self._client.admin.command("ping")
+                self._client = AsyncMongoClient(uri, **client_options(self.settings))
+                try:
+                    await self._client.admin.command("ping")
+                except ServerSelectionTimeoutError as exc:
+                    # Say why (a refused certificate, a plaintext server), not "unreachable".
+                    raise unreachable(self._client, self.settings) from exc
             self._db = self._client.get_database(
                 self.settings.database, codec_options=CODEC_OPTIONS
             )
