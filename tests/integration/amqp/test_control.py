@@ -122,7 +122,10 @@ async def test_trust_per_kind_and_untrusted_events_are_dead_lettered_with_a_code
     from beds.dlq import DeadLetterQueue
 
     # guest (every test connection) is trusted for test.note only: other kinds need beds-app.
-    trust = '[control]\ntrusted_users = ["beds-app"]\n[control.trusted_by_kind]\n"test.note" = ["guest"]\n'
+    trust = (
+        '[control]\ntrusted_users = ["beds-app"]\n'
+        '[control.trusted_by_kind]\n"test.note" = ["guest"]\n'
+    )
     async with start_node(trust) as node:
         control = node.control
         assert control is not None

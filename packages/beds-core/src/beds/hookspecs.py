@@ -14,7 +14,9 @@ if TYPE_CHECKING:
     from beds.auth.principal import Principal
     from beds.envelopes import Request, Response
     from beds.handlers import HandlerRegistry
+    from beds.namaste import StoreSettings
     from beds.nodeinfo import NodeInfo
+    from beds.provision.needs import StoreProvisioner
     from beds.registry import AdapterRegistry, TemplateRegistry
     from beds.templates.model import Template
 
@@ -27,6 +29,7 @@ __all__ = (
     "beds_register_adapters",
     "beds_register_handlers",
     "beds_register_templates",
+    "beds_store_provisioner",
 )
 
 _spec = pluggy.HookspecMarker("beds")
@@ -161,4 +164,25 @@ def beds_after_dispatch(request: Request, response: Response) -> Any:
         ``None``, or an awaitable the broker awaits.
 
     .. versionadded:: 0.1
+    """
+
+
+@_spec
+def beds_store_provisioner(settings: StoreSettings) -> StoreProvisioner | None:
+    """Describe and provision the service accounts of a store this plugin serves.
+
+    Called by ``beds provision`` and ``beds check --production`` only (never by a serving
+    node), once per store, on every plugin; the one that serves ``settings.store`` answers.
+
+    Args:
+        settings: the store's configuration table (``[stores.<name>]``).
+
+    Returns:
+        a :class:`beds.provision.needs.StoreProvisioner` built from ``settings``, or ``None``
+        for a store of another plugin.
+
+    Raises:
+        ConfigError: the table is invalid (the message names the key).
+
+    .. versionadded:: 0.2
     """

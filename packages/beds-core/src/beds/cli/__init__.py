@@ -12,6 +12,7 @@ module             commands
 ``templates``      ``beds templates``: the installed templates
 ``plugins``        ``beds plugins``: the loaded plugins
 ``schema``         ``beds schema apply``: install the template packages' DBA schema
+``provision``      ``beds provision rabbitmq|mariadb|mongodb``: one account per node role
 ``dlq``            ``beds dlq list|replay|purge``: the dead-letter queue
 ``status``         ``beds status``: the live status of a running node
 ``common``         options, config loading, errors, exit codes and JSON output they share
@@ -34,8 +35,10 @@ from beds.cli import (
     call,
     check,
     dlq,
+    journal,
     lineage,
     plugins,
+    provision,
     run,
     schema,
     status,
@@ -101,10 +104,12 @@ for _command in (
     call.call,
     check.check,
     dlq.dlq,
+    journal.journal,
     lineage.lineage,
     auth.login,
     auth.logout,
     plugins.plugins,
+    provision.provision,
     run.run,
     schema.schema,
     status.status,
