@@ -80,7 +80,7 @@ def test_lineage_and_audit_through_an_admin_node(deployment: tuple[Path, Start])
     data = record["data"]
     assert data["key"] == {"handle": handle}
     assert (data["before"]["display_name"], data["after"]["display_name"]) == ("A", "B")
-    assert data["origin"] == "cli"
+    assert data["origin"] == "guest"  # the AMQP user RabbitMQ vouched for, not meta.origin
     assert record["parent_id"] == updated["meta"]["event_id"]
 
 

@@ -675,6 +675,27 @@ def test_a_secret_comes_from_a_file_named_by_a_FILE_variable(
     assert "No such file" in str(missing.value)
 
 
+def test_a_path_key_is_set_by_its_own_variable_and_a_secret_path_by_a_FILE_one(
+    write: Callable[..., Path], tmp_path: Path
+) -> None:
+    base = write("schema_version = 1\n")
+    config = load_config(
+        base,
+        environ={
+            "BEDS__AMQP__TLS__CA_FILE": "/etc/beds/ca.pem",
+            "BEDS__STORES__REL__TLS__KEY_FILE": "/etc/beds/db.key",
+            "BEDS__AUTH__OIDC__JWKS_FILE": "/etc/beds/jwks.json",
+        },
+    )
+    assert config.amqp.tls.ca_file == "/etc/beds/ca.pem"
+    assert config.stores["rel"]["tls"] == {"key_file": "/etc/beds/db.key"}
+    assert config.auth.oidc.jwks_file == "/etc/beds/jwks.json"
+    held = tmp_path / "where-the-cert-is"
+    held.write_text("/run/secrets/cert.pem\n", encoding="utf-8")
+    config = load_config(base, environ={"BEDS__AMQP__TLS__CERT_FILE_FILE": str(held)})
+    assert config.amqp.tls.cert_file == "/run/secrets/cert.pem"
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     scheme=st.sampled_from(["amqp", "amqps", "http", "", "amqp:"]),

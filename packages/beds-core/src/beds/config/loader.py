@@ -109,6 +109,10 @@ def _parse_env_value(text: str) -> Any:
 
 
 _FILE_SUFFIX = "_FILE"
+_PATH_KEYS = frozenset({"ca_file", "cert_file", "key_file", "jwks_file"})
+"""Keys whose value is a file's path (``amqp.tls.ca_file``): their variables set the path, so
+``BEDS__AMQP__TLS__CA_FILE=/etc/beds/ca.pem`` works like the TOML key. Any other key's
+``…_FILE`` variable names a secret file."""
 
 
 def _read_secret(path: str, name: str, key: str) -> str:
@@ -143,7 +147,11 @@ def _apply_environment(
             )
         table: dict[str, Any] = data
         path: list[str] = []
-        from_file = parts[-1].upper().endswith(_FILE_SUFFIX) and len(parts[-1]) > len(_FILE_SUFFIX)
+        from_file = (
+            parts[-1].upper().endswith(_FILE_SUFFIX)
+            and len(parts[-1]) > len(_FILE_SUFFIX)
+            and parts[-1].lower() not in _PATH_KEYS
+        )
         if from_file:  # BEDS__AMQP__URL_FILE=/run/secrets/amqp_url: the key's value in a file
             parts[-1] = parts[-1][: -len(_FILE_SUFFIX)]
         for depth, part in enumerate(parts):
