@@ -1,92 +1,61 @@
-"""A RabbitMQ node with a TLS listener only, started for the session on loopback ports.
+"""Session servers of the TLS tests: a TLS-only RabbitMQ node and a TLS-only MariaDB server.
 
-Certificates are made per run (trustme). The node runs beside the machine's RabbitMQ with its
-own node name, ports, data folder and an empty plugin list, and is stopped by its PID.
+Both are started by :mod:`tests.integration.tls.servers` (shared with the benchmarks) on free
+loopback ports, in folders from ``tempfile.mkdtemp`` (not pytest's temporary folder: that is
+private to this user, and the servers may run as their own users), with certificates made per
+run; they are stopped by their PID and their folders removed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import signal
-import subprocess
-import time
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
-from tests.integration.tls.helpers import TlsBroker, free_port, port_open
+from tests.integration.tls.helpers import TlsBroker
+from tests.integration.tls.servers import (
+    ServerNotStarted,
+    TlsMariadb,
+    tls_mariadb,
+    tls_rabbitmq,
+)
+
+T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def _started(server: contextlib.AbstractContextManager[T]) -> Iterator[T]:
+    """Enter a server's context; one that does not start fails the tests that need it."""
+    with contextlib.ExitStack() as stack:
+        try:
+            running = stack.enter_context(server)
+        except ServerNotStarted as exc:
+            pytest.fail(str(exc), pytrace=False)
+        yield running
 
 
 @pytest.fixture(scope="session")
 def tls_broker() -> Iterator[TlsBroker]:
-    import tempfile
-
-    import trustme
-
-    server = shutil.which("rabbitmq-server")
-    if server is None:
-        pytest.fail("rabbitmq-server is needed for the TLS tests", pytrace=False)
-    # Not under pytest's temporary folder: that is private to this user, and the node may run
-    # as the rabbitmq user.
     folder = Path(tempfile.mkdtemp(prefix="beds-tls-rabbitmq-"))
-    folder.chmod(0o755)
-    ca = trustme.CA()
-    ca.cert_pem.write_to_path(str(folder / "ca.pem"))
-    issued = ca.issue_cert("localhost", "127.0.0.1")
-    issued.private_key_pem.write_to_path(str(folder / "key.pem"))
-    issued.cert_chain_pems[0].write_to_path(str(folder / "cert.pem"))
-    port, dist = free_port(), free_port()
-    (folder / "rabbitmq.conf").write_text(
-        "listeners.tcp = none\n"
-        f"listeners.ssl.default = 127.0.0.1:{port}\n"
-        f"ssl_options.cacertfile = {folder / 'ca.pem'}\n"
-        f"ssl_options.certfile = {folder / 'cert.pem'}\n"
-        f"ssl_options.keyfile = {folder / 'key.pem'}\n"
-        "ssl_options.verify = verify_none\n"
-        "ssl_options.fail_if_no_peer_cert = false\n",
-        encoding="utf-8",
-    )
-    (folder / "enabled_plugins").write_text("[].\n", encoding="utf-8")
-    for sub in ("mnesia", "log"):
-        (folder / sub).mkdir()
-    # The Debian rabbitmq-server script runs the node as the rabbitmq user when started as root.
-    if os.geteuid() == 0:
-        for path in (folder, *folder.iterdir()):
-            shutil.chown(path, "rabbitmq", "rabbitmq")
-    node = f"beds_tls_{port}@localhost"
-    env = {
-        **os.environ,
-        "RABBITMQ_NODENAME": node,
-        "RABBITMQ_DIST_PORT": str(dist),
-        "RABBITMQ_MNESIA_BASE": str(folder / "mnesia"),
-        "RABBITMQ_LOG_BASE": str(folder / "log"),
-        "RABBITMQ_CONFIG_FILE": str(folder / "rabbitmq.conf"),
-        "RABBITMQ_ENABLED_PLUGINS_FILE": str(folder / "enabled_plugins"),
-        "RABBITMQ_PID_FILE": str(folder / "pid"),
-    }
-    process = subprocess.Popen(
-        [server], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not port_open(port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the TLS RabbitMQ node did not start (logs in {folder})")
-            time.sleep(0.3)
-        yield TlsBroker(port=port, folder=folder, ca_file=str(folder / "ca.pem"), ca=ca)
-    finally:
-        pid_file = folder / "pid"
-        pid = int(pid_file.read_text().strip()) if pid_file.exists() else None
-        for target in filter(None, (pid, process.pid)):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(target, signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        while port_open(port) and time.monotonic() < deadline:
-            time.sleep(0.3)
-        if pid is not None and port_open(port):
-            os.kill(pid, signal.SIGKILL)
-        process.wait(timeout=30)
-        shutil.rmtree(folder, ignore_errors=True)
+    with _started(tls_rabbitmq(folder)) as broker:
+        yield broker
+
+
+@pytest.fixture(scope="session")
+def tls_mariadb_server() -> Iterator[TlsMariadb]:
+    """A mariadbd with ``require_secure_transport = ON`` and a good certificate."""
+    folder = Path(tempfile.mkdtemp(prefix="beds-tls-mariadb-"))
+    with _started(tls_mariadb(folder)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def bad_cert_mariadb(tls_mariadb_server: TlsMariadb) -> Iterator[TlsMariadb]:
+    """A second TLS mariadbd (same CA) whose certificate a test swaps for a bad one."""
+    folder = Path(tempfile.mkdtemp(prefix="beds-tls-mariadb-bad-"))
+    with _started(tls_mariadb(folder, ca=tls_mariadb_server.ca)) as server:
+        yield server

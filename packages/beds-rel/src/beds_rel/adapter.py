@@ -36,7 +36,7 @@ from beds.errors import (
 from beds.templates.model import FieldType
 from beds.values import to_wire, to_wire_record
 from beds_rel.bindings import Call, TemplatePlan, plan_template
-from beds_rel.errors import is_clean, map_exceptions
+from beds_rel.errors import connecting, is_clean, map_exceptions
 from beds_rel.idempotency import CALLS as IDEMPOTENCY_CALLS
 from beds_rel.idempotency import PURGE, schema_file, write_once
 from beds_rel.schema import apply_schema_files
@@ -67,6 +67,9 @@ class RelAdapter:
     """The REL store: MariaDB/MySQL stored procedures, views and functions by name."""
 
     store = "rel"
+    features: frozenset[str] = frozenset()
+    """No template features beyond CRUD yet (:data:`beds.namaste.FEATURES`): templates that
+    need one are refused when the node starts."""
 
     def __init__(self, settings: RelSettings) -> None:
         self.settings = settings
@@ -103,7 +106,8 @@ class RelAdapter:
         """Open the pool and check that the database answers.
 
         Raises:
-            StoreUnavailable: MariaDB cannot be reached or refuses the credentials.
+            StoreUnavailable: MariaDB cannot be reached, refuses the credentials, or the TLS
+                handshake fails (the message says why and names the key to change).
             DatabaseObjectMissing: the configured database does not exist.
         """
         if self._pool is not None:
@@ -111,7 +115,7 @@ class RelAdapter:
         settings = self.settings
         pool = asyncmy.Pool(settings.pool_min, settings.pool_max, **settings.connect_kwargs())
         try:
-            with map_exceptions(objects=(settings.database,)):
+            with connecting(settings):
                 async with pool.acquire() as conn, conn.cursor() as cursor:
                     await cursor.execute("SELECT 1")
         except BaseException:
@@ -123,10 +127,10 @@ class RelAdapter:
     async def optional_checks(self) -> list[tuple[str, str | None]]:
         """IPL's optional checks: each secondary answers (name, ``None``) or why not."""
         results: list[tuple[str, str | None]] = []
-        for secondary in self.settings.secondaries:
+        for index, secondary in enumerate(self.settings.secondaries):
             name = f"store rel secondary {secondary.host}:{secondary.port}"
             try:
-                with map_exceptions(objects=(secondary.database,)):
+                with connecting(secondary, url_key=f"stores.rel.secondaries[{index}]"):
                     async with asyncio.timeout(secondary.connect_timeout):
                         conn = await asyncmy.connect(**secondary.connect_kwargs())
                     try:
@@ -291,7 +295,8 @@ class RelAdapter:
             The names of the files applied.
         """
         own = [schema_file()] if self.settings.idempotency else []
-        return await apply_schema_files(self.settings, [*own, *files])
+        with connecting(self.settings):
+            return await apply_schema_files(self.settings, [*own, *files])
 
     async def aclose(self) -> None:
         """Close the pool after in-flight calls return; safe to call twice."""

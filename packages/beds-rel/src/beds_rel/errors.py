@@ -7,8 +7,8 @@ MariaDB / asyncmy condition (errno)                        BEDS error
 =========================================================  ===========================
 cannot connect, lost, gone away (2002, 2003, 2005, 2006,   ``StoreUnavailable``
 2013…), too many connections (1040), access denied
-(1044, 1045), shutdown (1053), killed (1927),
-``InterfaceError``, ``OSError``
+(1044, 1045), shutdown (1053), killed (1927), TLS
+required (3159), ``InterfaceError``, ``OSError``
 lock wait timeout (1205), deadlock (1213)                  ``StoreBusy`` (transient)
 duplicate key (1062, 1022, 1169, 1586), foreign key        ``Conflict``
 (1216, 1217, 1451, 1452, 1557, 1761, 1762), a ``SIGNAL``
@@ -20,6 +20,9 @@ anything else                                              ``StoreError``
 
 Messages are fixed per condition; the server's text goes into ``details`` (it is deterministic
 for the same input and schema), while client-side texts (host names, OS errors) are left out.
+
+Opening a connection can fail for reasons an operator fixes in the configuration:
+:func:`connect_problem` puts those in words naming the keys (``stores.rel.tls``, the URL's key).
 """
 
 from __future__ import annotations
@@ -38,11 +41,14 @@ from beds.errors import (
     StoreError,
     StoreUnavailable,
 )
+from beds.transport.tls import handshake_problem
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
-__all__ = ("map_exceptions", "translate")
+    from beds_rel.settings import RelSettings
+
+__all__ = ("connect_problem", "connecting", "map_exceptions", "translate")
 
 _UNAVAILABLE: dict[int, str] = {
     1040: "MariaDB has too many connections",
@@ -57,6 +63,7 @@ _UNAVAILABLE: dict[int, str] = {
     2012: "cannot connect to MariaDB: handshake failed",
     2013: "lost the connection to MariaDB",
     2026: "cannot connect to MariaDB: TLS failed",
+    3159: "MariaDB requires TLS (require_secure_transport): add [stores.rel.tls]",
 }
 _BUSY: dict[int, str] = {
     1205: "MariaDB gave up waiting for a lock",
@@ -142,3 +149,77 @@ def map_exceptions(*, objects: Sequence[str] = ()) -> Iterator[None]:
         if mapped is None:  # pragma: no cover - every caught type maps
             raise
         raise mapped from exc
+
+
+def connect_problem(
+    exc: BaseException | None, *, tls: bool, url_key: str = "stores.rel.url"
+) -> StoreUnavailable | None:
+    """Why opening a connection failed, naming the keys to change, when the configuration is why.
+
+    Covers a TLS handshake that failed (the server's certificate refused, or no TLS on the
+    server) and a login the server refused, which may be a server that takes TLS connections
+    only: MySQL says so (error 3159), but MariaDB answers "access denied" (1045) as for a wrong
+    password, so a plaintext login refused says both.
+
+    Args:
+        exc: the driver exception (the ``__cause__`` of the mapped ``StoreUnavailable``).
+        tls: whether the connection used TLS (``[stores.rel.tls]`` is present).
+        url_key: the key of the URL connected to (``stores.rel.secondaries[0]``).
+
+    Returns:
+        The error to raise instead, or ``None`` when the plain translation says it already.
+    """
+    if exc is None:
+        return None
+    errno = _errno_text(exc)[0] if isinstance(exc, my_errors.MySQLError) else 0
+    reason = handshake_problem(exc)
+    if reason is not None:
+        return StoreUnavailable(
+            f"cannot connect to the MariaDB server of {url_key} over TLS ([stores.rel.tls]): "
+            f"{reason.rstrip('.')}; {_tls_hint(reason)}",
+            details=(f"MariaDB error {errno}",) if errno else (),
+        )
+    if errno == 3159:
+        return StoreUnavailable(
+            f"the server of {url_key} requires TLS: add [stores.rel.tls]",
+            details=("MariaDB error 3159",),
+        )
+    if errno == 1045 and not tls:
+        return StoreUnavailable(
+            f"MariaDB refused the login of {url_key} over a plaintext connection: check its user "
+            "and password, or, if the server requires TLS (require_secure_transport), add "
+            "[stores.rel.tls]",
+            details=("MariaDB error 1045",),
+        )
+    return None
+
+
+@contextlib.contextmanager
+def connecting(settings: RelSettings, *, url_key: str = "stores.rel.url") -> Iterator[None]:
+    """:func:`map_exceptions` around opening a connection to the server of ``settings``.
+
+    A cause the configuration can fix (TLS, a server that requires TLS) is said in the words of
+    :func:`connect_problem`, naming ``url_key`` and ``stores.rel.tls``.
+    """
+    try:
+        with map_exceptions(objects=(settings.database,)):
+            yield
+    except StoreUnavailable as exc:
+        cause = exc.__cause__
+        better = connect_problem(cause, tls=settings.tls is not None, url_key=url_key)
+        if better is None:
+            raise
+        raise better from cause
+
+
+def _tls_hint(reason: str) -> str:
+    if "mismatch" in reason:  # "Hostname mismatch", "IP address mismatch"
+        return (
+            "the host of the URL is not a name in the server's certificate: use one it holds, or "
+            "set stores.rel.tls.verify_identity = false for an IP address it lacks"
+        )
+    if "expired" in reason or "not yet valid" in reason:
+        return "the server needs a valid certificate"
+    if "certificate was refused" in reason:
+        return "stores.rel.tls.ca_file must hold the CA that signed the server's certificate"
+    return "does the server have TLS on (have_ssl)?"

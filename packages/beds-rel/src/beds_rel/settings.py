@@ -11,23 +11,37 @@ key                default    meaning
                               development); every call goes to ``url``, the master
 ``idempotency``    true       honour idempotency keys (needs beds-rel's ``beds_idempotency_*``
                               objects, which ``beds schema apply`` installs)
+``tls``            absent     a sub-table ``[stores.rel.tls]``; present: every connection (``url``
+                              and ``secondaries``) uses TLS and verifies the server's certificate
+``tls.ca_file``    ""         PEM file of the CAs that sign the server's certificate; empty: the
+                              system's CAs
+``tls.cert_file``  ""         PEM file of a client certificate, when the server asks for one
+``tls.key_file``   ""         its private key (empty: it is in ``cert_file``)
+``tls.verify_      true       check that the URL's host is a name in the server's certificate;
+identity``                    ``false`` only for a server addressed by an IP address its
+                              certificate lacks (the production policy flags it)
 =================  =========  ===================================================================
 
 The table is structured with cattrs like the rest of the configuration
 (:func:`beds.config.structure_table`): every problem raises :class:`~beds.errors.ConfigError`
 ``stores.rel.<key>: <problem>`` naming the file and the key path. Messages never repeat the URL,
-because it may hold a password.
+because it may hold a password. The TLS context is built here, when the table is parsed, so a
+TLS file that cannot be used (missing, not PEM, an expired client certificate) stops the node at
+start-up, naming ``stores.rel.tls.<key>``, before any connection is tried.
 """
 
 from __future__ import annotations
 
 import re
+import ssl
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import attrs
 
 from beds.config import FieldValueError, structure_table
+from beds.errors import ConfigError
+from beds.transport.tls import client_context
 
 if TYPE_CHECKING:
     from beds.namaste import StoreSettings
@@ -54,6 +68,8 @@ class RelSettings:
     idempotency: bool = True
     secondaries: tuple[RelSettings, ...] = ()
     """Replicas of the master: checked at start-up only."""
+    tls: ssl.SSLContext | None = attrs.field(default=None, eq=False, repr=False)
+    """The client context of ``[stores.rel.tls]`` (``None``: plaintext), shared by secondaries."""
 
     def connect_kwargs(self, *, with_database: bool = True) -> dict[str, Any]:
         """Return the keyword arguments for ``asyncmy.connect`` (and ``asyncmy.Pool``)."""
@@ -70,6 +86,9 @@ class RelSettings:
         }
         if with_database:
             kwargs["database"] = self.database
+        if self.tls is not None:
+            # asyncmy takes an SSLContext as it is and upgrades after the server's greeting.
+            kwargs["ssl"] = self.tls
         return kwargs
 
 
@@ -83,13 +102,14 @@ def parse_settings(settings: StoreSettings) -> RelSettings:
         The settings with defaults applied and the URLs taken apart.
 
     Raises:
-        ConfigError: an unknown key, a missing ``url`` or a bad value; names the key path
-            (``stores.rel.pool_max``) and the file.
+        ConfigError: an unknown key, a missing ``url``, a bad value or a TLS file that cannot be
+            used; names the key path (``stores.rel.pool_max``, ``stores.rel.tls.ca_file``) and
+            the file.
     """
-    table = structure_table(
-        settings.options, _Table, key=f"stores.{settings.store}", file=settings.file
-    )
+    key = f"stores.{settings.store}"
+    table = structure_table(settings.options, _Table, key=key, file=settings.file)
     timeout = table.connect_timeout
+    tls = None if table.tls is None else _tls_context(table.tls, key=key, file=settings.file)
     return RelSettings(
         **_url_parts(table.url),
         pool_min=table.pool_min,
@@ -97,9 +117,25 @@ def parse_settings(settings: StoreSettings) -> RelSettings:
         connect_timeout=timeout,
         idempotency=table.idempotency,
         secondaries=tuple(
-            RelSettings(**_url_parts(url), connect_timeout=timeout) for url in table.secondaries
+            RelSettings(**_url_parts(url), connect_timeout=timeout, tls=tls)
+            for url in table.secondaries
         ),
+        tls=tls,
     )
+
+
+def _tls_context(table: _TlsTable, *, key: str, file: str | None) -> ssl.SSLContext:
+    try:
+        context = client_context(table, key=f"{key}.tls")
+    except ConfigError as exc:
+        # client_context names the key but cannot know the file: say both, like every other
+        # problem of the table.
+        problem = str(exc).removesuffix(f" (key {exc.key})")
+        raise ConfigError(f"{exc.key}: {problem}", key=exc.key, file=file) from None
+    if not table.verify_identity:
+        # The chain is still verified against ca_file; only the host name check is off.
+        context.check_hostname = False
+    return context
 
 
 def _url(instance: _Table, attribute: attrs.Attribute[str], value: str) -> None:
@@ -129,6 +165,16 @@ def _timeout(instance: _Table, attribute: attrs.Attribute[float], value: float) 
 
 
 @attrs.frozen(kw_only=True)
+class _TlsTable:
+    """The ``[stores.rel.tls]`` table as written (see the module's table of keys)."""
+
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    verify_identity: bool = True
+
+
+@attrs.frozen(kw_only=True)
 class _Table:
     """The ``[stores.rel]`` table as written (see the module's table of keys)."""
 
@@ -138,6 +184,7 @@ class _Table:
     connect_timeout: float = attrs.field(default=5.0, validator=_timeout)
     idempotency: bool = True
     secondaries: tuple[str, ...] = attrs.field(default=(), validator=_secondary_urls)
+    tls: _TlsTable | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.pool_max < self.pool_min:
@@ -175,5 +222,9 @@ def _url_parts(value: str, key: str = "url") -> dict[str, Any]:
     }
 
 
-_KEYS: tuple[str, ...] = tuple(field.name for field in attrs.fields(_Table))
-"""The table's keys, for the documentation's check (tests/docs)."""
+_KEYS: tuple[str, ...] = (
+    *(field.name for field in attrs.fields(_Table)),
+    *(f"tls.{field.name}" for field in attrs.fields(_TlsTable)),
+)
+"""The table's keys (``tls.ca_file`` for the sub-table's), for the documentation's check
+(tests/docs)."""
