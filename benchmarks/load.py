@@ -194,6 +194,12 @@ async def beds_target(stack: AsyncExitStack, params: dict[str, Any]) -> Call:
         if params.get("anonymous")
         else TestIdentity.development("bench").token("bench", ("member", "admin"))
     )
+    ssl_context = None
+    if params.get("ca_file"):  # an amqps:// URL (the TLS scenarios)
+        from beds.config.model import AmqpTlsSettings
+        from beds.transport.tls import client_context
+
+        ssl_context = client_context(AmqpTlsSettings(ca_file=params["ca_file"]), key="amqp.tls")
     client = BedsClient(
         params["url"],
         origin="bench",
@@ -201,6 +207,7 @@ async def beds_target(stack: AsyncExitStack, params: dict[str, Any]) -> Call:
         timeout=CALL_TIMEOUT,
         idempotent_writes=params.get("idempotent_writes", True),
         token=token,
+        ssl_context=ssl_context,
     )
     await client.connect()
     stack.push_async_callback(client.close)

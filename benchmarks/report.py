@@ -48,6 +48,11 @@ BATCHING_PAIRS = [
     *((pipe + BATCHED, pipe) for _, pipe in PIPELINE_PAIRS),
 ]
 """What batching brings hand-written aiormq (no target)."""
+TLS_PAIRS = [
+    ("beds_ping_tls", "beds_ping"),
+    ("beds_rel_fetch_tls", "beds_rel_fetch"),
+]
+"""The same scenario over TLS (amqps and MariaDB over TLS) and in plaintext, in the same run."""
 PEER_PAIRS = [
     ("beds_ping", "faststream_echo"),
     ("beds_ping", "nameko_echo"),
@@ -139,6 +144,8 @@ def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
             add(beds, pipe + BATCHED, concurrency, 0.85 if targeted else None)
         for beds, peer in PEER_PAIRS:
             add(beds, peer, concurrency, 2.0 if targeted else None)
+        for tls, plain in TLS_PAIRS:
+            add(tls, plain, concurrency, 0.85 if targeted else None)
         add("beds_ping", "amqp_echo", concurrency, None)
         for beds, pipe in PIPELINE_PAIRS:
             add(beds, pipe, concurrency, None)
@@ -354,9 +361,18 @@ def plot(results: dict[str, Any], path: Path) -> None:
         "pipeline": "--",
         "beds": "-",
         "peer": "-.",
+        "tls": "-",
         "diagnostic": ":",
     }
-    markers = {"amqp": "s", "db": "x", "pipeline": "^", "beds": "o", "peer": "D", "diagnostic": "v"}
+    markers = {
+        "amqp": "s",
+        "db": "x",
+        "pipeline": "^",
+        "beds": "o",
+        "peer": "D",
+        "tls": "P",
+        "diagnostic": "v",
+    }
     index = 0
     for key, scenario in results["scenarios"].items():
         if "points" not in scenario:

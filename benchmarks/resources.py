@@ -288,8 +288,11 @@ prefetch = {prefetch}
             timeout=60,
         )
 
-    def watched(self, server: Server | None) -> dict[str, int]:
-        """The processes whose CPU time a run accounts for: the server side and the services."""
+    def watched(
+        self, server: Server | None, exclude: frozenset[int] = frozenset()
+    ) -> dict[str, int]:
+        """The processes whose CPU time a run accounts for: the server side and the services
+        (not those in ``exclude``: the TLS side's RabbitMQ and MariaDB, when it runs)."""
         import psutil
 
         pids = {"server": server.pid} if server is not None else {}
@@ -297,7 +300,7 @@ prefetch = {prefetch}
             pids["secantusdb"] = self._secantus.pid
         for process in psutil.process_iter(["name"]):
             role = {"beam.smp": "rabbitmq", "mariadbd": "mariadb"}.get(process.info["name"])
-            if role is not None:
+            if role is not None and process.pid not in exclude:
                 pids.setdefault(role, process.pid)
         return pids
 

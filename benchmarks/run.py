@@ -32,6 +32,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from benchmarks import machine, report
 from benchmarks.resources import PYTHON, ROOT, Resources, Server, _env, wait_line
 from benchmarks.scenarios import Layout, Scenario, build, server_argv, server_env
+from benchmarks.tls import TlsSide
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -108,6 +109,16 @@ class Suite:
         self.warmup = 100 if self.quick else 300
         self.layout = Layout()
         self.res = Resources()
+        self.tls: TlsSide | None = None
+        """The TLS servers, started when a selected scenario needs them (``beds-tls``)."""
+
+    def close(self) -> None:
+        """Remove everything the run created (the TLS side first: its config is in res.tmp)."""
+        try:
+            if self.tls is not None:
+                self.tls.close()
+        finally:
+            self.res.close()
 
     def points(self) -> list[dict[str, Any]]:
         return [
@@ -148,9 +159,19 @@ class Suite:
         }
         server: Server | None = None
         started = time.monotonic()
+        tls = self.tls if scenario.server == "beds-tls" else None
+        if tls is not None:
+            spec["params"] = {**spec["params"], **tls.client_params()}
         try:
             server = self.start_server(scenario)
-            spec["watch"] = self.res.watched(server)
+            if tls is not None:
+                spec["watch"] = tls.watched(server)
+            elif self.tls is not None:
+                spec["watch"] = self.res.watched(
+                    server, exclude=frozenset(self.tls.pids().values())
+                )
+            else:
+                spec["watch"] = self.res.watched(server)
             loaded = run_load(spec, load_timeout(spec))
             if server is not None:
                 server.check_alive()
@@ -165,7 +186,7 @@ class Suite:
         finally:
             if server is not None:
                 self.res.stop(server)
-            self.res.purge_logs_queue()
+            (tls or self.res).purge_logs_queue()
         entry["seconds"] = round(time.monotonic() - started, 1)
         return entry
 
@@ -290,6 +311,16 @@ class Suite:
             "scenarios": {},
         }
         scenarios = self.selected(build(self.res, layout, sweep=self.options.sweep))
+        if any(scenario.server == "beds-tls" for scenario in scenarios):
+            print(
+                f"[{time.monotonic() - began:6.0f} s] TLS RabbitMQ node and mariadbd",
+                file=sys.stderr,
+                flush=True,
+            )
+            self.tls = TlsSide(self.res)
+            self.tls.open(
+                rel_pool=layout.rel_pool, instances=layout.instances, prefetch=layout.beds_prefetch
+            )
         for number, scenario in enumerate(scenarios, 1):
             print(
                 f"[{time.monotonic() - began:6.0f} s] {number}/{len(scenarios)} "
@@ -450,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = suite.run()
     finally:
-        suite.res.close()
+        suite.close()
     print_table(results)
     report.write(results, options.out)
     print(f"\nwrote {options.out}/results.json, results.md, throughput.png")

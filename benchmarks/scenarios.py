@@ -17,6 +17,7 @@ GROUPS = {
     "pipeline": "3. Ideal pipeline",
     "beds": "4. BEDS",
     "peer": "5. Peers",
+    "tls": "6. BEDS over TLS",
     "diagnostic": "Diagnostics",
 }
 
@@ -55,8 +56,10 @@ class Scenario:
     operation: str
     server: str
     """``none``, ``amqp``, ``beds``, ``beds-uvloop``, ``beds-no-lineage``, ``beds-no-audit``,
-    ``faststream`` or ``nameko``. Every ``beds`` kind but ``beds-uvloop`` serves on asyncio's
-    loop, like the ceilings (``beds run`` takes uvloop when it is installed, as it is here)."""
+    ``beds-tls``, ``faststream`` or ``nameko``. Every ``beds`` kind but ``beds-uvloop`` serves on
+    asyncio's loop, like the ceilings (``beds run`` takes uvloop when it is installed, as it is
+    here). ``beds-tls`` runs on the TLS side's servers (:mod:`benchmarks.tls`), which the suite
+    starts when such a scenario is selected and whose URL and CA it adds to the load params."""
     load: dict[str, Any]
     server_args: tuple[str, ...] = ()
     uvloop: bool = False
@@ -282,6 +285,25 @@ def build(res: Resources, layout: Layout, *, sweep: bool = False) -> list[Scenar
                 "same scenario with lineage on (the default), it prices event lineage.",
             )
         )
+    for operation in ("ping", "rel_fetch"):
+        out.append(
+            Scenario(
+                key=f"beds_{operation}_tls",
+                group="tls",
+                label=f"BedsClient → beds run, {operation.replace('_', ' ')}, over TLS "
+                "(amqps; MariaDB over TLS)",
+                operation=operation,
+                server="beds-tls",
+                # The URL and the CA of the TLS RabbitMQ node are added when it has started.
+                load={"target": "beds", "params": {"operation": operation}},
+                note="The same node and client as the plaintext scenario, with TLS on the "
+                "client's and the node's RabbitMQ connections and on the node's MariaDB "
+                "connections: a RabbitMQ node and a mariadbd started for the run (TLS only, "
+                "certificates made per run), beside the machine's. The ratio to the plaintext "
+                "scenario is the cost of TLS (goal >= 0.85); it also holds whatever the two "
+                "servers' set-ups differ in (a fresh node with no plugins, a fresh datadir).",
+            )
+        )
     raw_ping = {
         "url": url,
         "exchange": "beds.events",
@@ -407,6 +429,10 @@ def server_argv(scenario: Scenario, res: Resources, layout: Layout) -> list[str]
         return [PYTHON, "-m", "beds", "run", "--config", str(res.config)]
     if scenario.server == "beds-no-lineage":
         return [PYTHON, "-m", "beds", "run", "--config", str(res.config_without_lineage)]
+    if scenario.server == "beds-tls":
+        from benchmarks.tls import CONFIG_NAME
+
+        return [PYTHON, "-m", "beds", "run", "--config", str(res.tmp / CONFIG_NAME)]
     if scenario.server == "faststream":
         return [
             PYTHON,
