@@ -8,11 +8,14 @@ import socket
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-__all__ = ("TlsBroker", "free_port", "port_open", "tls_listener")
+if TYPE_CHECKING:
+    from beds.config.model import Config
+
+__all__ = ("TlsBroker", "free_port", "port_open", "tls_listener", "tls_node_config")
 
 
 @attrs.frozen
@@ -27,6 +30,28 @@ class TlsBroker:
 
     def url(self, host: str = "localhost") -> str:
         return f"amqps://guest:guest@{host}:{self.port}/"
+
+
+def tls_node_config(broker: TlsBroker, folder: Path, env: str) -> Config:
+    """A node's configuration on ``broker`` over TLS (lineage off), written in ``folder``."""
+    from beds.config import load_config
+
+    path = folder / "beds.toml"
+    path.write_text(
+        f"""schema_version = 1
+[node]
+env = "{env}"
+drain_seconds = 1
+[amqp]
+url = "{broker.url()}"
+[amqp.tls]
+ca_file = "{broker.ca_file}"
+[lineage]
+enabled = false
+""",
+        encoding="utf-8",
+    )
+    return load_config(path, environ={})
 
 
 def free_port() -> int:

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from beds.client import BedsClient
-from beds.config import load_config
 from beds.config.model import AmqpSettings, AmqpTlsSettings
 from beds.errors import BrokerUnavailable, ConfigError
 from beds.node import BedsNode
@@ -21,7 +20,7 @@ from beds.testing import unique_name
 from beds.transport.amqp import connect_to
 from beds.transport.tls import amqp_context
 from tests.integration.amqp.helpers import MemoryPlugin
-from tests.integration.tls.helpers import TlsBroker, tls_listener
+from tests.integration.tls.helpers import TlsBroker, tls_listener, tls_node_config
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
 
@@ -34,24 +33,9 @@ async def test_a_node_serves_and_a_client_calls_over_tls(
     tls_broker: TlsBroker, tmp_path: Path
 ) -> None:
     env = unique_name("tls")
-    path = tmp_path / "beds.toml"
-    path.write_text(
-        f"""schema_version = 1
-[node]
-env = "{env}"
-drain_seconds = 1
-[amqp]
-url = "{tls_broker.url()}"
-[amqp.tls]
-ca_file = "{tls_broker.ca_file}"
-[lineage]
-enabled = false
-""",
-        encoding="utf-8",
-    )
     pm = make_plugin_manager(load_entry_points=False)
     pm.register(MemoryPlugin())
-    config = load_config(path, environ={})
+    config = tls_node_config(tls_broker, tmp_path, env)
     async with (
         BedsNode(config, plugin_manager=pm) as node,
         BedsClient(

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING
 import pytest
 
 from beds.client import BedsClient
-from beds.config import load_config
 from beds.node import BedsNode
 from beds.plugins import make_plugin_manager
 from beds.testing import unique_name
 from beds.transport.tls import amqp_context
 from tests.integration.amqp.helpers import MemoryPlugin
+from tests.integration.tls.helpers import tls_node_config
 from tests.integration.tls.servers import rabbitmq_node
 
 if TYPE_CHECKING:
@@ -52,24 +52,9 @@ async def test_a_node_reconnects_over_tls_after_the_broker_restarts(
     tls_broker: TlsBroker, tmp_path: Path
 ) -> None:
     env = unique_name("tls")
-    path = tmp_path / "beds.toml"
-    path.write_text(
-        f"""schema_version = 1
-[node]
-env = "{env}"
-drain_seconds = 1
-[amqp]
-url = "{tls_broker.url()}"
-[amqp.tls]
-ca_file = "{tls_broker.ca_file}"
-[lineage]
-enabled = false
-""",
-        encoding="utf-8",
-    )
     pm = make_plugin_manager(load_entry_points=False)
     pm.register(MemoryPlugin())
-    config = load_config(path, environ={})
+    config = tls_node_config(tls_broker, tmp_path, env)
     context = amqp_context(config.amqp)
     async with BedsNode(config, plugin_manager=pm) as node:
         async with BedsClient(tls_broker.url(), env=env, timeout=10, ssl_context=context) as client:
