@@ -712,3 +712,35 @@ def test_no_config_error_echoes_the_password_of_a_url(scheme: str, host: str, re
     else:
         refused = None
     assert refused is None or (refused.key, "Pw7secret" in str(refused)) == ("amqp.url", False)
+
+
+def _table_keys(kind: type, prefix: str = "") -> list[str]:
+    """Every key of the configuration whose value is a table (settings classes and dicts)."""
+    import typing
+
+    import attrs as attrs_
+
+    keys = []
+    hints = typing.get_type_hints(kind)
+    for field in attrs_.fields(kind):
+        hint = hints[field.name]
+        if attrs_.has(hint):
+            keys.append(f"{prefix}{field.name}")
+            keys += _table_keys(hint, f"{prefix}{field.name}.")
+        elif typing.get_origin(hint) is dict:
+            keys.append(f"{prefix}{field.name}")
+    return keys
+
+
+@pytest.mark.parametrize("key", [k for k in _table_keys(Config) if k != "store_files"])
+@pytest.mark.parametrize("value", ['"x"', "5", "[1]", "true"])
+def test_a_table_given_another_value_says_so(
+    write: Callable[..., Path], key: str, value: str
+) -> None:
+    *tables, name = key.split(".")
+    header = f"[{'.'.join(tables)}]\n" if tables else ""
+    path = write(f"schema_version = 1\n{header}{name} = {value}\n")
+    with pytest.raises(ConfigError) as refused:
+        load_config(path, environ={})
+    assert refused.value.key == key
+    assert f"{key}: must be a table" in str(refused.value)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args, get_origin
 
+import attrs
 import cattrs
 from cattrs.errors import IterableValidationNote
+from cattrs.gen import make_dict_structure_fn
 from cattrs.preconf.tomllib import make_converter
 
 from beds.config.model import FieldValueError
@@ -43,6 +45,42 @@ def _is_choice(kind: Any) -> bool:
 
 
 converter.register_structure_hook_func(_is_choice, _structure_choice)
+
+
+def _is_table(kind: Any) -> bool:
+    """A key whose value must be a TOML table: a settings class or a ``dict[...]``."""
+    return attrs.has(kind) or get_origin(kind) is dict
+
+
+def _tables_first(converter: cattrs.Converter) -> Callable[[Any], Any]:
+    """A hook factory: refuse a value that is not a table before structuring it.
+
+    cattrs would otherwise fail inside, with Python's words ("'str' object has no attribute
+    'keys'"); ``tls = "x"`` deserves ``must be a table, got str``.
+    """
+
+    def factory(kind: Any) -> Callable[[object, Any], object]:
+        if attrs.has(kind):
+            inner = make_dict_structure_fn(
+                kind,
+                converter,
+                _cattrs_forbid_extra_keys=True,
+                _cattrs_detailed_validation=True,
+            )
+        else:
+            inner = converter.gen_structure_mapping(kind)
+
+        def structure(value: object, target: Any) -> object:
+            if not isinstance(value, dict):
+                raise ValueError(f"must be a table, got {type(value).__name__}")
+            return inner(value, target)
+
+        return structure
+
+    return factory
+
+
+converter.register_structure_hook_factory(_is_table, _tables_first(converter))
 
 
 def _strict(kind: type, expected: str) -> Any:
@@ -91,6 +129,7 @@ _tables.register_structure_hook(int, _strict(int, "an integer"))
 _tables.register_structure_hook(float, _strict(float, "a number"))
 _tables.register_structure_hook(str, _strict(str, "a string"))
 _tables.register_structure_hook_func(_is_array, _structure_array)
+_tables.register_structure_hook_factory(_is_table, _tables_first(_tables))
 
 
 def _walk(exc: BaseException, path: str) -> list[tuple[str, str]]:
