@@ -228,12 +228,19 @@ def test_the_complete_config_example_loads(tmp_path: Path) -> None:
     from beds_rec.settings import parse_settings as parse_rec_settings
     from beds_rel.settings import parse_settings as parse_rel_settings
 
+    import trustme
+
+    from beds.policy import findings
+
     *_, base, env_file = _code_blocks("configuration.md", "toml")
-    (tmp_path / "beds.toml").write_text(base, encoding="utf-8")
+    ca = tmp_path / "ca.pem"  # the example's CA file, made real
+    trustme.CA().cert_pem.write_to_path(str(ca))
+    (tmp_path / "beds.toml").write_text(base.replace("/etc/beds/ca.pem", str(ca)), encoding="utf-8")
     (tmp_path / "env_prod.toml").write_text(env_file, encoding="utf-8")
     config = load_config(tmp_path / "beds.toml", environ={"BEDS_ENV": "prod"})
     assert config.files == (str(tmp_path / "beds.toml"), str(tmp_path / "env_prod.toml"))
     assert config.production
+    assert findings(config) == []  # a production example the policy accepts
     parse_rel_settings(StoreSettings(store="rel", options=config.stores["rel"]))
     parse_rec_settings(StoreSettings(store="rec", options=config.stores["rec"]))
     assert load_config(tmp_path / "beds.toml", role="tercero", environ={}).brokers

@@ -119,7 +119,7 @@ def test_projection_defaults_to_every_field_and_filter_to_none() -> None:
         (
             REC,
             QUERY.replace('filter = ["label"]', "filter = []"),
-            "params declares 'label', which the filter does not use",
+            "params declares 'label', which neither the filter nor where uses",
         ),
         (
             REC,

@@ -32,7 +32,7 @@ def test_the_spew_profile_schema_parses() -> None:
     }
     assert schema.indexes == (
         IndexSchema(name="spf_handle_uq", keys=(("handle", 1),), unique=True),
-        IndexSchema(name="spf_display_name_ix", keys=(("display_name", 1),)),
+        IndexSchema(name="spf_display_name_ix", keys=(("display_name", 1), ("handle", 1))),
     )
 
 

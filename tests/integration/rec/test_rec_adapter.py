@@ -38,9 +38,10 @@ CTX = CallContext(event_id="test.dev.rec")
 SCHEMA_FILE = "beds_templates_example/schema/rec/001_spew_profile.json"
 KEY_INDEX = "spf_profiles.beds_idempotency_key_uq"
 """The unique index on the idempotency key a keyed create stores in its document."""
-OWN_SCHEMA_FILES = [  # beds-rec's own collections (idempotency keys, lineage) come first
+OWN_SCHEMA_FILES = [  # beds-rec's own collections (idempotency keys, lineage, journal) first
     "beds_rec/schema_files/000_beds_idempotency.json",
     "beds_rec/schema_files/001_beds_mslogs.json",
+    "beds_rec/schema_files/002_beds_journal.json",
 ]
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
@@ -188,7 +189,12 @@ async def test_verify_names_the_missing_collection_and_index(
     try:
         with pytest.raises(DatabaseObjectMissing) as caught:
             await adapter.verify(profile)
-        assert caught.value.objects == ("spf_profiles", "spf_handle_uq", "beds_idempotency")
+        assert caught.value.objects == (
+            "spf_profiles",
+            "spf_handle_uq",
+            "beds_idempotency",
+            "beds_journal",  # spew_profile is journaled
+        )
         assert fresh_database in caught.value.message
 
         bare = SchemaFile(name="000_bare.json", text='{"collection": "spf_profiles"}')

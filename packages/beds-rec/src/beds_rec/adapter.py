@@ -12,9 +12,18 @@ Every driver exception is translated at this boundary (:mod:`beds_rec.errors`). 
 idempotency key run at most once (:mod:`beds_rec.idempotency`). The client's options, TLS
 included, and the words for a failed connection come from :mod:`beds_rec.connect`.
 
+Template features (:data:`beds.namaste.FEATURES`, docs/rec.md): conditions, order and cursors
+become the find's filter and sort (:mod:`beds_rec.queries`); a locked template's update and
+delete are conditioned on the version sent (a miss is then looked up: ``StaleVersion`` or
+``NotFound``); a journaled template's writes append their entry to ``beds_journal`` right
+after the write (:mod:`beds_rec.journal`), with the record before and after taken from the
+write itself (``find_one_and_update`` / ``find_one_and_delete`` return the document before);
+``consistency = "secondary"`` reads with ``secondaryPreferred``.
+
 Why this module is long: it is the REC store's whole ``NamasteCore`` (start, verify, the four
-operations with the recovery of keyed writes, lineage events, schema apply) over one client;
-the parts that stand alone (bindings, errors, idempotency, connecting) have their own modules.
+operations with locking, journal entries and the recovery of keyed writes, lineage events,
+schema apply) over one client; the parts that stand alone (bindings, queries, journal, errors,
+idempotency, connecting) have their own modules.
 """
 
 from __future__ import annotations
@@ -24,19 +33,22 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import pymongo
-from pymongo import AsyncMongoClient, ReturnDocument
+from pymongo import AsyncMongoClient, ReadPreference, ReturnDocument
 from pymongo.errors import DuplicateKeyError, ServerSelectionTimeoutError
 
-from beds.envelopes import WRITE_OPERATIONS, Operation
+from beds.envelopes import WRITE_OPERATIONS, Consistency, Operation
 from beds.errors import (
     Conflict,
     DatabaseObjectMissing,
     DeadlineExceeded,
     NotFound,
+    RequestError,
+    StaleVersion,
     StoreUnavailable,
     TemplateError,
     UnsupportedOperation,
 )
+from beds_rec import journal as journals
 from beds_rec.bindings import CREATED_AT, TemplatePlan, plan_template
 from beds_rec.connect import client_options, unreachable
 from beds_rec.embedded import open_embedded
@@ -49,6 +61,8 @@ from beds_rec.idempotency import (
     KEY_FIELD,
     KEY_INDEX,
     TTL_INDEX,
+    UPDATES_FIELD,
+    UPDATES_KEPT,
     AlreadyApplied,
     KeyStore,
     Pin,
@@ -59,12 +73,13 @@ from beds_rec.idempotency import (
     key_value,
 )
 from beds_rec.idempotency import schema_file as keys_schema_file
+from beds_rec.queries import find_filter, find_sort
 from beds_rec.schema import apply_collection, parse_schema_file
 from beds_rec.settings import parse_settings
 from beds_rec.values import CODEC_OPTIONS, DOC_ID, to_record, utc_now
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from pymongo.asynchronous.collection import AsyncCollection
     from pymongo.asynchronous.database import AsyncDatabase
@@ -88,9 +103,9 @@ class RecAdapter:
     """
 
     store = "rec"
-    features: frozenset[str] = frozenset()
-    """No template features beyond CRUD yet (:data:`beds.namaste.FEATURES`): templates that
-    need one are refused when the node starts."""
+    features: frozenset[str] = frozenset({"locking", "journal", "pagination", "filters"})
+    """Every template feature (:data:`beds.namaste.FEATURES`); docs/rec.md says how each maps
+    to MongoDB, and where the journal differs (its entry follows the write, not atomically)."""
 
     def __init__(self, settings: StoreSettings) -> None:
         self.settings = parse_settings(settings)
@@ -107,9 +122,11 @@ class RecAdapter:
         self._client: AsyncMongoClient[Document] | None = None
         self._db: AsyncDatabase[Document] | None = None
         self._collections: dict[str, AsyncCollection[Document]] = {}
+        self._secondaries: dict[str, AsyncCollection[Document]] = {}
         self._plans: dict[str, TemplatePlan] = {}
         self._keys: KeyStore | None = None
         self._events: EventLog | None = None
+        self._journal: journals.Journal | None = None
         self.idempotent_writes = self.settings.idempotency
         """Whether writes honour idempotency keys (``[stores.rec] idempotency``)."""
 
@@ -148,7 +165,7 @@ class RecAdapter:
                         details=[f"error: {type(exc).__name__}"],
                     ) from exc
             with map_exceptions():
-                self._client = AsyncMongoClient(uri, **client_options(self.settings))
+                self._client = AsyncMongoClient(uri, **self._client_options())
                 try:
                     await self._client.admin.command("ping")
                 except ServerSelectionTimeoutError as exc:
@@ -159,9 +176,17 @@ class RecAdapter:
             )
             self._keys = KeyStore(self._db[KEYS_COLLECTION])
             self._events = EventLog(self._db[EVENTS_COLLECTION])
+            self._journal = journals.Journal(self._db[journals.COLLECTION])
         except BaseException:
             await self.aclose()
             raise
+
+    def _client_options(self) -> dict[str, Any]:
+        """The client's keyword arguments (:func:`beds_rec.connect.client_options`).
+
+        A method so that a test can listen to the commands the adapter sends.
+        """
+        return client_options(self.settings)
 
     async def optional_checks(self) -> list[tuple[str, str | None]]:
         """IPL's optional checks: none, the REC store has no optional parts."""
@@ -169,6 +194,9 @@ class RecAdapter:
 
     async def verify(self, template: Template) -> None:
         """Check that the template's collection and declared indexes exist.
+
+        With idempotency keys, also the keys collection, the key index and a validator that
+        lets the marker fields through; with a journal, ``beds_journal`` and its indexes.
 
         Raises:
             DatabaseObjectMissing: ``details`` names each missing collection and index.
@@ -188,12 +216,16 @@ class RecAdapter:
         missing += [name for name in plan.indexes if name not in indexes]
         if self.idempotent_writes and not WRITE_OPERATIONS.isdisjoint(template.operations):
             missing += await self._missing_keys_objects()
-            if Operation.CREATE in template.operations and found:
-                if KEY_INDEX not in indexes:
-                    missing.append(f"{plan.collection}.{KEY_INDEX}")
-                validator = (found[0].get("options") or {}).get("validator")
-                if forbids_key_field(validator):
-                    missing.append(f"{plan.collection} validator property {KEY_FIELD}")
+            if Operation.CREATE in template.operations and found and KEY_INDEX not in indexes:
+                missing.append(f"{plan.collection}.{KEY_INDEX}")
+            validator = (found[0].get("options") or {}).get("validator") if found else None
+            missing += [
+                f"{plan.collection} validator property {field}"
+                for field in self._marker_fields(plan)
+                if forbids_key_field(validator, field)
+            ]
+        if template.capabilities.journal:
+            missing += await self._missing_journal_objects()
         if missing:
             raise DatabaseObjectMissing(
                 f"template {template.name!r}: declared MongoDB objects are missing "
@@ -210,7 +242,17 @@ class RecAdapter:
             indexes = {str(index["name"]) async for index in cursor}
         return [] if TTL_INDEX in indexes else [TTL_INDEX]
 
-    async def _reachable(self, ctx: CallContext, *, write: bool) -> None:
+    async def _missing_journal_objects(self) -> list[str]:
+        database, name = self._database, journals.COLLECTION
+        with map_exceptions(collection=name):
+            if not await database.list_collection_names(filter={"name": name}):
+                return [name]
+            cursor = await database[name].list_indexes()
+            indexes = {str(index["name"]) async for index in cursor}
+        wanted = (journals.EVENT_INDEX, journals.KEY_INDEX)
+        return [f"{name}.{index}" for index in wanted if index not in indexes]
+
+    async def _reachable(self, ctx: CallContext, *, write: bool, secondary: bool = False) -> None:
         """Fail fast (``StoreUnavailable``, retried) while the driver knows no usable server.
 
         Under a request's deadline pymongo would wait the whole remaining time to select a
@@ -224,7 +266,8 @@ class RecAdapter:
         if client is None:
             raise StoreUnavailable("the REC store is not started")
         topology = client.topology_description
-        if topology.has_writable_server() if write else topology.has_readable_server():
+        preference = ReadPreference.SECONDARY_PREFERRED if secondary else ReadPreference.PRIMARY
+        if topology.has_writable_server() if write else topology.has_readable_server(preference):
             return
         limit = self.settings.server_selection_timeout
         if ctx.deadline is not None:
@@ -249,7 +292,7 @@ class RecAdapter:
         return await self._keys.once(ctx, write, recover or _runs_again)
 
     async def create(self, template: Template, record: Record, ctx: CallContext) -> Record:
-        """Insert the record (stamping ``created_at`` if generated); return ``returns``."""
+        """Insert the record (stamping ``created_at`` and the version); return ``returns``."""
         return await self._write(
             ctx,
             lambda pin: self._create(template, record, ctx),
@@ -262,6 +305,8 @@ class RecAdapter:
         document = plan.document(spec.params, record, "$.payload")
         if plan.stamps_created_at:
             document[CREATED_AT] = utc_now()
+        if plan.version_field is not None:
+            document[plan.version_field] = 1
         keyed = self._keyed(ctx)
         if keyed:
             # In the same insert: a later attempt can see whether this one applied.
@@ -274,6 +319,8 @@ class RecAdapter:
                 raise AlreadyApplied from exc
             raise
         document[DOC_ID] = result.inserted_id
+        if ctx.journal:
+            await self._journal_entry(plan, Operation.CREATE, None, document, ctx)
         return to_record(document, spec.returns, id_mapped=plan.id_mapped)
 
     async def _created(self, template: Template, ctx: CallContext) -> Record | None:
@@ -284,60 +331,116 @@ class RecAdapter:
             document = await self._collection(plan).find_one({KEY_FIELD: key_value(ctx)})
         if document is None:
             return None
+        if ctx.journal:  # the lost attempt may have stopped before its entry (a repeat adds none)
+            await self._journal_entry(plan, Operation.CREATE, None, document, ctx)
         return to_record(document, spec.returns, id_mapped=plan.id_mapped)
 
     async def fetch(self, template: Template, query: Query, ctx: CallContext) -> list[Record]:
-        """Run a declared query: equality filter, projection, sort, at most ``query.limit``."""
-        await self._reachable(ctx, write=False)
+        """Run a declared query: its conditions after its cursor, in its order, at most ``limit``.
+
+        ``query.consistency`` ``secondary`` reads with ``secondaryPreferred`` (a replica set's
+        secondary when one answers, else the primary).
+        """
+        secondary = query.consistency is Consistency.SECONDARY
+        await self._reachable(ctx, write=False, secondary=secondary)
         plan = self._plan(template)
         shape = plan.queries.get(query.spec.name)
         if shape is None:
             raise UnsupportedOperation(
                 f"template {template.name!r} has no query {query.spec.name!r}"
             )
-        filter_ = plan.document(shape.filter, query.params, "$.payload.params")
-        sort = [(plan.document_field(name), direction) for name, direction in shape.sort]
+        filter_ = find_filter(plan, shape, query)
         with database_call(collection=plan.collection, deadline=ctx.deadline):
-            cursor = self._collection(plan).find(
-                filter_, plan.projection(shape.projection), sort=sort or None, limit=query.limit
+            cursor = self._collection(plan, secondary=secondary).find(
+                filter_,
+                plan.projection(shape.projection),
+                sort=find_sort(plan, shape),
+                limit=query.limit,
             )
             documents = await cursor.to_list()
         return [to_record(doc, shape.projection, id_mapped=plan.id_mapped) for doc in documents]
 
+    async def read_journal(
+        self, template: Template, key: Record, *, limit: int, after: tuple[Any, ...] | None
+    ) -> list[Record]:
+        """The journal entries of the record with ``key`` (:class:`beds.namaste.JournalStore`)."""
+        return await self._journal_store.read(template, key, limit=limit, after=after)
+
     async def update(self, template: Template, record: Record, ctx: CallContext) -> Record:
         """``$set`` the sent non-key fields of the record with the key; return ``returns``.
 
+        A locked template's record changes only at the version sent, and its version goes up.
+
         Raises:
+            StaleVersion: (locked) the record has another version; nothing was written.
             NotFound: no record has the key.
         """
-        return await self._write(ctx, lambda pin: self._update(template, record, ctx))
+        locked = self._plan(template).version_field is not None
+        return await self._write(
+            ctx,
+            lambda pin: self._update(template, record, ctx),
+            (lambda pinned: self._updated(template, record, ctx)) if locked else None,
+        )
 
     async def _update(self, template: Template, record: Record, ctx: CallContext) -> Record:
         plan = self._plan(template)
         spec = self._operation(template, Operation.UPDATE)
+        version = plan.version_field
         where = plan.key_filter(record)
-        sent = [name for name in spec.params if name in record and name not in template.key]
+        sent = [
+            name
+            for name in spec.params
+            if name in record and name not in template.key and name != version
+        ]
         changes = plan.document(sent, record, "$.payload")
-        projection = plan.projection(spec.returns) if spec.returns else {DOC_ID: 1}
+        change: dict[str, Any] = {"$set": changes} if changes else {}
+        if version is not None:
+            where[version] = record.get(version)
+            change["$inc"] = {version: 1}
+            if self._keyed(ctx):  # lets recovery tell this update applied (beds_rec.idempotency)
+                marker = {"$each": [key_value(ctx)], "$slice": -UPDATES_KEPT}
+                change["$push"] = {UPDATES_FIELD: marker}
         collection = self._collection(plan)
+        # What the answer takes from the document (the journal: all of it), as it was before.
+        needed = plan.fields if ctx.journal else (*spec.returns, *_only(version))
+        projection = plan.projection(needed)
         with database_call(collection=plan.collection, deadline=ctx.deadline):
-            if changes:
-                document = await collection.find_one_and_update(
-                    where,
-                    {"$set": changes},
-                    projection=projection,
-                    return_document=ReturnDocument.AFTER,
+            if change:
+                # The document before, in the same atomic step: the journal's exact "before".
+                before = await collection.find_one_and_update(
+                    where, change, projection=projection, return_document=ReturnDocument.BEFORE
                 )
             else:
-                document = await collection.find_one(where, projection)
+                before = await collection.find_one(where, projection)
+        if before is None:
+            raise await self._missed(plan, record, ctx)
+        after = {**before, **changes}
+        if version is not None:
+            after[version] = before[version] + 1
+        if ctx.journal:
+            await self._journal_entry(plan, Operation.UPDATE, before, after, ctx)
+        return to_record(after, spec.returns, id_mapped=plan.id_mapped)
+
+    async def _updated(self, template: Template, record: Record, ctx: CallContext) -> Record | None:
+        """The result of a lost keyed update of a locked record, if it applied.
+
+        Its document holds the update's ``key_value`` in ``_beds_updates`` (pushed with the
+        version bump); without it, the update did not apply and is run now (``None``).
+        """
+        plan = self._plan(template)
+        spec = self._operation(template, Operation.UPDATE)
+        where = {**plan.key_filter(record), UPDATES_FIELD: key_value(ctx)}
+        with database_call(collection=plan.collection, deadline=ctx.deadline):
+            document = await self._collection(plan).find_one(where, plan.projection(plan.fields))
         if document is None:
-            raise self._not_found(template)
+            return None
         return to_record(document, spec.returns, id_mapped=plan.id_mapped)
 
     async def delete(self, template: Template, key: Record, ctx: CallContext) -> Record:
-        """Delete the record with the key and return ``{"deleted": 1}``.
+        """Delete the record with the key (at the version sent, if locked): ``{"deleted": 1}``.
 
         Raises:
+            StaleVersion: (locked) the record has another version; nothing was deleted.
             NotFound: no record has the key.
         """
         return await self._write(
@@ -351,36 +454,99 @@ class RecAdapter:
     ) -> Record:
         plan = self._plan(template)
         self._operation(template, Operation.DELETE)
+        version = plan.version_field
         where = plan.key_filter(key)
         collection = self._collection(plan)
         with database_call(collection=plan.collection, deadline=ctx.deadline):
             if pin is not None:
                 # Keyed: pin the document on the claim first, so that recovery deletes this
                 # document again and never one created later with the same key.
-                found = await collection.find_one(where, {DOC_ID: 1})
+                found = await collection.find_one(where, {DOC_ID: 1, **_only(version)})
                 if found is None:
                     raise self._not_found(template)
+                if version is not None and found.get(version) != key.get(version):
+                    raise _stale(found.get(version))  # nothing pinned, nothing written
                 await pin(found[DOC_ID])
                 where = {**where, DOC_ID: found[DOC_ID]}
-            result = await collection.delete_one(where)
-        if result.deleted_count == 0:
-            raise self._not_found(template)
-        return {"deleted": result.deleted_count}
+            if version is not None:
+                where[version] = key.get(version)
+            projection = plan.projection(plan.fields) if ctx.journal else {DOC_ID: 1}
+            before = await collection.find_one_and_delete(where, projection=projection)
+        if before is None:
+            raise await self._missed(plan, key, ctx)
+        if ctx.journal:
+            await self._journal_entry(plan, Operation.DELETE, before, None, ctx)
+        return {"deleted": 1}
 
     async def _deleted_again(
         self, template: Template, key: Record, ctx: CallContext, pinned: Any
     ) -> Record | None:
         """Recover a lost keyed delete: delete the document it pinned, if it is still there.
 
-        Without a pin the lost attempt deleted nothing (it pins first): run it (``None``).
+        Without a pin the lost attempt deleted nothing (it pins first): run it (``None``). A
+        locked record still there at another version was not deleted either: run it (then it
+        is ``StaleVersion``).
         """
         if pinned is None:
             return None
         plan = self._plan(template)
+        version = plan.version_field
         where = {**plan.key_filter(key), DOC_ID: pinned}
+        if version is not None:
+            where[version] = key.get(version)
+        collection = self._collection(plan)
         with database_call(collection=plan.collection, deadline=ctx.deadline):
-            await self._collection(plan).delete_one(where)
+            before = await collection.find_one_and_delete(
+                where, projection=plan.projection(plan.fields)
+            )
+            still_there = before is None and version is not None
+            if still_there and await collection.find_one({DOC_ID: pinned}, {DOC_ID: 1}):
+                return None
+        if before is not None and ctx.journal:  # deleted now, by this attempt
+            await self._journal_entry(plan, Operation.DELETE, before, None, ctx)
         return {"deleted": 1}  # by this attempt or the lost one: the outcome the first one had
+
+    async def _missed(
+        self, plan: TemplatePlan, key: Record, ctx: CallContext
+    ) -> NotFound | Conflict:
+        """Why a conditioned update or delete matched nothing: a stale version, or no record."""
+        version = plan.version_field
+        if version is None:
+            return self._not_found(plan.template)
+        with database_call(collection=plan.collection, deadline=ctx.deadline):
+            current = await self._collection(plan).find_one(
+                plan.key_filter(key), {DOC_ID: 0, version: 1}
+            )
+        if current is None:
+            return self._not_found(plan.template)
+        return _stale(current.get(version))
+
+    async def _journal_entry(
+        self,
+        plan: TemplatePlan,
+        operation: Operation,
+        before: Mapping[str, Any] | None,
+        after: Mapping[str, Any] | None,
+        ctx: CallContext,
+    ) -> None:
+        """Append the entry of a write that applied; ``before``/``after`` are documents."""
+        records = [
+            None if doc is None else to_record(doc, plan.fields, id_mapped=plan.id_mapped)
+            for doc in (before, after)
+        ]
+        whole = records[1] if records[1] is not None else records[0]
+        key = journals.wire_key(plan.template, whole or {})
+        try:
+            await self._journal_store.append(
+                plan.template, operation.value, key, records[0], records[1], ctx
+            )
+        except RequestError as exc:
+            # The write applied: never let it pass for one that changed nothing. Transient, so
+            # a keyed write keeps its claim (the repeat recovers) and a keyless one is in doubt.
+            raise StoreUnavailable(
+                "the write applied, but its journal entry could not be written",
+                details=exc.details,
+            ) from exc
 
     async def store_events(self, events: Sequence[dict[str, Any]]) -> None:
         """Keep lineage events in ``msLogs`` (the admin node's logs broker; :mod:`beds.lineage`)."""
@@ -398,6 +564,12 @@ class RecAdapter:
             raise StoreUnavailable("the REC store is not started")
         return self._events
 
+    @property
+    def _journal_store(self) -> journals.Journal:
+        if self._journal is None:
+            raise StoreUnavailable("the REC store is not started")
+        return self._journal
+
     async def apply_schema(self, files: Sequence[SchemaFile]) -> list[str]:
         """Create or update the collections, validators and indexes the files declare.
 
@@ -414,14 +586,19 @@ class RecAdapter:
         try:
             database = self._database
             applied: list[str] = []
-            own = [*([keys_schema_file()] if self.idempotent_writes else []), events_schema_file()]
-            keyed = self._keyed_collections()
+            own = [
+                *([keys_schema_file()] if self.idempotent_writes else []),
+                events_schema_file(),
+                journals.schema_file(),
+            ]
+            marked = self._marked_collections()
             for file in [*own, *files]:
                 if not file.name.endswith(".json"):
                     raise TemplateError("REC schema files must be *.json", template=file.name)
                 schema = parse_schema_file(file)
-                if schema.collection in keyed:  # keyed creates store _beds_key: allow it
-                    schema = attrs.evolve(schema, validator=allow_key_field(schema.validator))
+                if schema.collection in marked:  # keyed writes mark documents: allow the fields
+                    allowed = allow_key_field(schema.validator, marked[schema.collection])
+                    schema = attrs.evolve(schema, validator=allowed)
                 with map_exceptions(collection=schema.collection):
                     await apply_collection(database, schema)
                 applied.append(file.name)
@@ -431,6 +608,25 @@ class RecAdapter:
         finally:
             if started_here:
                 await self.aclose()
+
+    def _marker_fields(self, plan: TemplatePlan) -> tuple[str, ...]:
+        """The fields keyed writes of the template store in its documents (idempotency)."""
+        if not self.idempotent_writes:
+            return ()
+        operations = plan.template.operations
+        fields: tuple[str, ...] = (KEY_FIELD,) if Operation.CREATE in operations else ()
+        if plan.version_field is not None and Operation.UPDATE in operations:
+            fields += (UPDATES_FIELD,)
+        return fields
+
+    def _marked_collections(self) -> dict[str, tuple[str, ...]]:
+        """Collection → the marker fields keyed writes store in its documents."""
+        marked: dict[str, tuple[str, ...]] = {}
+        for plan in self._plans.values():
+            for field in self._marker_fields(plan):
+                if field not in marked.get(plan.collection, ()):
+                    marked[plan.collection] = (*marked.get(plan.collection, ()), field)
+        return marked
 
     def _keyed_collections(self) -> set[str]:
         """The collections keyed creates write to (they store ``_beds_key``)."""
@@ -457,7 +653,9 @@ class RecAdapter:
         """Close the client, then stop the embedded server; safe to call twice."""
         client, self._client, self._db = self._client, None, None
         self._keys = self._events = None
+        self._journal = None
         self._collections.clear()
+        self._secondaries.clear()
         try:
             if client is not None:
                 await client.close()
@@ -482,11 +680,20 @@ class RecAdapter:
             raise StoreUnavailable("the REC store is not started")
         return self._db
 
-    def _collection(self, plan: TemplatePlan) -> AsyncCollection[Document]:
+    def _collection(
+        self, plan: TemplatePlan, *, secondary: bool = False
+    ) -> AsyncCollection[Document]:
+        """The template's collection; ``secondary``: reading with ``secondaryPreferred``."""
         collection = self._collections.get(plan.collection)
         if collection is None:
             collection = self._collections[plan.collection] = self._database[plan.collection]
-        return collection
+        if not secondary:
+            return collection
+        replica = self._secondaries.get(plan.collection)
+        if replica is None:
+            replica = collection.with_options(read_preference=ReadPreference.SECONDARY_PREFERRED)
+            self._secondaries[plan.collection] = replica
+        return replica
 
     @staticmethod
     def _operation(template: Template, operation: Operation) -> OperationSpec:
@@ -503,6 +710,17 @@ class RecAdapter:
             f"template {template.name!r}: no record has this key",
             details=[f"$.payload.{name}" for name in template.key],
         )
+
+
+def _only(field: str | None) -> dict[str, int]:
+    """A projection naming ``field``, if there is one."""
+    return {} if field is None else {field: 1}
+
+
+def _stale(current: Any) -> StaleVersion:
+    return StaleVersion(
+        "the record changed since it was read", details=(f"current_version: {current}",)
+    )
 
 
 async def _runs_again(pinned: Any) -> None:

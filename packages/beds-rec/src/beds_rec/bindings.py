@@ -14,10 +14,16 @@ only from the request's parameters, never from the shape::
     params = ["display_name"]
     filter = ["display_name"]                # equality on these params (default: none)
     projection = ["handle", "display_name"]  # fields returned (default: every field)
-    sort = [["handle", 1]]                   # [field, 1 | -1] pairs (default: none)
+    order_by = ["handle"]                    # the template's declared order: pageable
 
-Generated fields: ``id`` (the text of ``_id``, see :mod:`beds_rec.values`) and ``created_at``
-(a datetime the adapter sets on create). Any other generated field is refused.
+A param with a condition in the query's ``where`` table (``gt``, ``in``, ...) is compared as it
+says (:mod:`beds_rec.queries`) and is not listed in ``filter``. The older ``sort = [[field,
+1 | -1]]`` still orders a query that does not page; a query declares ``sort`` or ``order_by``,
+not both. A pageable query returns its order's fields (the node makes the cursor from them).
+
+Generated fields: ``id`` (the text of ``_id``, see :mod:`beds_rec.values`), ``created_at``
+(a datetime the adapter sets on create) and a locked template's version field (an ``int`` set
+to 1 on create and incremented by every change). Any other generated field is refused.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ class QueryPlan:
     projection: tuple[str, ...]
     """Fields returned, in order."""
     sort: tuple[tuple[str, int], ...]
+    """Template fields and directions (1, -1): the query's ``order_by``, else its ``sort``."""
 
 
 @attrs.frozen(kw_only=True)
@@ -62,6 +69,8 @@ class TemplatePlan:
     stamps_created_at: bool
     """Whether create sets ``created_at`` to the current time."""
     queries: Mapping[str, QueryPlan]
+    version_field: str | None = None
+    """A locked template's version field (create sets it to 1, changes increment it)."""
 
     def document_field(self, name: str) -> str:
         """Return the document field that stores the template field ``name``."""
@@ -80,9 +89,16 @@ class TemplatePlan:
             ValidationFailed: an ``id`` that is not 24 hexadecimal characters, or a decimal
                 ``Decimal128`` cannot hold; the detail is ``{path}.{name}``.
         """
+        return self.value(name, value, f"{path}.{name}")
+
+    def value(self, name: str, value: Any, where: str) -> Any:
+        """Convert a value of field ``name`` for MongoDB; ``where`` names it in an error.
+
+        Raises:
+            ValidationFailed: as :meth:`to_bson`, with the detail ``where``.
+        """
         if value is None:
             return None
-        where = f"{path}.{name}"
         if self.id_mapped and name == ID_FIELD:
             return object_id(value, path=where, template=self.template.name)
         return to_bson(value, path=where, template=self.template.name)
@@ -97,6 +113,11 @@ class TemplatePlan:
         return {
             self.document_field(name): self.to_bson(name, values.get(name), path) for name in names
         }
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """Every declared field: what a whole record (a journal's before and after) holds."""
+        return tuple(self.template.fields)
 
     def key_filter(self, key: Mapping[str, Any]) -> dict[str, Any]:
         """Return the filter that selects the record with this key.
@@ -129,15 +150,20 @@ def plan_template(template: Template) -> TemplatePlan:
         template.object_name(name, key=f"rec.indexes[{i}]") for i, name in enumerate(raw_indexes)
     )
 
+    caps = template.capabilities
+    version_field = caps.version_field if caps.locking else None
+    generated_here = dict(_GENERATED)
+    if version_field is not None:  # the core checked it is a generated int
+        generated_here[version_field] = FieldType.INT
     id_mapped = False
     for field in template.fields.values():
         if not field.generated:
             continue
-        expected = _GENERATED.get(field.name)
+        expected = generated_here.get(field.name)
         if expected is None:
             raise TemplateError(
                 f"fields.{field.name} is generated, but the REC store generates only "
-                f"{', '.join(_GENERATED)}",
+                f"{', '.join(_GENERATED)} (and a locked template's version field)",
                 template=template.name,
             )
         if field.type is not expected:
@@ -154,7 +180,9 @@ def plan_template(template: Template) -> TemplatePlan:
                 "write operations use the collection and take no binding",
                 template=template.name,
             )
-        settable = [name for name in spec.params if name not in template.key]
+        settable = [
+            name for name in spec.params if name not in template.key and name != version_field
+        ]
         generated = [name for name in settable if template.fields[name].generated]
         if generated:
             raise TemplateError(
@@ -170,6 +198,7 @@ def plan_template(template: Template) -> TemplatePlan:
         id_mapped=id_mapped,
         stamps_created_at=CREATED_AT in template.fields and template.fields[CREATED_AT].generated,
         queries=queries,
+        version_field=version_field,
     )
 
 
@@ -186,15 +215,37 @@ def _plan_query(template: Template, name: str) -> QueryPlan:
                 f"{path}.filter names {field!r}, which is not a param of the query",
                 template=template.name,
             )
-    unused = [param for param in spec.params if param not in filter_]
+        if field in spec.where:
+            raise TemplateError(
+                f"{path}.filter names {field!r}, which {path}.where compares already: "
+                "name it in one of them",
+                template=template.name,
+            )
+    unused = [param for param in spec.params if param not in filter_ and param not in spec.where]
     if unused:
         raise TemplateError(
-            f"{path}.params declares {unused[0]!r}, which the filter does not use",
+            f"{path}.params declares {unused[0]!r}, which neither the filter nor where uses",
             template=template.name,
         )
     projection = _names(template, binding, "projection", path, default=tuple(template.fields))
     if not projection:
         raise TemplateError(f"{path}.projection must name a field", template=template.name)
+    if spec.order_by:
+        unseen = [key.field for key in spec.order_by if key.field not in projection]
+        if unseen:
+            raise TemplateError(
+                f"{path}.projection must include the order_by field {unseen[0]!r}: the "
+                "cursor of the next page is made from the last record's order fields",
+                template=template.name,
+            )
+        if "sort" in binding:
+            raise TemplateError(
+                f"{path}.sort and {path}.order_by are both declared: keep order_by, which "
+                "orders the query and lets it page",
+                template=template.name,
+            )
+        order = tuple((key.field, -1 if key.descending else 1) for key in spec.order_by)
+        return QueryPlan(filter=filter_, projection=projection, sort=order)
 
     sort: list[tuple[str, int]] = []
     raw_sort = binding.get("sort", [])

@@ -24,7 +24,12 @@ the write. Two things make it safe anyway (docs/architecture.md, "Idempotent wri
     deletes that document: recovery deletes the pinned document again, and answers
     ``{"deleted": 1}`` when it is gone already (the lost attempt deleted it). A document created
     later with the same key is never touched; a claim without a pin means the delete never ran;
-  - an update (``$set`` of the sent values) is idempotent in its effect: recovery runs it again.
+  - an update (``$set`` of the sent values) is idempotent in its effect: recovery runs it again;
+  - except a locked one (optimistic locking): run again, it would meet its own version bump
+    and answer ``StaleVersion``. So a keyed locked update pushes its ``key#fingerprint`` onto
+    the document's ``_beds_updates`` (the last :data:`UPDATES_KEPT`) in the same
+    ``update_one`` that bumps the version; recovery finds the document holding it and answers
+    from it, and runs the update only when no document does (then a stale version is stale).
 
 A write that never reached the server, that the server refused, or that matched nothing releases
 its claim, so a repeat runs it. One whose outcome is unknown (connection lost or timed out
@@ -70,6 +75,8 @@ __all__ = (
     "KEY_FIELD",
     "KEY_INDEX",
     "TTL_INDEX",
+    "UPDATES_FIELD",
+    "UPDATES_KEPT",
     "AlreadyApplied",
     "KeyStore",
     "Pin",
@@ -87,6 +94,11 @@ KEY_FIELD: Final = "_beds_key"
 """The field of a created document that holds the key (and fingerprint) it was created with."""
 KEY_INDEX: Final = "beds_idempotency_key_uq"
 """The unique sparse index on ``_beds_key`` in every collection a keyed create writes to."""
+UPDATES_FIELD: Final = "_beds_updates"
+"""The field of a locked template's document listing its last keyed updates' ``key_value``."""
+UPDATES_KEPT: Final = 8
+"""Keyed updates a document remembers: a lost update is recognised unless this many other
+keyed updates of the same record land before its repeat (within a lease, in practice never)."""
 _SCHEMA: Final = "000_beds_idempotency.json"
 _CLAIM_TRIES: Final = 5
 """Claim rounds before giving up (each lost round means another attempt changed the claim)."""
@@ -136,8 +148,8 @@ def schema_file() -> SchemaFile:
     return SchemaFile(name=f"beds_rec/schema_files/{_SCHEMA}", text=text, distribution="beds-rec")
 
 
-def forbids_key_field(validator: Mapping[str, Any] | None) -> bool:
-    """Whether a collection validator rejects documents that carry ``_beds_key``.
+def forbids_key_field(validator: Mapping[str, Any] | None, field: str = KEY_FIELD) -> bool:
+    """Whether a collection validator rejects documents that carry ``field`` (``_beds_key``).
 
     Only a ``$jsonSchema`` that restricts ``additionalProperties`` and does not declare the
     field does; query-operator validators constrain named fields only.
@@ -146,15 +158,24 @@ def forbids_key_field(validator: Mapping[str, Any] | None) -> bool:
     if not isinstance(schema, Mapping):
         return False
     extra = schema.get("additionalProperties", True)
-    return extra is not True and KEY_FIELD not in (schema.get("properties") or {})
+    return extra is not True and field not in (schema.get("properties") or {})
 
 
-def allow_key_field(validator: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
-    """The validator, declaring ``_beds_key`` (a string) if it would reject it."""
-    if validator is None or not forbids_key_field(validator):
+_MARKER_TYPES: Final = {KEY_FIELD: "string", UPDATES_FIELD: "array"}
+
+
+def allow_key_field(
+    validator: Mapping[str, Any] | None, fields: tuple[str, ...] = (KEY_FIELD,)
+) -> Mapping[str, Any] | None:
+    """The validator, declaring each of ``fields`` (``_beds_key``: a string) it would reject."""
+    if validator is None:
+        return validator
+    refused = [field for field in fields if forbids_key_field(validator, field)]
+    if not refused:
         return validator
     schema = dict(validator["$jsonSchema"])
-    schema["properties"] = {**(schema.get("properties") or {}), KEY_FIELD: {"bsonType": "string"}}
+    declared = {field: {"bsonType": _MARKER_TYPES[field]} for field in refused}
+    schema["properties"] = {**(schema.get("properties") or {}), **declared}
     return {**validator, "$jsonSchema": schema}
 
 
