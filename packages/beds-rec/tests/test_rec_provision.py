@@ -88,6 +88,32 @@ def test_a_writer_may_write_what_it_serves_and_keep_idempotency_keys(template: T
     assert not any(c == "beds_idempotency" for c, _ in _actions(needs, idempotency=False))
 
 
+def test_a_journaled_template_may_read_its_journal_and_writers_append_to_it(
+    template: Template,
+) -> None:
+    import attrs
+
+    journaled = attrs.evolve(
+        template, capabilities=attrs.evolve(template.capabilities, journal=True)
+    )
+    reader = TemplateUse(template=journaled, operations=frozenset({Operation.FETCH}))
+    writer = TemplateUse(template=journaled, operations=frozenset({Operation.CREATE}))
+    read = _actions(StoreNeeds(role="r", store="rec", uses=(reader,)))
+    written = _actions(StoreNeeds(role="w", store="rec", uses=(writer,)))
+    assert {a for c, a in read if c == "beds_journal"} == {"find", "listIndexes"}
+    assert {a for c, a in written if c == "beds_journal"} == {"find", "listIndexes", "insert"}
+    assert not any(
+        c == "beds_journal"
+        for c, _ in _actions(
+            StoreNeeds(
+                role="r",
+                store="rec",
+                uses=(TemplateUse(template=template, operations=frozenset({Operation.FETCH})),),
+            )
+        )
+    )
+
+
 def test_a_role_that_keeps_lineage_may_insert_and_find_events() -> None:
     needs = StoreNeeds(role="admin", store="rec", uses=(), keeps_events=True)
     assert _actions(needs) == {("msLogs", "insert"), ("msLogs", "find")}

@@ -14,6 +14,9 @@ serves any of its operations           ``listIndexes`` on its collection, ``list
 writes with idempotency keys           ``find``, ``insert``, ``update``, ``remove`` on
                                        ``beds_idempotency``
 keeps lineage events (logs brokers)    ``insert``, ``find`` on ``msLogs``
+serves a journaled template            ``find``, ``listIndexes`` on ``beds_journal`` (the
+                                       history query, the start-up check), and ``insert``
+                                       where it writes the template
 =====================================  ======================================================
 
 ``apply`` creates or updates the role (its privileges replaced, no inherited role) and the
@@ -32,7 +35,7 @@ import orjson
 from pymongo import AsyncMongoClient
 from pymongo.errors import OperationFailure, PyMongoError
 
-from beds.envelopes import Operation
+from beds.envelopes import WRITE_OPERATIONS, Operation
 from beds.errors import BedsError, StoreError, StoreUnavailable
 from beds.policy import Finding
 from beds.provision.needs import Grant, StoreAccount, StoreNeeds, merge_grants
@@ -40,6 +43,7 @@ from beds_rec.bindings import plan_template
 from beds_rec.connect import client_options
 from beds_rec.events import COLLECTION as EVENTS_COLLECTION
 from beds_rec.idempotency import COLLECTION as KEYS_COLLECTION
+from beds_rec.journal import COLLECTION as JOURNAL_COLLECTION
 from beds_rec.settings import parse_settings
 
 if TYPE_CHECKING:
@@ -96,6 +100,11 @@ class RecProvisioner:
             found.append(
                 Grant(kind="database", name="", privilege="listCollections", reasons=(why,))
             )
+            if template.capabilities.journal:
+                journal = {"find", "listIndexes"}
+                if not WRITE_OPERATIONS.isdisjoint(operations):
+                    journal.add("insert")
+                found += [_grant(JOURNAL_COLLECTION, action, why) for action in journal]
         if needs.writes and self.settings.idempotency:
             keys = ("find", "insert", "update", "remove")
             found += [_grant(KEYS_COLLECTION, action, "idempotent writes") for action in keys]
