@@ -223,14 +223,13 @@ def _code_blocks(page: str, language: str) -> list[str]:
 
 
 def test_the_complete_config_example_loads(tmp_path: Path) -> None:
-    from beds.config import load_config
-    from beds.namaste import StoreSettings
-    from beds_rec.settings import parse_settings as parse_rec_settings
-    from beds_rel.settings import parse_settings as parse_rel_settings
-
     import trustme
 
+    from beds.config import load_config
+    from beds.namaste import StoreSettings
     from beds.policy import findings
+    from beds_rec.settings import parse_settings as parse_rec_settings
+    from beds_rel.settings import parse_settings as parse_rel_settings
 
     *_, base, env_file = _code_blocks("configuration.md", "toml")
     ca = tmp_path / "ca.pem"  # the example's CA file, made real

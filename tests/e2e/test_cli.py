@@ -325,6 +325,7 @@ def test_an_unreachable_secondary_warns_in_development_and_is_fatal_in_productio
     assert development[warned + 1 :] == [
         "[ok  ] template beds_session objects",
         "[ok  ] template beds_user objects",
+        "[ok  ] template spew_note objects",
         "[ok  ] template spew_post objects",
         "[ok  ] template spew_profile objects",
     ]

@@ -16,7 +16,7 @@ from beds.templates import FieldType
 def test_adding_the_example_package_twice_fails() -> None:
     registry = TemplateRegistry()
     registry.add_package("beds_templates_example")
-    with pytest.raises(PluginError, match="'spew_post' is declared twice"):
+    with pytest.raises(PluginError, match="'spew_note' is declared twice"):
         registry.add_package("beds_templates_example")
 
 
@@ -52,9 +52,10 @@ def test_example_package_templates_load() -> None:
     registry = TemplateRegistry()
     added = registry.add_package("beds_templates_example")
 
-    assert [t.name for t in added] == ["spew_post", "spew_profile"]
+    assert [t.name for t in added] == ["spew_note", "spew_post", "spew_profile"]
     assert registry.templates == {t.name: t for t in added}
-    post, profile = added
+    note, post, profile = added
+    assert (note.store, note.capabilities.locking, note.capabilities.journal) == ("rel", True, True)
     for template in added:
         assert template.distribution == "beds-templates-example"
         assert template.source == f"beds_templates_example/templates/{template.name}.toml"
@@ -69,7 +70,7 @@ def test_example_package_templates_load() -> None:
     assert post.operations[Operation.CREATE].params == ("author", "body")
     assert post.operations[Operation.CREATE].returns == ("id", "created_at")
     assert post.operations[Operation.CREATE].binding == {"procedure": "spp_create"}
-    assert list(post.queries) == ["by_id", "by_author", "mine", "count_by_author"]
+    assert list(post.queries) == ["by_id", "by_author", "mine", "count_by_author", "recent"]
     assert post.queries["mine"].principal == "author"  # bound to the caller's handle
     assert post.default_query == "by_id"
     assert post.queries["by_author"].max_limit == 100
@@ -82,7 +83,7 @@ def test_example_package_templates_load() -> None:
     assert profile.store_options == {"collection": "spf_profiles", "indexes": ["spf_handle_uq"]}
     assert profile.fields["bio"].nullable
     assert not profile.fields["bio"].required
-    assert profile.queries["by_display_name"].binding["sort"] == [["handle", 1]]
+    assert [key.field for key in profile.queries["by_display_name"].order_by] == ["handle"]
 
 
 def test_example_package_ships_schema_per_store() -> None:

@@ -134,8 +134,8 @@ def test_view_without_params_has_no_where() -> None:
         ),
         ('[queries.q]\nparams = ["name"]\n', "queries.q must bind exactly one of"),
         (
-            '[queries.q]\nparams = ["name"]\nview = "spx_v"\nwhere = "1=1"\n',
-            "queries.q.where is not a REL binding",
+            '[queries.q]\nparams = ["name"]\nview = "spx_v"\nfilter = "1=1"\n',
+            "queries.q.filter is not a REL binding",
         ),
         (
             '[queries.q]\nparams = ["name"]\nview = "posts_v"\n',
@@ -180,3 +180,128 @@ async def test_calls_before_start_are_store_unavailable() -> None:
     with pytest.raises(StoreUnavailable, match="not started"):
         await rel.verify(posts())
     await rel.aclose()
+
+
+PAGED = """
+[fields.rank]
+type = "int"
+[fields.version]
+type = "int"
+generated = true
+[queries.by_id]
+params = ["id"]
+view = "spx_v"
+[queries.ranked]
+params = ["least", "names"]
+order_by = ["-rank", "id"]
+view = "spx_v"
+[queries.ranked.where]
+least = { field = "rank", op = "gte" }
+names = { field = "name", op = "in" }
+"""
+
+
+def test_a_view_query_filters_orders_and_pages_with_bound_values() -> None:
+    call = plan_template(template(PAGED)).queries["ranked"]
+    head = "SELECT `id`, `name`, `rank`, `version` FROM `spx_v`"
+    assert (
+        call.sql
+        == f"{head} WHERE `rank` >= %s AND `name` IN (%s) ORDER BY `rank` DESC, `id` LIMIT %s"
+    )
+    assert call.select is not None
+    sql, args = call.select.statement({"least": 2, "names": ["a", "b", "c"]}, None, 11)
+    assert sql == (
+        f"{head} WHERE `rank` >= %s AND `name` IN (%s, %s, %s) ORDER BY `rank` DESC, `id` LIMIT %s"
+    )
+    assert args == [2, "a", "b", "c", 11]
+    sql, args = call.select.statement({"least": 2, "names": ["a"]}, (5, 40), 3)
+    assert sql == (
+        f"{head} WHERE `rank` >= %s AND `name` IN (%s)"
+        " AND ((`rank` < %s) OR (`rank` = %s AND `id` > %s))"
+        " ORDER BY `rank` DESC, `id` LIMIT %s"
+    )
+    assert args == [2, "a", 5, 5, 40, 3]
+    assert call.referenced == ("id", "name", "rank", "version")
+
+
+def test_a_keyset_in_one_direction_is_expanded_too() -> None:
+    extra = '[queries.newest]\nparams = []\norder_by = ["-rank", "-id"]\nview = "spx_v"\n'
+    call = plan_template(template('[fields.rank]\ntype = "int"\n' + extra)).queries["newest"]
+    assert call.select is not None
+    sql, args = call.select.statement({}, (5, 40), 3)
+    assert sql == (
+        "SELECT `id`, `name`, `rank` FROM `spx_v`"
+        " WHERE ((`rank` < %s) OR (`rank` = %s AND `id` < %s))"
+        " ORDER BY `rank` DESC, `id` DESC LIMIT %s"
+    )
+    assert args == [5, 5, 40, 3]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            '[queries.q]\nparams = ["name"]\norder_by = ["id"]\nprocedure = "spx_p"\n',
+            "queries.q.order_by needs a view: declare a view to page/filter; a procedure pages "
+            "itself",
+        ),
+        (
+            '[queries.q]\nparams = ["n"]\nprocedure = "spx_p"\n'
+            '[queries.q.where]\nn = { field = "name", op = "in" }\n',
+            "queries.q.where needs a view: declare a view to page/filter",
+        ),
+        (
+            '[queries.q]\nparams = ["n"]\nfunction = "spx_f"\nreturns = "c"\n'
+            '[queries.q.where]\nn = { field = "id", op = "gt" }\n',
+            "queries.q.where needs a view",
+        ),
+        (
+            '[queries.q]\nparams = []\norder_by = ["id"]\nview = "spx_v"\ncolumns = ["name"]\n',
+            "queries.q.columns must include 'id' (order_by)",
+        ),
+    ],
+)
+def test_only_views_filter_and_page(extra: str, message: str) -> None:
+    with pytest.raises(TemplateError) as info:
+        adapter().prepare(template(extra))
+    assert message in str(info.value)
+
+
+LOCKED = """
+[fields.version]
+type = "int"
+generated = true
+[capabilities]
+locking = true
+journal = true
+[operations.create]
+params = ["name"]
+returns = ["id"]
+procedure = "spx_c"
+[operations.update]
+params = ["id", "version", "name"]
+procedure = "spx_u"
+"""
+
+
+def test_locking_and_journal_read_the_record_through_a_view_or_procedure_key_query() -> None:
+    by_id = '[queries.by_id]\nparams = ["id"]\nview = "spx_v"\n'
+    assert plan_template(template(LOCKED + by_id)).key_query == "by_id"
+    by_proc = '[queries.one]\nparams = ["id"]\nprocedure = "spx_one"\n'
+    assert plan_template(template(LOCKED + by_proc)).key_query == "one"
+    function = '[queries.n]\nparams = ["id"]\nfunction = "spx_n"\nreturns = "n"\n'
+    with pytest.raises(TemplateError) as info:
+        plan_template(template(LOCKED + function))
+    assert "capabilities.locking needs a view or procedure query whose params are exactly" in (
+        str(info.value)
+    )
+    narrow = '[queries.by_id]\nparams = ["id"]\nview = "spx_v"\ncolumns = ["id", "name"]\n'
+    with pytest.raises(TemplateError) as info:
+        plan_template(template(LOCKED + narrow))
+    assert "queries.by_id.columns must include 'version'" in str(info.value)
+
+
+def test_the_adapter_offers_every_feature() -> None:
+    from beds.namaste import FEATURES
+
+    assert adapter().features == frozenset(FEATURES)

@@ -14,6 +14,7 @@ from beds.errors import (
     DatabaseObjectMissing,
     NotFound,
     RequestError,
+    StaleVersion,
     StoreError,
     StoreUnavailable,
 )
@@ -137,6 +138,17 @@ def test_a_signal_with_sqlstate_23_is_a_conflict() -> None:
     exc = my.OperationalError(1644, "handle taken")
     exc.sqlstate = "23000"
     assert isinstance(translate(exc), Conflict)
+
+
+def test_a_signal_with_sqlstate_45409_is_a_stale_version() -> None:
+    exc = my.OperationalError(1644, "spew_note: stale version")
+    exc.sqlstate = "45409"
+    mapped = translate(exc)
+    assert isinstance(mapped, StaleVersion)
+    assert mapped.CODE == "BEDS-409V"
+    other = my.OperationalError(1644, "refused")
+    other.sqlstate = "45000"
+    assert type(translate(other)) is StoreError
 
 
 def test_client_side_text_never_reaches_the_message() -> None:

@@ -33,8 +33,9 @@ def registry() -> TemplateRegistry:
 
 
 def test_templates_load_and_validate(registry: TemplateRegistry) -> None:
-    assert sorted(registry.templates) == ["spew_post", "spew_profile"]
+    assert sorted(registry.templates) == ["spew_note", "spew_post", "spew_profile"]
     assert {name: t.store for name, t in registry.templates.items()} == {
+        "spew_note": "rel",
         "spew_post": "rel",
         "spew_profile": "rec",
     }

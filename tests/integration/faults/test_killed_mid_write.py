@@ -100,14 +100,15 @@ if WHERE == "mid":
 
     _write_once = beds_rel.adapter.write_once
 
-    async def _write_once_holding(conn, run, write, args, ctx, result_of):
+    async def _write_once_holding(conn, run, ctx, body):
         async def run_then_hold(conn, call, call_args):
             rows = await run(conn, call, call_args)
-            if call is write and MARKER in str(call_args):  # the write ran, not committed
+            write = call.name == "spp_create"
+            if write and MARKER in str(call_args):  # the write ran, not committed
                 await _hold(ctx.event_id)
             return rows
 
-        return await _write_once(conn, run_then_hold, write, args, ctx, result_of)
+        return await _write_once(conn, run_then_hold, ctx, body)
 
     beds_rel.adapter.write_once = _write_once_holding
 '''

@@ -186,16 +186,15 @@ def _arm_before(
         return
     write_once = beds_rel.idempotency.write_once  # the adapter calls it by this module name
 
-    async def write_once_losing_a_reply(
-        conn: Any, run: Any, write: Any, args: Any, ctx: Any, result_of: Any
-    ) -> Any:
+    async def write_once_losing_a_reply(conn: Any, run: Any, ctx: Any, body: Any) -> Any:
         async def run_losing_its_reply(conn: Any, call: Any, call_args: Any) -> Any:
-            chosen = call is write if point == "write" else call.name.endswith("_complete")
+            write = call.name == "spp_create"  # the template's write procedure
+            chosen = write if point == "write" else call.name.endswith("_complete")
             if chosen and marker in str(ctx.idempotency_key) and not proxy.lost:
                 proxy.lose(once=once)
             return await run(conn, call, call_args)
 
-        return await write_once(conn, run_losing_its_reply, write, args, ctx, result_of)
+        return await write_once(conn, run_losing_its_reply, ctx, body)
 
     monkeypatch.setattr(beds_rel.adapter, "write_once", write_once_losing_a_reply)
 

@@ -76,9 +76,12 @@ def query(name: str, limit: int | None = None, **params: Any) -> Query:
 async def test_apply_schema_twice_then_verify(mariadb_url: str) -> None:
     adapter = make_adapter(mariadb_url)
     names = [file.name for file in SCHEMA]
-    assert names == ["beds_templates_example/schema/rel/001_spew_post.sql"]
-    # beds-rel's own objects (idempotency keys) come first
-    applied = ["beds_rel/sql/000_beds_idempotency.sql", *names]
+    assert names == [
+        "beds_templates_example/schema/rel/001_spew_post.sql",
+        "beds_templates_example/schema/rel/002_spew_note.sql",
+    ]
+    # beds-rel's own objects (idempotency keys, journals) come first
+    applied = ["beds_rel/sql/000_beds_idempotency.sql", "beds_rel/sql/001_beds_journal.sql", *names]
     assert await adapter.apply_schema(SCHEMA) == applied
     assert await adapter.apply_schema(SCHEMA) == applied
     await adapter.start()

@@ -34,11 +34,40 @@ def test_spew_post_prepares_and_compiles_to_bound_sql() -> None:
         "by_author": "CALL `spp_by_author`(%s, %s)",
         "mine": "CALL `spp_by_author`(%s, %s)",
         "count_by_author": "SELECT `spp_count_by_author`(%s) AS `post_count`",
+        "recent": "SELECT `id`, `author`, `body`, `created_at`, `updated_at` FROM `spp_posts_v`"
+        " ORDER BY `id` DESC LIMIT %s",
+    }
+    recent = plan.queries["recent"].select
+    assert recent is not None
+    assert recent.statement({}, (40,), 11) == (
+        "SELECT `id`, `author`, `body`, `created_at`, `updated_at` FROM `spp_posts_v`"
+        " WHERE ((`id` < %s)) ORDER BY `id` DESC LIMIT %s",
+        [40, 11],
+    )
+
+
+def test_spew_note_prepares_with_locking_journal_and_pages() -> None:
+    spew_note = _registry().templates["spew_note"]
+    assert spew_note.needs() == {"locking", "journal", "pagination", "filters"}
+    plan = plan_template(spew_note)
+    assert plan.key_query == "by_id"
+    assert {op: call.sql for op, call in plan.writes.items()} == {
+        Operation.CREATE: "CALL `spn_create`(%s, %s)",
+        Operation.UPDATE: "CALL `spn_update`(%s, %s, %s)",
+        Operation.DELETE: "CALL `spn_delete`(%s, %s)",
+    }
+    head = "SELECT `id`, `author`, `body`, `version`, `created_at`, `updated_at` FROM `spn_notes_v`"
+    order = " ORDER BY `created_at` DESC, `id` DESC LIMIT %s"
+    assert {name: call.sql for name, call in plan.queries.items()} == {
+        "by_id": f"{head} WHERE `id` <=> %s LIMIT %s",
+        "mine": f"{head} WHERE `author` <=> %s{order}",
+        "mine_between": f"{head} WHERE `author` <=> %s AND `created_at` >= %s"
+        f" AND `created_at` < %s{order}",
     }
 
 
 def test_the_spew_post_schema_splits_into_its_objects() -> None:
-    [schema] = _registry().schema["rel"]
+    schema, _ = _registry().schema["rel"]
     statements = [statement.text for statement in split_statements(schema.text)]
     objects = [
         re.match(r"CREATE (?:OR REPLACE )?(\w+)(?: IF NOT EXISTS)? (\w+)", t) for t in statements
@@ -53,3 +82,21 @@ def test_the_spew_post_schema_splits_into_its_objects() -> None:
         ("FUNCTION", "spp_count_by_author"),
     ]
     assert all(t.endswith("END") for t in statements[2:])
+
+
+def test_the_spew_note_schema_splits_into_its_objects() -> None:
+    _, schema = _registry().schema["rel"]
+    assert schema.name.endswith("002_spew_note.sql")
+    statements = [statement.text for statement in split_statements(schema.text)]
+    objects = [
+        re.match(r"CREATE (?:OR REPLACE )?(\w+)(?: IF NOT EXISTS)? (\w+)", t) for t in statements
+    ]
+    assert [m.groups() if m else None for m in objects] == [
+        ("TABLE", "spn_notes"),
+        ("VIEW", "spn_notes_v"),
+        ("PROCEDURE", "spn_create"),
+        ("PROCEDURE", "spn_update"),
+        ("PROCEDURE", "spn_delete"),
+    ]
+    # The locking convention: the version is checked in the write, a stale one signalled.
+    assert sum("SQLSTATE '45409'" in t for t in statements) == 2

@@ -8,68 +8,74 @@ reads results by these conventions, which the DBA's routines follow:
   row has the key (``NotFound``). Absent optional params are passed as ``NULL``: keep the value.
 * delete: the procedure returns one row with a ``deleted`` column (``ROW_COUNT()``); 0 is
   ``NotFound``.
-* query procedures take the query's params and then the row limit (``p_limit``).
+* query procedures take the query's params and then the row limit (``p_limit``); view queries
+  filter, order and page in the adapter's ``SELECT`` (:mod:`beds_rel.views`).
+* locking: update and delete procedures change the row only at the version sent, and
+  ``SIGNAL SQLSTATE '45409'`` when it exists at another one (``StaleVersion``; the adapter reads
+  the current version through the key query).
 
 Sessions run with ``time_zone = '+00:00'`` and autocommit; every returned value goes through
 :func:`beds.values.to_wire_record`. A write with an idempotency key runs in one transaction with
-its key (:mod:`beds_rel.idempotency`), so write procedures must not ``COMMIT`` themselves.
+its key (:mod:`beds_rel.idempotency`), and a journaled write in one with its entry
+(:mod:`beds_rel.journal`), both together when both apply, so write procedures must not
+``COMMIT`` themselves.
+
+Why this module is long: it is the one class the node sees, with the whole NamasteCore life
+cycle (pool, optional checks, verify, the four operations, the journal read, schema apply);
+each method is short and delegates the SQL to :mod:`beds_rel.bindings`, :mod:`beds_rel.views`,
+:mod:`beds_rel.statements`, :mod:`beds_rel.idempotency` and :mod:`beds_rel.journal`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import asyncmy
-from asyncmy.cursors import DictCursor
 
 from beds.envelopes import Operation
 from beds.errors import (
     DatabaseObjectMissing,
     NotFound,
     RequestError,
+    StaleVersion,
     StoreError,
     StoreUnavailable,
 )
-from beds.templates.model import FieldType
+from beds.namaste import FEATURES
 from beds.values import to_wire, to_wire_record
+from beds_rel import journal
 from beds_rel.bindings import Call, TemplatePlan, plan_template
 from beds_rel.errors import connecting, is_clean, map_exceptions
 from beds_rel.idempotency import CALLS as IDEMPOTENCY_CALLS
-from beds_rel.idempotency import PURGE, schema_file, write_once
+from beds_rel.idempotency import PURGE, write_once
+from beds_rel.idempotency import schema_file as idempotency_schema
 from beds_rel.schema import apply_schema_files
 from beds_rel.settings import RelSettings, parse_settings
+from beds_rel.statements import Row, execute, in_transaction, read_by_key, run_call, typed
 from beds_rel.verify import missing_objects
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Sequence
+    from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
     from asyncmy.connection import Connection
 
     from beds.namaste import CallContext, Query, Record, SchemaFile, StoreSettings
     from beds.templates.model import Template
+    from beds_rel.idempotency import RunCall
 
 __all__ = ("RelAdapter",)
-
-Row = dict[str, Any]
-
-
-def _db_value(value: Any) -> Any:
-    """Return a value as the driver should bind it: aware date-times become naive UTC."""
-    if isinstance(value, dt.datetime) and value.tzinfo is not None:
-        return value.astimezone(dt.UTC).replace(tzinfo=None)
-    return value
 
 
 class RelAdapter:
     """The REL store: MariaDB/MySQL stored procedures, views and functions by name."""
 
     store = "rel"
-    features: frozenset[str] = frozenset()
-    """No template features beyond CRUD yet (:data:`beds.namaste.FEATURES`): templates that
-    need one are refused when the node starts."""
+    features: frozenset[str] = frozenset(FEATURES)
+    """Every feature (:data:`beds.namaste.FEATURES`): locking through the DBA's procedures,
+    journals in ``beds_journal``, filters and pagination on view queries."""
 
     def __init__(self, settings: RelSettings) -> None:
         self.settings = settings
@@ -173,25 +179,76 @@ class RelAdapter:
             raise
         await acquiring.__aexit__(None, None, None)
 
-    async def _rows(self, call: Call, args: Sequence[Any]) -> list[Row]:
+    async def _rows(self, call: Call, args: Sequence[Any], sql: str | None = None) -> list[Row]:
         """Run a statement on a pooled connection and return its first result set."""
         with map_exceptions(objects=(call.name,)):
             async with self._connection() as conn:
-                return await _run(conn, call, args)
+                return await execute(conn, call.sql if sql is None else sql, args)
 
     async def _write(
         self,
-        call: Call,
+        template: Template,
+        operation: Operation,
         args: Sequence[Any],
+        key: Mapping[str, Any],
         ctx: CallContext,
         result_of: Callable[[list[Row]], Record],
     ) -> Record:
-        """Run a write procedure: at most once per idempotency key when the request has one."""
-        if ctx.idempotency_key is None or not self.idempotent_writes:
-            return result_of(await self._rows(call, args))
-        with map_exceptions(objects=(call.name, *(c.name for c in IDEMPOTENCY_CALLS))):
+        """Run a write procedure, with what must commit with it in one transaction.
+
+        That is the idempotency key when the request has one, and the journal entry when the
+        template keeps a journal; a plain write is one autocommitted call.
+        """
+        plan = self._plan(template)
+        call = plan.writes[operation]
+        keyed = ctx.idempotency_key is not None and self.idempotent_writes
+        journaled = ctx.journal and template.capabilities.journal
+        try:
+            if not keyed and not journaled:
+                return result_of(await self._rows(call, args))
+            objects = [call.name]
+            objects += [c.name for c in IDEMPOTENCY_CALLS] if keyed else []
+            if journaled and plan.key_query is not None:
+                objects += [c.name for c in journal.CALLS]
+                objects.append(plan.queries[plan.key_query].name)  # read before and after
+            with map_exceptions(objects=objects):
+                async with self._connection() as conn:
+                    body = (
+                        partial(
+                            journal.journaled_write,
+                            conn,
+                            template,
+                            plan,
+                            operation,
+                            args,
+                            key,
+                            ctx,
+                            result_of,
+                        )
+                        if journaled
+                        else partial(_call_write, conn, call, args, result_of)
+                    )
+                    if keyed:
+                        return await write_once(conn, run_call, ctx, body)
+                    return await in_transaction(conn, body)
+        except StaleVersion as exc:
+            raise await self._stale(template, plan, key) from exc
+
+    async def _stale(
+        self, template: Template, plan: TemplatePlan, key: Mapping[str, Any]
+    ) -> RequestError:
+        """The error for a write refused at a stale version, naming the current one."""
+        if plan.key_query is None:  # a procedure of a template without locking signalled it
+            return StaleVersion("the record changed since it was read")
+        with map_exceptions():
             async with self._connection() as conn:
-                return await write_once(conn, _run, call, args, ctx, result_of)
+                row = await read_by_key(conn, template, plan, key)
+        if row is None:  # deleted since the write was refused
+            return NotFound(f"no {template.name} record has that key")
+        version = row.get(template.capabilities.version_field)
+        return StaleVersion(
+            "the record changed since it was read", details=(f"current_version: {version}",)
+        )
 
     async def purge_idempotency_keys(self, limit: int = 10_000) -> int:
         """Delete up to ``limit`` expired idempotency keys; return how many went.
@@ -214,6 +271,8 @@ class RelAdapter:
         calls = plan.calls()
         if plan.writes and self.idempotent_writes:
             calls.extend(IDEMPOTENCY_CALLS)
+        if template.capabilities.journal:
+            calls.extend(journal.CALLS)
         with map_exceptions():
             async with self._connection() as conn:
                 missing = await missing_objects(conn, calls)
@@ -234,7 +293,8 @@ class RelAdapter:
                 )
             return self._returns(template, Operation.CREATE, call, rows[0])
 
-        return await self._write(call, [record.get(p) for p in call.params], ctx, created)
+        args = [record.get(p) for p in call.params]
+        return await self._write(template, Operation.CREATE, args, record, ctx, created)
 
     async def update(self, template: Template, record: Record, ctx: CallContext) -> Record:
         """Call the update procedure; an empty result set means no record has the key."""
@@ -247,7 +307,8 @@ class RelAdapter:
                 return to_wire_record({k: record[k] for k in template.key})
             return self._returns(template, Operation.UPDATE, call, rows[0])
 
-        return await self._write(call, [record.get(p) for p in call.params], ctx, updated)
+        args = [record.get(p) for p in call.params]
+        return await self._write(template, Operation.UPDATE, args, record, ctx, updated)
 
     async def delete(self, template: Template, key: Record, ctx: CallContext) -> Record:
         """Call the delete procedure; it reports the rows removed in a ``deleted`` column."""
@@ -264,7 +325,8 @@ class RelAdapter:
                 raise NotFound(f"no {template.name} record has that key")
             return {"deleted": count}
 
-        return await self._write(call, [key.get(p) for p in call.params], ctx, deleted)
+        args = [key.get(p) for p in call.params]
+        return await self._write(template, Operation.DELETE, args, key, ctx, deleted)
 
     def _returns(self, template: Template, operation: Operation, call: Call, row: Row) -> Record:
         wanted = template.operations[operation].returns
@@ -274,7 +336,7 @@ class RelAdapter:
                 f"the {operation.value} procedure's result lacks declared fields",
                 details=[f"procedure {call.name}: no column {name!r}" for name in absent],
             )
-        return to_wire_record(_typed(template, {name: row[name] for name in wanted}))
+        return to_wire_record(typed(template, {name: row[name] for name in wanted}))
 
     async def fetch(self, template: Template, query: Query, ctx: CallContext) -> list[Record]:
         """Run a declared query and return at most ``query.limit`` records."""
@@ -283,10 +345,22 @@ class RelAdapter:
         if call.kind == "function":
             rows = await self._rows(call, args)
             column = call.column or ""
-            value = _typed(template, {column: rows[0].get(column)})[column] if rows else None
+            value = typed(template, {column: rows[0].get(column)})[column] if rows else None
             return [{column: to_wire(value)}]
-        rows = await self._rows(call, [*args, query.limit])
-        return [to_wire_record(_typed(template, row)) for row in rows[: query.limit]]
+        if call.select is not None:
+            sql, bound = call.select.statement(query.params, query.after, query.limit)
+            rows = await self._rows(call, bound, sql)
+        else:
+            rows = await self._rows(call, [*args, query.limit])
+        return [to_wire_record(typed(template, row)) for row in rows[: query.limit]]
+
+    async def read_journal(
+        self, template: Template, key: Record, *, limit: int, after: tuple[Any, ...] | None
+    ) -> list[Record]:
+        """The journal entries of the record with ``key``, oldest first (``JournalStore``)."""
+        sql, args = journal.read_args(template.name, key, limit, after)
+        rows = await self._rows(journal.READ, args, sql)
+        return [journal.entry_of(row) for row in rows]
 
     async def apply_schema(self, files: Sequence[SchemaFile]) -> list[str]:
         """Create the database if needed and run each DBA file in order (development only).
@@ -294,7 +368,8 @@ class RelAdapter:
         Returns:
             The names of the files applied.
         """
-        own = [schema_file()] if self.settings.idempotency else []
+        own = [idempotency_schema()] if self.settings.idempotency else []
+        own.append(journal.schema_file())
         with connecting(self.settings):
             return await apply_schema_files(self.settings, [*own, *files])
 
@@ -310,29 +385,11 @@ class RelAdapter:
         return f"RelAdapter({settings.user}@{settings.host}:{settings.port}/{settings.database})"
 
 
-async def _run(conn: Connection, call: Call, args: Sequence[Any]) -> list[Row]:
-    """Run one statement on ``conn`` and return its first result set, draining any others."""
-    # No ``async with`` on the cursor: its exit drains pending results, which would hold a
-    # cancelled call until the server finishes; the adapter drops the connection instead.
-    cursor = conn.cursor(DictCursor)
-    await cursor.execute(call.sql, tuple(_db_value(arg) for arg in args))
-    rows: list[Row] = list(await cursor.fetchall()) if cursor.description else []
-    while await cursor.nextset():
-        pass
-    await cursor.close()
-    return rows
-
-
-def _typed(template: Template, row: Row) -> Row:
-    """The row with its declared boolean fields as booleans.
-
-    MariaDB has no boolean type: ``BOOLEAN`` is ``TINYINT(1)`` and comes back as 0 or 1. A column
-    named like a field the template declares ``bool`` is answered ``true``/``false``, in every
-    domain; other columns are left as the database returned them.
-    """
-    fields = template.fields
-    for name, value in row.items():
-        spec = fields.get(name)
-        if spec is not None and spec.type is FieldType.BOOL and type(value) is int:
-            row[name] = bool(value)
-    return row
+async def _call_write(
+    conn: Connection,
+    call: Call,
+    args: Sequence[Any],
+    result_of: Callable[[list[Row]], Record],
+    run: RunCall,
+) -> Record:
+    return result_of(await run(conn, call, args))

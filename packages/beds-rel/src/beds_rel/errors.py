@@ -10,6 +10,8 @@ cannot connect, lost, gone away (2002, 2003, 2005, 2006,   ``StoreUnavailable``
 (1044, 1045), shutdown (1053), killed (1927), TLS
 required (3159), ``InterfaceError``, ``OSError``
 lock wait timeout (1205), deadlock (1213)                  ``StoreBusy`` (transient)
+a ``SIGNAL SQLSTATE '45409'`` (a locking procedure found   ``StaleVersion``
+the row at another version)
 duplicate key (1062, 1022, 1169, 1586), foreign key        ``Conflict``
 (1216, 1217, 1451, 1452, 1557, 1761, 1762), a ``SIGNAL``
 with SQLSTATE class ``23``
@@ -37,6 +39,7 @@ from beds.errors import (
     Conflict,
     DatabaseObjectMissing,
     RequestError,
+    StaleVersion,
     StoreBusy,
     StoreError,
     StoreUnavailable,
@@ -48,7 +51,11 @@ if TYPE_CHECKING:
 
     from beds_rel.settings import RelSettings
 
-__all__ = ("connect_problem", "connecting", "map_exceptions", "translate")
+__all__ = ("STALE_VERSION", "connect_problem", "connecting", "map_exceptions", "translate")
+
+STALE_VERSION = "45409"
+"""The SQLSTATE a locking procedure signals when the row exists at another version (docs/rel.md,
+"Optimistic locking"); the adapter reads the current version and reports it."""
 
 _UNAVAILABLE: dict[int, str] = {
     1040: "MariaDB has too many connections",
@@ -114,6 +121,8 @@ def translate(exc: BaseException, *, objects: Sequence[str] = ()) -> RequestErro
             return StoreBusy(_BUSY[errno], details=(f"MariaDB error {errno}",))
         detail = f"MariaDB error {errno}: {text}" if text else f"MariaDB error {errno}"
         sqlstate = str(getattr(exc, "sqlstate", None) or "")
+        if errno == _SIGNAL and sqlstate == STALE_VERSION:
+            return StaleVersion("the record changed since it was read")
         if errno in _CONFLICT or (errno == _SIGNAL and sqlstate.startswith("23")):
             return Conflict("the write conflicts with existing data", details=(detail,))
         pattern = _MISSING.get(errno)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from beds.namaste import CallContext, Record
 
-__all__ = ("CALLS", "PURGE", "schema_file", "write_once")
+__all__ = ("CALLS", "PURGE", "RunCall", "schema_file", "write_once")
 
 Rows = list[dict[str, Any]]
 RunCall = Callable[["Connection", Call, Sequence[Any]], Awaitable[Rows]]
@@ -64,23 +64,21 @@ def schema_file() -> SchemaFile:
 async def write_once(
     conn: Connection,
     run: RunCall,
-    write: Call,
-    args: Sequence[Any],
     ctx: CallContext,
-    result_of: Callable[[Rows], Record],
+    body: Callable[[RunCall], Awaitable[Record]],
 ) -> Record:
-    """Run ``write`` at most once for ``ctx.idempotency_key``, in one transaction on ``conn``.
+    """Run ``body`` at most once for ``ctx.idempotency_key``, in one transaction on ``conn``.
 
-    Three round trips: claim (which starts the transaction), write, complete (which commits).
+    Claim (which starts the transaction), ``body`` (the write, and a journaled template's
+    entry), complete (which commits): the key, the write and its result commit together.
 
     Args:
         conn: a connection of the pool, in autocommit mode; left with no transaction open.
         run: runs one call on a connection and returns its first result set.
-        write: the template's write procedure.
-        args: its arguments.
         ctx: the request's key, fingerprint and TTL.
-        result_of: turns the procedure's rows into the operation's result; what it raises
-            (``NotFound``…) rolls the write back.
+        body: runs the write on ``conn`` with the ``run`` it is given, and returns the
+            operation's result; what it raises (``NotFound``, ``StaleVersion``…) rolls the
+            write back.
 
     Raises:
         IdempotencyKeyReused: the key belongs to another request.
@@ -91,7 +89,7 @@ async def write_once(
         # The claim opens the transaction (and ends it when the key is taken); complete commits.
         held = (await run(conn, CLAIM, (ctx.idempotency_key, ctx.fingerprint, ttl_ms)))[0]
         if held["claimed"]:
-            result = result_of(await run(conn, write, args))
+            result = await body(run)
             await run(conn, COMPLETE, (ctx.idempotency_key, encode_result(result).decode()))
             return result
     except BaseException as exc:

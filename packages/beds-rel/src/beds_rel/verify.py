@@ -1,7 +1,8 @@
 """Check, through ``information_schema``, that a template's declared objects exist and fit.
 
 Routines must exist with the declared kind and take as many parameters as the adapter passes
-(a query procedure's limit included); views must exist and expose every declared field.
+(a query procedure's limit included); views must exist and expose every column a query selects,
+compares or orders by.
 Routine names compare case-insensitively, as MariaDB does; view names compare exactly.
 """
 
@@ -78,7 +79,7 @@ async def missing_objects(conn: Connection, calls: Sequence[Call]) -> list[str]:
                     continue
                 problems.update(
                     f"{call.name}.{column}"
-                    for column in call.columns
+                    for column in call.referenced or call.columns
                     if column.lower() not in columns[call.name]
                 )
     return sorted(problems)
