@@ -94,6 +94,29 @@ def test_a_writer_may_run_its_procedures_and_the_idempotency_ones(template: Temp
     assert _names(_provisioner(idempotency=False), use) == [("EXECUTE", "procedure", "spx_create")]
 
 
+def test_a_journaled_owned_template_may_read_its_key_query_and_its_journal(
+    template: Template,
+) -> None:
+    import attrs
+
+    from beds.templates.model import QuerySpec
+
+    hidden = {
+        **template.queries,
+        "by_id": attrs.evolve(template.queries["by_id"], internal=True),
+    }
+    journaled = attrs.evolve(
+        template,
+        queries=hidden,
+        capabilities=attrs.evolve(template.capabilities, journal=True),
+        access=attrs.evolve(template.access, owner="author"),
+    )
+    assert isinstance(hidden["by_id"], QuerySpec)
+    use = TemplateUse(template=journaled, operations=frozenset({Operation.CREATE}))
+    names = {name for _, _, name in _names(_provisioner(idempotency=False), use)}
+    assert names == {"spx_create", "spx_posts_v", "beds_journal_append", "beds_journal_v"}
+
+
 def test_handler_code_may_call_every_object_internal_queries_too(template: Template) -> None:
     use = TemplateUse(template=template, operations=frozenset(), handled=True)
     names = {name for _, _, name in _names(_provisioner(idempotency=False), use)}

@@ -1,8 +1,10 @@
 """REL accounts: one MariaDB account per node role, with EXECUTE and SELECT on its objects only.
 
 A role's account may run the procedures and functions, and read the views, of the templates the
-role serves (:mod:`beds.provision.needs`), plus beds-rel's ``beds_idempotency_*`` procedures when
-it writes with idempotency keys (``[stores.rel] idempotency``). Nothing else: no table, no
+role serves (:mod:`beds.provision.needs`), the key query of a template whose writes read the
+record first (owner, locking, journal, audit; even when the query is internal), beds-rel's
+``beds_journal_*`` objects for a journaled template, plus its ``beds_idempotency_*`` procedures
+when it writes with idempotency keys (``[stores.rel] idempotency``). Nothing else: no table, no
 database-wide privilege. The DBA's routines and views run as their definer (MariaDB's default
 ``SQL SECURITY DEFINER``), so they reach the tables the account itself cannot, and
 ``information_schema`` shows the account exactly its objects, which is what the node's start-up
@@ -33,6 +35,7 @@ from beds.provision.needs import Grant, StoreAccount, StoreNeeds, merge_grants
 from beds_rel.bindings import Call, plan_template
 from beds_rel.errors import map_exceptions
 from beds_rel.idempotency import CALLS as IDEMPOTENCY_CALLS
+from beds_rel.journal import CALLS as JOURNAL_CALLS
 from beds_rel.settings import RelSettings, parse_settings
 
 if TYPE_CHECKING:
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
     from asyncmy.connection import Connection
 
     from beds.namaste import StoreSettings
+    from beds.templates.model import Template
 
 __all__ = ("Held", "RelProvisioner", "parse_grants")
 
@@ -163,6 +167,12 @@ class RelProvisioner:
                     # An internal query is only called by handlers (never named by a request).
                     if use.handled or not template.queries[name].internal:
                         found.append(_grant(call, f"{template.name} query {name}"))
+            key = template.key_query()
+            if key is not None and key.name in plan.queries and _reads_by_key(template):
+                # Owners, locking, journal and audit read the record through the key query.
+                found.append(_grant(plan.queries[key.name], f"{template.name} key query"))
+            if template.capabilities.journal:
+                found += [_grant(call, f"{template.name} journal") for call in JOURNAL_CALLS]
         if needs.writes and self.settings.idempotency:
             found += [_grant(call, "idempotent writes") for call in IDEMPOTENCY_CALLS]
         return merge_grants(found)
@@ -291,6 +301,14 @@ class RelProvisioner:
             password=unquote(parts.password or ""),
             secondaries=(),
         )
+
+
+def _reads_by_key(template: Template) -> bool:
+    """Whether the node reads a record through the key query around its writes."""
+    caps = template.capabilities
+    return bool(template.operations) and (
+        template.access.owner is not None or caps.locking or caps.journal or caps.audit
+    )
 
 
 def _grant(call: Call, reason: str) -> Grant:
