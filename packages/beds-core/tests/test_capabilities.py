@@ -244,6 +244,23 @@ async def test_every_write_leaves_a_journal_entry_read_back_with_history() -> No
     assert rest.meta.next is None
 
 
+async def test_the_history_of_an_owned_record_is_its_owners() -> None:
+    owned = template(access={"owner": "author", "create": ["member"]})
+    n = Node(owned, MemoryAdapter(), None)
+    await n.call("create", {"author": "ann", "text": "one", "rank": 1})
+    await n.call("delete", {"id": 1, "version": 1})
+    query = {"query": "history", "params": {"id": 1}}
+    mine = await n.call("fetch", query, who="ann")
+    assert mine.data is not None
+    assert len(mine.data) == 2
+    theirs = await n.call("fetch", query, who="bob")
+    assert code(theirs) == "BEDS-403"
+    admin = IDENTITY.credential("root", roles=("admin",))
+    body = encode_request(Request(operation=Operation.FETCH, template="note", payload=query))
+    _, response = await n.dispatcher.handle(body, "application/json", None, admin)
+    assert response.ok, response.error
+
+
 async def test_history_is_no_query_of_a_template_without_a_journal() -> None:
     plain = template(capabilities={"locking": True})
     response = await Node(plain, MemoryAdapter(), None).call(

@@ -2,7 +2,8 @@
 
 A pageable query (``order_by``) asks its adapter for one record more than the page: if it
 comes, there is a next page, and ``meta.next`` is the cursor after the page's last record
-(:mod:`beds.pagination`). A journaled template's ``history`` query is read from its journal.
+(:mod:`beds.pagination`). A journaled template's ``history`` query is read from its journal
+(a record with an owner shows it to its owner and admins only).
 A fetch with consistency ``cached`` of a cached template is answered from the node's fetch
 cache when it has the page (:mod:`beds.dispatch.cache`), else from the primary.
 """
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from beds.envelopes import Consistency
-from beds.errors import UnsupportedOperation
+from beds.errors import Unauthenticated, Unauthorized, UnsupportedOperation
 from beds.namaste import JournalStore, Record
 from beds.templates.model import HISTORY_QUERY
 
@@ -57,6 +58,7 @@ async def read_page(
         rows = await adapter.read_journal(
             template, dict(query.params), limit=asked.limit, after=query.after
         )
+        _check_history_owner(template, rows, ctx)
     else:
         rows = await adapter.fetch(template, asked, ctx)
     if not spec.pageable or len(rows) <= query.limit:
@@ -89,3 +91,29 @@ async def serve_fetch(
     page = await store(partial(read_page, adapter, template, primary, ctx, cursors))
     cache.put(template.name, key, generation, page)
     return page
+
+
+def _check_history_owner(template: Template, entries: list[Record], ctx: CallContext) -> None:
+    """A record with an owner shows its history to its owner (and admins) only.
+
+    Every entry is checked, a deleted record's included (its ``before`` names the owner).
+
+    Raises:
+        Unauthenticated: an anonymous caller (BEDS-401).
+        Unauthorized: the entries belong to another principal's record (BEDS-403).
+    """
+    owner = template.access.owner
+    if owner is None or not entries:
+        return
+    identity = ctx.identity
+    if identity is None:
+        raise Unauthenticated(f"the history of {template.name} records is their owner's")
+    if template.access.admin_role in identity.roles:
+        return
+    for entry in entries:
+        record = entry.get("after") or entry.get("before") or {}
+        if record.get(owner) != identity.handle:
+            raise Unauthorized(
+                f"only its owner may read the history of a {template.name} record",
+                details=(f"principal: {identity.handle}",),
+            )
