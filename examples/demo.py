@@ -21,7 +21,7 @@ from typing import Any
 import aiormq
 
 from beds.client import BedsClient
-from beds.errors import Conflict, ReplyTimeout, Unauthenticated, ValidationFailed
+from beds.errors import Conflict, ReplyTimeout, StaleVersion, Unauthenticated, ValidationFailed
 
 
 def show(title: str, value: Any) -> None:
@@ -108,6 +108,27 @@ async def exercise(client: BedsClient) -> None:
     except ValidationFailed as exc:
         show("281-character body -> ValidationFailed", list(exc.details))
 
+    print("\nspew_note (REL: optimistic locking, journal, pages with cursors):")
+    note = await client.create("spew_note", {"body": "Buy milk."})
+    show("create", {"id": note["id"], "version": note["version"]})
+    first = {"id": note["id"], "version": note["version"]}
+    changed = await client.update("spew_note", {**first, "body": "Buy oat milk."})
+    show("update at version 1", {"id": changed["id"], "version": changed["version"]})
+    try:
+        await client.update("spew_note", {**first, "body": "a lost update"})
+    except StaleVersion as exc:
+        show("update at version 1 again -> StaleVersion", list(exc.details))
+    for number in range(3):
+        await client.create("spew_note", {"body": f"Note {number}."})
+    page = await client.call("spew_note", "fetch", {"query": "mine", "limit": 2})
+    show("mine, page 1 (limit 2)", [row["body"] for row in page.data or []])
+    page = await client.call(
+        "spew_note", "fetch", {"query": "mine", "limit": 2, "cursor": page.meta.next}
+    )
+    show("mine, page 2 (cursor = meta.next)", [row["body"] for row in page.data or []])
+    history = await client.fetch("spew_note", "history", {"id": note["id"]})
+    show("history", [f"{entry['operation']} by {entry['principal']}" for entry in history])
+
     print("\nthroughput (spew_post fetch by_id through RabbitMQ, one client connection):")
     rate, p50, p99 = await burst(client, post["id"], total=3000, in_flight=16)
     show("3000 requests, 16 in flight", f"{rate:,.0f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms")
@@ -115,6 +136,10 @@ async def exercise(client: BedsClient) -> None:
     print("\ncleanup:")
     show("delete post", await client.delete("spew_post", {"id": post["id"]}))
     show("delete profile", await client.delete("spew_profile", {"handle": handle}))
+    notes = await client.fetch("spew_note", "mine", {}, limit=50)
+    for row in notes:
+        await client.delete("spew_note", {"id": row["id"], "version": row["version"]})
+    show("delete notes", len(notes))
     await client.logout()
     try:
         await client.update(
