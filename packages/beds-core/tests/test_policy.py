@@ -174,11 +174,8 @@ def test_internal_events_believed_from_anyone_are_findings() -> None:
 
 
 def test_a_private_key_any_user_can_read_is_a_finding(tmp_path: Path) -> None:
-    import trustme
-
-    issued = trustme.CA().issue_cert("localhost")
-    key = tmp_path / "client.key"
-    issued.private_key_pem.write_to_path(str(key))
+    key = tmp_path / "client.key"  # the policy reads permissions, never the key
+    key.write_text("-----BEGIN PRIVATE KEY-----\n", encoding="utf-8")
     keys_dir = tmp_path / "keys"
     keys_dir.mkdir()
     signing = keys_dir / "k1.pem"
