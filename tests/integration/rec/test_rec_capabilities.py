@@ -897,9 +897,10 @@ async def test_the_example_profiles_page_filter_and_keep_a_history(
     assert [row["handle"] for row in found] == sorted(wanted[:2])
     assert found[[row["handle"] for row in found].index(handles[0])]["bio"] == "hello"
 
-    entries = await n.data(
-        "fetch", {"query": "history", "params": {"handle": handles[0]}}, template=profile
-    )
+    history = {"query": "history", "params": {"handle": handles[0]}}
+    entries = await n.data("fetch", history, who=handles[0], template=profile)
+    stranger = await n.call("fetch", history, who="someone_else", template=profile)
+    assert code(stranger) == "BEDS-403"  # a profile's history is its owner's
     assert [(e["operation"], e["principal"]) for e in entries] == [
         ("create", handles[0]),
         ("update", handles[0]),
