@@ -15,15 +15,13 @@ import tomlkit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from beds.codec import encode_request
-from beds.dispatch import Dispatcher
 from beds.dispatch.cache import INVALIDATE, FetchCache
-from beds.envelopes import Operation, Request, Response
+from beds.envelopes import Response
 from beds.errors import TemplateError
-from beds.factory import Factory
 from beds.pagination import Cursors
 from beds.templates import Template, parse_template
 from beds.testing import MemoryAdapter, TestIdentity
+from beds.testing.local import LocalNode
 
 IDENTITY = TestIdentity(env="test")
 
@@ -70,27 +68,16 @@ def template(declaration: dict[str, Any] | None = None, **changes: Any) -> Templ
     return parse_template(text, source="note.toml")
 
 
-class Node:
-    """A dispatcher over the memory store, as one node of an environment."""
+class Node(LocalNode):
+    """A node serving ``note`` from ``store``, as one node of an environment."""
 
     def __init__(self, note: Template, store: MemoryAdapter, cache: FetchCache | None) -> None:
-        self.dispatcher = Dispatcher(
-            Factory({note.name: note}, {"memory": store}),
-            node="n1",
-            env="test",
-            max_message_bytes=65536,
-            authenticator=IDENTITY.authenticator,
-            cursors=Cursors(b"the environment's secret"),
-            cache=cache,
-        )
+        super().__init__([note], {"memory": store}, identity=IDENTITY, cache=cache)
 
-    async def call(self, operation: str, payload: dict[str, Any], who: str = "ann") -> Response:
-        body = encode_request(
-            Request(operation=Operation(operation), template="note", payload=payload)
-        )
-        credential = IDENTITY.credential(who)
-        _, response = await self.dispatcher.handle(body, "application/json", None, credential)
-        return response
+    async def call(  # type: ignore[override]
+        self, operation: str, payload: dict[str, Any], who: str = "ann"
+    ) -> Response:
+        return await super().call("note", operation, payload, who=who)
 
 
 def node(note: Template | None = None) -> Node:
@@ -255,9 +242,7 @@ async def test_the_history_of_an_owned_record_is_its_owners() -> None:
     assert len(mine.data) == 2
     theirs = await n.call("fetch", query, who="bob")
     assert code(theirs) == "BEDS-403"
-    admin = IDENTITY.credential("root", roles=("admin",))
-    body = encode_request(Request(operation=Operation.FETCH, template="note", payload=query))
-    _, response = await n.dispatcher.handle(body, "application/json", None, admin)
+    response = await LocalNode.call(n, "note", "fetch", query, who="root", roles=("admin",))
     assert response.ok, response.error
 
 

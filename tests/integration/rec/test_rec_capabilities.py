@@ -30,18 +30,15 @@ from hypothesis import strategies as st
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.server_type import SERVER_TYPE
 
-from beds.codec import encode_request
-from beds.dispatch import Dispatcher
 from beds.envelopes import Operation, Request, Response
 from beds.errors import DatabaseObjectMissing, NotFound, StaleVersion, StoreUnavailable
-from beds.factory import Factory
 from beds.idempotency import fingerprint
 from beds.namaste import CallContext, Record, SchemaFile, StoreSettings
-from beds.pagination import Cursors
 from beds.registry import TemplateRegistry
 from beds.templates import Template, parse_template
 from beds.templates.validate import validate_fetch, validate_write
 from beds.testing import TestIdentity, unique_name
+from beds.testing.local import LocalNode
 from beds_rec import RecAdapter
 
 if TYPE_CHECKING:
@@ -191,32 +188,20 @@ async def rec(mongo_server_uri: str) -> AsyncIterator[RecAdapter]:
         await drop(mongo_server_uri, database)
 
 
-class Node:
-    """A dispatcher over the REC store, as one node of an environment."""
+class Node(LocalNode):
+    """A node serving ``templates`` from the REC store (requests vouched for as ``ORIGIN``)."""
 
     def __init__(self, templates: list[Template], store: RecAdapter) -> None:
-        self.dispatcher = Dispatcher(
-            Factory({t.name: t for t in templates}, {"rec": store}),
-            node="n1",
-            env="test",
-            max_message_bytes=65536,
-            authenticator=IDENTITY.authenticator,
-            cursors=Cursors(b"the environment's secret"),
-        )
+        super().__init__(templates, {"rec": store}, identity=IDENTITY, origin=ORIGIN)
 
-    async def call(
+    async def call(  # type: ignore[override]
         self,
         operation: str,
         payload: dict[str, Any],
         who: str = "ann",
         template: str = "rec_note",
     ) -> Response:
-        request = Request(operation=Operation(operation), template=template, payload=payload)
-        credential = IDENTITY.credential(who)
-        _, response = await self.dispatcher.handle(
-            encode_request(request), "application/json", None, credential, ORIGIN
-        )
-        return response
+        return await super().call(template, operation, payload, who=who)
 
     async def data(self, operation: str, payload: dict[str, Any], **options: Any) -> Any:
         response = await self.call(operation, payload, **options)

@@ -22,16 +22,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from beds.codec import encode_request
-from beds.dispatch import Dispatcher
-from beds.envelopes import Operation, Request, RequestMeta, Response
+from beds.envelopes import Response
 from beds.errors import TemplateError
-from beds.factory import Factory
 from beds.namaste import CallContext, JournalStore, SchemaFile, StoreSettings
-from beds.pagination import Cursors
 from beds.registry import TemplateRegistry
 from beds.templates import Template, parse_template
 from beds.testing import TestIdentity
+from beds.testing.local import LocalNode
 from beds_rel import RelAdapter
 from beds_rel.bindings import plan_template
 
@@ -212,23 +209,15 @@ def database(mariadb_url: str) -> str:
     return mariadb_url
 
 
-class Node:
-    """A dispatcher over the REL store, as one node serves the templates."""
+class Node(LocalNode):
+    """A node serving ``note`` and ``spew_note`` from the REL store."""
 
     def __init__(self, adapter: RelAdapter, url: str) -> None:
+        super().__init__((NOTE_TEMPLATE, SPEW_NOTE), {"rel": adapter}, identity=IDENTITY)
         self.adapter = adapter
         self.url = url
-        templates = {t.name: t for t in (NOTE_TEMPLATE, SPEW_NOTE)}
-        self.dispatcher = Dispatcher(
-            Factory(templates, {"rel": adapter}),
-            node="n1",
-            env="test",
-            max_message_bytes=65536,
-            authenticator=IDENTITY.authenticator,
-            cursors=Cursors(b"the environment's secret"),
-        )
 
-    async def call(
+    async def call(  # type: ignore[override]
         self,
         operation: str,
         payload: dict[str, Any],
@@ -236,17 +225,7 @@ class Node:
         template: str = "note",
         key: str | None = None,
     ) -> Response:
-        request = Request(
-            operation=Operation(operation),
-            template=template,
-            payload=payload,
-            meta=RequestMeta(idempotency_key=key),
-        )
-        credential = IDENTITY.credential(who)
-        _, response = await self.dispatcher.handle(
-            encode_request(request), "application/json", None, credential
-        )
-        return response
+        return await super().call(template, operation, payload, who=who, idempotency_key=key)
 
     async def create(self, owner: str, text: str = "t", rank: int = 1) -> dict[str, Any]:
         created = await self.call("create", {"author": owner, "text": text, "rank": rank})

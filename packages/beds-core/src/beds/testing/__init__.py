@@ -1,4 +1,8 @@
-"""Helpers for testing BEDS and BEDS plugins: an in-memory adapter, principals, pytest fixtures."""
+"""Helpers for testing BEDS and BEDS plugins: an in-memory adapter, principals, pytest fixtures.
+
+The node's request path in-process is :class:`beds.testing.local.LocalNode` (imported from its
+module: it loads the dispatcher, which the pytest plugin does not need).
+"""
 
 from beds.testing.auth import TestIdentity as TestIdentity
 from beds.testing.memory import MemoryAdapter as MemoryAdapter

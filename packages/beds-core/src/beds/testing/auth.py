@@ -41,6 +41,8 @@ class TestIdentity:
         if keys is None:
             key = Ed25519PrivateKey.generate()
             keys = TokenKeys(verify={kid: key.public_key()}, signing_kid=kid, signing=key)
+        self.env = env
+        """The environment whose nodes accept these tokens (their audience)."""
         self.tokens = SessionTokens(keys, issuer="beds", audience=env, ttl=ttl, leeway=0.0)
         self.revocations = Revocations()
         self.authenticator = Authenticator(self.tokens, self.revocations)
