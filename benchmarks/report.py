@@ -49,10 +49,24 @@ BATCHING_PAIRS = [
 ]
 """What batching brings hand-written aiormq (no target)."""
 TLS_PAIRS = [
+    ("beds_ping_tls", "beds_ping_spare"),
+    ("beds_rel_fetch_tls", "beds_rel_fetch_spare"),
+]
+"""The same scenario over TLS (amqps and MariaDB over TLS) and in plaintext, on the same spare
+servers, in the same run: the price of TLS alone (goal >= 0.85)."""
+TLS_OTHER_PAIRS = [
     ("beds_ping_tls", "beds_ping"),
     ("beds_rel_fetch_tls", "beds_rel_fetch"),
+    ("beds_ping_spare", "beds_ping"),
+    ("beds_rel_fetch_spare", "beds_rel_fetch"),
+    ("beds_ping_tls_uvloop", "beds_ping_spare_uvloop"),
+    ("beds_rel_fetch_tls_uvloop", "beds_rel_fetch_spare_uvloop"),
+    ("beds_ping_tls_uvloop", "beds_ping_tls"),
+    ("beds_rel_fetch_tls_uvloop", "beds_rel_fetch_tls"),
 ]
-"""The same scenario over TLS (amqps and MariaDB over TLS) and in plaintext, in the same run."""
+"""TLS on the spare servers against plaintext on the machine's (TLS and the servers' differences
+together), the spare servers against the machine's, TLS on uvloop, and what uvloop brings TLS
+(no target)."""
 PEER_PAIRS = [
     ("beds_ping", "faststream_echo"),
     ("beds_ping", "nameko_echo"),
@@ -146,6 +160,8 @@ def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
             add(beds, peer, concurrency, 2.0 if targeted else None)
         for tls, plain in TLS_PAIRS:
             add(tls, plain, concurrency, 0.85 if targeted else None)
+        for numerator, denominator in TLS_OTHER_PAIRS:
+            add(numerator, denominator, concurrency, None)
         add("beds_ping", "amqp_echo", concurrency, None)
         for beds, pipe in PIPELINE_PAIRS:
             add(beds, pipe, concurrency, None)
@@ -237,7 +253,13 @@ def markdown(results: dict[str, Any]) -> str:
             f"{int(n):,} requests at {c} in flight"
             for c, n in settings["count_by_concurrency"].items()
         )
-        + f", at most {settings['seconds']:g} s; median of {settings['repeats']} repeat(s). "
+        + f", at most {settings['seconds']:g} s; median of {settings['repeats']} repeat(s)"
+        + (
+            f" in each of {settings['rounds']} rounds, pooled (the scenarios run in turn)"
+            if settings.get("rounds", 1) > 1
+            else ""
+        )
+        + ". "
         + "Layout: "
         + ", ".join(f"{k} {v}" for k, v in settings["layout"].items())
         + ".",

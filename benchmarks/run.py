@@ -6,7 +6,9 @@ repeats each point, computes the ratios and target verdicts, prints a table and 
 everything it created, also on failure or Ctrl-C. See docs/benchmarks.md.
 
 Options: ``--quick`` (a smoke run: few requests, one repeat, no memory check), ``--only KEYS``
-(comma-separated scenario keys or prefixes), ``--no-memory``, ``--profile`` (py-spy on the node
+(comma-separated scenario keys or prefixes), ``--rounds N`` (run the selected scenarios N times
+in turn and pool their repeats: on a shared machine, drift then weighs on every scenario of a
+ratio alike), ``--no-memory``, ``--profile`` (py-spy on the node
 during ping, REL fetch and REL create), ``--sweep`` (try AMQP ceiling layouts only), ``--out DIR``.
 """
 
@@ -32,17 +34,22 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from benchmarks import machine, report
 from benchmarks.resources import PYTHON, ROOT, Resources, Server, _env, wait_line
 from benchmarks.scenarios import Layout, Scenario, build, server_argv, server_env
-from benchmarks.tls import TlsSide
+from benchmarks.tls import CONFIGS, TlsSide
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: few requests")
     parser.add_argument("--repeats", type=int, default=None, help="repeats per point (3)")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="run the scenarios this many times in turn (1)"
+    )
     parser.add_argument("--only", default="", help="comma-separated scenario keys or prefixes")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory check")
     parser.add_argument(
-        "--profile", action="store_true", help="py-spy the node: ping, rel fetch, rel create"
+        "--profile",
+        action="store_true",
+        help="py-spy the node: ping, rel fetch, rel create (and rel fetch on the spare servers)",
     )
     parser.add_argument("--sweep", action="store_true", help="compare AMQP ceiling layouts")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
@@ -110,10 +117,12 @@ class Suite:
         self.layout = Layout()
         self.res = Resources()
         self.tls: TlsSide | None = None
-        """The TLS servers, started when a selected scenario needs them (``beds-tls``)."""
+        """The spare servers, started when a selected scenario needs them (``beds-tls``,
+        ``beds-spare``)."""
 
     def close(self) -> None:
-        """Remove everything the run created (the TLS side first: its config is in res.tmp)."""
+        """Remove everything the run created (the spare servers first: their configs are in
+        res.tmp)."""
         try:
             if self.tls is not None:
                 self.tls.close()
@@ -159,9 +168,11 @@ class Suite:
         }
         server: Server | None = None
         started = time.monotonic()
-        tls = self.tls if scenario.server == "beds-tls" else None
+        tls = self.tls if scenario.server in CONFIGS else None
+        connections: dict[str, int] = {}
         if tls is not None:
-            spec["params"] = {**spec["params"], **tls.client_params()}
+            spec["params"] = {**spec["params"], **tls.client_params(scenario.server)}
+            connections = tls.mariadb_connections()
         try:
             server = self.start_server(scenario)
             if tls is not None:
@@ -177,6 +188,16 @@ class Suite:
                 server.check_alive()
             entry["points"] = report.summarize(loaded["runs"])
             entry["runs"] = loaded["runs"]
+            if tls is not None:
+                after = tls.mariadb_connections()
+                entry["mariadb_connections"] = opened = {
+                    k: after[k] - connections[k] for k in after
+                }
+                print(
+                    f"    spare mariadbd: {opened['all']} connections, {opened['tls']} over TLS",
+                    file=sys.stderr,
+                    flush=True,
+                )
         except Exception as exc:
             detail = f"{type(exc).__name__}: {exc}"
             if server is not None:
@@ -234,17 +255,29 @@ class Suite:
         """py-spy on a node (asyncio, like ``beds_*``) under 16 requests in flight, per operation.
 
         Creates carry no idempotency key, as in the pipeline. The collapsed stacks are written to
-        ``{operation}-profile.txt`` in the output folder.
+        ``{operation}-profile.txt`` in the output folder. When the spare servers run (a TLS
+        scenario was selected), REL fetch is also profiled on them over TLS and in plaintext
+        (``rel_fetch_tls``, ``rel_fetch_spare``).
         """
-        return {operation: self.profile_one(operation) for operation in self.PROFILED}
+        out = {operation: self.profile_one(operation) for operation in self.PROFILED}
+        if self.tls is not None:
+            for kind in CONFIGS:
+                out["rel_fetch_" + kind.removeprefix("beds-")] = self.profile_one("rel_fetch", kind)
+        return out
 
-    def profile_one(self, operation: str) -> dict[str, Any]:
-        argv = [PYTHON, "-m", "beds", "run", "--config", str(self.res.config)]
-        server = self.res.start(f"profile-{operation}", argv, env={"BEDS_EVENT_LOOP": "asyncio"})
+    def profile_one(self, operation: str, kind: str = "beds") -> dict[str, Any]:
+        """One profile; ``kind`` is ``beds`` (the machine's servers) or a spare-server kind."""
+        tls = self.tls if kind in CONFIGS else None
+        config = tls.configs[kind] if tls is not None else self.res.config
+        label = operation + ("_" + kind.removeprefix("beds-") if tls is not None else "")
+        argv = [PYTHON, "-m", "beds", "run", "--config", str(config)]
+        server = self.res.start(f"profile-{label}", argv, env={"BEDS_EVENT_LOOP": "asyncio"})
         out: dict[str, Any] = {"concurrency": 16}
         load: subprocess.Popen[str] | None = None
         try:
             params: dict[str, Any] = {"url": self.res.amqp_url, "operation": operation}
+            if tls is not None:
+                params.update(tls.client_params(kind))
             if operation.endswith("_create"):
                 params["idempotent_writes"] = False
             spec = {
@@ -264,7 +297,7 @@ class Suite:
             time.sleep(6)
             # The node and the client (BedsClient in the load generator) at the same time.
             spies = {
-                name: spy_on(pid, self.res.tmp / f"{operation}-{name}profile.txt")
+                name: spy_on(pid, self.res.tmp / f"{label}-{name}profile.txt")
                 for name, pid in (("", server.pid), ("client-", load.pid))
             }
             for name, (spy, raw) in spies.items():
@@ -286,6 +319,7 @@ class Suite:
                 load.terminate()
                 load.wait(10)
             self.res.stop(server)
+            (tls or self.res).purge_logs_queue()
         return out
 
     # -- the whole run ----------------------------------------------------------------------
@@ -302,6 +336,7 @@ class Suite:
             "machine": machine.describe(self.res.mysql_url),
             "settings": {
                 "repeats": self.repeats,
+                "rounds": self.options.rounds,
                 "count_by_concurrency": self.counts,
                 "seconds": self.seconds,
                 "warmup": self.warmup,
@@ -311,9 +346,9 @@ class Suite:
             "scenarios": {},
         }
         scenarios = self.selected(build(self.res, layout, sweep=self.options.sweep))
-        if any(scenario.server == "beds-tls" for scenario in scenarios):
+        if any(scenario.server in CONFIGS for scenario in scenarios):
             print(
-                f"[{time.monotonic() - began:6.0f} s] TLS RabbitMQ node and mariadbd",
+                f"[{time.monotonic() - began:6.0f} s] spare RabbitMQ node and mariadbd (TLS)",
                 file=sys.stderr,
                 flush=True,
             )
@@ -321,14 +356,21 @@ class Suite:
             self.tls.open(
                 rel_pool=layout.rel_pool, instances=layout.instances, prefetch=layout.beds_prefetch
             )
-        for number, scenario in enumerate(scenarios, 1):
-            print(
-                f"[{time.monotonic() - began:6.0f} s] {number}/{len(scenarios)} "
-                f"{scenario.key}: {scenario.label}",
-                file=sys.stderr,
-                flush=True,
-            )
-            results["scenarios"][scenario.key] = self.run_scenario(scenario)
+        rounds = max(1, self.options.rounds)
+        for turn in range(rounds):
+            for number, scenario in enumerate(scenarios, 1):
+                print(
+                    f"[{time.monotonic() - began:6.0f} s] "
+                    + (f"round {turn + 1}/{rounds}, " if rounds > 1 else "")
+                    + f"{number}/{len(scenarios)} {scenario.key}: {scenario.label}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                entry = self.run_scenario(scenario)
+                earlier = results["scenarios"].get(scenario.key)
+                results["scenarios"][scenario.key] = (
+                    entry if earlier is None else pool(earlier, entry, self.repeats * turn)
+                )
         if self.quick or self.options.no_memory or self.options.sweep:
             results["memory"] = {"skipped": "--quick, --no-memory or --sweep"}
         else:
@@ -343,6 +385,27 @@ class Suite:
         results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
         results["elapsed_seconds"] = round(time.monotonic() - began, 1)
         return results
+
+
+def pool(earlier: dict[str, Any], entry: dict[str, Any], offset: int) -> dict[str, Any]:
+    """One scenario's entry over two rounds: the runs of both, summarized together (``--rounds``).
+
+    ``offset`` numbers the new runs' repeats after the earlier ones; a failed round fails the
+    scenario.
+    """
+    if "error" in earlier:
+        return earlier
+    if "error" in entry:
+        return {**entry, "seconds": earlier["seconds"] + entry["seconds"]}
+    runs = earlier["runs"] + [{**run, "repeat": run["repeat"] + offset} for run in entry["runs"]]
+    pooled = {**entry, "runs": runs, "points": report.summarize(runs)}
+    pooled["seconds"] = round(earlier["seconds"] + entry["seconds"], 1)
+    if "mariadb_connections" in earlier:
+        pooled["mariadb_connections"] = {
+            key: earlier["mariadb_connections"][key] + entry["mariadb_connections"][key]
+            for key in entry["mariadb_connections"]
+        }
+    return pooled
 
 
 def rss_mib(pid: int) -> float:
@@ -374,6 +437,7 @@ AREAS = (
         "cattrs, attrs, orjson, loguru",
         ("(cattrs/", "<cattrs generated", "(attr/", "<attrs generated", "(loguru/"),
     ),
+    ("TLS (ssl, asyncio's SSL transport)", ("(ssl.py", "(asyncio/sslproto.py")),
     ("asyncio (the rest)", ("(asyncio/", "(selectors.py", "(contextlib.py")),
 )
 """Where a frame's self time goes, by a substring of py-spy's ``function (path:line)``."""
@@ -450,10 +514,10 @@ def print_table(results: dict[str, Any]) -> None:
             )
     print(f"\n{'target':<58}{'in flight':>10}{'value':>8}  verdict")
     for ratio in results["ratios"]:
-        if ratio["target"] is None:
-            continue
+        if ratio["target"] is None or ratio["value"] is None:
+            continue  # no target, or a scenario that was not run
         name = f"{ratio['metric']} {ratio['numerator']}/{ratio['denominator']}"
-        value = "-" if ratio["value"] is None else f"{ratio['value']:.2f}"
+        value = f"{ratio['value']:.2f}"
         verdict = {True: "met", False: "NOT MET", None: "-"}[ratio["met"]]
         print(
             f"{name:<58}{ratio['concurrency']:>10}{value:>8}  "

@@ -56,13 +56,15 @@ class Scenario:
     operation: str
     server: str
     """``none``, ``amqp``, ``beds``, ``beds-uvloop``, ``beds-no-lineage``, ``beds-no-audit``,
-    ``beds-tls``, ``faststream`` or ``nameko``. Every ``beds`` kind but ``beds-uvloop`` serves on
-    asyncio's loop, like the ceilings (``beds run`` takes uvloop when it is installed, as it is
-    here). ``beds-tls`` runs on the TLS side's servers (:mod:`benchmarks.tls`), which the suite
-    starts when such a scenario is selected and whose URL and CA it adds to the load params."""
+    ``beds-tls``, ``beds-spare``, ``faststream`` or ``nameko``. Every ``beds`` kind but
+    ``beds-uvloop`` serves on asyncio's loop, like the ceilings (``beds run`` takes uvloop when
+    it is installed, as it is here), unless ``uvloop`` is set. ``beds-tls`` and ``beds-spare``
+    run on the spare servers (:mod:`benchmarks.tls`), over TLS and in plaintext; the suite starts
+    them when such a scenario is selected and adds their URL (and CA) to the load params."""
     load: dict[str, Any]
     server_args: tuple[str, ...] = ()
     uvloop: bool = False
+    """The load generator on uvloop, and a ``beds run`` node too."""
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -286,24 +288,52 @@ def build(res: Resources, layout: Layout, *, sweep: bool = False) -> list[Scenar
             )
         )
     for operation in ("ping", "rel_fetch"):
-        out.append(
-            Scenario(
-                key=f"beds_{operation}_tls",
-                group="tls",
-                label=f"BedsClient → beds run, {operation.replace('_', ' ')}, over TLS "
-                "(amqps; MariaDB over TLS)",
-                operation=operation,
-                server="beds-tls",
-                # The URL and the CA of the TLS RabbitMQ node are added when it has started.
-                load={"target": "beds", "params": {"operation": operation}},
-                note="The same node and client as the plaintext scenario, with TLS on the "
-                "client's and the node's RabbitMQ connections and on the node's MariaDB "
-                "connections: a RabbitMQ node and a mariadbd started for the run (TLS only, "
-                "certificates made per run), beside the machine's. The ratio to the plaintext "
-                "scenario is the cost of TLS (goal >= 0.85); it also holds whatever the two "
-                "servers' set-ups differ in (a fresh node with no plugins, a fresh datadir).",
+        what = operation.replace("_", " ")
+        for uvloop in (False, True):
+            loop = "_uvloop" if uvloop else ""
+            on_uvloop = ", node and client on uvloop" if uvloop else ""
+            # The URL (and CA) of the spare RabbitMQ node are added when it has started.
+            load = {"target": "beds", "params": {"operation": operation}}
+            out.append(
+                Scenario(
+                    key=f"beds_{operation}_tls{loop}",
+                    group="tls",
+                    label=f"BedsClient → beds run, {what}, over TLS (amqps; MariaDB over TLS)"
+                    + on_uvloop,
+                    operation=operation,
+                    server="beds-tls",
+                    load=load,
+                    uvloop=uvloop,
+                    note=f"`beds_{operation}_spare{loop}` with TLS on the client's and the "
+                    "node's RabbitMQ connections and on the node's MariaDB connections, to the "
+                    "same spare servers (a RabbitMQ node and a mariadbd started for the run, "
+                    "certificates made per run). The ratio to it is the cost of TLS alone "
+                    "(goal >= 0.85)."
+                    + (
+                        " On uvloop, both hops' TLS runs in uvloop's SSL transport."
+                        if uvloop
+                        else ""
+                    ),
+                )
             )
-        )
+            out.append(
+                Scenario(
+                    key=f"beds_{operation}_spare{loop}",
+                    group="tls",
+                    label=f"BedsClient → beds run, {what}, plaintext to the TLS scenario's servers"
+                    + on_uvloop,
+                    operation=operation,
+                    server="beds-spare",
+                    load=load,
+                    uvloop=uvloop,
+                    note="The node config of `beds_*_tls` without TLS (`amqp://` to the spare "
+                    "RabbitMQ node's plaintext listener, no `[stores.rel.tls]`): the TLS "
+                    "scenario's denominator. Against `beds_"
+                    + operation
+                    + "` it shows what the spare servers (a fresh node with no plugins, a fresh "
+                    "datadir with default settings) differ in from the machine's.",
+                )
+            )
     raw_ping = {
         "url": url,
         "exchange": "beds.events",
@@ -406,7 +436,8 @@ def server_env(scenario: Scenario, res: Resources) -> dict[str, str]:
     unaudited copy of the example domain for ``beds-no-audit``."""
     if not scenario.server.startswith("beds"):
         return {}
-    env = {"BEDS_EVENT_LOOP": "uvloop" if scenario.server == "beds-uvloop" else "asyncio"}
+    uvloop = scenario.server == "beds-uvloop" or scenario.uvloop
+    env = {"BEDS_EVENT_LOOP": "uvloop" if uvloop else "asyncio"}
     if scenario.server == "beds-no-audit":
         env["PYTHONPATH"] = os.pathsep.join((str(res.without_audit), str(ROOT)))
     return env
@@ -429,10 +460,10 @@ def server_argv(scenario: Scenario, res: Resources, layout: Layout) -> list[str]
         return [PYTHON, "-m", "beds", "run", "--config", str(res.config)]
     if scenario.server == "beds-no-lineage":
         return [PYTHON, "-m", "beds", "run", "--config", str(res.config_without_lineage)]
-    if scenario.server == "beds-tls":
-        from benchmarks.tls import CONFIG_NAME
+    from benchmarks.tls import CONFIGS
 
-        return [PYTHON, "-m", "beds", "run", "--config", str(res.tmp / CONFIG_NAME)]
+    if scenario.server in CONFIGS:
+        return [PYTHON, "-m", "beds", "run", "--config", str(res.tmp / CONFIGS[scenario.server])]
     if scenario.server == "faststream":
         return [
             PYTHON,

@@ -1,11 +1,13 @@
 """Throwaway TLS-only servers on loopback ports: a RabbitMQ node and a MariaDB server.
 
 The TLS tests' session fixtures (``conftest.py`` beside this file) and the benchmark harness
-(``benchmarks/tls.py``) start them with :func:`tls_rabbitmq` and :func:`tls_mariadb`. Each runs
-beside the machine's own server, in a folder of its own (from ``tempfile.mkdtemp``) with
-certificates made for the run (trustme: a CA, and a server certificate for ``localhost`` and
-``127.0.0.1``), and on leaving the ``with`` block is stopped by its PID (SIGTERM, then SIGKILL)
-and its folder removed. Nothing here imports pytest: a server that does not start raises
+(``benchmarks/tls.py``) start them with :func:`tls_rabbitmq` and :func:`tls_mariadb`; the
+harness also asks for a plaintext listener beside the TLS one (``plain_port``,
+``require_secure_transport=False``), to measure the same servers without TLS. Each runs beside
+the machine's own server, in a folder of its own (from ``tempfile.mkdtemp``) with certificates
+made for the run (trustme: a CA, and a server certificate for ``localhost`` and ``127.0.0.1``),
+and on leaving the ``with`` block is stopped by its PID (SIGTERM, then SIGKILL) and its folder
+removed. Nothing here imports pytest: a server that does not start raises
 :class:`ServerNotStarted` with the end of its log.
 """
 
@@ -26,13 +28,34 @@ import attrs
 
 from tests.integration.tls.helpers import TlsBroker, free_port, port_open
 
-__all__ = ("ServerNotStarted", "TlsMariadb", "rabbitmq_node", "tls_mariadb", "tls_rabbitmq")
+__all__ = (
+    "ServerNotStarted",
+    "TlsMariadb",
+    "TlsRabbitmq",
+    "rabbitmq_node",
+    "tls_mariadb",
+    "tls_rabbitmq",
+)
 
 MARIADBD = "/usr/sbin/mariadbd"
 
 
 class ServerNotStarted(RuntimeError):
     """A throwaway server did not start; the message says why and where its log is."""
+
+
+@attrs.frozen
+class TlsRabbitmq(TlsBroker):
+    """A :func:`tls_rabbitmq` node: the TLS listener, and a plaintext one when asked for."""
+
+    plain_port: int | None = None
+    """The plaintext (``amqp://``) listener's port; ``None`` on a TLS-only node."""
+
+    def plain_url(self, host: str = "localhost") -> str:
+        """The ``amqp://`` URL of the plaintext listener (``tls_rabbitmq(plain_port=True)``)."""
+        if self.plain_port is None:
+            raise ValueError("this RabbitMQ node has no plaintext listener (plain_port=False)")
+        return f"amqp://guest:guest@{host}:{self.plain_port}/"
 
 
 @attrs.frozen
@@ -238,8 +261,10 @@ def rabbitmq_node(broker: TlsBroker) -> str:
 
 
 @contextlib.contextmanager
-def tls_rabbitmq(folder: Path, *, ca: Any = None, timeout: float = 60) -> Iterator[TlsBroker]:
-    """A RabbitMQ node with a TLS listener only, on free loopback ports.
+def tls_rabbitmq(
+    folder: Path, *, ca: Any = None, plain_port: bool = False, timeout: float = 60
+) -> Iterator[TlsRabbitmq]:
+    """A RabbitMQ node with a TLS listener only (by default), on free loopback ports.
 
     Its own node name, ports, data folder and an empty plugin list; ``guest`` may log in (from
     loopback) to the default vhost.
@@ -247,6 +272,9 @@ def tls_rabbitmq(folder: Path, *, ca: Any = None, timeout: float = 60) -> Iterat
     Args:
         folder: an empty folder of its own (readable by the ``rabbitmq`` user), removed on exit.
         ca: the trustme CA that signs the node's certificate (default: a new one).
+        plain_port: also listen for plaintext AMQP on another free loopback port
+            (:meth:`TlsRabbitmq.plain_url`): the benchmarks measure the same node with and
+            without TLS. The tests need a TLS-only node, the default.
         timeout: seconds to wait for the node.
 
     Raises:
@@ -259,8 +287,9 @@ def tls_rabbitmq(folder: Path, *, ca: Any = None, timeout: float = 60) -> Iterat
         raise ServerNotStarted("rabbitmq-server is needed for a TLS RabbitMQ node")
     process: subprocess.Popen[bytes] | None = None
     port = free_port()
+    plain = free_port() if plain_port else None
     try:
-        broker = _configure_rabbitmq(folder, port, ca or trustme.CA())
+        broker = _configure_rabbitmq(folder, port, ca or trustme.CA(), plain)
         process = subprocess.Popen(
             [server],
             env={**os.environ, **_rabbitmq_environment(broker)},
@@ -268,7 +297,7 @@ def tls_rabbitmq(folder: Path, *, ca: Any = None, timeout: float = 60) -> Iterat
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + timeout
-        while not port_open(port):
+        while not (port_open(port) and (plain is None or port_open(plain))):
             if process.poll() is not None or time.monotonic() > deadline:
                 logs = "\n".join(_tail(log) for log in sorted((folder / "log").glob("*.log")))
                 raise ServerNotStarted(f"the TLS RabbitMQ node did not start:\n{logs}")
@@ -284,15 +313,22 @@ def tls_rabbitmq(folder: Path, *, ca: Any = None, timeout: float = 60) -> Iterat
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _configure_rabbitmq(folder: Path, port: int, ca: Any) -> TlsBroker:
+def _configure_rabbitmq(folder: Path, port: int, ca: Any, plain_port: int | None) -> TlsRabbitmq:
     """The node's certificates, config file, plugin list and data folders, in ``folder``."""
     # Not under pytest's temporary folder: that is private to this user, and the node may run
     # as the rabbitmq user.
     folder.chmod(0o755)
     _issue(ca, folder)
-    broker = TlsBroker(port=port, folder=folder, ca_file=str(folder / "ca.pem"), ca=ca)
+    broker = TlsRabbitmq(
+        port=port, folder=folder, ca_file=str(folder / "ca.pem"), ca=ca, plain_port=plain_port
+    )
+    tcp = (
+        "listeners.tcp = none"
+        if plain_port is None
+        else f"listeners.tcp.default = 127.0.0.1:{plain_port}"
+    )
     (folder / "rabbitmq.conf").write_text(
-        "listeners.tcp = none\n"
+        f"{tcp}\n"
         f"listeners.ssl.default = 127.0.0.1:{port}\n"
         f"ssl_options.cacertfile = {folder / 'ca.pem'}\n"
         f"ssl_options.certfile = {folder / 'cert.pem'}\n"
