@@ -788,10 +788,16 @@ async def test_consistency_secondary_reads_with_secondary_preferred(listened: Li
     assert preferences == [{"mode": "secondaryPreferred"}, None, None]
 
 
-async def test_secondary_reads_reach_a_secondary_of_a_real_replica_set() -> None:
-    uri = os.environ.get("BEDS_TEST_MONGO_URI", "")
-    if not uri:
-        pytest.skip("BEDS_TEST_MONGO_URI is not set: this test needs a real replica set")
+@pytest.fixture(scope="module")
+def any_replica_set_uri(replica_set_uri: str) -> str:
+    """``BEDS_TEST_MONGO_URI`` when set (a real mongod), else the SecantusDB replica set."""
+    return os.environ.get("BEDS_TEST_MONGO_URI", "") or replica_set_uri
+
+
+async def test_secondary_reads_reach_a_secondary_of_a_real_replica_set(
+    any_replica_set_uri: str,
+) -> None:
+    uri = any_replica_set_uri
     probe: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
     try:
         hello = await probe.admin.command("hello")
