@@ -78,9 +78,11 @@ async def serve_fetch(
     store: Callable[[Callable[[], Awaitable[Page]]], Awaitable[Page]],
 ) -> Page:
     """The page ``query`` asks for; ``store`` runs a store call (deadline, retries, lineage)."""
-    if query.consistency is not Consistency.CACHED or cache is None:
-        return await store(partial(read_page, adapter, template, query, ctx, cursors))
-    if not cache.caches(template.name):
+    if (
+        cache is None
+        or query.consistency is not Consistency.CACHED
+        or not cache.caches(template.name)
+    ):
         return await store(partial(read_page, adapter, template, query, ctx, cursors))
     key = cache.key(template, query, ctx.principal)
     kept = cache.get(template.name, key)
