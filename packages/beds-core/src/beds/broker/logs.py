@@ -33,10 +33,6 @@ if TYPE_CHECKING:
 __all__ = ("LogsPool",)
 
 
-_REQUEUED = RequestError("requeued")
-"""What :meth:`LogsPool._keep` answers when the batch went back to the queue."""
-
-
 def _transient(exc: BaseException) -> bool:
     return isinstance(exc, RequestError) and exc.TRANSIENT
 
@@ -57,8 +53,8 @@ class LogsPool(BrokerPool):
     async def _process(self, message: DeliveredMessage) -> None:
         started = time.perf_counter()
         failure = self._untrusted(message) or await self._keep(message)
-        if failure is _REQUEUED:
-            return
+        if not self.settle.unsettled(message):
+            return  # the store was away: the batch went back to the queue
         if self.observer is not None:  # one handled message, timed like a request's answer
             self.observer.dispatched(None, _outcome(failure, started))
         if failure is not None:
@@ -76,7 +72,7 @@ class LogsPool(BrokerPool):
         )
 
     async def _keep(self, message: DeliveredMessage) -> RequestError | None:
-        """Store the batch; what refused it, or ``_REQUEUED`` (the store is away, kept)."""
+        """Store the batch; what refused it (``None``: kept, or requeued: the store is away)."""
         try:
             events = decode_events(message.body)
         except ValueError as exc:
@@ -87,7 +83,7 @@ class LogsPool(BrokerPool):
         except RequestError as exc:
             if exc.TRANSIENT:  # still away after the budget: back to the queue, kept
                 await self.settle.requeue(message)
-                return _REQUEUED
+                return None
             return exc  # permanent: the store refuses these events
         self.stored += len(records)
         return None
