@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -15,7 +17,14 @@ from beds.testing import TestIdentity
 if TYPE_CHECKING:
     from beds.node import BedsNode
 
-__all__ = ("Accounts", "Figures", "client_of_node", "operator_token", "with_credentials")
+__all__ = (
+    "Accounts",
+    "Figures",
+    "client_of_node",
+    "operator_token",
+    "until",
+    "with_credentials",
+)
 
 Figures = Callable[[dict[str, Any]], None]
 """The ``figures`` fixture (``tests/conftest.py``): record a test's figures."""
@@ -70,3 +79,14 @@ class Accounts:
     def rel(self, url: str) -> str:
         """``url`` as the session's MariaDB account."""
         return with_credentials(url, self.sql_user, self.sql_password)
+
+
+async def until(
+    condition: Callable[[], object], seconds: float = 5.0, *, what: str = "the condition"
+) -> None:
+    """Wait until ``condition()`` is true, polling; fail after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not come true within {seconds:g} s")
+        await asyncio.sleep(0.02)

@@ -12,6 +12,7 @@ from pamqp.commands import Basic
 from beds.heartbeat import HEARTBEAT, read_peers
 from beds.testing import unique_name
 from beds.transport.control import ControlEvent, encode_event
+from tests.helpers import until
 
 if TYPE_CHECKING:
     from beds.node import BedsNode
@@ -21,16 +22,6 @@ FAST_BEATS = """
 [control]
 heartbeat_seconds = 0.1
 """
-
-
-async def until(condition: object, seconds: float = 5.0) -> None:
-    """Wait until ``condition()`` is true (polling)."""
-    assert callable(condition)
-    for _ in range(int(seconds / 0.05)):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("the condition did not become true in time")
 
 
 def peers(node: BedsNode) -> dict[str, dict[str, Any]]:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from beds.errors import BrokerUnavailable, ReplyTimeout
+from tests.helpers import until
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -31,21 +32,13 @@ def close_all_connections(node: BedsNode) -> None:
     )
 
 
-async def until(condition: Callable[[], bool], seconds: float = 15) -> None:
-    for _ in range(int(seconds * 20)):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not reached in time")
-
-
 async def test_node_and_client_recover_from_a_dropped_connection(
     node: BedsNode, client_for: ClientFor
 ) -> None:
     async with client_for(node, timeout=10) as client:
         assert (await client.create("note", {"text": "before"}))["id"] >= 1
         close_all_connections(node)
-        await until(lambda: node.reconnects == 1 and node.ready)
+        await until(lambda: node.reconnects == 1 and node.ready, 15)
         # The client notices on its next call and reconnects with back-off.
         created = await client.create("note", {"text": "after"})
         assert created["id"] >= 1
@@ -76,6 +69,6 @@ async def test_every_request_under_load_is_answered_or_fails_clearly(
         await asyncio.wait_for(task, 60)
     assert answered + failed == 200
     assert answered > 0
-    await until(lambda: node.ready)
+    await until(lambda: node.ready, 15)
     async with client_for(node, timeout=10) as fresh:
         assert (await fresh.ping()).ok

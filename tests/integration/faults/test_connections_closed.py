@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import subprocess
-import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -30,6 +29,7 @@ from beds.envelopes import Operation, Response
 from beds.errors import BrokerUnavailable, ReplyTimeout
 from beds.routing import PING_TEMPLATE
 from beds.testing import unique_name
+from tests.helpers import until
 from tests.integration.nodes import StartServed, Stores, client_of, stored_posts, wait_ready
 
 if TYPE_CHECKING:
@@ -124,14 +124,6 @@ class Load:
         await asyncio.gather(*(self._worker() for _ in range(WORKERS)))
 
 
-async def until(condition: Any, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("the load did not get that far in time")
-        await asyncio.sleep(0.01)
-
-
 async def test_closed_connections_under_load_lose_and_double_nothing(
     amqp_url: str, stores: Stores, start_served: StartServed, figures: Figures
 ) -> None:
@@ -143,7 +135,11 @@ async def test_closed_connections_under_load_lose_and_double_nothing(
         running = asyncio.create_task(load.run())
         closed_at: list[int] = []
         for answered in CLOSE_AT:
-            await until(lambda n=answered: load.ok_creates >= n or running.done(), 60)
+            await until(
+                lambda: load.ok_creates >= answered or running.done(),  # noqa: B023 (awaited here)
+                60,
+                what="the load",
+            )
             closed_at.append(load.ok_creates)
             close_all_connections(amqp_url)
         await asyncio.wait_for(running, 120)

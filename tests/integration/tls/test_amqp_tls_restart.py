@@ -7,7 +7,6 @@ node notices, waits, and reconnects with its TLS context, and a client is served
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import subprocess
 from typing import TYPE_CHECKING
@@ -19,6 +18,7 @@ from beds.node import BedsNode
 from beds.plugins import make_plugin_manager
 from beds.testing import unique_name
 from beds.transport.tls import amqp_context
+from tests.helpers import until
 from tests.integration.amqp.helpers import MemoryPlugin
 from tests.integration.tls.helpers import tls_node_config
 from tests.integration.tls.servers import rabbitmq_node
@@ -39,15 +39,6 @@ def rabbitmqctl(broker: TlsBroker, *args: str) -> None:
     )
 
 
-async def until(condition: object, seconds: float = 60) -> None:
-    assert callable(condition)
-    for _ in range(int(seconds * 10)):
-        if condition():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("the condition did not become true in time")
-
-
 async def test_a_node_reconnects_over_tls_after_the_broker_restarts(
     tls_broker: TlsBroker, tmp_path: Path
 ) -> None:
@@ -61,10 +52,10 @@ async def test_a_node_reconnects_over_tls_after_the_broker_restarts(
             assert (await client.ping()).ok
         rabbitmqctl(tls_broker, "stop_app")
         try:
-            await until(lambda: not node.ready)
+            await until(lambda: not node.ready, 60)
         finally:
             rabbitmqctl(tls_broker, "start_app")
-        await until(lambda: node.ready and node.reconnects >= 1)
+        await until(lambda: node.ready and node.reconnects >= 1, 60)
         async with BedsClient(tls_broker.url(), env=env, timeout=10, ssl_context=context) as client:
             created = await client.create("note", {"text": "after"})
             assert created["id"] >= 1
