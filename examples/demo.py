@@ -129,6 +129,15 @@ async def exercise(client: BedsClient) -> None:
     history = await client.fetch("spew_note", "history", {"id": note["id"]})
     show("history", [f"{entry['operation']} by {entry['principal']}" for entry in history])
 
+    print("\nspew_stats (CALGON: a long aggregation run in the background, polled by ticket):")
+    ticket = await client.submit("spew_stats", "daily", {})  # every param has a default
+    show("submit -> ticket", {"ticket": ticket.id, "state": ticket.state})
+    seen: list[float] = []
+    daily = await ticket.result(poll=0.1, on_progress=lambda progress, _: seen.append(progress))
+    show("progress while polled", seen)
+    mine = [row for row in daily if row["author"] == handle]
+    show("result: my posts per day", mine)
+
     print("\nthroughput (spew_post fetch by_id through RabbitMQ, one client connection):")
     rate, p50, p99 = await burst(client, post["id"], total=3000, in_flight=16)
     show("3000 requests, 16 in flight", f"{rate:,.0f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms")

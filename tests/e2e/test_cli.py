@@ -305,7 +305,7 @@ def test_check_reports_a_missing_procedure_by_name(
         development, production = check_in_both_modes(path, production_accounts)
         warned = line_of(development, "[WARN] template spew_post objects: ")
         assert "spp_update" in development[warned]
-        assert development[-1] == "[ok  ] template spew_profile objects"  # checks go on
+        assert development[-1] == "[ok  ] ticket store objects: store rel"  # checks go on
 
         failed = line_of(production, "[FAIL] template spew_post objects: ")
         assert "spp_update" in production[failed]
@@ -325,9 +325,12 @@ def test_an_unreachable_secondary_warns_in_development_and_is_fatal_in_productio
     assert development[warned + 1 :] == [
         "[ok  ] template beds_session objects",
         "[ok  ] template beds_user objects",
+        "[ok  ] template spew_boost objects",
         "[ok  ] template spew_note objects",
         "[ok  ] template spew_post objects",
         "[ok  ] template spew_profile objects",
+        "[ok  ] template spew_stats objects",
+        "[ok  ] ticket store objects: store rel",
     ]
     failed = line_of(production, "[FAIL] store rel secondary 127.0.0.1:1: ")
     assert production[failed] == development[warned].replace("[WARN]", "[FAIL]")
@@ -348,7 +351,7 @@ def test_an_unwritable_shared_path_warns_in_development_and_is_fatal_in_producti
     )
     warned = line_of(development, "[WARN] shared filesystem: ")
     assert development[warned] == f"[WARN] {expected}"
-    assert development[-1] == "[ok  ] template spew_profile objects"
+    assert development[-1] == "[ok  ] ticket store objects: store rel"
     assert production[-1] == f"[FAIL] {expected}"
     assert not any(line.startswith("[ok  ] template ") for line in production)
 

@@ -107,7 +107,9 @@ async def test_spew_profile_crud(client: BedsClient) -> None:
             ValidationFailed,
         ),
         ("spew_profile", "create", {"handle": "UPPER", "display_name": "x"}, ValidationFailed),
-        ("spew_profile", "submit", {}, UnsupportedOperation),
+        ("spew_post", "submit", {}, UnsupportedOperation),  # it declares no long operation
+        ("spew_profile", "submit", {"operation": "nope"}, ValidationFailed),
+        ("spew_stats", "submit", {"operation": "daily", "params": {"days": 0}}, ValidationFailed),
     ],
 )
 async def test_bad_inputs_are_refused_before_the_database(

@@ -16,7 +16,7 @@ from beds.templates import FieldType
 def test_adding_the_example_package_twice_fails() -> None:
     registry = TemplateRegistry()
     registry.add_package("beds_templates_example")
-    with pytest.raises(PluginError, match="'spew_note' is declared twice"):
+    with pytest.raises(PluginError, match="'spew_boost' is declared twice"):
         registry.add_package("beds_templates_example")
 
 
@@ -52,9 +52,17 @@ def test_example_package_templates_load() -> None:
     registry = TemplateRegistry()
     added = registry.add_package("beds_templates_example")
 
-    assert [t.name for t in added] == ["spew_note", "spew_post", "spew_profile"]
+    assert [t.name for t in added] == [
+        "spew_boost",
+        "spew_note",
+        "spew_post",
+        "spew_profile",
+        "spew_stats",
+    ]
     assert registry.templates == {t.name: t for t in added}
-    note, post, profile = added
+    note, post, profile = (
+        registry.templates[n] for n in ("spew_note", "spew_post", "spew_profile")
+    )
     assert (note.store, note.capabilities.locking, note.capabilities.journal) == ("rel", True, True)
     for template in added:
         assert template.distribution == "beds-templates-example"
@@ -70,7 +78,14 @@ def test_example_package_templates_load() -> None:
     assert post.operations[Operation.CREATE].params == ("author", "body")
     assert post.operations[Operation.CREATE].returns == ("id", "created_at")
     assert post.operations[Operation.CREATE].binding == {"procedure": "spp_create"}
-    assert list(post.queries) == ["by_id", "by_author", "mine", "count_by_author", "recent"]
+    assert list(post.queries) == [
+        "by_id",
+        "by_author",
+        "mine",
+        "count_by_author",
+        "recent",
+        "author_stats",
+    ]
     assert post.queries["mine"].principal == "author"  # bound to the caller's handle
     assert post.default_query == "by_id"
     assert post.queries["by_author"].max_limit == 100

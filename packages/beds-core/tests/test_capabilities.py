@@ -101,7 +101,10 @@ def without(table: str, *names: str) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"capabilities": {"retention_days": 3}}, "capabilities.retention_days retention arrives"),
+        (
+            {"capabilities": {"retention_days": 3}},
+            "capabilities.retention_days needs a [retention] table",
+        ),
         ({"capabilities": {"sharding": True}}, "capabilities.sharding is not a capability"),
         ({"capabilities": {"cache_ttl": 5}}, "capabilities.cache_ttl is set without cache"),
         ({"capabilities": {"consistency": "cached"}}, "'cached' without cache = true"),

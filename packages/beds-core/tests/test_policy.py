@@ -61,6 +61,21 @@ def test_a_well_set_configuration_has_no_finding() -> None:
         ),
         ({"BEDS__STORES__REC__URI": "mongodb://db1.internal/"}, "stores.rec.uri", "plaintext"),
         ({"BEDS__STORES__REC__URI": "mongodb://127.0.0.1,db2/"}, "stores.rec.uri", "db2"),
+        (
+            {"BEDS__STORES__REL__DATABASES__WH__URL": "mysql://wh:pw@wh.internal/warehouse"},
+            "stores.rel.databases.wh.url",
+            "plaintext connection to wh.internal: add [stores.rel.databases.wh.tls]",
+        ),
+        (
+            {"BEDS__STORES__REL__DATABASES__WH__URL": "mysql://wh@127.0.0.1/warehouse"},
+            "stores.rel.databases.wh.url",
+            "password",
+        ),
+        (
+            {"BEDS__STORES__REC__DATABASES__COLD__URI": "mongodb://app:pw@cold.internal/"},
+            "stores.rec.databases.cold.uri",
+            "plaintext connection to cold.internal",
+        ),
     ],
 )
 def test_each_refusal_names_its_key(change: dict[str, str], key: str, words: str) -> None:

@@ -130,6 +130,7 @@ def test_dead_letter_age() -> None:
 class FakePool:
     def __init__(self, consuming: bool = True) -> None:
         self.consuming = consuming
+        self.paused = False
         self.held: list[tuple[float, Any]] = []
         self.over_budget = 0
         self.stopped = 0
@@ -611,3 +612,20 @@ def test_store_latency_works_after_a_scrape_during_ipl(demo_template: Any) -> No
     request = Request(operation=Operation.CREATE, template="demo_item")
     early.dispatched(request, response(store=4.0, total=5.0))
     assert telemetry.metrics.stores["memory"].count == 1
+
+
+async def test_replica_fallbacks_are_counted_per_connection(
+    client: tuple[BedsNode, Any],
+) -> None:
+    node, http = client
+    serve(node)
+    with_replicas = SimpleNamespace(replicas=SimpleNamespace(fallbacks=3))
+    node.ipl.adapters = {"rel": with_replicas, "rec": SimpleNamespace()}
+    text = await (await http.get("/metrics")).text()
+    counted = {
+        sample.labels["store"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "beds_store_replica_fallbacks_total"
+    }
+    assert counted == {"rel": 3}  # a store without replicas is not listed

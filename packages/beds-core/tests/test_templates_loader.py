@@ -194,7 +194,7 @@ BAD_DECLARATIONS: list[Any] = [
         "queries.by_count.principal",
         id="principal-not-str",
     ),
-    pytest.param(put("access.submit", ["*"]), "access.submit", id="access-on-unknown-op"),
+    pytest.param(put("access.ticket", ["*"]), "access.ticket", id="access-on-unknown-op"),
     pytest.param(put("access.fetch", "*"), "access.fetch", id="access-not-a-list"),
     pytest.param(put("version", 0), "version", id="version-zero"),
 ]

@@ -114,9 +114,9 @@ def test_a_journaled_template_may_read_its_journal_and_writers_append_to_it(
     )
 
 
-def test_a_role_that_keeps_lineage_may_insert_and_find_events() -> None:
+def test_a_role_that_keeps_lineage_may_insert_find_and_purge_events() -> None:
     needs = StoreNeeds(role="admin", store="rec", uses=(), keeps_events=True)
-    assert _actions(needs) == {("msLogs", "insert"), ("msLogs", "find")}
+    assert _actions(needs) == {("msLogs", "insert"), ("msLogs", "find"), ("msLogs", "remove")}
 
 
 def test_the_plan_is_mongosh_without_the_password(template: Template) -> None:

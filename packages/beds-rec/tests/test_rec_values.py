@@ -89,3 +89,30 @@ def test_utc_now_has_bson_precision() -> None:
     assert now.microsecond % 1000 == 0
     decoded = bson.decode(bson.encode({"t": now}), codec_options=CODEC_OPTIONS)
     assert decoded["t"] == now
+
+
+def test_a_json_value_is_stored_as_it_is() -> None:
+    value = {"tags": ["a", "b"], "geo": {"lat": 1.5, "n": None}, "ok": True}
+    assert to_bson(value, path="$.payload.meta", template="t") is value
+    assert to_bson([1, "x"], path="$.payload.meta", template="t") == [1, "x"]
+    stored = bson.decode(bson.encode({"meta": value}), CODEC_OPTIONS)["meta"]
+    assert to_record({"meta": stored}, ["meta"], id_mapped=False) == {"meta": value}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"$ne": None},  # would be an operator in an equality filter
+        {"a": [{"$where": "1"}]},
+        {"a.b": 1},
+        {"nul\0": 1},
+        [{"ok": {"$gt": 0}}],
+    ],
+)
+def test_a_json_key_that_is_not_a_field_name_is_refused(value: object) -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        to_bson(value, path="$.payload.params.meta", template="t")
+    assert caught.value.details == (
+        "$.payload.params.meta: must have object keys that are MongoDB field names (not "
+        "starting with '$', without '.' or NUL)",
+    )

@@ -226,7 +226,13 @@ async def documents(rec: RecAdapter, collection: str = "rnt_notes") -> list[dict
 
 
 def test_the_rec_store_offers_every_feature_the_note_needs() -> None:
-    assert RecAdapter.features == {"locking", "journal", "pagination", "filters"}
+    assert RecAdapter.features == {
+        "locking",
+        "journal",
+        "pagination",
+        "filters",
+        "long_operations",
+    }
     assert NOTE_TEMPLATE.needs() <= RecAdapter.features
 
 

@@ -79,9 +79,18 @@ async def test_apply_schema_twice_then_verify(mariadb_url: str) -> None:
     assert names == [
         "beds_templates_example/schema/rel/001_spew_post.sql",
         "beds_templates_example/schema/rel/002_spew_note.sql",
+        "beds_templates_example/schema/rel/003_spew_post_stats.sql",
+        "beds_templates_example/schema/rel/004_spew_boost.sql",
+        "beds_templates_example/schema/rel/005_spew_stats.sql",
+        "beds_templates_example/schema/rel/006_spew_note_retention.sql",
     ]
     # beds-rel's own objects (idempotency keys, journals) come first
-    applied = ["beds_rel/sql/000_beds_idempotency.sql", "beds_rel/sql/001_beds_journal.sql", *names]
+    applied = [
+        "beds_rel/sql/000_beds_idempotency.sql",
+        "beds_rel/sql/001_beds_journal.sql",
+        "beds_rel/sql/002_beds_tickets.sql",
+        *names,
+    ]
     assert await adapter.apply_schema(SCHEMA) == applied
     assert await adapter.apply_schema(SCHEMA) == applied
     await adapter.start()

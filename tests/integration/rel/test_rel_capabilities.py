@@ -267,9 +267,21 @@ async def sql(url: str, statement: str, *args: Any) -> list[tuple[Any, ...]]:
 
 
 def test_the_rel_store_offers_every_feature() -> None:
-    assert RelAdapter.features == {"locking", "journal", "pagination", "filters"}
+    assert RelAdapter.features == {
+        "locking",
+        "journal",
+        "pagination",
+        "filters",
+        "long_operations",
+    }
     assert NOTE_TEMPLATE.needs() <= RelAdapter.features
-    assert SPEW_NOTE.needs() == {"locking", "journal", "pagination", "filters"}
+    assert SPEW_NOTE.needs() == {
+        "locking",
+        "journal",
+        "pagination",
+        "filters",
+        "long_operations",
+    }
 
 
 # -- optimistic locking ---------------------------------------------------------------------------

@@ -36,6 +36,7 @@ def test_spew_post_prepares_and_compiles_to_bound_sql() -> None:
         "count_by_author": "SELECT `spp_count_by_author`(%s) AS `post_count`",
         "recent": "SELECT `id`, `author`, `body`, `created_at`, `updated_at` FROM `spp_posts_v`"
         " ORDER BY `id` DESC LIMIT %s",
+        "author_stats": "CALL `spp_author_stats`(%s, %s, @beds_v1)",
     }
     recent = plan.queries["recent"].select
     assert recent is not None
@@ -48,7 +49,13 @@ def test_spew_post_prepares_and_compiles_to_bound_sql() -> None:
 
 def test_spew_note_prepares_with_locking_journal_and_pages() -> None:
     spew_note = _registry().templates["spew_note"]
-    assert spew_note.needs() == {"locking", "journal", "pagination", "filters"}
+    assert spew_note.needs() == {
+        "locking",
+        "journal",
+        "pagination",
+        "filters",
+        "long_operations",  # its retention sweep
+    }
     plan = plan_template(spew_note)
     assert plan.key_query == "by_id"
     assert {op: call.sql for op, call in plan.writes.items()} == {
@@ -67,7 +74,7 @@ def test_spew_note_prepares_with_locking_journal_and_pages() -> None:
 
 
 def test_the_spew_post_schema_splits_into_its_objects() -> None:
-    schema, _ = _registry().schema["rel"]
+    schema = _registry().schema["rel"][0]
     statements = [statement.text for statement in split_statements(schema.text)]
     objects = [
         re.match(r"CREATE (?:OR REPLACE )?(\w+)(?: IF NOT EXISTS)? (\w+)", t) for t in statements
@@ -85,7 +92,7 @@ def test_the_spew_post_schema_splits_into_its_objects() -> None:
 
 
 def test_the_spew_note_schema_splits_into_its_objects() -> None:
-    _, schema = _registry().schema["rel"]
+    schema = _registry().schema["rel"][1]
     assert schema.name.endswith("002_spew_note.sql")
     statements = [statement.text for statement in split_statements(schema.text)]
     objects = [

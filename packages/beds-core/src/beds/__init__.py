@@ -89,6 +89,15 @@ from beds.errors import (
     TemplateError as TemplateError,
 )
 from beds.errors import (
+    TicketAbandoned as TicketAbandoned,
+)
+from beds.errors import (
+    TicketExpired as TicketExpired,
+)
+from beds.errors import (
+    TicketFinished as TicketFinished,
+)
+from beds.errors import (
     TooManyAttempts as TooManyAttempts,
 )
 from beds.errors import (
@@ -190,6 +199,9 @@ __all__ = (
     "Template",
     "TemplateError",
     "TemplateRegistry",
+    "TicketAbandoned",
+    "TicketExpired",
+    "TicketFinished",
     "TooManyAttempts",
     "TransportError",
     "Unauthenticated",

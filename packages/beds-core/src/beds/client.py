@@ -30,12 +30,22 @@ from tenacity import (
 
 from beds.auth.credential import CREDENTIAL_HEADER, bearer
 from beds.codec import CONTENT_TYPE, DEFAULT_MAX_MESSAGE_BYTES, decode_response, encode_request
-from beds.envelopes import WRITE_OPERATIONS, Operation, Request, RequestMeta, Response
+from beds.dispatch.calgon import TICKET_TEMPLATE
+from beds.envelopes import (
+    WRITE_OPERATIONS,
+    ErrorBody,
+    Operation,
+    Request,
+    RequestMeta,
+    Response,
+)
 from beds.errors import (
     BrokerUnavailable,
+    InternalError,
     PublishError,
     ReplyTimeout,
     RequestError,
+    TicketFinished,
     Unauthenticated,
 )
 from beds.lineage import current_cause, new_event_id
@@ -45,11 +55,15 @@ from beds.transport.outbox import Outbox
 
 if TYPE_CHECKING:
     import ssl
+    from collections.abc import Callable
     from types import TracebackType
 
     from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 
-__all__ = ("BedsClient",)
+__all__ = ("BedsClient", "TicketHandle")
+
+_KEYED = WRITE_OPERATIONS | {Operation.SUBMIT}
+"""Operations sent with an idempotency key by default: a retried submit gets the same ticket."""
 
 _REPLY_TO = "amq.rabbitmq.reply-to"
 _SESSION_TEMPLATE = "beds_session"
@@ -272,7 +286,7 @@ class BedsClient:
         elif depth is None:
             depth = 1 if parent_id else 0
         correlation_id = os.urandom(16).hex()
-        if idempotency_key is None and self.idempotent_writes and operation in WRITE_OPERATIONS:
+        if idempotency_key is None and self.idempotent_writes and operation in _KEYED:
             idempotency_key = f"{self.origin}.{correlation_id}"
         request = Request(
             operation=operation,
@@ -372,6 +386,45 @@ class BedsClient:
         """Delete a record by key; return ``{"deleted": n}``."""
         return await self._data(template, Operation.DELETE, key, **kwargs)
 
+    async def submit(
+        self,
+        template: str,
+        operation: str,
+        params: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> TicketHandle:
+        """Submit a template's long operation (CALGON); return a handle on its ticket.
+
+        The node answers once the ticket is recorded; ``await handle.result()`` waits for the
+        work. Raises the RequestError replied (``BEDS-405``, ``BEDS-422``…).
+        """
+        payload = {"operation": operation, "params": params or {}}
+        ticket = await self._data(template, Operation.SUBMIT, payload, **kwargs)
+        return TicketHandle(self, ticket)
+
+    async def ticket(
+        self,
+        ticket_id: str,
+        *,
+        cancel: bool = False,
+        cursor: str | None = None,
+        limit: int | None = None,
+        **kwargs: Any,
+    ) -> Response:
+        """The ``ticket`` reply for ``ticket_id`` (any template's), error replies included.
+
+        ``data`` is the ticket; once it succeeded, ``data["result"]`` holds a page of its
+        records and ``meta.next`` the cursor of the next page.
+        """
+        payload: dict[str, Any] = {"ticket": ticket_id}
+        if cancel:
+            payload["cancel"] = True
+        if cursor is not None:
+            payload["cursor"] = cursor
+        if limit is not None:
+            payload["limit"] = limit
+        return await self.call(TICKET_TEMPLATE, Operation.TICKET, payload, **kwargs)
+
     async def login(
         self, handle: str, password: str, *, timeout: float | None = None
     ) -> dict[str, Any]:
@@ -433,6 +486,104 @@ class BedsClient:
     async def ping(self, *, timeout: float | None = None) -> Response:
         """Ask any read broker to answer without touching a store."""
         return await self.call(PING_TEMPLATE, Operation.PING, timeout=timeout)
+
+
+class TicketHandle:
+    """A submitted long operation: its ticket's state, progress, cancel and result."""
+
+    def __init__(self, client: BedsClient, ticket: dict[str, Any]) -> None:
+        self.client = client
+        self.ticket = ticket
+        """The ticket as last read (``state``, ``progress``, timestamps, ``error``…)."""
+        self._next: str | None = None
+
+    @property
+    def id(self) -> str:
+        """The ticket's id (a UUID): ``beds ticket ID`` finds it too."""
+        ticket_id: str = self.ticket["ticket"]
+        return ticket_id
+
+    @property
+    def state(self) -> str:
+        """``queued``, ``running``, ``succeeded``, ``failed`` or ``cancelled``, as last read."""
+        state: str = self.ticket["state"]
+        return state
+
+    async def refresh(self, **kwargs: Any) -> dict[str, Any]:
+        """Read the ticket again; return it. Raises the RequestError replied."""
+        self.ticket = await self._read(**kwargs)
+        return self.ticket
+
+    async def cancel(self, **kwargs: Any) -> dict[str, Any]:
+        """Cancel it: at once when queued, after its running step otherwise.
+
+        Raises:
+            TicketFinished: it had finished already (``BEDS-409F``).
+        """
+        self.ticket = await self._read(cancel=True, **kwargs)
+        return self.ticket
+
+    async def result(
+        self,
+        *,
+        poll: float = 0.5,
+        timeout: float | None = None,
+        on_progress: Callable[[float, dict[str, Any]], object] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Wait for the ticket to finish; return every record of its result (all pages).
+
+        Args:
+            poll: seconds between two reads of the ticket.
+            timeout: seconds to wait at most (``None``: as long as it takes).
+            on_progress: called with the progress (0 to 1) and the ticket each time it changes.
+
+        Raises:
+            TimeoutError: still unfinished after ``timeout`` seconds.
+            RequestError: the ticket failed: its error, as the class of its catalogue code.
+            TicketFinished: it was cancelled.
+        """
+        async with asyncio.timeout(timeout):
+            progress = -1.0
+            while True:
+                ticket = await self.refresh()
+                if on_progress is not None and ticket["progress"] != progress:
+                    progress = ticket["progress"]
+                    on_progress(progress, ticket)
+                if ticket["state"] in ("succeeded", "failed", "cancelled"):
+                    break
+                await asyncio.sleep(poll)
+        if ticket["state"] == "failed":
+            error = ticket["error"] or {}
+            raise RequestError.from_error(
+                ErrorBody(
+                    code=error.get("code", InternalError.CODE),
+                    message=error.get("message", "the long operation failed"),
+                    details=tuple(error.get("details", ())),
+                )
+            )
+        if ticket["state"] == "cancelled":
+            raise TicketFinished("the ticket was cancelled", details=(f"ticket: {self.id}",))
+        records: list[dict[str, Any]] = list(ticket.get("result", []))
+        cursor = self._next
+        while cursor is not None:
+            response = await self.client.ticket(self.id, cursor=cursor)
+            page = _data_of(response)
+            records += page.get("result", [])
+            cursor = response.meta.next
+        return records
+
+    async def _read(self, **kwargs: Any) -> dict[str, Any]:
+        response = await self.client.ticket(self.id, **kwargs)
+        self._next = response.meta.next
+        ticket: dict[str, Any] = _data_of(response)
+        return ticket
+
+
+def _data_of(response: Response) -> Any:
+    if not response.ok:
+        assert response.error is not None
+        raise RequestError.from_error(response.error)
+    return response.data
 
 
 def _fail_on_refusal(waiting: asyncio.Future[Response], confirmation: asyncio.Future[Any]) -> None:

@@ -22,11 +22,14 @@ request (``RequestError``, which crosses the wire in ``Response.error``)::
         ├── Conflict                  BEDS-409   unique key or optimistic-lock violation
         │   ├── IdempotencyKeyReused  BEDS-409K  the key was used for a different request
         │   ├── StaleVersion          BEDS-409V  the record changed since it was read (locking)
-        │   └── WriteInDoubt          BEDS-409W  the key's first write has no outcome yet
+        │   ├── WriteInDoubt          BEDS-409W  the key's first write has no outcome yet
+        │   └── TicketFinished        BEDS-409F  cancel of a ticket that is finished
+        ├── TicketExpired             BEDS-410   the ticket finished longer ago than its TTL
         ├── PayloadTooLarge           BEDS-413   message body over the configured limit
         ├── ValidationFailed          BEDS-422   payload does not match the template
         ├── TooManyAttempts           BEDS-429   failed logins throttled; retry after some seconds
         ├── InternalError             BEDS-500   a handler failed unexpectedly (a bug)
+        │   ├── TicketAbandoned       BEDS-500A  a ticket's node stopped max_attempts times
         │   └── ReplyUndeliverable    BEDS-500R  a write ran, its reply could not be delivered
         ├── DeadlineExceeded          BEDS-504   the request's deadline passed
         │   └── HandlerStopped        BEDS-504H  the handler ran past budget + grace; stopped
@@ -75,6 +78,9 @@ __all__ = (
     "StoreError",
     "StoreUnavailable",
     "TemplateError",
+    "TicketAbandoned",
+    "TicketExpired",
+    "TicketFinished",
     "TooManyAttempts",
     "TransportError",
     "Unauthenticated",
@@ -310,6 +316,20 @@ class WriteInDoubt(Conflict):
     STATUS = 409
 
 
+class TicketFinished(Conflict):
+    """The ticket is finished (succeeded, failed or cancelled), so it cannot be cancelled."""
+
+    CODE = "BEDS-409F"
+    STATUS = 409
+
+
+class TicketExpired(RequestError):
+    """The ticket finished longer ago than ``calgon.ticket_ttl``: its result is gone."""
+
+    CODE = "BEDS-410"
+    STATUS = 410
+
+
 class PayloadTooLarge(RequestError):
     """The message body is larger than the configured limit."""
 
@@ -328,6 +348,16 @@ class InternalError(RequestError):
     """A handler failed unexpectedly. This is a bug in BEDS or a plugin; the log has the trace."""
 
     CODE = "BEDS-500"
+    STATUS = 500
+
+
+class TicketAbandoned(InternalError):
+    """A ticket's node stopped ``calgon.max_attempts`` times while running it: it is failed.
+
+    Each time its lease lapsed and another attempt took it over; it is not tried again.
+    """
+
+    CODE = "BEDS-500A"
     STATUS = 500
 
 

@@ -1,6 +1,8 @@
 """The factory: template name → (template, adapter). The only place a store meets an adapter.
 
-Built once at start-up; a request then costs one dictionary look-up.
+Adapters are keyed by connection (:attr:`beds.templates.model.Template.connection`): a store's
+default one by the store's name (``rel``), a named database's as ``rel.warehouse``. Built once
+at start-up; a request then costs one dictionary look-up.
 """
 
 from __future__ import annotations
@@ -20,15 +22,20 @@ __all__ = ("Factory",)
 
 
 class Factory:
-    """Resolve template names to their declaration and the adapter of their store."""
+    """Resolve template names to their declaration and the adapter of their connection.
+
+    Args:
+        templates: the served templates by name.
+        adapters: connection → adapter; a template whose connection has none is not served.
+    """
 
     def __init__(
         self, templates: Mapping[str, Template], adapters: Mapping[str, NamasteCore]
     ) -> None:
         self._routes: dict[str, tuple[Template, NamasteCore]] = {
-            name: (template, adapters[template.store])
+            name: (template, adapters[template.connection])
             for name, template in templates.items()
-            if template.store in adapters
+            if template.connection in adapters
         }
 
     @property

@@ -172,7 +172,8 @@ def beds_store_provisioner(settings: StoreSettings) -> StoreProvisioner | None:
     """Describe and provision the service accounts of a store this plugin serves.
 
     Called by ``beds provision`` and ``beds check --production`` only (never by a serving
-    node), once per store, on every plugin; the one that serves ``settings.store`` answers.
+    node), once per connection (a store's default one, each named database), on every plugin;
+    the one that serves ``settings.store`` answers.
 
     Args:
         settings: the store's configuration table (``[stores.<name>]``).

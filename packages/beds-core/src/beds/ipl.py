@@ -2,9 +2,10 @@
 
 Configuration (already loaded) → the production policy (no connection yet) → RabbitMQ →
 plugins, adapters and templates → templates open to anonymous writes → token keys (auth) →
-stores (``rec`` then ``rel``; required; then their optional parts such as REL secondaries) →
+stores (one adapter per connection: a store's default one, and each named database a template
+uses, in name order; required; then their optional parts such as REL secondaries) →
 shared filesystem (if configured) → template database objects → brokers without bindings →
-where events go.
+where events go (a logs broker; syslog's receiver).
 
 Why this module is long: it is the checklist, one short method per check, kept together so that
 :meth:`Ipl.run` reads as the order of the start-up sequence.
@@ -24,6 +25,9 @@ import pluggy
 from loguru import logger
 
 from beds.auth import Authenticator, OidcVerifier, Revocations, SessionTokens, TokenKeys
+from beds.calgon.retention import swept_templates
+from beds.calgon.tickets import TicketStore
+from beds.config.stores import DATABASES, connection_table, split_connection
 from beds.errors import BedsError, ConfigError, PluginError, RequestError, TemplateError
 from beds.lineage import EventStore
 from beds.namaste import NamasteCore, StoreSettings
@@ -39,7 +43,7 @@ if TYPE_CHECKING:
     from beds.config.model import Config
     from beds.envelopes import Operation
     from beds.handlers import Handler
-    from beds.registry import TemplateRegistry
+    from beds.registry import AdapterRegistry, TemplateRegistry
     from beds.templates.model import Template
 
 __all__ = ("Ipl",)
@@ -62,6 +66,9 @@ class Ipl:
         self.checks: list[Check] = []
         """The checklist so far, in order."""
         self.adapters: dict[str, NamasteCore] = {}
+        """One adapter per connection (:attr:`beds.templates.model.Template.connection`): a
+        store's default one by the store's name (``rel``), a named database's as
+        ``rel.warehouse``."""
         self.templates: dict[str, Template] = {}
         """The templates this node serves: registered and prepared by their adapter."""
         self.registry: TemplateRegistry | None = None
@@ -121,24 +128,22 @@ class Ipl:
         every = (
             registry.templates.values() if every_store else [u.template for u in served.values()]
         )
-        stores = {template.store for template in every}
+        connections = {t.connection for t in every if self._declared(t)}
         if self.keeps_events:
-            stores.add(self.config.lineage.store)
-        for store in sorted(stores):
-            factory = factories.factories.get(store)
-            if factory is None:
-                self.problem(f"adapter {store}", f"no installed plugin provides store {store!r}")
-                continue
-            settings = StoreSettings(
-                store=store,
-                options=self.config.stores.get(store, {}),
-                file=self.config.store_files.get(store),
-                production=self.config.production,
+            connections.add(self.config.lineage.store)
+        # The segundo role's retention scheduler records tickets of every registered template
+        # with retention (beds.calgon.retention), whatever this role serves.
+        sweeps = bool(swept_templates(self.config, registry.templates))
+        if sweeps or any(template.long_operations for template in every):
+            connections.add(self.config.calgon.store)
+        for connection in sorted(connections):
+            self._build_adapter(connection, factories)
+        if self.ticket_store is None and (sweeps or any(t.long_operations for t in every)):
+            self.fail(
+                "ticket store",
+                f"templates with long operations need tickets, kept in store "
+                f"{self.config.calgon.store!r} (key calgon.store), whose adapter cannot keep them",
             )
-            try:
-                self.adapters[store] = factory(settings)
-            except BedsError as exc:
-                self.fail(f"adapter {store}", exc)
         if self.keeps_events and self.event_store is None:
             self.fail(
                 "lineage store",
@@ -147,8 +152,8 @@ class Ipl:
             )
         for name, use in served.items():
             template = use.template
-            adapter = self.adapters.get(template.store)
-            if adapter is None:
+            adapter = self.adapters.get(template.connection)
+            if adapter is None:  # no plugin, or an undeclared database: said above
                 continue
             missing = sorted(template.needs() - adapter.features)
             if missing:
@@ -174,6 +179,34 @@ class Ipl:
             )
         self.handlers = handlers.for_templates(self.templates)
 
+    def _declared(self, template: Template) -> bool:
+        """Whether the template's database is configured; a problem when it is not.
+
+        Such a template is not served (its adapter is not built for it).
+        """
+        if connection_table(self.config.stores, template.connection) is not None:
+            return True
+        key = f"stores.{template.store}.{DATABASES}"
+        self.problem(
+            f"template {template.name}",
+            f"uses database {template.database!r} of store {template.store!r}, which the "
+            f"configuration does not declare (add [{key}.{template.database}], key {key}); "
+            "it is not served",
+        )
+        return False
+
+    def _build_adapter(self, connection: str, factories: AdapterRegistry) -> None:
+        """Build one connection's adapter from its settings (a store's, or a named database's)."""
+        store = split_connection(connection)[0]
+        factory = factories.factories.get(store)
+        if factory is None:
+            self.problem(f"adapter {connection}", f"no installed plugin provides store {store!r}")
+            return
+        try:
+            self.adapters[connection] = factory(StoreSettings.of(self.config, connection))
+        except BedsError as exc:
+            self.fail(f"adapter {connection}", exc)
+
     def check_templates_installed(self) -> None:
         """A node without templates serves no request: a warning in development, else fatal."""
         if self.registry is not None and not self.registry.templates:
@@ -190,6 +223,12 @@ class Ipl:
         return adapter if isinstance(adapter, EventStore) else None
 
     @property
+    def ticket_store(self) -> TicketStore | None:
+        """The adapter of ``calgon.store``, if it keeps CALGON tickets."""
+        adapter: object = self.adapters.get(self.config.calgon.store)
+        return adapter if isinstance(adapter, TicketStore) else None
+
+    @property
     def keeps_events(self) -> bool:
         """Whether this node stores lineage events (its role has a ``logs`` broker)."""
         return any(settings.type == "logs" for settings in self.config.brokers.values())
@@ -204,14 +243,18 @@ class Ipl:
         return connection
 
     async def start_stores(self) -> None:
-        """IPL: every store that serves templates starts (required), then its optional parts."""
+        """IPL: every connection that serves templates starts (required), then its optional parts.
+
+        One adapter per connection: a store's default one (``store rel``) and each named
+        database a served template uses (``store rel.warehouse``).
+        """
         # Every store that serves templates is required: its templates cannot be served without it.
-        for store, adapter in sorted(self.adapters.items()):
+        for connection, adapter in sorted(self.adapters.items()):
             try:
                 await adapter.start()
             except BedsError as exc:
-                self.fail(f"store {store}", exc)
-            self.ok(f"store {store}")
+                self.fail(f"store {connection}", exc)
+            self.ok(f"store {connection}")
             # Optional parts of a store (REL secondaries): a warning in development.
             for name, problem in await adapter.optional_checks():
                 if problem is None:
@@ -275,16 +318,48 @@ class Ipl:
             "(the seed admin role's adminLogsBroker) or set lineage.enabled = false",
         )
 
+    def check_syslog(self) -> None:
+        """IPL: this role's ``syslog`` brokers have a receiver (``syslog.target``); fatal if not.
+
+        Said on the checklist when they do: where events go, and from which level.
+        """
+        brokers = [b for b, s in self.config.brokers.items() if s.type == "syslog"]
+        if not brokers:
+            return
+        settings = self.config.syslog
+        if not settings.target:
+            self.fail(
+                "syslog",
+                f"{', '.join(brokers)} forward events to syslog, but syslog.target is empty: "
+                'set it, such as target = "udp://127.0.0.1:514" in [syslog]',
+            )
+        self.ok("syslog", f"{settings.target}, {settings.level} and more severe")
+
     async def verify_templates(self) -> None:
-        """IPL: every template's database objects exist (development: a warning)."""
+        """IPL: every template's database objects exist (development: a warning).
+
+        Each template is verified by its own connection's adapter, so in its own database.
+        """
         for name, template in sorted(self.templates.items()):
+            where = f"database {template.connection}" if template.database else ""
             try:
-                await self.adapters[template.store].verify(template)
+                await self.adapters[template.connection].verify(template)
             except RequestError as exc:
                 # Development keeps serving: calls then fail with DatabaseObjectMissing by name.
-                self.problem(f"template {name} objects", exc)
+                self.problem(f"template {name} objects", _in(exc, where))
                 continue
-            self.ok(f"template {name} objects")
+            self.ok(f"template {name} objects", where)
+        tickets = self.ticket_store
+        sweeps = self.registry is not None and swept_templates(self.config, self.registry.templates)
+        if tickets is not None and (
+            sweeps or any(t.long_operations for t in self.templates.values())
+        ):
+            try:
+                await tickets.verify_tickets()
+            except RequestError as exc:
+                self.problem("ticket store objects", exc)
+            else:
+                self.ok("ticket store objects", f"store {self.config.calgon.store}")
 
     def load_auth(self) -> None:
         """IPL: the keys that verify credentials (BEDS session tokens; an OIDC provider's)."""
@@ -400,6 +475,7 @@ class Ipl:
             await self.verify_templates()
             self.check_bindings()
             self.check_events_destination()
+            self.check_syslog()
         except BaseException:
             with contextlib.suppress(Exception):
                 await connection.close()
@@ -413,6 +489,11 @@ class Ipl:
                 await adapter.aclose()
             except Exception:
                 logger.opt(exception=True).warning("closing adapter {} failed", adapter.store)
+
+
+def _in(error: RequestError, where: str) -> RequestError | str:
+    """A verify failure, said with its named database (the default one needs no naming)."""
+    return f"{_describe(error)} (in {where})" if where else error
 
 
 def _describe(error: BaseException | str) -> str:

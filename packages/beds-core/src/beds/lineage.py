@@ -28,6 +28,7 @@ __all__ = (
     "Cause",
     "Event",
     "EventKind",
+    "EventPurger",
     "EventStore",
     "collect_tree",
     "current_cause",
@@ -170,6 +171,22 @@ class EventStore(Protocol):
         self, *, event_ids: Sequence[str] = (), parent_ids: Sequence[str] = ()
     ) -> list[dict[str, Any]]:
         """The events with these ids, and those whose parent is one of ``parent_ids``."""
+
+
+@runtime_checkable
+class EventPurger(Protocol):
+    """An :class:`EventStore` that also forgets old events (``lineage.retention_days``).
+
+    Optional: the logs broker purges through a store that has it, and keeps every event in one
+    that has not.
+    """
+
+    async def purge_events(self, before: float, limit: int) -> int:
+        """Delete up to ``limit`` of the oldest events whose ``at`` is before ``before``.
+
+        ``before`` is a Unix time; the answer is how many were deleted (fewer than ``limit``:
+        none older is left).
+        """
 
 
 async def collect_tree(store: EventStore, event_id: str) -> list[Event]:

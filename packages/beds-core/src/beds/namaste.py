@@ -1,9 +1,11 @@
 """NamasteCore: the CRUD interface every store adapter implements.
 
-The node builds one adapter per store at start-up and keeps them in a dict, so a message costs one
-dictionary look-up and no plugin-manager call. Adapters translate every driver exception into a
-:class:`~beds.errors.RequestError` subclass at this boundary (``StoreUnavailable``, ``Conflict``,
-``NotFound``, ``DatabaseObjectMissing``, ``StoreError``); no driver exception escapes them.
+The node builds one adapter per connection at start-up (a store's default connection and each
+named database it uses: ``rel``, ``rel.warehouse``) and keeps them in a dict, so a message
+costs one dictionary look-up and no plugin-manager call. Adapters translate every driver
+exception into a :class:`~beds.errors.RequestError` subclass at this boundary
+(``StoreUnavailable``, ``Conflict``, ``NotFound``, ``DatabaseObjectMissing``, ``StoreError``); no
+driver exception escapes them.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
 
+from beds.config.stores import DATABASES, connection_name, connection_table, split_connection
 from beds.envelopes import Consistency
+from beds.errors import ConfigError
 
 if TYPE_CHECKING:
     # Never structured by cattrs, so these stay type-only (and avoid an import cycle).
     from beds.auth.principal import Principal  # noqa: TC004
+    from beds.config.model import Config
     from beds.templates.model import QuerySpec, Template  # noqa: TC004
 
 __all__ = (
@@ -39,6 +44,8 @@ FEATURES = {
     "atomically with the write where the store can",
     "pagination": "fetch honours Query.spec.order_by and Query.after (keyset pagination)",
     "filters": "fetch honours each param's condition (spec.condition: eq, gt, gte, lt, lte, in)",
+    "long_operations": "run_step runs one step of a declared long operation (CALGON; "
+    "beds.calgon.tickets.LongOperationRunner)",
 }
 """The features an adapter may declare, and what each promises."""
 
@@ -107,13 +114,57 @@ class SchemaFile:
 
 @attrs.frozen(kw_only=True)
 class StoreSettings:
-    """A store's configuration table (``[stores.<name>]``), for the adapter to validate."""
+    """A connection's configuration table, for the adapter to validate.
+
+    The store's own table (``[stores.<store>]``, its default connection) or one of its named
+    databases (``[stores.<store>.databases.<name>]``, the store's table updated with the named
+    one's keys; :mod:`beds.config.stores`). An adapter names its errors' key paths from
+    :attr:`key`.
+    """
 
     store: str
     options: Mapping[str, Any]
     file: str | None = None
     """The config file that set the table, for error messages."""
     production: bool = False
+    database: str = ""
+    """The named connection's name; ``""``: the store's default connection."""
+
+    @property
+    def key(self) -> str:
+        """The table's key path: ``stores.<store>`` or ``stores.<store>.databases.<name>``."""
+        if self.database:
+            return f"stores.{self.store}.{DATABASES}.{self.database}"
+        return f"stores.{self.store}"
+
+    @property
+    def connection(self) -> str:
+        """``<store>`` or ``<store>.<database>``, as the node keys its adapters."""
+        return connection_name(self.store, self.database)
+
+    @classmethod
+    def of(cls, config: Config, connection: str) -> StoreSettings:
+        """The settings of one connection of ``config`` (``rel``, ``rel.warehouse``).
+
+        Raises:
+            ConfigError: the store's configuration does not declare the named connection.
+        """
+        store, database = split_connection(connection)
+        options = connection_table(config.stores, connection)
+        if options is None:
+            key = f"stores.{store}.{DATABASES}"
+            raise ConfigError(
+                f"{key}: declares no database {database!r} (add [{key}.{database}])",
+                file=config.store_files.get(store),
+                key=key,
+            )
+        return cls(
+            store=store,
+            database=database,
+            options=options,
+            file=config.store_files.get(connection),
+            production=config.production,
+        )
 
 
 @runtime_checkable

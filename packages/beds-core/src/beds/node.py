@@ -21,16 +21,27 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_ji
 from beds.auth import REVOKE_KIND
 from beds.broker.admin import admin_templates
 from beds.broker.logs import LogsPool
+from beds.broker.operator import (
+    COMMAND_KIND,
+    DONE_KIND,
+    apply_command,
+    operator_template,
+    parse_command,
+)
 from beds.broker.pool import BrokerPool
+from beds.broker.syslog import SyslogPool
+from beds.calgon.retention import RetentionScheduler, swept_templates
+from beds.calgon.worker import TicketWorkers
 from beds.dispatch import Dispatcher
 from beds.dispatch.cache import INVALIDATE, FetchCache
-from beds.errors import StoreUnavailable, UnknownTemplate
+from beds.dispatch.calgon import Calgon
+from beds.errors import StoreUnavailable, UnknownTemplate, ValidationFailed
 from beds.factory import Factory
 from beds.heartbeat import Heartbeat
 from beds.ipl import Ipl
 from beds.nodeinfo import Check, NodeInfo, StartupError
 from beds.pagination import Cursors, development_secret
-from beds.routing import Bindings
+from beds.routing import OPERATOR_TEMPLATE, Bindings
 from beds.transport.amqp import CONNECTION_FAILURES, amqp_user, connect_to, declare_topology
 from beds.transport.control import ControlChannel, ControlEvent
 from beds.transport.events import EventPublisher
@@ -76,6 +87,12 @@ class BedsNode:
         self.dispatchers: dict[str, Dispatcher] = {}
         """One per broker type, so its counters (``retried``, ``over_budget``) are per broker."""
         self.events: EventPublisher | None = None
+        self.ticket_workers: TicketWorkers | None = None
+        self.retention: RetentionScheduler | None = None
+        """Submits the retention sweeps (:mod:`beds.calgon.retention`), on nodes that do."""
+        self.draining = False
+        """An operator drained the node (:mod:`beds.broker.operator`)."""
+        """Run CALGON tickets on this node (:mod:`beds.calgon.worker`), when it does."""
         """Publishes lineage events and audit records to the logs exchange, while serving."""
         self.telemetry: Telemetry | None = None
         """The HTTP endpoints and metrics (``[telemetry]``), while the node serves them."""
@@ -97,7 +114,7 @@ class BedsNode:
 
     @property
     def adapters(self) -> dict[str, NamasteCore]:
-        """One adapter per store the node's templates use."""
+        """One adapter per connection the node's templates use (``rel``, ``rel.warehouse``)."""
         return self.ipl.adapters
 
     @property
@@ -181,14 +198,19 @@ class BedsNode:
         )
 
     @property
-    def state(self) -> Literal["starting", "ready", "reconnecting", "stopping", "stopped"]:
-        """Where the node is in its life; only ``ready`` serves (``GET /ready``)."""
+    def state(
+        self,
+    ) -> Literal["starting", "ready", "draining", "reconnecting", "stopping", "stopped"]:
+        """Where the node is in its life; only ``ready`` serves (``GET /ready``).
+
+        ``draining``: an operator drained it (``beds admin drain``); it takes no message.
+        """
         if self._closed.is_set():
             return "stopped"
         if self._stopping:
             return "stopping"
         if self.ready:
-            return "ready"
+            return "draining" if self.draining else "ready"
         if self._reconnecting is not None and not self._reconnecting.done():
             return "reconnecting"
         return "starting"
@@ -318,10 +340,14 @@ class BedsNode:
                 interval=self.config.control.heartbeat_seconds,
             )
         store = self.event_store
-        builtins = admin_templates(store) if store is not None and self.keeps_events else None
+        builtins = admin_templates(store) if store is not None and self.keeps_events else {}
+        if self.control is not None:
+            builtins[OPERATOR_TEMPLATE] = operator_template(self.control)
+            self.control.subscribe(COMMAND_KIND, self._on_operator_command)
         secret = self.config.reads.cursor_secret.encode() or development_secret(node.env)
         cursors = Cursors(secret)
         self.cache = self._fetch_cache()
+        calgon = self._calgon(cursors)
         self.dispatchers = {
             broker: Dispatcher(
                 self.factory,
@@ -339,6 +365,7 @@ class BedsNode:
                 services=self,
                 cursors=cursors,
                 cache=self.cache,
+                calgon=calgon,
             )
             for broker, settings in self.config.brokers.items()
         }
@@ -348,6 +375,93 @@ class BedsNode:
             self.ipl.fail("topology and brokers", f"RabbitMQ refused a declaration: {exc!r}")
         self.ipl.ok(
             "brokers", ", ".join(f"{b} x{s.instances}" for b, s in self.config.brokers.items())
+        )
+        if self.ticket_workers is not None:
+            self.ticket_workers.start()
+        self.retention = self._retention()
+        if self.retention is not None:
+            self.retention.start()
+
+    async def _on_operator_command(self, event: ControlEvent) -> None:
+        """Act on an operator command that names this node (:mod:`beds.broker.operator`)."""
+        control = self.control
+        if control is None or event.at < control.joined_at:
+            return  # a replay of a command sent before this node started
+        data = {k: v for k, v in event.data.items() if k not in ("by", "ref")}
+        try:
+            command = parse_command(data, "operator.command")
+        except ValidationFailed:
+            logger.warning("a malformed {} event was ignored", COMMAND_KIND)
+            return
+        if not command.concerns(self.config.node.name):
+            return
+        answer: dict[str, Any] = {
+            "ref": event.data.get("ref"),
+            "node": self.config.node.name,
+            "command": command.command,
+        }
+        try:
+            answer["brokers"] = await apply_command(command, self.pools)
+        except ValueError as exc:
+            answer["error"] = str(exc)
+        else:
+            if command.command == "drain":
+                self.draining = True
+            elif command.command == "resume" and not any(p.paused for p in self.pools.values()):
+                self.draining = False
+            logger.warning(
+                "operator {} ({}): {} {}",
+                event.data.get("by", "?"),
+                command.command,
+                command.broker,
+                answer["brokers"],
+            )
+        with contextlib.suppress(Exception):  # the admin node then just misses this answer
+            await control.publish(DONE_KIND, answer)
+
+    def _calgon(self, cursors: Cursors) -> Calgon | None:
+        """What answers submit and ticket, and the workers that run tickets on this node.
+
+        Only with templates that declare long operations; workers run on nodes whose role has
+        the ``calgon.broker`` broker.
+        """
+        tickets = self.ipl.ticket_store
+        if tickets is None or not any(t.long_operations for t in self.templates.values()):
+            return None
+        settings, node = self.config.calgon, self.config.node
+        if settings.broker in self.config.brokers and settings.workers:
+            assert self.factory is not None
+            self.ticket_workers = TicketWorkers(
+                tickets,
+                self.factory,
+                settings,
+                node=node.name,
+                env=node.env,
+                events=self.events if self.config.lineage.enabled else None,
+            )
+        return Calgon(
+            tickets,
+            settings,
+            cursors,
+            self.config.amqp.max_message_bytes,
+            wake=self.ticket_workers.wake if self.ticket_workers is not None else None,
+        )
+
+    def _retention(self) -> RetentionScheduler | None:
+        """The retention scheduler, on a node whose role has ``calgon.retention_broker``."""
+        tickets, registry = self.ipl.ticket_store, self.registry
+        swept = swept_templates(self.config, registry.templates) if registry is not None else {}
+        if tickets is None or not swept:  # the IPL failed without a ticket store for them
+            return None
+        workers, node = self.ticket_workers, self.config.node
+        return RetentionScheduler(
+            tickets,
+            swept,
+            self.config.calgon,
+            node=node.name,
+            env=node.env,
+            events=self.events if self.config.lineage.enabled else None,
+            wake=workers.wake if workers is not None else None,
         )
 
     def _fetch_cache(self) -> FetchCache | None:
@@ -387,18 +501,23 @@ class BedsNode:
                 "user": amqp_user(self.config.amqp.url),
                 "observer": self.telemetry.observer(broker) if self.telemetry else None,
             }
-            store = self.event_store
-            pool = (
-                LogsPool(
+            store, trusted = self.event_store, self.config.lineage.trusted_users
+            pool: BrokerPool
+            if settings.type == "syslog":  # IPL made sure syslog.target is set
+                pool = SyslogPool(
+                    broker, settings, syslog=self.config.syslog, trusted_users=trusted, **common
+                )
+            elif settings.type == "logs" and store is not None:
+                pool = LogsPool(
                     broker,
                     settings,
                     store=store,
-                    trusted_users=self.config.lineage.trusted_users,
+                    trusted_users=trusted,
+                    retention_days=self.config.lineage.retention_days,
                     **common,
                 )
-                if settings.type == "logs" and store is not None
-                else BrokerPool(broker, settings, **common)
-            )
+            else:
+                pool = BrokerPool(broker, settings, **common)
             await pool.start(connection)
             self.pools[broker] = pool
         connection.closing.add_done_callback(self._on_connection_closed)
@@ -481,6 +600,12 @@ class BedsNode:
             *(pool.stop(drain) for pool in self.pools.values()), return_exceptions=True
         )
         self.pools.clear()
+        retention, self.retention = self.retention, None
+        if retention is not None:
+            await retention.stop()
+        workers, self.ticket_workers = self.ticket_workers, None
+        if workers is not None:
+            await workers.stop()  # gives running tickets back for another node to resume
         events, self.events = self.events, None
         if events is not None:
             await events.aclose()  # the last batch goes out before the connection closes

@@ -54,8 +54,7 @@ class Cursors:
     def make(self, template: str, spec: QuerySpec, params: Mapping[str, Any], last: Record) -> str:
         """The cursor of the page after ``last`` (a record as answered: JSON-safe values)."""
         values = [last.get(key.field) for key in spec.order_by]
-        body = _b64(orjson.dumps([_VERSION, self._scope(template, spec, params), values]))
-        return f"{body}.{_b64(self._mac(body))}"
+        return self.seal([template, spec.name, _json_safe(params)], values)
 
     def read(
         self, cursor: object, template: str, spec: QuerySpec, params: Mapping[str, Any]
@@ -64,6 +63,24 @@ class Cursors:
 
         Raises:
             MalformedRequest: not a cursor of this query and these params (BEDS-400).
+        """
+        scope = [template, spec.name, _json_safe(params)]
+        return self.unseal(cursor, scope, len(spec.order_by))
+
+    def seal(self, scope: list[Any], values: list[Any]) -> str:
+        """A signed cursor holding ``values``, valid only for ``scope``.
+
+        ``scope`` is JSON values that say what the position is in: a query and its params, a
+        ticket's result.
+        """
+        body = _b64(orjson.dumps([_VERSION, self._scope(scope), values]))
+        return f"{body}.{_b64(self._mac(body))}"
+
+    def unseal(self, cursor: object, scope: list[Any], count: int) -> list[Any]:
+        """The ``count`` values of a cursor made by :meth:`seal` for ``scope``.
+
+        Raises:
+            MalformedRequest: not such a cursor, or changed (BEDS-400).
         """
         if not isinstance(cursor, str) or not 0 < len(cursor) <= MAX_CURSOR_CHARS:
             raise _refused("must be a cursor from meta.next")
@@ -81,10 +98,10 @@ class Cursors:
             or len(document) != 3
             or document[0] != _VERSION
             or not isinstance(document[2], list)
-            or len(document[2]) != len(spec.order_by)
+            or len(document[2]) != count
         ):
             raise _refused("is not a cursor this environment made, or it was changed")
-        if document[1] != self._scope(template, spec, params):
+        if document[1] != self._scope(scope):
             raise _refused("belongs to another query or other params: start again without it")
         values: list[Any] = document[2]
         return values
@@ -93,11 +110,9 @@ class Cursors:
         return hmac.digest(self._secret, body.encode("ascii"), "sha256")[:_MAC_BYTES]
 
     @staticmethod
-    def _scope(template: str, spec: QuerySpec, params: Mapping[str, Any]) -> str:
-        """A digest of what the cursor is valid for: template, query, params (canonical)."""
-        canonical = orjson.dumps(
-            [template, spec.name, _json_safe(params)], option=orjson.OPT_SORT_KEYS
-        )
+    def _scope(scope: list[Any]) -> str:
+        """A digest of what the cursor is valid for (canonical JSON)."""
+        canonical = orjson.dumps(scope, option=orjson.OPT_SORT_KEYS)
         return _b64(hashlib.sha256(canonical).digest()[:12])
 
 

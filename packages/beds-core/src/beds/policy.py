@@ -9,8 +9,12 @@ connection the policy forbids (and the tests of the policy never connect anywher
 - a plaintext connection to a host that is not loopback: ``amqp://`` (not ``amqps://``),
   MariaDB and MongoDB URLs without TLS. A host name other than ``localhost`` counts as not
   loopback: nothing is resolved;
+- events forwarded to syslog in plaintext (UDP or TCP, ``syslog.target``) to a host that is not
+  loopback, by a role with a ``syslog`` broker: send them to a relay on the machine (rsyslog)
+  that forwards them over TLS;
 - internal events believed from anyone: empty ``control.trusted_users``, or empty
-  ``lineage.trusted_users`` on a role that stores lineage (docs/security.md, trusted origins);
+  ``lineage.trusted_users`` on a role that stores lineage or forwards it to syslog
+  (docs/security.md, trusted origins);
 - page cursors signed with the development key (``reads.cursor_secret`` unset);
 - a private key file any user can read (TLS client keys, the token signing key), and an
   identity provider's verification key shorter than its algorithm needs (RSA under 2048 bits,
@@ -33,6 +37,9 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qs, urlsplit
 
 import attrs
+
+from beds.config.model import syslog_endpoint
+from beds.config.stores import connection_name, connection_table, databases_of
 
 if TYPE_CHECKING:
     from beds.config.model import Config
@@ -80,9 +87,15 @@ def findings(config: Config) -> list[Finding]:
         )
     if amqp.scheme == "amqp" and not is_loopback(amqp.hostname):
         found.append(Finding("amqp.url", f"is plaintext AMQP to {amqp.hostname}: use amqps://"))
-    found += _rel(config.stores.get("rel", {}))
-    found += _rec(config.stores.get("rec", {}))
+    # Every connection of each store: its default one and each named database (whose table
+    # inherits the default's keys, so a password or TLS table set there counts for it too).
+    for store, check in (("rel", _rel), ("rec", _rec)):
+        for database in ("", *databases_of(config.stores, store)):
+            table = connection_table(config.stores, connection_name(store, database))
+            key = f"stores.{store}" + (f".databases.{database}" if database else "")
+            found += check(table or {}, key)
     found += _trust(config)
+    found += _syslog(config)
     found += _key_files(config)
     if not config.reads.cursor_secret:
         found.append(
@@ -95,33 +108,33 @@ def findings(config: Config) -> list[Finding]:
     return found
 
 
-def _rel(table: dict[str, Any]) -> list[Finding]:
+def _rel(table: dict[str, Any], key: str = "stores.rel") -> list[Finding]:
     found = []
-    urls = [("stores.rel.url", table.get("url"))]
+    urls = [(f"{key}.url", table.get("url"))]
     secondaries = table.get("secondaries")
     if isinstance(secondaries, list):
-        urls += [(f"stores.rel.secondaries[{n}]", url) for n, url in enumerate(secondaries)]
+        urls += [(f"{key}.secondaries[{n}]", url) for n, url in enumerate(secondaries)]
     # A [stores.rel.tls] table turns TLS on for url and every secondary (beds_rel.settings).
     tls = table.get("tls")
     unverified: list[str] = []
-    for key, url in urls:
+    for url_key, url in urls:
         if not isinstance(url, str):
             continue  # the adapter's settings refuse it with their own message
         parts = urlsplit(url)
         if not parts.password and not table.get("password"):
-            found.append(Finding(key, "has no password: give the role a database account"))
+            found.append(Finding(url_key, "has no password: give the role a database account"))
         if is_loopback(parts.hostname):
             continue
         if not isinstance(tls, dict):
             found.append(
-                Finding(key, f"is a plaintext connection to {parts.hostname}: add [stores.rel.tls]")
+                Finding(url_key, f"is a plaintext connection to {parts.hostname}: add [{key}.tls]")
             )
         elif tls.get("verify_identity") is False:
             unverified.append(str(parts.hostname))
     if unverified:
         found.append(
             Finding(
-                "stores.rel.tls.verify_identity",
+                f"{key}.tls.verify_identity",
                 f"is false, so the certificate of {', '.join(unverified)} is not checked against "
                 "the host name: address the server by a name its certificate holds",
             )
@@ -129,7 +142,7 @@ def _rel(table: dict[str, Any]) -> list[Finding]:
     return found
 
 
-def _rec(table: dict[str, Any]) -> list[Finding]:
+def _rec(table: dict[str, Any], key: str = "stores.rec") -> list[Finding]:
     uri = table.get("uri")
     if not isinstance(uri, str):
         return []
@@ -154,9 +167,9 @@ def _rec(table: dict[str, Any]) -> list[Finding]:
         return []
     return [
         Finding(
-            "stores.rec.uri",
+            f"{key}.uri",
             f"is a plaintext connection to {', '.join(remote)}: add tls=true or a "
-            "[stores.rec.tls] table",
+            f"[{key}.tls] table",
         )
     ]
 
@@ -172,16 +185,34 @@ def _trust(config: Config) -> list[Finding]:
                 "control events; name the roles' accounts",
             )
         )
-    keeps_events = any(b.type == "logs" for b in config.brokers.values())
-    if keeps_events and not config.lineage.trusted_users:
+    # Syslog brokers believe the same users as logs brokers (beds.broker.batches).
+    reads_events = any(b.type in ("logs", "syslog") for b in config.brokers.values())
+    if reads_events and not config.lineage.trusted_users:
         found.append(
             Finding(
                 "lineage.trusted_users",
-                "is empty: any AMQP user of the vhost could write lineage and audit records; "
-                "name the roles' accounts",
+                "is empty: any AMQP user of the vhost could write lineage and audit records "
+                "(and syslog messages); name the roles' accounts",
             )
         )
     return found
+
+
+def _syslog(config: Config) -> list[Finding]:
+    """Events that would cross the network in plaintext to a syslog receiver."""
+    if not any(b.type == "syslog" for b in config.brokers.values()):
+        return []
+    endpoint = syslog_endpoint(config.syslog.target)
+    if endpoint is None or is_loopback(endpoint[1]):
+        return []  # no target: IPL refuses the syslog broker with its own message
+    transport, host, _ = endpoint
+    return [
+        Finding(
+            "syslog.target",
+            f"is plaintext syslog ({transport}) to {host}: send to a relay on this machine "
+            "(rsyslog, syslog-ng) that forwards over TLS (docs/telemetry.md, Syslog)",
+        )
+    ]
 
 
 _MIN_BITS: Final = {"RSA": 2048, "EC": 256}

@@ -4,8 +4,8 @@ A request is published on the events exchange with the routing key ``"{template}
 where the class is ``read`` (fetch, ticket, ping), ``write`` (create, update, delete) or
 ``meta`` (submit). Clients therefore need no knowledge of stores; brokers bind patterns such as
 ``*.read`` (every template) or ``spew_session.*`` (one template, for a dedicated node).
-The node's own admin templates (``beds_lineage``) use the class ``admin`` whatever the
-operation, so only admin brokers (``*.admin``) receive them.
+The node's own admin templates (``beds_lineage``, ``beds_operator``) use the class ``admin``
+whatever the operation, so only admin brokers (``*.admin``) receive them.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = (
     "ADMIN_TEMPLATES",
+    "OPERATOR_TEMPLATE",
     "PING_TEMPLATE",
     "Bindings",
     "operation_class",
@@ -30,7 +31,10 @@ __all__ = (
 PING_TEMPLATE: Final = "beds"
 """Template name used by ``ping``, which no store serves."""
 
-ADMIN_TEMPLATES: Final = frozenset({LINEAGE_TEMPLATE})
+OPERATOR_TEMPLATE: Final = "beds_operator"
+"""The admin node's template for operator commands (:mod:`beds.broker.operator`)."""
+
+ADMIN_TEMPLATES: Final = frozenset({LINEAGE_TEMPLATE, OPERATOR_TEMPLATE})
 """Templates the admin node answers itself (routing class ``admin``)."""
 
 _CLASS: Final = {

@@ -14,23 +14,27 @@ anything else          ``str(value)`` — adapters convert their own types first
 =====================  =====================================================
 
 Adapters call :func:`to_wire` on every value they return, after mapping driver-specific types
-(for example MongoDB ``ObjectId``) themselves.
+(for example MongoDB ``ObjectId``) themselves. :func:`json_problem` says whether a value of a
+``json`` field is one JSON value that every store can keep and give back unchanged.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import math
 import uuid
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-__all__ = ("json_type", "to_wire", "to_wire_record")
+__all__ = ("MAX_JSON_DEPTH", "json_problem", "json_type", "to_wire", "to_wire_record")
 
 _PLAIN = (str, bool, type(None))
 _INT_MIN, _INT_END = -(2**63), 2**64
 """Integers orjson can write: signed and unsigned 64-bit."""
+MAX_JSON_DEPTH = 32
+"""Most levels of arrays and objects in a ``json`` field's value (the outermost is level 1)."""
 
 
 def _datetime_to_wire(value: dt.datetime) -> str:
@@ -87,3 +91,36 @@ _JSON_TYPES = {
 def json_type(value: object) -> str:
     """Name a decoded JSON value's type as JSON does, for messages: ``"array"``, ``"null"``."""
     return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def json_problem(value: Any) -> str | None:
+    """Why ``value`` is not a JSON value a ``json`` field may hold, or ``None`` when it is.
+
+    A JSON value is ``None``, a bool, a string, an integer that fits in a signed 64-bit
+    integer (what MongoDB stores and every JSON reader takes exactly), a finite float, a list of
+    JSON values, or a dict with string keys and JSON values, nested at most
+    :data:`MAX_JSON_DEPTH` levels. The walk is iterative, so no value can exhaust the stack, and
+    its first problem (in a fixed order) is the one reported.
+    """
+    pending: list[tuple[Any, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if item is None or isinstance(item, bool | str):
+            continue
+        if isinstance(item, int):
+            if not _INT_MIN <= item < 2**63:
+                return "must hold integers of at most 64 bits (signed)"
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return "must hold finite numbers (no NaN or Infinity)"
+        elif isinstance(item, list | dict):
+            if depth == MAX_JSON_DEPTH:
+                return f"must nest arrays and objects at most {MAX_JSON_DEPTH} levels deep"
+            if isinstance(item, dict):
+                if not all(isinstance(key, str) for key in item):
+                    return "must have objects with string keys"
+                item = list(item.values())
+            pending.extend((element, depth + 1) for element in reversed(item))
+        else:
+            return f"must be a JSON value, got {json_type(item)}"
+    return None

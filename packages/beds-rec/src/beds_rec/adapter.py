@@ -18,7 +18,9 @@ delete are conditioned on the version sent (a miss is then looked up: ``StaleVer
 ``NotFound``); a journaled template's writes append their entry to ``beds_journal`` right
 after the write (:mod:`beds_rec.journal`), with the record before and after taken from the
 write itself (``find_one_and_update`` / ``find_one_and_delete`` return the document before);
-``consistency = "secondary"`` reads with ``secondaryPreferred``.
+``consistency = "secondary"`` reads with ``secondaryPreferred``. CALGON: the ticket store and
+the long operations' pipelines are mixins (:mod:`beds_rec.tickets`,
+:mod:`beds_rec.long_operations`).
 
 Why this module is long: it is the REC store's whole ``NamasteCore`` (start, verify, the four
 operations with locking, journal entries and the recovery of keyed writes, lineage events,
@@ -73,9 +75,12 @@ from beds_rec.idempotency import (
     key_value,
 )
 from beds_rec.idempotency import schema_file as keys_schema_file
+from beds_rec.long_operations import LongOperations
 from beds_rec.queries import find_filter, find_sort
 from beds_rec.schema import apply_collection, parse_schema_file
 from beds_rec.settings import parse_settings
+from beds_rec.tickets import RecTickets
+from beds_rec.tickets import schema_files as tickets_schema_files
 from beds_rec.values import CODEC_OPTIONS, DOC_ID, to_record, utc_now
 
 if TYPE_CHECKING:
@@ -92,7 +97,7 @@ __all__ = ("RecAdapter",)
 Document = dict[str, Any]
 
 
-class RecAdapter:
+class RecAdapter(RecTickets, LongOperations):
     """The REC store adapter (a :class:`beds.namaste.NamasteCore`).
 
     Args:
@@ -103,7 +108,9 @@ class RecAdapter:
     """
 
     store = "rec"
-    features: frozenset[str] = frozenset({"locking", "journal", "pagination", "filters"})
+    features: frozenset[str] = frozenset(
+        {"locking", "journal", "pagination", "filters", "long_operations"}
+    )
     """Every template feature (:data:`beds.namaste.FEATURES`); docs/rec.md says how each maps
     to MongoDB, and where the journal differs (its entry follows the write, not atomically)."""
 
@@ -142,6 +149,7 @@ class RecAdapter:
     def prepare(self, template: Template) -> None:
         """Check the template's ``[rec]`` table and query shapes, and keep its plan."""
         self._plans[template.name] = plan_template(template)
+        self._prepare_long_operations(template)  # beds_rec.long_operations
 
     async def start(self) -> None:
         """Start the embedded server if configured, connect, and ping the server.
@@ -196,7 +204,9 @@ class RecAdapter:
         """Check that the template's collection and declared indexes exist.
 
         With idempotency keys, also the keys collection, the key index and a validator that
-        lets the marker fields through; with a journal, ``beds_journal`` and its indexes.
+        lets the marker fields through; with a journal, ``beds_journal`` and its indexes; with
+        long operations, the collections their pipelines read (:mod:`beds_rec.long_operations`).
+        The ticket store's objects are checked by ``verify_tickets`` (:mod:`beds_rec.tickets`).
 
         Raises:
             DatabaseObjectMissing: ``details`` names each missing collection and index.
@@ -226,11 +236,12 @@ class RecAdapter:
             ]
         if template.capabilities.journal:
             missing += await self._missing_journal_objects()
+        missing += await self._missing_long_operation_objects(template)
         if missing:
             raise DatabaseObjectMissing(
                 f"template {template.name!r}: declared MongoDB objects are missing "
                 f"from database {database.name!r}",
-                details=missing,
+                details=list(dict.fromkeys(missing)),  # a collection a pipeline reads: once
             )
 
     async def _missing_keys_objects(self) -> list[str]:
@@ -558,6 +569,13 @@ class RecAdapter:
         """Lineage events by id and by parent, oldest first."""
         return await self._event_log.find(event_ids=event_ids, parent_ids=parent_ids)
 
+    async def purge_events(self, before: float, limit: int) -> int:
+        """Delete up to ``limit`` lineage events older than ``before`` (Unix time), oldest first.
+
+        One batch of the logs broker's purge (``lineage.retention_days``).
+        """
+        return await self._event_log.purge(before, limit)
+
     @property
     def _event_log(self) -> EventLog:
         if self._events is None:
@@ -590,6 +608,7 @@ class RecAdapter:
                 *([keys_schema_file()] if self.idempotent_writes else []),
                 events_schema_file(),
                 journals.schema_file(),
+                *tickets_schema_files(),
             ]
             marked = self._marked_collections()
             for file in [*own, *files]:

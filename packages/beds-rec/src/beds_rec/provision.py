@@ -13,11 +13,21 @@ serves any of its operations           ``listIndexes`` on its collection, ``list
                                        on the database (the start-up check of declared objects)
 writes with idempotency keys           ``find``, ``insert``, ``update``, ``remove`` on
                                        ``beds_idempotency``
-keeps lineage events (logs brokers)    ``insert``, ``find`` on ``msLogs``
+keeps lineage events (logs brokers)    ``insert``, ``find``, ``remove`` on ``msLogs`` (remove:
+                                       the purge after ``lineage.retention_days``)
 serves a journaled template            ``find``, ``listIndexes`` on ``beds_journal`` (the
                                        history query, the start-up check), and ``insert``
                                        where it writes the template
+serves a template's long operations    ``find`` on each collection its pipelines read;
+                                       ``insert``, ``remove`` on an ``$out`` target;
+                                       ``insert``, ``update`` on a ``$merge`` target
+keeps CALGON tickets (this store is    ``find``, ``insert``, ``update``, ``remove``,
+``calgon.store``, the role uses them)  ``listIndexes`` on ``beds_tickets`` and
+                                       ``beds_ticket_results``; ``listCollections``
 =====================================  ======================================================
+
+Tickets: a role gets the ticket collections when this store is ``calgon.store`` and the role
+serves a template with long operations or runs ticket workers (``StoreNeeds.keeps_tickets``).
 
 ``apply`` creates or updates the role (its privileges replaced, no inherited role) and the
 user (that one role; its password checked by logging in as it, and set when that fails).
@@ -44,12 +54,16 @@ from beds_rec.connect import client_options
 from beds_rec.events import COLLECTION as EVENTS_COLLECTION
 from beds_rec.idempotency import COLLECTION as KEYS_COLLECTION
 from beds_rec.journal import COLLECTION as JOURNAL_COLLECTION
+from beds_rec.long_operations import plan_long_operations
 from beds_rec.settings import parse_settings
+from beds_rec.tickets import RESULTS as TICKET_RESULTS
+from beds_rec.tickets import TICKETS
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from beds.namaste import StoreSettings
+    from beds.templates.model import Template
 
 __all__ = ("RecProvisioner",)
 
@@ -59,6 +73,8 @@ _ACTIONS: Final = {
     Operation.UPDATE: "update",
     Operation.DELETE: "remove",
 }
+_TICKET_ACTIONS: Final = ("find", "insert", "update", "remove", "listIndexes")
+"""What keeping tickets takes on each ticket collection (:mod:`beds_rec.tickets`)."""
 _AUTH_FAILED: Final = 18
 """MongoDB's error code for a login with a wrong user or password."""
 
@@ -105,13 +121,26 @@ class RecProvisioner:
                 if not WRITE_OPERATIONS.isdisjoint(operations):
                     journal.add("insert")
                 found += [_grant(JOURNAL_COLLECTION, action, why) for action in journal]
+            if template.long_operations:
+                found += _long_operation_grants(template, collection)
         if needs.writes and self.settings.idempotency:
             keys = ("find", "insert", "update", "remove")
             found += [_grant(KEYS_COLLECTION, action, "idempotent writes") for action in keys]
         if needs.keeps_events:
             found += [
-                _grant(EVENTS_COLLECTION, action, "lineage events") for action in ("insert", "find")
+                _grant(EVENTS_COLLECTION, action, "lineage events")
+                for action in ("insert", "find", "remove")
             ]
+        if needs.keeps_tickets:
+            why = "CALGON tickets"
+            found += [
+                _grant(name, action, why)
+                for name in (TICKETS, TICKET_RESULTS)
+                for action in _TICKET_ACTIONS
+            ]
+            found.append(
+                Grant(kind="database", name="", privilege="listCollections", reasons=(why,))
+            )
         return merge_grants(found)
 
     def _privileges(self, account: StoreAccount) -> list[dict[str, Any]]:
@@ -286,6 +315,20 @@ class RecProvisioner:
 
 def _grant(collection: str, action: str, reason: str) -> Grant:
     return Grant(kind="collection", name=collection, privilege=action, reasons=(reason,))
+
+
+def _long_operation_grants(template: Template, collection: str) -> list[Grant]:
+    """What running the template's pipelines takes: reading their collections, writing targets."""
+    found: list[Grant] = []
+    for name, plan in plan_long_operations(template, collection).items():
+        why = f"{template.name} long operation {name}"
+        found += [_grant(read, "find", why) for read in (plan.collection, *plan.reads)]
+        found += [
+            _grant(target, action, why)
+            for target, actions in plan.writes.items()
+            for action in actions
+        ]
+    return found
 
 
 def _where(database: str, collection: str) -> str:

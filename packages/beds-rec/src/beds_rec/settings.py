@@ -158,9 +158,7 @@ def parse_settings(settings: StoreSettings) -> RecSettings:
             file=settings.file,
             key=TLS_KEY,
         )
-    table = structure_table(
-        settings.options, _Table, key=f"stores.{settings.store}", file=settings.file
-    )
+    table = structure_table(settings.options, _Table, key=settings.key, file=settings.file)
     uri = None if table.uri == EMBEDDED else table.uri
     uri_tls = uri is not None and _uri_tls(uri)
     if table.tls is not None:

@@ -8,7 +8,10 @@ characters is ``ValidationFailed``). Otherwise ``_id`` is never returned, and ev
 excludes it.
 
 Decimals are stored as BSON ``Decimal128`` (34 significant digits); datetimes as BSON dates
-(millisecond precision, UTC).
+(millisecond precision, UTC). A ``json`` field's value is stored as it is (a document, an array,
+a scalar), except that its object keys must be MongoDB field names: a key starting with ``$``
+would turn an equality filter into an operator, and ``.`` or NUL cannot be stored, so those are
+``ValidationFailed``.
 """
 
 from __future__ import annotations
@@ -71,12 +74,35 @@ def object_id(value: Any, *, path: str, template: str) -> ObjectId:
     )
 
 
+def _bad_key(value: Mapping[str, Any] | list[Any]) -> bool:
+    """Whether a JSON value holds an object key that is not a MongoDB field name."""
+    pending: list[Any] = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, Mapping):
+            if any(key.startswith("$") or "." in key or "\0" in key for key in item):
+                return True
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
 def to_bson(value: Any, *, path: str, template: str) -> Any:
     """Convert a validated request value to the value stored in MongoDB.
 
     Raises:
-        ValidationFailed: a decimal that does not fit ``Decimal128``.
+        ValidationFailed: a decimal that does not fit ``Decimal128``, or a ``json`` value with
+            an object key that starts with ``$`` or holds ``.`` or NUL.
     """
+    if isinstance(value, Mapping | list) and _bad_key(value):
+        raise ValidationFailed(
+            f"payload does not match template {template!r}",
+            details=(
+                f"{path}: must have object keys that are MongoDB field names (not starting with "
+                "'$', without '.' or NUL)",
+            ),
+        )
     if isinstance(value, Decimal):
         try:
             return Decimal128(value)

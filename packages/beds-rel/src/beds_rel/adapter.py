@@ -3,13 +3,17 @@
 The adapter only calls the DBA's named objects (see :mod:`beds_rel.bindings` for the SQL) and
 reads results by these conventions, which the DBA's routines follow:
 
-* create: the procedure's first result set holds the new row; ``returns`` fields are read from it.
+* create: the procedure's first result set holds the new row; ``returns`` fields are read from it
+  and from the procedure's OUT parameters (``out = ["id"]``).
 * update: the procedure returns the row (its ``returns`` fields) or an empty result set when no
   row has the key (``NotFound``). Absent optional params are passed as ``NULL``: keep the value.
 * delete: the procedure returns one row with a ``deleted`` column (``ROW_COUNT()``); 0 is
   ``NotFound``.
 * query procedures take the query's params and then the row limit (``p_limit``); view queries
   filter, order and page in the adapter's ``SELECT`` (:mod:`beds_rel.views`).
+* OUT and INOUT parameters and result sets (``out``, ``inout``, ``result_sets``) are read by
+  :func:`beds_rel.statements.run_call`; a query declaring them answers one record with each
+  result set and value by name (:func:`beds_rel.statements.typed_record`).
 * locking: update and delete procedures change the row only at the version sent, and
   ``SIGNAL SQLSTATE '45409'`` when it exists at another one (``StaleVersion``; the adapter reads
   the current version through the key query).
@@ -23,7 +27,8 @@ its key (:mod:`beds_rel.idempotency`), and a journaled write in one with its ent
 Why this module is long: it is the one class the node sees, with the whole NamasteCore life
 cycle (pool, optional checks, verify, the four operations, the journal read, schema apply);
 each method is short and delegates the SQL to :mod:`beds_rel.bindings`, :mod:`beds_rel.views`,
-:mod:`beds_rel.statements`, :mod:`beds_rel.idempotency` and :mod:`beds_rel.journal`.
+:mod:`beds_rel.statements`, :mod:`beds_rel.idempotency` and :mod:`beds_rel.journal`; reads
+with consistency ``secondary`` go through :mod:`beds_rel.replicas`.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncmy
 
-from beds.envelopes import Operation
+from beds.envelopes import Consistency, Operation
 from beds.errors import (
     DatabaseObjectMissing,
     NotFound,
@@ -52,9 +57,21 @@ from beds_rel.errors import connecting, is_clean, map_exceptions
 from beds_rel.idempotency import CALLS as IDEMPOTENCY_CALLS
 from beds_rel.idempotency import PURGE, write_once
 from beds_rel.idempotency import schema_file as idempotency_schema
+from beds_rel.long_operations import LongOperationsMixin
+from beds_rel.replicas import ReplicaSet
 from beds_rel.schema import apply_schema_files
 from beds_rel.settings import RelSettings, parse_settings
-from beds_rel.statements import Row, execute, in_transaction, read_by_key, run_call, typed
+from beds_rel.statements import (
+    Row,
+    execute,
+    in_transaction,
+    read_by_key,
+    run_call,
+    typed,
+    typed_record,
+)
+from beds_rel.tickets import TicketsMixin
+from beds_rel.tickets import schema_file as tickets_schema
 from beds_rel.verify import missing_objects
 
 if TYPE_CHECKING:
@@ -65,11 +82,12 @@ if TYPE_CHECKING:
     from beds.namaste import CallContext, Query, Record, SchemaFile, StoreSettings
     from beds.templates.model import Template
     from beds_rel.idempotency import RunCall
+    from beds_rel.replicas import Replica
 
 __all__ = ("RelAdapter",)
 
 
-class RelAdapter:
+class RelAdapter(TicketsMixin, LongOperationsMixin):
     """The REL store: MariaDB/MySQL stored procedures, views and functions by name."""
 
     store = "rel"
@@ -83,6 +101,10 @@ class RelAdapter:
         """Whether writes honour idempotency keys (``[stores.rel] idempotency``)."""
         self._pool: asyncmy.Pool | None = None
         self._plans: dict[str, TemplatePlan] = {}
+        self.replicas = ReplicaSet(
+            settings.secondaries, retry_seconds=settings.replica_retry_seconds
+        )
+        """Where fetches with consistency ``secondary`` read (``[stores.rel] secondaries``)."""
 
     @classmethod
     def from_settings(cls, settings: StoreSettings) -> RelAdapter:
@@ -99,6 +121,7 @@ class RelAdapter:
         Raises:
             TemplateError: a binding the adapter cannot serve.
         """
+        self.prepare_long_operations(template)
         self._plans[template.name] = plan_template(template)
 
     def _plan(self, template: Template) -> TemplatePlan:
@@ -109,7 +132,10 @@ class RelAdapter:
         return plan
 
     async def start(self) -> None:
-        """Open the pool and check that the database answers.
+        """Open the pool and check that the database answers; make the replicas' pools.
+
+        A replica's pool connects on its first use (:meth:`optional_checks`, then reads), so a
+        replica that is down does not stop the start.
 
         Raises:
             StoreUnavailable: MariaDB cannot be reached, refuses the credentials, or the TLS
@@ -121,7 +147,7 @@ class RelAdapter:
         settings = self.settings
         pool = asyncmy.Pool(settings.pool_min, settings.pool_max, **settings.connect_kwargs())
         try:
-            with connecting(settings):
+            with connecting(settings, url_key=settings.url_key):
                 async with pool.acquire() as conn, conn.cursor() as cursor:
                     await cursor.execute("SELECT 1")
         except BaseException:
@@ -129,32 +155,37 @@ class RelAdapter:
             await pool.wait_closed()
             raise
         self._pool = pool
+        for replica in self.replicas.replicas:
+            secondary = replica.settings
+            replica.pool = asyncmy.Pool(
+                secondary.pool_min, secondary.pool_max, **secondary.connect_kwargs()
+            )
 
     async def optional_checks(self) -> list[tuple[str, str | None]]:
-        """IPL's optional checks: each secondary answers (name, ``None``) or why not."""
+        """IPL's optional checks: each secondary answers (name, ``None``) or why not.
+
+        Through the replica's pool: one that does not answer is marked down, so the first reads
+        do not try it (:mod:`beds_rel.replicas`).
+        """
         results: list[tuple[str, str | None]] = []
-        for index, secondary in enumerate(self.settings.secondaries):
-            name = f"store rel secondary {secondary.host}:{secondary.port}"
+        for replica in self.replicas.replicas:
+            name = f"store rel secondary {replica.name}"
             try:
-                with connecting(secondary, url_key=f"stores.rel.secondaries[{index}]"):
-                    async with asyncio.timeout(secondary.connect_timeout):
-                        conn = await asyncmy.connect(**secondary.connect_kwargs())
-                    try:
-                        async with conn.cursor() as cursor:
-                            await cursor.execute("SELECT 1")
-                    finally:
-                        conn.close()
-            except TimeoutError:
-                results.append((name, "no answer within connect_timeout"))
+                with connecting(replica.settings, url_key=replica.settings.url_key):
+                    async with self._connection(replica) as conn, conn.cursor() as cursor:
+                        await cursor.execute("SELECT 1")
             except RequestError as exc:
+                self.replicas.failed(replica, exc)
                 results.append((name, str(exc)))
             else:
+                self.replicas.answered(replica)
                 results.append((name, None))
         return results
 
     @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[Connection]:
-        pool = self._pool
+    async def _connection(self, replica: Replica | None = None) -> AsyncIterator[Connection]:
+        """A connection from the primary's pool, or from ``replica``'s."""
+        pool = self._pool if replica is None else replica.pool
         if pool is None:
             raise StoreUnavailable("the REL adapter is not started")
         # asyncmy's connect_timeout covers the TCP connect only, not the server's greeting, and
@@ -179,11 +210,33 @@ class RelAdapter:
             raise
         await acquiring.__aexit__(None, None, None)
 
-    async def _rows(self, call: Call, args: Sequence[Any], sql: str | None = None) -> list[Row]:
-        """Run a statement on a pooled connection and return its first result set."""
+    async def _rows(
+        self,
+        call: Call,
+        args: Sequence[Any],
+        sql: str | None = None,
+        *,
+        consistency: Consistency = Consistency.PRIMARY,
+    ) -> list[Row]:
+        """Run a statement on a pooled connection and return its first result set.
+
+        Without ``sql``, run ``call`` itself (:func:`run_call`: its OUT values and result sets).
+        Consistency ``secondary`` runs it on a replica that answers, else on the primary
+        (:meth:`ReplicaSet.read <beds_rel.replicas.ReplicaSet.read>`); any other on the primary.
+        """
+        if consistency is Consistency.SECONDARY:
+            return await self.replicas.read(partial(self._rows_on, call, args, sql))
+        return await self._rows_on(call, args, sql, None)
+
+    async def _rows_on(
+        self, call: Call, args: Sequence[Any], sql: str | None, replica: Replica | None
+    ) -> list[Row]:
+        """:meth:`_rows` on ``replica``'s pool (``None``: the primary's)."""
         with map_exceptions(objects=(call.name,)):
-            async with self._connection() as conn:
-                return await execute(conn, call.sql if sql is None else sql, args)
+            async with self._connection(replica) as conn:
+                if sql is None:
+                    return await run_call(conn, call, args)
+                return await execute(conn, sql, args)
 
     async def _write(
         self,
@@ -273,6 +326,7 @@ class RelAdapter:
             calls.extend(IDEMPOTENCY_CALLS)
         if template.capabilities.journal:
             calls.extend(journal.CALLS)
+        calls.extend(self.long_operation_calls(template))
         with map_exceptions():
             async with self._connection() as conn:
                 missing = await missing_objects(conn, calls)
@@ -334,7 +388,9 @@ class RelAdapter:
         if absent:
             raise StoreError(
                 f"the {operation.value} procedure's result lacks declared fields",
-                details=[f"procedure {call.name}: no column {name!r}" for name in absent],
+                details=[
+                    f"procedure {call.name}: no column or out parameter {name!r}" for name in absent
+                ],
             )
         return to_wire_record(typed(template, {name: row[name] for name in wanted}))
 
@@ -343,15 +399,17 @@ class RelAdapter:
         call = self._plan(template).queries[query.spec.name]
         args: list[Any] = [query.params[p] for p in call.params]
         if call.kind == "function":
-            rows = await self._rows(call, args)
+            rows = await self._rows(call, args, consistency=query.consistency)
             column = call.column or ""
             value = typed(template, {column: rows[0].get(column)})[column] if rows else None
             return [{column: to_wire(value)}]
         if call.select is not None:
             sql, bound = call.select.statement(query.params, query.after, query.limit)
-            rows = await self._rows(call, bound, sql)
+            rows = await self._rows(call, bound, sql, consistency=query.consistency)
         else:
-            rows = await self._rows(call, [*args, query.limit])
+            rows = await self._rows(call, [*args, query.limit], consistency=query.consistency)
+        if call.one_record:  # result sets and OUT values, by name
+            return [to_wire_record(typed_record(template, call, rows[0], query.limit))]
         return [to_wire_record(typed(template, row)) for row in rows[: query.limit]]
 
     async def read_journal(
@@ -370,15 +428,26 @@ class RelAdapter:
         """
         own = [idempotency_schema()] if self.settings.idempotency else []
         own.append(journal.schema_file())
+        own.append(tickets_schema())
         with connecting(self.settings):
             return await apply_schema_files(self.settings, [*own, *files])
 
     async def aclose(self) -> None:
-        """Close the pool after in-flight calls return; safe to call twice."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.close()
-            await pool.wait_closed()
+        """Close the pools, the primary's and the replicas', after in-flight calls return.
+
+        Safe to call twice.
+        """
+        pools = [self._pool]
+        self._pool = None
+        for replica in self.replicas.replicas:
+            pools.append(replica.pool)
+            replica.pool = None
+        for pool in pools:
+            if pool is not None:
+                pool.close()
+        for pool in pools:
+            if pool is not None:
+                await pool.wait_closed()
 
     def __repr__(self) -> str:
         settings = self.settings

@@ -4,8 +4,12 @@ A role's account may run the procedures and functions, and read the views, of th
 role serves (:mod:`beds.provision.needs`), the key query of a template whose writes read the
 record first (owner, locking, journal, audit; even when the query is internal), beds-rel's
 ``beds_journal_*`` objects for a journaled template, plus its ``beds_idempotency_*`` procedures
-when it writes with idempotency keys (``[stores.rel] idempotency``). Nothing else: no table, no
-database-wide privilege. The DBA's routines and views run as their definer (MariaDB's default
+when it writes with idempotency keys (``[stores.rel] idempotency``). A role serving a template
+with long operations (CALGON) may run their procedures, and a role that keeps tickets here
+(this store is ``calgon.store`` and the role serves long operations, runs ticket workers or
+schedules retention sweeps) beds-rel's ``beds_ticket_*`` procedures and its ``beds_tickets_v``
+view (the ticket store, :mod:`beds_rel.tickets`). Nothing else: no table, no database-wide
+privilege. The DBA's routines and views run as their definer (MariaDB's default
 ``SQL SECURITY DEFINER``), so they reach the tables the account itself cannot, and
 ``information_schema`` shows the account exactly its objects, which is what the node's start-up
 check reads.
@@ -36,7 +40,10 @@ from beds_rel.bindings import Call, plan_template
 from beds_rel.errors import map_exceptions
 from beds_rel.idempotency import CALLS as IDEMPOTENCY_CALLS
 from beds_rel.journal import CALLS as JOURNAL_CALLS
+from beds_rel.long_operations import long_calls
 from beds_rel.settings import RelSettings, parse_settings
+from beds_rel.tickets import CALLS as TICKET_CALLS
+from beds_rel.tickets import VIEW as TICKET_VIEW
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -154,7 +161,7 @@ class RelProvisioner:
     # -- the plan ---------------------------------------------------------------------------
 
     def grants(self, needs: StoreNeeds) -> tuple[Grant, ...]:
-        """The role's templates' objects and the idempotency procedures (module docstring)."""
+        """The role's templates' objects, beds-rel's procedures they use (module docstring)."""
         found: list[Grant] = []
         for use in needs.uses:
             template = use.template
@@ -173,8 +180,15 @@ class RelProvisioner:
                 found.append(_grant(plan.queries[key.name], f"{template.name} key query"))
             if template.capabilities.journal:
                 found += [_grant(call, f"{template.name} journal") for call in JOURNAL_CALLS]
+            found += [
+                _grant(call, f"{template.name} long operation {name}")
+                for name, call in zip(template.long_operations, long_calls(template), strict=True)
+            ]
         if needs.writes and self.settings.idempotency:
             found += [_grant(call, "idempotent writes") for call in IDEMPOTENCY_CALLS]
+        if needs.keeps_tickets:  # this store is calgon.store, and the role uses tickets
+            # The view too: the procedures answer from it, and start-up checks it exists.
+            found += [_grant(call, "CALGON tickets") for call in (*TICKET_CALLS, TICKET_VIEW)]
         return merge_grants(found)
 
     def _who(self, account: StoreAccount) -> str:

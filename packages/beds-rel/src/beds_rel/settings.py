@@ -7,8 +7,12 @@ key                default    meaning
 ``pool_min``       1          connections opened at start and kept open
 ``pool_max``       10         most connections open at once
 ``connect_timeout`` 5         seconds to wait for a connection
-``secondaries``    []         URLs of replicas, checked at start-up (not required: a warning in
-                              development); every call goes to ``url``, the master
+``secondaries``    []         URLs of replicas: fetches with consistency ``secondary`` read
+                              there (round-robin), else the primary (``url``); checked at
+                              start-up (not required: a warning in development); writes and
+                              every other call go to ``url``
+``replica_retry_   5          seconds a replica that failed is left alone before a read tries it
+seconds``                     again (more than 0, at most 3600)
 ``idempotency``    true       honour idempotency keys (needs beds-rel's ``beds_idempotency_*``
                               objects, which ``beds schema apply`` installs)
 ``tls``            absent     a sub-table ``[stores.rel.tls]``; present: every connection (``url``
@@ -67,7 +71,12 @@ class RelSettings:
     connect_timeout: float = 5.0
     idempotency: bool = True
     secondaries: tuple[RelSettings, ...] = ()
-    """Replicas of the master: checked at start-up only."""
+    """Replicas of the primary, for reads with consistency ``secondary``
+    (:mod:`beds_rel.replicas`); each has the primary's pool sizes, timeout and TLS."""
+    replica_retry_seconds: float = 5.0
+    """Seconds a replica that failed is skipped before a read tries it again."""
+    url_key: str = "stores.rel.url"
+    """The key of this connection's URL, for messages (``stores.rel.secondaries[0]``)."""
     tls: ssl.SSLContext | None = attrs.field(default=None, eq=False, repr=False)
     """The client context of ``[stores.rel.tls]`` (``None``: plaintext), shared by secondaries."""
 
@@ -106,21 +115,26 @@ def parse_settings(settings: StoreSettings) -> RelSettings:
             used; names the key path (``stores.rel.pool_max``, ``stores.rel.tls.ca_file``) and
             the file.
     """
-    key = f"stores.{settings.store}"
+    key = settings.key
     table = structure_table(settings.options, _Table, key=key, file=settings.file)
-    timeout = table.connect_timeout
     tls = None if table.tls is None else _tls_context(table.tls, key=key, file=settings.file)
+    # A replica takes the primary's load of reads: the same pool sizes, timeout and TLS.
+    shared: dict[str, Any] = {
+        "pool_min": table.pool_min,
+        "pool_max": table.pool_max,
+        "connect_timeout": table.connect_timeout,
+        "tls": tls,
+    }
     return RelSettings(
         **_url_parts(table.url),
-        pool_min=table.pool_min,
-        pool_max=table.pool_max,
-        connect_timeout=timeout,
+        **shared,
         idempotency=table.idempotency,
         secondaries=tuple(
-            RelSettings(**_url_parts(url), connect_timeout=timeout, tls=tls)
-            for url in table.secondaries
+            RelSettings(**_url_parts(url), **shared, url_key=f"{key}.secondaries[{index}]")
+            for index, url in enumerate(table.secondaries)
         ),
-        tls=tls,
+        replica_retry_seconds=table.replica_retry_seconds,
+        url_key=f"{key}.url",
     )
 
 
@@ -184,6 +198,7 @@ class _Table:
     connect_timeout: float = attrs.field(default=5.0, validator=_timeout)
     idempotency: bool = True
     secondaries: tuple[str, ...] = attrs.field(default=(), validator=_secondary_urls)
+    replica_retry_seconds: float = attrs.field(default=5.0, validator=_timeout)
     tls: _TlsTable | None = None
 
     def __attrs_post_init__(self) -> None:

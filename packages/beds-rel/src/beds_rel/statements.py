@@ -1,17 +1,21 @@
 """Run one statement on a connection, and read records the way the template declares them.
 
 Shared by the adapter's reads, its writes and their journal: every statement goes through
-:func:`execute` (values bound, never formatted into the SQL), and every record read back
-through :func:`typed` and :func:`beds.values.to_wire_record`.
+:func:`execute` (values bound, never formatted into the SQL), every call of a declared object
+through :func:`run_call` (which also reads OUT parameters and result sets), and every record
+read back through :func:`typed` and :func:`beds.values.to_wire_record`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from asyncmy.cursors import DictCursor
 
+from beds.errors import StoreError
 from beds.templates.model import FieldType
 from beds.values import to_wire_record
 from beds_rel.errors import is_clean
@@ -26,7 +30,16 @@ if TYPE_CHECKING:
     from beds_rel.bindings import Call, TemplatePlan
     from beds_rel.idempotency import RunCall
 
-__all__ = ("Row", "db_value", "execute", "in_transaction", "read_by_key", "run_call", "typed")
+__all__ = (
+    "Row",
+    "db_value",
+    "execute",
+    "in_transaction",
+    "read_by_key",
+    "run_call",
+    "typed",
+    "typed_record",
+)
 
 Row = dict[str, Any]
 
@@ -38,37 +51,151 @@ def db_value(value: Any) -> Any:
     return value
 
 
-async def execute(conn: Connection, sql: str, args: Sequence[Any]) -> list[Row]:
-    """Run one statement on ``conn`` and return its first result set, draining any others."""
+async def _execute(
+    conn: Connection, sql: str, args: Sequence[Any], *, every: bool
+) -> list[list[Row]]:
     # No ``async with`` on the cursor: its exit drains pending results, which would hold a
     # cancelled call until the server finishes; the adapter drops the connection instead.
     cursor = conn.cursor(DictCursor)
     await cursor.execute(sql, tuple(db_value(arg) for arg in args))
-    rows: list[Row] = list(await cursor.fetchall()) if cursor.description else []
+    # A result without columns is a statement's status (a CALL ends with one), not a set.
+    sets: list[list[Row]] = [list(await cursor.fetchall())] if cursor.description else []
     while await cursor.nextset():
-        pass
+        if every and cursor.description:
+            sets.append(list(await cursor.fetchall()))
     await cursor.close()
-    return rows
+    return sets
+
+
+async def execute(conn: Connection, sql: str, args: Sequence[Any]) -> list[Row]:
+    """Run one statement on ``conn`` and return its first result set, draining any others."""
+    sets = await _execute(conn, sql, args, every=False)
+    return sets[0] if sets else []
+
+
+def _json_text(value: Any) -> Any:
+    # Compact, and unescaped: the session's character set is utf8mb4.
+    return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 async def run_call(conn: Connection, call: Call, args: Sequence[Any]) -> list[Row]:
-    """Run a call's fixed statement (a procedure or function) with ``args``."""
-    return await execute(conn, call.sql, args)
+    """Run a call's fixed statement (a procedure or function) with ``args``.
+
+    ``json`` fields' values are bound as JSON text. A call without OUT or INOUT parameters or
+    result sets answers its first result set. Otherwise the INOUT values are set first, and
+    their values and the OUT values are read after the call on the same connection:
+
+    * a query declaring them answers one row: each result set under its name (exactly as many
+      as declared), each OUT and INOUT value under its name;
+    * a write answers its first result set with those values added to its first row (they win
+      over a column of the same name), or one row of just them when the procedure returned no
+      result set; an empty result set stays empty (an update's ``NotFound``).
+
+    Raises:
+        StoreError: a query procedure returned another number of result sets than declared.
+    """
+    values = [_json_text(v) if at in call.json_at else v for at, v in enumerate(args)]
+    if call.read is None and not call.result_sets:
+        return await execute(conn, call.sql, values)
+    if call.assign is not None:
+        await execute(conn, call.assign, [values[at] for at in call.inout_at])
+        values = [v for at, v in enumerate(values) if at not in call.inout_at]
+    sets = await _execute(conn, call.sql, values, every=call.one_record)
+    variables = (await execute(conn, call.read, ()))[0] if call.read is not None else {}
+    if call.one_record:
+        if len(sets) != len(call.result_sets):
+            raise StoreError(
+                "the procedure's result sets differ from the template's declaration",
+                details=(
+                    f"procedure {call.name}: returned {len(sets)} result sets, the template "
+                    f"declares {len(call.result_sets)} ({', '.join(call.result_sets) or 'none'})",
+                ),
+            )
+        return [{**dict(zip(call.result_sets, sets, strict=True)), **variables}]
+    if not sets:
+        return [variables]
+    first = sets[0]
+    return [{**first[0], **variables}, *first[1:]] if first else []
+
+
+def _decimal(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return value  # a Decimal already, or nothing a number can be made of
+    try:
+        # repr: the shortest text that reads back as the same float, not its binary expansion.
+        number = Decimal(repr(value) if isinstance(value, float) else value)
+    except InvalidOperation:
+        return value
+    return number if number.is_finite() else value
+
+
+def _datetime(value: Any) -> Any:
+    # A DATETIME OUT parameter reaches its session variable as text.
+    if not isinstance(value, str):
+        return value
+    try:
+        return dt.datetime.fromisoformat(value)
+    except ValueError:
+        return value
+
+
+def _bool(value: Any) -> Any:
+    return bool(value) if type(value) is int else value
+
+
+def _json(value: Any, name: str) -> Any:
+    if not isinstance(value, str | bytes | bytearray):
+        return value
+    try:
+        return json.loads(value)  # bytes: UTF-8; not UTF-8 is a ValueError too
+    except (ValueError, RecursionError):
+        raise StoreError(
+            "a json field's column holds text that is not JSON", details=(f"column {name}",)
+        ) from None
 
 
 def typed(template: Template, row: Row) -> Row:
-    """The row with its declared boolean fields as booleans.
+    """The row with its values converted to the types the template declares for their fields.
 
-    MariaDB has no boolean type: ``BOOLEAN`` is ``TINYINT(1)`` and comes back as 0 or 1. A column
-    named like a field the template declares ``bool`` is answered ``true``/``false``, in every
-    domain; other columns are left as the database returned them.
+    A column named like a field is read by the field's type, in every domain; other columns,
+    and values already of the type, are left as the database returned them:
+
+    * ``bool``: MariaDB has no boolean type (``BOOLEAN`` is ``TINYINT(1)``, read as 0 or 1), so
+      an integer becomes ``true``/``false``;
+    * ``decimal``: a number becomes a ``Decimal`` (on the wire, its exact text), as ``DECIMAL``
+      columns already are;
+    * ``json``: the column's text is parsed (``JSON`` is ``LONGTEXT`` with a check);
+    * ``datetime``: text (an OUT parameter's value) is parsed as a naive UTC date-time.
+
+    Raises:
+        StoreError: a ``json`` field's column holds text that is not JSON.
     """
     fields = template.fields
     for name, value in row.items():
         spec = fields.get(name)
-        if spec is not None and spec.type is FieldType.BOOL and type(value) is int:
-            row[name] = bool(value)
+        if spec is None or value is None:
+            continue
+        kind = spec.type
+        if kind is FieldType.BOOL:
+            row[name] = _bool(value)
+        elif kind is FieldType.DECIMAL:
+            row[name] = _decimal(value)
+        elif kind is FieldType.JSON:
+            row[name] = _json(value, name)
+        elif kind is FieldType.DATETIME:
+            row[name] = _datetime(value)
     return row
+
+
+def typed_record(template: Template, call: Call, record: Row, limit: int) -> Row:
+    """A one-record query's answer, typed: every row of each result set, and each OUT value.
+
+    Each result set keeps at most ``limit`` rows (the procedure receives the limit too).
+    """
+    for name in call.result_sets:
+        record[name] = [typed(template, row) for row in record[name][:limit]]
+    record.update(typed(template, {name: record[name] for name in call.variables}))
+    return record
 
 
 async def read_by_key(

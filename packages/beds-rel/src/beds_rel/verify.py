@@ -1,8 +1,10 @@
 """Check, through ``information_schema``, that a template's declared objects exist and fit.
 
 Routines must exist with the declared kind and take as many parameters as the adapter passes
-(a query procedure's limit included); views must exist and expose every column a query selects,
-compares or orders by.
+(a query procedure's limit and its OUT parameters included), a procedure each in the mode the
+template declares (``IN``, ``INOUT`` or ``OUT``: an OUT value read from an ``IN`` parameter
+would silently be null); views must exist and expose every column a query selects, compares or
+orders by.
 Routine names compare case-insensitively, as MariaDB does; view names compare exactly.
 """
 
@@ -24,7 +26,11 @@ _ROUTINES = """
 SELECT r.ROUTINE_TYPE, r.ROUTINE_NAME,
        (SELECT COUNT(*) FROM information_schema.PARAMETERS p
          WHERE p.SPECIFIC_SCHEMA = r.ROUTINE_SCHEMA AND p.SPECIFIC_NAME = r.ROUTINE_NAME
-           AND p.ROUTINE_TYPE = r.ROUTINE_TYPE AND p.ORDINAL_POSITION > 0) AS arity
+           AND p.ROUTINE_TYPE = r.ROUTINE_TYPE AND p.ORDINAL_POSITION > 0) AS arity,
+       (SELECT GROUP_CONCAT(COALESCE(p.PARAMETER_MODE, '') ORDER BY p.ORDINAL_POSITION)
+          FROM information_schema.PARAMETERS p
+         WHERE p.SPECIFIC_SCHEMA = r.ROUTINE_SCHEMA AND p.SPECIFIC_NAME = r.ROUTINE_NAME
+           AND p.ROUTINE_TYPE = r.ROUTINE_TYPE AND p.ORDINAL_POSITION > 0) AS modes
   FROM information_schema.ROUTINES r
  WHERE r.ROUTINE_SCHEMA = DATABASE() AND r.ROUTINE_NAME IN ({names})
 """
@@ -42,6 +48,18 @@ async def _select(cursor: Cursor, sql: str, names: Sequence[str]) -> list[Any]:
     return list(await cursor.fetchall())
 
 
+def _mode_problem(call: Call, modes: str | None) -> str | None:
+    """How a procedure's parameter modes differ from the call's, or ``None``."""
+    found = str(modes or "").upper().split(",")
+    for position, (want, have) in enumerate(zip(call.modes, found, strict=False), start=1):
+        if want != have:
+            return (
+                f"{call.name} (parameter {position} is {have or 'not a parameter'}; the template "
+                f"passes it as {want})"
+            )
+    return None
+
+
 async def missing_objects(conn: Connection, calls: Sequence[Call]) -> list[str]:
     """Return one sorted detail per missing or mismatched object (empty when all fit).
 
@@ -54,19 +72,23 @@ async def missing_objects(conn: Connection, calls: Sequence[Call]) -> list[str]:
     async with conn.cursor() as cursor:
         if routines:
             found = {
-                (str(kind).lower(), str(name).lower()): int(arity)
-                for kind, name, arity in await _select(
+                (str(kind).lower(), str(name).lower()): (int(arity), modes)
+                for kind, name, arity, modes in await _select(
                     cursor, _ROUTINES, sorted({c.name for c in routines})
                 )
             }
             for call in routines:
-                arity = found.get((call.kind, call.name.lower()))
-                if arity is None:
+                routine = found.get((call.kind, call.name.lower()))
+                if routine is None:
                     problems.add(call.name)
-                elif arity != call.arity:
+                    continue
+                arity, modes = routine
+                if arity != call.arity:
                     problems.add(
                         f"{call.name} (takes {arity} parameters; the template passes {call.arity})"
                     )
+                elif (mismatch := _mode_problem(call, modes)) is not None:
+                    problems.add(mismatch)
         if views:
             columns: dict[str, set[str]] = {}
             for view, column in await _select(

@@ -13,6 +13,7 @@ from beds.errors import NotFound, UnsupportedOperation, ValidationFailed
 from beds.lineage import LINEAGE_TEMPLATE, collect_tree
 
 if TYPE_CHECKING:
+    from beds.auth.principal import Principal
     from beds.dispatch import Builtin
     from beds.envelopes import Request
     from beds.lineage import EventStore
@@ -25,7 +26,7 @@ _MAX_EVENT_ID = 300
 def admin_templates(store: EventStore) -> dict[str, Builtin]:
     """The admin node's own templates, reading events from ``store``."""
 
-    async def lineage(request: Request) -> list[dict[str, Any]]:
+    async def lineage(request: Request, principal: Principal | None) -> list[dict[str, Any]]:
         if request.operation is not Operation.FETCH:
             raise UnsupportedOperation(f"{LINEAGE_TEMPLATE} only supports fetch")
         event_id = _event_id(request.payload)

@@ -9,28 +9,43 @@ decode is dead-lettered with the reason, as is one the store refuses for good. A
 by an AMQP user outside ``lineage.trusted_users`` (the origin RabbitMQ vouches for with
 ``user_id``) is dead-lettered with ``BEDS-403O`` and counted, never stored: a forged lineage or
 audit trail does not get in.
+
+Events older than ``lineage.retention_days`` are purged by a background task of the pool, never
+on the path of a batch: every ``PURGE_INTERVAL`` seconds it deletes them in batches of
+``PURGE_BATCH`` with a pause between two, through a store that can (:class:`EventPurger`). A
+purge that fails is logged and tried again at the next interval.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from loguru import logger
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
-from beds.broker.messages import origin_of
+from beds.broker.batches import batch_outcome, untrusted_origin
 from beds.broker.pool import BrokerPool
-from beds.envelopes import Response, ResponseMeta
-from beds.errors import MalformedRequest, RequestError, UntrustedOrigin
-from beds.lineage import decode_events
+from beds.bugs import report_bug
+from beds.config.model import LineageSettings
+from beds.errors import MalformedRequest, RequestError
+from beds.lineage import EventPurger, decode_events
 
 if TYPE_CHECKING:
-    from aiormq.abc import DeliveredMessage
+    from aiormq.abc import AbstractConnection, DeliveredMessage
 
     from beds.lineage import EventStore
 
-__all__ = ("LogsPool",)
+__all__ = ("PURGE_BATCH", "PURGE_INTERVAL", "LogsPool")
+
+PURGE_INTERVAL: Final = 600.0
+"""Seconds between two purges of old events."""
+PURGE_BATCH: Final = 1000
+"""Most events one delete removes."""
+_PURGE_PAUSE = 0.2
+"""Seconds between two batches of one purge, so the store serves the brokers' writes too."""
+_DAY = 86400.0
 
 
 def _transient(exc: BaseException) -> bool:
@@ -41,7 +56,14 @@ class LogsPool(BrokerPool):
     """A broker pool whose messages are event batches to store, not requests to answer."""
 
     def __init__(
-        self, *args: Any, store: EventStore, trusted_users: tuple[str, ...] = (), **kwargs: Any
+        self,
+        *args: Any,
+        store: EventStore,
+        trusted_users: tuple[str, ...] = (),
+        retention_days: int = LineageSettings().retention_days,
+        purge_interval: float = PURGE_INTERVAL,
+        purge_batch: int = PURGE_BATCH,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.store = store
@@ -49,27 +71,54 @@ class LogsPool(BrokerPool):
         """AMQP users whose batches are stored; empty: any user RabbitMQ vouched for."""
         self.stored = 0
         """Events kept so far."""
+        self.retention_days = retention_days
+        """Days events are kept (``lineage.retention_days``); 0: forever."""
+        self.purge_interval = purge_interval
+        self.purge_batch = purge_batch
+        self.purged = 0
+        """Events this pool deleted as older than ``retention_days``."""
+        self._purging: asyncio.Task[None] | None = None
+
+    async def start(self, connection: AbstractConnection) -> None:
+        """Start consuming (:meth:`BrokerPool.start`), and the purge of old events."""
+        await super().start(connection)
+        if self._purging is not None and not self._purging.done():
+            return
+        if not self.retention_days:
+            return
+        if not isinstance(self.store, EventPurger):
+            logger.warning(
+                "broker {}: the event store cannot purge, so events are kept beyond "
+                "lineage.retention_days ({})",
+                self.name,
+                self.retention_days,
+            )
+            return
+        self._purging = asyncio.create_task(
+            self._purge_loop(self.store), name=f"beds-{self.name}-purge"
+        )
+
+    async def stop(self, drain_seconds: float) -> None:
+        """Stop the purge (a batch cut short is harmless), then the pool."""
+        task, self._purging = self._purging, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await super().stop(drain_seconds)
 
     async def _process(self, message: DeliveredMessage) -> None:
         started = time.perf_counter()
-        failure = self._untrusted(message) or await self._keep(message)
+        failure = untrusted_origin(message, self.user, self.trusted_users) or await self._keep(
+            message
+        )
         if not self.settle.unsettled(message):
             return  # the store was away: the batch went back to the queue
         if self.observer is not None:  # one handled message, timed like a request's answer
-            self.observer.dispatched(None, _outcome(failure, started))
+            self.observer.dispatched(None, batch_outcome(failure, started))
         if failure is not None:
             await self.settle.give_up(message, failure, answer=False)
         else:
             self.settle.ack(message)
-
-    def _untrusted(self, message: DeliveredMessage) -> UntrustedOrigin | None:
-        origin = origin_of(message, self.user)
-        if origin and (not self.trusted_users or origin in self.trusted_users):
-            return None
-        return UntrustedOrigin(
-            "events from an AMQP user that lineage.trusted_users does not name are not stored",
-            details=(f"origin: {origin or '(not vouched for)'}",),
-        )
 
     async def _keep(self, message: DeliveredMessage) -> RequestError | None:
         """Store the batch; what refused it (``None``: kept, or requeued: the store is away)."""
@@ -92,7 +141,7 @@ class LogsPool(BrokerPool):
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(_transient),
             stop=stop_after_delay(self.handler_budget),
-            wait=wait_exponential_jitter(initial=0.1, max=5.0),
+            wait=wait_exponential_jitter(multiplier=0.1, max=5.0),
             before_sleep=lambda state: logger.warning(
                 "broker {} cannot store {} events yet ({}); trying again",
                 self.name,
@@ -104,10 +153,41 @@ class LogsPool(BrokerPool):
             with attempt:
                 await self.store.store_events(records)
 
+    async def _purge_loop(self, purger: EventPurger) -> None:
+        """Every ``purge_interval`` seconds, purge what is older than ``retention_days``."""
+        while True:
+            await asyncio.sleep(self.purge_interval)
+            before = time.time() - self.retention_days * _DAY
+            try:
+                purged = await self._purge(purger, before)
+            except RequestError as exc:
+                logger.warning(
+                    "broker {} could not purge lineage events older than {} days ({}); "
+                    "trying again in {:g} s",
+                    self.name,
+                    self.retention_days,
+                    exc,
+                    self.purge_interval,
+                )
+                continue
+            except Exception as exc:  # the loop must outlive any failure, a bug included
+                report_bug(exc, "broker {} purging lineage events failed", self.name)
+                continue
+            if purged:
+                logger.info(
+                    "broker {} purged {} lineage events older than {} days",
+                    self.name,
+                    purged,
+                    self.retention_days,
+                )
 
-def _outcome(failure: RequestError | None, started: float) -> Response:
-    """What storing one batch came to, in the form the broker metrics count."""
-    meta = ResponseMeta(timings={"total": (time.perf_counter() - started) * 1000})
-    if failure is None:
-        return Response(ok=True, status=200, meta=meta)
-    return Response(ok=False, status=failure.STATUS, error=failure.to_error(), meta=meta)
+    async def _purge(self, purger: EventPurger, before: float) -> int:
+        """Delete the events older than ``before``, batch by batch; return how many."""
+        total = 0
+        while True:
+            deleted = await purger.purge_events(before, self.purge_batch)
+            total += deleted
+            self.purged += deleted
+            if deleted < self.purge_batch:
+                return total
+            await asyncio.sleep(_PURGE_PAUSE)

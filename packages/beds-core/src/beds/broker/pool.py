@@ -117,6 +117,9 @@ class BrokerPool:
         self._late: set[int] = set()
         """``id()`` of the held messages already reported past the budget."""
         self._stopping = False
+        self.paused = False
+        """An operator paused it (:mod:`beds.broker.operator`): it holds its channel and
+        finishes what it holds, but RabbitMQ delivers it nothing until it is resumed."""
         self._idle = asyncio.Event()
         """Set when no message is held or waiting (drain waits for it)."""
 
@@ -180,8 +183,10 @@ class BrokerPool:
         self._budget_watch = asyncio.create_task(
             self._watch_budget(), name=f"beds-{self.name}-budget"
         )
-        ok = await channel.basic_consume(self.queue, self._on_message)
-        self._consumer_tag = ok.consumer_tag
+        if self.paused:  # reopened or reconnected while paused: stays paused
+            logger.info("broker {} is paused: not consuming {}", self.name, self.queue)
+            return
+        await self._consume()
         logger.info(
             "broker {} consuming {} with {} tasks (prefetch {})",
             self.name,
@@ -189,6 +194,32 @@ class BrokerPool:
             self.settings.instances,
             prefetch,
         )
+
+    async def _consume(self) -> None:
+        channel = self._channel
+        assert channel is not None  # start() opened it
+        ok = await channel.basic_consume(self.queue, self._on_message)
+        self._consumer_tag = ok.consumer_tag
+
+    async def pause(self) -> None:
+        """Stop taking messages; those held finish and are settled as usual."""
+        self.paused = True
+        channel, tag = self._channel, self._consumer_tag
+        self._consumer_tag = None
+        if channel is not None and tag is not None and not channel.is_closed:
+            with contextlib.suppress(*AMQP_FAILURES):
+                await channel.basic_cancel(tag)
+        logger.warning("broker {} paused: {} waits in its queue", self.name, self.queue)
+
+    async def resume(self) -> None:
+        """Take messages again after :meth:`pause`."""
+        if not self.paused:
+            return
+        self.paused = False
+        channel = self._channel
+        if channel is not None and not channel.is_closed and not self._stopping:
+            await self._consume()
+        logger.info("broker {} resumed consuming {}", self.name, self.queue)
 
     async def stop(self, drain_seconds: float) -> None:
         """Stop consuming, let held and queued messages finish (up to ``drain_seconds``), close."""

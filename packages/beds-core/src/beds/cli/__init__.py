@@ -6,6 +6,8 @@ module             commands
 ``run``            ``beds run``: serve a node until a signal
 ``check``          ``beds check``: the start-up checks, without serving
 ``call``           ``beds call``: send one request, print the response
+``admin``          ``beds admin pause|resume|drain``: operator commands to the nodes
+``tickets``        ``beds submit|ticket``: long operations (CALGON) and their tickets
 ``auth``           ``beds login|logout|whoami``: the session token of the person at the terminal
 ``user``           ``beds user create|list|grant|revoke``: the users of beds-identity
 ``lineage``        ``beds lineage``: the tree of events a request belongs to
@@ -31,6 +33,7 @@ from importlib import metadata
 import click
 
 from beds.cli import (
+    admin,
     auth,
     call,
     check,
@@ -43,6 +46,7 @@ from beds.cli import (
     schema,
     status,
     templates,
+    tickets,
     user,
 )
 from beds.log import no_color
@@ -101,6 +105,7 @@ def cli(ctx: click.Context) -> None:
 
 
 for _command in (
+    admin.admin,
     call.call,
     check.check,
     dlq.dlq,
@@ -113,6 +118,8 @@ for _command in (
     run.run,
     schema.schema,
     status.status,
+    tickets.submit,
+    tickets.ticket,
     templates.templates,
     user.user,
     auth.whoami,

@@ -16,12 +16,16 @@ from beds.cli.common import (
     load,
     quiet_logging,
 )
+from beds.config.stores import split_connection
 from beds.errors import BedsError
+from beds.provision.needs import package_of
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from beds.namaste import SchemaFile
     from beds.node import BedsNode
+    from beds.registry import TemplateRegistry
 
 __all__ = ("schema",)
 
@@ -34,7 +38,11 @@ def schema() -> None:
 @schema.command("apply")
 @config_option
 def schema_apply(config_path: Path | None) -> None:
-    """Install the schema of every installed template package into the configured stores."""
+    """Install the schema of every installed template package into the configured stores.
+
+    A package's files go to the databases its templates use (docs/configuration.md, "Named
+    databases").
+    """
     from beds.node import BedsNode, StartupError
 
     config = load(config_path)
@@ -56,18 +64,36 @@ def schema_apply(config_path: Path | None) -> None:
 
 
 async def _apply(node: BedsNode) -> None:
-    """Apply each store's files in store-name order, printing each file once its store applied it.
+    """Apply each connection's files in name order, printing each file once it is applied.
 
     Every adapter is closed afterwards, whatever happened.
     """
     try:
         node.load_plugins()
         assert node.registry is not None
-        for store, adapter in sorted(node.adapters.items()):
-            files = node.registry.schema.get(store, [])
+        for connection, adapter in sorted(node.adapters.items()):
+            files = files_for(node.registry, connection)
             if files:
                 for name in await adapter.apply_schema(files):
-                    click.echo(f"applied {store}: {name}")
+                    click.echo(f"applied {connection}: {name}")
     finally:
         for adapter in node.adapters.values():
             await adapter.aclose()
+
+
+def files_for(registry: TemplateRegistry, connection: str) -> list[SchemaFile]:
+    """The schema files a connection gets (``rel``, or ``rel.warehouse``).
+
+    A package's files for a store (``schema/<store>/``) go to every connection of that store its
+    templates use, and to the store's default connection when none of them names a database.
+    """
+    store = split_connection(connection)[0]
+    targets: dict[str, set[str]] = {}
+    for template in registry.templates.values():
+        if template.store == store:
+            targets.setdefault(package_of(template), set()).add(template.connection)
+    return [
+        file
+        for file in registry.schema.get(store, [])
+        if connection in targets.get(file.distribution or file.name.partition("/")[0], {store})
+    ]

@@ -1,7 +1,7 @@
 """``beds templates``: the installed templates, with their store and distribution.
 
 With ``--json``, each template's capabilities, operations and queries too (conditions, order,
-whether it pages), so tools and other languages can read what a domain offers.
+whether it pages) and its retention, so tools and other languages can read what a domain offers.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any
 
-    from beds.templates.model import QuerySpec, Template
+    from beds.templates.model import LongOperation, QuerySpec, Template
 
 __all__ = ("templates",)
 
@@ -34,6 +34,7 @@ __all__ = ("templates",)
 @json_option
 def templates(config_path: Path | None, as_json: bool) -> None:
     """List installed templates with their store and distribution."""
+    from beds.config.stores import connection_name
     from beds.node import BedsNode, StartupError
 
     node = BedsNode(load(config_path))
@@ -49,7 +50,9 @@ def templates(config_path: Path | None, as_json: bool) -> None:
         return
     click.echo(f"{'TEMPLATE':<24} {'STORE':<6} {'TLA':<4} DISTRIBUTION")
     for row in rows:
-        click.echo(f"{row['name']:<24} {row['store']:<6} {row['tla']:<4} {row['distribution']}")
+        # A template on a named database shows its connection (rel.warehouse) as its store.
+        store = connection_name(row["store"], row["database"])
+        click.echo(f"{row['name']:<24} {store:<6} {row['tla']:<4} {row['distribution']}")
 
 
 def describe(template: Template) -> dict[str, Any]:
@@ -64,6 +67,7 @@ def describe(template: Template) -> dict[str, Any]:
     return {
         "name": template.name,
         "store": template.store,
+        "database": template.database,
         "tla": template.tla,
         "distribution": template.distribution,
         "source": template.source,
@@ -83,6 +87,40 @@ def describe(template: Template) -> dict[str, Any]:
         },
         "queries": queries,
         "default_query": template.default_query,
+        "long_operations": {
+            name: _long_operation(operation) for name, operation in template.long_operations.items()
+        },
+        "retention": _retention(template),
+    }
+
+
+def _retention(template: Template) -> dict[str, Any] | None:
+    """How old records are retired (``None``: kept for ever), with the store's keys."""
+    retention = template.retention
+    if retention is None:
+        return None
+    return {
+        "days": retention.days,
+        "field": retention.field,
+        "batch_size": retention.batch_size,
+        **retention.binding,
+    }
+
+
+def _long_operation(operation: LongOperation) -> dict[str, Any]:
+    return {
+        "description": operation.description,
+        "steps": operation.steps,
+        "step_timeout": operation.step_timeout,
+        "params": {
+            name: {
+                "type": param.field.type.value,
+                "required": param.field.required and param.default is None,
+                "default": param.default,
+                **({"description": param.field.description} if param.field.description else {}),
+            }
+            for name, param in operation.params.items()
+        },
     }
 
 

@@ -14,7 +14,9 @@ __all__ = ("DEFAULTS", "DEVELOPMENT_STORES")
 # update, delete), meta (submit) or admin (the node's own templates, such as beds_lineage).
 # The seed roles bind the classes; the admin node answers admin requests and stores the logs
 # exchange's lineage events; segundo and tercero brokers are bound to domain templates by
-# configuration.
+# configuration. Not seeded, as a seed broker cannot be removed by configuration (tables merge):
+# adminSyslogBroker, which needs a receiver ([syslog] target; docs/telemetry.md shows how to add
+# it), and adminGraphBroker: every node serves /metrics, and Prometheus keeps their history.
 DEFAULTS: dict[str, Any] = {
     "schema_version": 1,
     "roles": {
@@ -28,10 +30,7 @@ DEFAULTS: dict[str, Any] = {
         "admin": {
             "brokers": {
                 "adminBrokerIn": {"instances": 2, "bindings": ["*.admin"]},
-                "adminBrokerOut": {"instances": 1, "bindings": []},
                 "adminLogsBroker": {"instances": 2, "type": "logs", "bindings": ["log.#"]},
-                "adminSyslogBroker": {"instances": 1, "bindings": []},
-                "adminGraphBroker": {"instances": 1, "bindings": []},
             }
         },
         "segundo": {

@@ -22,6 +22,7 @@ import cattrs
 
 from beds.config.defaults import DEFAULTS, DEVELOPMENT_STORES
 from beds.config.model import CONFIG_SCHEMA_VERSION, NAME, Config
+from beds.config.stores import DATABASES, check_databases, connection_files
 from beds.config.structure import config_error, converter
 from beds.errors import ConfigError
 
@@ -197,9 +198,13 @@ def _refuse_secrets_in_base_file(
     """In production a password in the checked-in base file is an error: secrets come from env."""
     urls = {"amqp.url": data.get("amqp", {}).get("url")}
     for store, table in data.get("stores", {}).items():
-        for key in ("url", "uri", "password"):
-            if isinstance(table, Mapping) and key in table:
-                urls[f"stores.{store}.{key}"] = table[key]
+        named = table.get(DATABASES, {})
+        tables = {f"stores.{store}": table}
+        tables.update({f"stores.{store}.{DATABASES}.{name}": t for name, t in named.items()})
+        for path, connection in tables.items():
+            for key in ("url", "uri", "password"):
+                if key in connection:
+                    urls[f"{path}.{key}"] = connection[key]
     for key, value in sorted(urls.items()):
         if _origin_of(key, origins) != base or not isinstance(value, str):
             continue
@@ -327,10 +332,8 @@ def load_config(
             raise ConfigError(
                 "must be a table", file=_origin_of(f"stores.{name}", origins), key=f"stores.{name}"
             )
+    check_databases(config.stores, lambda key: _origin_of(key, origins))
     if config.production and files:
         _refuse_secrets_in_base_file(data, origins, files[0])
-    store_files = {name: _origin_of(f"stores.{name}", origins) for name in config.stores}
-    for name in config.stores:
-        for key in config.stores[name]:
-            store_files[name] = _origin_of(f"stores.{name}.{key}", origins)
+    store_files = connection_files(config.stores, lambda key: _origin_of(key, origins))
     return attrs.evolve(config, files=tuple(files), store_files=store_files)

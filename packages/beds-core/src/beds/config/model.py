@@ -18,6 +18,7 @@ __all__ = (
     "NAME",
     "AmqpSettings",
     "BrokerSettings",
+    "CalgonSettings",
     "Config",
     "ControlSettings",
     "FieldValueError",
@@ -27,7 +28,9 @@ __all__ = (
     "PluginSettings",
     "ReliabilitySettings",
     "RoleSettings",
+    "SyslogSettings",
     "TelemetrySettings",
+    "syslog_endpoint",
 )
 
 CONFIG_SCHEMA_VERSION = 1
@@ -158,9 +161,10 @@ def _queue(instance: object, attribute: attrs.Attribute[str], value: str) -> Non
 class BrokerSettings:
     """One broker type: its queue's bindings and how many tasks consume it."""
 
-    type: Literal["requests", "logs"] = "requests"
+    type: Literal["requests", "logs", "syslog"] = "requests"
     """``requests``: a queue on the events exchange, answered by the dispatcher. ``logs``: a queue
-    on the logs exchange whose lineage events the node stores (``[lineage] store``)."""
+    on the logs exchange whose lineage events the node stores (``[lineage] store``). ``syslog``:
+    a queue on the logs exchange whose events the node forwards to ``[syslog] target``."""
     instances: int = attrs.field(default=1, validator=_at_least(1))
     """Tasks handling messages concurrently: the node's throttle for this broker."""
     bindings: tuple[str, ...] = attrs.field(default=(), validator=_bindings)
@@ -250,6 +254,9 @@ class LineageSettings:
     trusted_users: tuple[str, ...] = ()
     """AMQP users whose lineage and audit batches a logs broker stores (``user_id``); others are
     dead-lettered (``BEDS-403O``). Empty: any user RabbitMQ vouched for (production refuses)."""
+    retention_days: int = attrs.field(default=30, validator=_at_least(0))
+    """Days a logs broker keeps lineage and audit events: older ones are purged in the
+    background every ten minutes, in batches (:mod:`beds.broker.logs`). 0 keeps them forever."""
 
 
 @attrs.frozen(kw_only=True)
@@ -276,6 +283,109 @@ class ControlSettings:
         """Whether an event of ``kind`` published by AMQP ``user`` is believed."""
         trusted = self.trusted_by_kind.get(kind, self.trusted_users)
         return bool(user) and (not trusted or user in trusted)
+
+
+@attrs.frozen(kw_only=True)
+class CalgonSettings:
+    """Long operations and their tickets (docs/calgon.md)."""
+
+    store: str = "rel"
+    """The store whose adapter keeps tickets (its ``beds_ticket_*`` objects)."""
+    broker: str = "mBroker"
+    """Nodes whose role has a broker of this name run tickets (the seed ``appServer``)."""
+    workers: int = attrs.field(default=2, validator=_at_least(0))
+    """Tickets one node runs at once (0: it runs none, but still answers submits)."""
+    lease_seconds: float = attrs.field(default=30.0, validator=_positive)
+    """How long a running ticket stays its node's without a renewal; a node renews it a few
+    times per lease, so another node takes a ticket over this long after its node died."""
+    poll_seconds: float = attrs.field(default=1.0, validator=_positive)
+    """How often an idle worker looks for tickets other nodes recorded."""
+    max_attempts: int = attrs.field(default=3, validator=_at_least(1))
+    """Claims of one ticket before it is failed (``BEDS-500A``) instead of tried again."""
+    ticket_ttl: float = attrs.field(default=604_800.0, validator=_positive)
+    """Seconds a finished ticket and its result are kept (then ``BEDS-410``)."""
+    page_size: int = attrs.field(default=500, validator=_at_least(1))
+    """Most result records one ``ticket`` reply carries (the rest are paged with cursors)."""
+    retention_broker: str = "whBroker"
+    """Nodes whose role has a broker of this name submit the retention sweeps (the seed
+    ``segundo``; :mod:`beds.calgon.retention`)."""
+    retention_interval: float = attrs.field(default=3600.0, validator=_positive)
+    """Seconds between two retention sweeps of a template (one ticket per interval)."""
+
+
+_SYSLOG_SCHEMES = ("udp", "tcp")
+_APP_NAME = re.compile(r"^[!-~]{1,48}$")
+"""RFC 5424's APP-NAME: 1 to 48 printable US-ASCII characters, no space."""
+
+
+def _syslog_target(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if value and syslog_endpoint(value) is None:
+        # Not the value: a mistaken one might hold a password.
+        raise FieldValueError(
+            attribute.name,
+            "must be udp://host:port or tcp://host:port, with no user, path or query (or empty: "
+            "no syslog)",
+        )
+
+
+def syslog_endpoint(target: str) -> tuple[Literal["udp", "tcp"], str, int] | None:
+    """A syslog target's transport, host and port (``None``: not such a URL, or empty)."""
+    try:
+        parts = urlsplit(target)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme, host = parts.scheme, parts.hostname
+    if scheme not in _SYSLOG_SCHEMES or not host or not port:
+        return None
+    if parts.username is not None or parts.path not in ("", "/") or parts.query or parts.fragment:
+        return None
+    return ("udp" if scheme == "udp" else "tcp"), host, port
+
+
+def _app_name(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not _APP_NAME.fullmatch(value):
+        raise FieldValueError(
+            attribute.name,
+            f"must be 1 to 48 printable ASCII characters without spaces (RFC 5424 APP-NAME), "
+            f"got {value!r}",
+        )
+
+
+def _at_most(maximum: int) -> Any:
+    def check(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+        if value > maximum:
+            raise FieldValueError(attribute.name, f"must be at most {maximum}, got {value}")
+
+    return check
+
+
+SyslogLevel = Literal["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"]
+"""RFC 5424 severities, most severe first."""
+SyslogFacility = Literal[
+    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
+    "authpriv", "ftp", "local0", "local1", "local2", "local3", "local4", "local5", "local6",
+    "local7",
+]  # fmt: skip
+"""RFC 5424 facilities by their usual names (``beds.broker.rfc5424`` has their numbers)."""
+
+
+@attrs.frozen(kw_only=True)
+class SyslogSettings:
+    """Where ``syslog`` brokers forward events (docs/telemetry.md, "Syslog")."""
+
+    target: str = attrs.field(default="", validator=_syslog_target)
+    """``udp://host:port`` or ``tcp://host:port`` (RFC 5424 messages; TCP with octet counting);
+    empty: no syslog, and a role with a ``syslog`` broker does not start."""
+    level: SyslogLevel = "warning"
+    """The least severe event forwarded (``beds.broker.rfc5424.severity_of`` maps events)."""
+    facility: SyslogFacility = "local0"
+    """The facility of every message (its PRI)."""
+    app_name: str = attrs.field(default="beds", validator=_app_name)
+    """APP-NAME of every message."""
+    max_message_bytes: int = attrs.field(default=2048, validator=[_at_least(480), _at_most(65000)])
+    """Most bytes of one message; a longer one has its text cut (RFC 5424: receivers must take
+    480, should take 2048; a UDP datagram holds under 65507)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -386,14 +496,18 @@ class Config:
     lineage: LineageSettings = attrs.field(factory=LineageSettings)
     control: ControlSettings = attrs.field(factory=ControlSettings)
     reads: ReadSettings = attrs.field(factory=ReadSettings)
+    calgon: CalgonSettings = attrs.field(factory=CalgonSettings)
+    syslog: SyslogSettings = attrs.field(factory=SyslogSettings)
     auth: AuthSettings = attrs.field(factory=AuthSettings)
     roles: dict[str, RoleSettings] = attrs.field(factory=dict)
     stores: dict[str, dict[str, Any]] = attrs.field(factory=dict)
-    """One table per store adapter, validated by that adapter."""
+    """One table per store adapter, validated by that adapter; its ``databases`` sub-table
+    holds named connections (:mod:`beds.config.stores`)."""
     files: tuple[str, ...] = ()
     """The files this configuration was read from, in merge order."""
     store_files: dict[str, str] = attrs.field(factory=dict)
-    """Which file last set each store's table, for the adapters' error messages."""
+    """Which file last set each connection's table (``rel``, ``rel.warehouse``), for the
+    adapters' error messages."""
 
     @property
     def production(self) -> bool:

@@ -30,6 +30,7 @@ from beds.codec import decode_request
 from beds.config.model import ReliabilitySettings
 from beds.dispatch.access import admit, authenticate, check_owner
 from beds.dispatch.audit import audit_write
+from beds.dispatch.calgon import TICKET_TEMPLATE, Calgon, TicketPage
 from beds.dispatch.plan import WRITES, plan_write
 from beds.dispatch.reads import Page, serve_fetch
 from beds.dispatch.retry import call_store
@@ -41,6 +42,7 @@ from beds.errors import (
     InternalError,
     RequestError,
     Unauthenticated,
+    UnsupportedOperation,
 )
 from beds.handlers import HandlerCall
 from beds.lineage import Cause, new_event_id, reset_cause, set_cause
@@ -60,11 +62,12 @@ if TYPE_CHECKING:
 
 __all__ = ("Builtin", "Dispatcher", "EventSink")
 
-Builtin = Callable[[Request], Awaitable[Any]]
-"""A template the node answers itself (no store), such as ``beds_lineage`` on the admin node."""
+Builtin = Callable[[Request, "Principal | None"], Awaitable[Any]]
+"""A template the node answers itself (no store), such as ``beds_lineage`` on the admin node;
+it is given the request and its authenticated principal."""
 
 
-_STATUS_OK = {Operation.CREATE: 201}
+_STATUS_OK = {Operation.CREATE: 201, Operation.SUBMIT: 202}
 
 
 class Dispatcher:
@@ -88,8 +91,11 @@ class Dispatcher:
         services: NodeServices | None = None,
         cursors: Cursors | None = None,
         cache: FetchCache | None = None,
+        calgon: Calgon | None = None,
     ) -> None:
         self.factory = factory
+        self.calgon = calgon
+        """Answers ``submit`` and ``ticket`` (``None``: this node keeps no tickets)."""
         self.cursors = cursors or Cursors(development_secret(env))
         """Makes and reads page cursors (``reads.cursor_secret``)."""
         self.cache = cache
@@ -226,6 +232,9 @@ class Dispatcher:
         if isinstance(data, Page):
             meta = attrs.evolve(meta, next=data.next, cached=data.cached)
             data = data.records
+        elif isinstance(data, TicketPage):
+            meta = attrs.evolve(meta, next=data.next)
+            data = data.ticket
         return Response(ok=True, status=status, data=data, meta=meta)
 
     async def _execute(
@@ -237,10 +246,14 @@ class Dispatcher:
     ) -> Any:
         builtin = self._builtin(request)
         if builtin is not None:
-            return await builtin(request)
+            return await builtin(request, principal)
         deadline = request.meta.deadline
         if deadline is not None and time.time() >= deadline:
             raise DeadlineExceeded("the request's deadline passed before it was executed")
+        if request.template == TICKET_TEMPLATE:
+            if request.operation is not Operation.TICKET:
+                raise UnsupportedOperation(f"{TICKET_TEMPLATE} only answers ticket")
+            return await self._calgon().ticket(request, principal, None)
         template, adapter = self.factory.resolve(request.template)
         request = admit(request, template, principal)
         ctx = CallContext(
@@ -268,6 +281,12 @@ class Dispatcher:
             return await self._call_store(request, adapter, ctx, partial(handler, handled), timings)
         if request.operation is Operation.FETCH:
             return await self._fetch(request, template, adapter, ctx, timings)
+        if request.operation is Operation.SUBMIT:
+            if not template.long_operations:  # before asking for a ticket store
+                raise UnsupportedOperation(f"template {template.name!r} declares no long operation")
+            return await self._calgon().submit(request, template, ctx)
+        if request.operation is Operation.TICKET:
+            return await self._calgon().ticket(request, principal, template.access.admin_role)
         audited = partial(self._audited, request) if template.capabilities.audit else None
         ctx, call = plan_write(
             request, template, adapter, ctx, reliability=self.reliability, audited=audited
@@ -299,13 +318,20 @@ class Dispatcher:
             template, adapter, query, ctx, cursors=self.cursors, cache=self.cache, store=store
         )
 
+    def _calgon(self) -> Calgon:
+        if self.calgon is None:
+            raise UnsupportedOperation(
+                "this node keeps no tickets: its calgon.store has no ticket store (docs/calgon.md)"
+            )
+        return self.calgon
+
     def _builtin(self, request: Request) -> Builtin | None:
         """The node's own answer to ``request`` (ping, admin templates), if it has one."""
         if request.operation is Operation.PING and request.template == PING_TEMPLATE:
             return self._pong
         return self.builtins.get(request.template) if self.builtins else None
 
-    async def _pong(self, request: Request) -> Any:
+    async def _pong(self, request: Request, principal: Principal | None) -> Any:
         return {"pong": self.node}
 
     async def _call_store(

@@ -38,6 +38,7 @@ __all__ = (
     "StoreProvisioner",
     "TemplateUse",
     "merge_grants",
+    "package_of",
     "request_patterns",
     "routed_operations",
     "served_templates",
@@ -67,9 +68,14 @@ def request_patterns(role: RoleSettings) -> tuple[str, ...]:
 
 
 def _operations(template: Template) -> tuple[Operation, ...]:
-    """The operations a request may ask of ``template``: its writes, and fetch if it has queries."""
+    """The operations a request may ask of ``template``.
+
+    Its writes, fetch if it has queries, submit and ticket if it has long operations (a
+    template may have only those).
+    """
     fetch = (Operation.FETCH,) if template.queries else ()
-    return (*fetch, *template.operations)
+    calgon = (Operation.SUBMIT, Operation.TICKET) if template.long_operations else ()
+    return (*fetch, *template.operations, *calgon)
 
 
 def routed_operations(template: Template, patterns: Sequence[str]) -> frozenset[Operation]:
@@ -83,7 +89,8 @@ def routed_operations(template: Template, patterns: Sequence[str]) -> frozenset[
     )
 
 
-def _package(template: Template) -> str:
+def package_of(template: Template) -> str:
+    """The package that ships ``template``: its distribution, else its resource's top folder."""
     return template.distribution or template.source.partition("/")[0]
 
 
@@ -102,10 +109,10 @@ def served_templates(
         for name, template in templates.items()
         if (operations := routed_operations(template, patterns))
     }
-    packages = {_package(use.template) for use in uses.values() if use.handled}
+    packages = {package_of(use.template) for use in uses.values() if use.handled}
     for name in sorted(handled):
         template = templates.get(name)
-        if template is not None and name not in uses and _package(template) in packages:
+        if template is not None and name not in uses and package_of(template) in packages:
             uses[name] = TemplateUse(template=template, operations=frozenset(), handled=True)
     return dict(sorted(uses.items()))
 
@@ -137,14 +144,19 @@ def merge_grants(grants: Sequence[Grant]) -> tuple[Grant, ...]:
 
 @attrs.frozen(kw_only=True)
 class StoreNeeds:
-    """What one role does with one store."""
+    """What one role does with one store's connection (its default one, or a named database)."""
 
     role: str
     store: str
+    database: str = ""
+    """The named database (``[stores.<store>.databases.<name>]``); ``""``: the default one."""
     uses: tuple[TemplateUse, ...]
-    """The role's templates of this store."""
+    """The role's templates of this connection."""
     keeps_events: bool = False
     """The role's logs brokers keep lineage events in this store (``lineage.store``)."""
+    keeps_tickets: bool = False
+    """The role records, reads or runs CALGON tickets in this store (``calgon.store``): it serves
+    a template with long operations, or runs ticket workers (its ``calgon.broker``)."""
 
     @property
     def writes(self) -> bool:

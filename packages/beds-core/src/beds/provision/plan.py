@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Final
 import attrs
 import pluggy
 
+from beds.config.stores import split_connection
 from beds.errors import ConfigError, PluginError
 from beds.namaste import StoreSettings
 from beds.plugins import Hooks, make_plugin_manager
@@ -117,38 +118,56 @@ def user_namer(template: str, env: str) -> Callable[[str], str]:
 
 
 def store_needs(config: Config, found: Installed, role: str) -> dict[str, StoreNeeds]:
-    """What ``role`` does with each store it uses (a store it does not use is absent)."""
+    """What ``role`` does with each connection it uses (one it does not use is absent).
+
+    Keyed by connection (:attr:`beds.templates.model.Template.connection`): a store's default
+    one by the store's name (``rel``), a named database's as ``rel.warehouse``; each is its own
+    server's, or database's, account and grants.
+    """
     role_settings = config.roles[role]
     uses = served_templates(found.templates, request_patterns(role_settings), found.handled)
-    by_store: dict[str, list[TemplateUse]] = {}
+    by_connection: dict[str, list[TemplateUse]] = {}
     for use in uses.values():
-        by_store.setdefault(use.template.store, []).append(use)
+        by_connection.setdefault(use.template.connection, []).append(use)
     keeps_events = any(settings.type == "logs" for settings in role_settings.brokers.values())
-    stores = set(by_store) | ({config.lineage.store} if keeps_events else set())
-    return {
-        store: StoreNeeds(
-            role=role,
-            store=store,
-            uses=tuple(by_store.get(store, ())),
-            keeps_events=keeps_events and store == config.lineage.store,
+    long_work = any(use.template.long_operations for use in uses.values())
+    keeps_tickets = (
+        long_work
+        or (
+            config.calgon.broker in role_settings.brokers
+            and config.calgon.workers > 0
+            and any(template.long_operations for template in found.templates.values())
         )
-        for store in sorted(stores)
+        or (  # it records the retention sweeps (beds.calgon.retention)
+            config.calgon.retention_broker in role_settings.brokers
+            and any(template.retention is not None for template in found.templates.values())
+        )
+    )
+    connections = set(by_connection) | ({config.lineage.store} if keeps_events else set())
+    connections |= {config.calgon.store} if keeps_tickets else set()
+    return {
+        connection: StoreNeeds(
+            role=role,
+            store=split_connection(connection)[0],
+            database=split_connection(connection)[1],
+            uses=tuple(by_connection.get(connection, ())),
+            keeps_events=keeps_events and connection == config.lineage.store,
+            keeps_tickets=keeps_tickets and connection == config.calgon.store,
+        )
+        for connection in sorted(connections)
     }
 
 
-def provisioner_of(config: Config, found: Installed, store: str) -> StoreProvisioner:
-    """The provisioner of ``store``, built from ``[stores.<store>]``.
+def provisioner_of(config: Config, found: Installed, connection: str) -> StoreProvisioner:
+    """The provisioner of a connection (``rel``, ``rel.warehouse``), built from its table.
 
     Raises:
-        ConfigError: the store's table is invalid (named by the adapter's plugin).
+        ConfigError: the table is invalid (named by the adapter's plugin), or the store's
+            configuration does not declare the named database.
         PluginError: no installed plugin, or more than one, provisions the store.
     """
-    settings = StoreSettings(
-        store=store,
-        options=config.stores.get(store, {}),
-        file=config.store_files.get(store),
-        production=config.production,
-    )
+    settings = StoreSettings.of(config, connection)
+    store = settings.store
     answers = [
         answer
         for answer in found.pm.hook.beds_store_provisioner(settings=settings)
@@ -175,9 +194,14 @@ def account_of(
     *,
     user: str,
     host: str = "%",
+    connection: str = "",
 ) -> StoreAccount | None:
-    """``role``'s account on the provisioner's store, or ``None`` when it uses none of it."""
-    needs = store_needs(config, found, role).get(provisioner.store)
+    """``role``'s account on the provisioner's connection, or ``None`` when it uses none of it.
+
+    ``connection`` is the one the provisioner was built for (``rel.warehouse``); empty: its
+    store's default connection.
+    """
+    needs = store_needs(config, found, role).get(connection or provisioner.store)
     grants = provisioner.grants(needs) if needs is not None else ()
     if not grants:
         return None

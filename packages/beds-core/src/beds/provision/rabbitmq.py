@@ -123,7 +123,8 @@ def node_permissions(config: Config, role: str) -> Permissions:
     write += [queue for queue, bound in logs.items() if bound]
     if requests_bound:
         read.append(amqp.events_exchange)
-    if any(logs.values()):
+    syslog_bound = any(s.type == "syslog" and s.bindings for s in brokers.values())
+    if any(logs.values()) or syslog_bound:  # binding a queue to it needs read on it
         read.append(amqp.logs_exchange)
     return Permissions(
         configure=pattern([*configure, *own, *logs, *stream]),

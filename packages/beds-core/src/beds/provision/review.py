@@ -76,10 +76,10 @@ async def review(
         lines.append(Line("warning", "plugins", f"cannot see the stores' accounts: {exc}"))
         return lines
     role = config.node.role
-    for store, needs in store_needs(config, found, role).items():
-        key = f"stores.{store}"
+    for connection, needs in store_needs(config, found, role).items():
+        key = f"stores.{needs.store}" + (f".databases.{needs.database}" if needs.database else "")
         try:
-            provisioner = provisioner_of(config, found, store)
+            provisioner = provisioner_of(config, found, connection)
             account = StoreAccount(
                 role=role, user=provisioner.user, grants=provisioner.grants(needs)
             )

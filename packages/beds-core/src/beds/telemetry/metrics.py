@@ -218,7 +218,9 @@ class NodeMetrics:
         self.registry = CollectorRegistry()
         self.brokers: dict[str, BrokerInstruments] = {}
         self.stores: dict[str, LatencyHistogram] = {}
-        """Store name → latency of its adapter calls (``meta.timings["store"]``)."""
+        """Connection → latency of its adapter calls (``meta.timings["store"]``): the label
+        ``store`` is the store's name for its default connection (``rel``), and
+        ``rel.warehouse`` for a named database, which may be another server."""
         self._by_template: dict[str, LatencyHistogram] = {}
         self.registry.register(_NodeCollector(self))
         if process_metrics:
@@ -232,7 +234,7 @@ class NodeMetrics:
             # Templates are known once IPL loaded the plugins, before any pool starts; a scrape
             # during IPL finds none yet. Every BrokerInstruments shares this one dictionary.
             for template in self.telemetry.node.templates.values():
-                histogram = self.stores.setdefault(template.store, LatencyHistogram())
+                histogram = self.stores.setdefault(template.connection, LatencyHistogram())
                 self._by_template[template.name] = histogram
         instruments = self.brokers.get(name)
         if instruments is None:
@@ -388,6 +390,17 @@ class _NodeCollector(Collector):
         for store, histogram in sorted(self.metrics.stores.items()):
             latency.add_metric([*ids, store], histogram.cumulative(), histogram.sum)
         yield latency
+        fallbacks = CounterMetricFamily(
+            "beds_store_replica_fallbacks",
+            "Reads asked of a replica (consistency secondary) that the primary answered.",
+            labels=["node", "role", "store"],
+        )
+        for connection, adapter in sorted(self.metrics.telemetry.node.adapters.items()):
+            replicas = getattr(adapter, "replicas", None)  # adapters with read replicas (REL)
+            count = getattr(replicas, "fallbacks", None)
+            if isinstance(count, int):
+                fallbacks.add_metric([*ids, connection], count)
+        yield fallbacks
 
     def _queues(self, ids: list[str]) -> Iterator[Metric]:
         poller = self.metrics.telemetry.poller

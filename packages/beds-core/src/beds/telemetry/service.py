@@ -88,7 +88,8 @@ class Telemetry:
         idle = [
             broker
             for broker in node.config.brokers
-            if broker not in node.pools or not node.pools[broker].consuming
+            if broker not in node.pools
+            or not (node.pools[broker].consuming or node.pools[broker].paused)
         ]
         if idle:
             return False, f"not consuming: {', '.join(idle)}"

@@ -59,6 +59,7 @@ def build_status(telemetry: TelemetryView) -> dict[str, Any]:
                 "queue": config.queue_name(name),
                 "instances": settings.instances,
                 "consuming": pool is not None and pool.consuming,
+                "paused": pool is not None and pool.paused,
                 "handled": instruments.handled,
                 "in_flight": pool.in_flight if pool is not None else 0,
                 "errors": dict(sorted(instruments.errors.items())),

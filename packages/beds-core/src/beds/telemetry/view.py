@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from beds.config.model import Config
     from beds.dispatch import Dispatcher
     from beds.heartbeat import Heartbeat
+    from beds.namaste import NamasteCore
     from beds.templates.model import Template
     from beds.transport.control import ControlChannel
 
@@ -35,12 +36,17 @@ class NodeView(Protocol):
 
     @property
     def state(self) -> str:
-        """``starting``, ``ready``, ``reconnecting``, ``stopping`` or ``stopped``."""
+        """``starting``, ``ready``, ``draining``, ``reconnecting``, ``stopping`` or ``stopped``."""
         ...
 
     @property
     def templates(self) -> Mapping[str, Template]:
         """The templates the node serves, by name."""
+        ...
+
+    @property
+    def adapters(self) -> Mapping[str, NamasteCore]:
+        """The store adapters, by connection (``rel``, ``rel.warehouse``)."""
         ...
 
     @property

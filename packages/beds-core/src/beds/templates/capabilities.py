@@ -36,13 +36,12 @@ _KEYS = frozenset(
         "cache_ttl",
         "cache_size",
         "consistency",
+        "retention_days",
     }
 )
-_LATER = {
-    "retention_days": "retention arrives with the segundo role's warehousing (whBroker); "
-    "remove it until then",
-}
+_LATER: dict[str, str] = {}
 """Capabilities of the design not built yet: refused with why, never accepted without effect."""
+MAX_RETENTION_DAYS = 36_500
 
 
 def parse_capabilities(
@@ -84,6 +83,7 @@ def parse_capabilities(
         cache_ttl=_cache_ttl(r, caps),
         cache_size=_cache_size(r, caps),
         consistency=consistency,
+        retention_days=_retention_days(r, caps),
     )
     _check(r, caps, capabilities, fields, key, operations, queries)
     return capabilities
@@ -105,6 +105,18 @@ def _cache_size(r: Reader, caps: Mapping[str, Any]) -> int:
     if not 1 <= size <= 1_000_000:
         raise r.fail("capabilities.cache_size", "must be from 1 to 1000000")
     return size
+
+
+def _retention_days(r: Reader, caps: Mapping[str, Any]) -> int | None:
+    days = caps.get("retention_days")
+    if days is None:
+        return None
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_RETENTION_DAYS:
+        raise r.fail(
+            "capabilities.retention_days",
+            f"must be a whole number of days from 1 to {MAX_RETENTION_DAYS}",
+        )
+    return days
 
 
 def _check(

@@ -15,8 +15,10 @@ import tomllib
 from collections.abc import Mapping
 from typing import Any
 
+from beds.config.stores import DATABASE_NAME
 from beds.envelopes import Operation
 from beds.templates.capabilities import parse_capabilities
+from beds.templates.long_operations import parse_long_operations
 from beds.templates.model import (
     AccessRules,
     FieldSpec,
@@ -26,6 +28,7 @@ from beds.templates.model import (
 )
 from beds.templates.queries import parse_queries
 from beds.templates.reader import Reader, binding, check_fields, principal_param
+from beds.templates.retention import RETENTION, parse_retention, retention_operation
 
 __all__ = ("parse_template",)
 
@@ -35,6 +38,7 @@ _TOP_KEYS = frozenset(
     {
         "name",
         "store",
+        "database",
         "tla",
         "description",
         "version",
@@ -45,6 +49,8 @@ _TOP_KEYS = frozenset(
         "default_query",
         "capabilities",
         "access",
+        "long_operations",
+        "retention",
     }
 )
 _FIELD_KEYS = frozenset(
@@ -62,11 +68,11 @@ _FIELD_KEYS = frozenset(
     }
 )
 _WRITE_OPERATIONS = (Operation.CREATE, Operation.UPDATE, Operation.DELETE)
-_ACCESS_OPERATIONS = frozenset({*_WRITE_OPERATIONS, Operation.FETCH})
+_ACCESS_OPERATIONS = frozenset({*_WRITE_OPERATIONS, Operation.FETCH, Operation.SUBMIT})
 
 
-def _parse_field(r: Reader, name: str, raw: Any) -> FieldSpec:
-    path = f"fields.{name}"
+def _parse_field(r: Reader, name: str, raw: Any, path: str = "") -> FieldSpec:
+    path = path or f"fields.{name}"
     if not isinstance(raw, Mapping):
         raise r.fail(path, "must be a table")
     if not _NAME.fullmatch(name):
@@ -136,6 +142,13 @@ def parse_template(text: str, *, source: str, distribution: str = "") -> Templat
         raise r.fail(
             unknown[0], "is not a template key (store options go in the [" + store + "] table)"
         )
+    database = r.string(data, "database", "database", "")
+    if database and not DATABASE_NAME.fullmatch(database):
+        raise r.fail(
+            "database",
+            "must name one of the store's databases ([stores.<store>.databases.<name>]: a "
+            f"letter or _, then letters, digits or _; at most 64 characters), got {database!r}",
+        )
     tla = r.string(data, "tla", "tla")
     if not _TLA.fullmatch(tla):
         raise r.fail("tla", f"must be three lower-case letters, got {tla!r}")
@@ -191,6 +204,14 @@ def parse_template(text: str, *, source: str, distribution: str = "") -> Templat
     capabilities = parse_capabilities(
         r, r.table(data, "capabilities", "capabilities"), fields, key, operations, queries
     )
+    long_operations = parse_long_operations(
+        r, r.table(data, "long_operations", "long_operations"), _parse_field
+    )
+    retention = parse_retention(
+        r, r.table(data, "retention", "retention"), capabilities, fields, long_operations
+    )
+    if retention is not None:  # the sweep runs as a long operation (beds.templates.retention)
+        long_operations[RETENTION] = retention_operation(retention)
 
     rules: dict[Operation, frozenset[str]] = {}
     access = dict(r.table(data, "access", "access"))
@@ -204,7 +225,8 @@ def parse_template(text: str, *, source: str, distribution: str = "") -> Templat
         if op_name not in {op.value for op in _ACCESS_OPERATIONS}:
             raise r.fail(
                 f"access.{op_name}",
-                "is not an operation (create, fetch, update, delete), owner, admin_role or origins",
+                "is not an operation (create, fetch, update, delete, submit), owner, admin_role "
+                "or origins",
             )
         rules[Operation(op_name)] = frozenset(r.names({op_name: raw}, op_name, f"access.{op_name}"))
     if owner is not None:
@@ -227,6 +249,7 @@ def parse_template(text: str, *, source: str, distribution: str = "") -> Templat
     return Template(
         name=name,
         store=store,
+        database=database,
         tla=tla,
         description=r.string(data, "description", "description", ""),
         version=version,
@@ -235,6 +258,8 @@ def parse_template(text: str, *, source: str, distribution: str = "") -> Templat
         operations=operations,
         queries=queries,
         default_query=default_query,
+        long_operations=long_operations,
+        retention=retention,
         capabilities=capabilities,
         access=AccessRules(rules=rules, owner=owner, admin_role=admin_role, origins=origins),
         store_options=dict(r.table(data, store, store)),

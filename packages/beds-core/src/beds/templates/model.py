@@ -3,6 +3,10 @@
 A template is store-agnostic here. The store-specific parts (which procedure, view or collection
 an operation uses) stay in ``binding`` and ``store_options`` mappings that the store's adapter
 validates when the template is registered (``NamasteCore.prepare``).
+
+Why this module is long: it is the one typed picture of a declaration (fields, operations,
+queries, capabilities, long operations, access rules and the template that holds them), so an
+adapter or a tool reads every part of it in one place; the parsing lives in the modules beside it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from beds.config.stores import connection_name
 from beds.envelopes import Consistency, Operation
 from beds.errors import TemplateError
 
@@ -31,9 +36,12 @@ __all__ = (
     "FieldType",
     "Filter",
     "FilterOp",
+    "LongOperation",
+    "LongParam",
     "OperationSpec",
     "OrderKey",
     "QuerySpec",
+    "Retention",
     "Template",
 )
 
@@ -54,6 +62,9 @@ class FieldType(enum.StrEnum):
     """ISO 8601 text on the wire; timezone-aware, or naive meaning UTC."""
     DECIMAL = "decimal"
     """Decimal text on the wire, for exact numbers (money)."""
+    JSON = "json"
+    """Any JSON value (object, array, string, number, boolean), kept as it was sent: REL binds
+    it as JSON text and parses it back, REC stores it as a document."""
 
 
 @attrs.frozen(kw_only=True)
@@ -178,6 +189,57 @@ class Capabilities:
     """Most fetch results cached per node for this template."""
     consistency: Consistency = Consistency.PRIMARY
     """Where fetches read unless the request says otherwise (``payload.consistency``)."""
+    retention_days: int | None = None
+    """Records older than this are retired (moved or deleted) by sweeps (``[retention]``)."""
+
+
+@attrs.frozen(kw_only=True)
+class LongParam:
+    """A param of a long operation: a typed value with a default (so ``{}`` can be enough)."""
+
+    field: FieldSpec
+    default: Any = None
+    """Used when the request omits the param (``None`` with ``required``: it must be sent)."""
+
+
+@attrs.frozen(kw_only=True)
+class LongOperation:
+    """A long operation (CALGON): submitted for a ticket, run in steps in the background.
+
+    The store object behind it (``binding``: a REL procedure, a REC aggregation pipeline) is
+    run once per step, ``step`` = 0 … ``steps`` - 1 (``steps = 0``: until a step returns no
+    record, for batched work of unknown size), each seeing ``step`` and ``steps`` beside
+    the params, so the DBA splits the work (for example by a hash of the key); the ticket's
+    progress is the share of steps done, and a ticket taken over by another node resumes at
+    the first step not done. The records of every step, in step order, are the result.
+    """
+
+    name: str
+    params: Mapping[str, LongParam] = attrs.field(factory=dict)
+    steps: int = 1
+    step_timeout: float = 300.0
+    """Seconds one step may run before it fails (the ticket is retried or failed by policy)."""
+    description: str = ""
+    binding: Mapping[str, Any] = attrs.field(factory=dict)
+    """The store-specific keys (``procedure``, ``pipeline``…), checked by the adapter."""
+
+
+@attrs.frozen(kw_only=True)
+class Retention:
+    """``retention_days`` and its ``[retention]`` table (:mod:`beds.templates.retention`).
+
+    Records whose ``field`` is older than ``days`` are retired in batches of ``batch_size`` by
+    the ``retention`` long operation the loader adds, which the segundo role's scheduler
+    submits (:mod:`beds.calgon.retention`).
+    """
+
+    days: int
+    field: str
+    """The declared ``datetime`` field that is the record's age."""
+    batch_size: int = 1000
+    """Most records one step (one transaction in REL) retires."""
+    binding: Mapping[str, Any] = attrs.field(factory=dict)
+    """The store's keys (REL ``procedure``; REC ``cool_collection``), checked by the adapter."""
 
 
 ANYONE = "*"
@@ -233,6 +295,9 @@ class Template:
     name: str
     store: str
     """Which adapter serves it: ``"rec"`` (MongoDB) or ``"rel"`` (MariaDB)."""
+    database: str = ""
+    """The store's named connection it uses (``[stores.<store>.databases.<name>]``); ``""``:
+    the store's default connection."""
     tla: str
     """Three-letter abbreviation that prefixes every database object the template uses."""
     description: str = ""
@@ -242,6 +307,11 @@ class Template:
     operations: Mapping[Operation, OperationSpec]
     queries: Mapping[str, QuerySpec]
     default_query: str | None = None
+    long_operations: Mapping[str, LongOperation] = attrs.field(factory=dict)
+    """Operations submitted for a ticket and run in the background (CALGON)."""
+    retention: Retention | None = None
+    """How old records are retired (``retention_days``); its sweep is ``long_operations``'s
+    ``retention``."""
     capabilities: Capabilities = attrs.field(factory=Capabilities)
     access: AccessRules = attrs.field(factory=AccessRules)
     store_options: Mapping[str, Any] = attrs.field(factory=dict)
@@ -251,6 +321,11 @@ class Template:
     distribution: str = ""
     """The installed distribution that shipped it."""
 
+    @property
+    def connection(self) -> str:
+        """The connection whose adapter serves it: ``rel``, or ``rel.warehouse`` with a database."""
+        return connection_name(self.store, self.database)
+
     def needs(self) -> frozenset[str]:
         """The adapter features serving this template takes (``beds.namaste.FEATURES``)."""
         caps = self.capabilities
@@ -259,6 +334,8 @@ class Template:
             needed.add("pagination")
         if any(query.where for query in self.queries.values()):
             needed.add("filters")
+        if self.long_operations:
+            needed.add("long_operations")
         return frozenset(needed)
 
     def key_query(self) -> QuerySpec | None:

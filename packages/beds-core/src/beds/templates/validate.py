@@ -27,7 +27,7 @@ from beds.templates.model import (
     QuerySpec,
     Template,
 )
-from beds.values import json_type
+from beds.values import json_problem, json_type
 
 if TYPE_CHECKING:
     from beds.pagination import Cursors
@@ -96,6 +96,12 @@ def _check_value(spec: FieldSpec, value: Any, path: str, problems: list[str]) ->
             problems.append(f"{path}: must be an ISO 8601 date-time string")
             return None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    if kind is FieldType.JSON:
+        problem = json_problem(value)
+        if problem is not None:
+            problems.append(f"{path}: {problem}")
+            return None
+        return value
     # FieldType.DECIMAL
     try:
         if isinstance(value, bool) or not isinstance(value, str | int):
@@ -325,3 +331,8 @@ def _after(template: Template, spec: QuerySpec, values: list[Any]) -> tuple[Any,
             "bad cursor", details=("$.payload.cursor: was made for another template version",)
         )
     return after
+
+
+check_value = _check_value
+"""Check one value against a field's declaration, appending problems (long-operation params
+and their defaults, :mod:`beds.calgon`, use it as writes do)."""

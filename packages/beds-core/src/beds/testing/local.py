@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from beds.calgon.worker import TicketWorkers
 from beds.codec import DEFAULT_MAX_MESSAGE_BYTES, encode_request
+from beds.config.model import CalgonSettings
 from beds.dispatch import Dispatcher
+from beds.dispatch.calgon import Calgon
 from beds.envelopes import Operation, Request, RequestMeta
 from beds.factory import Factory
 from beds.pagination import Cursors
@@ -19,6 +22,7 @@ from beds.testing.auth import TestIdentity
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
+    from beds.calgon.tickets import TicketStore
     from beds.dispatch.cache import FetchCache
     from beds.envelopes import Response
     from beds.namaste import NamasteCore
@@ -28,7 +32,7 @@ __all__ = ("LocalNode",)
 
 
 class LocalNode:
-    """A dispatcher serving ``templates`` from ``adapters`` (store name → adapter).
+    """A dispatcher serving ``templates`` from ``adapters`` (by connection: ``rel``, ``rel.wh``).
 
     Args:
         templates: the templates served.
@@ -36,6 +40,10 @@ class LocalNode:
         identity: signs the callers' tokens (default: a new one for environment ``test``).
         cache: the node's fetch cache, if the test wants one.
         origin: the AMQP user a broker would have vouched for (``meta.origin``).
+        tickets: the store of CALGON tickets (``submit`` and ``ticket``), such as a
+            :class:`~beds.testing.MemoryAdapter`; its tickets run when the test says
+            (:attr:`workers`).
+        calgon: CALGON settings (leases, attempts, page size).
     """
 
     def __init__(
@@ -46,17 +54,31 @@ class LocalNode:
         identity: TestIdentity | None = None,
         cache: FetchCache | None = None,
         origin: str | None = None,
+        tickets: TicketStore | None = None,
+        calgon: CalgonSettings | None = None,
     ) -> None:
         self.identity = identity or TestIdentity(env="test")
         self.origin = origin
+        factory = Factory({t.name: t for t in templates}, adapters)
+        cursors = Cursors(b"the environment's secret")
+        settings = calgon or CalgonSettings()
+        self.workers = (
+            None
+            if tickets is None
+            else TicketWorkers(tickets, factory, settings, node="n1", env=self.identity.env)
+        )
+        """Run the tickets submitted here: ``await node.workers.run_one()``."""
         self.dispatcher = Dispatcher(
-            Factory({t.name: t for t in templates}, adapters),
+            factory,
             node="n1",
             env=self.identity.env,
             max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES,
             authenticator=self.identity.authenticator,
-            cursors=Cursors(b"the environment's secret"),
+            cursors=cursors,
             cache=cache,
+            calgon=None
+            if tickets is None
+            else Calgon(tickets, settings, cursors, DEFAULT_MAX_MESSAGE_BYTES),
         )
 
     async def call(

@@ -15,6 +15,7 @@ import datetime as dt
 import functools
 import itertools
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -22,16 +23,21 @@ import attrs
 from beds.envelopes import Operation
 from beds.errors import Conflict, NotFound, StaleVersion
 from beds.idempotency import encode_result, repeat_outcome
-from beds.namaste import FEATURES
+from beds.namaste import FEATURES, Record
 from beds.templates.model import FieldType, FilterOp, OrderKey, Template
+from beds.testing.tickets import MemoryTickets
 from beds.values import to_wire_record
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Sequence
 
-    from beds.namaste import CallContext, Query, Record, SchemaFile, StoreSettings
+    from beds.namaste import CallContext, Query, SchemaFile, StoreSettings
+    from beds.templates.model import LongOperation
 
-__all__ = ("MemoryAdapter",)
+__all__ = ("LongStep", "MemoryAdapter")
+
+LongStep = Callable[[Mapping[str, Any], int, int], Awaitable[list[Record]]]
+"""A memory long operation: (params, step, steps) → the step's records."""
 
 
 @attrs.define
@@ -42,8 +48,8 @@ class _Claim:
     result: bytes | None = None
 
 
-class MemoryAdapter:
-    """A NamasteCore that keeps records in memory.
+class MemoryAdapter(MemoryTickets):
+    """A NamasteCore that keeps records (and CALGON tickets) in memory.
 
     Args:
         store: the store name it serves (templates select it by ``store``).
@@ -55,7 +61,12 @@ class MemoryAdapter:
     """Every feature: locking, journal, pagination, filters."""
 
     def __init__(self, store: str = "memory") -> None:
+        super().__init__()
         self.store = store
+        self.long_operations: dict[tuple[str, str], LongStep] = {}
+        """Long operations by (template, operation): what a step returns. Without one, a step
+        answers the template's records whose fields equal the params (null: any), every
+        ``steps``-th from the ``step``-th (so the steps together answer each once)."""
         self.tables: dict[str, dict[tuple[Any, ...], Record]] = {}
         self.journals: dict[str, list[Record]] = {}
         self.idempotency: dict[str, _Claim] = {}
@@ -80,6 +91,29 @@ class MemoryAdapter:
 
     async def verify(self, template: Template) -> None:
         """Every declared object exists in memory."""
+
+    async def run_step(
+        self,
+        template: Template,
+        operation: LongOperation,
+        params: Mapping[str, Any],
+        step: int,
+        ctx: CallContext,
+    ) -> list[Record]:
+        """One step of a long operation (``long_operations``, else the records it matches)."""
+        self.calls.append(("run_step", template.name))
+        run = self.long_operations.get((template.name, operation.name))
+        if run is not None:
+            return await run(params, step, operation.steps)
+        wanted = {k: v for k, v in params.items() if k in template.fields and v is not None}
+        rows = [
+            to_wire_record(row)
+            for row in self.tables.get(template.name, {}).values()
+            if all(row.get(k) == v for k, v in wanted.items())
+        ]
+        if not operation.steps:  # open-ended: everything at once, then nothing
+            return rows if step == 0 else []
+        return rows[step :: operation.steps]
 
     def _key(self, template: Template, record: Record) -> tuple[Any, ...]:
         return tuple(record[name] for name in template.key)

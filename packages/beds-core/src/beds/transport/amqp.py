@@ -126,8 +126,8 @@ async def declare_topology(channel: AbstractChannel, config: Config) -> dict[str
                 continue
             queue = config.queue_name(broker, other)
             await channel.queue_declare(queue, durable=True, arguments=broker_args)
-            # Request brokers read the events exchange; logs brokers read the logs exchange.
-            exchange = amqp.logs_exchange if settings.type == "logs" else amqp.events_exchange
+            # Request brokers read the events exchange; logs and syslog brokers the logs exchange.
+            exchange = amqp.events_exchange if settings.type == "requests" else amqp.logs_exchange
             for binding in settings.bindings:
                 await channel.queue_bind(queue, exchange, routing_key=binding)
             if other == role:
