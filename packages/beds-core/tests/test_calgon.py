@@ -7,6 +7,7 @@ real stores run the same paths in the integration tests.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import Any
 
@@ -460,3 +461,28 @@ async def test_an_open_ended_operation_runs_until_a_step_returns_nothing() -> No
     assert done.data["steps_done"] == 3
     assert done.data["progress"] == 1
     assert done.data["result"] == [{"n": 1}, {"n": 2}, {"n": 3}]
+
+
+async def test_stopping_the_workers_gives_a_running_ticket_back_at_once() -> None:
+    node = Node(poll_seconds=0.01)
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def step(params: Any, number: int, steps: int) -> list[dict[str, Any]]:
+        started.set()
+        await release.wait()  # never set: the step is cut short by the stop
+        return [{"n": number}]
+
+    node.store.long_operations["post", "stats"] = step
+    ticket = (await node.call("post", "submit", {"operation": "stats"})).data["ticket"]
+    assert node.workers is not None
+    node.workers.start()
+    await asyncio.wait_for(started.wait(), 5)
+    await node.workers.stop()
+    held = node.store.tickets[ticket]
+    assert held.state.value == "running"
+    assert held.steps_done == 0  # the cut step was not saved
+    assert held.lease_until is not None
+    assert held.lease_until <= time.time()  # any node may take it now
+    taken = await node.store.claim_ticket("other", 30.0, time.time())
+    assert taken is not None
+    assert taken.ticket_id == ticket

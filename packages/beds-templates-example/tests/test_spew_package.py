@@ -5,10 +5,12 @@ A domain package can copy this file into its own ``tests/`` folder and change th
 
 from __future__ import annotations
 
+from decimal import Decimal
 from importlib import metadata
 
 import pytest
 
+from beds.dispatch.calgon import long_params
 from beds.envelopes import Operation
 from beds.errors import ValidationFailed
 from beds.namaste import CallContext
@@ -33,11 +35,12 @@ def registry() -> TemplateRegistry:
 
 
 def test_templates_load_and_validate(registry: TemplateRegistry) -> None:
-    assert sorted(registry.templates) == ["spew_note", "spew_post", "spew_profile"]
     assert {name: t.store for name, t in registry.templates.items()} == {
+        "spew_boost": "rel",
         "spew_note": "rel",
         "spew_post": "rel",
         "spew_profile": "rec",
+        "spew_stats": "rel",
     }
     assert sorted(registry.schema) == ["rec", "rel"]
 
@@ -70,3 +73,69 @@ async def test_crud_against_the_memory_adapter(registry: TemplateRegistry) -> No
 
     key = validate_write(post, Operation.DELETE, {"id": created["id"]})
     assert await adapter.delete(post, key, ctx) == {"deleted": 1}
+
+
+def test_boosts_take_exact_decimals_any_json_and_booleans(registry: TemplateRegistry) -> None:
+    boost = registry.templates["spew_boost"]
+    targeting = {"languages": ["en", "fr"], "topics": ["cats"], "max_per_day": 3}
+    record = validate_write(
+        boost,
+        Operation.CREATE,
+        {"owner": "ann", "post_id": 7, "budget": "12.50", "targeting": targeting, "active": True},
+    )
+    assert record == {
+        "owner": "ann",
+        "post_id": 7,
+        "budget": Decimal("12.50"),  # exact: never a float
+        "targeting": targeting,
+        "active": True,
+    }
+    with pytest.raises(ValidationFailed) as caught:
+        validate_write(
+            boost,
+            Operation.CREATE,
+            {"owner": "ann", "post_id": 7, "budget": 12.5, "targeting": {1, 2}, "active": "yes"},
+        )
+    assert caught.value.details == (
+        "$.payload.active: must be true or false, got string",
+        "$.payload.budget: must be a decimal number written as a string",
+        "$.payload.targeting: must be a JSON value, got set",
+    )
+
+
+def test_the_rel_answers_beyond_a_first_result_set_are_declared(
+    registry: TemplateRegistry,
+) -> None:
+    """OUT and INOUT parameters and result sets are REL bindings: beds-core passes them on."""
+    post, boost = registry.templates["spew_post"], registry.templates["spew_boost"]
+    stats = post.queries["author_stats"]
+    assert stats.binding == {
+        "procedure": "spp_author_stats",
+        "result_sets": ["posts", "per_day"],
+        "out": ["total"],
+    }
+    assert not stats.pageable  # it answers one record
+    assert boost.operations[Operation.CREATE].binding == {"procedure": "spb_create", "out": ["id"]}
+    assert boost.queries["quote"].binding == {
+        "procedure": "spb_quote",
+        "inout": ["budget"],
+        "out": ["reach"],
+    }
+
+
+def test_long_operations_are_submitted_with_every_param_defaulted(
+    registry: TemplateRegistry,
+) -> None:
+    """``beds submit spew_stats daily`` and ``beds submit spew_profile census`` need no params."""
+    daily = registry.templates["spew_stats"].long_operations["daily"]
+    census = registry.templates["spew_profile"].long_operations["census"]
+    assert (daily.steps, census.steps) == (4, 4)
+    assert long_params(daily, {}, "$.payload.params") == {"days": 30, "author": None}
+    assert long_params(census, {}, "$.payload.params") == {"min_length": 1}
+    assert census.binding["pipeline"][-1] == {"$sort": {"initial": 1}}
+    with pytest.raises(ValidationFailed) as caught:
+        long_params(census, {"min_length": 0, "country": "NL"}, "$.payload.params")
+    assert caught.value.details == (
+        "$.payload.params.country: is not a param of census",
+        "$.payload.params.min_length: must be at least 1",
+    )
