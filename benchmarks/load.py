@@ -226,7 +226,11 @@ async def beds_target(stack: AsyncExitStack, params: dict[str, Any]) -> Call:
         elif operation == "rel_create":
             await client.create("spew_post", args)
         elif operation == "rec_fetch":
-            if len(await client.fetch("spew_profile", "by_handle", args)) != 1:
+            # From the database, like the pipeline it is compared with: spew_profile caches
+            # fetches since 2026-12-04 (the cache has its own scenarios, benchmarks/reads.py).
+            payload = {"query": "by_handle", "params": args, "consistency": "primary"}
+            reply = await client.call("spew_profile", "fetch", payload)
+            if not reply.ok or len(reply.data or []) != 1:
                 raise BadReply("spew_profile by_handle did not return one record")
         elif operation == "rec_create":
             await client.create("spew_profile", args)

@@ -31,7 +31,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import machine, report
+from benchmarks import calgon, machine, reads, report
 from benchmarks.resources import PYTHON, ROOT, Resources, Server, _env, wait_line
 from benchmarks.scenarios import Layout, Scenario, build, server_argv, server_env
 from benchmarks.tls import CONFIGS, TlsSide
@@ -64,9 +64,13 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def run_load(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """Run the load generator in its own process; its progress is echoed to our stderr."""
+    """Run the load generator in its own process; its progress is echoed to our stderr.
+
+    ``spec["module"]`` names a load generator that adds targets to ``benchmarks.load``'s
+    (``benchmarks.read_load``).
+    """
     process = subprocess.Popen(
-        [PYTHON, "-m", "benchmarks.load", json.dumps(spec)],
+        [PYTHON, "-m", spec.get("module", "benchmarks.load"), json.dumps(spec)],
         cwd=ROOT,
         env=_env(),
         stdout=subprocess.PIPE,
@@ -144,7 +148,9 @@ class Suite:
         argv = server_argv(scenario, self.res, self.layout)
         if argv is None:
             return None
-        server = self.res.start(scenario.key, argv, env=server_env(scenario, self.res))
+        # A scenario's extra environment: the read scenarios' nodes find their templates' plugin.
+        env = {**server_env(scenario, self.res), **scenario.extra.get("env", {})}
+        server = self.res.start(scenario.key, argv, env=env)
         if scenario.server in ("amqp", "faststream"):
             wait_line(server, "ready")
         # beds and nameko: the load generator waits until the first request is answered.
@@ -345,7 +351,12 @@ class Suite:
             },
             "scenarios": {},
         }
-        scenarios = self.selected(build(self.res, layout, sweep=self.options.sweep))
+        built = build(self.res, layout, sweep=self.options.sweep)
+        if not self.options.sweep:
+            built += reads.build(self.res) + calgon.build(self.res, layout)
+        scenarios = self.selected(built)
+        reads.prepare(self.res, scenarios)
+        calgon.prepare(self.res, scenarios)
         if any(scenario.server in CONFIGS for scenario in scenarios):
             print(
                 f"[{time.monotonic() - began:6.0f} s] spare RabbitMQ node and mariadbd (TLS)",
@@ -381,7 +392,7 @@ class Suite:
                 f"[{time.monotonic() - began:6.0f} s] py-spy profile", file=sys.stderr, flush=True
             )
             results["profile"] = self.profile()
-        results["ratios"] = report.ratios(results)
+        results["ratios"] = report.ratios(results) + reads.ratios(results)
         results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
         results["elapsed_seconds"] = round(time.monotonic() - began, 1)
         return results
@@ -530,13 +541,14 @@ def print_table(results: dict[str, Any]) -> None:
             f"{memory['rss_mib_after_large']} MiB after {memory['large']:,} "
             f"(within 5 %: {memory['within_5_percent']})"
         )
+    reads.print_ratios(results)
 
 
 def main(argv: list[str] | None = None) -> int:
     options = parse(sys.argv[1:] if argv is None else argv)
     if options.rerender:
         results = json.loads((options.out / "results.json").read_text(encoding="utf-8"))
-        results["ratios"] = report.ratios(results)
+        results["ratios"] = report.ratios(results) + reads.ratios(results)
         report.write(results, options.out)
         print_table(results)
         return 0
