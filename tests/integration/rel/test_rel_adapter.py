@@ -392,3 +392,21 @@ async def test_boolean_fields_come_back_as_json_booleans(mariadb_url: str) -> No
         assert all(row["score"] == 1 and type(row["score"]) is int for row in rows)  # not bool
     finally:
         await adapter.aclose()
+
+
+async def test_sessions_turn_on_disable_max_seek_where_the_server_has_it(mariadb_url: str) -> None:
+    """Keyset pages in the first part of an index stay ranges (beds_rel.adapter, start)."""
+    adapter = make_adapter(mariadb_url)
+    await adapter.start()
+    try:
+        async with adapter._connection() as conn, conn.cursor() as cursor:
+            try:
+                await cursor.execute("SELECT @@optimizer_adjust_secondary_key_costs")
+            except Exception:  # a server without the variable: nothing to turn on
+                assert not adapter.settings.secondary_key_costs
+                return
+            (flags,) = await cursor.fetchone()
+        assert "disable_max_seek" in flags.split(",")
+        assert set(adapter.settings.secondary_key_costs.split(",")) == set(flags.split(","))
+    finally:
+        await adapter.aclose()

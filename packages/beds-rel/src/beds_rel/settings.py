@@ -79,6 +79,9 @@ class RelSettings:
     """The key of this connection's URL, for messages (``stores.rel.secondaries[0]``)."""
     tls: ssl.SSLContext | None = attrs.field(default=None, eq=False, repr=False)
     """The client context of ``[stores.rel.tls]`` (``None``: plaintext), shared by secondaries."""
+    secondary_key_costs: str = ""
+    """``optimizer_adjust_secondary_key_costs`` for the sessions, when the server has it: set
+    by the adapter after asking the server (:meth:`RelAdapter.start`), never configured."""
 
     def connect_kwargs(self, *, with_database: bool = True) -> dict[str, Any]:
         """Return the keyword arguments for ``asyncmy.connect`` (and ``asyncmy.Pool``)."""
@@ -91,7 +94,12 @@ class RelSettings:
             "charset": "utf8mb4",
             "autocommit": True,
             # Naive DATETIME values are read and written as UTC; see beds.values.
-            "init_command": "SET time_zone = '+00:00'",
+            "init_command": "SET time_zone = '+00:00'"
+            + (
+                f", optimizer_adjust_secondary_key_costs = '{self.secondary_key_costs}'"
+                if self.secondary_key_costs
+                else ""
+            ),
         }
         if with_database:
             kwargs["database"] = self.database
