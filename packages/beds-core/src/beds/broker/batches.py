@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING
 
 from beds.broker.messages import origin_of
+from beds.broker.pool import BrokerPool
 from beds.envelopes import Response, ResponseMeta
 from beds.errors import UntrustedOrigin
 
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
     from beds.errors import RequestError
 
-__all__ = ("batch_outcome", "untrusted_origin")
+__all__ = ("BatchPool", "batch_outcome", "untrusted_origin")
 
 
 def untrusted_origin(
@@ -57,3 +58,30 @@ def batch_outcome(failure: RequestError | None, started: float) -> Response:
     if failure is None:
         return Response(ok=True, status=200, meta=meta)
     return Response(ok=False, status=failure.STATUS, error=failure.to_error(), meta=meta)
+
+
+class BatchPool(BrokerPool):
+    """A pool of the logs exchange: each batch believed or refused, handled, then settled.
+
+    Subclasses set ``trusted_users`` and handle a believed batch in :meth:`_handle`.
+    """
+
+    trusted_users: Collection[str] = frozenset()
+
+    async def _process(self, message: DeliveredMessage) -> None:
+        started = time.perf_counter()
+        failure = untrusted_origin(message, self.user, self.trusted_users) or await self._handle(
+            message
+        )
+        if not self.settle.unsettled(message):
+            return  # its destination was away: the batch went back to the queue
+        if self.observer is not None:  # one handled message, timed like a request's answer
+            self.observer.dispatched(None, batch_outcome(failure, started))
+        if failure is not None:
+            await self.settle.give_up(message, failure, answer=False)
+        else:
+            self.settle.ack(message)
+
+    async def _handle(self, message: DeliveredMessage) -> RequestError | None:
+        """Handle a believed batch; what refused it (``None``: handled, or requeued)."""
+        raise NotImplementedError

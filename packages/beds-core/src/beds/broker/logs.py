@@ -25,8 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 from loguru import logger
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
-from beds.broker.batches import batch_outcome, untrusted_origin
-from beds.broker.pool import BrokerPool
+from beds.broker.batches import BatchPool
 from beds.bugs import report_bug
 from beds.config.model import LineageSettings
 from beds.errors import MalformedRequest, RequestError
@@ -52,7 +51,7 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, RequestError) and exc.TRANSIENT
 
 
-class LogsPool(BrokerPool):
+class LogsPool(BatchPool):
     """A broker pool whose messages are event batches to store, not requests to answer."""
 
     def __init__(
@@ -106,21 +105,7 @@ class LogsPool(BrokerPool):
             await asyncio.gather(task, return_exceptions=True)
         await super().stop(drain_seconds)
 
-    async def _process(self, message: DeliveredMessage) -> None:
-        started = time.perf_counter()
-        failure = untrusted_origin(message, self.user, self.trusted_users) or await self._keep(
-            message
-        )
-        if not self.settle.unsettled(message):
-            return  # the store was away: the batch went back to the queue
-        if self.observer is not None:  # one handled message, timed like a request's answer
-            self.observer.dispatched(None, batch_outcome(failure, started))
-        if failure is not None:
-            await self.settle.give_up(message, failure, answer=False)
-        else:
-            self.settle.ack(message)
-
-    async def _keep(self, message: DeliveredMessage) -> RequestError | None:
+    async def _handle(self, message: DeliveredMessage) -> RequestError | None:
         """Store the batch; what refused it (``None``: kept, or requeued: the store is away)."""
         try:
             events = decode_events(message.body)

@@ -29,8 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from loguru import logger
 
-from beds.broker.batches import batch_outcome, untrusted_origin
-from beds.broker.pool import BrokerPool
+from beds.broker.batches import BatchPool
 from beds.broker.rfc5424 import SEVERITIES, Rfc5424, at_level
 from beds.config.model import syslog_endpoint
 from beds.errors import MalformedRequest
@@ -274,7 +273,7 @@ def sender_for(target: str) -> SyslogSender:
     return kind(host, port, target=target)
 
 
-class SyslogPool(BrokerPool):
+class SyslogPool(BatchPool):
     """A broker pool whose messages are event batches to forward to syslog, not requests."""
 
     def __init__(
@@ -302,21 +301,7 @@ class SyslogPool(BrokerPool):
         await super().stop(drain_seconds)
         await self.sender.aclose()
 
-    async def _process(self, message: DeliveredMessage) -> None:
-        started = time.perf_counter()
-        failure = untrusted_origin(message, self.user, self.trusted_users) or await self._forward(
-            message
-        )
-        if not self.settle.unsettled(message):
-            return  # the receiver was away: the batch went back to the queue
-        if self.observer is not None:  # one handled message, timed like a request's answer
-            self.observer.dispatched(None, batch_outcome(failure, started))
-        if failure is not None:
-            await self.settle.give_up(message, failure, answer=False)
-        else:
-            self.settle.ack(message)
-
-    async def _forward(self, message: DeliveredMessage) -> RequestError | None:
+    async def _handle(self, message: DeliveredMessage) -> RequestError | None:
         """Send the batch's events at the level; what refused it (``None``: sent or requeued)."""
         try:
             events = decode_events(message.body)
