@@ -489,3 +489,20 @@ def test_a_plugin_authenticator_is_asked_first_and_may_pass(identity: TestIdenti
     for refused in ("ApiKey nope", "ApiKey junk", "Basic YW5uOnB3"):
         with pytest.raises(Unauthenticated):
             authenticator.authenticate(refused)
+
+
+@given(now=st.floats(min_value=1e9, max_value=4e9))
+def test_a_fresh_token_is_valid_at_once_and_after_a_revocation_made_before_it(now: float) -> None:
+    """A node with no leeway takes a token the moment it is issued (PyJWT compares whole
+    seconds), and a revocation of the tokens issued before a moment spares one issued after."""
+    identity = TestIdentity(env="test")
+    token = identity.token("ann", now=now)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert int(claims["nbf"]) <= now
+    assert int(claims["iat"]) <= now
+    identity.revocations.revoke_subject("ann", before=now, until=now + 60)
+    assert not identity.revocations.is_revoked(claims, now=now)
+    later = jwt.decode(identity.token("ann", now=now + 1e-4), options={"verify_signature": False})
+    assert not identity.revocations.is_revoked(later, now=now)
+    earlier = jwt.decode(identity.token("ann", now=now - 1e-4), options={"verify_signature": False})
+    assert identity.revocations.is_revoked(earlier, now=now)

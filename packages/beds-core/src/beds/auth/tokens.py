@@ -83,8 +83,10 @@ class SessionTokens:
                 f"this node cannot issue tokens: no {self.keys.signing_kid}.pem",
                 key="auth.keys_dir",
             )
-        # Milliseconds: a revocation "before t" must not catch a token issued just after t.
-        issued = round(now if now is not None else time.time(), 3)
+        # The exact time, not rounded: rounded to milliseconds it could cross into the next
+        # second, which a node with no leeway refused as not yet valid (PyJWT compares whole
+        # seconds), or fall before a revocation made just before it, which then caught it.
+        issued = now if now is not None else time.time()
         expires = int(issued + self.ttl)
         claims = {
             "iss": self.issuer,
