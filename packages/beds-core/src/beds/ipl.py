@@ -133,12 +133,14 @@ class Ipl:
             connections.add(self.config.lineage.store)
         # The segundo role's retention scheduler records tickets of every registered template
         # with retention (beds.calgon.retention), whatever this role serves.
-        sweeps = bool(swept_templates(self.config, registry.templates))
-        if sweeps or any(template.long_operations for template in every):
+        keeps_tickets = bool(swept_templates(self.config, registry.templates)) or any(
+            template.long_operations for template in every
+        )
+        if keeps_tickets:
             connections.add(self.config.calgon.store)
         for connection in sorted(connections):
             self._build_adapter(connection, factories)
-        if self.ticket_store is None and (sweeps or any(t.long_operations for t in every)):
+        if keeps_tickets and self.ticket_store is None:
             self.fail(
                 "ticket store",
                 f"templates with long operations need tickets, kept in store "

@@ -27,7 +27,8 @@ keeps CALGON tickets (this store is    ``find``, ``insert``, ``update``, ``remov
 =====================================  ======================================================
 
 Tickets: a role gets the ticket collections when this store is ``calgon.store`` and the role
-serves a template with long operations or runs ticket workers (``StoreNeeds.keeps_tickets``).
+serves a template with long operations or records retention sweeps
+(``StoreNeeds.keeps_tickets``).
 
 ``apply`` creates or updates the role (its privileges replaced, no inherited role) and the
 user (that one role; its password checked by logging in as it, and set when that fails).

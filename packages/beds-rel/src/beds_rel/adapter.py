@@ -150,21 +150,9 @@ class RelAdapter(TicketsMixin, LongOperationsMixin):
         """
         if self._pool is not None:
             return
-        pool = await self._open_pool()
-        costs = await self._secondary_key_costs(pool)
-        if costs is not None:  # the sessions are opened again with the optimizer's flag
-            pool.close()
-            await pool.wait_closed()
+        costs = await self._secondary_key_costs()
+        if costs is not None:
             self.settings = attrs.evolve(self.settings, secondary_key_costs=costs)
-            pool = await self._open_pool()
-        self._pool = pool
-        for replica in self.replicas.replicas:
-            secondary = replica.settings
-            replica.pool = asyncmy.Pool(
-                secondary.pool_min, secondary.pool_max, **secondary.connect_kwargs()
-            )
-
-    async def _open_pool(self) -> asyncmy.Pool:
         settings = self.settings
         pool = asyncmy.Pool(settings.pool_min, settings.pool_max, **settings.connect_kwargs())
         try:
@@ -175,23 +163,37 @@ class RelAdapter(TicketsMixin, LongOperationsMixin):
             pool.close()
             await pool.wait_closed()
             raise
-        return pool
+        self._pool = pool
+        for replica in self.replicas.replicas:
+            secondary = replica.settings
+            replica.pool = asyncmy.Pool(
+                secondary.pool_min, secondary.pool_max, **secondary.connect_kwargs()
+            )
 
-    async def _secondary_key_costs(self, pool: asyncmy.Pool) -> str | None:
+    async def _secondary_key_costs(self) -> str | None:
         """The server's ``optimizer_adjust_secondary_key_costs`` with ``disable_max_seek``.
 
+        Asked on one connection before the pool opens, so the pool's sessions start with it.
         MariaDB 10.11 reads a keyset page in the first part of an index by walking the index
         from its start (``ref`` on the leading column: 5,052 rows read for a page of 51 after
         5,000 of 20,000 notes) unless ``disable_max_seek`` is on; with it, every page is a range
         of its own rows. ``None``: the server lacks the variable (MySQL, older MariaDB) or has
         the flag already, and sessions stay as they are.
+
+        Raises:
+            StoreUnavailable, DatabaseObjectMissing: as :meth:`start` says.
         """
+        settings = self.settings
+        with connecting(settings, url_key=settings.url_key):
+            conn = await asyncmy.connect(**settings.connect_kwargs())
         try:
-            async with pool.acquire() as conn, conn.cursor() as cursor:
+            async with conn.cursor() as cursor:
                 await cursor.execute("SELECT @@optimizer_adjust_secondary_key_costs")
                 row = await cursor.fetchone()
         except asyncmy.errors.MySQLError:
             return None
+        finally:
+            conn.close()
         flags = [f for f in str(row[0] if row else "").split(",") if f]
         if "disable_max_seek" in flags or not all(_FLAG.fullmatch(f) for f in flags):
             return None

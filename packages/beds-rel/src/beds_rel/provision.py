@@ -6,8 +6,8 @@ record first (owner, locking, journal, audit; even when the query is internal), 
 ``beds_journal_*`` objects for a journaled template, plus its ``beds_idempotency_*`` procedures
 when it writes with idempotency keys (``[stores.rel] idempotency``). A role serving a template
 with long operations (CALGON) may run their procedures, and a role that keeps tickets here
-(this store is ``calgon.store`` and the role serves long operations, runs ticket workers or
-schedules retention sweeps) beds-rel's ``beds_ticket_*`` procedures and its ``beds_tickets_v``
+(this store is ``calgon.store`` and the role serves long operations or schedules retention
+sweeps) beds-rel's ``beds_ticket_*`` procedures and its ``beds_tickets_v``
 view (the ticket store, :mod:`beds_rel.tickets`). Nothing else: no table, no database-wide
 privilege. The DBA's routines and views run as their definer (MariaDB's default
 ``SQL SECURITY DEFINER``), so they reach the tables the account itself cannot, and

@@ -51,13 +51,15 @@ _RETRY_SECONDS = 30.0
 _DAY = 86_400.0
 
 
-def swept_templates(config: Config, templates: Mapping[str, Template]) -> dict[str, Template]:
-    """The templates whose sweeps this node submits, by name.
+def swept_templates(
+    config: Config, templates: Mapping[str, Template], role: str | None = None
+) -> dict[str, Template]:
+    """The templates whose sweeps a node of ``role`` (default: this node's) submits, by name.
 
-    Those with retention, when the node's role has the ``calgon.retention_broker`` broker;
-    none otherwise.
+    Those with retention, when the role has the ``calgon.retention_broker`` broker; none
+    otherwise.
     """
-    if config.calgon.retention_broker not in config.brokers:
+    if config.calgon.retention_broker not in config.roles[role or config.node.role].brokers:
         return {}
     return {name: t for name, t in sorted(templates.items()) if t.retention is not None}
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from loguru import logger
@@ -36,6 +36,9 @@ from beds.errors import (
 from beds.factory import Factory
 from beds.lineage import Event, new_event_id
 from beds.namaste import CallContext
+
+if TYPE_CHECKING:
+    from beds.templates.model import LongOperation, Template
 
 __all__ = ("TicketWorkers",)
 
@@ -98,9 +101,7 @@ class TicketWorkers:
     async def _loop(self) -> None:
         while True:
             try:
-                ticket = await self.store.claim_ticket(
-                    self.owner, self.settings.lease_seconds, time.time()
-                )
+                ticket = await self._claim()
             except RequestError as exc:
                 logger.warning("claiming a ticket failed ({}); trying again", exc)
                 ticket = None
@@ -120,9 +121,12 @@ class TicketWorkers:
             finally:
                 self._held.pop(ticket.ticket_id, None)
 
+    async def _claim(self) -> Ticket | None:
+        return await self.store.claim_ticket(self.owner, self.settings.lease_seconds, time.time())
+
     async def run_one(self) -> bool:
         """Claim and run one ticket now (for tests and embedding); ``False``: none waited."""
-        ticket = await self.store.claim_ticket(self.owner, self.settings.lease_seconds, time.time())
+        ticket = await self._claim()
         if ticket is None:
             return False
         await self._run(ticket)
@@ -155,26 +159,23 @@ class TicketWorkers:
         work = asyncio.create_task(self._steps(ticket, template, operation, adapter, params))
         try:
             done, _ = await asyncio.wait({work, renewing}, return_when=asyncio.FIRST_COMPLETED)
-            if work not in done:  # the lease was lost or a cancel was asked for
-                work.cancel()
-                with contextlib.suppress(BaseException):
-                    await work
-                if cancelled.is_set():
-                    await self._finish(ticket, TicketState.CANCELLED)
-                return
-            try:
-                outcome = work.result()
-            except _LeaseLost:
-                logger.warning("ticket {} is another node's now", ticket.ticket_id)
-                return
-            except _CancelAsked:
-                await self._finish(ticket, TicketState.CANCELLED)
-                return
         finally:
             for task in (work, renewing):  # the work too: a stop cancels this run mid-step
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
+        if work not in done:  # the lease was lost or a cancel was asked for
+            if cancelled.is_set():
+                await self._finish(ticket, TicketState.CANCELLED)
+            return
+        try:
+            outcome = work.result()
+        except _LeaseLost:
+            logger.warning("ticket {} is another node's now", ticket.ticket_id)
+            return
+        except _CancelAsked:
+            await self._finish(ticket, TicketState.CANCELLED)
+            return
         if outcome is None:
             await self._finish(ticket, TicketState.SUCCEEDED)
         elif outcome.TRANSIENT:
@@ -190,8 +191,8 @@ class TicketWorkers:
     async def _steps(
         self,
         ticket: Ticket,
-        template: Any,
-        operation: Any,
+        template: Template,
+        operation: LongOperation,
         adapter: LongOperationRunner,
         params: dict[str, Any],
     ) -> RequestError | None:

@@ -23,11 +23,10 @@ from beds.cli.common import (
     fail,
     load,
     quiet_logging,
-    run_async,
     timeout_option,
     url_option,
 )
-from beds.cli.credentials import send_token, token_option
+from beds.cli.credentials import run_request, send_token, token_option
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -84,7 +83,7 @@ def submit(
             )
             return await _follow(client, handle) if wait else handle.ticket
 
-    _show(run_async(send()))
+    _show(run_request(send(), [sent]))
 
 
 @click.command()
@@ -122,7 +121,7 @@ def ticket(
                 return await _follow(client, handle)
             return handle.ticket
 
-    _show(run_async(read()))
+    _show(run_request(read(), [sent]))
 
 
 async def _follow(client: BedsClient, handle: TicketHandle) -> dict[str, Any]:
@@ -142,6 +141,8 @@ async def _follow(client: BedsClient, handle: TicketHandle) -> dict[str, Any]:
         try:
             result = await handle.result(poll=_POLL_SECONDS, on_progress=moved)
         except RequestError:
+            if handle.state not in ("failed", "cancelled"):
+                raise  # the node refused a read: said as the error it is
             return handle.ticket  # failed or cancelled: the ticket says how
     return {**handle.ticket, "result": result}
 

@@ -156,7 +156,8 @@ class StoreNeeds:
     """The role's logs brokers keep lineage events in this store (``lineage.store``)."""
     keeps_tickets: bool = False
     """The role records, reads or runs CALGON tickets in this store (``calgon.store``): it serves
-    a template with long operations, or runs ticket workers (its ``calgon.broker``)."""
+    a template with long operations (it submits, reads and runs their tickets), or records
+    retention sweeps (its ``calgon.retention_broker``)."""
 
     @property
     def writes(self) -> bool:

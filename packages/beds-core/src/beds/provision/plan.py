@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Final
 import attrs
 import pluggy
 
+from beds.calgon.retention import swept_templates
 from beds.config.stores import split_connection
 from beds.errors import ConfigError, PluginError
 from beds.namaste import StoreSettings
@@ -130,18 +131,9 @@ def store_needs(config: Config, found: Installed, role: str) -> dict[str, StoreN
     for use in uses.values():
         by_connection.setdefault(use.template.connection, []).append(use)
     keeps_events = any(settings.type == "logs" for settings in role_settings.brokers.values())
-    long_work = any(use.template.long_operations for use in uses.values())
-    keeps_tickets = (
-        long_work
-        or (
-            config.calgon.broker in role_settings.brokers
-            and config.calgon.workers > 0
-            and any(template.long_operations for template in found.templates.values())
-        )
-        or (  # it records the retention sweeps (beds.calgon.retention)
-            config.calgon.retention_broker in role_settings.brokers
-            and any(template.retention is not None for template in found.templates.values())
-        )
+    # As the node's start-up decides (beds.ipl): it serves long operations, or records sweeps.
+    keeps_tickets = any(use.template.long_operations for use in uses.values()) or bool(
+        swept_templates(config, found.templates, role)
     )
     connections = set(by_connection) | ({config.lineage.store} if keeps_events else set())
     connections |= {config.calgon.store} if keeps_tickets else set()
