@@ -283,13 +283,21 @@ async def wait_exit(process: subprocess.Popen[bytes], seconds: float) -> float:
 
 async def dba_connect(stores: Stores) -> Any:
     """A connection to the session's MariaDB database, as the DBA has one (no BEDS between)."""
-    parts = urlsplit(stores.rel_url)
+    return await dba_connect_url(stores.rel_url, database=stores.rel_database)
+
+
+async def dba_connect_url(
+    url: str, *, database: str | None = None, autocommit: bool = False
+) -> Any:
+    """A connection to the database of a ``mysql://`` URL (or ``database``), as its DBA's."""
+    parts = urlsplit(url)
     return await asyncmy.connect(
         host=parts.hostname or "127.0.0.1",
         port=parts.port or 3306,
         user=parts.username or "root",
         password=parts.password or "",
-        database=stores.rel_database,
+        database=database if database is not None else parts.path.lstrip("/"),
+        autocommit=autocommit,
     )
 
 

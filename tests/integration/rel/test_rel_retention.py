@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncmy
 import pytest
 import tomlkit
 
@@ -31,6 +30,7 @@ from beds.templates import Template, parse_template
 from beds.testing import TestIdentity, unique_name
 from beds.testing.local import LocalNode
 from beds_rel import RelAdapter
+from tests.integration.nodes import dba_connect_url
 
 pytestmark = pytest.mark.mariadb
 
@@ -54,15 +54,7 @@ def make_adapter(url: str) -> RelAdapter:
 
 async def dba(url: str) -> Any:
     """A connection to the database of ``url``, as its DBA has one (no BEDS between)."""
-    parts = urlsplit(url)
-    return await asyncmy.connect(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 3306,
-        user=parts.username or "root",
-        password=parts.password or "",
-        database=parts.path.lstrip("/"),
-        autocommit=True,
-    )
+    return await dba_connect_url(url, autocommit=True)
 
 
 async def rows(url: str, statement: str, *args: Any) -> list[tuple[Any, ...]]:

@@ -18,7 +18,6 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncmy
 import pytest
 
 from beds.calgon.tickets import TicketState
@@ -30,6 +29,7 @@ from beds.testing import TestIdentity, unique_name
 from beds.testing.local import LocalNode
 from beds.testing.ticket_contract import TicketStoreContract, new_ticket
 from beds_rel import RelAdapter
+from tests.integration.nodes import dba_connect_url
 
 pytestmark = pytest.mark.mariadb
 
@@ -120,15 +120,7 @@ def make_adapter(url: str) -> RelAdapter:
 
 async def dba(url: str) -> Any:
     """A connection to the database of ``url``, as its DBA has one (no BEDS between)."""
-    parts = urlsplit(url)
-    return await asyncmy.connect(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 3306,
-        user=parts.username or "root",
-        password=parts.password or "",
-        database=parts.path.lstrip("/"),
-        autocommit=True,
-    )
+    return await dba_connect_url(url, autocommit=True)
 
 
 async def sql(url: str, statement: str, *args: Any) -> None:
