@@ -9,7 +9,15 @@ nox.options.reuse_venv = "yes"
 nox.options.sessions = ["lint", "typecheck", "tests", "integration", "docs", "dist"]
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
-PACKAGES = ("beds-core", "beds-rec", "beds-rel", "beds-templates-example", "beds-identity")
+PACKAGES = (
+    "beds-core",
+    "beds-rec",
+    "beds-rel",
+    "beds-templates-example",
+    "beds-identity",
+    "beds-http",
+    "beds-ai",
+)
 ALL = [f"./packages/{name}" for name in PACKAGES]
 EXTRAS = {"beds-rec": "[embedded]"}  # its unit tests construct the embedded-server mode
 NEEDS = {"beds-identity": ("beds-rel",)}
@@ -71,6 +79,12 @@ def typecheck(session: nox.Session) -> None:
     # treats those imports as untyped (pyproject, [tool.mypy] overrides).
     install_workspace(session, "typecheck")
     session.run("mypy")
+    for conftest in SEPARATE_CONFTESTS:
+        session.run("mypy", conftest)
+
+
+SEPARATE_CONFTESTS = ("packages/beds-http/tests/conftest.py", "packages/beds-ai/tests/conftest.py")
+"""conftest.py files mypy checks one at a time (pyproject, [tool.mypy] exclude)."""
 
 
 COVERAGE_FLOORS = {
@@ -79,6 +93,8 @@ COVERAGE_FLOORS = {
     "beds-rel": ("beds_rel", 60),
     "beds-templates-example": ("beds_templates_example", 90),
     "beds-identity": ("beds_identity", 60),
+    "beds-http": ("beds_http", 75),
+    "beds-ai": ("beds_ai", 90),
 }
 """Each package's import name and the branch coverage its unit tests must keep (percent): a
 floor a little under what they measure, raised as tests are added. The integration tests (real
@@ -134,6 +150,17 @@ def demo(session: nox.Session) -> None:
     session.run("python", "examples/demo.py", *session.posargs)
 
 
+@nox.session(default=False)
+def spew(session: nox.Session) -> None:
+    """Install the schema, run a node and the HTTP edge (SPEW at http://127.0.0.1:8080/).
+
+    Serves until Ctrl-C, which stops both. ``-- --port N`` picks another port.
+    """
+    install_workspace(session)
+    session.run("beds", "schema", "apply")
+    session.run("python", "examples/spew.py", *session.posargs)
+
+
 @nox.session
 def dist(session: nox.Session) -> None:
     """Build every wheel, install each with only what it declares, and import its plugin."""
@@ -184,8 +211,13 @@ name = sys.argv[1]
 if name == "beds-core":
     import beds.cli  # the command imports with only its own dependencies
 else:
-    eps = [ep for ep in metadata.entry_points(group="beds") if ep.dist.name == name]
-    assert eps, f"{name} registers no beds entry point"
+    eps = [
+        ep
+        for group in ("beds", "beds.commands")
+        for ep in metadata.entry_points(group=group)
+        if ep.dist.name == name
+    ]
+    assert eps, f"{name} registers no beds or beds.commands entry point"
     for ep in eps:
         ep.load()
 print(name, "installs and loads alone")

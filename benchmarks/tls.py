@@ -102,7 +102,7 @@ class TlsSide:
         try:
             with conn.cursor() as cursor:
                 for _ in range(SEED_POSTS):
-                    cursor.execute("CALL `spp_create`(%s, %s)", ("seed_author", POST_TEXT))
+                    cursor.execute("CALL `spp_create`(%s, %s, NULL)", ("seed_author", POST_TEXT))
                     while cursor.nextset():
                         pass
         finally:

@@ -44,7 +44,8 @@ REL_FETCH_SQL: Final = (
     "SELECT `id`, `author`, `body`, `created_at`, `updated_at` FROM `spp_posts_v` "
     "WHERE `id` <=> %s LIMIT %s"
 )
-REL_CREATE_SQL: Final = "CALL `spp_create`(%s, %s)"
+REL_CREATE_SQL: Final = "CALL `spp_create`(%s, %s, NULL)"
+"""A post with no parent (``parent_id`` NULL): what ``spew_post`` create sends."""
 REC_COLLECTION: Final = "spf_profiles"
 REC_FETCH_PROJECTION: Final = {
     "_id": 1,

@@ -54,6 +54,8 @@ def test_example_package_templates_load() -> None:
 
     assert [t.name for t in added] == [
         "spew_boost",
+        "spew_follow",
+        "spew_like",
         "spew_note",
         "spew_post",
         "spew_profile",
@@ -75,7 +77,7 @@ def test_example_package_templates_load() -> None:
     assert post.fields["author"].pattern is not None
     assert post.fields["author"].pattern.pattern == "[a-z0-9_]+"
     assert set(post.operations) == {Operation.CREATE, Operation.UPDATE, Operation.DELETE}
-    assert post.operations[Operation.CREATE].params == ("author", "body")
+    assert post.operations[Operation.CREATE].params == ("author", "body", "parent_id")
     assert post.operations[Operation.CREATE].returns == ("id", "created_at")
     assert post.operations[Operation.CREATE].binding == {"procedure": "spp_create"}
     assert list(post.queries) == [
@@ -84,6 +86,9 @@ def test_example_package_templates_load() -> None:
         "mine",
         "count_by_author",
         "recent",
+        "replies",
+        "home",
+        "by_hashtag",
         "author_stats",
     ]
     assert post.queries["mine"].principal == "author"  # bound to the caller's handle

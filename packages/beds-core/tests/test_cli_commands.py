@@ -136,6 +136,7 @@ def test_every_command_that_prints_data_takes_json() -> None:
         "journal",
         "lineage",
         "plugins",
+        "schema status",
         "status",
         "templates",
         "user list",

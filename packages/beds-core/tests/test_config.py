@@ -16,6 +16,7 @@ import tomlkit
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from beds.calgon.lanes import node_lanes
 from beds.config import Config, load_config
 from beds.config.defaults import DEFAULTS
 from beds.config.model import CONFIG_SCHEMA_VERSION
@@ -179,10 +180,63 @@ def test_a_bad_environment_value_names_the_variable(write: Callable[..., Path]) 
 def test_the_role_argument_selects_the_brokers(write: Callable[..., Path]) -> None:
     base = write('schema_version = 1\n[node]\nrole = "admin"\n')
     assert set(load_config(base, environ={}).brokers) == set(DEFAULTS["roles"]["admin"]["brokers"])
-    config = load_config(base, role="tercero", environ={})  # beds run --node tercero
-    assert config.node.role == "tercero"
-    assert set(config.brokers) == {"uBroker", "sBroker"}
-    assert config.queue_name("sBroker") == "beds.dev.tercero.sBroker"
+    config = load_config(base, role="segundo", environ={})  # beds run --node segundo
+    assert config.node.role == "segundo"
+    assert config.brokers == {}, "whBroker consumes no queue"
+    assert set(config.ticket_brokers) == {"whBroker"}
+    declared = write(
+        'schema_version = 1\n[roles.tercero.brokers.sBroker]\nbindings = ["beds_session.*"]\n'
+    )
+    tercero = load_config(declared, role="tercero", environ={})  # a role of the deployment's own
+    assert set(tercero.brokers) == {"sBroker"}
+    assert tercero.queue_name("sBroker") == "beds.dev.tercero.sBroker"
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "message"),
+    [
+        ('type = "tickets"\nlane = "warehouse"\nbindings = ["a.read"]', "bindings", "consumes no"),
+        ('type = "tickets"\nlane = "warehouse"\nqueue = "q"', "queue", "consumes no queue"),
+        ('type = "tickets"\nlane = "warehouse"\nprefetch = 4', "prefetch", "consumes no queue"),
+        ('type = "tickets"', "lane", "names the lane it runs"),
+        ('type = "tickets"\nlane = "cold"', "lane", "must be one of 'default', 'warehouse'"),
+        (
+            'lane = "warehouse"\nbindings = ["a.read"]',
+            "lane",
+            'only for brokers of type = "tickets"',
+        ),
+        ('type = "tickets"\nlane = "warehouse"\ninstances = 0', "instances", "at least 1"),
+    ],
+)
+def test_a_tickets_broker_is_checked_naming_the_key_and_file(
+    write: Callable[..., Path], table: str, key: str, message: str
+) -> None:
+    base = write(f"schema_version = 1\n[roles.edge.brokers.tBroker]\n{table}\n")
+    error = error_of(base, environ={})
+    assert (error.key, error.file) == (f"roles.edge.brokers.tBroker.{key}", str(base))
+    assert message in str(error)
+
+
+def test_a_seed_whbroker_given_bindings_is_refused(write: Callable[..., Path]) -> None:
+    # A config written for the old placeholder: the seed's type merges in, so it fails loudly.
+    base = write('schema_version = 1\n[roles.segundo.brokers.whBroker]\nbindings = ["x.read"]\n')
+    error = error_of(base, environ={})
+    assert error.key == "roles.segundo.brokers.whBroker.bindings"
+    assert 'not allowed on a type = "tickets" broker' in str(error)
+
+
+def test_a_tickets_broker_runs_its_lane_beside_the_default_workers(
+    write: Callable[..., Path],
+) -> None:
+    base = write(
+        "schema_version = 1\n[calgon]\nworkers = 3\n"
+        '[roles.appServer.brokers.sweeper]\ntype = "tickets"\nlane = "warehouse"\n'
+    )
+    app = load_config(base, environ={})
+    assert "sweeper" not in app.brokers, "no queue, no pool"
+    assert node_lanes(app) == {"default": 3, "warehouse": 1}
+    assert node_lanes(app, "segundo") == {"warehouse": 2}
+    assert node_lanes(app, "admin") == {}
 
 
 def test_an_unknown_role_names_the_key_and_where_it_came_from(
@@ -191,7 +245,7 @@ def test_an_unknown_role_names_the_key_and_where_it_came_from(
     base = write('schema_version = 1\n[node]\nrole = "segundo2"\n')
     error = error_of(base, environ={})
     assert str(error) == (
-        "unknown role 'segundo2'; known roles: admin, appServer, segundo, tercero "
+        "unknown role 'segundo2'; known roles: admin, appServer, segundo "
         f"(file {base}, key node.role)"
     )
     error = error_of(base, role="nobody", environ={})
@@ -405,27 +459,50 @@ def test_the_documented_seed_roles_match_the_defaults() -> None:
     for where, seed in seeded.items():
         instances, bindings, purpose = documented[where]
         assert instances == seed["instances"], where
-        expected = ", ".join(f"`{b}`" for b in seed["bindings"]) or "none (placeholder)"
+        if seed.get("type") == "tickets":  # no queue: the lane its workers run
+            expected = f"none: runs the `{seed['lane']}` ticket lane"
+        else:
+            expected = ", ".join(f"`{b}`" for b in seed["bindings"])
         assert bindings == expected, where
+        assert "placeholder" not in purpose, where
         if seed.get("type") == "logs":
             assert "logs exchange" in purpose, where
+
+
+def test_no_seed_broker_is_a_placeholder() -> None:
+    for role, table in DEFAULTS["roles"].items():
+        for broker, seed in table["brokers"].items():
+            assert seed["bindings"] if seed.get("type") != "tickets" else seed["lane"], (
+                role,
+                broker,
+            )
+    assert "tercero" not in DEFAULTS["roles"], "users and sessions are appServer's by default"
+    assert "cBroker" not in DEFAULTS["roles"]["segundo"]["brokers"], "the cache is per node"
 
 
 @pytest.mark.parametrize("mode", ["development", "production"])
 def test_brokers_without_bindings_are_reported_idle_in_every_mode(
     write: Callable[..., Path], mode: str
 ) -> None:
-    base = write(f'schema_version = 1\n[node]\nmode = "{mode}"\n')
-    node = BedsNode(load_config(base, role="segundo", environ={}))
-    node.ipl.check_bindings()  # never raises, in production either
-    placeholders = ("whBroker", "cBroker")
-    assert [(c.name, c.status) for c in node.checks] == [
-        (f"broker {broker}", "ok") for broker in placeholders
-    ]
-    assert node.checks[0].detail == (
-        "idle: no bindings, so its queue receives nothing "
-        "(bind routing keys in [roles.segundo.brokers.whBroker] bindings)"
+    base = write(
+        f'schema_version = 1\n[node]\nmode = "{mode}"\n[roles.edge.brokers.xBroker]\n'
+        "instances = 2\n"
     )
+    node = BedsNode(load_config(base, role="edge", environ={}))
+    node.ipl.check_bindings()  # never raises, in production either
+    assert [(c.name, c.status, c.detail) for c in node.checks] == [
+        (
+            "broker xBroker",
+            "ok",
+            "idle: no bindings, so its queue receives nothing "
+            "(bind routing keys in [roles.edge.brokers.xBroker] bindings)",
+        )
+    ]
+    segundo = BedsNode(load_config(base, role="segundo", environ={}))
+    segundo.ipl.check_bindings()
+    assert [(c.name, c.status, c.detail) for c in segundo.checks] == [
+        ("broker whBroker", "ok", "runs warehouse tickets (2 workers)")
+    ]
     admin = BedsNode(load_config(base, role="admin", environ={}))
     admin.ipl.check_bindings()
     assert admin.checks == []  # every admin broker has work

@@ -224,6 +224,11 @@ def test_fingerprints_ignore_key_order_and_see_every_value(payload: dict[str, An
     assert fingerprint(make(payload)) != fingerprint(
         attrs.evolve(make(payload), operation=Operation.UPDATE)
     )
+    alice, bob = (
+        attrs.evolve(make(payload), meta=attrs.evolve(make(payload).meta, principal=who))
+        for who in ("u-alice", "u-bob")
+    )
+    assert fingerprint(alice) != fingerprint(bob)  # one caller's key never answers another
 
 
 def test_call_context_defaults_carry_no_key() -> None:

@@ -274,7 +274,6 @@ def test_the_plan_shows_no_password_and_where_each_comes_from(seed: Config, tmp_
         "beds-dev-appServer",
         "beds-dev-admin",
         "beds-dev-segundo",
-        "beds-dev-tercero",
         "beds-dev-client",
     ]
     text = "\n".join(plan_lines(seed, accounts, passwords))

@@ -29,7 +29,7 @@ from beds.calgon.retention import (
     retention_ticket,
     swept_templates,
 )
-from beds.calgon.tickets import TicketState
+from beds.calgon.tickets import WAREHOUSE_LANE, TicketState
 from beds.config import Config, load_config
 from beds.config.model import CalgonSettings
 from beds.errors import StoreUnavailable, TemplateError
@@ -287,13 +287,13 @@ async def test_a_sweep_still_running_holds_back_the_next_one() -> None:
     store = MemoryAdapter("memory")
     node = scheduler(store, [template()])
     first = await node.schedule(NOW)
-    claimed = await store.claim_ticket("app1", 30.0, NOW)
+    claimed = await store.claim_ticket("seg1", 30.0, NOW, WAREHOUSE_LANE)
     assert claimed is not None
     assert claimed.ticket_id == first["note"].ticket_id
     assert await node.schedule(NOW + 3600) == {"note": claimed}, "the running one, not a new one"
     assert len(store.tickets) == 1
     await store.finish_ticket(
-        claimed.ticket_id, "app1", TicketState.FAILED, None, NOW + 3700, NOW + 9000
+        claimed.ticket_id, "seg1", TicketState.FAILED, None, NOW + 3700, NOW + 9000
     )
     again = await node.schedule(NOW + 3800)
     assert again["note"].ticket_id != claimed.ticket_id, "a failed sweep is followed by a new one"
@@ -367,8 +367,12 @@ async def test_the_workers_run_a_sweep_batch_by_batch_until_nothing_is_left() ->
     store.long_operations["note", "retention"] = retire
     local = LocalNode([note], {"memory": store}, identity=IDENTITY, tickets=store)
     swept = await scheduler(store, [note]).schedule(NOW)
+    assert swept["note"].lane == WAREHOUSE_LANE
     assert local.workers is not None
-    assert await local.workers.run_one()
+    assert local.warehouse is not None
+    assert not await local.workers.run_one(), "a default-lane worker never takes a sweep"
+    assert await local.warehouse.run_one()
+    assert local.warehouse.retired == {"note": 4}, "the batches' retired counts, added up"
     assert sorted(ages) == [NOW - 29 * DAY, NOW - DAY], "only what is older than 30 days went"
     assert {(limit, steps) for _, limit, steps in seen} == {(2, 0)}
     assert seen[0][0] == dt.datetime.fromtimestamp(NOW - 30 * DAY, dt.UTC)
@@ -397,6 +401,7 @@ async def test_only_an_admin_submits_a_sweep_by_hand() -> None:
     assert not store.tickets
     admin = await local.call("note", "submit", payload, who="root", roles=("admin",))
     assert admin.status == 202, admin.error
+    assert admin.data["lane"] == WAREHOUSE_LANE, "a sweep by hand runs where scheduled ones do"
 
 
 # -- which nodes schedule, and the IPL ---------------------------------------------------------
@@ -478,7 +483,7 @@ async def test_a_node_that_sweeps_starts_the_ticket_store_though_it_serves_no_te
     domain = Domain([template()])
     ipl = Ipl(configs("segundo"), plugin_manager=plugins(domain))
     ipl.load_plugins(every_store=False)
-    assert ipl.templates == {}, "its brokers route no request"
+    assert list(ipl.templates) == ["note"], "prepared for the sweeps its whBroker runs"
     assert ipl.ticket_store is domain.adapter is not None
     await ipl.verify_templates()
     assert ("ticket store objects", "ok") in [(c.name, c.status) for c in ipl.checks]

@@ -70,6 +70,7 @@ def test_a_reader_may_find_and_check_its_collection(template: Template) -> None:
         ("spz_profiles", "find"),
         ("spz_profiles", "listIndexes"),
         ("", "listCollections"),
+        ("beds_schema_migrations", "find"),  # the start-up check (beds.migrations)
     }
 
 
@@ -116,7 +117,13 @@ def test_a_journaled_template_may_read_its_journal_and_writers_append_to_it(
 
 def test_a_role_that_keeps_lineage_may_insert_find_and_purge_events() -> None:
     needs = StoreNeeds(role="admin", store="rec", uses=(), keeps_events=True)
-    assert _actions(needs) == {("msLogs", "insert"), ("msLogs", "find"), ("msLogs", "remove")}
+    assert _actions(needs) == {
+        ("msLogs", "insert"),
+        ("msLogs", "find"),
+        ("msLogs", "remove"),
+        ("beds_schema_migrations", "find"),
+        ("", "listCollections"),
+    }
 
 
 def test_the_plan_is_mongosh_without_the_password(template: Template) -> None:

@@ -133,11 +133,13 @@ def test_a_role_serving_long_operations_may_run_them_and_the_ticket_procedures()
         ("EXECUTE", "procedure", "spx_stats"): ("spx_post long operation stats",),
         **{("EXECUTE", "procedure", call.name): ("CALGON tickets",) for call in CALLS},
         ("SELECT", "view", "beds_tickets_v"): ("CALGON tickets",),
+        ("SELECT", "view", "beds_schema_migrations_v"): ("schema migrations check",),
     }
     plain = parse_template(HEAD.split("\n[long_operations")[0], source="p.toml")
     use = TemplateUse(template=plain, operations=frozenset({Operation.FETCH}))
     grants = provisioner.grants(StoreNeeds(role="r", store="rel", uses=(use,)))
-    assert [g.name for g in grants] == ["spx_posts_v"]  # no long operation: no tickets
+    # No long operation: no tickets.
+    assert [g.name for g in grants] == ["beds_schema_migrations_v", "spx_posts_v"]
     elsewhere = provisioner.grants(StoreNeeds(role="r", store="rel", uses=(reader,)))
     assert not {g.name for g in elsewhere} & {call.name for call in CALLS}  # calgon.store: rec
 
@@ -155,6 +157,7 @@ def test_a_tickets_row_reads_as_a_ticket_with_unix_seconds() -> None:
         "event_id": "ev-1",
         "depth": 1,
         "steps": 4,
+        "lane": "warehouse",
         "steps_done": 2,
         "attempts": 1,
         "cancel_requested": 0,
@@ -173,5 +176,6 @@ def test_a_tickets_row_reads_as_a_ticket_with_unix_seconds() -> None:
     assert ticket.started_at == 1_800_000_001.0
     assert ticket.expires_at == 1_800_086_402.0
     assert ticket.lease_until is None
+    assert ticket.lane == "warehouse"
     assert ticket.cancel_requested is False
     assert ticket.error == {"code": "BEDS-502", "message": "m", "details": []}

@@ -79,6 +79,7 @@ def test_a_reader_may_run_the_queries_a_request_can_name(template: Template) -> 
     use = TemplateUse(template=template, operations=frozenset({Operation.FETCH}))
     assert _names(_provisioner(), use) == [
         ("EXECUTE", "function", "spx_count"),
+        ("SELECT", "view", "beds_schema_migrations_v"),  # the start-up check (beds.migrations)
         ("SELECT", "view", "spx_posts_v"),
     ]
 
@@ -90,8 +91,12 @@ def test_a_writer_may_run_its_procedures_and_the_idempotency_ones(template: Temp
         ("EXECUTE", "procedure", "beds_idempotency_complete"),
         ("EXECUTE", "procedure", "beds_idempotency_purge"),
         ("EXECUTE", "procedure", "spx_create"),
+        ("SELECT", "view", "beds_schema_migrations_v"),
     ]
-    assert _names(_provisioner(idempotency=False), use) == [("EXECUTE", "procedure", "spx_create")]
+    assert _names(_provisioner(idempotency=False), use) == [
+        ("EXECUTE", "procedure", "spx_create"),
+        ("SELECT", "view", "beds_schema_migrations_v"),
+    ]
 
 
 def test_a_journaled_owned_template_may_read_its_key_query_and_its_journal(
@@ -114,13 +119,26 @@ def test_a_journaled_owned_template_may_read_its_key_query_and_its_journal(
     assert isinstance(hidden["by_id"], QuerySpec)
     use = TemplateUse(template=journaled, operations=frozenset({Operation.CREATE}))
     names = {name for _, _, name in _names(_provisioner(idempotency=False), use)}
-    assert names == {"spx_create", "spx_posts_v", "beds_journal_append", "beds_journal_v"}
+    assert names == {
+        "spx_create",
+        "spx_posts_v",
+        "beds_journal_append",
+        "beds_journal_v",
+        "beds_schema_migrations_v",
+    }
 
 
 def test_handler_code_may_call_every_object_internal_queries_too(template: Template) -> None:
     use = TemplateUse(template=template, operations=frozenset(), handled=True)
     names = {name for _, _, name in _names(_provisioner(idempotency=False), use)}
-    assert names == {"spx_create", "spx_delete", "spx_posts_v", "spx_count", "spx_secret"}
+    assert names == {
+        "spx_create",
+        "spx_delete",
+        "spx_posts_v",
+        "spx_count",
+        "spx_secret",
+        "beds_schema_migrations_v",
+    }
 
 
 def test_statements_hold_no_password_and_require_tls_with_a_tls_table(template: Template) -> None:
@@ -131,6 +149,7 @@ def test_statements_hold_no_password_and_require_tls_with_a_tls_table(template: 
     assert provisioner.statements(account) == [
         "CREATE USER IF NOT EXISTS 'beds-dev-reader'@'10.0.%' IDENTIFIED BY '***' REQUIRE SSL;",
         "GRANT EXECUTE ON FUNCTION `app`.`spx_count` TO 'beds-dev-reader'@'10.0.%';",
+        "GRANT SELECT ON `app`.`beds_schema_migrations_v` TO 'beds-dev-reader'@'10.0.%';",
         "GRANT SELECT ON `app`.`spx_posts_v` TO 'beds-dev-reader'@'10.0.%';",
     ]
     assert "REQUIRE" not in _provisioner().statements(account)[0]

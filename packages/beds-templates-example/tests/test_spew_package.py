@@ -17,7 +17,8 @@ from beds.namaste import CallContext
 from beds.plugins import Hooks, make_plugin_manager
 from beds.registry import TemplateRegistry
 from beds.templates import validate_fetch, validate_write
-from beds.testing import MemoryAdapter
+from beds.testing import MemoryAdapter, TestIdentity
+from beds.testing.local import LocalNode
 from beds_templates_example import plugin
 
 
@@ -37,6 +38,8 @@ def registry() -> TemplateRegistry:
 def test_templates_load_and_validate(registry: TemplateRegistry) -> None:
     assert {name: t.store for name, t in registry.templates.items()} == {
         "spew_boost": "rel",
+        "spew_follow": "rel",
+        "spew_like": "rel",
         "spew_note": "rel",
         "spew_post": "rel",
         "spew_profile": "rec",
@@ -48,7 +51,7 @@ def test_templates_load_and_validate(registry: TemplateRegistry) -> None:
 def test_payloads_are_checked_against_the_template(registry: TemplateRegistry) -> None:
     post = registry.templates["spew_post"]
     record = validate_write(post, Operation.CREATE, {"author": "ann", "body": "hi"})
-    assert record == {"author": "ann", "body": "hi"}
+    assert record == {"author": "ann", "body": "hi", "parent_id": None}  # not a reply
     with pytest.raises(ValidationFailed) as caught:
         validate_write(post, Operation.CREATE, {"author": "Ann", "body": "x" * 281})
     assert caught.value.details == (
@@ -139,3 +142,25 @@ def test_long_operations_are_submitted_with_every_param_defaulted(
         "$.payload.params.country: is not a param of census",
         "$.payload.params.min_length: must be at least 1",
     )
+
+
+async def test_the_social_templates_are_live_and_bind_the_caller(
+    registry: TemplateRegistry,
+) -> None:
+    """A member likes and follows as themselves; the home timeline is the caller's only."""
+    like, follow, post = (registry.templates[n] for n in ("spew_like", "spew_follow", "spew_post"))
+    assert all(t.capabilities.live for t in (like, follow, post))
+    memory = MemoryAdapter(store="rel")  # no database: checks the declarations only
+    node = LocalNode([like, follow, post], {"rel": memory}, identity=TestIdentity(env="test"))
+    liked = await node.call("spew_like", "create", {"post_id": 7}, who="ann")
+    assert liked.ok, liked.error
+    assert liked.data["liker"] == "ann"
+    someone_else = await node.call("spew_like", "create", {"liker": "bob", "post_id": 7})
+    assert someone_else.error is not None
+    assert someone_else.error.code == "BEDS-403"
+    home = await node.call("spew_post", "fetch", {"query": "home", "params": {"viewer": "bob"}})
+    assert home.error is not None
+    assert home.error.code == "BEDS-403"
+    tag = await node.call("spew_post", "fetch", {"query": "by_hashtag", "params": {"tag": "#x"}})
+    assert tag.error is not None
+    assert tag.error.details == ("$.payload.params.tag: must match \\w+",)

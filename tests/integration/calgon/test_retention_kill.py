@@ -15,6 +15,10 @@ its delete, the worst moment.
   holds every old note exactly once, ``spn_notes`` none of them and every recent one.
 - A node whose role has ``calgon.retention_broker`` records the sweep itself when it starts
   (principal ``beds.retention``), and its workers run it.
+
+Sweeps run on the ``warehouse`` ticket lane: these appServer nodes get a ``tickets`` broker of
+that lane (``SWEEPER``), as the seed segundo role's whBroker is
+(tests/integration/calgon/test_warehouse_lane.py runs them there).
 """
 
 from __future__ import annotations
@@ -45,6 +49,12 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.mongodb]
 
+SWEEPER = """
+[roles.appServer.brokers.sweeper]
+type = "tickets"
+lane = "warehouse"
+"""
+"""One warehouse-lane worker on the test's appServer nodes: the sweeps' lane."""
 OLD, RECENT, BATCH = 3000, 5, 50
 GATED_AT = 1000
 """The batch that would archive more than this many notes waits at the gate (the 21st)."""
@@ -138,7 +148,7 @@ async def test_a_sweep_killed_half_way_is_finished_by_the_next_node_without_loss
         async with holder.cursor() as cursor:
             await cursor.execute("SELECT GET_LOCK(%s, 0)", (gate,))
             assert await cursor.fetchall() == ((1,),)
-        env, settings = unique_name("retention"), calgon_settings("rel")
+        env, settings = unique_name("retention"), calgon_settings("rel") + SWEEPER
         first = start_served(env=env, name="n1", extra=settings)
         async with client_of(first, amqp_url, timeout=10) as client:
             await wait_ready(first, client)
@@ -183,8 +193,8 @@ async def test_a_node_with_the_retention_broker_records_the_sweep_and_runs_it(
     amqp_url: str, stores: Stores, start_served: StartServed
 ) -> None:
     old, recent = await seed(stores, 3)
-    settings = calgon_settings("rel").replace(
-        "[calgon]\n", '[calgon]\nretention_broker = "mBroker"\nretention_interval = 3600\n', 1
+    settings = SWEEPER + calgon_settings("rel").replace(
+        "[calgon]\n", '[calgon]\nretention_broker = "sweeper"\nretention_interval = 3600\n', 1
     )
     node = start_served(env=unique_name("retention"), extra=settings)
     async with client_of(node, amqp_url, timeout=10) as client:

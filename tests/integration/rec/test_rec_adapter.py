@@ -44,6 +44,7 @@ OWN_SCHEMA_FILES = [  # beds-rec's own collections (idempotency keys, lineage, j
     "beds_rec/schema_files/002_beds_journal.json",
     "beds_rec/schema_files/003_beds_tickets.json",
     "beds_rec/schema_files/004_beds_ticket_results.json",
+    "beds_rec/schema_files/005_beds_schema_migrations.json",
 ]
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 

@@ -291,8 +291,8 @@ async def test_the_sweep_runs_as_a_ticket_to_its_end(rec: RecAdapter) -> None:
         roles=("admin",),
     )
     assert submitted.status == 202, submitted.error
-    assert node.workers is not None
-    assert await node.workers.run_one()
+    assert node.warehouse is not None  # the sweeps' lane (beds.calgon.lanes)
+    assert await node.warehouse.run_one()
     ticket = await rec.read_ticket(submitted.data["ticket"])
     assert ticket is not None
     assert (ticket.state, ticket.steps, ticket.steps_done) == (TicketState.SUCCEEDED, 0, 4)

@@ -254,12 +254,29 @@ async def test_concurrent_submits_with_one_key_record_one_ticket(rec: RecAdapter
     assert len({ticket.ticket_id for ticket, _ in answers}) == 1
 
 
+async def test_a_ticket_stored_before_lanes_is_a_default_lane_one(rec: RecAdapter) -> None:
+    old = new_ticket()
+    await rec.record_ticket(old)
+    # As a ticket recorded before lanes existed: no lane field.
+    await rec._database["beds_tickets"].update_one({"_id": old.ticket_id}, {"$unset": {"lane": 1}})
+    read = await rec.read_ticket(old.ticket_id)
+    assert read is not None
+    assert read.lane == "default"
+    assert await rec.claim_ticket("seg-1", 30.0, T0, "warehouse") is None
+    claimed = await rec.claim_ticket("app-1", 30.0, T0)
+    assert claimed is not None
+    assert (claimed.ticket_id, claimed.lane) == (old.ticket_id, "default")
+
+
 async def test_verify_tickets_names_what_is_missing(rec: RecAdapter) -> None:
-    await rec._database["beds_tickets"].drop_index("beds_tickets_claim_ix")
+    await rec._database["beds_tickets"].drop_index("beds_tickets_lane_claim_ix")
     await rec._database["beds_ticket_results"].drop()
     with pytest.raises(DatabaseObjectMissing) as caught:
         await rec.verify_tickets()
-    assert caught.value.details == ("beds_tickets.beds_tickets_claim_ix", "beds_ticket_results")
+    assert caught.value.details == (
+        "beds_tickets.beds_tickets_lane_claim_ix",
+        "beds_ticket_results",
+    )
     await rec.apply_schema([])
     await rec.verify_tickets()
 

@@ -83,12 +83,16 @@ async def test_apply_schema_twice_then_verify(mariadb_url: str) -> None:
         "beds_templates_example/schema/rel/004_spew_boost.sql",
         "beds_templates_example/schema/rel/005_spew_stats.sql",
         "beds_templates_example/schema/rel/006_spew_note_retention.sql",
+        "beds_templates_example/schema/rel/007_spew_follow.sql",
+        "beds_templates_example/schema/rel/008_spew_like.sql",
+        "beds_templates_example/schema/rel/009_spew_post_threads.sql",
     ]
     # beds-rel's own objects (idempotency keys, journals) come first
     applied = [
         "beds_rel/sql/000_beds_idempotency.sql",
         "beds_rel/sql/001_beds_journal.sql",
         "beds_rel/sql/002_beds_tickets.sql",
+        "beds_rel/sql/003_beds_schema_migrations.sql",
         *names,
     ]
     assert await adapter.apply_schema(SCHEMA) == applied
@@ -140,7 +144,7 @@ async def test_verify_names_each_missing_or_mismatched_object(rel: RelAdapter) -
         "template 'spp_ghost' uses database objects that are missing or differ"
     )
     assert info.value.details == (
-        "spp_create (takes 2 parameters; the template passes 1)",
+        "spp_create (takes 3 parameters; the template passes 1)",
         "spp_missing",
         "spp_nofn",
         "spp_posts_v.shadow",
@@ -168,6 +172,9 @@ async def test_crud_round_trip(rel: RelAdapter) -> None:
             "id": created["id"],
             "author": who,
             "body": "first",
+            "parent_id": None,
+            "like_count": 0,
+            "reply_count": 0,
             "created_at": created["created_at"],
             "updated_at": None,
         }

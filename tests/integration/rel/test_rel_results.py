@@ -220,7 +220,15 @@ CTX = CallContext(event_id="test.rel.results")
 def _example() -> tuple[Template, Template, list[SchemaFile]]:
     registry = TemplateRegistry()
     registry.add_package("beds_templates_example")
-    files = ("001_spew_post.sql", "003_spew_post_stats.sql", "004_spew_boost.sql")
+    files = (
+        "001_spew_post.sql",
+        "003_spew_post_stats.sql",
+        "004_spew_boost.sql",
+        # spew_post's replies, hashtags and timelines read the follows and likes
+        "007_spew_follow.sql",
+        "008_spew_like.sql",
+        "009_spew_post_threads.sql",
+    )
     schema = [file for file in registry.schema["rel"] if file.name.endswith(files)]
     return registry.templates["spew_post"], registry.templates["spew_boost"], schema
 

@@ -3,10 +3,11 @@
 The example's ``spew_note`` declares ``retention_days = 365`` and ``[retention] procedure =
 "spn_retire"`` (schema/rel/006_spew_note_retention.sql). Each test has a private database with
 beds-rel's objects and the example schema, dropped after it; notes are seeded by the DBA with
-their ``created_at`` in the past, the sweep's ticket is recorded by the retention scheduler and
-run by a :class:`~beds.testing.local.LocalNode`'s workers, batch by batch: the old notes are in
-the archive exactly once and no longer in ``spn_notes``, the others are kept, and the ticket's
-result lists the batches. The REL binding of the sweep is checked at prepare and verify.
+their ``created_at`` in the past, the sweep's ticket is recorded by the retention scheduler
+and run by a :class:`~beds.testing.local.LocalNode`'s warehouse-lane workers, batch by batch:
+the old notes are in the archive exactly once and no longer in ``spn_notes``, the others are
+kept, and the ticket's result lists the batches. The REL binding of the sweep is checked at
+prepare and verify.
 """
 
 from __future__ import annotations
@@ -119,9 +120,9 @@ async def run_sweep(rel: RelAdapter, now: float) -> dict[str, Any]:
     )
     recorded = await scheduler.schedule(now)
     node = LocalNode([SPEW_NOTE], {"rel": rel}, identity=TestIdentity(env="test"), tickets=rel)
-    assert node.workers is not None
-    assert await node.workers.run_one()
-    assert not await node.workers.run_one(), "one sweep, one ticket"
+    assert node.warehouse is not None  # the sweeps' lane (beds.calgon.lanes)
+    assert await node.warehouse.run_one()
+    assert not await node.warehouse.run_one(), "one sweep, one ticket"
     answered = await node.call(
         "spew_note",
         "ticket",

@@ -24,27 +24,94 @@ def test_spew_post_prepares_and_compiles_to_bound_sql() -> None:
     spew_post = _registry().templates["spew_post"]
     plan = plan_template(spew_post)
     assert {op: call.sql for op, call in plan.writes.items()} == {
-        Operation.CREATE: "CALL `spp_create`(%s, %s)",
+        Operation.CREATE: "CALL `spp_create`(%s, %s, %s)",
         Operation.UPDATE: "CALL `spp_update`(%s, %s)",
         Operation.DELETE: "CALL `spp_delete`(%s)",
     }
+    post = (
+        "SELECT `id`, `author`, `body`, `parent_id`, `like_count`, `reply_count`, `created_at`,"
+        " `updated_at`"
+    )
+    home = (
+        "SELECT `id`, `author`, `body`, `parent_id`, `like_count`, `reply_count`, `liked_by_me`,"
+        " `created_at`, `updated_at`"
+    )
     assert {name: call.sql for name, call in plan.queries.items()} == {
-        "by_id": "SELECT `id`, `author`, `body`, `created_at`, `updated_at` FROM `spp_posts_v`"
-        " WHERE `id` <=> %s LIMIT %s",
-        "by_author": "CALL `spp_by_author`(%s, %s)",
+        "by_id": f"{post} FROM `spp_posts_v` WHERE `id` <=> %s LIMIT %s",
+        "by_author": f"{post} FROM `spp_posts_v` WHERE `author` <=> %s ORDER BY `id` DESC LIMIT %s",
         "mine": "CALL `spp_by_author`(%s, %s)",
         "count_by_author": "SELECT `spp_count_by_author`(%s) AS `post_count`",
-        "recent": "SELECT `id`, `author`, `body`, `created_at`, `updated_at` FROM `spp_posts_v`"
-        " ORDER BY `id` DESC LIMIT %s",
+        "recent": f"{post} FROM `spp_posts_v` ORDER BY `id` DESC LIMIT %s",
+        "replies": f"{post} FROM `spp_posts_v` WHERE `parent_id` <=> %s ORDER BY `id` LIMIT %s",
+        "home": f"{home} FROM `spp_home_v` WHERE `viewer` <=> %s ORDER BY `id` DESC LIMIT %s",
+        "by_hashtag": f"{post} FROM `spp_tagged_v` WHERE `tag` <=> %s ORDER BY `id` DESC LIMIT %s",
         "author_stats": "CALL `spp_author_stats`(%s, %s, @beds_v1)",
     }
     recent = plan.queries["recent"].select
     assert recent is not None
     assert recent.statement({}, (40,), 11) == (
-        "SELECT `id`, `author`, `body`, `created_at`, `updated_at` FROM `spp_posts_v`"
-        " WHERE ((`id` < %s)) ORDER BY `id` DESC LIMIT %s",
+        f"{post} FROM `spp_posts_v` WHERE ((`id` < %s)) ORDER BY `id` DESC LIMIT %s",
         [40, 11],
     )
+    assert spew_post.capabilities.live
+    assert spew_post.queries["home"].principal == "viewer"
+
+
+def test_likes_and_follows_are_idempotent_procedures_bound_to_the_caller() -> None:
+    templates = _registry().templates
+    like, follow = templates["spew_like"], templates["spew_follow"]
+    assert like.key == ("liker", "post_id")
+    assert follow.key == ("follower", "followee")
+    for template, who in ((like, "liker"), (follow, "follower")):
+        assert template.capabilities.live
+        assert {op: spec.principal for op, spec in template.operations.items()} == {
+            Operation.CREATE: who,
+            Operation.DELETE: who,
+        }
+    like_plan, follow_plan = plan_template(like), plan_template(follow)
+    assert {op: call.sql for op, call in like_plan.writes.items()} == {
+        Operation.CREATE: "CALL `spl_create`(%s, %s)",
+        Operation.DELETE: "CALL `spl_delete`(%s, %s)",
+    }
+    assert {name: call.sql for name, call in follow_plan.queries.items()} == {
+        "following": "SELECT `follower`, `followee`, `created_at` FROM `sfl_follows_v`"
+        " WHERE `follower` <=> %s ORDER BY `followee`, `follower` LIMIT %s",
+        "followers": "SELECT `follower`, `followee`, `created_at` FROM `sfl_follows_v`"
+        " WHERE `followee` <=> %s ORDER BY `follower`, `followee` LIMIT %s",
+        "follower_count": "SELECT `sfl_follower_count`(%s) AS `follower_count`",
+        "following_count": "SELECT `sfl_following_count`(%s) AS `following_count`",
+    }
+
+
+def test_the_social_schema_files_are_new_migrations_in_order() -> None:
+    files = {schema.name.rsplit("/", 1)[1]: schema for schema in _registry().schema["rel"]}
+    assert list(files)[-3:] == [
+        "007_spew_follow.sql",
+        "008_spew_like.sql",
+        "009_spew_post_threads.sql",
+    ]
+    threads = [s.text for s in split_statements(files["009_spew_post_threads.sql"].text)]
+    objects = [
+        re.match(r"CREATE (?:OR REPLACE )?(\w+)(?: IF NOT EXISTS)? (\w+)", t) for t in threads
+    ]
+    assert [m.groups() for m in objects if m] == [
+        ("INDEX", "spp_posts_parent"),
+        ("TABLE", "spp_hashtags"),
+        ("VIEW", "spp_posts_v"),
+        ("VIEW", "spp_tagged_v"),
+        ("VIEW", "spp_home_v"),
+        ("PROCEDURE", "spp_tag"),
+        ("PROCEDURE", "spp_create"),
+        ("PROCEDURE", "spp_update"),
+        ("PROCEDURE", "spp_delete"),
+    ]
+    # Each refusal is a SIGNAL of class 23, which beds-rel answers as BEDS-409.
+    for name, signals in (
+        ("007_spew_follow.sql", 1),
+        ("008_spew_like.sql", 1),
+        ("009_spew_post_threads.sql", 1),
+    ):
+        assert files[name].text.count("SIGNAL SQLSTATE '23000'") == signals
 
 
 def test_spew_note_prepares_with_locking_journal_and_pages() -> None:

@@ -314,6 +314,60 @@ async def test_verify_tickets_names_what_is_missing_or_differs(
     assert called.value.objects == ("beds_ticket_claim",)
 
 
+async def rows(url: str, statement: str) -> list[tuple[Any, ...]]:
+    """One query's rows, as the DBA reads them."""
+    conn = await dba(url)
+    try:
+        async with conn.cursor() as cursor:
+            await cursor.execute(statement)
+            return list(await cursor.fetchall())
+    finally:
+        conn.close()
+
+
+async def test_a_ticket_table_from_before_lanes_gets_them_when_the_schema_is_applied_again(
+    rel: RelAdapter, database: str
+) -> None:
+    # The table as the schema made it before lanes: no lane column, the claim index without it.
+    await sql(
+        database,
+        "ALTER TABLE beds_tickets DROP INDEX beds_tickets_lane_claim, DROP COLUMN lane, "
+        "ADD KEY beds_tickets_claim (state, lease_until, created_at)",
+    )
+    old = str(uuid.uuid4())
+    await sql(
+        database,
+        "INSERT INTO beds_tickets (ticket_id, template, operation, params, steps, created_at) "
+        "VALUES (%s, 'tally', 'tally', '{}', 3, '2027-01-15 08:00:00')",
+        old,
+    )
+    for _ in range(2):  # re-appliable: the second time changes nothing
+        await make_adapter(database).apply_schema([SCHEMA, *EXAMPLE.schema["rel"]])
+        await rel.verify_tickets()
+    indexes = {row[2] for row in await rows(database, "SHOW INDEX FROM beds_tickets")}
+    assert "beds_tickets_lane_claim" in indexes
+    assert "beds_tickets_claim" not in indexes
+    assert await rows(database, "SELECT lane FROM beds_tickets") == [("default",)]
+    assert await rel.claim_ticket("seg-1", 30.0, T0, "warehouse") is None
+    claimed = await rel.claim_ticket("app-1", 30.0, T0)
+    assert claimed is not None
+    assert (claimed.ticket_id, claimed.lane) == (old, "default")
+
+
+async def test_the_claim_reads_the_lane_index(rel: RelAdapter, database: str) -> None:
+    for n in range(40):
+        lane = "warehouse" if n % 2 else "default"
+        await rel.record_ticket(new_ticket(lane=lane, created_at=T0 + n))
+    await sql(database, "ANALYZE TABLE beds_tickets")
+    plan = await rows(
+        database,
+        "EXPLAIN SELECT ticket_id FROM beds_tickets "
+        "WHERE lane = 'warehouse' AND state = 'queued' AND lease_until IS NULL "
+        "ORDER BY created_at, ticket_id LIMIT 1",
+    )
+    assert [row[4] for row in plan] == ["beds_tickets_lane_claim"], plan
+
+
 async def test_a_long_operation_step_runs_the_procedure_with_params_step_and_steps(
     rel: RelAdapter,
 ) -> None:

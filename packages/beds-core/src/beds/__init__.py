@@ -53,6 +53,9 @@ from beds.errors import (
     MalformedRequest as MalformedRequest,
 )
 from beds.errors import (
+    NotConfigured as NotConfigured,
+)
+from beds.errors import (
     NotFound as NotFound,
 )
 from beds.errors import (
@@ -178,6 +181,7 @@ __all__ = (
     "MemoryAdapter",
     "NamasteCore",
     "NodeInfo",
+    "NotConfigured",
     "NotFound",
     "OperationSpec",
     "PayloadTooLarge",

@@ -31,6 +31,7 @@ request (``RequestError``, which crosses the wire in ``Response.error``)::
         ├── InternalError             BEDS-500   a handler failed unexpectedly (a bug)
         │   ├── TicketAbandoned       BEDS-500A  a ticket's node stopped max_attempts times
         │   └── ReplyUndeliverable    BEDS-500R  a write ran, its reply could not be delivered
+        ├── NotConfigured             BEDS-501   the node lacks a configuration key the work needs
         ├── DeadlineExceeded          BEDS-504   the request's deadline passed
         │   └── HandlerStopped        BEDS-504H  the handler ran past budget + grace; stopped
         └── StoreError                BEDS-502   the database rejected the call
@@ -66,6 +67,7 @@ __all__ = (
     "IdempotencyKeyReused",
     "InternalError",
     "MalformedRequest",
+    "NotConfigured",
     "NotFound",
     "PayloadTooLarge",
     "PluginError",
@@ -371,6 +373,17 @@ class ReplyUndeliverable(InternalError):
 
     CODE = "BEDS-500R"
     STATUS = 500
+
+
+class NotConfigured(RequestError):
+    """The node lacks a configuration key the request's work needs; ``details`` name the key.
+
+    Such as a schema migration ticket on a node whose store has no ``migration_url`` (the
+    DBA's connection, docs/calgon.md). An operator sets the key; sending again changes nothing.
+    """
+
+    CODE = "BEDS-501"
+    STATUS = 501
 
 
 class DeadlineExceeded(RequestError):

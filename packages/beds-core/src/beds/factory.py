@@ -27,16 +27,22 @@ class Factory:
     Args:
         templates: the served templates by name.
         adapters: connection → adapter; a template whose connection has none is not served.
+        builtins: templates BEDS declares itself, each with the object that runs it (the
+            schema migration ticket's ``beds_schema``, :mod:`beds.calgon.migrate`).
     """
 
     def __init__(
-        self, templates: Mapping[str, Template], adapters: Mapping[str, NamasteCore]
+        self,
+        templates: Mapping[str, Template],
+        adapters: Mapping[str, NamasteCore],
+        builtins: Mapping[str, tuple[Template, NamasteCore]] | None = None,
     ) -> None:
         self._routes: dict[str, tuple[Template, NamasteCore]] = {
             name: (template, adapters[template.connection])
             for name, template in templates.items()
             if template.connection in adapters
         }
+        self._routes.update(builtins or {})
 
     @property
     def templates(self) -> dict[str, Template]:

@@ -24,6 +24,7 @@ __all__ = (
     "beds_after_dispatch",
     "beds_authenticate",
     "beds_before_dispatch",
+    "beds_describe_domain",
     "beds_node_started",
     "beds_node_stopping",
     "beds_register_adapters",
@@ -184,6 +185,32 @@ def beds_store_provisioner(settings: StoreSettings) -> StoreProvisioner | None:
 
     Raises:
         ConfigError: the table is invalid (the message names the key).
+
+    .. versionadded:: 0.2
+    """
+
+
+@_spec(firstresult=True)
+def beds_describe_domain(text: str) -> dict[str, Any] | None:
+    """Turn a natural-language description of a data domain into a structured description.
+
+    Called by ``beds describe-domain`` only (never by a serving node); the first plugin that
+    returns a description decides. A plugin that cannot answer (not configured) returns
+    ``None``. The answer is only the description, the data a ``description.toml`` holds
+    (:doc:`generator`); the caller validates it again with
+    :func:`beds.generator.description.parse_description`, and the deterministic generator
+    writes every database object from it, so no answer reaches the DBA unchecked. beds-ai
+    implements it against an OpenAI-compatible chat-completions endpoint (:doc:`ai`).
+
+    Args:
+        text: what the domain is, in the user's words ("a library with books and loans…").
+
+    Returns:
+        the description as a table (TOML's data model), or ``None``.
+
+    Raises:
+        BedsError: the plugin is configured but could not produce a valid description; the
+            message says why and never contains a credential.
 
     .. versionadded:: 0.2
     """

@@ -44,9 +44,13 @@ def watch_repeats() -> Iterator[Callable[[], bool]]:
 
 
 def fingerprint(request: Request) -> str:
-    """A digest of what a write asks for: its template, operation and payload (key order aside)."""
+    """A digest of what a write asks for: its template, operation and payload (key order aside).
+
+    The authenticated principal is part of it: a key another caller used first (by accident,
+    or guessed) is refused as reused, never answered with that caller's result.
+    """
     what = orjson.dumps(
-        [request.template, request.operation.value, request.payload],
+        [request.template, request.operation.value, request.payload, request.meta.principal],
         option=orjson.OPT_SORT_KEYS,
     )
     return hashlib.sha256(what).hexdigest()

@@ -3,9 +3,10 @@
 Configuration (already loaded) → the production policy (no connection yet) → RabbitMQ →
 plugins, adapters and templates → templates open to anonymous writes → token keys (auth) →
 stores (one adapter per connection: a store's default one, and each named database a template
-uses, in name order; required; then their optional parts such as REL secondaries) →
-shared filesystem (if configured) → template database objects → brokers without bindings →
-where events go (a logs broker; syslog's receiver).
+uses, in name order; required; each one's recorded schema migrations; then their optional parts
+such as REL secondaries) →
+shared filesystem (if configured) → template database objects → brokers without bindings and
+tickets brokers' lanes → where events go (a logs broker; syslog's receiver).
 
 Why this module is long: it is the checklist, one short method per check, kept together so that
 :meth:`Ipl.run` reads as the order of the start-up sequence.
@@ -25,16 +26,18 @@ import pluggy
 from loguru import logger
 
 from beds.auth import Authenticator, OidcVerifier, Revocations, SessionTokens, TokenKeys
+from beds.calgon.lanes import lane_templates, node_lanes
 from beds.calgon.retention import swept_templates
-from beds.calgon.tickets import TicketStore
+from beds.calgon.tickets import WAREHOUSE_LANE, TicketStore
 from beds.config.stores import DATABASES, connection_table, split_connection
 from beds.errors import BedsError, ConfigError, PluginError, RequestError, TemplateError
 from beds.lineage import EventStore
+from beds.migrations import MigrationStore, files_for, migration_version, plan_migrations
 from beds.namaste import NamasteCore, StoreSettings
 from beds.nodeinfo import Check, StartupError
 from beds.plugins import Hooks, make_plugin_manager
 from beds.policy import findings
-from beds.provision.needs import request_patterns, served_templates
+from beds.provision.needs import TemplateUse, request_patterns, served_templates
 from beds.transport.amqp import connect_to, redact
 
 if TYPE_CHECKING:
@@ -125,6 +128,10 @@ class Ipl:
             request_patterns(self.config.roles[self.config.node.role]),
             {name for name, _ in handlers.handlers},
         )
+        # And those whose tickets this role's tickets brokers run (the warehouse lane's
+        # sweeps): prepared to run their long operations, never routed a request.
+        for name, template in lane_templates(self.config, registry.templates).items():
+            served.setdefault(name, TemplateUse(template=template, operations=frozenset()))
         every = (
             registry.templates.values() if every_store else [u.template for u in served.values()]
         )
@@ -169,6 +176,13 @@ class Ipl:
                 adapter.prepare(template)
             except TemplateError as exc:
                 self.problem(f"template {name}", exc)
+                continue
+            if template.capabilities.live and not self.config.control.enabled:
+                self.problem(
+                    f"template {name}",
+                    "declares live = true, whose record.changed events travel on the control "
+                    "channel, which is off (control.enabled = false); it is not served",
+                )
                 continue
             self.templates[name] = template
         cached = sorted(n for n, t in self.templates.items() if t.capabilities.cache)
@@ -257,12 +271,45 @@ class Ipl:
             except BedsError as exc:
                 self.fail(f"store {connection}", exc)
             self.ok(f"store {connection}")
+            await self.check_migrations(connection, adapter)
             # Optional parts of a store (REL secondaries): a warning in development.
             for name, problem in await adapter.optional_checks():
                 if problem is None:
                     self.ok(name)
                 else:
                     self.problem(name, problem)
+
+    async def check_migrations(self, connection: str, adapter: NamasteCore) -> None:
+        """IPL: every package's required schema version is recorded on the connection.
+
+        A connection behind is a problem: fatal in production, a warning in development (whose
+        databases ``beds schema apply`` brings up to date), and a warning on a node that has
+        the connection's ``migration_url``, which must start to run the migration ticket.
+        :mod:`beds.migrations`.
+        """
+        files = [] if self.registry is None else files_for(self.registry, connection)
+        files = [file for file in files if migration_version(file.name) is not None]
+        if not files or not isinstance(adapter, MigrationStore):
+            return
+        name = f"schema {connection}"
+        try:
+            applied = await adapter.read_migrations()
+        except RequestError as exc:
+            self.problem(name, exc)
+            return
+        statuses = plan_migrations(files, applied or [])
+        behind = [said for status in statuses if (said := status.problem()) is not None]
+        if behind and adapter.migration_store() is not None:
+            # This node holds the DBA account: it must start, or nothing could run the ticket
+            # that brings the schema up (`beds schema migrate`).
+            detail = "; ".join(behind) + " (this node has migration_url: it runs the ticket)"
+            self.checks.append(Check(name=name, status="warning", detail=detail))
+            logger.warning("IPL {}: {}", name, detail)
+            return
+        if behind:
+            self.problem(name, "; ".join(behind))
+            return
+        self.ok(name, ", ".join(f"{s.package} {s.installed}" for s in statuses))
 
     def check_shared_path(self) -> None:
         """IPL: the shared filesystem, if configured, is a folder this node can write to."""
@@ -281,10 +328,12 @@ class Ipl:
         self.ok("shared filesystem", path)
 
     def check_bindings(self) -> None:
-        """IPL: a broker without bindings consumes a queue nothing routes to (a seed placeholder).
+        """IPL: a broker without bindings consumes a queue nothing routes to; tickets brokers.
 
-        Said on its checklist line, not warned: the seed roles carry such placeholders (SPEC),
-        which a config cannot remove, and ``beds check`` must pass on the seed configuration.
+        An idle broker is said on its checklist line, not warned (a deployment may declare a
+        broker before its templates exist). A ``tickets`` broker's line says which lane it runs
+        (:mod:`beds.calgon.lanes`). A node that schedules retention sweeps when no role runs
+        the warehouse lane is a problem: its sweeps would wait for ever.
         """
         role = self.config.node.role
         for broker, settings in self.config.brokers.items():
@@ -295,6 +344,19 @@ class Ipl:
                 f"[roles.{role}.brokers.{broker}] bindings)"
             )
             self.ok(f"broker {broker}", detail)
+        for broker, settings in self.config.ticket_brokers.items():
+            workers = "1 worker" if settings.instances == 1 else f"{settings.instances} workers"
+            self.ok(f"broker {broker}", f"runs {settings.lane} tickets ({workers})")
+        sweeps = self.registry is not None and swept_templates(self.config, self.registry.templates)
+        if sweeps and not any(
+            WAREHOUSE_LANE in node_lanes(self.config, other) for other in self.config.roles
+        ):
+            self.problem(
+                "retention sweeps",
+                f"this node records the sweeps of {', '.join(sweeps)} on the {WAREHOUSE_LANE} "
+                f'lane, which no role runs: declare a broker with type = "tickets" and '
+                f'lane = "{WAREHOUSE_LANE}" (the seed [roles.segundo.brokers.whBroker])',
+            )
 
     def check_events_destination(self) -> None:
         """IPL: lineage events and audit records need a ``logs`` broker in some role to keep them.

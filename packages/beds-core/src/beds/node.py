@@ -30,11 +30,15 @@ from beds.broker.operator import (
 )
 from beds.broker.pool import BrokerPool
 from beds.broker.syslog import SyslogPool
+from beds.calgon.lanes import node_lanes
+from beds.calgon.migrate import SCHEMA_TEMPLATE, MigrationRunner, schema_template
 from beds.calgon.retention import RetentionScheduler, swept_templates
+from beds.calgon.tickets import WAREHOUSE_LANE
 from beds.calgon.worker import TicketWorkers
 from beds.dispatch import Dispatcher
 from beds.dispatch.cache import INVALIDATE, FetchCache
 from beds.dispatch.calgon import Calgon
+from beds.dispatch.live import RECORD_CHANGED, LivePublisher
 from beds.errors import StoreUnavailable, UnknownTemplate, ValidationFailed
 from beds.factory import Factory
 from beds.heartbeat import Heartbeat
@@ -87,7 +91,10 @@ class BedsNode:
         self.dispatchers: dict[str, Dispatcher] = {}
         """One per broker type, so its counters (``retried``, ``over_budget``) are per broker."""
         self.events: EventPublisher | None = None
-        self.ticket_workers: TicketWorkers | None = None
+        self.ticket_workers: dict[str, TicketWorkers] = {}
+        """This node's CALGON ticket runners, one per lane it serves (:mod:`beds.calgon.lanes`)."""
+        self.retention_retired: dict[str, int] = {}
+        """Template → records this node's retention sweeps retired (a metric: never reset)."""
         self.retention: RetentionScheduler | None = None
         """Submits the retention sweeps (:mod:`beds.calgon.retention`), on nodes that do."""
         self.draining = False
@@ -101,6 +108,9 @@ class BedsNode:
         self.heartbeat: Heartbeat | None = None
         self.cache: FetchCache | None = None
         """The fetch cache of templates with ``cache = true`` (needs the control channel)."""
+        self.live: LivePublisher | None = None
+        """Publishes ``record.changed`` for templates with ``live = true`` (needs the control
+        channel: the IPL serves no live template without it)."""
         """This node's heartbeats, and the latest of every node (``peers``)."""
         self._reconnecting: asyncio.Task[None] | None = None
         self.reconnects = 0
@@ -310,7 +320,7 @@ class BedsNode:
         )
 
     async def _start_brokers(self, connection: AbstractConnection) -> None:
-        self.factory = Factory(self.templates, self.adapters)
+        self.factory = Factory(self.templates, self.adapters, builtins=self._builtin_runners())
         node, lineage = self.config.node, self.config.lineage
         if lineage.enabled or any(t.capabilities.audit for t in self.templates.values()):
             self.events = EventPublisher(
@@ -347,6 +357,8 @@ class BedsNode:
         secret = self.config.reads.cursor_secret.encode() or development_secret(node.env)
         cursors = Cursors(secret)
         self.cache = self._fetch_cache()
+        if self.control is not None and any(t.capabilities.live for t in self.templates.values()):
+            self.live = LivePublisher(self.control.publish, room=self.control.room(RECORD_CHANGED))
         calgon = self._calgon(cursors)
         self.dispatchers = {
             broker: Dispatcher(
@@ -366,6 +378,7 @@ class BedsNode:
                 cursors=cursors,
                 cache=self.cache,
                 calgon=calgon,
+                live=self.live,
             )
             for broker, settings in self.config.brokers.items()
         }
@@ -376,8 +389,8 @@ class BedsNode:
         self.ipl.ok(
             "brokers", ", ".join(f"{b} x{s.instances}" for b, s in self.config.brokers.items())
         )
-        if self.ticket_workers is not None:
-            self.ticket_workers.start()
+        for workers in self.ticket_workers.values():
+            workers.start()
         self.retention = self._retention()
         if self.retention is not None:
             self.retention.start()
@@ -422,30 +435,52 @@ class BedsNode:
     def _calgon(self, cursors: Cursors) -> Calgon | None:
         """What answers submit and ticket, and the workers that run tickets on this node.
 
-        Only with templates that declare long operations; workers run on nodes whose role has
-        the ``calgon.broker`` broker.
+        Only with templates that declare long operations; one :class:`TicketWorkers` per lane
+        the role serves (:func:`beds.calgon.lanes.node_lanes`): the default lane on a role with
+        the ``calgon.broker`` broker, another on each ``type = "tickets"`` broker.
         """
         tickets = self.ipl.ticket_store
         if tickets is None or not any(t.long_operations for t in self.templates.values()):
             return None
         settings, node = self.config.calgon, self.config.node
-        if settings.broker in self.config.brokers and settings.workers:
-            assert self.factory is not None
-            self.ticket_workers = TicketWorkers(
+        assert self.factory is not None
+        self.ticket_workers = {
+            lane: TicketWorkers(
                 tickets,
                 self.factory,
                 settings,
                 node=node.name,
                 env=node.env,
                 events=self.events if self.config.lineage.enabled else None,
+                lane=lane,
+                workers=count,
+                retired=self.retention_retired,
             )
+            for lane, count in node_lanes(self.config).items()
+        }
         return Calgon(
             tickets,
             settings,
             cursors,
             self.config.amqp.max_message_bytes,
-            wake=self.ticket_workers.wake if self.ticket_workers is not None else None,
+            wake=self._wake_workers if self.ticket_workers else None,
         )
+
+    def _builtin_runners(self) -> dict[str, tuple[Template, NamasteCore]]:
+        """``beds_schema`` (the migration ticket) on a node that runs tickets: migrate.py."""
+        registry, hooks = self.registry, self.hooks
+        if self.ipl.ticket_store is None or registry is None or hooks is None:
+            return {}
+        if not any(t.long_operations for t in self.templates.values()):
+            return {}  # no Calgon here (_calgon): nothing would record its tickets
+        factories = hooks.register_adapters().factories
+        runner = MigrationRunner(self.config, registry, factories, self.adapters)
+        return {SCHEMA_TEMPLATE: (schema_template(), runner)}
+
+    def _wake_workers(self) -> None:
+        """A ticket was recorded here: this node's workers look now (each claims its lane)."""
+        for workers in self.ticket_workers.values():
+            workers.wake()
 
     def _retention(self) -> RetentionScheduler | None:
         """The retention scheduler, on a node whose role has ``calgon.retention_broker``."""
@@ -453,7 +488,7 @@ class BedsNode:
         swept = swept_templates(self.config, registry.templates) if registry is not None else {}
         if tickets is None or not swept:  # the IPL failed without a ticket store for them
             return None
-        workers, node = self.ticket_workers, self.config.node
+        workers, node = self.ticket_workers.get(WAREHOUSE_LANE), self.config.node
         return RetentionScheduler(
             tickets,
             swept,
@@ -603,12 +638,15 @@ class BedsNode:
         retention, self.retention = self.retention, None
         if retention is not None:
             await retention.stop()
-        workers, self.ticket_workers = self.ticket_workers, None
-        if workers is not None:
+        lanes, self.ticket_workers = self.ticket_workers, {}
+        for workers in lanes.values():
             await workers.stop()  # gives running tickets back for another node to resume
         events, self.events = self.events, None
         if events is not None:
             await events.aclose()  # the last batch goes out before the connection closes
+        live, self.live = self.live, None
+        if live is not None:
+            await live.drain(drain)  # the writes answered last still reach live views
         control, self.control = self.control, None
         if control is not None:
             await control.aclose()

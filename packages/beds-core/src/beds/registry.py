@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from beds.errors import PluginError
+from beds.migrations import check_versions
 from beds.namaste import NamasteCore, SchemaFile, StoreSettings
 from beds.templates.loader import parse_template
 from beds.templates.model import Template
@@ -107,10 +108,14 @@ class TemplateRegistry:
         Args:
             package: the import name of a template package (pass ``__package__``).
             templates: folder of template declarations inside the package.
-            schema: folder of DBA schema files, one sub-folder per store, applied in name order.
+            schema: folder of DBA schema files, one sub-folder per store, each named
+                ``NNN_name.ext``: ``NNN`` is its migration version (:mod:`beds.migrations`).
 
         Returns:
             The templates added.
+
+        Raises:
+            TemplateError: a schema file without a version prefix, or two with one version.
         """
         root = resources.files(package)
         distribution = distribution_of(package)
@@ -126,14 +131,17 @@ class TemplateRegistry:
         if schema_root.is_dir():
             for store_dir in sorted(schema_root.iterdir(), key=lambda t: t.name):
                 if store_dir.is_dir():
-                    self.schema.setdefault(store_dir.name, []).extend(
+                    files = [
                         SchemaFile(
                             name=f"{package}/{schema}/{store_dir.name}/{item.name}",
                             text=item.read_text(encoding="utf-8"),
                             distribution=distribution,
                         )
                         for item in _sorted_files(store_dir, "")
-                    )
+                    ]
+                    # The number prefix is the migration version (beds.migrations).
+                    check_versions(files)
+                    self.schema.setdefault(store_dir.name, []).extend(files)
         return added
 
 

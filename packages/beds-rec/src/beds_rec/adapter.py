@@ -76,6 +76,8 @@ from beds_rec.idempotency import (
 )
 from beds_rec.idempotency import schema_file as keys_schema_file
 from beds_rec.long_operations import LongOperations
+from beds_rec.migrations import MigrationsMixin
+from beds_rec.migrations import schema_file as migrations_schema_file
 from beds_rec.queries import find_filter, find_sort
 from beds_rec.schema import apply_collection, parse_schema_file
 from beds_rec.settings import parse_settings
@@ -97,7 +99,7 @@ __all__ = ("RecAdapter",)
 Document = dict[str, Any]
 
 
-class RecAdapter(RecTickets, LongOperations):
+class RecAdapter(RecTickets, LongOperations, MigrationsMixin):
     """The REC store adapter (a :class:`beds.namaste.NamasteCore`).
 
     Args:
@@ -609,6 +611,7 @@ class RecAdapter(RecTickets, LongOperations):
                 events_schema_file(),
                 journals.schema_file(),
                 *tickets_schema_files(),
+                migrations_schema_file(),  # the record of migrations (beds_rec.migrations)
             ]
             marked = self._marked_collections()
             for file in [*own, *files]:

@@ -48,6 +48,7 @@ from pymongo.errors import OperationFailure, PyMongoError
 
 from beds.envelopes import WRITE_OPERATIONS, Operation
 from beds.errors import BedsError, StoreError, StoreUnavailable
+from beds.migrations import RECORD as MIGRATIONS
 from beds.policy import Finding
 from beds.provision.needs import Grant, StoreAccount, StoreNeeds, merge_grants
 from beds_rec.bindings import plan_template
@@ -139,6 +140,12 @@ class RecProvisioner:
                 for name in (TICKETS, TICKET_RESULTS)
                 for action in _TICKET_ACTIONS
             ]
+            found.append(
+                Grant(kind="database", name="", privilege="listCollections", reasons=(why,))
+            )
+        if found:  # start-up reads the record of schema migrations (beds_rec.migrations)
+            why = "schema migrations check"
+            found.append(_grant(MIGRATIONS, "find", why))
             found.append(
                 Grant(kind="database", name="", privilege="listCollections", reasons=(why,))
             )

@@ -19,6 +19,9 @@ key                            meaning
 ``tls.cert_file``              PEM file holding the client certificate *and* its private
                                key (unencrypted), when the server asks for one
 ``tls.key_file``               refused: pymongo reads the key from ``cert_file``
+``migration_url``              the DBA account's ``mongodb://`` URI, only for the schema
+                               migration ticket (``beds schema migrate``); the same
+                               ``database`` is used; a secret, like ``uri``
 =============================  ==========================================================
 
 The table is structured with cattrs like the rest of the configuration
@@ -123,6 +126,9 @@ class RecSettings:
     """The ``[stores.rec.tls]`` table, if present (TLS on, with its files)."""
     uri_tls: bool = False
     """Whether the URI itself turns TLS on (``tls=true``, ``mongodb+srv://``)."""
+    migration_uri: str | None = attrs.field(default=None, repr=False)
+    """The DBA's URI (``migration_url``) to the same ``database``; ``None``: not configured.
+    Only the migration ticket uses it."""
 
     @property
     def tls_key(self) -> str | None:
@@ -172,6 +178,7 @@ def parse_settings(settings: StoreSettings) -> RecSettings:
         production=settings.production,
         tls=table.tls,
         uri_tls=bool(uri_tls),
+        migration_uri=table.migration_url,
     )
 
 
@@ -303,6 +310,16 @@ def _uri(instance: _Table, attribute: attrs.Attribute[str], uri: str) -> None:
             ) from None
 
 
+def _migration_uri(
+    instance: _Table, attribute: attrs.Attribute[str | None], uri: str | None
+) -> None:
+    if uri is None:
+        return
+    if uri == EMBEDDED:
+        raise FieldValueError(attribute.name, "must be a mongodb:// or mongodb+srv:// URI")
+    _uri(instance, attribute, uri)  # type: ignore[arg-type]  # the same checks as uri's
+
+
 def _database(instance: _Table, attribute: attrs.Attribute[str], value: str) -> None:
     if not _DATABASE.match(value):
         raise FieldValueError(
@@ -330,6 +347,7 @@ class _Table:
     embedded_path: str = attrs.field(default=".beds/secantus", validator=_path)
     idempotency: bool = True
     tls: RecTlsSettings | None = None
+    migration_url: str | None = attrs.field(default=None, validator=_migration_uri, repr=False)
 
 
 _KEYS: tuple[str, ...] = (

@@ -8,7 +8,9 @@ Both are beds-rec's own objects (``schema_files/003_beds_tickets.json`` and
 * ``beds_tickets_submit_uq``, unique and sparse on ``submit_key`` = ``{principal, key}``, which
   only keyed tickets have: one ticket per (principal, key), an anonymous principal (null)
   included, and any number of unkeyed ones (:meth:`RecTickets.record_ticket`);
-* ``beds_tickets_claim_ix`` on (state, lease_until, created_at), for claims;
+* ``beds_tickets_lane_claim_ix`` on (lane, state, lease_until, created_at), for claims, which
+  take only the tickets of the worker's lane (:mod:`beds.calgon.lanes`). A ticket recorded
+  before lanes existed has no ``lane`` field and is on the ``default`` lane;
 * ``beds_tickets_expiry_ix`` on ``expires_at``, for the purge (not a TTL index: an expired
   ticket answers ``BEDS-410`` until it is purged, with its results);
 * ``beds_ticket_results_uq``, unique on (ticket, step, idx), for reading results in order.
@@ -27,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, overload
 from pymongo import ReplaceOne, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from beds.calgon.tickets import Ticket, TicketState
+from beds.calgon.tickets import DEFAULT_LANE, Ticket, TicketState
 from beds.errors import Conflict, DatabaseObjectMissing
 from beds.namaste import SchemaFile
 from beds_rec.errors import map_exceptions
@@ -54,7 +56,7 @@ __all__ = (
 TICKETS: Final = "beds_tickets"
 RESULTS: Final = "beds_ticket_results"
 SUBMIT_INDEX: Final = "beds_tickets_submit_uq"
-CLAIM_INDEX: Final = "beds_tickets_claim_ix"
+CLAIM_INDEX: Final = "beds_tickets_lane_claim_ix"
 EXPIRY_INDEX: Final = "beds_tickets_expiry_ix"
 RESULTS_INDEX: Final = "beds_ticket_results_uq"
 _INDEXES: Final = {TICKETS: (SUBMIT_INDEX, CLAIM_INDEX, EXPIRY_INDEX), RESULTS: (RESULTS_INDEX,)}
@@ -133,17 +135,23 @@ class RecTickets:
             found = await self._database[TICKETS].find_one({"_id": ticket_id})
         return None if found is None else _ticket(found)
 
-    async def claim_ticket(self: _Adapter, owner: str, lease: float, now: float) -> Ticket | None:
-        """Take the oldest queued ticket, or running one whose lease lapsed, in one change.
+    async def claim_ticket(
+        self: _Adapter, owner: str, lease: float, now: float, lane: str = DEFAULT_LANE
+    ) -> Ticket | None:
+        """Take the oldest queued ticket of ``lane``, or running one whose lease lapsed.
 
-        ``find_one_and_update`` matches and changes one document atomically, so two claimers
-        never get the same ticket. An update pipeline keeps the first ``started_at``.
+        In one change: ``find_one_and_update`` matches and changes one document atomically, so
+        two claimers never get the same ticket. An update pipeline keeps the first
+        ``started_at``.
         """
+        # A ticket recorded before lanes existed has no lane field: it is a default-lane one.
+        lanes = [lane, None] if lane == DEFAULT_LANE else [lane]
         waiting = {
+            "lane": {"$in": lanes},
             "$or": [
                 {"state": TicketState.QUEUED.value},
                 {"state": TicketState.RUNNING.value, "lease_until": {"$lt": _date(now)}},
-            ]
+            ],
         }
         claim = {
             "state": TicketState.RUNNING.value,
@@ -344,6 +352,7 @@ def _document(ticket: Ticket) -> Document:
         "event_id": ticket.event_id,
         "depth": ticket.depth,
         "steps": ticket.steps,
+        "lane": ticket.lane,
         "steps_done": ticket.steps_done,
         "attempts": ticket.attempts,
         "cancel_requested": ticket.cancel_requested,
@@ -375,6 +384,7 @@ def _ticket(document: Mapping[str, Any]) -> Ticket:
         event_id=document["event_id"],
         depth=document["depth"],
         steps=document["steps"],
+        lane=document.get("lane") or DEFAULT_LANE,
         steps_done=document["steps_done"],
         attempts=document["attempts"],
         cancel_requested=document["cancel_requested"],

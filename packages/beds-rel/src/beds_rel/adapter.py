@@ -61,6 +61,8 @@ from beds_rel.idempotency import CALLS as IDEMPOTENCY_CALLS
 from beds_rel.idempotency import PURGE, write_once
 from beds_rel.idempotency import schema_file as idempotency_schema
 from beds_rel.long_operations import LongOperationsMixin
+from beds_rel.migrations import MigrationsMixin
+from beds_rel.migrations import schema_file as migrations_schema
 from beds_rel.replicas import ReplicaSet
 from beds_rel.schema import apply_schema_files
 from beds_rel.settings import RelSettings, parse_settings
@@ -93,7 +95,7 @@ _FLAG = re.compile(r"^[a-z_]{1,64}$")
 """An optimizer flag's name as the server reports it (nothing else is put into a SET)."""
 
 
-class RelAdapter(TicketsMixin, LongOperationsMixin):
+class RelAdapter(TicketsMixin, LongOperationsMixin, MigrationsMixin):
     """The REL store: MariaDB/MySQL stored procedures, views and functions by name."""
 
     store = "rel"
@@ -467,6 +469,7 @@ class RelAdapter(TicketsMixin, LongOperationsMixin):
         own = [idempotency_schema()] if self.settings.idempotency else []
         own.append(journal.schema_file())
         own.append(tickets_schema())
+        own.append(migrations_schema())  # the record of migrations (beds_rel.migrations)
         with connecting(self.settings):
             return await apply_schema_files(self.settings, [*own, *files])
 

@@ -41,6 +41,7 @@ from beds_rel.errors import map_exceptions
 from beds_rel.idempotency import CALLS as IDEMPOTENCY_CALLS
 from beds_rel.journal import CALLS as JOURNAL_CALLS
 from beds_rel.long_operations import long_calls
+from beds_rel.migrations import READ as MIGRATIONS_VIEW
 from beds_rel.settings import RelSettings, parse_settings
 from beds_rel.tickets import CALLS as TICKET_CALLS
 from beds_rel.tickets import VIEW as TICKET_VIEW
@@ -189,6 +190,8 @@ class RelProvisioner:
         if needs.keeps_tickets:  # this store is calgon.store, and the role uses tickets
             # The view too: the procedures answer from it, and start-up checks it exists.
             found += [_grant(call, "CALGON tickets") for call in (*TICKET_CALLS, TICKET_VIEW)]
+        if found:  # start-up reads the record of schema migrations (beds_rel.migrations)
+            found.append(_grant(MIGRATIONS_VIEW, "schema migrations check"))
         return merge_grants(found)
 
     def _who(self, account: StoreAccount) -> str:

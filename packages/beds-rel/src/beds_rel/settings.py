@@ -15,6 +15,9 @@ key                default    meaning
 seconds``                     again (more than 0, at most 3600)
 ``idempotency``    true       honour idempotency keys (needs beds-rel's ``beds_idempotency_*``
                               objects, which ``beds schema apply`` installs)
+``migration_url``  absent     the DBA account's ``mysql://`` URL, only for the schema migration
+                              ticket (``beds schema migrate``); its database, if it names one,
+                              must be ``url``'s (omitted: ``url``'s); a secret, like ``url``
 ``tls``            absent     a sub-table ``[stores.rel.tls]``; present: every connection (``url``
                               and ``secondaries``) uses TLS and verifies the server's certificate
 ``tls.ca_file``    ""         PEM file of the CAs that sign the server's certificate; empty: the
@@ -79,6 +82,9 @@ class RelSettings:
     """The key of this connection's URL, for messages (``stores.rel.secondaries[0]``)."""
     tls: ssl.SSLContext | None = attrs.field(default=None, eq=False, repr=False)
     """The client context of ``[stores.rel.tls]`` (``None``: plaintext), shared by secondaries."""
+    migration: RelSettings | None = attrs.field(default=None, repr=False, eq=False)
+    """The DBA's connection to the same database (``migration_url``), with this one's timeout
+    and TLS; ``None``: not configured. Only the migration ticket uses it."""
     secondary_key_costs: str = ""
     """``optimizer_adjust_secondary_key_costs`` for the sessions, when the server has it: set
     by the adapter after asking the server (:meth:`RelAdapter.start`), never configured."""
@@ -143,7 +149,20 @@ def parse_settings(settings: StoreSettings) -> RelSettings:
         ),
         replica_retry_seconds=table.replica_retry_seconds,
         url_key=f"{key}.url",
+        migration=_migration(table, shared, key),
     )
+
+
+def _migration(table: _Table, shared: dict[str, Any], key: str) -> RelSettings | None:
+    """The DBA's settings from ``migration_url`` (checked by the table: same database)."""
+    if table.migration_url is None:
+        return None
+    parts = _url_parts(table.migration_url, "migration_url", database=_database_of(table.url))
+    return RelSettings(**parts, **shared, url_key=f"{key}.migration_url")
+
+
+def _database_of(url: str) -> str:
+    return str(_url_parts(url)["database"])
 
 
 def _tls_context(table: _TlsTable, *, key: str, file: str | None) -> ssl.SSLContext:
@@ -208,16 +227,22 @@ class _Table:
     secondaries: tuple[str, ...] = attrs.field(default=(), validator=_secondary_urls)
     replica_retry_seconds: float = attrs.field(default=5.0, validator=_timeout)
     tls: _TlsTable | None = None
+    migration_url: str | None = attrs.field(default=None, repr=False)
 
     def __attrs_post_init__(self) -> None:
+        if self.migration_url is not None:
+            _url_parts(self.migration_url, "migration_url", database=_database_of(self.url))
         if self.pool_max < self.pool_min:
             raise FieldValueError(
                 "pool_max", f"must be at least pool_min ({self.pool_min}), got {self.pool_max}"
             )
 
 
-def _url_parts(value: str, key: str = "url") -> dict[str, Any]:
-    """Take a ``mysql://`` URL apart; a problem names ``key`` and never repeats the URL."""
+def _url_parts(value: str, key: str = "url", *, database: str | None = None) -> dict[str, Any]:
+    """Take a ``mysql://`` URL apart; a problem names ``key`` and never repeats the URL.
+
+    ``database``: the URL may omit its database (it is this one) and may name no other.
+    """
     try:
         parts = urlsplit(value)
         port = parts.port or 3306
@@ -231,7 +256,12 @@ def _url_parts(value: str, key: str = "url") -> dict[str, Any]:
         raise FieldValueError(key, "must name a host")
     if not parts.username:
         raise FieldValueError(key, "must name a user (mysql://user@host/database)")
-    database = unquote(parts.path.removeprefix("/"))
+    named = unquote(parts.path.removeprefix("/"))
+    if database is not None and named not in ("", database):
+        raise FieldValueError(
+            key, f"must reach the database of url ({database}) or name none, got another"
+        )
+    database = named or database or ""
     if not _DATABASE.match(database):
         raise FieldValueError(
             key, "must end with a database name (letters, digits, _, $, -; at most 64)"

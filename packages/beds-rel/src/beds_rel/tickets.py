@@ -10,7 +10,9 @@ workers take different tickets without waiting for each other.
 
 Times cross as ``DATETIME(6)`` in UTC: the adapter turns the core's Unix seconds into naive UTC
 date-times and back, exact to the microsecond and independent of the session's time zone.
-Params, errors and records are stored as JSON text; a step's records go to the server as one
+Every ticket has a lane (:mod:`beds.calgon.lanes`); a claim passes the worker's lane and
+takes only its tickets, through the index that leads with it. Params, errors and records are
+stored as JSON text; a step's records go to the server as one
 JSON array, split there with ``JSON_TABLE`` in the transaction that counts the step done.
 """
 
@@ -21,7 +23,7 @@ import json
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Protocol
 
-from beds.calgon.tickets import FINISHED, ResultRow, Ticket, TicketState
+from beds.calgon.tickets import DEFAULT_LANE, FINISHED, ResultRow, Ticket, TicketState
 from beds.errors import DatabaseObjectMissing, StoreError
 from beds.namaste import SchemaFile
 from beds_rel.bindings import Call
@@ -54,6 +56,7 @@ _COLUMNS = (
     "event_id",
     "depth",
     "steps",
+    "lane",
     "steps_done",
     "attempts",
     "cancel_requested",
@@ -90,10 +93,11 @@ RECORD = _procedure(
     "event_id",
     "depth",
     "steps",
+    "lane",
     "created_at",
 )
 READ = _procedure("beds_ticket_read", "ticket_id")
-CLAIM = _procedure("beds_ticket_claim", "owner", "now", "lease_until")
+CLAIM = _procedure("beds_ticket_claim", "owner", "now", "lease_until", "lane")
 RENEW = _procedure("beds_ticket_renew", "ticket_id", "owner", "lease_until")
 SAVE_STEP = _procedure("beds_ticket_save_step", "ticket_id", "owner", "step", "records")
 FINISH = _procedure(
@@ -167,6 +171,7 @@ def ticket_of(row: Mapping[str, Any]) -> Ticket:
         event_id=row["event_id"],
         depth=int(row["depth"]),
         steps=int(row["steps"]),
+        lane=row["lane"],
         steps_done=int(row["steps_done"]),
         attempts=int(row["attempts"]),
         cancel_requested=bool(row["cancel_requested"]),
@@ -243,6 +248,7 @@ class TicketsMixin:
                 ticket.event_id,
                 ticket.depth,
                 ticket.steps,
+                ticket.lane,
                 _at(ticket.created_at),
             ),
         )
@@ -254,9 +260,12 @@ class TicketsMixin:
         """The ticket, or ``None`` when there is none with that id."""
         return _ticket_or_none(await self._rows(READ, (ticket_id,)))
 
-    async def claim_ticket(self: _Adapter, owner: str, lease: float, now: float) -> Ticket | None:
-        """Take the oldest waiting ticket under a lease until ``now + lease``."""
-        return _ticket_or_none(await self._rows(CLAIM, (owner, _at(now), _at(now + lease))))
+    async def claim_ticket(
+        self: _Adapter, owner: str, lease: float, now: float, lane: str = DEFAULT_LANE
+    ) -> Ticket | None:
+        """Take the oldest waiting ticket of ``lane`` under a lease until ``now + lease``."""
+        args = (owner, _at(now), _at(now + lease), lane)
+        return _ticket_or_none(await self._rows(CLAIM, args))
 
     async def renew_lease(
         self: _Adapter, ticket_id: str, owner: str, lease: float, now: float

@@ -8,9 +8,11 @@ that operation for each registered template with retention, straight in the tick
 ``before`` is now minus ``retention_days``, ``limit`` the template's batch size. The
 ticket's idempotency key names the template and the interval (``retention:{template}:{n}``,
 ``n`` the interval's number since the epoch), so however many segundo nodes run, one ticket per
-template per interval is recorded. The CALGON workers run it like any other ticket, batch by
-batch, on the nodes that run tickets; its result (one ``{"retired": n}`` per batch) is the
-sweep's progress.
+template per interval is recorded. It is recorded on the ``warehouse`` lane
+(:mod:`beds.calgon.lanes`): the workers of ``type = "tickets"`` brokers of that lane (the seed
+whBroker's) run it batch by batch, never the appServer's default-lane workers; its result (one
+``{"retired": n}`` per batch) is the sweep's progress, and each batch's count is added to the
+``beds_retention_retired_total`` metric of the node that ran it.
 
 Nothing here touches the hot path: the scheduler only writes tickets, and a template whose
 previous sweep is still running is skipped (its next interval tries again).
@@ -30,7 +32,7 @@ import attrs
 from loguru import logger
 
 from beds.bugs import report_bug
-from beds.calgon.tickets import Ticket, TicketStore
+from beds.calgon.tickets import WAREHOUSE_LANE, Ticket, TicketStore
 from beds.config.model import CalgonSettings
 from beds.dispatch.trace import EventSink
 from beds.errors import RequestError
@@ -86,6 +88,7 @@ def retention_ticket(
         idempotency_key=f"{RETENTION}:{template.name}:{int(now // interval)}",
         event_id=new_event_id(node, env),
         steps=0,
+        lane=WAREHOUSE_LANE,
         created_at=now,
     )
 
@@ -103,7 +106,7 @@ class RetentionScheduler:
     events: EventSink | None = None
     """Where the lineage event of each recorded sweep goes (its steps are its children)."""
     wake: Callable[[], None] | None = None
-    """Tells this node's workers a ticket is waiting, when the node runs tickets."""
+    """Tells this node's warehouse-lane workers a ticket is waiting, when it has them."""
     _task: asyncio.Task[None] | None = attrs.field(default=None, init=False)
     _last: dict[str, str] = attrs.field(factory=dict, init=False)
     """Template → the ticket of its latest sweep this node recorded or found."""

@@ -10,6 +10,10 @@ stopped once its lease lapses.
 Every :class:`TicketStore` method is one atomic change in the store; the lease owner is checked
 inside it, so a node that lost its lease cannot save a step or finish a ticket another node now
 runs.
+
+Every ticket is on a *lane* (:mod:`beds.calgon.lanes`): a worker claims only tickets of the lane
+it serves, so the retention sweeps (lane ``warehouse``) run on the segundo role's ``whBroker``
+and never take the appServer's workers (lane ``default``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
 
+from beds.config.model import DEFAULT_LANE, LANES, WAREHOUSE_LANE
+from beds.templates.retention import RETENTION
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -27,13 +34,22 @@ if TYPE_CHECKING:
     from beds.templates.model import LongOperation, Template
 
 __all__ = (
+    "DEFAULT_LANE",
     "FINISHED",
+    "LANES",
+    "WAREHOUSE_LANE",
     "LongOperationRunner",
     "ResultRow",
     "Ticket",
     "TicketState",
     "TicketStore",
+    "lane_of",
 )
+
+
+def lane_of(operation: str) -> str:
+    """The lane a ticket of long operation ``operation`` is recorded on (sweeps: warehouse)."""
+    return WAREHOUSE_LANE if operation == RETENTION else DEFAULT_LANE
 
 
 class TicketState(enum.StrEnum):
@@ -74,6 +90,8 @@ class Ticket:
     """The submit's lineage depth."""
     steps: int = 1
     """0: open-ended, steps run until one returns no record (a batched sweep)."""
+    lane: str = DEFAULT_LANE
+    """Which workers run it (:mod:`beds.calgon.lanes`): only those serving this lane claim it."""
     steps_done: int = 0
     attempts: int = 0
     """How many times a worker claimed it (a lapsed lease is taken over as a new attempt)."""
@@ -126,12 +144,15 @@ class TicketStore(Protocol):
     async def read_ticket(self, ticket_id: str) -> Ticket | None:
         """The ticket, or ``None`` when the store has none with that id."""
 
-    async def claim_ticket(self, owner: str, lease: float, now: float) -> Ticket | None:
-        """Take the oldest ticket that is waiting; ``None``: none waits.
+    async def claim_ticket(
+        self, owner: str, lease: float, now: float, lane: str = DEFAULT_LANE
+    ) -> Ticket | None:
+        """Take the oldest ticket of ``lane`` that is waiting; ``None``: none waits.
 
         Waiting: queued, or running with a lease that lapsed before ``now``. It becomes
         running, held by ``owner`` until ``now + lease``, with one more attempt, and
-        ``started_at`` set if it was not.
+        ``started_at`` set if it was not. A ticket of another lane is never taken, even when
+        its lease lapsed.
         """
 
     async def renew_lease(

@@ -1,14 +1,21 @@
 """Run CALGON tickets: claim one under a lease, run its steps, save each, finish it.
 
-A node whose role has the ``calgon.broker`` broker runs ``calgon.workers`` of these loops. A
-loop claims the oldest ticket that is queued or whose lease lapsed (its node died), renews
+A node runs one :class:`TicketWorkers` per ticket lane it serves (:mod:`beds.calgon.lanes`):
+``calgon.workers`` loops of the ``default`` lane when its role has the ``calgon.broker``
+broker, and ``instances`` loops of each ``type = "tickets"`` broker's lane. A loop claims the
+oldest ticket of its lane that is queued or whose lease lapsed (its node died), renews
 the lease a few times per ``calgon.lease_seconds`` while it runs, and saves every step's
 records with the step in one store change, so a ticket taken over resumes at the first step not
 done. A step that fails with a transient error (the store away) gives the ticket back at once
 (another attempt follows); any other error fails the ticket with that error's catalogue code.
 A ticket claimed more than ``calgon.max_attempts`` times is failed with ``BEDS-500A``. Stopping
 a node gives its running tickets back, so another node resumes them without waiting for the
-lease to lapse.
+lease to lapse. Each batch a retention sweep saves adds its ``retired`` count to
+:attr:`TicketWorkers.retired` (the ``beds_retention_retired_total`` metric).
+
+Why this module is long: claiming, renewing, stepping, cancelling and giving a ticket back all
+change one lease, and their order is what keeps a ticket from running on two nodes; they stay
+in one class to be read together.
 """
 
 from __future__ import annotations
@@ -22,7 +29,13 @@ import attrs
 from loguru import logger
 
 from beds.bugs import report_bug
-from beds.calgon.tickets import LongOperationRunner, Ticket, TicketState, TicketStore
+from beds.calgon.tickets import (
+    DEFAULT_LANE,
+    LongOperationRunner,
+    Ticket,
+    TicketState,
+    TicketStore,
+)
 from beds.config.model import CalgonSettings
 from beds.dispatch.calgon import long_params
 from beds.dispatch.trace import EventSink
@@ -36,8 +49,10 @@ from beds.errors import (
 from beds.factory import Factory
 from beds.lineage import Event, new_event_id
 from beds.namaste import CallContext
+from beds.templates.retention import RETENTION
 
 if TYPE_CHECKING:
+    from beds.namaste import Record
     from beds.templates.model import LongOperation, Template
 
 __all__ = ("TicketWorkers",)
@@ -57,7 +72,7 @@ class _CancelAsked(Exception):
 
 @attrs.define(eq=False)
 class TicketWorkers:
-    """A node's ticket-running loops."""
+    """A node's ticket-running loops of one lane."""
 
     store: TicketStore
     factory: Factory
@@ -65,6 +80,13 @@ class TicketWorkers:
     node: str
     env: str
     events: EventSink | None = None
+    lane: str = DEFAULT_LANE
+    """The lane whose tickets these loops claim (and no other)."""
+    workers: int | None = None
+    """How many loops; ``None``: ``calgon.workers`` (the default lane's count)."""
+    retired: dict[str, int] = attrs.field(factory=dict)
+    """Template → records its retention sweeps retired here. The node passes its own dict, so
+    the count outlives a restart of the loops (a counter metric never goes down)."""
     _wake: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
     _tasks: list[asyncio.Task[None]] = attrs.field(factory=list, init=False)
     _held: dict[str, Ticket] = attrs.field(factory=dict, init=False)
@@ -76,12 +98,19 @@ class TicketWorkers:
         """The lease owner's name: this node."""
         return self.node
 
+    @property
+    def count(self) -> int:
+        """How many loops run (:attr:`workers`, else ``calgon.workers``)."""
+        return self.settings.workers if self.workers is None else self.workers
+
     def start(self) -> None:
         """Start the loops (and the purge of expired tickets)."""
-        for number in range(self.settings.workers):
-            self._tasks.append(asyncio.create_task(self._loop(), name=f"beds-calgon-{number}"))
-        if self.settings.workers:
-            self._tasks.append(asyncio.create_task(self._purge(), name="beds-calgon-purge"))
+        for number in range(self.count):
+            name = f"beds-calgon-{self.lane}-{number}"
+            self._tasks.append(asyncio.create_task(self._loop(), name=name))
+        if self.count:
+            name = f"beds-calgon-{self.lane}-purge"
+            self._tasks.append(asyncio.create_task(self._purge(), name=name))
 
     def wake(self) -> None:
         """A ticket was recorded here: look now instead of at the next poll."""
@@ -122,7 +151,9 @@ class TicketWorkers:
                 self._held.pop(ticket.ticket_id, None)
 
     async def _claim(self) -> Ticket | None:
-        return await self.store.claim_ticket(self.owner, self.settings.lease_seconds, time.time())
+        return await self.store.claim_ticket(
+            self.owner, self.settings.lease_seconds, time.time(), self.lane
+        )
 
     async def run_one(self) -> bool:
         """Claim and run one ticket now (for tests and embedding); ``False``: none waited."""
@@ -216,6 +247,8 @@ class TicketWorkers:
                     ticket.ticket_id, self.owner, step, records, time.time()
                 ):
                     raise _LeaseLost
+                if ticket.operation == RETENTION:
+                    self._count_retired(ticket.template, records)
                 # Between steps: renew, and stop here when a cancel was asked for.
                 renewed = await self.store.renew_lease(
                     ticket.ticket_id, self.owner, self.settings.lease_seconds, time.time()
@@ -245,6 +278,16 @@ class TicketWorkers:
                 self._trace(ticket, step, operation.steps, started, event_id, code)
             step += 1
         return None
+
+    def _count_retired(self, template: str, records: list[Record]) -> None:
+        """Add a saved sweep batch's ``{"retired": n}`` to the template's count."""
+        retired = sum(
+            value
+            for record in records
+            if isinstance(value := record.get("retired"), int) and not isinstance(value, bool)
+        )
+        if retired:
+            self.retired[template] = self.retired.get(template, 0) + retired
 
     async def _renew(self, ticket: Ticket, cancelled: asyncio.Event) -> None:
         """Renew the lease until cancelled; return when it is lost or a cancel is asked for."""

@@ -11,7 +11,9 @@ module             commands
 ``auth``           ``beds login|logout|whoami``: the session token of the person at the terminal
 ``user``           ``beds user create|list|grant|revoke``: the users of beds-identity
 ``lineage``        ``beds lineage``: the tree of events a request belongs to
+``new_domain``     ``beds new-domain``: a template package generated from a description
 ``templates``      ``beds templates``: the installed templates
+``contract``       ``beds contract asyncapi``: the AsyncAPI document of the AMQP contract
 ``plugins``        ``beds plugins``: the loaded plugins
 ``schema``         ``beds schema apply``: install the template packages' DBA schema
 ``provision``      ``beds provision rabbitmq|mariadb|mongodb``: one account per node role
@@ -20,6 +22,9 @@ module             commands
 ``common``         options, config loading, errors, exit codes and JSON output they share
 ``credentials``    the token file, ``--token``/``BEDS_TOKEN``, never printing a secret
 =================  ==========================================================================
+
+Other packages add commands through the ``beds.commands`` entry-point group (beds-http's
+``beds http``): :func:`add_plugin_commands`.
 
 This module holds the root group, ``--version`` (beds-core and every plugin distribution) and
 :func:`main`, the console script. Command modules import the runtime when they run, so
@@ -37,9 +42,11 @@ from beds.cli import (
     auth,
     call,
     check,
+    contract,
     dlq,
     journal,
     lineage,
+    new_domain,
     plugins,
     provision,
     run,
@@ -108,11 +115,13 @@ for _command in (
     admin.admin,
     call.call,
     check.check,
+    contract.contract,
     dlq.dlq,
     journal.journal,
     lineage.lineage,
     auth.login,
     auth.logout,
+    new_domain.new_domain,
     plugins.plugins,
     provision.provision,
     run.run,
@@ -127,10 +136,46 @@ for _command in (
     cli.add_command(_command)
 
 
+COMMANDS_GROUP = "beds.commands"
+"""Entry-point group of the commands other packages add to ``beds`` (``beds http``)."""
+
+
+def add_plugin_commands(group: click.Group) -> list[str]:
+    """Add the click commands of the ``beds.commands`` entry points to ``group``.
+
+    A command that fails to load, is not a click command, or takes a built-in's name is left
+    out; the returned lines (one per such command) say why, without a traceback.
+    """
+    problems: list[str] = []
+    for ep in sorted(metadata.entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        where = f"{ep.name!r} of {ep.dist.name if ep.dist is not None else '?'}"
+        if ep.name in group.commands:
+            problems.append(f"beds: plugin command {where} not added: the name is taken")
+            continue
+        try:
+            command = ep.load()
+        except Exception as exc:  # any import error of a third-party package: one line
+            problems.append(f"beds: plugin command {where} failed to load: {exc!r}")
+            continue
+        if not isinstance(command, click.Command):
+            problems.append(f"beds: plugin command {where} is not a click command")
+            continue
+        group.add_command(command, ep.name)
+    return problems
+
+
+# Added when the module is imported, so `beds --help` and the docs tests see them; their
+# modules import their runtime only when they run, as the built-in commands do.
+_PLUGIN_PROBLEMS = add_plugin_commands(cli)
+
+
 def main() -> None:
     """Entry point of the ``beds`` command (and of ``python -m beds``).
 
     The program name is always ``beds``: usage lines say ``beds``, and shell completion reads
-    ``_BEDS_COMPLETE`` however the command was started.
+    ``_BEDS_COMPLETE`` however the command was started. A plugin command that failed to load
+    is reported in one line on stderr; the other commands still work.
     """
+    for problem in _PLUGIN_PROBLEMS:
+        click.echo(problem, err=True)
     cli(prog_name=_PROG)

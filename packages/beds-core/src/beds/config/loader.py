@@ -202,7 +202,7 @@ def _refuse_secrets_in_base_file(
         tables = {f"stores.{store}": table}
         tables.update({f"stores.{store}.{DATABASES}.{name}": t for name, t in named.items()})
         for path, connection in tables.items():
-            for key in ("url", "uri", "password"):
+            for key in ("url", "uri", "password", "migration_url"):
                 if key in connection:
                     urls[f"{path}.{key}"] = connection[key]
     for key, value in sorted(urls.items()):

@@ -15,7 +15,10 @@ import attrs
 
 __all__ = (
     "CONFIG_SCHEMA_VERSION",
+    "DEFAULT_LANE",
+    "LANES",
     "NAME",
+    "WAREHOUSE_LANE",
     "AmqpSettings",
     "BrokerSettings",
     "CalgonSettings",
@@ -36,6 +39,13 @@ __all__ = (
 CONFIG_SCHEMA_VERSION = 1
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
 """Node and environment names (``node.name``, ``node.env``)."""
+# CALGON ticket lanes (beds.calgon.lanes): declared here, where brokers name them.
+DEFAULT_LANE = "default"
+"""The lane of every ticket but the retention sweeps': ``calgon.broker`` nodes run it."""
+WAREHOUSE_LANE = "warehouse"
+"""The lane of the retention sweeps: ``type = "tickets"`` brokers with this lane run it."""
+LANES = (DEFAULT_LANE, WAREHOUSE_LANE)
+"""Every lane a ticket is recorded on (a worker of any other lane would never get one)."""
 _BINDING = re.compile(r"^[A-Za-z0-9_*#-]+(\.[A-Za-z0-9_*#-]+)*$")
 
 
@@ -76,6 +86,13 @@ def _bindings(
             raise FieldValueError(
                 attribute.name, f"{key!r} is not a routing-key pattern such as '*.read'"
             )
+
+
+def _lane(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if value and value not in LANES:
+        raise FieldValueError(
+            attribute.name, f"must be one of {', '.join(map(repr, LANES))}, got {value!r}"
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -159,20 +176,55 @@ def _queue(instance: object, attribute: attrs.Attribute[str], value: str) -> Non
 
 @attrs.frozen(kw_only=True)
 class BrokerSettings:
-    """One broker type: its queue's bindings and how many tasks consume it."""
+    """One broker type: its queue's bindings and how many tasks consume it.
 
-    type: Literal["requests", "logs", "syslog"] = "requests"
+    A ``tickets`` broker consumes no queue: it names a ticket lane whose CALGON tickets the
+    node runs, ``instances`` at once (:mod:`beds.calgon.worker`).
+    """
+
+    type: Literal["requests", "logs", "syslog", "tickets"] = "requests"
     """``requests``: a queue on the events exchange, answered by the dispatcher. ``logs``: a queue
     on the logs exchange whose lineage events the node stores (``[lineage] store``). ``syslog``:
-    a queue on the logs exchange whose events the node forwards to ``[syslog] target``."""
+    a queue on the logs exchange whose events the node forwards to ``[syslog] target``.
+    ``tickets``: no queue; ``instances`` workers run the tickets of ``lane``."""
     instances: int = attrs.field(default=1, validator=_at_least(1))
-    """Tasks handling messages concurrently: the node's throttle for this broker."""
+    """Tasks handling messages concurrently: the node's throttle for this broker (``tickets``:
+    tickets of its lane run at once)."""
+    lane: str = attrs.field(default="", validator=_lane)
+    """``tickets`` brokers only (and required there): the ticket lane their workers serve, such
+    as ``"warehouse"`` (retention sweeps; :mod:`beds.calgon.lanes`)."""
     bindings: tuple[str, ...] = attrs.field(default=(), validator=_bindings)
     """Routing-key patterns bound on the events exchange, for example ``"*.read"``."""
     prefetch: int = attrs.field(default=0, validator=_at_least(0))
     """Unacknowledged messages RabbitMQ may send ahead; 0 means twice ``instances``."""
     queue: str = attrs.field(default="", validator=_queue)
     """The queue's name; empty means ``beds.{env}.{role}.{broker}`` (``Config.queue_name``)."""
+
+    def __attrs_post_init__(self) -> None:
+        if self.type != "tickets":
+            if self.lane:
+                raise FieldValueError("lane", 'is only for brokers of type = "tickets"')
+            return
+        if not self.lane:
+            raise FieldValueError(
+                "lane", 'a type = "tickets" broker names the lane it runs, such as "warehouse"'
+            )
+        # A tickets broker consumes no queue: a key about its queue would be silently ignored.
+        queue_keys = (
+            ("bindings", self.bindings),
+            ("queue", self.queue),
+            ("prefetch", self.prefetch),
+        )
+        for key, value in queue_keys:
+            if value:
+                raise FieldValueError(
+                    key, 'is not allowed on a type = "tickets" broker, which consumes no queue'
+                )
+
+    @property
+    def consumes(self) -> bool:
+        """Whether the broker consumes a queue (every type but ``tickets``)."""
+        return self.type != "tickets"
 
 
 @attrs.frozen(kw_only=True)
@@ -292,9 +344,11 @@ class CalgonSettings:
     store: str = "rel"
     """The store whose adapter keeps tickets (its ``beds_ticket_*`` objects)."""
     broker: str = "mBroker"
-    """Nodes whose role has a broker of this name run tickets (the seed ``appServer``)."""
+    """Nodes whose role has a broker of this name run tickets of the ``default`` lane (the seed
+    ``appServer``); other lanes run on ``type = "tickets"`` brokers."""
     workers: int = attrs.field(default=2, validator=_at_least(0))
-    """Tickets one node runs at once (0: it runs none, but still answers submits)."""
+    """Default-lane tickets one node runs at once (0: it runs none, but still answers
+    submits)."""
     lease_seconds: float = attrs.field(default=30.0, validator=_positive)
     """How long a running ticket stays its node's without a renewal; a node renews it a few
     times per lease, so another node takes a ticket over this long after its node died."""
@@ -308,7 +362,8 @@ class CalgonSettings:
     """Most result records one ``ticket`` reply carries (the rest are paged with cursors)."""
     retention_broker: str = "whBroker"
     """Nodes whose role has a broker of this name submit the retention sweeps (the seed
-    ``segundo``; :mod:`beds.calgon.retention`)."""
+    ``segundo``; :mod:`beds.calgon.retention`). The sweeps run on the ``warehouse`` lane: a
+    ``type = "tickets"`` broker with ``lane = "warehouse"`` (the seed ``whBroker`` is both)."""
     retention_interval: float = attrs.field(default=3600.0, validator=_positive)
     """Seconds between two retention sweeps of a template (one ticket per interval)."""
 
@@ -503,6 +558,9 @@ class Config:
     stores: dict[str, dict[str, Any]] = attrs.field(factory=dict)
     """One table per store adapter, validated by that adapter; its ``databases`` sub-table
     holds named connections (:mod:`beds.config.stores`)."""
+    http: dict[str, Any] = attrs.field(factory=dict)
+    """The ``[http]`` table of the HTTP edge, validated by beds-http (``beds_http.settings``)
+    when it runs; a node without beds-http ignores it."""
     files: tuple[str, ...] = ()
     """The files this configuration was read from, in merge order."""
     store_files: dict[str, str] = attrs.field(factory=dict)
@@ -516,8 +574,13 @@ class Config:
 
     @property
     def brokers(self) -> dict[str, BrokerSettings]:
-        """The brokers of this node's role."""
-        return self.roles[self.node.role].brokers
+        """The brokers of this node's role that consume a queue (``tickets`` brokers do not)."""
+        return {b: s for b, s in self.roles[self.node.role].brokers.items() if s.consumes}
+
+    @property
+    def ticket_brokers(self) -> dict[str, BrokerSettings]:
+        """The ``tickets`` brokers of this node's role: ticket lanes its workers run."""
+        return {b: s for b, s in self.roles[self.node.role].brokers.items() if not s.consumes}
 
     def queue_name(self, broker: str, role: str | None = None) -> str:
         """The durable queue a broker type consumes, shared by every node of the role.

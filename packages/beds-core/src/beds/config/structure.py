@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args, get_origin
 import attrs
 import cattrs
 from cattrs.errors import IterableValidationNote
-from cattrs.gen import make_dict_structure_fn
+from cattrs.gen import make_dict_structure_fn, make_mapping_structure_fn
 from cattrs.preconf.tomllib import make_converter
 
 from beds.config.model import FieldValueError
@@ -68,7 +68,11 @@ def _tables_first(converter: cattrs.Converter) -> Callable[[Any], Any]:
                 _cattrs_detailed_validation=True,
             )
         else:
-            inner = converter.gen_structure_mapping(kind)
+            # Not converter.gen_structure_mapping: it registers its function for the type
+            # directly, so a later value of that type (``http = true``) would skip this check.
+            inner = make_mapping_structure_fn(
+                kind, converter, dict, detailed_validation=converter.detailed_validation
+            )
 
         def structure(value: object, target: Any) -> object:
             if not isinstance(value, dict):

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 import orjson
 
-from beds.calgon.tickets import Ticket, TicketState, TicketStore
+from beds.calgon.tickets import Ticket, TicketState, TicketStore, lane_of
 from beds.config.model import CalgonSettings
 from beds.errors import (
     IdempotencyKeyReused,
@@ -101,6 +101,7 @@ class Calgon:
             event_id=ctx.event_id,
             depth=request.meta.depth,
             steps=operation.steps,
+            lane=lane_of(operation.name),
             created_at=time.time(),
         )
         kept, new = await self.store.record_ticket(ticket)
@@ -178,6 +179,7 @@ def ticket_view(ticket: Ticket) -> Record:
         "template": ticket.template,
         "operation": ticket.operation,
         "params": dict(ticket.params),
+        "lane": ticket.lane,
         "state": ticket.state.value,
         "progress": round(ticket.progress, 4),
         "steps": ticket.steps,

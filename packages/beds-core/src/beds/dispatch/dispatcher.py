@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from beds.auth.authenticator import Authenticator
     from beds.auth.principal import Principal
     from beds.dispatch.cache import FetchCache
+    from beds.dispatch.live import LivePublisher
     from beds.factory import Factory
     from beds.handlers import Handler, NodeServices
     from beds.plugins import Hooks
@@ -92,8 +93,12 @@ class Dispatcher:
         cursors: Cursors | None = None,
         cache: FetchCache | None = None,
         calgon: Calgon | None = None,
+        live: LivePublisher | None = None,
     ) -> None:
         self.factory = factory
+        self.live = live
+        """Publishes ``record.changed`` after writes of ``live = true`` templates (``None``:
+        this node publishes none: its control channel is off)."""
         self.calgon = calgon
         """Answers ``submit`` and ``ticket`` (``None``: this node keeps no tickets)."""
         self.cursors = cursors or Cursors(development_secret(env))
@@ -278,7 +283,12 @@ class Dispatcher:
             )
             if self._before is not None:
                 await self._before.before_dispatch(request, template)
-            return await self._call_store(request, adapter, ctx, partial(handler, handled), timings)
+            handled_result = await self._call_store(
+                request, adapter, ctx, partial(handler, handled), timings
+            )
+            if request.operation in WRITES:
+                self._written_live(template, request, handled_result, ctx)
+            return handled_result
         if request.operation is Operation.FETCH:
             return await self._fetch(request, template, adapter, ctx, timings)
         if request.operation is Operation.SUBMIT:
@@ -296,7 +306,23 @@ class Dispatcher:
         result = await self._call_store(request, adapter, ctx, call, timings)
         if self.cache is not None:
             await self.cache.written(template.name)
+        self._written_live(template, request, result, ctx)
         return result
+
+    def _written_live(
+        self, template: Template, request: Request, result: Any, ctx: CallContext
+    ) -> None:
+        """A write succeeded: a live template's event goes out without delaying the reply."""
+        if self.live is None or not template.capabilities.live:
+            return
+        identity = ctx.identity
+        self.live.written(
+            template,
+            request,
+            result,
+            principal=identity.handle if identity is not None else None,
+            trace_id=ctx.event_id,
+        )
 
     async def _fetch(
         self,

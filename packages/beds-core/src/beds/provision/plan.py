@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Final
 import attrs
 import pluggy
 
+from beds.calgon.lanes import lane_templates
 from beds.calgon.retention import swept_templates
 from beds.config.stores import split_connection
 from beds.errors import ConfigError, PluginError
@@ -127,6 +128,9 @@ def store_needs(config: Config, found: Installed, role: str) -> dict[str, StoreN
     """
     role_settings = config.roles[role]
     uses = served_templates(found.templates, request_patterns(role_settings), found.handled)
+    # As the node's start-up decides (beds.ipl): its tickets brokers run these long operations.
+    for name, template in lane_templates(config, found.templates, role).items():
+        uses.setdefault(name, TemplateUse(template=template, operations=frozenset()))
     by_connection: dict[str, list[TemplateUse]] = {}
     for use in uses.values():
         by_connection.setdefault(use.template.connection, []).append(use)

@@ -105,7 +105,8 @@ def url_as(url: str, user: str, password: str) -> str:
 def node_permissions(config: Config, role: str) -> Permissions:
     """What a node of ``role`` declares, binds, publishes to and consumes (module docstring)."""
     amqp, control = config.amqp, config.control.enabled
-    brokers = config.roles[role].brokers
+    # A tickets broker has no queue (beds.calgon.lanes): nothing to declare or consume.
+    brokers = {b: s for b, s in config.roles[role].brokers.items() if s.consumes}
     dead = dead_letter_queue(config)
     own = [config.queue_name(broker, role) for broker in brokers]
     own_bound = [config.queue_name(b, role) for b, settings in brokers.items() if settings.bindings]

@@ -280,7 +280,7 @@ class _NodeCollector(Collector):
         control = node.control
         events = CounterMetricFamily(
             "beds_control_events",
-            "Control events, by kind and outcome (received, published, refused:<reason>).",
+            "Control events, by kind and outcome (received, published, failed, refused:<reason>).",
             labels=["node", "role", "kind", "outcome"],
         )
         if control is not None:
@@ -288,9 +288,19 @@ class _NodeCollector(Collector):
                 events.add_metric([*ids, kind, "received"], count)
             for kind, count in sorted(control.published.items()):
                 events.add_metric([*ids, kind, "published"], count)
+            for kind, count in sorted(control.failed.items()):
+                events.add_metric([*ids, kind, "failed"], count)
             for reason, count in sorted(control.refused.items()):
                 events.add_metric([*ids, "", f"refused:{reason}"], count)
         yield events
+        retired = CounterMetricFamily(
+            "beds_retention_retired",
+            "Records retired (archived or deleted) by the retention sweeps this node ran.",
+            labels=["node", "role", "template"],
+        )
+        for template, count in sorted(node.retention_retired.items()):
+            retired.add_metric([*ids, template], count)
+        yield retired
         yield from self._brokers(ids)
         yield from self._stores(ids)
         yield from self._queues(ids)

@@ -78,3 +78,8 @@ class NodeView(Protocol):
     def connection(self) -> AbstractConnection | None:
         """The node's AMQP connection while it has one."""
         ...
+
+    @property
+    def retention_retired(self) -> Mapping[str, int]:
+        """Template → records the retention sweeps this node ran retired (never goes down)."""
+        ...

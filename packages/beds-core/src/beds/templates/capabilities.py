@@ -37,6 +37,7 @@ _KEYS = frozenset(
         "cache_size",
         "consistency",
         "retention_days",
+        "live",
     }
 )
 _LATER: dict[str, str] = {}
@@ -84,6 +85,7 @@ def parse_capabilities(
         cache_size=_cache_size(r, caps),
         consistency=consistency,
         retention_days=_retention_days(r, caps),
+        live=r.boolean(caps, "live", "capabilities.live", False),
     )
     _check(r, caps, capabilities, fields, key, operations, queries)
     return capabilities
@@ -159,6 +161,24 @@ def _check(
             raise r.fail("capabilities.consistency", "is 'cached' without cache = true")
     if capabilities.consistency is not Consistency.PRIMARY and not queries:
         raise r.fail("capabilities.consistency", "is set on a template without queries")
+    if capabilities.live:
+        _check_live(r, fields, operations)
+
+
+def _check_live(
+    r: Reader, fields: Mapping[str, FieldSpec], operations: Mapping[Operation, OperationSpec]
+) -> None:
+    if not operations:
+        raise r.fail("capabilities.live", "is set on a template without writes")
+    secret = sorted(name for name, spec in fields.items() if spec.secret)
+    if secret:
+        # Live events reach every node and, through an edge, browsers: refused, not filtered,
+        # so a declaration never looks live-safe while hiding what it leaves out.
+        raise r.fail(
+            "capabilities.live",
+            f"cannot be set on a template with a secret field ({', '.join(secret)}): live "
+            "events are read by every node of the environment",
+        )
 
 
 def _check_locking(

@@ -65,6 +65,7 @@ _FIELD_KEYS = frozenset(
         "minimum",
         "maximum",
         "description",
+        "secret",
     }
 )
 _WRITE_OPERATIONS = (Operation.CREATE, Operation.UPDATE, Operation.DELETE)
@@ -111,6 +112,7 @@ def _parse_field(r: Reader, name: str, raw: Any, path: str = "") -> FieldSpec:
         minimum=r.number(raw, "minimum", f"{path}.minimum"),
         maximum=r.number(raw, "maximum", f"{path}.maximum"),
         description=r.string(raw, "description", f"{path}.description", ""),
+        secret=r.boolean(raw, "secret", f"{path}.secret", False),
     )
 
 

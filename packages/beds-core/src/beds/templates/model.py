@@ -84,6 +84,9 @@ class FieldSpec:
     minimum: float | None = None
     maximum: float | None = None
     description: str = ""
+    secret: bool = False
+    """Never published beyond the caller (a password hash, a token): a template with a secret
+    field cannot declare ``live = true``, and live events never carry one."""
 
 
 @attrs.frozen(kw_only=True)
@@ -191,6 +194,9 @@ class Capabilities:
     """Where fetches read unless the request says otherwise (``payload.consistency``)."""
     retention_days: int | None = None
     """Records older than this are retired (moved or deleted) by sweeps (``[retention]``)."""
+    live: bool = False
+    """Every successful write publishes ``record.changed`` on the control channel
+    (:mod:`beds.dispatch.live`), for live views such as an HTTP edge's event stream."""
 
 
 @attrs.frozen(kw_only=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from beds.calgon.tickets import WAREHOUSE_LANE
 from beds.calgon.worker import TicketWorkers
 from beds.codec import DEFAULT_MAX_MESSAGE_BYTES, encode_request
 from beds.config.model import CalgonSettings
@@ -67,7 +68,15 @@ class LocalNode:
             if tickets is None
             else TicketWorkers(tickets, factory, settings, node="n1", env=self.identity.env)
         )
-        """Run the tickets submitted here: ``await node.workers.run_one()``."""
+        """Run the tickets submitted here: ``await node.workers.run_one()`` (default lane)."""
+        self.warehouse = (
+            None
+            if tickets is None
+            else TicketWorkers(
+                tickets, factory, settings, node="n1", env=self.identity.env, lane=WAREHOUSE_LANE
+            )
+        )
+        """Run the retention sweeps (the ``warehouse`` lane: :mod:`beds.calgon.lanes`)."""
         self.dispatcher = Dispatcher(
             factory,
             node="n1",

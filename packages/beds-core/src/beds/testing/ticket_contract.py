@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from beds.calgon.tickets import Ticket, TicketState
+from beds.calgon.tickets import DEFAULT_LANE, WAREHOUSE_LANE, Ticket, TicketState
 
 if TYPE_CHECKING:
     from beds.calgon.tickets import TicketStore
@@ -41,7 +41,7 @@ def new_ticket(**changes: Any) -> Ticket:
     """A queued ticket with a fresh id, created at the contract's fixed time unless told."""
     base = Ticket(
         ticket_id=str(uuid.uuid4()),
-        template="spew_post",
+        template="demo_post",
         operation="stats",
         params={"days": 7, "author": "ann", "note": "naïve ✓", "tags": ["a", "b"]},
         principal="p-ann",
@@ -242,6 +242,43 @@ class TicketStoreContract:
         assert again is not None
         assert again.state is TicketState.CANCELLED
         assert await ticket_store.cancel_ticket(str(uuid.uuid4()), _T0, _T0) is None
+
+    async def test_a_worker_claims_only_tickets_of_its_lane(
+        self, ticket_store: TicketStore
+    ) -> None:
+        sweep = new_ticket(lane=WAREHOUSE_LANE, steps=0, created_at=_T0 - 10)
+        submit = new_ticket()
+        await ticket_store.record_ticket(sweep)
+        await ticket_store.record_ticket(submit)
+        read = await ticket_store.read_ticket(sweep.ticket_id)
+        assert read is not None
+        assert read.lane == WAREHOUSE_LANE
+        # The older ticket is the sweep, yet a default-lane worker takes the submit.
+        claimed = await ticket_store.claim_ticket("app-1", _LEASE, _T0, DEFAULT_LANE)
+        assert claimed is not None
+        assert (claimed.ticket_id, claimed.lane) == (submit.ticket_id, DEFAULT_LANE)
+        assert await ticket_store.claim_ticket("app-2", _LEASE, _T0 + 1) is None
+        swept = await ticket_store.claim_ticket("seg-1", _LEASE, _T0 + 2, WAREHOUSE_LANE)
+        assert swept is not None
+        assert (swept.ticket_id, swept.lane) == (sweep.ticket_id, WAREHOUSE_LANE)
+        assert await ticket_store.claim_ticket("seg-2", _LEASE, _T0 + 3, WAREHOUSE_LANE) is None
+
+    async def test_a_lapsed_lease_is_taken_over_only_within_its_lane(
+        self, ticket_store: TicketStore
+    ) -> None:
+        sweep = new_ticket(lane=WAREHOUSE_LANE, steps=0)
+        await ticket_store.record_ticket(sweep)
+        await ticket_store.claim_ticket("seg-1", _LEASE, _T0, WAREHOUSE_LANE)
+        later = _T0 + _LEASE + 1  # seg-1's lease lapsed: its node died
+        assert await ticket_store.claim_ticket("app-1", _LEASE, later, DEFAULT_LANE) is None
+        taken = await ticket_store.claim_ticket("seg-2", _LEASE, later, WAREHOUSE_LANE)
+        assert taken is not None
+        assert (taken.ticket_id, taken.lease_owner, taken.attempts) == (
+            sweep.ticket_id,
+            "seg-2",
+            2,
+        )
+        assert taken.lane == WAREHOUSE_LANE
 
     async def test_expired_tickets_are_purged_with_their_results(
         self, ticket_store: TicketStore

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from beds.calgon.tickets import FINISHED, ResultRow, Ticket, TicketState
+from beds.calgon.tickets import DEFAULT_LANE, FINISHED, ResultRow, Ticket, TicketState
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -47,13 +47,18 @@ class MemoryTickets:
         """The ticket with that id."""
         return self.tickets.get(ticket_id)
 
-    async def claim_ticket(self, owner: str, lease: float, now: float) -> Ticket | None:
-        """Take the oldest queued ticket, or running one whose lease lapsed."""
+    async def claim_ticket(
+        self, owner: str, lease: float, now: float, lane: str = DEFAULT_LANE
+    ) -> Ticket | None:
+        """Take the oldest queued ticket of ``lane``, or running one whose lease lapsed."""
         ready = [
             t
             for t in self.tickets.values()
-            if t.state is TicketState.QUEUED
-            or (t.state is TicketState.RUNNING and (t.lease_until or 0) < now)
+            if t.lane == lane
+            and (
+                t.state is TicketState.QUEUED
+                or (t.state is TicketState.RUNNING and (t.lease_until or 0) < now)
+            )
         ]
         if not ready:
             return None

@@ -122,8 +122,8 @@ async def declare_topology(channel: AbstractChannel, config: Config) -> dict[str
         for broker, settings in role_settings.brokers.items():
             # This role's queues, and every role's logs queues: lineage events and audit
             # records published before any admin node ever started wait there, not vanish.
-            if other != role and settings.type != "logs":
-                continue
+            if (other != role and settings.type != "logs") or not settings.consumes:
+                continue  # a tickets broker has no queue
             queue = config.queue_name(broker, other)
             await channel.queue_declare(queue, durable=True, arguments=broker_args)
             # Request brokers read the events exchange; logs and syslog brokers the logs exchange.

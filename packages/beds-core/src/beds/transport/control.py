@@ -20,7 +20,7 @@ a node that starts a little later. They travel on one channel:
   slip in another.
 - **Handlers.** ``subscribe(kind, handler)``; each event goes to the handlers of its kind, in
   order. A handler that raises is logged and counted; the others still run.
-- **Metrics.** ``received``/``refused``/``published`` counters per kind
+- **Metrics.** ``received``/``refused``/``published``/``failed`` counters per kind
   (``beds_control_events_total``).
 
 The first user is the node heartbeat (``node.status``), which ``beds status --all`` and the
@@ -65,6 +65,9 @@ __all__ = (
 
 MAX_EVENT_BYTES: Final = 64 * 1024
 """Largest control event accepted (they are small by design)."""
+_SLACK: Final = 64
+"""Bytes :meth:`ControlChannel.room` keeps free for the event's id and time, set when it is
+published (a time's digits vary)."""
 _CONTENT_TYPE: Final = "application/json"
 _KIND_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-")
 
@@ -141,6 +144,8 @@ class ControlChannel:
         self.refused: Counter[str] = Counter()
         """Events not delivered, by reason (``untrusted``, ``malformed``, ``other-env``)."""
         self.published: Counter[str] = Counter()
+        self.failed: Counter[str] = Counter()
+        """Events :meth:`publish` could not hand to RabbitMQ, by kind."""
         self.handler_failures = 0
         self.joined_at = time.time()
         """When this node started reading: older events are replays."""
@@ -152,6 +157,13 @@ class ControlChannel:
     def live(self) -> bool:
         """Whether the node reads the stream now (events are not being missed)."""
         return self._channel is not None and not self._channel.is_closed
+
+    def room(self, kind: str) -> int:
+        """The most bytes an event's ``data`` of ``kind`` may take as JSON to be published."""
+        envelope = encode_event(
+            ControlEvent(kind=kind, origin=self.config.node.name, env=self.config.node.env)
+        )
+        return MAX_EVENT_BYTES - len(envelope) - _SLACK
 
     def subscribe(self, kind: str, handler: Handler) -> None:
         """Call ``handler`` with every event of ``kind`` (replayed ones included)."""
@@ -191,18 +203,23 @@ class ControlChannel:
         )
         body = encode_event(event)
         if len(body) > MAX_EVENT_BYTES:
+            self.failed[kind] += 1
             raise ValueError(f"control event of {len(body)} bytes, over {MAX_EVENT_BYTES}")
         channel = self._publisher
-        if channel is None or channel.is_closed:
-            raise aiormq.exceptions.ChannelInvalidStateError("the control channel is not open")
-        await channel.basic_publish(
-            body,
-            exchange=self.exchange,
-            routing_key=kind,
-            properties=Basic.Properties(
-                content_type=_CONTENT_TYPE, user_id=self.user, message_id=event.id
-            ),
-        )
+        try:
+            if channel is None or channel.is_closed:
+                raise aiormq.exceptions.ChannelInvalidStateError("the control channel is not open")
+            await channel.basic_publish(
+                body,
+                exchange=self.exchange,
+                routing_key=kind,
+                properties=Basic.Properties(
+                    content_type=_CONTENT_TYPE, user_id=self.user, message_id=event.id
+                ),
+            )
+        except BaseException:
+            self.failed[kind] += 1
+            raise
         self.published[kind] += 1
         return event
 

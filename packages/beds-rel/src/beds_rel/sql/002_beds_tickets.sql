@@ -6,7 +6,7 @@
 -- beds_ticket_* procedures, each one atomic store change (beds_rel/tickets.py):
 --   beds_ticket_record     a submit's new ticket, or the principal's ticket with the same key
 --   beds_ticket_read       one ticket
---   beds_ticket_claim      the oldest waiting ticket, taken under a lease (SKIP LOCKED)
+--   beds_ticket_claim      the oldest waiting ticket of a lane, taken under a lease (SKIP LOCKED)
 --   beds_ticket_renew      the lease holder extends (or, to now, gives back) its lease
 --   beds_ticket_save_step  a step's records and steps_done + 1, by the lease holder only
 --   beds_ticket_finish     succeeded / failed / cancelled
@@ -17,6 +17,8 @@
 -- row (or reads what it changed) runs its own START TRANSACTION ... COMMIT, and rolls back when
 -- a statement fails. Times are DATETIME(6) in UTC, passed in by the adapter (it converts the
 -- Unix seconds of beds.calgon.tickets), so the session's time zone plays no part.
+-- Every ticket is on a lane (beds.calgon.lanes): 'default', or 'warehouse' for the retention
+-- sweeps; a claim takes only tickets of the claiming worker's lane.
 
 CREATE TABLE IF NOT EXISTS beds_tickets (
     ticket_id        CHAR(36)     CHARACTER SET ascii NOT NULL,
@@ -37,6 +39,7 @@ CREATE TABLE IF NOT EXISTS beds_tickets (
     event_id         VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL DEFAULT '',
     depth            INT          NOT NULL DEFAULT 0,
     steps            INT          NOT NULL,
+    lane             VARCHAR(32)  CHARACTER SET ascii NOT NULL DEFAULT 'default',
     steps_done       INT          NOT NULL DEFAULT 0,
     attempts         INT          NOT NULL DEFAULT 0,
     cancel_requested TINYINT(1)   NOT NULL DEFAULT 0,
@@ -50,10 +53,18 @@ CREATE TABLE IF NOT EXISTS beds_tickets (
                                   CHECK (error IS NULL OR JSON_VALID(error)),
     PRIMARY KEY (ticket_id),
     UNIQUE KEY beds_tickets_key (principal_scope, idempotency_key),
-    -- Claims: queued tickets (lease_until NULL) oldest first, and running ones by lease.
-    KEY beds_tickets_claim (state, lease_until, created_at),
+    -- Claims, per lane: queued tickets (lease_until NULL) oldest first, running ones by lease.
+    KEY beds_tickets_lane_claim (lane, state, lease_until, created_at),
     KEY beds_tickets_expires (expires_at)
 ) ENGINE = InnoDB;
+
+-- A table made before lanes existed gets the column (its tickets are all 'default') and the
+-- claim index that leads with it; the old claim index goes. A no-op on a table made above.
+ALTER TABLE beds_tickets
+    ADD COLUMN IF NOT EXISTS lane VARCHAR(32) CHARACTER SET ascii NOT NULL DEFAULT 'default'
+        AFTER steps,
+    DROP INDEX IF EXISTS beds_tickets_claim,
+    ADD INDEX IF NOT EXISTS beds_tickets_lane_claim (lane, state, lease_until, created_at);
 
 -- A step's records, one row each: a ticket's result is its rows in (step, idx) order.
 CREATE TABLE IF NOT EXISTS beds_ticket_results (
@@ -68,7 +79,7 @@ CREATE TABLE IF NOT EXISTS beds_ticket_results (
 -- What the procedures answer for a ticket: every column but the key's scope.
 CREATE OR REPLACE VIEW beds_tickets_v AS
     SELECT ticket_id, template, operation, params, state, principal, idempotency_key,
-           fingerprint, event_id, depth, steps, steps_done, attempts, cancel_requested,
+           fingerprint, event_id, depth, steps, lane, steps_done, attempts, cancel_requested,
            lease_owner, lease_until, created_at, started_at, finished_at, expires_at, error
       FROM beds_tickets;
 
@@ -88,6 +99,7 @@ CREATE PROCEDURE beds_ticket_record(
     IN p_event_id VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_depth INT,
     IN p_steps INT,
+    IN p_lane VARCHAR(32) CHARACTER SET ascii,
     IN p_created_at DATETIME(6)
 )
 MODIFIES SQL DATA
@@ -99,10 +111,10 @@ BEGIN
         DECLARE CONTINUE HANDLER FOR 1062 SET v_duplicate = 1;
         -- Autocommitted: a concurrent submit with the same key waits on it, then finds it.
         INSERT INTO beds_tickets (ticket_id, template, operation, params, principal,
-                                  idempotency_key, fingerprint, event_id, depth, steps,
+                                  idempotency_key, fingerprint, event_id, depth, steps, lane,
                                   created_at)
             VALUES (p_ticket_id, p_template, p_operation, p_params, p_principal,
-                    p_idempotency_key, p_fingerprint, p_event_id, p_depth, p_steps,
+                    p_idempotency_key, p_fingerprint, p_event_id, p_depth, p_steps, p_lane,
                     p_created_at);
     END;
     IF v_duplicate THEN
@@ -128,8 +140,9 @@ BEGIN
     SELECT * FROM beds_tickets_v WHERE ticket_id = p_ticket_id;
 END$$
 
--- Take the oldest waiting ticket for p_owner until p_lease_until, as one more attempt; answer
--- it (no row: none waits). Waiting: queued, or running with a lease that lapsed before p_now.
+-- Take the oldest waiting ticket of lane p_lane for p_owner until p_lease_until, as one more
+-- attempt; answer it (no row: none waits). Waiting: queued, or running with a lease that lapsed
+-- before p_now. Another lane's ticket is never taken (beds_tickets_lane_claim leads with lane).
 -- SKIP LOCKED: concurrent claims take different tickets instead of waiting for each other. The
 -- queued look-up reads its index in order and stops at the first row it can lock, so a claim
 -- holds one queued ticket (and the few lapsed ones) only until it commits.
@@ -137,7 +150,8 @@ DROP PROCEDURE IF EXISTS beds_ticket_claim$$
 CREATE PROCEDURE beds_ticket_claim(
     IN p_owner VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
     IN p_now DATETIME(6),
-    IN p_lease_until DATETIME(6)
+    IN p_lease_until DATETIME(6),
+    IN p_lane VARCHAR(32) CHARACTER SET ascii
 )
 MODIFIES SQL DATA
 BEGIN
@@ -153,11 +167,11 @@ BEGIN
     SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
     START TRANSACTION;
     SELECT ticket_id, created_at INTO v_lapsed, v_lapsed_at FROM beds_tickets
-     WHERE state = 'running' AND lease_until < p_now
+     WHERE lane = p_lane AND state = 'running' AND lease_until < p_now
      ORDER BY created_at, ticket_id LIMIT 1 FOR UPDATE SKIP LOCKED;
     -- A queued ticket has no lease (nothing sets one before its first claim).
     SELECT ticket_id, created_at INTO v_queued, v_queued_at FROM beds_tickets
-     WHERE state = 'queued' AND lease_until IS NULL
+     WHERE lane = p_lane AND state = 'queued' AND lease_until IS NULL
      ORDER BY created_at, ticket_id LIMIT 1 FOR UPDATE SKIP LOCKED;
     IF v_lapsed IS NOT NULL
        AND (v_queued IS NULL OR (v_lapsed_at, v_lapsed) < (v_queued_at, v_queued)) THEN

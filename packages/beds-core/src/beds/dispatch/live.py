@@ -1,0 +1,164 @@
+"""Live updates: templates with ``live = true`` publish ``record.changed`` after each write.
+
+After a successful create, update or delete of a live template, the node publishes one control
+event (:mod:`beds.transport.control`) of kind ``record.changed``::
+
+    {"template": "post", "operation": "create", "key": {"id": 41},
+     "record": {"id": 41, "author": "ann", "body": "hi", "created_at": "…Z"},
+     "principal": "ann", "trace_id": "<the request's event id>", "at": "…Z"}
+
+- ``record`` is the written params plus the returned fields, declared fields only (a handler's
+  extra payload keys never travel), never a ``secret`` one (such templates cannot be live:
+  :mod:`beds.templates.capabilities`). It is left out, ``key`` kept, when the event would be
+  larger than the control channel takes (``ControlChannel.room``): readers fetch the record
+  then.
+- **Off the reply path.** The publication is a task of its own: the reply is never delayed, and
+  a failed publication is logged at warning and counted (``failed``, and the channel's
+  ``beds_control_events_total{outcome="failed"}``), never failing the write. At most
+  ``MAX_PENDING`` publications wait at once; beyond that an event is dropped and counted
+  (``dropped``), so a stalled broker cannot make a node hoard memory.
+- Every node reading the stream sees the event, with the trusted-origin rules of every control
+  event; an HTTP edge filters what each caller may see (its fetch access, its owner's records).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+import orjson
+from loguru import logger
+
+from beds.values import to_wire
+
+if TYPE_CHECKING:
+    from beds.envelopes import Request
+    from beds.templates.model import Template
+
+__all__ = ("MAX_PENDING", "RECORD_CHANGED", "LivePublisher", "record_changed")
+
+RECORD_CHANGED: Final = "record.changed"
+"""The control-event kind of a live template's write."""
+MAX_PENDING: Final = 1000
+"""Most publications one node keeps waiting at once."""
+
+Publish = Callable[[str, dict[str, Any]], Awaitable[object]]
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def record_changed(
+    template: Template,
+    request: Request,
+    result: object,
+    *,
+    principal: str | None,
+    trace_id: str,
+    at: str | None = None,
+) -> dict[str, Any]:
+    """The ``record.changed`` data of a successful write (see the module docstring).
+
+    Args:
+        template: the written template.
+        request: the request as it ran (its owner and principal params bound).
+        result: what the store answered (its returned fields).
+        principal: the authenticated principal's handle (``None``: anonymous).
+        trace_id: the request's event id, which its lineage events share.
+        at: when (ISO 8601 UTC); now by default.
+    """
+    public = {name for name, spec in template.fields.items() if not spec.secret}
+    record: dict[str, Any] = {k: to_wire(v) for k, v in request.payload.items() if k in public}
+    if isinstance(result, dict):
+        record.update((k, to_wire(v)) for k, v in result.items() if k in public)
+    return {
+        "template": template.name,
+        "operation": request.operation.value,
+        "key": {name: record.get(name) for name in template.key},
+        "record": record,
+        "principal": principal,
+        "trace_id": trace_id,
+        "at": at or _now(),
+    }
+
+
+class LivePublisher:
+    """Publishes the ``record.changed`` events of one node (see the module docstring).
+
+    Args:
+        publish: publishes a control event (``ControlChannel.publish``).
+        room: the most bytes an event's data may take as JSON (``ControlChannel.room``).
+    """
+
+    def __init__(self, publish: Publish, *, room: int) -> None:
+        self.publish = publish
+        self.published = 0
+        self.failed = 0
+        """Publications RabbitMQ did not take (logged at warning)."""
+        self.dropped = 0
+        """Events not published because ``MAX_PENDING`` were waiting."""
+        self.trimmed = 0
+        """Events published without ``record`` (too large)."""
+        self._pending: set[asyncio.Task[None]] = set()
+        self._room = room
+
+    def written(
+        self,
+        template: Template,
+        request: Request,
+        result: object,
+        *,
+        principal: str | None,
+        trace_id: str,
+    ) -> None:
+        """A write of ``template`` succeeded: publish its event, without waiting for it."""
+        if len(self._pending) >= MAX_PENDING:
+            self.dropped += 1
+            logger.warning(
+                "live event of {} {} dropped: {} publications are waiting",
+                template.name,
+                request.operation.value,
+                MAX_PENDING,
+            )
+            return
+        data = self.fit(
+            record_changed(template, request, result, principal=principal, trace_id=trace_id)
+        )
+        task = asyncio.get_running_loop().create_task(self._publish(data))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    def fit(self, data: dict[str, Any]) -> dict[str, Any]:
+        """``data``, without ``record`` when the event would exceed the channel's limit."""
+        if len(orjson.dumps(data)) <= self._room or "record" not in data:
+            return data
+        self.trimmed += 1
+        return {name: value for name, value in data.items() if name != "record"}
+
+    async def _publish(self, data: Mapping[str, Any]) -> None:
+        try:
+            await self.publish(RECORD_CHANGED, dict(data))
+        except Exception as exc:  # the write is done and answered; never fail it
+            self.failed += 1
+            logger.warning(
+                "live event of {} {} was not published ({!r}); live views miss it",
+                data["template"],
+                data["operation"],
+                exc,
+            )
+        else:
+            self.published += 1
+
+    async def drain(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the waiting publications (node stop)."""
+        pending = set(self._pending)
+        if not pending:
+            return
+        _, late = await asyncio.wait(pending, timeout=timeout)
+        for task in late:
+            task.cancel()
+        if late:
+            logger.warning("{} live events were not published before the node stopped", len(late))
