@@ -30,8 +30,9 @@ expect.set_options(timeout=WAIT_MS)
 OpenPage = Callable[[], Page]
 
 
-def handle() -> str:
-    return unique_name("u")[:20].lower()
+def handle(name: str = "u") -> str:
+    """A handle no other test uses: ``name`` and a random suffix (``ann_3f9c…``)."""
+    return unique_name(name).lower()
 
 
 @pytest.fixture
@@ -89,7 +90,7 @@ def post(page: Page, text: str) -> Locator:
 
 
 def test_follow_post_like_live_across_two_users(open_page: OpenPage, artifacts: Path) -> None:
-    ann, bob = handle(), handle()
+    ann, bob = handle("ann"), handle("bob")  # readable in the committed screenshot
     page_a, page_b = open_page(), open_page()
     sign_up(page_a, ann, "Ann")
     sign_up(page_b, bob, "Bob")
@@ -113,6 +114,42 @@ def test_follow_post_like_live_across_two_users(open_page: OpenPage, artifacts: 
     if os.environ.get("BEDS_UPDATE_SCREENSHOT") == "1":
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(artifacts / "spew-timeline.png", SCREENSHOT)
+
+
+def test_a_like_survives_a_reload_and_an_unlike_goes_live(open_page: OpenPage) -> None:
+    """Only the home query says whether I like a post: the Like button must stay right after the
+    post is refreshed (by_id), and after a reload in a timeline that is not home (by_hashtag)."""
+    ann, bob = handle(), handle()
+    page_a, page_b = open_page(), open_page()
+    sign_up(page_a, ann)
+    sign_up(page_b, bob)
+    tag = f"#t{unique_name('h')[-10:]}"
+    body = f"like me {tag}"
+    write(page_b, body)
+    expect(post(page_b, body)).to_be_visible()
+
+    def search(tag: str) -> None:  # Ann does not follow Bob: she finds the post by its hashtag
+        form = page_a.get_by_role("form", name="Hashtag search")
+        form.get_by_label("Hashtag").fill(tag)
+        form.get_by_role("button", name="Search").click()
+        expect(page_a.get_by_role("heading", name=f"Posts tagged {tag}")).to_be_visible()
+
+    search(tag)
+    post(page_a, body).get_by_role("button", name="Like").click()
+    expect(post(page_a, body).get_by_role("button", name="Unlike")).to_be_visible()
+    expect(post(page_a, body)).to_contain_text("1 like")
+    expect(post(page_b, body)).to_contain_text("1 like")  # live on Bob's page
+
+    page_a.reload()
+    expect(page_a.get_by_text(f"Signed in as @{ann}")).to_be_visible()
+    search(tag)
+    expect(post(page_a, body).get_by_role("button", name="Unlike")).to_be_visible()
+
+    post(page_a, body).get_by_role("button", name="Unlike").click()
+    expect(post(page_a, body).get_by_role("button", name="Like")).to_be_visible()
+    expect(post(page_a, body)).to_contain_text("0 likes")
+    expect(post(page_b, body)).to_contain_text("0 likes")  # live on Bob's page too
+    expect(post(page_b, body).get_by_role("button", name="Like")).to_be_visible()
 
 
 def test_a_post_with_markup_renders_as_text(open_page: OpenPage) -> None:
@@ -172,7 +209,7 @@ def test_counter_reply_hashtag_user_timeline_unfollow(open_page: OpenPage) -> No
     expect(page_a.get_by_text(f"Replying to @{bob}")).to_be_visible()
     write(page_a, f"a reply from ann {tag}")
     reply = post(page_a, "a reply from ann")
-    expect(reply).to_contain_text("In reply to post")
+    expect(reply).to_contain_text(f"In reply to @{bob}")  # the post it answers is on screen
     expect(post(page_a, "first from bob")).to_contain_text("1 reply")
 
     # A hashtag in a post is a search; both posts carry it.

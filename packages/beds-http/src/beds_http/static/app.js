@@ -18,6 +18,7 @@ const SPEW = {
   byTag: "by_hashtag",
   byId: "by_id",
   following: "following",
+  mine: "mine",
 };
 const PAGE = 20;
 
@@ -28,7 +29,10 @@ const state = {
   cursor: null,
   posts: new Map(), // id -> post record shown in the timeline
   following: new Set(),
-  liked: new Set(), // ids of the posts I like (as far as this page knows)
+  // Ids of the posts I like: the one truth for every Like/Unlike button. Only the home query
+  // answers liked_by_me, so the other answers (by_id, by_author, by_hashtag, live records)
+  // never change it; my likes at sign-in, my own clicks and my live spew_like events do.
+  liked: new Set(),
   replyTo: null,
   live: null,
   generation: 0, // bumps when the view changes, so a late page of an old view is dropped
@@ -57,7 +61,7 @@ async function showSignedIn() {
     },
   });
   state.live.start();
-  await loadFollowing();
+  await Promise.all([loadFollowing(), loadLiked()]);
   await openView({ kind: "home" });
 }
 
@@ -109,11 +113,16 @@ const postActions = {
   onDelete: (post) => guarded(() => deletePost(post))(),
 };
 
+// Adopts a home answer's liked_by_me (the only answer that carries it) into state.liked.
+function adoptLiked(post) {
+  if (post.liked_by_me === undefined || post.liked_by_me === null) return;
+  if (post.liked_by_me) state.liked.add(post.id);
+  else state.liked.delete(post.id);
+}
+
+// Shows a post (replacing its old element); its Like button follows state.liked, never a
+// liked_by_me carried along in the record.
 function show(post, where) {
-  if (post.liked_by_me !== undefined) {
-    if (post.liked_by_me) state.liked.add(post.id);
-    else state.liked.delete(post.id);
-  }
   const record = { ...post, liked_by_me: state.liked.has(post.id) };
   const parent = post.parent_id != null ? state.posts.get(post.parent_id) : null;
   if (parent) record.parent_author = parent.author; // else the reply names the post's id
@@ -141,7 +150,10 @@ async function loadMore(first = false) {
   const generation = state.generation;
   const { data, meta } = await fetchPage(state.view, first ? null : state.cursor);
   if (generation !== state.generation) return;
-  for (const post of data || []) show(post, "bottom");
+  for (const post of data || []) {
+    adoptLiked(post);
+    show(post, "bottom");
+  }
   state.cursor = meta.next || null;
   $("load-more").hidden = !state.cursor;
   $("timeline-empty").hidden = state.posts.size > 0;
@@ -211,6 +223,18 @@ async function setLike(post, like) {
   await refreshPost(post.id);
 }
 
+// The posts I like, so the Like buttons are right in every timeline (not only in home).
+async function loadLiked() {
+  const ids = new Set();
+  let cursor = null;
+  do {
+    const { data, meta } = await api.fetch(SPEW.like, SPEW.mine, {}, { limit: 100, cursor });
+    for (const row of data || []) ids.add(row.post_id);
+    cursor = meta.next || null;
+  } while (cursor);
+  state.liked = ids;
+}
+
 // ---- following ------------------------------------------------------------------------------
 
 async function loadFollowing() {
@@ -243,7 +267,7 @@ function openUser(handle) {
 function toggleFollow(handle, follow) {
   guarded(async () => {
     if (follow) await api.create(SPEW.follow, { followee: handle });
-    else await api.remove(SPEW.follow, { follower: api.handle, followee: handle });
+    else await api.remove(SPEW.follow, { followee: handle }); // follower: bound to the caller
     if (follow) state.following.add(handle);
     else state.following.delete(handle);
     renderFollowing();
