@@ -429,15 +429,6 @@ def test_schema_apply_prints_each_applied_file(
     assert result.stdout == "applied memory: demo/schema/memory/001.sql\n"
 
 
-def test_the_help_listing_in_the_docs_is_the_real_one() -> None:
-    docs = Path(__file__).parents[3] / "docs" / "cli.md"
-    page = docs.read_text(encoding="utf-8")
-    listing = page.split("```console\n$ beds --help\n", 1)[1].split("```\n", 1)[0]
-    # As click formats it for an 80-column terminal (or none): 78 columns of text.
-    result = CliRunner().invoke(cli, ["--help"], prog_name="beds", terminal_width=78)
-    assert result.stdout == listing
-
-
 def test_status_all_lists_every_node_from_their_heartbeats(
     monkeypatch: pytest.MonkeyPatch, config_file: Path
 ) -> None:
