@@ -195,6 +195,7 @@ def test_templates_json(
         "locking": False,
         "cache": False,
         "consistency": "primary",
+        "live": False,
     }
     assert listed["queries"]["recent"] == {
         "params": ["since"],

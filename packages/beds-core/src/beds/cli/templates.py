@@ -80,6 +80,7 @@ def describe(template: Template) -> dict[str, Any]:
             "cache": caps.cache,
             **({"cache_ttl": caps.cache_ttl, "cache_size": caps.cache_size} if caps.cache else {}),
             "consistency": caps.consistency.value,
+            "live": caps.live,
         },
         "operations": {
             op.value: {"params": list(spec.params), "returns": list(spec.returns)}
