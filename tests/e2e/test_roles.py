@@ -58,7 +58,7 @@ def test_lineage_and_audit_through_an_admin_node(deployment: tuple[Path, Start])
     assert (root["kind"], root["event_id"], root["node"]) == ("request", event_id, "app1")
     assert (root["template"], root["operation"], root["status"]) == ("spew_post", "create", 201)
     db = next(event for event in tree if event["kind"] == "db")
-    assert (db["parent_id"], db["depth"], db["message"]) == (event_id, 1, "rel create")
+    assert (db["parent_id"], db["depth"], db["message"]) == (event_id, 1, "rel create spp_create")
     assert db["ms"] <= root["ms"]
     assert any(e["kind"] == "log" and e["parent_id"] == event_id for e in tree)
     # The readable form: root first, children indented, with timings.

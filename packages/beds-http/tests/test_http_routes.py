@@ -142,7 +142,7 @@ async def test_trace_context_flows_into_lineage_and_back(
     assert span != "00f067aa0ba902b7"  # the edge's own span
     assert reply.headers["x-request-id"] == "r-1"
     assert reply.headers["x-beds-event-id"] == caller.calls[-1].meta.event_id
-    assert caller.calls[-1].meta.parent_id == f"http.dev.{TRACE}"
+    assert caller.calls[-1].meta.parent_id == f"http.dev.{TRACE}-{span}"  # this HTTP request
     assert caller.calls[-1].meta.depth == 1
 
 

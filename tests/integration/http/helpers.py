@@ -37,9 +37,12 @@ def free_port() -> int:
 
 async def delete_environment(amqp_url: str, env: str) -> None:
     """Best effort: the queues and exchanges the node and the edge declared for ``env``."""
-    queues = [f"beds.{env}.control", f"beds.{env}.dead"] + [
-        f"beds.{env}.appServer.{broker}" for broker in ("rBroker", "wBroker", "mBroker")
-    ]
+    queues = [
+        f"beds.{env}.control",
+        f"beds.{env}.dead",
+        f"beds.{env}.admin.adminBrokerIn",
+        f"beds.{env}.admin.adminLogsBroker",
+    ] + [f"beds.{env}.appServer.{broker}" for broker in ("rBroker", "wBroker", "mBroker")]
     exchanges = [f"beds.{kind}.{env}" for kind in ("events", "logs", "dlx", "control")]
     connection = await aiormq.connect(amqp_url)
     try:

@@ -38,7 +38,9 @@ __all__ = (
     "new_event_id",
 )
 
-EventKind = Literal["request", "db", "log", "audit"]
+EventKind = Literal["request", "db", "log", "audit", "http"]
+"""``http``: an HTTP request an edge (``beds http``) forwarded, the root of the BEDS requests it
+sent (method, route template, status; ``data``: trace id and principal)."""
 LINEAGE_TEMPLATE: Final = "beds_lineage"
 """The built-in template the admin node answers ``beds lineage`` with (routing ``*.admin``)."""
 
@@ -105,9 +107,11 @@ class Event:
     code: str = ""
     """The error code, if the event failed; the level (``INFO``…) of a log record."""
     message: str = ""
-    """What happened, in words (log records), or the store called (database calls)."""
+    """What happened, in words (log records); the store, operation and database object called
+    (database calls: ``rel create spp_create``); the route template (HTTP requests)."""
     data: dict[str, Any] | None = None
-    """Audit records: principal, origin, key, before, after."""
+    """Audit records: principal, origin, key, before, after. HTTP requests: trace id,
+    principal."""
 
     def to_record(self) -> dict[str, Any]:
         """A JSON-safe dict (the stored form; ``None`` fields left out)."""
@@ -260,6 +264,11 @@ def _describe(event: Event) -> str:
     if event.kind == "db":
         failed = f" failed {event.code}" if event.code else ""
         return f"{event.message}{failed}"
+    if event.kind == "http":
+        data = event.data or {}
+        who = f" by {data['principal']}" if data.get("principal") else ""
+        trace = f" trace {data['trace_id']}" if data.get("trace_id") else ""
+        return f"{event.operation} {event.message} → {event.code or event.status}{who}{trace}"
     if event.kind == "audit":
         return f"{event.operation} {event.template} {orjson.dumps(event.data).decode()}"
     return event.message

@@ -6,7 +6,9 @@ honoured); with no ``client`` it opens a :class:`~beds.client.BedsClient` on ``[
 the application starts, and a live-event consumer of the control stream unless
 ``[control] enabled = false``. Layers, outermost first: :class:`~beds_http.middleware.
 EdgeMiddleware` (trace, origin, metrics), Starlette's ``CORSMiddleware`` (``http.cors_origins``),
-the routes, and the static folder at ``/``.
+the routes, and the static folder at ``/``. Each HTTP request forwarded to BEDS leaves an
+``http`` lineage event, the root of its tree (:mod:`beds_http.lineage`), published on the logs
+exchange while ``[lineage] enabled``.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from beds.errors import BedsError, RequestError, TransportError
-from beds_http.auth import AuthRoutes
+from beds_http.auth import AuthRoutes, claims_of
 from beds_http.forward import Forwarder, NodeError, json_response
+from beds_http.lineage import EdgeLineage
 from beds_http.live import LiveConsumer, LiveHub, LiveRoutes
 from beds_http.metrics import EdgeMetrics
 from beds_http.middleware import EdgeMiddleware
@@ -89,6 +92,7 @@ def create_app(
     *,
     live: bool = True,
     settings: HttpSettings | None = None,
+    lineage: bool | None = None,
 ) -> Starlette:
     """The edge's ASGI application (see the module docstring).
 
@@ -99,6 +103,9 @@ def create_app(
             (and closed at shutdown) from ``[amqp]``.
         live: read live events from the control stream (tests feed ``app.state.hub``).
         settings: ``[http]`` already parsed; ``None``: parsed from ``config.http``.
+        lineage: publish the ``http`` lineage events on the logs exchange (with ``[lineage]
+            enabled``); ``None``: when the application opens its own client (tests with a
+            client of their own set ``app.state.lineage.sink``).
 
     Raises:
         ConfigError: ``[http]`` is not valid (names ``http.<key>``).
@@ -114,6 +121,10 @@ def create_app(
     holder: dict[str, Any] = {"client": client}
     forward = Forwarder(_LazyClient(holder), settings, EDGE_ORIGIN, config.node.env)
     auth = AuthRoutes(forward, config.auth)
+    forward.handle_of = lambda token: auth.caller_of(claims_of(token)).handle
+    edge_lineage = EdgeLineage(config, EDGE_ORIGIN)
+    metrics.lineage = edge_lineage
+    publish_lineage = config.lineage.enabled and (client is None if lineage is None else lineage)
     hub = LiveHub(templates, settings, metrics)
     consumer: list[LiveConsumer] = []
     document = openapi_document(templates, settings)
@@ -174,11 +185,14 @@ def create_app(
         if live and config.control.enabled and hub.templates:
             consumer.append(LiveConsumer(config, hub))
             await consumer[0].start()
+        if publish_lineage:
+            await edge_lineage.start()
         try:
             yield
         finally:
             for running in consumer:
                 await running.stop()
+            await edge_lineage.stop()
             if opened is not None:
                 await opened.close()
 
@@ -192,7 +206,7 @@ def create_app(
             Mount("/", StaticFiles(directory=settings.static_path, html=True)),
         ],
         middleware=[
-            Middleware(EdgeMiddleware, settings=settings, metrics=metrics),
+            Middleware(EdgeMiddleware, settings=settings, metrics=metrics, lineage=edge_lineage),
             Middleware(
                 CORSMiddleware,
                 allow_origins=list(settings.cors_origins),
@@ -209,6 +223,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.settings = settings
     app.state.openapi = document
+    app.state.lineage = edge_lineage
     return app
 
 
@@ -250,11 +265,15 @@ def _exception_handlers(metrics: EdgeMetrics, templates: set[str]) -> dict[Any, 
     def trace_id(request: Request) -> str:
         return str(request.state.trace.trace_id)
 
+    def answered(request: Request, document: dict[str, Any], headers: Any = None) -> Response:
+        request.state.code = document["code"]  # for the request's lineage event
+        return problem_response(document, headers=headers)
+
     async def refusal(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, EdgeRefusal)
         metrics.refused[exc.reason] += 1
         document = problem_of_error(exc, instance=request.url.path, trace_id=trace_id(request))
-        return problem_response(document, headers=exc.headers)
+        return answered(request, document, exc.headers)
 
     async def node_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, NodeError)
@@ -267,12 +286,12 @@ def _exception_handlers(metrics: EdgeMetrics, templates: set[str]) -> dict[Any, 
         headers = {}
         if exc.error.code == "BEDS-401":
             headers["WWW-Authenticate"] = 'Bearer realm="beds"'
-        return problem_response(document, headers=headers)
+        return answered(request, document, headers)
 
     async def raised(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestError | TransportError)
         document = problem_of_error(exc, instance=request.url.path, trace_id=trace_id(request))
-        return problem_response(document)
+        return answered(request, document)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)

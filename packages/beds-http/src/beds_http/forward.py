@@ -9,6 +9,7 @@ the edge only refuses a header that cannot be a token (:func:`bearer_token`).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import attrs
@@ -102,12 +103,15 @@ class Forwarder:
         settings: ``[http]`` (the reply timeout).
         origin: this edge's name in lineage parents (``http``).
         env: the environment (``node.env``).
+        handle_of: the principal's handle in a token a node accepted (for the HTTP request's
+            lineage event; :mod:`beds_http.lineage`), ``""`` when it names none.
     """
 
     client: Caller
     settings: HttpSettings
     origin: str = "http"
     env: str = "dev"
+    handle_of: Callable[[str], str] | None = None
 
     async def call(
         self,
@@ -126,6 +130,7 @@ class Forwarder:
             TransportError: no reply (RabbitMQ unreachable, nobody serving, timeout).
         """
         trace: TraceContext = request.state.trace
+        request.state.forwarded = True  # the HTTP request gets its lineage event
         response = await self.client.call(
             template,
             operation,
@@ -138,6 +143,9 @@ class Forwarder:
         )
         if response.meta.event_id:
             request.state.event_id = response.meta.event_id
+        if token and response.ok and self.handle_of is not None:
+            # The node accepted the token: its claims name who asked (never the token itself).
+            request.state.principal = self.handle_of(token) or None
         if not response.ok:
             raise NodeError(response)
         return response

@@ -13,6 +13,12 @@ metric                                 meaning
 ``beds_http_stream_dropped_total``     clients dropped for falling behind
 ``beds_http_live_events_total``        live events, by ``outcome`` (``sent`` to a client,
                                        ``ignored``: not a live template of this edge)
+``beds_http_lineage_events_total``     ``http`` lineage events, by ``outcome``
+                                       (``recorded``, ``published``: confirmed by RabbitMQ,
+                                       ``dropped``: the buffer overflowed while it was away)
+``beds_http_lineage_failures_total``   lineage batches RabbitMQ did not take (retried), and
+                                       events that could not be recorded
+``beds_http_lineage_waiting``          lineage events buffered, not yet published
 =====================================  ======================================================
 
 Counting touches plain dictionaries; the collector builds metric families at scrape time, as
@@ -33,6 +39,8 @@ if TYPE_CHECKING:
 
     from prometheus_client.core import Metric
 
+    from beds_http.lineage import EdgeLineage
+
 __all__ = ("EdgeMetrics",)
 
 
@@ -46,6 +54,8 @@ class EdgeMetrics:
         self.stream_dropped = 0
         self.live_sent = 0
         self.live_ignored = 0
+        self.lineage: EdgeLineage | None = None
+        """The edge's lineage recorder, read at scrape time."""
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_Collector(self))
 
@@ -90,3 +100,22 @@ class _Collector(Collector):
             "Live-event clients dropped for falling behind.",
             value=m.stream_dropped,
         )
+        lineage = m.lineage
+        if lineage is not None:
+            events = CounterMetricFamily(
+                "beds_http_lineage_events", "HTTP lineage events, by outcome.", labels=["outcome"]
+            )
+            events.add_metric(["recorded"], lineage.recorded)
+            events.add_metric(["published"], lineage.published)
+            events.add_metric(["dropped"], lineage.dropped)
+            yield events
+            yield CounterMetricFamily(
+                "beds_http_lineage_failures",
+                "Lineage batches RabbitMQ did not take, and events not recorded.",
+                value=lineage.failures,
+            )
+            yield GaugeMetricFamily(
+                "beds_http_lineage_waiting",
+                "Lineage events buffered, not yet published.",
+                value=lineage.waiting,
+            )

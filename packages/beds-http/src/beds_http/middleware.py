@@ -10,11 +10,14 @@ A pure ASGI middleware (streams pass through untouched), outside CORS and the ro
    included;
 3. every answer is counted (``beds_http_requests_total{route,status}``);
 4. an exception no handler answered becomes a ``BEDS-500`` problem (the log has the trace),
-   never a bare 500 page.
+   never a bare 500 page;
+5. a request that sent anything to BEDS leaves its ``http`` lineage event once answered
+   (:mod:`beds_http.lineage`: route template, status, problem code, duration, principal).
 """
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import Headers
@@ -26,6 +29,7 @@ from beds_http.trace import check_header_text, request_id, trace_of
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+    from beds_http.lineage import EdgeLineage
     from beds_http.metrics import EdgeMetrics
     from beds_http.settings import HttpSettings
 
@@ -41,10 +45,18 @@ def same_origin(scope: Scope, headers: Headers) -> str:
 class EdgeMiddleware:
     """See the module docstring."""
 
-    def __init__(self, app: ASGIApp, *, settings: HttpSettings, metrics: EdgeMetrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        settings: HttpSettings,
+        metrics: EdgeMetrics,
+        lineage: EdgeLineage | None = None,
+    ) -> None:
         self.app = app
         self.settings = settings
         self.metrics = metrics
+        self.lineage = lineage
         self.allowed = frozenset(settings.cors_origins) | (
             {settings.public_url} if settings.public_url else set()
         )
@@ -54,6 +66,7 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        at, began = time.time(), time.perf_counter()
         headers = Headers(scope=scope)
         state: dict[str, Any] = scope.setdefault("state", {})
         started = False
@@ -94,12 +107,24 @@ class EdgeMiddleware:
                 report_bug(exc, "beds http: {} {} failed", scope["method"], scope["path"])
                 if started:
                     return  # a stream broke midway: nothing more can be said to the client
+                state["code"] = "BEDS-500"
                 await self._problem(scope, send_with_headers, None)
         finally:
             route = scope.get("beds_route") or (
                 "unmatched" if scope["path"].startswith("/v1/") else "static"
             )
             self.metrics.requests[(str(route), str(status))] += 1
+            if self.lineage is not None and state.get("forwarded"):
+                self.lineage.record(
+                    state["trace"],
+                    method=str(scope["method"]),
+                    route=str(route),
+                    status=status,
+                    code=str(state.get("code", "")),
+                    at=at,
+                    ms=(time.perf_counter() - began) * 1000,
+                    principal=state.get("principal"),
+                )
 
     def _check_origin(self, scope: Scope, headers: Headers) -> None:
         origin = headers.get("origin")

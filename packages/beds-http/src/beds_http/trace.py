@@ -2,12 +2,12 @@
 
 A request's ``traceparent`` (``00-<trace id>-<parent id>-<flags>``) names the caller's trace;
 the edge continues it, or starts one when the header is absent or malformed (as the W3C
-recommendation says: an invalid ``traceparent`` is ignored). The trace reaches BEDS lineage as
-the parent of every request the edge sends for it: ``meta.parent_id`` is
-``"<origin>.<env>.<trace id>"`` (a 32-hex trace id has the shape of an event id's guid), so
-the node's lineage events of one HTTP request share that parent. The response's
-``traceparent`` carries the trace id with the edge's own span id, and ``X-Beds-Event-Id`` the
-node's event id of the (last) request, for ``beds lineage``.
+recommendation says: an invalid ``traceparent`` is ignored). Each HTTP request is one lineage
+event, ``"<origin>.<env>.<trace id>-<span id>"`` (the span id is the edge's own, new for each
+HTTP request: one trace may span many HTTP requests, each its own tree), recorded by
+:mod:`beds_http.lineage`; every BEDS request the edge sends for it has that id as its
+``meta.parent_id``. The response's ``traceparent`` carries the trace id with the edge's span
+id, and ``X-Beds-Event-Id`` the node's event id of the (last) request, for ``beds lineage``.
 
 A header holding control characters or non-ASCII text (CR/LF injection) is refused, whichever
 header it is: such a value is never copied into a reply, a log or a request.
@@ -44,8 +44,8 @@ class TraceContext:
         return f"00-{self.trace_id}-{self.span_id}-{'01' if self.sampled else '00'}"
 
     def parent_event(self, origin: str, env: str) -> str:
-        """The lineage parent of the BEDS requests sent for this trace."""
-        return f"{origin}.{env}.{self.trace_id}"
+        """This HTTP request's lineage event id: the parent of the BEDS requests sent for it."""
+        return f"{origin}.{env}.{self.trace_id}-{self.span_id}"
 
 
 def check_header_text(name: str, value: str) -> None:

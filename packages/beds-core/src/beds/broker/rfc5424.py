@@ -108,9 +108,9 @@ def severity_of(event: Event) -> int:
 
     A request: ``crit`` if it was dead-lettered (a transient failure still failing after its
     retries, a handler stopped past its budget, an undeliverable reply), ``err`` for any other
-    5xx, ``warning`` for a 4xx, ``info`` otherwise. A database call: by its error's status
-    (``err``, ``warning``), ``debug`` when it succeeded. A log record: by its level. An audit
-    record: ``notice``.
+    5xx, ``warning`` for a 4xx, ``info`` otherwise; an HTTP request an edge forwarded the same.
+    A database call: by its error's status (``err``, ``warning``), ``debug`` when it succeeded.
+    A log record: by its level. An audit record: ``notice``.
     """
     kind, code = event.kind, event.code
     if kind == "audit":
@@ -118,7 +118,7 @@ def severity_of(event: Event) -> int:
     if kind == "log":
         return _LOG_LEVELS.get(code, _INFO)
     status, dead_lettered = _error_status(code) if code else (event.status, False)
-    if kind == "request":
+    if kind in ("request", "http"):
         if dead_lettered:
             return _CRIT
         status = event.status or status
@@ -147,6 +147,9 @@ def summary(event: Event) -> str:
         code = f" {event.code}" if event.code else ""
         what = f"{event.operation or '?'} {event.template or '?'}"
         return f"{what} answered {event.status}{code}"
+    if event.kind == "http":  # method, route template: never a query string
+        code = f" {event.code}" if event.code else ""
+        return f"{event.operation} {event.message} answered {event.status}{code}"
     if event.kind == "db":
         return f"{event.message} failed {event.code}" if event.code else event.message
     if event.kind == "audit":

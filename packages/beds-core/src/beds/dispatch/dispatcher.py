@@ -35,7 +35,7 @@ from beds.dispatch.plan import WRITES, plan_write
 from beds.dispatch.reads import Page, serve_fetch
 from beds.dispatch.retry import call_store
 from beds.dispatch.routes import check_route
-from beds.dispatch.trace import EventSink, child_event, request_event
+from beds.dispatch.trace import EventSink, child_event, request_event, store_object
 from beds.envelopes import Operation, Request, Response, ResponseMeta
 from beds.errors import (
     DeadlineExceeded,
@@ -284,7 +284,7 @@ class Dispatcher:
             if self._before is not None:
                 await self._before.before_dispatch(request, template)
             handled_result = await self._call_store(
-                request, adapter, ctx, partial(handler, handled), timings
+                request, template, adapter, ctx, partial(handler, handled), timings
             )
             if request.operation in WRITES:
                 self._written_live(template, request, handled_result, ctx)
@@ -303,7 +303,7 @@ class Dispatcher:
         )
         if self._before is not None:
             await self._before.before_dispatch(request, template)
-        result = await self._call_store(request, adapter, ctx, call, timings)
+        result = await self._call_store(request, template, adapter, ctx, call, timings)
         if self.cache is not None:
             await self.cache.written(template.name)
         self._written_live(template, request, result, ctx)
@@ -337,7 +337,7 @@ class Dispatcher:
             await self._before.before_dispatch(request, template)
 
         async def store(call: Callable[[], Awaitable[Page]]) -> Page:
-            page: Page = await self._call_store(request, adapter, ctx, call, timings)
+            page: Page = await self._call_store(request, template, adapter, ctx, call, timings)
             return page
 
         return await serve_fetch(
@@ -363,6 +363,7 @@ class Dispatcher:
     async def _call_store(
         self,
         request: Request,
+        template: Template,
         adapter: NamasteCore,
         ctx: CallContext,
         call: Callable[[], Awaitable[Any]],
@@ -396,7 +397,7 @@ class Dispatcher:
                     ctx.event_id,
                     "db",
                     took,
-                    f"{adapter.store} {operation.value}",
+                    f"{adapter.store} {operation.value} {store_object(template, request)}".rstrip(),
                 )
                 self._trace.emit(attrs.evolve(call_event, code=failure) if failure else call_event)
         logger.debug(

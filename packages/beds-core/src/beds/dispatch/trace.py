@@ -1,20 +1,27 @@
 """The lineage events a request leaves, and the sink they go to.
 
 One event for the request itself, and one for each thing it caused (its database call, its
-audit record), each a child of the request's event.
+audit record), each a child of the request's event. A database call's event names the database
+object the template binds to the call (:func:`store_object`), so a tree shows ``rel create
+spp_create``, not only which store ran.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from beds.envelopes import Operation
 from beds.lineage import Event, new_event_id
 
 if TYPE_CHECKING:
     from beds.envelopes import Request, Response
+    from beds.templates.model import Template
 
-__all__ = ("EventSink", "child_event", "request_event")
+__all__ = ("EventSink", "child_event", "request_event", "store_object")
+
+_OBJECT_KEYS = ("procedure", "function", "view", "collection")
+"""Binding keys that name a database object, in the order one is preferred."""
 
 
 class EventSink(Protocol):
@@ -74,3 +81,25 @@ def child_event(
         operation=request.operation.value,
         message=message,
     )
+
+
+def store_object(template: Template, request: Request) -> str:
+    """The database object a request's store call runs, by the template's declaration.
+
+    The binding of the operation (or of the fetched query) names it: its ``procedure``,
+    ``function``, ``view`` or ``collection``; else the template's store-wide ``collection``
+    (REC). ``""`` when nothing names one (a memory store, a pipeline). A few dictionary
+    lookups: lineage stays cheap.
+    """
+    if request.operation is Operation.FETCH:
+        name = request.payload.get("query", template.default_query)
+        spec: Any = template.queries.get(name) if isinstance(name, str) else None
+    else:
+        spec = template.operations.get(request.operation)
+    binding = spec.binding if spec is not None else {}
+    for key in _OBJECT_KEYS:
+        value = binding.get(key)
+        if isinstance(value, str):
+            return value
+    collection = template.store_options.get("collection")
+    return collection if isinstance(collection, str) else ""

@@ -77,11 +77,23 @@ class EventPublisher:
         share one process and one loguru logger)."""
         self.published = 0
         self.dropped = 0
+        self.failures = 0
+        """Batches RabbitMQ did not take (each tried again later; one warning a minute)."""
         self._buffer: deque[Event] = deque()
         self._wake = asyncio.Event()
         self._channel: AbstractChannel | None = None
         self._task: asyncio.Task[None] | None = None
         self._sink_id: int | None = None
+
+    @property
+    def attached(self) -> bool:
+        """Whether a channel to publish on is open (a closed one needs :meth:`attach` again)."""
+        return self._channel is not None and not self._channel.is_closed
+
+    @property
+    def waiting(self) -> int:
+        """Events buffered, not yet published."""
+        return len(self._buffer)
 
     def emit(self, event: Event) -> None:
         """Queue one event (never blocks, never raises)."""
@@ -159,6 +171,7 @@ class EventPublisher:
             try:
                 await self._flush()
             except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+                self.failures += 1
                 now = time.monotonic()
                 if now - warned_at >= _WARN_EVERY:  # once a minute while it lasts, not per try
                     warned_at = now
