@@ -12,6 +12,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from loguru import logger
+
 from beds.broker.messages import origin_of
 from beds.broker.pool import BrokerPool
 from beds.envelopes import Response, ResponseMeta
@@ -78,6 +80,14 @@ class BatchPool(BrokerPool):
         if self.observer is not None:  # one handled message, timed like a request's answer
             self.observer.dispatched(None, batch_outcome(failure, started))
         if failure is not None:
+            # Said here as well as in the dead-letter queue: a store refusing every batch (a
+            # validator that rejects a new event kind, say) must not be silent.
+            logger.warning(
+                "broker {} refused a batch of events ({} {}); it goes to the dead-letter queue",
+                self.name,
+                failure.CODE,
+                failure,
+            )
             await self.settle.give_up(message, failure, answer=False)
         else:
             self.settle.ack(message)
