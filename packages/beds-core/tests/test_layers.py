@@ -55,7 +55,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("beds.client",),
     ("beds.broker", "beds.calgon"),
     ("beds.heartbeat", "beds.telemetry"),
-    ("beds.ipl", "beds.node", "beds.provision"),
+    ("beds.ipl", "beds.node", "beds.provision", "beds.supervisor"),
     ("beds.testing",),
     ("beds",),
     ("beds.cli", "beds.__main__"),

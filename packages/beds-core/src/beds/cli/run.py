@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from typing import TYPE_CHECKING
 
 import click
@@ -24,17 +25,28 @@ __all__ = ("run",)
 @click.command()
 @config_option
 @node_option
-def run(config_path: Path | None, role: str | None) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Node processes to run (overrides node.workers, default 1; 0: 1 in development, one "
+    "per core in production).",
+)
+def run(config_path: Path | None, role: str | None, workers: int | None) -> None:
     """Run a node until SIGTERM or SIGINT (a second signal forces exit).
 
     Serves on uvloop when it is installed (``BEDS_EVENT_LOOP``: ``auto``, ``uvloop``, ``asyncio``).
+    With more than one worker, supervises that many node processes (docs/deployment.md).
     """
     from beds.eventloop import choose_event_loop
     from beds.eventloop import run as run_on_loop
     from beds.log import configure_logging
     from beds.node import StartupError
+    from beds.supervisor import WORKER_INDEX_VARIABLE
 
     config = load(config_path, role)
+    if WORKER_INDEX_VARIABLE not in os.environ:  # a worker serves one node, whatever it says
+        _supervise_if_many(config, config_path, role, workers)
     try:
         loop = choose_event_loop()
     except ConfigError as exc:
@@ -67,3 +79,28 @@ async def _serve(config: Config) -> None:
     # A lost RabbitMQ connection is the node's to recover (it reconnects): only a signal stops.
     await stop.wait()
     await node.stop()
+
+
+def _supervise_if_many(
+    config: Config, config_path: Path | None, role: str | None, workers: int | None
+) -> None:
+    """With more than one worker, supervise them and exit with the supervisor's code."""
+    from beds.log import configure_logging
+    from beds.supervisor import Policy, Supervisor, worker_command, worker_count, worker_environ
+
+    try:
+        count = worker_count(config, workers)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_CONFIG)
+    if count == 1:
+        return
+    configure_logging(config.log, node=f"{config.node.name}-supervisor")
+    command = worker_command(str(config_path) if config_path is not None else None, role)
+    logger.info("supervising {} workers", count)
+    supervisor = Supervisor(
+        count,
+        lambda index: command,
+        lambda index: worker_environ(config, index),
+        Policy(drain_seconds=config.node.drain_seconds),
+    )
+    sys.exit(supervisor.run())

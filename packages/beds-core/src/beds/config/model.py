@@ -111,6 +111,9 @@ class NodeSettings:
     """On shutdown, how long in-flight requests may take to finish."""
     shared_path: str = ""
     """A folder nodes share (exports, warehouse files); checked writable at start-up when set."""
+    workers: int = attrs.field(default=1, validator=_at_least(0))
+    """Node processes ``beds run`` runs (:mod:`beds.supervisor`); 0: one in development, one per
+    core in production."""
 
 
 def _amqp_url(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
