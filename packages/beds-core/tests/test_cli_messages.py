@@ -305,3 +305,17 @@ def test_run_without_templates_refuses_to_start_in_production(tmp_path: Path) ->
     result = invoke("run", "--config", str(config_in(tmp_path, "production")))
     assert result.exit_code == 1, result.output
     assert result.stderr.splitlines()[-1] == f"beds: error: start-up failed at {NO_TEMPLATES}"
+
+
+def test_run_stopped_by_a_bug_exits_70_for_its_supervisor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from beds.cli import run as run_module
+    from beds.cli.common import EXIT_CRASHED
+
+    async def crash(_config: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(run_module, "_serve", crash)
+    result = invoke("run", "--config", str(config_in(tmp_path, "development")))
+    assert result.exit_code == EXIT_CRASHED == 70, result.output

@@ -13,7 +13,8 @@ once) and the supervisor exits ``128 + signal``. A worker that exits while nothi
 replaced after a back-off that doubles with its recent exits; more than ``crash_limit`` such
 exits in ``crash_window_seconds`` (a crash loop) stop the supervisor, exit 1. A worker exiting 1
 or 2 (``beds run``'s codes of a failed start-up check and of bad configuration) stops it at once
-with that code: a replacement would fail the same way.
+with that code: a replacement would fail the same way. A worker that stops on a bug exits 70
+(``beds.cli.common.EXIT_CRASHED``) and is replaced like one killed by a signal.
 
 Why this module is long: the loop's states (serving, replacing, draining, killing) share the
 workers' records and are read together.

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = (
     "EXIT_CONFIG",
+    "EXIT_CRASHED",
     "EXIT_FAILED",
     "config_option",
     "echo_json",
@@ -50,6 +51,9 @@ EXIT_FAILED = 1
 """The operation failed: a start-up check, an error reply, a timeout, RabbitMQ unreachable."""
 EXIT_CONFIG = 2
 """Bad usage or bad configuration."""
+EXIT_CRASHED = 70
+"""``beds run`` stopped on an unexpected error (a bug), not on a failed start-up check (1) or bad
+configuration (2): a supervisor replaces such a worker (sysexits' ``EX_SOFTWARE``)."""
 
 config_option = click.option(
     "--config",
@@ -139,8 +143,8 @@ def make_client(
     """A client of the configured environment, as the ``beds`` command calls it.
 
     Args:
-        config: gives ``amqp.url``, ``amqp.events_exchange`` and ``node.env``.
-        url: the AMQP URL instead of ``amqp.url`` (``--url``).
+        config: gives ``amqp.urls`` (or ``amqp.url``), ``amqp.events_exchange`` and ``node.env``.
+        url: the AMQP URL instead of the configured ones (``--url``).
         timeout: default seconds to wait for a reply (``--timeout``).
         token: the credential to send with every call (``--token``, ``BEDS_TOKEN`` or the
             token file of ``beds login``), or ``None`` for anonymous calls.
@@ -148,10 +152,11 @@ def make_client(
     from beds.client import BedsClient  # imported when a command calls: keeps --help fast
     from beds.transport.tls import amqp_context
 
-    target = url or config.amqp.url
+    # --url replaces the configured brokers (amqp.urls, or amqp.url).
+    amqp = attrs.evolve(config.amqp, url=url, urls=()) if url else config.amqp
     return BedsClient(
-        target,
-        ssl_context=amqp_context(attrs.evolve(config.amqp, url=target)),
+        amqp.addresses,
+        ssl_context=amqp_context(amqp),
         exchange=config.amqp.events_exchange,
         origin="cli",
         env=config.node.env,

@@ -11,7 +11,16 @@ from typing import TYPE_CHECKING
 import click
 from loguru import logger
 
-from beds.cli.common import EXIT_CONFIG, config_option, exit_code_of, fail, load, node_option
+from beds.bugs import report_bug
+from beds.cli.common import (
+    EXIT_CONFIG,
+    EXIT_CRASHED,
+    config_option,
+    exit_code_of,
+    fail,
+    load,
+    node_option,
+)
 from beds.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -57,6 +66,9 @@ def run(config_path: Path | None, role: str | None, workers: int | None) -> None
         run_on_loop(_serve(config), loop)
     except StartupError as exc:
         fail(str(exc), exit_code_of(exc.checks))
+    except Exception as exc:  # a bug: said in one line (and once with its traceback), exit 70
+        report_bug(exc, "the node stopped on an unexpected error")
+        sys.exit(EXIT_CRASHED)
 
 
 async def _serve(config: Config) -> None:
