@@ -143,8 +143,8 @@ def make_client(
     """A client of the configured environment, as the ``beds`` command calls it.
 
     Args:
-        config: gives ``amqp.urls`` (or ``amqp.url``), ``amqp.events_exchange`` and ``node.env``.
-        url: the AMQP URL instead of the configured ones (``--url``).
+        config: gives ``amqp.url``, ``amqp.events_exchange`` and ``node.env``.
+        url: the AMQP URL instead of ``amqp.url`` (``--url``).
         timeout: default seconds to wait for a reply (``--timeout``).
         token: the credential to send with every call (``--token``, ``BEDS_TOKEN`` or the
             token file of ``beds login``), or ``None`` for anonymous calls.
@@ -152,11 +152,10 @@ def make_client(
     from beds.client import BedsClient  # imported when a command calls: keeps --help fast
     from beds.transport.tls import amqp_context
 
-    # --url replaces the configured brokers (amqp.urls, or amqp.url).
-    amqp = attrs.evolve(config.amqp, url=url, urls=()) if url else config.amqp
+    target = url or config.amqp.url
     return BedsClient(
-        amqp.addresses,
-        ssl_context=amqp_context(amqp),
+        target,
+        ssl_context=amqp_context(attrs.evolve(config.amqp, url=target)),
         exchange=config.amqp.events_exchange,
         origin="cli",
         env=config.node.env,
