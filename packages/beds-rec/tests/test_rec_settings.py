@@ -288,3 +288,17 @@ def test_a_password_in_a_driver_message_is_masked() -> None:
     details = ["db.example:27017: user beds:s3cret%2Dpw and s3cret-pw"]
     uri = "mongodb://beds:s3cret%2Dpw@db.example/"
     assert _masked(details, uri) == ["db.example:27017: user beds:*** and ***"]
+
+
+@given(
+    user=st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=12),
+    password=st.text(
+        alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.~!$&'()*+,;=", min_size=1, max_size=30
+    ),
+)
+def test_settings_repr_hides_the_uri_password(user: str, password: str) -> None:
+    uri = f"mongodb://{user}:{password}@127.0.0.1:27017,127.0.0.1:27018/app?replicaSet=rs0"
+    parsed = parse_settings(settings(uri=uri, database="app"))
+    shown = repr(parsed)
+    assert f"{user}:***@127.0.0.1:27017,127.0.0.1:27018/app" in shown
+    assert f":{password}@" not in shown

@@ -96,6 +96,14 @@ def _no_key_file(instance: object, attribute: attrs.Attribute[str], value: str) 
         )
 
 
+_CREDENTIALS = re.compile(r"(?<=://)([^:@/]*):[^@/]*@")
+
+
+def redact_uri(uri: str) -> str:
+    """``repr`` of a MongoDB URI with its password replaced by ``***`` (settings reach logs)."""
+    return repr(_CREDENTIALS.sub(r"\1:***@", uri, count=1))
+
+
 @attrs.frozen(kw_only=True)
 class RecTlsSettings:
     """The ``[stores.rec.tls]`` table (a :class:`beds.transport.tls.TlsFiles`)."""
@@ -112,8 +120,8 @@ class RecTlsSettings:
 class RecSettings:
     """Validated REC store settings."""
 
-    uri: str | None
-    """The server's URI, or ``None`` for the embedded server."""
+    uri: str | None = attrs.field(repr=lambda uri: redact_uri(uri) if uri else repr(uri))
+    """The server's URI, or ``None`` for the embedded server (its password is not in repr)."""
     database: str
     server_selection_timeout: float = 5.0
     """Seconds the driver waits for a usable server before failing."""
@@ -341,7 +349,7 @@ def _path(instance: _Table, attribute: attrs.Attribute[str], value: str) -> None
 class _Table:
     """The ``[stores.rec]`` table as written (see the module's table of keys)."""
 
-    uri: str = attrs.field(default=EMBEDDED, validator=_uri)
+    uri: str = attrs.field(default=EMBEDDED, validator=_uri, repr=redact_uri)
     database: str = attrs.field(validator=_database)
     server_selection_timeout: float = attrs.field(default=5.0, validator=_positive)
     embedded_path: str = attrs.field(default=".beds/secantus", validator=_path)
