@@ -100,7 +100,15 @@ def test_the_spew_templates_give_a_valid_document(spew_templates: dict[str, Temp
         "autoDelete": False,
         "vhost": "beds/qa",
     }
-    assert set(channel["messages"]) == {"create", "update", "delete"}
+    assert set(channel["messages"]) == {
+        "create",
+        "update",
+        "delete",
+        "create_many",
+        "update_many",
+        "delete_many",
+    }
+    assert "fetch_many" in document["channels"]["spew_post.read"]["messages"]
     create = document["operations"]["spew_post.create"]
     assert create["action"] == "send"
     assert create["bindings"]["amqp"]["mandatory"] is True

@@ -84,6 +84,22 @@ def test_each_refusal_names_its_key(change: dict[str, str], key: str, words: str
     assert words in found[0].problem
 
 
+@pytest.mark.parametrize(
+    ("urls", "expected"),
+    [
+        ("amqps://app:pw@mq1.internal:5671/prod amqps://app:pw@mq2.internal:5671/prod", []),
+        ("amqp://app:pw@127.0.0.1:5672/prod amqp://app:pw@127.0.0.1:5673/prod", []),
+        ("amqp://app:pw@127.0.0.1:5672/prod amqp://app:pw@mq2.internal:5672/prod", [1]),
+        ("amqp://app:pw@mq1.internal/prod amqp://app:pw@mq2.internal/prod", [0, 1]),
+    ],
+)
+def test_every_broker_of_amqp_urls_is_checked_for_plaintext(urls: str, expected: list[int]) -> None:
+    environ = {name: value for name, value in GOOD.items() if name != "BEDS__AMQP__URL"}
+    found = findings(load_config(None, environ={**environ, "BEDS__AMQP__URLS": urls}))
+    assert [finding.key for finding in found] == [f"amqp.urls[{i}]" for i in expected]
+    assert all("plaintext" in finding.problem and "pw" not in finding.problem for finding in found)
+
+
 @pytest.mark.parametrize("tls", ["", 'ca_file = "/etc/beds/db-ca.pem"', "verify_identity = true"])
 def test_mariadb_over_tls_to_another_host_is_fine(tmp_path: Path, tls: str) -> None:
     config_file = tmp_path / "beds.toml"

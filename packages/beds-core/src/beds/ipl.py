@@ -38,7 +38,7 @@ from beds.nodeinfo import Check, StartupError
 from beds.plugins import Hooks, make_plugin_manager
 from beds.policy import findings
 from beds.provision.needs import TemplateUse, request_patterns, served_templates
-from beds.transport.amqp import connect_to, redact
+from beds.transport.amqp import broker_index, connect_to, redact
 
 if TYPE_CHECKING:
     from aiormq.abc import AbstractConnection
@@ -255,7 +255,8 @@ class Ipl:
             connection = await connect_to(self.config.amqp, name=f"beds-{self.config.node.name}")
         except BedsError as exc:  # a TLS file that cannot be used, too
             self.fail("rabbitmq", exc)
-        self.ok("rabbitmq", redact(self.config.amqp.url))
+        addresses = self.config.amqp.addresses
+        self.ok("rabbitmq", redact(addresses[broker_index(connection, addresses)]))
         return connection
 
     async def start_stores(self) -> None:

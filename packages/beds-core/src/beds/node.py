@@ -39,14 +39,21 @@ from beds.dispatch import Dispatcher
 from beds.dispatch.cache import INVALIDATE, FetchCache
 from beds.dispatch.calgon import Calgon
 from beds.dispatch.live import RECORD_CHANGED, LivePublisher
-from beds.errors import StoreUnavailable, UnknownTemplate, ValidationFailed
+from beds.errors import BrokerUnavailable, StoreUnavailable, UnknownTemplate, ValidationFailed
 from beds.factory import Factory
 from beds.heartbeat import Heartbeat
 from beds.ipl import Ipl
 from beds.nodeinfo import Check, NodeInfo, StartupError
 from beds.pagination import Cursors, development_secret
 from beds.routing import OPERATOR_TEMPLATE, Bindings
-from beds.transport.amqp import CONNECTION_FAILURES, amqp_user, connect_to, declare_topology
+from beds.transport.amqp import (
+    CONNECTION_FAILURES,
+    amqp_user,
+    broker_index,
+    connect_to,
+    declare_topology,
+    redact,
+)
 from beds.transport.control import ControlChannel, ControlEvent
 from beds.transport.events import EventPublisher
 
@@ -366,6 +373,7 @@ class BedsNode:
                 node=node.name,
                 env=node.env,
                 max_message_bytes=self.config.amqp.max_message_bytes,
+                max_batch_records=self.config.amqp.max_batch_records,
                 hooks=self.hooks,
                 reliability=self.config.reliability,
                 events=self.events,
@@ -575,9 +583,15 @@ class BedsNode:
         )
         self.pools.clear()
         lost, self._connection = self._connection, None
+        addresses = self.config.amqp.addresses
+        # The broker just lost is tried last: with a cluster, another node answers first.
+        start = broker_index(lost, addresses) + 1 if lost is not None else 0
         if lost is not None:
             with contextlib.suppress(Exception):
                 await lost.close()  # release our side of the socket
+        # Declaring, binding and consuming wait on the broker's answers: a connection that dies
+        # (or a queue leader being elected) in between must not leave the node waiting forever.
+        setup_timeout = max(4 * self.config.amqp.connect_timeout, 2.0)
         retrying = AsyncRetrying(
             wait=wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.2),
             # Any failure, not only the expected ones: a node that stopped trying would stay
@@ -592,17 +606,25 @@ class BedsNode:
         async for attempt in retrying:
             with attempt:
                 connection = await connect_to(
-                    self.config.amqp, name=f"beds-{self.config.node.name}"
+                    self.config.amqp, name=f"beds-{self.config.node.name}", start=start
                 )
+                index = broker_index(connection, addresses)
                 try:
-                    await self._consume(connection)
-                except BaseException:
+                    async with asyncio.timeout(setup_timeout):
+                        await self._consume(connection)
+                except BaseException as exc:
+                    start = index + 1  # set-up failed on this broker: the next one first
                     await asyncio.gather(
                         *(pool.stop(0) for pool in self.pools.values()), return_exceptions=True
                     )
                     self.pools.clear()
                     with contextlib.suppress(Exception):
                         await connection.close()
+                    if isinstance(exc, TimeoutError):
+                        raise BrokerUnavailable(
+                            f"declaring the queues and consumers on {redact(addresses[index])} "
+                            f"took longer than {setup_timeout:g} s"
+                        ) from exc
                     raise
         assert connection is not None  # the loop only ends after a successful attempt
         self._connection = connection

@@ -85,8 +85,13 @@ def findings(config: Config) -> list[Finding]:
                 "(docs/security.md)",
             )
         )
-    if amqp.scheme == "amqp" and not is_loopback(amqp.hostname):
-        found.append(Finding("amqp.url", f"is plaintext AMQP to {amqp.hostname}: use amqps://"))
+    # Every broker of the list: one plaintext link to another machine is enough to leak.
+    listed = bool(config.amqp.urls)
+    for index, address in enumerate(config.amqp.addresses):
+        broker = urlsplit(address)
+        if broker.scheme == "amqp" and not is_loopback(broker.hostname):
+            key = f"amqp.urls[{index}]" if listed else "amqp.url"
+            found.append(Finding(key, f"is plaintext AMQP to {broker.hostname}: use amqps://"))
     # Every connection of each store: its default one and each named database (whose table
     # inherits the default's keys, so a password or TLS table set there counts for it too).
     for store, check in (("rel", _rel), ("rec", _rec)):

@@ -251,7 +251,7 @@ def _open_client(config: Config, settings: HttpSettings) -> Any:
     from beds.transport.tls import amqp_context
 
     return BedsClient(
-        config.amqp.url,
+        config.amqp.addresses,  # every broker of a cluster, tried in turn
         exchange=config.amqp.events_exchange,
         timeout=settings.request_timeout,
         origin=EDGE_ORIGIN,

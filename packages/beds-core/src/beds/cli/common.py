@@ -66,7 +66,7 @@ node_option = click.option(
     "--node", "role", default=None, help="Node role to run (overrides node.role)."
 )
 url_option = click.option(
-    "--url", default=None, help="AMQP URL (default: amqp.url from the config)."
+    "--url", default=None, help="AMQP URL (default: amqp.urls or amqp.url from the config)."
 )
 timeout_option = click.option(
     "--timeout", default=10.0, show_default=True, help="Seconds to wait for the reply."
@@ -143,8 +143,9 @@ def make_client(
     """A client of the configured environment, as the ``beds`` command calls it.
 
     Args:
-        config: gives ``amqp.url``, ``amqp.events_exchange`` and ``node.env``.
-        url: the AMQP URL instead of ``amqp.url`` (``--url``).
+        config: gives the brokers (``amqp.urls`` or ``amqp.url``), ``amqp.events_exchange``
+            and ``node.env``.
+        url: one AMQP URL instead of the configured brokers (``--url``).
         timeout: default seconds to wait for a reply (``--timeout``).
         token: the credential to send with every call (``--token``, ``BEDS_TOKEN`` or the
             token file of ``beds login``), or ``None`` for anonymous calls.
@@ -152,10 +153,11 @@ def make_client(
     from beds.client import BedsClient  # imported when a command calls: keeps --help fast
     from beds.transport.tls import amqp_context
 
-    target = url or config.amqp.url
+    # --url names one broker; else every broker of amqp.urls (or amqp.url), tried in turn.
+    amqp = attrs.evolve(config.amqp, url=url, urls=()) if url else config.amqp
     return BedsClient(
-        target,
-        ssl_context=amqp_context(attrs.evolve(config.amqp, url=target)),
+        amqp.addresses,
+        ssl_context=amqp_context(amqp),
         exchange=config.amqp.events_exchange,
         origin="cli",
         env=config.node.env,

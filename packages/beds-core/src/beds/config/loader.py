@@ -4,6 +4,10 @@ Tables merge deeply; any other value is replaced by the later layer. Environment
 ``BEDS__SECTION__KEY=value`` set single keys (``__`` separates levels; matched to existing keys
 case-insensitively; the value is read as a TOML value when it parses as one, else as text), so
 secrets never need to be in a file. Every error names the file and the dotted key path.
+
+Why this module is long: the layers (files, variables, secret files) and the checks that
+compare them (schema version, passwords in production, ``amqp.url`` against ``amqp.urls``)
+all need the map of which layer set each key, which only this merge builds.
 """
 
 from __future__ import annotations
@@ -109,6 +113,7 @@ def _parse_env_value(text: str) -> Any:
         return text
 
 
+_INDEX = re.compile(r"\[\d+\]$")
 _FILE_SUFFIX = "_FILE"
 _PATH_KEYS = frozenset({"ca_file", "cert_file", "key_file", "jwks_file"})
 """Keys whose value is a file's path (``amqp.tls.ca_file``): their variables set the path, so
@@ -178,6 +183,7 @@ def _apply_environment(
 
 
 def _origin_of(path: str, origins: Mapping[str, str]) -> str:
+    path = _INDEX.sub("", path)  # amqp.urls[2] was set with amqp.urls
     while path:
         if path in origins:
             return origins[path]
@@ -192,11 +198,58 @@ def _structure(data: dict[str, Any], origins: Mapping[str, str]) -> Config:
         raise config_error(exc, "", lambda key: _origin_of(key, origins)) from exc
 
 
+def _layer(origin: str, files: list[str]) -> int:
+    """How late a layer comes: built-in defaults 0, then each file, then the environment."""
+    if origin in files:
+        return files.index(origin) + 1
+    return 0 if origin == _DEFAULTS_ORIGIN else len(files) + 1
+
+
+def _broker_urls(data: dict[str, Any], origins: dict[str, str], files: list[str]) -> None:
+    """Settle ``amqp.url`` against ``amqp.urls``: one of the two, a later layer replacing.
+
+    A string ``amqp.urls`` (``BEDS__AMQP__URLS`` or its ``_FILE`` secret) lists URLs separated
+    by whitespace, or is a TOML array. Both keys set by one layer is an error naming both and
+    where they were set; set by different layers, the later one wins (as for any key), so an
+    ``env_prod.toml`` may list a cluster where ``beds.toml`` names one broker.
+
+    Raises:
+        ConfigError: both keys set in the same layer.
+    """
+    amqp = data.get("amqp")
+    if not isinstance(amqp, dict) or "urls" not in amqp:
+        return
+    if isinstance(amqp["urls"], str):
+        text = amqp["urls"].strip()
+        parsed = _parse_env_value(text) if text.startswith("[") else None
+        amqp["urls"] = parsed if isinstance(parsed, list) else text.split()
+    if "url" not in amqp:
+        return
+    url_origin, urls_origin = _origin_of("amqp.url", origins), _origin_of("amqp.urls", origins)
+    url_layer, urls_layer = _layer(url_origin, files), _layer(urls_origin, files)
+    if url_layer == urls_layer:
+        where = url_origin if url_origin == urls_origin else f"{url_origin} and {urls_origin}"
+        raise ConfigError(
+            "amqp.url and amqp.urls are both set; give one: amqp.urls lists every broker of a "
+            f"cluster, amqp.url names one (both in {where})",
+            file=urls_origin,
+            key="amqp.urls",
+        )
+    if url_layer > urls_layer:
+        del amqp["urls"]
+    else:
+        del amqp["url"]
+
+
 def _refuse_secrets_in_base_file(
     data: Mapping[str, Any], origins: Mapping[str, str], base: str
 ) -> None:
     """In production a password in the checked-in base file is an error: secrets come from env."""
-    urls = {"amqp.url": data.get("amqp", {}).get("url")}
+    amqp = data.get("amqp", {})
+    urls = {"amqp.url": amqp.get("url")}
+    listed = amqp.get("urls")
+    if isinstance(listed, list):
+        urls.update({f"amqp.urls[{index}]": url for index, url in enumerate(listed)})
     for store, table in data.get("stores", {}).items():
         named = table.get(DATABASES, {})
         tables = {f"stores.{store}": table}
@@ -213,9 +266,10 @@ def _refuse_secrets_in_base_file(
         except ValueError:
             continue  # not a URL: the store's adapter refuses it, naming the key
         if has_secret:
+            variable = _INDEX.sub("", key).upper().replace(".", "__")
             raise ConfigError(
                 f"{key}: holds a password; in production secrets come from the environment "
-                f"(set BEDS__{key.upper().replace('.', '__')}) or env_{{BEDS_ENV}}.toml",
+                f"(set BEDS__{variable}) or env_{{BEDS_ENV}}.toml",
                 file=base,
                 key=key,
             )
@@ -320,6 +374,7 @@ def load_config(
                 f"{reserved}: is not a known key", file=_origin_of(reserved, origins), key=reserved
             )
     _check_schema_version(data.get("schema_version"), _origin_of("schema_version", origins))
+    _broker_urls(data, origins, files)
     config = _structure(data, origins)
     if config.node.role not in config.roles:
         raise ConfigError(

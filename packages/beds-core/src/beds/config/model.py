@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import attrs
 
@@ -17,6 +17,8 @@ __all__ = (
     "CONFIG_SCHEMA_VERSION",
     "DEFAULT_LANE",
     "LANES",
+    "MAX_AMQP_URLS",
+    "MAX_BATCH_RECORDS",
     "NAME",
     "WAREHOUSE_LANE",
     "AmqpSettings",
@@ -70,10 +72,22 @@ def _positive(instance: object, attribute: attrs.Attribute[float], value: float)
         raise FieldValueError(attribute.name, f"must be greater than 0, got {value}")
 
 
+MAX_BATCH_RECORDS = 10_000
+"""The largest ``amqp.max_batch_records`` (and template ``[batch] max_records``) allowed."""
+
+
 def _at_least(minimum: int) -> Any:
     def check(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
         if value < minimum:
             raise FieldValueError(attribute.name, f"must be at least {minimum}, got {value}")
+
+    return check
+
+
+def _at_most(maximum: int) -> Any:
+    def check(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+        if value > maximum:
+            raise FieldValueError(attribute.name, f"must be at most {maximum}, got {value}")
 
     return check
 
@@ -116,19 +130,91 @@ class NodeSettings:
     core in production."""
 
 
-def _amqp_url(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+def _amqp_url_problem(value: str) -> str | None:
+    """What is wrong with an AMQP URL, in words that never quote it (it may hold a password)."""
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - parses the port, which raises ValueError when it is bad
     except ValueError:
         # Neither the value nor the parser's words: both may quote the password.
-        raise FieldValueError(
-            attribute.name, "is not a valid URL (check its host and port)"
-        ) from None
+        return "is not a valid URL (check its host and port)"
     if parts.scheme not in ("amqp", "amqps"):
+        return f"must be an amqp:// or amqps:// URL, got scheme {parts.scheme!r}"
+    return None
+
+
+def _amqp_url(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    problem = _amqp_url_problem(value)
+    if problem is not None:
+        raise FieldValueError(attribute.name, problem)
+
+
+MAX_AMQP_URLS = 16
+"""The most broker URLs ``amqp.urls`` may list (a cluster has a handful of nodes)."""
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def _broker_identity(url: str) -> tuple[str, str, str]:
+    """(user, vhost, scheme://host:port) of an AMQP URL already checked by ``_amqp_url``."""
+    parts = urlsplit(url)
+    vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
+    port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
+    return (
+        unquote(parts.username or "guest"),
+        vhost,
+        f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}",
+    )
+
+
+def _amqp_urls(
+    instance: object, attribute: attrs.Attribute[tuple[str, ...]], value: tuple[str, ...]
+) -> None:
+    """Every URL amqp(s)://, one scheme, user and vhost for all, no broker twice, at most 16.
+
+    Errors name ``urls[i]`` and quote no URL: URLs hold passwords.
+    """
+    if len(value) > MAX_AMQP_URLS:
         raise FieldValueError(
-            attribute.name, f"must be an amqp:// or amqps:// URL, got scheme {parts.scheme!r}"
+            attribute.name, f"lists {len(value)} URLs; at most {MAX_AMQP_URLS} are allowed"
         )
+    seen: dict[str, int] = {}
+    first: tuple[str, str, str] | None = None
+    for index, url in enumerate(value):
+        field = f"{attribute.name}[{index}]"
+        if not isinstance(url, str):
+            raise FieldValueError(field, f"must be a string, got {type(url).__name__}")
+        problem = _amqp_url_problem(url)
+        if problem is not None:
+            raise FieldValueError(field, problem)
+        user, vhost, broker = _broker_identity(url)
+        scheme = broker.partition(":")[0]
+        if first is None:
+            first = (user, vhost, scheme)
+        elif scheme != first[2]:
+            # One [amqp.tls] serves every broker: all over TLS, or none.
+            raise FieldValueError(
+                field,
+                f"is {scheme}://, but amqp.urls[0] is {first[2]}://: every broker URL "
+                "must use the same scheme",
+            )
+        elif user != first[0]:
+            raise FieldValueError(
+                field,
+                f"logs in as {user!r}, but amqp.urls[0] as {first[0]!r}: every broker "
+                "URL must use the same user (one cluster, one account)",
+            )
+        elif vhost != first[1]:
+            raise FieldValueError(
+                field,
+                f"names vhost {vhost!r}, but amqp.urls[0] names {first[1]!r}: every "
+                "broker URL must name the same vhost",
+            )
+        if broker in seen:
+            raise FieldValueError(
+                field, f"names the same broker ({broker}) as amqp.urls[{seen[broker]}]"
+            )
+        seen[broker] = index
 
 
 @attrs.frozen(kw_only=True)
@@ -147,8 +233,12 @@ class AmqpTlsSettings:
 class AmqpSettings:
     """The RabbitMQ connection and topology names."""
 
-    url: str = attrs.field(default="amqp://guest:guest@127.0.0.1:5672/", validator=_amqp_url)
-    """AMQP URL with the vhost as its path; put the password in ``BEDS__AMQP__URL``."""
+    url: str = attrs.field(default=DEFAULT_AMQP_URL, validator=_amqp_url)
+    """AMQP URL with the vhost as its path; put the password in ``BEDS__AMQP__URL``. With
+    ``urls`` set it is the first of them (give one key or the other, not both)."""
+    urls: tuple[str, ...] = attrs.field(default=(), validator=_amqp_urls)
+    """The URLs of a RabbitMQ cluster's nodes, tried in turn (one user and vhost for all); when
+    set, ``url`` is ``urls[0]``. Put the passwords in ``BEDS__AMQP__URLS``."""
     events_exchange: str = "beds.events"
     logs_exchange: str = "beds.logs"
     dead_letter_exchange: str = "beds.dlx"
@@ -156,8 +246,29 @@ class AmqpSettings:
     """Where nodes publish control events to each other (docs/architecture.md)."""
     queue_type: Literal["classic", "quorum"] = "classic"
     max_message_bytes: int = attrs.field(default=1024 * 1024, validator=_at_least(256))
+    max_batch_records: int = attrs.field(
+        default=500, validator=[_at_least(1), _at_most(MAX_BATCH_RECORDS)]
+    )
+    """Most records (or keys) one batch request carries (``create_many``…); a template's
+    ``[batch] max_records`` may lower it. More is refused with ``BEDS-400`` before anything
+    runs (docs/wire-contract.md, "Batches")."""
     connect_timeout: float = 5.0
     tls: AmqpTlsSettings = attrs.field(factory=AmqpTlsSettings)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.urls:
+            return
+        if self.url not in (DEFAULT_AMQP_URL, self.urls[0]):
+            raise FieldValueError(
+                "url", "and amqp.urls are both set: give the broker URLs in amqp.urls only"
+            )
+        # url reads as the first broker: its user and vhost are every broker's.
+        object.__setattr__(self, "url", self.urls[0])
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """The broker URLs to connect to, in order: ``urls``, else ``url`` alone."""
+        return self.urls or (self.url,)
 
 
 _QUEUE_NAME_MAX_BYTES = 255  # AMQP queue names are short strings
@@ -408,14 +519,6 @@ def _app_name(instance: object, attribute: attrs.Attribute[str], value: str) -> 
             f"must be 1 to 48 printable ASCII characters without spaces (RFC 5424 APP-NAME), "
             f"got {value!r}",
         )
-
-
-def _at_most(maximum: int) -> Any:
-    def check(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-        if value > maximum:
-            raise FieldValueError(attribute.name, f"must be at most {maximum}, got {value}")
-
-    return check
 
 
 SyslogLevel = Literal["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"]

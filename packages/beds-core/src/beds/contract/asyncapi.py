@@ -3,7 +3,8 @@
 What a client in another language needs to call BEDS with only an AMQP library
 (docs/wire-contract.md), as a machine-readable document that AsyncAPI tools turn into clients:
 
-- ``servers``: RabbitMQ, from ``amqp.url`` without its user and password;
+- ``servers``: RabbitMQ, one per broker of ``amqp.urls`` (or ``amqp.url``), without user and
+  password;
 - ``channels``: one per routing key ``{template}.{class}`` on the events exchange (an AMQP
   ``routingKey`` binding naming the topic exchange), plus ``beds.read`` (ping),
   ``beds_ticket.read`` (tickets) and ``reply`` (direct reply-to);
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote, urlsplit
 
 from beds.calgon.tickets import TicketState
+from beds.contract.batches import batch_payload_schema, batch_reply_schema
 from beds.contract.envelopes import (
     error_code_schema,
     error_response_schema,
@@ -69,6 +71,12 @@ _CONTENT_TYPE: Final = (
 )
 """``application/json`` in any case, maybe with parameters (ECMA-262 has no inline ``(?i)``)."""
 _WRITES: Final = (Operation.CREATE, Operation.UPDATE, Operation.DELETE)
+_MANY: Final = {
+    Operation.CREATE: Operation.CREATE_MANY,
+    Operation.UPDATE: Operation.UPDATE_MANY,
+    Operation.DELETE: Operation.DELETE_MANY,
+}
+"""Each write's batch operation (docs/wire-contract.md, "Batches")."""
 _STATUS: Final = {
     Operation.CREATE: 201,
     Operation.UPDATE: 200,
@@ -85,9 +93,20 @@ def _ref(*parts: str) -> dict[str, str]:
     return {"$ref": "#/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in parts)}
 
 
-def _server(config: Config) -> dict[str, Any]:
-    """RabbitMQ from ``amqp.url``: host, port and vhost only, never the credentials."""
-    parts = urlsplit(config.amqp.url)
+def _servers(config: Config) -> dict[str, dict[str, Any]]:
+    """One server per broker URL: ``rabbitmq`` alone, or ``rabbitmq-1``… for a cluster."""
+    addresses = config.amqp.addresses
+    if len(addresses) == 1:
+        return {"rabbitmq": _server(config, addresses[0])}
+    return {
+        f"rabbitmq-{number}": _server(config, url, f"node {number} of {len(addresses)}")
+        for number, url in enumerate(addresses, start=1)
+    }
+
+
+def _server(config: Config, url: str, node: str = "") -> dict[str, Any]:
+    """RabbitMQ from one broker URL: host, port and vhost only, never the credentials."""
+    parts = urlsplit(url)
     secure = parts.scheme == "amqps"
     host = parts.hostname or "localhost"
     if ":" in host:  # an IPv6 literal keeps its brackets
@@ -99,7 +118,7 @@ def _server(config: Config) -> dict[str, Any]:
         "protocol": "amqps" if secure else "amqp",
         "protocolVersion": "0.9.1",
         "pathname": "/" if vhost == "/" else "/" + vhost,
-        "title": "RabbitMQ",
+        "title": f"RabbitMQ ({node} of the cluster)" if node else "RabbitMQ",
         "description": f"The BEDS environment {config.node.env!r} (virtual host {vhost!r}). "
         "Log in with the AMQP account of your role; send its user as the user_id property.",
         "security": [_ref("components", "securitySchemes", "amqp_user")],
@@ -222,6 +241,7 @@ class _Builder:
         status: int,
         tags: list[str],
         description: str = "",
+        reply_payload: dict[str, Any] | None = None,
     ) -> None:
         """One request message on ``channel``, its success reply, and the send operation."""
         key = name.split(".", 1)[1]  # template names hold no ".": the operation's part
@@ -245,7 +265,7 @@ class _Builder:
             "contentType": "application/json",
             "correlationId": _ref("components", "correlationIds", "amqp"),
             "headers": _ref("components", "schemas", "ReplyProperties"),
-            "payload": response_schema(status, reply_data),
+            "payload": reply_payload or response_schema(status, reply_data),
         }
         self.reply_messages[reply] = _ref("components", "messages", reply)
         self.operations[name] = {
@@ -278,7 +298,8 @@ class _Builder:
             if operation not in template.operations:
                 continue
             channel = self.channel(
-                routing_key(name, operation), f"Writes of {name} (create, update, delete)."
+                routing_key(name, operation),
+                f"Writes of {name} (create, update, delete, one record or a batch).",
             )
             data = (
                 {
@@ -289,14 +310,49 @@ class _Builder:
                 if operation is Operation.DELETE
                 else returns_schema(template, operation)
             )
+            payload = write_payload_schema(template, operation)
             self.request(
                 name=f"{name}.{operation.value}",
                 channel=channel,
                 title=f"{operation.value.capitalize()} a {name} record",
-                payload=request_schema(operation, name, write_payload_schema(template, operation)),
+                payload=request_schema(operation, name, payload),
                 reply_data=data,
                 status=_STATUS[operation],
                 tags=tags,
+            )
+            many = _MANY[operation]
+            self.request(
+                name=f"{name}.{many.value}",
+                channel=channel,
+                title=f"{operation.value.capitalize()} many {name} records (a batch)",
+                payload=request_schema(
+                    many, name, batch_payload_schema("records", payload, self.limit(template))
+                ),
+                reply_data=data,
+                status=_STATUS[operation],
+                tags=tags,
+                reply_payload=batch_reply_schema(_STATUS[operation], data),
+            )
+        key_query = template.key_query()
+        if key_query is not None and not key_query.internal:
+            channel = self.channel(routing_key(name, Operation.FETCH), f"Reads of {name} (fetch).")
+            keys = fetch_payload_schema(template, key_query)["properties"]["params"]
+            consistency = fetch_payload_schema(template, key_query)["properties"]["consistency"]
+            self.request(
+                name=f"{name}.fetch_many",
+                channel=channel,
+                title=f"Fetch many {name} records by key (a batch)",
+                payload=request_schema(
+                    Operation.FETCH_MANY,
+                    name,
+                    batch_payload_schema(
+                        "keys", keys, self.limit(template), {"consistency": consistency}
+                    ),
+                ),
+                reply_data=record,
+                status=_STATUS[Operation.FETCH],
+                tags=tags,
+                reply_payload=batch_reply_schema(_STATUS[Operation.FETCH], record),
             )
         queries = [q for q in template.queries.values() if not q.internal]
         history = history_query(template)
@@ -333,6 +389,10 @@ class _Builder:
                 status=_STATUS[Operation.SUBMIT],
                 tags=tags,
             )
+
+    def limit(self, template: Template) -> int:
+        """The most items one batch of ``template`` carries on this configuration's nodes."""
+        return template.batch.limit(self.config.amqp.max_batch_records)
 
     def built_in(self) -> None:
         """``ping`` (no store) and ``ticket`` (any template's ticket, by id)."""
@@ -468,7 +528,7 @@ def asyncapi_document(
 
     Args:
         registry: the templates (a loaded registry, or name → template).
-        config: gives the server (``amqp.url`` without credentials), the events exchange,
+        config: gives the servers (each broker URL without credentials), the events exchange,
             the body limit and the ticket page size.
 
     Returns:
@@ -506,7 +566,7 @@ def asyncapi_document(
             "tags": [{"name": name} for name in sorted(templates)],
         },
         "defaultContentType": "application/json",
-        "servers": {"rabbitmq": _server(config)},
+        "servers": _servers(config),
         "channels": dict(sorted(builder.channels.items())),
         "operations": dict(sorted(builder.operations.items())),
         "components": {

@@ -29,6 +29,7 @@ from beds.errors import BrokerUnavailable, TransportError
 from beds.transport.amqp import (
     CONNECTION_FAILURES,
     amqp_user,
+    broker_index,
     connect_to,
     dead_letter_queue,
     redact,
@@ -69,8 +70,9 @@ class DeadLetterQueue:
     """A connection to one environment's dead-letter queue: ``async with DeadLetterQueue(c)``.
 
     Args:
-        config: the configuration whose ``amqp.url``, ``amqp.events_exchange`` and ``node.env``
-            select the broker, the replay target and the queue ``beds.{env}.dead``.
+        config: the configuration whose brokers (``amqp.urls`` or ``amqp.url``: the first that
+            answers), ``amqp.events_exchange`` and ``node.env`` select the broker, the replay
+            target and the queue ``beds.{env}.dead``.
         timeout: seconds for each AMQP round trip (default ``amqp.connect_timeout``).
 
     Raises:
@@ -88,6 +90,8 @@ class DeadLetterQueue:
         self.timeout = config.amqp.connect_timeout if timeout is None else timeout
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
+        self._broker = 0
+        """The index in ``amqp.addresses`` of the broker connected to (named in errors)."""
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -103,7 +107,7 @@ class DeadLetterQueue:
 
     @property
     def _where(self) -> str:
-        return redact(self.config.amqp.url)
+        return redact(self.config.amqp.addresses[self._broker])
 
     async def open(self) -> None:
         """Connect and check that the dead-letter queue exists (passively: nothing is declared).
@@ -113,6 +117,7 @@ class DeadLetterQueue:
             TopologyMissing: the dead-letter queue does not exist.
         """
         self._connection = await connect_to(self.config.amqp, name="beds-dlq")
+        self._broker = broker_index(self._connection, self.config.amqp.addresses)
         try:
             with self._amqp_errors("open a channel"):
                 self._channel = await self._connection.channel(

@@ -14,6 +14,7 @@ from beds.transport.tls import amqp_context, handshake_problem
 
 if TYPE_CHECKING:
     import ssl
+    from collections.abc import Sequence
 
     from aiormq.abc import AbstractChannel, AbstractConnection
 
@@ -23,7 +24,9 @@ __all__ = (
     "AMQP_FAILURES",
     "CONNECTION_FAILURES",
     "amqp_user",
+    "broker_index",
     "connect",
+    "connect_first",
     "connect_to",
     "dead_letter_queue",
     "declare_topology",
@@ -78,15 +81,76 @@ async def connect(
         raise BrokerUnavailable(f"RabbitMQ at {redact(url)} is not reachable: {reason}") from exc
 
 
-async def connect_to(settings: AmqpSettings, *, name: str = "beds") -> AbstractConnection:
-    """Open the connection ``[amqp]`` describes: its URL, timeout and TLS (``[amqp.tls]``).
+async def connect_first(
+    urls: Sequence[str],
+    *,
+    start: int = 0,
+    timeout: float = 5.0,
+    name: str = "beds",
+    context: ssl.SSLContext | None = None,
+) -> tuple[AbstractConnection, int]:
+    """Connect to the first of ``urls`` that answers, trying them in turn from ``urls[start]``.
+
+    ``start`` wraps around, so a caller that lost the broker at index ``i`` passes ``i + 1``:
+    the nodes of a cluster are tried in rotation, the one just lost last. Each URL gets the
+    whole ``timeout``.
+
+    Returns:
+        The connection and the index in ``urls`` of the broker it is to.
+
+    Raises:
+        BrokerUnavailable: no URL answered (or ``urls`` is empty); the message names every URL,
+            without its password, with why it failed.
+    """
+    if not urls:
+        raise BrokerUnavailable("no RabbitMQ URL to connect to")
+    problems: list[str] = []
+    for step in range(len(urls)):
+        index = (start + step) % len(urls)
+        try:
+            connection = await connect(urls[index], timeout=timeout, name=name, context=context)
+        except BrokerUnavailable as exc:
+            if len(urls) == 1:
+                raise
+            problems.append(str(exc))
+            continue
+        return connection, index
+    raise BrokerUnavailable(
+        f"none of the {len(urls)} RabbitMQ brokers is reachable: " + "; ".join(problems)
+    )
+
+
+def broker_index(connection: AbstractConnection, urls: Sequence[str]) -> int:
+    """Which of ``urls`` ``connection`` is to (same host and port); 0 when none matches."""
+    target = URL(str(getattr(connection, "url", "")))
+    for index, url in enumerate(urls):
+        candidate = URL(url)
+        port = candidate.port or (5671 if candidate.scheme == "amqps" else 5672)
+        if (candidate.host or "").lower() == (target.host or "").lower() and port == target.port:
+            return index
+    return 0
+
+
+async def connect_to(
+    settings: AmqpSettings, *, name: str = "beds", start: int = 0
+) -> AbstractConnection:
+    """Open the connection ``[amqp]`` describes: its brokers, timeout and TLS (``[amqp.tls]``).
+
+    The first of ``settings.addresses`` that answers, tried from index ``start``.
 
     Raises:
         ConfigError: a TLS file is not usable (found before connecting).
-        BrokerUnavailable: as :func:`connect`.
+        BrokerUnavailable: as :func:`connect_first`.
     """
     context = amqp_context(settings)
-    return await connect(settings.url, timeout=settings.connect_timeout, name=name, context=context)
+    connection, _ = await connect_first(
+        settings.addresses,
+        start=start,
+        timeout=settings.connect_timeout,
+        name=name,
+        context=context,
+    )
+    return connection
 
 
 def dead_letter_queue(config: Config) -> str:
