@@ -90,7 +90,9 @@ def test_the_node_builds_error_replies_of_the_golden_shape(code: str) -> None:
     assert golden["status"] == error.STATUS
 
 
-@pytest.mark.parametrize("name", ["create", "fetch", "update", "delete", "ping"])
+@pytest.mark.parametrize(
+    "name", ["create", "fetch", "update", "delete", "ping", "create_many", "fetch_many"]
+)
 def test_the_node_builds_success_replies_of_the_golden_shape(name: str) -> None:
     golden = _load(GOLDEN / "responses" / f"{name}.json")
     built = Response(

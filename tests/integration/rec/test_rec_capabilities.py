@@ -232,6 +232,7 @@ def test_the_rec_store_offers_every_feature_the_note_needs() -> None:
         "pagination",
         "filters",
         "long_operations",
+        "batch",
     }
     assert NOTE_TEMPLATE.needs() <= RecAdapter.features
 

@@ -12,13 +12,16 @@ class that applications import; its parts share one channel and one table of wai
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import itertools
 import os
 import time
 from functools import partial
 from typing import TYPE_CHECKING, Any, Self
 
 import aiormq
+import attrs
 from loguru import logger
 from pamqp.commands import Basic
 from tenacity import (
@@ -32,6 +35,7 @@ from beds.auth.credential import CREDENTIAL_HEADER, bearer
 from beds.codec import CONTENT_TYPE, DEFAULT_MAX_MESSAGE_BYTES, decode_response, encode_request
 from beds.dispatch.calgon import TICKET_TEMPLATE
 from beds.envelopes import (
+    BATCH_OPERATIONS,
     WRITE_OPERATIONS,
     ErrorBody,
     Operation,
@@ -50,20 +54,25 @@ from beds.errors import (
 )
 from beds.lineage import current_cause, new_event_id
 from beds.routing import PING_TEMPLATE, routing_key
-from beds.transport.amqp import CONNECTION_FAILURES, amqp_user, connect
+from beds.transport.amqp import CONNECTION_FAILURES, amqp_user, connect_first
 from beds.transport.outbox import Outbox
 
 if TYPE_CHECKING:
     import ssl
-    from collections.abc import Callable
+    from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
     from types import TracebackType
 
     from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 
-__all__ = ("BedsClient", "TicketHandle")
+__all__ = ("BatchResult", "BedsClient", "TicketHandle")
 
 _KEYED = WRITE_OPERATIONS | {Operation.SUBMIT}
 """Operations sent with an idempotency key by default: a retried submit gets the same ticket."""
+
+_KEYED_BATCHES = frozenset(
+    batch for batch, single in BATCH_OPERATIONS.items() if single in WRITE_OPERATIONS
+)
+"""Batch writes: sent with a key per message by default, like single writes."""
 
 _REPLY_TO = "amq.rabbitmq.reply-to"
 _SESSION_TEMPLATE = "beds_session"
@@ -78,7 +87,9 @@ class BedsClient:
     Use as ``async with BedsClient(url) as client: await client.create("spew_post", {...})``.
 
     Args:
-        url: AMQP URL (vhost in the path).
+        url: AMQP URL (vhost in the path), or the URLs of a RabbitMQ cluster's nodes (one user
+            and vhost for all; ``[amqp] urls``): the client connects to the first that answers
+            and, when it loses that one, tries the others in turn, the lost one last.
         exchange: the events exchange requests are published to.
         timeout: default seconds to wait for a reply.
         origin: this client's name, used in event ids and idempotency keys. Nodes take a
@@ -99,7 +110,7 @@ class BedsClient:
 
     def __init__(
         self,
-        url: str = "amqp://guest:guest@127.0.0.1:5672/",
+        url: str | Sequence[str] = "amqp://guest:guest@127.0.0.1:5672/",
         *,
         exchange: str = "beds.events",
         timeout: float = 10.0,
@@ -111,9 +122,19 @@ class BedsClient:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         idempotent_writes: bool = True,
     ) -> None:
-        self.url = url
-        self._user = amqp_user(url)
+        self.urls: tuple[str, ...] = (url,) if isinstance(url, str) else tuple(url)
+        """The brokers to connect to, in order."""
+        if not self.urls:
+            raise ValueError("BedsClient needs at least one AMQP URL")
+        if len({amqp_user(each) for each in self.urls}) > 1:
+            # Not quoted: URLs hold passwords.
+            raise ValueError("BedsClient: every AMQP URL must log in as the same user")
+        self.url = self.urls[0]
+        self._user = amqp_user(self.url)
         """Sent as ``user_id``: RabbitMQ vouches for it, and the node takes it as the origin."""
+        self._start = 0
+        """Which of ``urls`` to try first: the one connected to, or the one after it when its
+        connection was lost."""
         self.exchange = exchange
         self.timeout = timeout
         self.origin = origin
@@ -168,20 +189,33 @@ class BedsClient:
                     "the request may or may not have been executed",
                 )
                 await _close_quietly(stale)
-            connection = await connect(
-                self.url, name=f"beds-client-{self.origin}", context=self.ssl_context
+            connection, index = await connect_first(
+                self.urls,
+                start=self._start,
+                name=f"beds-client-{self.origin}",
+                context=self.ssl_context,
             )
-            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            await channel.basic_consume(_REPLY_TO, self._on_reply, no_ack=True)
+            self._start = index
+            try:
+                channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+                await channel.basic_consume(_REPLY_TO, self._on_reply, no_ack=True)
+            except CONNECTION_FAILURES as exc:
+                self._start = index + 1
+                await _close_quietly(connection)
+                raise BrokerUnavailable(f"RabbitMQ connection failed: {exc}") from exc
             self._connection, self._channel = connection, channel
             self._outbox = Outbox(channel)
-            connection.closing.add_done_callback(
-                lambda _: self._fail_waiting(
+
+            def lost(_: object) -> None:
+                if connection is self._connection:
+                    self._start = index + 1  # next time, another broker first
+                self._fail_waiting(
                     connection,
                     "the RabbitMQ connection was lost before the reply; "
                     "the request may or may not have been executed",
                 )
-            )
+
+            connection.closing.add_done_callback(lost)
 
     def _fail_waiting(self, connection: AbstractConnection, reason: str) -> None:
         """Fail the calls waiting on ``connection`` (replies can only come back on it)."""
@@ -386,6 +420,116 @@ class BedsClient:
         """Delete a record by key; return ``{"deleted": n}``."""
         return await self._data(template, Operation.DELETE, key, **kwargs)
 
+    # -- batches (docs/client.md, "Batches") ----------------------------------------------------
+
+    async def create_many(
+        self, template: str, records: Iterable[dict[str, Any]], **options: Any
+    ) -> list[BatchResult]:
+        """Create many records in batches (``create_many``); one result per record, in order.
+
+        Options (every batch method): ``idempotency_key`` (chunk ``n`` is sent with
+        ``f"{key}:{n}"``, so a retried call repeats exactly; by default, with
+        ``idempotent_writes``, a key of the client's own per call, so a redelivered message
+        never writes twice), ``timeout`` (per message), ``chunk`` (records per message, default
+        500: at most the node's ``amqp.max_batch_records`` and the template's ``[batch]
+        max_records``), ``in_flight`` (messages outstanding at once, default 4), ``token``,
+        ``principal``.
+
+        A message refused as a whole (an error reply: access, payload, an all-or-nothing
+        batch with a failing record) gives each of its records that error.
+
+        Raises:
+            ValueError: ``chunk`` or ``in_flight`` below 1.
+            ReplyTimeout, PublishError, BrokerUnavailable: as :meth:`call`.
+        """
+        return await self._many(template, Operation.CREATE_MANY, records, **options)
+
+    async def update_many(
+        self, template: str, records: Iterable[dict[str, Any]], **options: Any
+    ) -> list[BatchResult]:
+        """Update many records by key (``update_many``); options as :meth:`create_many`."""
+        return await self._many(template, Operation.UPDATE_MANY, records, **options)
+
+    async def delete_many(
+        self, template: str, keys: Iterable[dict[str, Any]], **options: Any
+    ) -> list[BatchResult]:
+        """Delete many records by key (``delete_many``); options as :meth:`create_many`."""
+        return await self._many(template, Operation.DELETE_MANY, keys, **options)
+
+    async def fetch_many(
+        self,
+        template: str,
+        keys: Iterable[dict[str, Any]],
+        *,
+        consistency: str | None = None,
+        **options: Any,
+    ) -> list[BatchResult]:
+        """Read many records by key through the key query (``fetch_many``).
+
+        A found record is its result's ``data``; a key without one is a ``BEDS-404`` result.
+        ``consistency`` as :meth:`fetch`'s; other options as :meth:`create_many`.
+        """
+        extra = {} if consistency is None else {"consistency": consistency}
+        return await self._many(template, Operation.FETCH_MANY, keys, extra=extra, **options)
+
+    async def _many(
+        self,
+        template: str,
+        operation: Operation,
+        items: Iterable[dict[str, Any]],
+        **options: Any,
+    ) -> list[BatchResult]:
+        results: list[BatchResult] = []
+        async for chunk in self.stream_many(template, operation, items, **options):
+            results += chunk
+        return results
+
+    async def stream_many(
+        self,
+        template: str,
+        operation: Operation | str,
+        items: Iterable[dict[str, Any]],
+        *,
+        idempotency_key: str | None = None,
+        chunk: int = 500,
+        in_flight: int = 4,
+        extra: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[list[BatchResult]]:
+        """Send ``items`` as batch messages; yield each message's results, in order.
+
+        What :meth:`create_many` and the others do, without keeping every result (``beds
+        load``). ``extra`` adds payload keys to every message (``consistency``); ``kwargs``
+        go to :meth:`call` (``timeout``, ``token``, ``principal``).
+        """
+        operation = Operation(operation)
+        if chunk < 1 or in_flight < 1:
+            raise ValueError("chunk and in_flight must be at least 1")
+        if idempotency_key is None and self.idempotent_writes and operation in _KEYED_BATCHES:
+            # As single writes: a redelivered or retried message never writes twice.
+            idempotency_key = f"{self.origin}.{os.urandom(8).hex()}"
+        name = "keys" if operation is Operation.FETCH_MANY else "records"
+        waiting: collections.deque[asyncio.Task[list[BatchResult]]] = collections.deque()
+        start = 0
+
+        async def send(number: int, first: int, part: list[dict[str, Any]]) -> list[BatchResult]:
+            key = None if idempotency_key is None else f"{idempotency_key}:{number}"
+            payload = {name: part, **(extra or {})}
+            response = await self.call(template, operation, payload, idempotency_key=key, **kwargs)
+            return _batch_results(response, first, len(part))
+
+        try:
+            for number, part in enumerate(_chunks(items, chunk)):
+                if len(waiting) >= in_flight:
+                    yield await waiting.popleft()
+                waiting.append(asyncio.ensure_future(send(number, start, part)))
+                start += len(part)
+            while waiting:
+                yield await waiting.popleft()
+        finally:
+            for task in waiting:
+                task.cancel()
+
     async def submit(
         self,
         template: str,
@@ -577,6 +721,79 @@ class TicketHandle:
         self._next = response.meta.next
         ticket: dict[str, Any] = _data_of(response)
         return ticket
+
+
+@attrs.frozen
+class BatchResult:
+    """One item's result in a batch (docs/wire-contract.md, "Batches")."""
+
+    index: int
+    """The item's position in what was sent (all chunks counted)."""
+    ok: bool
+    status: int
+    """201 or 200 on success; the item's error status otherwise."""
+    data: Any = None
+    """The single operation's answer for the item (a fetched record for ``fetch_many``)."""
+    error: ErrorBody | None = None
+
+    def exception(self) -> RequestError | None:
+        """The item's error as the class of its catalogue code (``None`` when it succeeded)."""
+        return None if self.error is None else RequestError.from_error(self.error)
+
+    def to_json(self) -> dict[str, Any]:
+        """The result as ``beds load`` prints it: the wire item with its ``index``."""
+        document: dict[str, Any] = {"index": self.index, "ok": self.ok, "status": self.status}
+        if self.error is None:
+            document["data"] = self.data
+        else:
+            error = self.error
+            document["error"] = {
+                "code": error.code,
+                "message": error.message,
+                "details": list(error.details),
+            }
+        return document
+
+
+def _chunks(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    iterator = iter(items)
+    while part := list(itertools.islice(iterator, size)):
+        yield part
+
+
+def _batch_results(response: Response, first: int, count: int) -> list[BatchResult]:
+    """The results of one batch message: its items, or its error for each of them."""
+    if not response.ok:
+        error = response.error or ErrorBody(code=InternalError.CODE, message="no error body")
+        return [
+            BatchResult(index=first + n, ok=False, status=response.status, error=error)
+            for n in range(count)
+        ]
+    items = response.data.get("results") if isinstance(response.data, dict) else None
+    if not isinstance(items, list) or len(items) != count:
+        raise InternalError(
+            f"a batch reply holds no result per item (sent {count})",
+            details=("the node is older or newer than this client's wire contract",),
+        )
+    results = []
+    for n, item in enumerate(items):
+        error = item.get("error")
+        results.append(
+            BatchResult(
+                index=first + n,
+                ok=bool(item.get("ok")),
+                status=int(item.get("status", 0)),
+                data=item.get("data"),
+                error=None
+                if error is None
+                else ErrorBody(
+                    code=str(error.get("code", InternalError.CODE)),
+                    message=str(error.get("message", "")),
+                    details=tuple(error.get("details", ())),
+                ),
+            )
+        )
+    return results
 
 
 def _data_of(response: Response) -> Any:

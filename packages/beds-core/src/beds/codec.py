@@ -312,6 +312,24 @@ def encode_request(request: Request) -> bytes:
     return orjson.dumps(converter.unstructure(request))
 
 
+def _as_is(value: object) -> object:
+    return value
+
+
+_response_shell: Final = make_dict_unstructure_fn(
+    Response, converter, data=override(unstruct_hook=_as_is)
+)
+"""A response unstructured with ``data`` left as it is: orjson writes JSON data itself, without
+cattrs walking every value (a batch's 500 results, a page of records)."""
+
+
 def encode_response(response: Response) -> bytes:
-    """Encode a response envelope. Data must already be JSON-safe (see :mod:`beds.values`)."""
-    return orjson.dumps(converter.unstructure(response))
+    """Encode a response envelope. Data must already be JSON-safe (see :mod:`beds.values`).
+
+    Plain data (dicts, lists, strings, numbers, datetimes) is written by orjson directly; data
+    orjson cannot write (attrs instances, decimals) is unstructured by the wire converter first.
+    """
+    try:
+        return orjson.dumps(_response_shell(response))
+    except TypeError:
+        return orjson.dumps(converter.unstructure(response))

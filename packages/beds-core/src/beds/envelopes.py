@@ -13,6 +13,7 @@ from typing import Any, Literal
 import attrs
 
 __all__ = (
+    "BATCH_OPERATIONS",
     "READ_OPERATIONS",
     "WRITE_OPERATIONS",
     "Consistency",
@@ -52,10 +53,29 @@ class Operation(enum.StrEnum):
     """CALGON: poll a ticket."""
     PING = "ping"
     """Answered by the broker itself, without any store: liveness and transport benchmarks."""
+    CREATE_MANY = "create_many"
+    """A batch of creates: ``{"records": [record, ...]}``, one result per record."""
+    FETCH_MANY = "fetch_many"
+    """A batch of key look-ups: ``{"keys": [key, ...]}``, through the template's key query."""
+    UPDATE_MANY = "update_many"
+    """A batch of updates: ``{"records": [record, ...]}``."""
+    DELETE_MANY = "delete_many"
+    """A batch of deletes: ``{"records": [key, ...]}``."""
 
 
-READ_OPERATIONS = frozenset({Operation.FETCH, Operation.TICKET, Operation.PING})
+READ_OPERATIONS = frozenset(
+    {Operation.FETCH, Operation.FETCH_MANY, Operation.TICKET, Operation.PING}
+)
 WRITE_OPERATIONS = frozenset({Operation.CREATE, Operation.UPDATE, Operation.DELETE})
+"""The single-record writes (a batch's single operation is one of them: ``BATCH_OPERATIONS``)."""
+BATCH_OPERATIONS: dict[Operation, Operation] = {
+    Operation.CREATE_MANY: Operation.CREATE,
+    Operation.FETCH_MANY: Operation.FETCH,
+    Operation.UPDATE_MANY: Operation.UPDATE,
+    Operation.DELETE_MANY: Operation.DELETE,
+}
+"""Each batch operation and the single operation it runs per item (docs/wire-contract.md,
+"Batches"): its access rule, validation and store binding are the single operation's."""
 
 
 class EnvelopeLimitError(ValueError):

@@ -15,15 +15,23 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from beds.errors import IdempotencyKeyReused, WriteInDoubt
+from beds.errors import IdempotencyKeyReused, RequestError, WriteInDoubt
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Sequence
 
     from beds.envelopes import Request
     from beds.namaste import CallContext, Record
 
-__all__ = ("encode_result", "fingerprint", "repeat_outcome", "watch_repeats")
+__all__ = (
+    "decode_outcomes",
+    "encode_outcomes",
+    "encode_result",
+    "fingerprint",
+    "repeat_outcome",
+    "repeat_outcomes",
+    "watch_repeats",
+)
 
 _repeated: contextvars.ContextVar[bool] = contextvars.ContextVar("beds_repeated", default=False)
 
@@ -61,6 +69,82 @@ def encode_result(result: Record) -> bytes:
     return orjson.dumps(result)
 
 
+def encode_outcomes(outcomes: Sequence[Record | RequestError]) -> bytes:
+    """The stored form of a batch's per-item outcomes (one JSON array, in request order).
+
+    A record is kept as ``{"ok": true, "data": record}``, an error as ``{"ok": false,
+    "status": 409, "error": {"code", "message", "details"}}`` (its ``to_error()``), so
+    :func:`decode_outcomes` rebuilds the same exception class.
+    """
+    return orjson.dumps(
+        [
+            {
+                "ok": False,
+                "status": outcome.STATUS,
+                "error": {
+                    "code": outcome.CODE,
+                    "message": outcome.message,
+                    "details": list(outcome.details),
+                },
+            }
+            if isinstance(outcome, RequestError)
+            else {"ok": True, "data": outcome}
+            for outcome in outcomes
+        ]
+    )
+
+
+def decode_outcomes(stored: bytes | str) -> list[Record | RequestError]:
+    """The outcomes :func:`encode_outcomes` stored: records, and errors of their own class."""
+    from beds.envelopes import ErrorBody
+
+    outcomes: list[Record | RequestError] = []
+    for item in orjson.loads(stored):
+        if item["ok"]:
+            outcomes.append(item["data"])
+        else:
+            error = item["error"]
+            outcomes.append(
+                RequestError.from_error(
+                    ErrorBody(
+                        code=error["code"],
+                        message=error["message"],
+                        details=tuple(error["details"]),
+                    )
+                )
+            )
+    return outcomes
+
+
+def repeat_outcomes(
+    ctx: CallContext, first_fingerprint: str, result: bytes | str | None
+) -> list[Record | RequestError]:
+    """:func:`repeat_outcome` for a batch: the first call's per-item outcomes, decoded.
+
+    Raises:
+        IdempotencyKeyReused: the key was first used for another request.
+        WriteInDoubt: the first call is running or died before recording its outcome.
+    """
+    _check_repeat(ctx, first_fingerprint, result)
+    assert result is not None  # _check_repeat refuses a missing outcome
+    outcomes = decode_outcomes(result)
+    _repeated.set(True)
+    return outcomes
+
+
+def _check_repeat(ctx: CallContext, first_fingerprint: str, result: bytes | str | None) -> None:
+    if first_fingerprint != ctx.fingerprint:
+        raise IdempotencyKeyReused(
+            "the idempotency key was first used for another request; this one is not executed",
+            details=("use a new key for a new request",),
+        )
+    if result is None:
+        raise WriteInDoubt(
+            "the first write with this idempotency key has no outcome yet; it is not run again",
+            details=("ask again later; the key is forgotten when it expires",),
+        )
+
+
 def repeat_outcome(ctx: CallContext, first_fingerprint: str, result: bytes | str | None) -> Record:
     """The answer to a repeat of ``ctx.idempotency_key``, from what the first call left.
 
@@ -75,16 +159,8 @@ def repeat_outcome(ctx: CallContext, first_fingerprint: str, result: bytes | str
         IdempotencyKeyReused: the key was first used for another request.
         WriteInDoubt: the first call is running or died before recording its outcome.
     """
-    if first_fingerprint != ctx.fingerprint:
-        raise IdempotencyKeyReused(
-            "the idempotency key was first used for another request; this one is not executed",
-            details=("use a new key for a new request",),
-        )
-    if result is None:
-        raise WriteInDoubt(
-            "the first write with this idempotency key has no outcome yet; it is not run again",
-            details=("ask again later; the key is forgotten when it expires",),
-        )
+    _check_repeat(ctx, first_fingerprint, result)
+    assert result is not None  # _check_repeat refuses a missing outcome
     record: Record = orjson.loads(result)
     _repeated.set(True)
     return record

@@ -23,10 +23,12 @@ if TYPE_CHECKING:
     # Never structured by cattrs, so these stay type-only (and avoid an import cycle).
     from beds.auth.principal import Principal  # noqa: TC004
     from beds.config.model import Config
+    from beds.errors import RequestError
     from beds.templates.model import QuerySpec, Template  # noqa: TC004
 
 __all__ = (
     "FEATURES",
+    "BatchStore",
     "CallContext",
     "JournalStore",
     "NamasteCore",
@@ -46,6 +48,8 @@ FEATURES = {
     "filters": "fetch honours each param's condition (spec.condition: eq, gt, gte, lt, lte, in)",
     "long_operations": "run_step runs one step of a declared long operation (CALGON; "
     "beds.calgon.tickets.LongOperationRunner)",
+    "batch": "create_many/update_many/delete_many/fetch_many serve a batch in as few round "
+    "trips as the store allows (BatchStore)",
 }
 """The features an adapter may declare, and what each promises."""
 
@@ -81,6 +85,9 @@ class CallContext:
     """The AMQP user that published the request (vouched for by RabbitMQ)."""
     journal: bool = False
     """A write of a journaled template: the adapter appends its journal entry (``JournalStore``)."""
+    consistency: Consistency = Consistency.PRIMARY
+    """``fetch_many``: where to read (``secondary``: a replica where the store has one). Reading
+    the primary instead is always correct."""
 
 
 @attrs.frozen(kw_only=True)
@@ -183,6 +190,55 @@ class JournalStore(Protocol):
         """The entries of the record with ``key``, oldest first, at most ``limit``.
 
         Ordered by ``at`` then ``event_id``, strictly after ``after`` (those two values).
+        """
+
+
+@runtime_checkable
+class BatchStore(Protocol):
+    """An adapter that serves batches itself (feature ``batch``; docs/wire-contract.md, "Batches").
+
+    Inputs are validated by the node, in request order (each record what ``validate_write``
+    returns for the single operation; keys validated keys); each method returns one entry per
+    input, in the same order. A per-item store failure is that item's ``RequestError`` (the
+    subclass the single call would raise: ``Conflict``, ``NotFound``, ``StaleVersion``…); only a
+    failure of the whole batch (store unavailable, a missing object, the deadline) is raised.
+
+    - ``template.batch.atomic``: all or nothing. If any item fails nothing is written, and the
+      per-item list is returned with the failures (items that would have succeeded are returned
+      as records; the node ignores them).
+    - Otherwise the good items are written even when some fail.
+    - ``ctx.idempotency_key``: the whole batch runs at most once per key, as a single write
+      does; a repeat with the same ``ctx.fingerprint`` returns the first call's list
+      (:func:`beds.idempotency.encode_outcomes` / :func:`~beds.idempotency.decode_outcomes`).
+    - ``ctx.journal``: one entry per written item, event id ``f"{ctx.event_id}/{index}"``.
+    - Locked templates: each update or delete item carries its version; a stale one is that
+      item's ``StaleVersion``.
+
+    An adapter without the feature is still served batches: the node calls its single-record
+    methods one by one (:mod:`beds.dispatch.batch`).
+    """
+
+    async def create_many(
+        self, template: Template, records: Sequence[Record], ctx: CallContext
+    ) -> list[Record | RequestError]:
+        """Create each record; return each one's ``returns`` fields, or its error."""
+
+    async def update_many(
+        self, template: Template, records: Sequence[Record], ctx: CallContext
+    ) -> list[Record | RequestError]:
+        """Update each record by its key; ``NotFound`` for a key without a record."""
+
+    async def delete_many(
+        self, template: Template, keys: Sequence[Record], ctx: CallContext
+    ) -> list[Record | RequestError]:
+        """Delete each key's record (``{"deleted": 1}``); ``NotFound`` for a missing one."""
+
+    async def fetch_many(
+        self, template: Template, keys: Sequence[Record], ctx: CallContext
+    ) -> list[Record | None]:
+        """Each key's record as the template's key query answers it; ``None``: no such record.
+
+        Read where ``ctx.consistency`` says (the primary is always correct).
         """
 
 

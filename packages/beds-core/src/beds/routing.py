@@ -1,9 +1,10 @@
 """Routing keys: how a request finds the broker that serves it.
 
 A request is published on the events exchange with the routing key ``"{template}.{class}"``,
-where the class is ``read`` (fetch, ticket, ping), ``write`` (create, update, delete) or
-``meta`` (submit). Clients therefore need no knowledge of stores; brokers bind patterns such as
-``*.read`` (every template) or ``spew_session.*`` (one template, for a dedicated node).
+where the class is ``read`` (fetch, fetch_many, ticket, ping), ``write`` (create, update,
+delete and their ``_many`` batches) or ``meta`` (submit). Clients therefore need no knowledge
+of stores; brokers bind patterns such as ``*.read`` (every template) or ``spew_session.*`` (one
+template, for a dedicated node).
 The node's own admin templates (``beds_lineage``, ``beds_operator``) use the class ``admin``
 whatever the operation, so only admin brokers (``*.admin``) receive them.
 """
@@ -45,6 +46,10 @@ _CLASS: Final = {
     Operation.UPDATE: "write",
     Operation.DELETE: "write",
     Operation.SUBMIT: "meta",
+    Operation.FETCH_MANY: "read",
+    Operation.CREATE_MANY: "write",
+    Operation.UPDATE_MANY: "write",
+    Operation.DELETE_MANY: "write",
 }
 
 

@@ -18,9 +18,9 @@ delete are conditioned on the version sent (a miss is then looked up: ``StaleVer
 ``NotFound``); a journaled template's writes append their entry to ``beds_journal`` right
 after the write (:mod:`beds_rec.journal`), with the record before and after taken from the
 write itself (``find_one_and_update`` / ``find_one_and_delete`` return the document before);
-``consistency = "secondary"`` reads with ``secondaryPreferred``. CALGON: the ticket store and
-the long operations' pipelines are mixins (:mod:`beds_rec.tickets`,
-:mod:`beds_rec.long_operations`).
+``consistency = "secondary"`` reads with ``secondaryPreferred``. Batches (feature ``batch``)
+are :mod:`beds_rec.batch`. CALGON: the ticket store and the long operations' pipelines are
+mixins (:mod:`beds_rec.tickets`, :mod:`beds_rec.long_operations`).
 
 Why this module is long: it is the REC store's whole ``NamasteCore`` (start, verify, the four
 operations with locking, journal entries and the recovery of keyed writes, lineage events,
@@ -50,6 +50,7 @@ from beds.errors import (
     TemplateError,
     UnsupportedOperation,
 )
+from beds_rec import batch as batches
 from beds_rec import journal as journals
 from beds_rec.bindings import CREATED_AT, TemplatePlan, plan_template
 from beds_rec.connect import client_options, unreachable
@@ -111,7 +112,7 @@ class RecAdapter(RecTickets, LongOperations, MigrationsMixin):
 
     store = "rec"
     features: frozenset[str] = frozenset(
-        {"locking", "journal", "pagination", "filters", "long_operations"}
+        {"locking", "journal", "pagination", "filters", "long_operations", "batch"}
     )
     """Every template feature (:data:`beds.namaste.FEATURES`); docs/rec.md says how each maps
     to MongoDB, and where the journal differs (its entry follows the write, not atomically)."""
@@ -138,6 +139,9 @@ class RecAdapter(RecTickets, LongOperations, MigrationsMixin):
         self._journal: journals.Journal | None = None
         self.idempotent_writes = self.settings.idempotency
         """Whether writes honour idempotency keys (``[stores.rec] idempotency``)."""
+        self.transactions = False
+        """Whether the server has multi-document transactions (a replica set or a sharded
+        cluster; learnt at start): all-or-nothing batches need them (:mod:`beds_rec.batch`)."""
 
     @classmethod
     def from_settings(cls, settings: StoreSettings) -> RecAdapter:
@@ -177,10 +181,12 @@ class RecAdapter(RecTickets, LongOperations, MigrationsMixin):
             with map_exceptions():
                 self._client = AsyncMongoClient(uri, **self._client_options())
                 try:
-                    await self._client.admin.command("ping")
+                    hello = await self._client.admin.command("hello")
                 except ServerSelectionTimeoutError as exc:
                     # Say why (a refused certificate, a plaintext server), not "unreachable".
                     raise unreachable(self._client, self.settings) from exc
+            # A replica set member names its set; mongos says isdbgrid: both have transactions.
+            self.transactions = bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
             self._db = self._client.get_database(
                 self.settings.database, codec_options=CODEC_OPTIONS
             )
@@ -239,6 +245,8 @@ class RecAdapter(RecTickets, LongOperations, MigrationsMixin):
         if template.capabilities.journal:
             missing += await self._missing_journal_objects()
         missing += await self._missing_long_operation_objects(template)
+        if template.batch.atomic and not self.transactions:
+            raise UnsupportedOperation(batches.needs_transactions(template))
         if missing:
             raise DatabaseObjectMissing(
                 f"template {template.name!r}: declared MongoDB objects are missing "
@@ -372,6 +380,30 @@ class RecAdapter(RecTickets, LongOperations, MigrationsMixin):
             )
             documents = await cursor.to_list()
         return [to_record(doc, shape.projection, id_mapped=plan.id_mapped) for doc in documents]
+
+    async def create_many(
+        self, template: Template, records: Sequence[Record], ctx: CallContext
+    ) -> list[Record | RequestError]:
+        """Insert the records in one ``insert_many`` (:mod:`beds_rec.batch`); one entry each."""
+        return await batches.create_many(self, template, records, ctx)
+
+    async def update_many(
+        self, template: Template, records: Sequence[Record], ctx: CallContext
+    ) -> list[Record | RequestError]:
+        """Update the records by key: one ``find``, one ``bulk_write`` (:mod:`beds_rec.batch`)."""
+        return await batches.update_many(self, template, records, ctx)
+
+    async def delete_many(
+        self, template: Template, keys: Sequence[Record], ctx: CallContext
+    ) -> list[Record | RequestError]:
+        """Delete the keys' records: one ``find``, one ``bulk_write`` (:mod:`beds_rec.batch`)."""
+        return await batches.delete_many(self, template, keys, ctx)
+
+    async def fetch_many(
+        self, template: Template, keys: Sequence[Record], ctx: CallContext
+    ) -> list[Record | None]:
+        """Each key's record through the key query, by ``$in`` (:mod:`beds_rec.batch`)."""
+        return await batches.fetch_many(self, template, keys, ctx)
 
     async def read_journal(
         self, template: Template, key: Record, *, limit: int, after: tuple[Any, ...] | None
@@ -583,6 +615,18 @@ class RecAdapter(RecTickets, LongOperations, MigrationsMixin):
         if self._events is None:
             raise StoreUnavailable("the REC store is not started")
         return self._events
+
+    @property
+    def _key_store(self) -> KeyStore:
+        if self._keys is None:
+            raise StoreUnavailable("the REC store is not started")
+        return self._keys
+
+    @property
+    def _mongo_client(self) -> AsyncMongoClient[Document]:
+        if self._client is None:
+            raise StoreUnavailable("the REC store is not started")
+        return self._client
 
     @property
     def _journal_store(self) -> journals.Journal:

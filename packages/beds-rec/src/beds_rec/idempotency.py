@@ -31,6 +31,10 @@ the write. Two things make it safe anyway (docs/architecture.md, "Idempotent wri
     ``update_one`` that bumps the version; recovery finds the document holding it and answers
     from it, and runs the update only when no document does (then a stale version is stale).
 
+A batch (:meth:`KeyStore.once_batch`, :mod:`beds_rec.batch`) is one keyed write: its result is
+the encoded list of its items' outcomes, and each item marks or pins as its single write does,
+its ``key_value`` followed by ``/<index>``.
+
 A write that never reached the server, that the server refused, or that matched nothing releases
 its claim, so a repeat runs it. One whose outcome is unknown (connection lost or timed out
 mid-call, write concern failed, task cancelled), or that failed while recovering a lost attempt's
@@ -47,7 +51,7 @@ import math
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import attrs
 import pymongo
@@ -60,7 +64,7 @@ from pymongo.errors import (
 )
 
 from beds.errors import RequestError, WriteInDoubt
-from beds.idempotency import encode_result, repeat_outcome
+from beds.idempotency import encode_outcomes, encode_result, repeat_outcome, repeat_outcomes
 from beds.namaste import SchemaFile
 from beds_rec.errors import database_call
 from beds_rec.values import utc_now
@@ -78,6 +82,7 @@ __all__ = (
     "UPDATES_FIELD",
     "UPDATES_KEPT",
     "AlreadyApplied",
+    "BatchWrite",
     "KeyStore",
     "Pin",
     "Recover",
@@ -111,9 +116,14 @@ Pin = Callable[[Any], "Awaitable[None]"]
 attempt took the key over meanwhile: the write must not run."""
 Write = Callable[[Pin | None], "Awaitable[Record]"]
 """Runs the write and returns its result; given the claim's :data:`Pin` when keyed."""
+BatchWrite = Callable[[Pin | None], "Awaitable[list[Record | RequestError]]"]
+"""Runs a batch of writes and returns its per-item outcomes (``beds_rec.batch``)."""
 Recover = Callable[[Any], "Awaitable[Record | None]"]
 """Tells whether a lost attempt's write applied, given what it pinned (or ``None``): the
 write's result, or ``None`` when it did not apply (it is run now)."""
+
+
+_T = TypeVar("_T")
 
 
 class AlreadyApplied(Exception):
@@ -208,12 +218,36 @@ class KeyStore:
             IdempotencyKeyReused: the key belongs to another request.
             WriteInDoubt: another attempt holds the key with a live lease and has no result yet.
         """
+        return await self._once(ctx, write, recover, encode_result, repeat_outcome)
+
+    async def once_batch(
+        self,
+        ctx: CallContext,
+        write: BatchWrite,
+        recover: Callable[[Any], Awaitable[list[Record | RequestError] | None]],
+    ) -> list[Record | RequestError]:
+        """:meth:`once` for a batch: the key's result is the encoded per-item list.
+
+        Raises:
+            IdempotencyKeyReused: the key belongs to another request.
+            WriteInDoubt: another attempt holds the key with a live lease and has no result yet.
+        """
+        return await self._once(ctx, write, recover, encode_outcomes, repeat_outcomes)
+
+    async def _once(
+        self,
+        ctx: CallContext,
+        write: Callable[[Pin | None], Awaitable[_T]],
+        recover: Callable[[Any], Awaitable[_T | None]],
+        encode: Callable[[_T], bytes],
+        repeat: Callable[[CallContext, str, Any], _T],
+    ) -> _T:
         if not ctx.attempt:  # a caller that does not tell its handlings apart: each call is one
             ctx = attrs.evolve(ctx, attempt=os.urandom(12).hex())
         claimed = await self._claim(ctx)
         if claimed.held is not None:
             held = claimed.held
-            return repeat_outcome(ctx, str(held["fingerprint"]), held.get("result"))
+            return repeat(ctx, str(held["fingerprint"]), held.get("result"))
         # After a takeover, until recovery tells, the lost attempt's write may have applied:
         # a failure then keeps the claim (and what the lost attempt pinned on it).
         recovering = claimed.taken_over
@@ -230,7 +264,7 @@ class KeyStore:
             with database_call(collection=COLLECTION, deadline=None):
                 await self.collection.update_one(
                     {"_id": ctx.idempotency_key, "attempt": ctx.attempt},
-                    {"$set": {"result": encode_result(result).decode(), "expires_at": expires}},
+                    {"$set": {"result": encode(result).decode(), "expires_at": expires}},
                 )
         except BaseException:
             # Applied but not recorded: the next attempt may recover it at once.
@@ -238,7 +272,12 @@ class KeyStore:
             raise
         return result
 
-    async def _write(self, ctx: CallContext, write: Write, recover: Recover) -> Record:
+    async def _write(
+        self,
+        ctx: CallContext,
+        write: Callable[[Pin | None], Awaitable[_T]],
+        recover: Callable[[Any], Awaitable[_T | None]],
+    ) -> _T:
         async def pin(target: Any) -> None:
             await self._pin(ctx, target)
 

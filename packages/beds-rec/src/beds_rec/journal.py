@@ -9,7 +9,8 @@ apply``; the node verifies it at start when it serves a journaled template). An 
 ``id`` as its 24 hexadecimal characters), ``at`` a BSON date. The unique index
 ``beds_journal_event_uq`` on (template, event_id) makes a write run again for the same event add
 no second entry; ``beds_journal_key_ix`` on (template, key, at, event_id) serves the ``history``
-query, oldest first and paged by (at, event_id).
+query, oldest first and paged by (at, event_id). A batch appends one entry per written item in
+one insert, each with the event id ``<event_id>/<index>`` (:meth:`Journal.append_many`).
 
 Not atomic with the write: a standalone MongoDB server has no multi-document transactions, so
 the adapter appends the entry right after the write it describes (docs/rec.md, "Journal").
@@ -21,16 +22,16 @@ import datetime as dt
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Final
 
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from beds.errors import Conflict, MalformedRequest
+from beds.errors import Conflict, MalformedRequest, StoreError
 from beds.namaste import SchemaFile
 from beds.values import to_wire, to_wire_record
 from beds_rec.errors import database_call
 from beds_rec.values import utc_now
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from pymongo.asynchronous.collection import AsyncCollection
 
@@ -43,6 +44,7 @@ COLLECTION: Final = "beds_journal"
 EVENT_INDEX: Final = "beds_journal_event_uq"
 KEY_INDEX: Final = "beds_journal_key_ix"
 _SCHEMA: Final = "002_beds_journal.json"
+_DUPLICATE_KEY: Final = 11000
 _RETURNED: Final = {
     "_id": 0,
     "event_id": 1,
@@ -106,6 +108,48 @@ class Journal:
             if isinstance(exc.__cause__, DuplicateKeyError):
                 return  # the same event's write ran again (a redelivery): its entry exists
             raise
+
+    async def append_many(
+        self,
+        template: Template,
+        entries: Sequence[tuple[int, str, Record, Record | None, Record | None]],
+        ctx: CallContext,
+    ) -> None:
+        """Append a batch's entries in one insert: ``(index, operation, key, before, after)``.
+
+        Each entry's event id is ``f"{ctx.event_id}/{index}"``; those a run of the same batch
+        appended before are left as they are (the batch's writes ran again).
+        """
+        if not entries:
+            return
+        now = utc_now()
+        principal = ctx.identity.handle if ctx.identity is not None else None
+        documents = [
+            {
+                "template": template.name,
+                "event_id": f"{ctx.event_id}/{index}",
+                "operation": operation,
+                "key": key,
+                "before": None if before is None else to_wire_record(before),
+                "after": None if after is None else to_wire_record(after),
+                "principal": principal,
+                "origin": ctx.origin,
+                "at": now,
+            }
+            for index, operation, key, before, after in entries
+        ]
+        try:
+            with database_call(collection=COLLECTION, deadline=None):
+                await self.collection.insert_many(documents, ordered=False)
+        except StoreError as exc:
+            cause = exc.__cause__
+            details = (cause.details or {}) if isinstance(cause, BulkWriteError) else {}
+            errors = details.get("writeErrors") or []
+            # Only entries of this batch's events already there: a run again of its writes.
+            if details.get("writeConcernErrors") or not errors:
+                raise
+            if any(error.get("code") != _DUPLICATE_KEY for error in errors):
+                raise
 
     async def read(
         self, template: Template, key: Record, *, limit: int, after: tuple[Any, ...] | None

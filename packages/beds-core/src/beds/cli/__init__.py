@@ -6,6 +6,7 @@ module             commands
 ``run``            ``beds run``: serve a node until a signal
 ``check``          ``beds check``: the start-up checks, without serving
 ``call``           ``beds call``: send one request, print the response
+``load``           ``beds load``: JSON Lines from stdin sent as batches, one result line each
 ``admin``          ``beds admin pause|resume|drain``: operator commands to the nodes
 ``tickets``        ``beds submit|ticket``: long operations (CALGON) and their tickets
 ``auth``           ``beds login|logout|whoami``: the session token of the person at the terminal
@@ -46,6 +47,7 @@ from beds.cli import (
     dlq,
     journal,
     lineage,
+    load,
     new_domain,
     plugins,
     provision,
@@ -119,6 +121,7 @@ for _command in (
     dlq.dlq,
     journal.journal,
     lineage.lineage,
+    load.load_command,
     auth.login,
     auth.logout,
     new_domain.new_domain,

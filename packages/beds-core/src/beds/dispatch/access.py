@@ -10,7 +10,7 @@ then its access rules by role), :func:`bind_owner` (create) and
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -29,8 +29,10 @@ __all__ = (
     "authenticate",
     "authorize",
     "bind_owner",
+    "bind_param",
     "bind_principal",
     "check_owner",
+    "own_record",
 )
 
 _NO_AUTHENTICATOR = "this node accepts no credentials (no [auth] keys are configured)"
@@ -50,8 +52,16 @@ def authenticate(credential: object, authenticator: Authenticator | None) -> Pri
     return authenticator.authenticate(credential)
 
 
-def authorize(request: Request, template: Template, principal: Principal | None) -> None:
+def authorize(
+    request: Request,
+    template: Template,
+    principal: Principal | None,
+    operation: Operation | None = None,
+) -> None:
     """Refuse a request its origin or principal may not make (the template's access rules).
+
+    ``operation`` is the operation whose rule applies (a batch's single operation: a
+    ``create_many`` is allowed where a ``create`` is); by default the request's.
 
     Raises:
         UntrustedOrigin: the template names origins and the request's is not one (BEDS-403O).
@@ -64,7 +74,7 @@ def authorize(request: Request, template: Template, principal: Principal | None)
             f"{template.name} serves requests from named AMQP users only",
             details=(f"origin: {request.meta.origin or '(not vouched for)'}",),
         )
-    if template.access.allows(request.operation, principal):
+    if template.access.allows(operation or request.operation, principal):
         return
     if principal is None:
         raise Unauthenticated(
@@ -101,15 +111,42 @@ def bind_owner(request: Request, template: Template, principal: Principal | None
         return request
     if principal is None:
         raise Unauthenticated(f"records of {template.name} have owners: log in to create one")
-    payload = request.payload
+    payload = own_record(template, owner, request.payload, principal, "$.payload")
+    return request if payload is request.payload else attrs.evolve(request, payload=payload)
+
+
+def own_record(
+    template: Template, owner: str, payload: dict[str, Any], principal: Principal, path: str
+) -> dict[str, Any]:
+    """A create's record with its owner field bound to ``principal`` (one record of a batch too).
+
+    An admin may name another owner. ``path`` prefixes the detail (``$.records[3]``).
+
+    Raises:
+        Unauthorized: the record names another owner.
+    """
     if owner in payload and template.access.admin_role in principal.roles:
-        return request  # an admin may create a record for another owner (imports, support)
+        return payload  # an admin may create a record for another owner (imports, support)
     if payload.get(owner, principal.handle) != principal.handle:
         raise Unauthorized(
             f"{owner} must be the authenticated principal's handle",
-            details=(f"$.payload.{owner}: the caller is {principal.handle!r}",),
+            details=(f"{path}.{owner}: the caller is {principal.handle!r}",),
         )
-    return attrs.evolve(request, payload={**payload, owner: principal.handle})
+    return {**payload, owner: principal.handle}
+
+
+def bind_param(param: str, values: dict[str, Any], principal: Principal) -> dict[str, Any]:
+    """``values`` with ``param`` bound to ``principal``'s handle (``principal = …`` declarations).
+
+    Raises:
+        Unauthorized: ``values`` sent another value for it.
+    """
+    if values.get(param, principal.handle) != principal.handle:
+        raise Unauthorized(
+            f"{param} is the authenticated principal's handle",
+            details=(f"{param}: the caller is {principal.handle!r}",),
+        )
+    return {**values, param: principal.handle}
 
 
 def bind_principal(request: Request, template: Template, principal: Principal | None) -> Request:
@@ -135,12 +172,7 @@ def bind_principal(request: Request, template: Template, principal: Principal | 
         raise Unauthenticated(f"{request.operation.value} on {template.name} needs a login")
     if not isinstance(values, dict):
         return request  # validation refuses it with its own message
-    if values.get(param, principal.handle) != principal.handle:
-        raise Unauthorized(
-            f"{param} is the authenticated principal's handle",
-            details=(f"{param}: the caller is {principal.handle!r}",),
-        )
-    bound = {**values, param: principal.handle}
+    bound = bind_param(param, values, principal)
     if request.operation is Operation.FETCH:
         return attrs.evolve(request, payload={**payload, "params": bound})
     return attrs.evolve(request, payload=bound)

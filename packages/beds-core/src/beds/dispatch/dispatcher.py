@@ -1,10 +1,11 @@
 """One request, without any transport: bytes in, response out.
 
 decode → route → builtin → deadline → template → access → plan (validation, idempotency, audit,
-journal; a fetch's page and cache in :mod:`beds.dispatch.reads`) → before-dispatch hooks →
-store call (timeout, retries) → response; each step is one method or function below. Every
-failure becomes an error response with a catalogue code; nothing raises. Keeping this free of
-AMQP lets unit tests and embedding drive it directly.
+journal; a fetch's page and cache in :mod:`beds.dispatch.reads`; a batch's steps in
+:mod:`beds.dispatch.batch`) → before-dispatch hooks → store call (timeout, retries) →
+response; each step is one method or function below. Every failure becomes an error response
+with a catalogue code; nothing raises. Keeping this free of AMQP lets unit tests and embedding
+drive it directly.
 
 With an :class:`EventSink`, each request leaves lineage events (:mod:`beds.lineage`): the
 request itself, its database call, the log records made while it ran (loguru, bound to its
@@ -30,13 +31,14 @@ from beds.codec import decode_request
 from beds.config.model import ReliabilitySettings
 from beds.dispatch.access import admit, authenticate, check_owner
 from beds.dispatch.audit import audit_write
+from beds.dispatch.batch import BatchAnswer, serve_batch
 from beds.dispatch.calgon import TICKET_TEMPLATE, Calgon, TicketPage
 from beds.dispatch.plan import WRITES, plan_write
 from beds.dispatch.reads import Page, serve_fetch
 from beds.dispatch.retry import call_store
 from beds.dispatch.routes import check_route
 from beds.dispatch.trace import EventSink, child_event, request_event, store_object
-from beds.envelopes import Operation, Request, Response, ResponseMeta
+from beds.envelopes import BATCH_OPERATIONS, Operation, Request, Response, ResponseMeta
 from beds.errors import (
     DeadlineExceeded,
     InternalError,
@@ -58,6 +60,7 @@ if TYPE_CHECKING:
     from beds.dispatch.live import LivePublisher
     from beds.factory import Factory
     from beds.handlers import Handler, NodeServices
+    from beds.lineage import Event
     from beds.plugins import Hooks
     from beds.templates.model import Template
 
@@ -94,8 +97,11 @@ class Dispatcher:
         cache: FetchCache | None = None,
         calgon: Calgon | None = None,
         live: LivePublisher | None = None,
+        max_batch_records: int = 500,
     ) -> None:
         self.factory = factory
+        self.max_batch_records = max_batch_records
+        """Most items one batch carries (``amqp.max_batch_records``; a template may say fewer)."""
         self.live = live
         """Publishes ``record.changed`` after writes of ``live = true`` templates (``None``:
         this node publishes none: its control channel is off)."""
@@ -240,6 +246,8 @@ class Dispatcher:
         elif isinstance(data, TicketPage):
             meta = attrs.evolve(meta, next=data.next)
             data = data.ticket
+        elif isinstance(data, BatchAnswer):
+            status, data = data.status, data.data
         return Response(ok=True, status=status, data=data, meta=meta)
 
     async def _execute(
@@ -260,7 +268,8 @@ class Dispatcher:
                 raise UnsupportedOperation(f"{TICKET_TEMPLATE} only answers ticket")
             return await self._calgon().ticket(request, principal, None)
         template, adapter = self.factory.resolve(request.template)
-        request = admit(request, template, principal)
+        if request.operation not in BATCH_OPERATIONS:  # a batch binds each record itself
+            request = admit(request, template, principal)
         ctx = CallContext(
             event_id=event_id,
             principal=request.meta.principal,
@@ -268,6 +277,8 @@ class Dispatcher:
             deadline=deadline,
             origin=request.meta.origin,
         )
+        if request.operation in BATCH_OPERATIONS:
+            return await serve_batch(self, request, template, adapter, ctx, principal, timings)
         await check_owner(request, template, adapter, ctx, principal)
         handler = self.handlers.get((template.name, request.operation)) if self.handlers else None
         if handler is not None:
@@ -368,8 +379,14 @@ class Dispatcher:
         ctx: CallContext,
         call: Callable[[], Awaitable[Any]],
         timings: dict[str, float],
+        *,
+        what: str | None = None,
     ) -> Any:
-        """Run the store call within the deadline, retrying what is safe to retry; trace it."""
+        """Run the store call within the deadline, retrying what is safe to retry; trace it.
+
+        ``what`` names the database object in the ``db`` lineage event (default: the one the
+        template binds to the request's operation).
+        """
         operation = request.operation
         store_started = time.perf_counter()
         failure = ""
@@ -377,7 +394,7 @@ class Dispatcher:
             result = await call_store(
                 call,
                 ctx,
-                write=operation in WRITES,
+                write=operation in WRITES or BATCH_OPERATIONS.get(operation) in WRITES,
                 settings=self.reliability,
                 on_retry=self._count_retry,
             )
@@ -397,7 +414,8 @@ class Dispatcher:
                     ctx.event_id,
                     "db",
                     took,
-                    f"{adapter.store} {operation.value} {store_object(template, request)}".rstrip(),
+                    f"{adapter.store} {operation.value} "
+                    f"{store_object(template, request) if what is None else what}".rstrip(),
                 )
                 self._trace.emit(attrs.evolve(call_event, code=failure) if failure else call_event)
         logger.debug(
@@ -405,8 +423,20 @@ class Dispatcher:
         )
         return result
 
+    call_store = _call_store
+    """The store call of a batch (:mod:`beds.dispatch.batch_store`)."""
+
     def _count_retry(self) -> None:
         self.retried += 1
+
+    def audit_event(self, request: Request, ctx: CallContext) -> Event:
+        """A new ``audit`` event of ``request`` (its data is set by the caller)."""
+        return child_event(self.node, self.env, request, ctx.event_id, "audit", None)
+
+    async def before_dispatch(self, request: Request, template: Template) -> None:
+        """Run the plugins' before-dispatch hooks (nothing when none implements them)."""
+        if self._before is not None:
+            await self._before.before_dispatch(request, template)
 
     async def _audited(
         self,

@@ -1,7 +1,8 @@
 """Live updates: templates with ``live = true`` publish ``record.changed`` after each write.
 
-After a successful create, update or delete of a live template, the node publishes one control
-event (:mod:`beds.transport.control`) of kind ``record.changed``::
+After a successful create, update or delete of a live template (each written item of a batch:
+its ``operation`` is the single one, ``create`` for a ``create_many``), the node publishes one
+control event (:mod:`beds.transport.control`) of kind ``record.changed``::
 
     {"template": "post", "operation": "create", "key": {"id": 41},
      "record": {"id": 41, "author": "ann", "body": "hi", "created_at": "…Z"},
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
@@ -70,13 +71,34 @@ def record_changed(
         trace_id: the request's event id, which its lineage events share.
         at: when (ISO 8601 UTC); now by default.
     """
+    return _changed(
+        template,
+        request.operation.value,
+        request.payload,
+        result,
+        principal=principal,
+        trace_id=trace_id,
+        at=at,
+    )
+
+
+def _changed(
+    template: Template,
+    operation: str,
+    payload: Mapping[str, Any],
+    result: object,
+    *,
+    principal: str | None,
+    trace_id: str,
+    at: str | None = None,
+) -> dict[str, Any]:
     public = {name for name, spec in template.fields.items() if not spec.secret}
-    record: dict[str, Any] = {k: to_wire(v) for k, v in request.payload.items() if k in public}
+    record: dict[str, Any] = {k: to_wire(v) for k, v in payload.items() if k in public}
     if isinstance(result, dict):
         record.update((k, to_wire(v)) for k, v in result.items() if k in public)
     return {
         "template": template.name,
-        "operation": request.operation.value,
+        "operation": operation,
         "key": {name: record.get(name) for name in template.key},
         "record": record,
         "principal": principal,
@@ -130,6 +152,54 @@ class LivePublisher:
         task = asyncio.get_running_loop().create_task(self._publish(data))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+
+    def written_many(
+        self,
+        template: Template,
+        operation: str,
+        written: Sequence[tuple[Mapping[str, Any], object]],
+        *,
+        principal: str | None,
+        trace_id: str,
+    ) -> None:
+        """A batch wrote ``written`` (each item's payload and result): one event per item.
+
+        Published in item order by one task, which counts once against ``MAX_PENDING``.
+        """
+        if not written:
+            return
+        if len(self._pending) >= MAX_PENDING:
+            self.dropped += len(written)
+            logger.warning(
+                "{} live events of {} {} dropped: {} publications are waiting",
+                len(written),
+                template.name,
+                operation,
+                MAX_PENDING,
+            )
+            return
+        at = _now()
+        events = [
+            self.fit(
+                _changed(
+                    template,
+                    operation,
+                    payload,
+                    result,
+                    principal=principal,
+                    trace_id=trace_id,
+                    at=at,
+                )
+            )
+            for payload, result in written
+        ]
+        task = asyncio.get_running_loop().create_task(self._publish_all(events))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _publish_all(self, events: Sequence[Mapping[str, Any]]) -> None:
+        for data in events:
+            await self._publish(data)
 
     def fit(self, data: dict[str, Any]) -> dict[str, Any]:
         """``data``, without ``record`` when the event would exceed the channel's limit."""

@@ -24,7 +24,7 @@ from beds.templates.validate import validate_write
 if TYPE_CHECKING:
     from beds.config.model import ReliabilitySettings
 
-__all__ = ("WRITES", "Audited", "StoreCall", "plan_write")
+__all__ = ("WRITES", "Audited", "StoreCall", "idempotent_context", "plan_write")
 
 StoreCall = Callable[[], Awaitable[Any]]
 Audited = Callable[[Template, NamasteCore, Record, CallContext, StoreCall], Awaitable[Record]]
@@ -58,7 +58,7 @@ def plan_write(
         raise UnsupportedOperation(f"template {template.name!r} does not support {operation.value}")
     record = validate_write(template, operation, request.payload)
     if request.meta.idempotency_key is not None:
-        ctx = _idempotent(ctx, request, adapter, reliability)
+        ctx = idempotent_context(ctx, request, adapter, reliability)
     if template.capabilities.journal:
         ctx = attrs.evolve(ctx, journal=True)
     call: StoreCall = partial(WRITES[operation], adapter, template, record, ctx)
@@ -67,7 +67,7 @@ def plan_write(
     return ctx, call
 
 
-def _idempotent(
+def idempotent_context(
     ctx: CallContext,
     request: Request,
     adapter: NamasteCore,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
-from beds.envelopes import Operation
+from beds.envelopes import BATCH_OPERATIONS, Operation
 from beds.lineage import Event, new_event_id
 
 if TYPE_CHECKING:
@@ -22,6 +22,8 @@ __all__ = ("EventSink", "child_event", "request_event", "store_object")
 
 _OBJECT_KEYS = ("procedure", "function", "view", "collection")
 """Binding keys that name a database object, in the order one is preferred."""
+_BATCH_KEY = "batch_procedure"
+"""A write's binding key naming the store object that takes a whole batch (REL)."""
 
 
 class EventSink(Protocol):
@@ -83,21 +85,31 @@ def child_event(
     )
 
 
-def store_object(template: Template, request: Request) -> str:
+def store_object(template: Template, request: Request, *, batched: bool = True) -> str:
     """The database object a request's store call runs, by the template's declaration.
 
     The binding of the operation (or of the fetched query) names it: its ``procedure``,
     ``function``, ``view`` or ``collection``; else the template's store-wide ``collection``
     (REC). ``""`` when nothing names one (a memory store, a pipeline). A few dictionary
     lookups: lineage stays cheap.
+
+    A batch names its single operation's object (``fetch_many``: the key query's), its
+    ``batch_procedure`` first when the store serves the batch itself (``batched``).
     """
-    if request.operation is Operation.FETCH:
+    operation = request.operation
+    keys: tuple[str, ...] = _OBJECT_KEYS
+    if operation is Operation.FETCH:
         name = request.payload.get("query", template.default_query)
         spec: Any = template.queries.get(name) if isinstance(name, str) else None
+    elif operation is Operation.FETCH_MANY:
+        spec = template.key_query()
+    elif operation in BATCH_OPERATIONS:
+        spec = template.operations.get(BATCH_OPERATIONS[operation])
+        keys = (_BATCH_KEY, *_OBJECT_KEYS) if batched else _OBJECT_KEYS
     else:
-        spec = template.operations.get(request.operation)
+        spec = template.operations.get(operation)
     binding = spec.binding if spec is not None else {}
-    for key in _OBJECT_KEYS:
+    for key in keys:
         value = binding.get(key)
         if isinstance(value, str):
             return value

@@ -17,6 +17,7 @@ from typing import Any
 
 from beds.config.stores import DATABASE_NAME
 from beds.envelopes import Operation
+from beds.templates.batch import parse_batch
 from beds.templates.capabilities import parse_capabilities
 from beds.templates.long_operations import parse_long_operations
 from beds.templates.model import (
@@ -51,6 +52,7 @@ _TOP_KEYS = frozenset(
         "access",
         "long_operations",
         "retention",
+        "batch",
     }
 )
 _FIELD_KEYS = frozenset(
@@ -245,6 +247,8 @@ def parse_template(text: str, *, source: str, distribution: str = "") -> Templat
     if not isinstance(admin_role, str) or not admin_role:
         raise r.fail("access.admin_role", "must be a role name")
 
+    batch = parse_batch(r, r.table(data, "batch", "batch"), operations)
+
     version = data.get("version", 1)
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise r.fail("version", "must be a positive integer")
@@ -264,6 +268,7 @@ def parse_template(text: str, *, source: str, distribution: str = "") -> Templat
         retention=retention,
         capabilities=capabilities,
         access=AccessRules(rules=rules, owner=owner, admin_role=admin_role, origins=origins),
+        batch=batch,
         store_options=dict(r.table(data, store, store)),
         source=source,
         distribution=distribution,

@@ -30,6 +30,7 @@ __all__ = (
     "AUTHENTICATED",
     "HISTORY_QUERY",
     "AccessRules",
+    "BatchSettings",
     "Capabilities",
     "Consistency",
     "FieldSpec",
@@ -200,6 +201,27 @@ class Capabilities:
 
 
 @attrs.frozen(kw_only=True)
+class BatchSettings:
+    """The template's ``[batch]`` table: how its batch operations (``create_many``…) run.
+
+    Batch operations exist whenever the single operation does (``fetch_many`` needs a key
+    query); this table only tunes them (docs/templates.md, "Batches").
+    """
+
+    max_records: int | None = None
+    """Most records (or keys) one batch may carry (1 to 10,000); the node's
+    ``amqp.max_batch_records`` still caps it. ``None``: the node's limit."""
+    atomic: bool = False
+    """All or nothing: any failing item fails the whole request and nothing is written (the
+    store needs the ``batch`` feature)."""
+
+    def limit(self, node_limit: int) -> int:
+        """The most items one batch of this template may carry on a node with ``node_limit``."""
+        mine = self.max_records
+        return node_limit if mine is None or mine > node_limit else mine
+
+
+@attrs.frozen(kw_only=True)
 class LongParam:
     """A param of a long operation: a typed value with a default (so ``{}`` can be enough)."""
 
@@ -320,6 +342,8 @@ class Template:
     ``retention``."""
     capabilities: Capabilities = attrs.field(factory=Capabilities)
     access: AccessRules = attrs.field(factory=AccessRules)
+    batch: BatchSettings = attrs.field(factory=BatchSettings)
+    """The ``[batch]`` table: the batch operations' size limit and all-or-nothing flag."""
     store_options: Mapping[str, Any] = attrs.field(factory=dict)
     """The template's ``[<store>]`` table, for the adapter."""
     source: str = ""
@@ -342,6 +366,8 @@ class Template:
             needed.add("filters")
         if self.long_operations:
             needed.add("long_operations")
+        if self.batch.atomic:
+            needed.add("batch")  # all or nothing takes the store's own batch (one transaction)
         return frozenset(needed)
 
     def key_query(self) -> QuerySpec | None:

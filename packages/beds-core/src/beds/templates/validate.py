@@ -23,6 +23,7 @@ from beds.templates.model import (
     FieldSpec,
     FieldType,
     FilterOp,
+    OperationSpec,
     OrderKey,
     QuerySpec,
     Template,
@@ -152,8 +153,7 @@ def _raise_if(problems: list[str], template: Template) -> None:
 
 def _version(template: Template) -> tuple[str, ...]:
     """The version field an update or delete must send (a template with locking)."""
-    caps = template.capabilities
-    return (caps.version_field,) if caps.locking else ()
+    return (template.capabilities.version_field,) if template.capabilities.locking else ()
 
 
 def validate_write(template: Template, operation: Operation, payload: Mapping[str, Any]) -> Record:
@@ -177,24 +177,36 @@ def validate_write(template: Template, operation: Operation, payload: Mapping[st
             ),
         )
     problems: list[str] = []
+    record = _check_write(template, operation, spec, payload, "$.payload", problems)
+    _raise_if(problems, template)
+    return record
+
+
+def _required(template: Template, spec: OperationSpec) -> tuple[str, ...]:
+    """The params a create must send (required and not nullable)."""
+    return tuple(p for p in spec.params if not template.fields[p].nullable)
+
+
+def _check_write(
+    template: Template,
+    operation: Operation,
+    spec: OperationSpec,
+    payload: Mapping[str, Any],
+    path: str,
+    problems: list[str],
+) -> Record:
+    """One write's record, every problem appended with paths under ``path``."""
+    pinned = (*template.key, *_version(template))
     if operation is Operation.CREATE:
-        required = [
-            p
-            for p in spec.params
-            if template.fields[p].required and not template.fields[p].nullable
-        ]
-        record = _check_record(template, payload, spec.params, required, "$.payload", problems)
+        required = _required(template, spec)
+        record = _check_record(template, payload, spec.params, required, path, problems)
         for name in spec.params:
             record.setdefault(name, None)
-    elif operation is Operation.UPDATE:
-        pinned = (*template.key, *_version(template))
-        record = _check_record(template, payload, spec.params, pinned, "$.payload", problems)
-        if not set(payload) - set(pinned) and not problems:
-            problems.append("$.payload: must change at least one field besides the key")
-    else:
-        pinned = (*template.key, *_version(template))
-        record = _check_record(template, payload, pinned, pinned, "$.payload", problems)
-    _raise_if(problems, template)
+        return record
+    allowed = spec.params if operation is Operation.UPDATE else pinned
+    record = _check_record(template, payload, allowed, pinned, path, problems)
+    if operation is Operation.UPDATE and not set(payload) - set(pinned) and not problems:
+        problems.append(f"{path}: must change at least one field besides the key")
     return record
 
 

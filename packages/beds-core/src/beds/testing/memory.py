@@ -6,7 +6,8 @@ Generated ``int`` fields count up from 1 (a locked template's version starts at 
 its changes) and generated ``datetime`` fields take the current UTC time. Idempotency keys are
 kept in a dict (the same repeat rules as the real stores, :mod:`beds.idempotency`), and journal
 entries in a list per template, for as long as the process. It offers every adapter feature
-(:data:`beds.namaste.FEATURES`), as the reference the real stores are tested against.
+(:data:`beds.namaste.FEATURES`) but ``batch`` (the node's record-by-record fallback serves its
+batches), as the reference the real stores are tested against.
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ class MemoryAdapter(MemoryTickets):
 
     idempotent_writes: bool = True
     """Writes honour idempotency keys (:class:`~beds.namaste.NamasteCore` capability)."""
-    features: frozenset[str] = frozenset(FEATURES)
-    """Every feature: locking, journal, pagination, filters."""
+    features: frozenset[str] = frozenset(FEATURES) - {"batch"}
+    """Every feature but ``batch``: the node serves its batches record by record."""
 
     def __init__(self, store: str = "memory") -> None:
         super().__init__()
