@@ -21,12 +21,11 @@ from hypothesis import strategies as st
 from beds.codec import encode_request
 from beds.config.model import ReliabilitySettings
 from beds.dispatch import Dispatcher
-from beds.dispatch.batch_store import item_key
 from beds.dispatch.live import LivePublisher
 from beds.envelopes import MAX_IDEMPOTENCY_KEY, Operation, Request, RequestMeta, Response
 from beds.errors import RequestError, StoreBusy, StoreUnavailable
 from beds.factory import Factory
-from beds.idempotency import encode_outcomes, repeat_outcomes
+from beds.idempotency import encode_outcomes, item_key, repeat_outcomes
 from beds.lineage import Event
 from beds.namaste import FEATURES, BatchStore, CallContext, Record
 from beds.templates import parse_template

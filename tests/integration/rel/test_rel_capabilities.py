@@ -273,6 +273,7 @@ def test_the_rel_store_offers_every_feature() -> None:
         "pagination",
         "filters",
         "long_operations",
+        "batch",
     }
     assert NOTE_TEMPLATE.needs() <= RelAdapter.features
     assert SPEW_NOTE.needs() == {

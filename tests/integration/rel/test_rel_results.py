@@ -228,6 +228,7 @@ def _example() -> tuple[Template, Template, list[SchemaFile]]:
         "007_spew_follow.sql",
         "008_spew_like.sql",
         "009_spew_post_threads.sql",
+        "010_spew_post_batch.sql",  # spew_post's create_many
     )
     schema = [file for file in registry.schema["rel"] if file.name.endswith(files)]
     return registry.templates["spew_post"], registry.templates["spew_boost"], schema

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from beds.envelopes import MAX_IDEMPOTENCY_KEY
 from beds.errors import IdempotencyKeyReused, RequestError, WriteInDoubt
 
 if TYPE_CHECKING:
@@ -28,6 +29,8 @@ __all__ = (
     "encode_outcomes",
     "encode_result",
     "fingerprint",
+    "item_fingerprint",
+    "item_key",
     "repeat_outcome",
     "repeat_outcomes",
     "watch_repeats",
@@ -164,3 +167,21 @@ def repeat_outcome(ctx: CallContext, first_fingerprint: str, result: bytes | str
     record: Record = orjson.loads(result)
     _repeated.set(True)
     return record
+
+
+def item_key(key: str, index: int) -> str:
+    """The idempotency key of a batch's item ``index`` when its store writes record by record.
+
+    Each item then runs at most once on its own key, so a repeated batch is answered item by
+    item from what each stored (and runs the items a lost attempt never reached). A key too long
+    to take the suffix within ``MAX_IDEMPOTENCY_KEY`` is replaced by its digest.
+    """
+    suffix = f"#{index}"
+    if len(key) + len(suffix) > MAX_IDEMPOTENCY_KEY:
+        key = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    return key + suffix
+
+
+def item_fingerprint(fingerprint: str, index: int) -> str:
+    """The fingerprint of a batch's item ``index`` keyed on its own (:func:`item_key`)."""
+    return hashlib.sha256(f"{fingerprint}/{index}".encode()).hexdigest()

@@ -51,10 +51,12 @@ from beds.errors import (
     StaleVersion,
     StoreError,
     StoreUnavailable,
+    TemplateError,
 )
 from beds.namaste import FEATURES
 from beds.values import to_wire, to_wire_record
 from beds_rel import journal
+from beds_rel.batch import BatchMixin
 from beds_rel.bindings import Call, TemplatePlan, plan_template
 from beds_rel.errors import connecting, is_clean, map_exceptions
 from beds_rel.idempotency import CALLS as IDEMPOTENCY_CALLS
@@ -95,13 +97,14 @@ _FLAG = re.compile(r"^[a-z_]{1,64}$")
 """An optimizer flag's name as the server reports it (nothing else is put into a SET)."""
 
 
-class RelAdapter(TicketsMixin, LongOperationsMixin, MigrationsMixin):
+class RelAdapter(BatchMixin, TicketsMixin, LongOperationsMixin, MigrationsMixin):
     """The REL store: MariaDB/MySQL stored procedures, views and functions by name."""
 
     store = "rel"
     features: frozenset[str] = frozenset(FEATURES)
     """Every feature (:data:`beds.namaste.FEATURES`): locking through the DBA's procedures,
-    journals in ``beds_journal``, filters and pagination on view queries."""
+    journals in ``beds_journal``, filters and pagination on view queries, batches
+    (:mod:`beds_rel.batch`)."""
 
     def __init__(self, settings: RelSettings) -> None:
         self.settings = settings
@@ -130,6 +133,12 @@ class RelAdapter(TicketsMixin, LongOperationsMixin, MigrationsMixin):
             TemplateError: a binding the adapter cannot serve.
         """
         self.prepare_long_operations(template)
+        if template.batch.atomic:
+            raise TemplateError(
+                "batch.atomic: all-or-nothing batches are not supported by the REL store yet "
+                "(each record of a batch commits on its own); remove it",
+                template=template.name,
+            )
         self._plans[template.name] = plan_template(template)
 
     def _plan(self, template: Template) -> TemplatePlan:

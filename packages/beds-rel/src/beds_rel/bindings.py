@@ -116,10 +116,14 @@ class TemplatePlan:
     key_query: str | None = None
     """The query that reads one record by its key (a view or procedure query whose params are
     the key), for a journal's before and after and a stale version's current one."""
+    create_many: Call | None = None
+    """The create's ``batch_procedure``: the whole of a ``create_many`` in one call
+    (:mod:`beds_rel.batch`); ``None``: records are created one by one."""
 
     def calls(self) -> list[Call]:
         """Return every call, writes first, for ``verify``."""
-        return [*self.writes.values(), *self.queries.values()]
+        many = [self.create_many] if self.create_many is not None else []
+        return [*self.writes.values(), *many, *self.queries.values()]
 
 
 def _quote(name: str) -> str:
@@ -247,7 +251,7 @@ def _procedure(
 
 def _write_call(template: Template, operation: Operation, binding: Mapping[str, Any]) -> Call:
     path = f"operations.{operation.value}"
-    unknown = sorted(set(binding) - {"procedure", "out", "inout"})
+    unknown = sorted(set(binding) - {"procedure", "out", "inout", BATCH_PROCEDURE})
     if unknown:
         why = (
             "is only for queries: a write answers its first row (with its out and inout values)"
@@ -467,4 +471,26 @@ def plan_template(template: Template) -> TemplatePlan:
         name: _query_call(template, name, spec.binding) for name, spec in template.queries.items()
     }
     _check_one_record_key_query(template, queries)
-    return TemplatePlan(writes=writes, queries=queries, key_query=_key_query(template, queries))
+    return TemplatePlan(
+        writes=writes,
+        queries=queries,
+        key_query=_key_query(template, queries),
+        create_many=_batch_call(template),
+    )
+
+
+BATCH_PROCEDURE = "batch_procedure"
+"""A create's binding naming its batch procedure: ``CALL `p`(json_array)``, one row per record
+(``ordinal`` and the create's ``returns``), in order (docs/rel.md, "Batches")."""
+
+
+def _batch_call(template: Template) -> Call | None:
+    spec = template.operations.get(Operation.CREATE)
+    if spec is None or BATCH_PROCEDURE not in spec.binding:
+        return None
+    name = template.object_name(
+        spec.binding[BATCH_PROCEDURE], key=f"operations.create.{BATCH_PROCEDURE}"
+    )
+    return Call(
+        kind="procedure", name=name, sql=f"CALL {_quote(name)}(%s)", params=("records",), arity=1
+    )

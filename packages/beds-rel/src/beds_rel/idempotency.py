@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from beds.idempotency import encode_result, repeat_outcome
+from beds.idempotency import encode_outcomes, encode_result, repeat_outcome, repeat_outcomes
 from beds.namaste import SchemaFile
 from beds_rel.bindings import Call
 from beds_rel.errors import is_clean
@@ -21,11 +21,13 @@ from beds_rel.errors import is_clean
 if TYPE_CHECKING:
     from asyncmy.connection import Connection
 
+    from beds.errors import RequestError
     from beds.namaste import CallContext, Record
 
-__all__ = ("CALLS", "PURGE", "RunCall", "schema_file", "write_once")
+__all__ = ("CALLS", "PURGE", "RunCall", "batch_once", "schema_file", "write_once")
 
 Rows = list[dict[str, Any]]
+_T = TypeVar("_T")
 RunCall = Callable[["Connection", Call, Sequence[Any]], Awaitable[Rows]]
 
 CLAIM = Call(
@@ -84,13 +86,34 @@ async def write_once(
         IdempotencyKeyReused: the key belongs to another request.
         WriteInDoubt: the key is claimed without a result (a write procedure that commits).
     """
+    return await _once(conn, run, ctx, body, encode_result, repeat_outcome)
+
+
+async def batch_once(
+    conn: Connection,
+    run: RunCall,
+    ctx: CallContext,
+    body: Callable[[RunCall], Awaitable[list[Record | RequestError]]],
+) -> list[Record | RequestError]:
+    """:func:`write_once` for a whole batch: its per-item outcomes are the key's result."""
+    return await _once(conn, run, ctx, body, encode_outcomes, repeat_outcomes)
+
+
+async def _once(
+    conn: Connection,
+    run: RunCall,
+    ctx: CallContext,
+    body: Callable[[RunCall], Awaitable[_T]],
+    encode: Callable[[_T], bytes],
+    repeat: Callable[[CallContext, str, Any], _T],
+) -> _T:
     ttl_ms = max(1, round(ctx.idempotency_ttl * 1000))
     try:
         # The claim opens the transaction (and ends it when the key is taken); complete commits.
         held = (await run(conn, CLAIM, (ctx.idempotency_key, ctx.fingerprint, ttl_ms)))[0]
         if held["claimed"]:
             result = await body(run)
-            await run(conn, COMPLETE, (ctx.idempotency_key, encode_result(result).decode()))
+            await run(conn, COMPLETE, (ctx.idempotency_key, encode(result).decode()))
             return result
     except BaseException as exc:
         # After a cancelled or broken exchange the connection is dropped instead, and MariaDB
@@ -98,4 +121,4 @@ async def write_once(
         if is_clean(exc):
             await conn.rollback()
         raise
-    return repeat_outcome(ctx, held["fingerprint"], held["result"])
+    return repeat(ctx, held["fingerprint"], held["result"])

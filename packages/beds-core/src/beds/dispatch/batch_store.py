@@ -16,7 +16,6 @@ takes from the dispatcher, so the dispatcher's module does not grow with it.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
@@ -27,9 +26,9 @@ from loguru import logger
 from beds.dispatch.plan import WRITES, idempotent_context
 from beds.dispatch.retry import IN_DOUBT, retry_transient
 from beds.dispatch.trace import store_object
-from beds.envelopes import MAX_IDEMPOTENCY_KEY, Operation
+from beds.envelopes import Operation
 from beds.errors import InternalError, RequestError, StoreBusy
-from beds.idempotency import watch_repeats
+from beds.idempotency import item_fingerprint, item_key, watch_repeats
 from beds.namaste import BatchStore, CallContext, NamasteCore, Query, Record
 
 if TYPE_CHECKING:
@@ -167,19 +166,6 @@ def _store_call(
     return lambda: _one_by_one(WRITES[single], adapter, template, records, ctx, settings)
 
 
-def item_key(key: str, index: int) -> str:
-    """The idempotency key of a batch's item ``index`` when its store writes record by record.
-
-    Each item then runs at most once on its own key, so a repeated batch is answered item by
-    item from what each stored (and runs the items a lost attempt never reached). A key too long
-    to take the suffix within ``MAX_IDEMPOTENCY_KEY`` is replaced by its digest.
-    """
-    suffix = f"#{index}"
-    if len(key) + len(suffix) > MAX_IDEMPOTENCY_KEY:
-        key = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-    return key + suffix
-
-
 async def _one_by_one(
     write: Callable[[NamasteCore, Template, Record, CallContext], Awaitable[Record]],
     adapter: NamasteCore,
@@ -204,7 +190,7 @@ async def _one_by_one(
             mine = attrs.evolve(
                 mine,
                 idempotency_key=item_key(ctx.idempotency_key, index),
-                fingerprint=hashlib.sha256(f"{ctx.fingerprint}/{index}".encode()).hexdigest(),
+                fingerprint=item_fingerprint(ctx.fingerprint, index),
             )
         call = partial(write, adapter, template, record, mine)
         try:

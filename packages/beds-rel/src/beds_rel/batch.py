@@ -1,0 +1,191 @@
+"""Batches on MariaDB (feature ``batch``): a create_many in one call, a fetch_many in one SELECT.
+
+- ``create_many``: with the create's ``batch_procedure``
+  (:data:`beds_rel.bindings.BATCH_PROCEDURE`), ONE ``CALL p(json_array)`` for the whole batch;
+  under an idempotency key the claim, the call and the complete (the per-item outcomes) commit
+  in one transaction (:func:`beds_rel.idempotency.batch_once`). When the procedure refuses the
+  batch because of its data (a ``SIGNAL``, a duplicate: the call rolled back), or the template
+  has no batch procedure or keeps a journal, each record is created on its own, as the node's
+  fallback does: keyed per item (:func:`beds.idempotency.item_key`), so a good record is
+  written and a refused one gets the error a single create would answer.
+- ``update_many`` / ``delete_many``: record by record, keyed per item, each its own outcome.
+- ``fetch_many``: a view key query on a one-field key reads every key in one ``SELECT … WHERE
+  key IN (…)`` on the primary (always correct, whatever the consistency asked); another key
+  query reads key by key on one connection.
+
+All-or-nothing batches (``[batch] atomic``) need one transaction around every item: not built
+for REL yet, so :meth:`~beds_rel.adapter.RelAdapter.prepare` refuses such templates.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+import attrs
+import orjson
+
+from beds.envelopes import Operation
+from beds.errors import IdempotencyKeyReused, RequestError, StoreError, WriteInDoubt
+from beds.idempotency import item_fingerprint, item_key
+from beds.values import to_wire, to_wire_record
+from beds_rel.errors import map_exceptions
+from beds_rel.idempotency import CALLS as IDEMPOTENCY_CALLS
+from beds_rel.idempotency import batch_once
+from beds_rel.statements import execute, read_by_key, run_call, typed
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+    from contextlib import AbstractAsyncContextManager
+
+    from asyncmy.connection import Connection
+
+    from beds.namaste import CallContext, Record
+    from beds.templates.model import Template
+    from beds_rel.bindings import Call, TemplatePlan
+    from beds_rel.idempotency import RunCall
+    from beds_rel.statements import Row
+
+__all__ = ("BatchMixin",)
+
+
+class _Adapter(Protocol):
+    """What the mixin uses of :class:`beds_rel.adapter.RelAdapter`."""
+
+    idempotent_writes: bool
+
+    def _plan(self, template: Template) -> TemplatePlan: ...
+
+    def _connection(self) -> AbstractAsyncContextManager[Connection]: ...
+
+    def _returns(
+        self, template: Template, operation: Operation, call: Call, row: Row
+    ) -> Record: ...
+
+    async def create(self, template: Template, record: Record, ctx: CallContext) -> Record: ...
+
+    async def update(self, template: Template, record: Record, ctx: CallContext) -> Record: ...
+
+    async def delete(self, template: Template, key: Record, ctx: CallContext) -> Record: ...
+
+
+async def _each(
+    write: Callable[[Template, Record, CallContext], Awaitable[Record]],
+    template: Template,
+    records: Sequence[Record],
+    ctx: CallContext,
+) -> list[Record | RequestError]:
+    """Each record its own write, keyed on its own under a batch key; each its own outcome."""
+    outcomes: list[Record | RequestError] = []
+    for index, record in enumerate(records):
+        mine = ctx
+        if ctx.idempotency_key is not None:
+            mine = attrs.evolve(
+                ctx,
+                idempotency_key=item_key(ctx.idempotency_key, index),
+                fingerprint=item_fingerprint(ctx.fingerprint, index),
+            )
+        if ctx.journal:
+            mine = attrs.evolve(mine, event_id=f"{ctx.event_id}/{index}")
+        try:
+            outcomes.append(await write(template, record, mine))
+        except RequestError as exc:
+            if exc.TRANSIENT:  # the store went away: the batch fails, the node retries it
+                raise
+            outcomes.append(exc)
+    return outcomes
+
+
+class BatchMixin:
+    """``create_many``, ``update_many``, ``delete_many`` and ``fetch_many`` for the REL adapter."""
+
+    async def create_many(
+        self: _Adapter, template: Template, records: Sequence[Record], ctx: CallContext
+    ) -> list[Record | RequestError]:
+        """Create the records: one batch procedure call, or one create each (module docstring)."""
+        plan = self._plan(template)
+        call = plan.create_many
+        if call is None or ctx.journal:
+            return await _each(self.create, template, records, ctx)
+        params = template.operations[Operation.CREATE].params
+        array = orjson.dumps(
+            [{name: to_wire(record.get(name)) for name in params} for record in records]
+        ).decode()
+        single = plan.writes[Operation.CREATE]
+
+        def outcomes(rows: list[Row]) -> list[Record | RequestError]:
+            if len(rows) != len(records) or [row.get("ordinal") for row in rows] != list(
+                range(len(records))
+            ):
+                raise StoreError(
+                    f"the batch procedure answered {len(rows)} rows for {len(records)} records",
+                    details=(
+                        f"procedure {call.name}: one row per record, ordinal 0..n-1 in order",
+                    ),
+                )
+            return [self._returns(template, Operation.CREATE, single, row) for row in rows]
+
+        async def body(run: RunCall, conn: Connection) -> list[Record | RequestError]:
+            return outcomes(await run(conn, call, (array,)))
+
+        keyed = ctx.idempotency_key is not None and self.idempotent_writes
+        objects = [call.name, *(c.name for c in IDEMPOTENCY_CALLS if keyed)]
+        try:
+            with map_exceptions(objects=objects):
+                async with self._connection() as conn:
+                    if keyed:
+                        return await batch_once(conn, run_call, ctx, lambda run: body(run, conn))
+                    return await body(run_call, conn)
+        except (IdempotencyKeyReused, WriteInDoubt):
+            raise  # the key's answer, not the data's
+        except RequestError as exc:
+            if exc.TRANSIENT or exc.STATUS >= 500:  # not the data's fault: the batch fails
+                raise
+        # Some record was refused (the whole call rolled back): find which, one by one.
+        return await _each(self.create, template, records, ctx)
+
+    async def update_many(
+        self: _Adapter, template: Template, records: Sequence[Record], ctx: CallContext
+    ) -> list[Record | RequestError]:
+        """Update the records one by one, each its own outcome."""
+        return await _each(self.update, template, records, ctx)
+
+    async def delete_many(
+        self: _Adapter, template: Template, keys: Sequence[Record], ctx: CallContext
+    ) -> list[Record | RequestError]:
+        """Delete the records one by one, each its own outcome."""
+        return await _each(self.delete, template, keys, ctx)
+
+    async def fetch_many(
+        self: _Adapter, template: Template, keys: Sequence[Record], ctx: CallContext
+    ) -> list[Record | None]:
+        """Each key's record through the key query (``None``: none has it), in key order."""
+        plan = self._plan(template)
+        if plan.key_query is None:  # the node answers BEDS-405 before asking
+            raise StoreError(f"template {template.name!r} has no key query to read by")
+        call = plan.queries[plan.key_query]
+        # The primary always answers correctly; a replica is only allowed to (consistency).
+        with map_exceptions(objects=(call.name,)):
+            async with self._connection() as conn:
+                sql = _in_select(template, call, len(keys))
+                if sql is None:
+                    return [await read_by_key(conn, template, plan, key) for key in keys]
+                field = template.key[0]
+                values = [key[field] for key in keys]
+                rows = await execute(conn, sql, values)
+        found: dict[Any, Record] = {}
+        for row in rows:
+            record = to_wire_record(typed(template, row))
+            found[record.get(field)] = record
+        return [found.get(to_wire(value)) for value in values]
+
+
+def _in_select(template: Template, call: Call, count: int) -> str | None:
+    """``SELECT … WHERE key IN (%s, …)`` for a view key query on a one-field key, else None."""
+    select = call.select
+    if select is None or len(template.key) != 1:
+        return None
+    condition = dict(select.conditions).get(template.key[0], "")
+    if not condition.endswith(" <=> %s"):
+        return None
+    column = condition.removesuffix(" <=> %s")
+    return f"{select.head} WHERE {column} IN ({', '.join(['%s'] * count)})"
