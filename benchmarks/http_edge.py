@@ -1,45 +1,64 @@
-"""HTTP benchmark: SPEW through beds-http, against BedsClient over AMQP and a plain peer app.
+"""The HTTP group (``--only http``): SPEW's home timeline and post create, three ways (issue 19).
 
-Three ways to run the same two operations on the same MariaDB, in one run:
+How to plug in (benchmarks/run.py): after ``res.open(...)``, call ``http_edge.run(res, options)``
+when ``http`` is selected (``--only http``) and store what it returns under
+``results["http"]``; ``options`` is the suite's argparse namespace (``quick`` and ``repeats``
+are read when present). Standalone:
+``python -m benchmarks.http_edge [--quick] [--repeats N] [--seconds S] [--json FILE]``.
 
-- ``http``: ``beds http`` (uvicorn on loopback) in front of a ``beds run`` node; the load
-  generator is an aiohttp client (``GET /v1/spew_post/recent``, ``POST /v1/spew_post`` with a
-  member's Bearer token);
-- ``amqp``: the same node called by :class:`beds.client.BedsClient` (``fetch recent``,
-  ``create``), the same token;
+The same two calls on the same MariaDB, for a member who follows ``seed_author`` (the run's
+1,000 seed posts), so that a page is always 50 posts:
+
+- ``http``: ``beds http`` (packages/beds-http, uvicorn on loopback) in front of a ``beds run``
+  node: ``GET /v1/spew_post/home?limit=50`` (the real ``home`` query, ``spp_home_v``, viewer
+  bound to the caller) and ``POST /v1/spew_post`` (the edge's client gives it an idempotency
+  key), with the member's Bearer token from the edge's own sign-up and log-in;
+- ``amqp``: the same node called by :class:`beds.client.BedsClient` with the same token
+  (``fetch("spew_post", "home", limit=50)``, ``create`` with the client's idempotency key);
 - ``peer``: ``benchmarks.peers.http_mariadb``, Starlette + asyncmy straight to MariaDB (the
-  same view and procedure), what a user would build instead.
+  same view and procedure; no auth, validation, AMQP, lineage or idempotency), what a user
+  would build instead.
 
-Each point runs ``--seconds`` at concurrency 16 and 64 (one worker task per in-flight
-request) and reports requests/s, p50 and p99 latency; the ratios are http/amqp (the edge's
-cost over the AMQP path) and http/peer (BEDS + edge against the plain app). Results go to
-``OUT/http.json`` and a printed table.
-
-    python -m benchmarks.http_edge [--seconds 5] [--out docs/benchmarks]
+The client side is ``python -m benchmarks.http_load`` (a small keep-alive HTTP/1.1 client on
+asyncio, or BedsClient), one process per column, at 16 and 64 in flight, repeats interleaved.
+Each point reports req/s, p50/p99 and CPU time per request of every process (edge, node, peer,
+RabbitMQ, MariaDB, the load generator), read from ``/proc``: the edge's CPU per request is
+what the HTTP hop costs. The ratios http/amqp and http/peer carry no target (the issue sets
+none).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import socket
-import statistics
+import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
-import aiohttp
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from beds.client import BedsClient
-from benchmarks.resources import PYTHON, ROOT, Resources, wait_line
+from benchmarks.http_load import HOME_LIMIT
+from benchmarks.resources import PYTHON, wait_line
 from benchmarks.work import POST_TEXT
+from benchmarks.workers import load_process, node_pids
 
-CONCURRENCY = (16, 64)
-PASSWORD = "bench-Passw0rd-http"
-Call = Callable[[], Awaitable[bool]]
+if TYPE_CHECKING:
+    from benchmarks.resources import Resources, Server
+
+CONCURRENCIES: Final = (16, 64)
+OPERATIONS: Final = ("home", "create")
+KINDS: Final = ("http", "amqp", "peer")
+FOLLOWED: Final = "seed_author"
+"""The author of the run's seed posts, whom the bench member follows."""
+PASSWORD: Final = "bench-Passw0rd-http"
+PEER_POOL: Final = 16
+"""The peer's asyncmy pool: the suite's ``rel_pool``, as the node's ``pool_max``."""
 
 
 def free_port() -> int:
@@ -49,175 +68,280 @@ def free_port() -> int:
         return port
 
 
-async def wait_http(url: str, seconds: float = 60) -> None:
+def _http(
+    method: str, url: str, body: Any = None, token: str | None = None
+) -> tuple[int, dict[str, Any]]:
+    """One set-up request (stdlib: not measured); the status and the decoded JSON body."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return reply.status, json.loads(reply.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        text = exc.read()
+        try:
+            return exc.code, json.loads(text or b"{}")
+        except ValueError:
+            return exc.code, {"text": text[:300].decode("utf-8", "replace")}
+    except (urllib.error.URLError, ConnectionError):
+        return 0, {}
+
+
+def wait_http(url: str, seconds: float = 90) -> None:
     deadline = time.monotonic() + seconds
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            try:
-                async with session.get(url) as reply:
-                    if reply.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
+    while time.monotonic() < deadline:
+        if _http("GET", url)[0] == 200:
+            return
+        time.sleep(0.2)
     raise RuntimeError(f"{url} did not answer 200 within {seconds:g} s")
 
 
-async def drive(call: Call, concurrency: int, seconds: float) -> dict[str, Any]:
-    """``concurrency`` workers calling ``call`` back to back for ``seconds``."""
-    latencies: list[float] = []
-    errors = 0
-    stop = time.monotonic() + seconds
+def member(edge: str, token_file: Path) -> str:
+    """Sign up and log in a member through the edge, follow ``FOLLOWED``; the member's handle.
 
-    async def worker() -> None:
-        nonlocal errors
-        while time.monotonic() < stop:
-            start = time.perf_counter()
-            ok = await call()
-            if ok:
-                latencies.append(time.perf_counter() - start)
-            else:
-                errors += 1
-
-    began = time.monotonic()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = time.monotonic() - began
-    ordered = sorted(latencies)
-    return {
-        "requests": len(latencies),
-        "errors": errors,
-        "rps": round(len(latencies) / elapsed, 1),
-        "p50_ms": round(statistics.median(ordered) * 1000, 2) if ordered else None,
-        "p99_ms": round(ordered[int(len(ordered) * 0.99)] * 1000, 2) if ordered else None,
-    }
-
-
-async def member_token(session: aiohttp.ClientSession, edge: str) -> tuple[str, str]:
+    The token goes to ``token_file`` (mode 0600), which the load generators read: not on a
+    command line.
+    """
     handle = "bench_" + uuid.uuid4().hex[:10]
-    signup = {"handle": handle, "password": PASSWORD}
-    # The node binds its queues when it is ready: until then the edge answers 503.
+    credentials = {"handle": handle, "password": PASSWORD}
     deadline = time.monotonic() + 90
-    while True:
-        async with session.post(f"{edge}/v1/auth/signup", json=signup) as reply:
-            if reply.status == 201:
-                break
-            if reply.status != 503 or time.monotonic() > deadline:
-                raise RuntimeError(f"sign-up failed: {reply.status} {await reply.text()}")
-        await asyncio.sleep(0.5)
-    async with session.post(f"{edge}/v1/auth/login", json=signup) as reply:
-        assert reply.status == 200, await reply.text()
-        return handle, (await reply.json())["data"]["token"]
+    while True:  # until the node has bound its queues the edge answers 503
+        status, answer = _http("POST", f"{edge}/v1/auth/signup", credentials)
+        if status == 201:
+            break
+        if status not in (0, 503) or time.monotonic() > deadline:
+            raise RuntimeError(f"sign-up through the edge failed: {status} {answer}")
+        time.sleep(0.5)
+    status, answer = _http("POST", f"{edge}/v1/auth/login", credentials)
+    if status != 200:
+        raise RuntimeError(f"log-in through the edge failed: {status} {answer}")
+    token: str = answer["data"]["token"]
+    token_file.touch(mode=0o600)
+    token_file.write_text(token, encoding="utf-8")
+    status, answer = _http("POST", f"{edge}/v1/spew_follow", {"followee": FOLLOWED}, token)
+    if status not in (200, 201):
+        raise RuntimeError(f"follow through the edge failed: {status} {answer}")
+    status, answer = _http("GET", f"{edge}/v1/spew_post/home?limit={HOME_LIMIT}", token=token)
+    if status != 200 or len(answer.get("data", [])) != HOME_LIMIT:
+        raise RuntimeError(f"the home timeline is not {HOME_LIMIT} posts: {status} {answer}"[:500])
+    return handle
 
 
-async def measure(res: Resources, edge: str, peer: str, seconds: float) -> dict[str, Any]:
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        handle, token = await member_token(session, edge)
-        bearer = {"Authorization": f"Bearer {token}"}
-        client = BedsClient(res.amqp_url, env="bench", token=token, timeout=30)
-        await client.connect()
-        try:
-
-            async def http_get(url: str, headers: dict[str, str] | None = None) -> bool:
-                async with session.get(url, headers=headers) as reply:
-                    await reply.read()
-                    return reply.status == 200
-
-            async def http_post(url: str, body: dict[str, Any], headers: dict[str, str]) -> bool:
-                async with session.post(url, json=body, headers=headers) as reply:
-                    await reply.read()
-                    return reply.status == 201
-
-            async def amqp_fetch() -> bool:
-                return len(await client.fetch("spew_post", "recent", limit=50)) > 0
-
-            async def amqp_create() -> bool:
-                return "id" in await client.create("spew_post", {"body": POST_TEXT})
-
-            post = {"body": POST_TEXT}
-            targets: dict[str, dict[str, Call]] = {
-                "timeline": {
-                    "http": lambda: http_get(f"{edge}/v1/spew_post/recent?limit=50"),
-                    "amqp": amqp_fetch,
-                    "peer": lambda: http_get(f"{peer}/recent"),
-                },
-                "create": {
-                    "http": lambda: http_post(f"{edge}/v1/spew_post", post, bearer),
-                    "amqp": amqp_create,
-                    "peer": lambda: http_post(
-                        f"{peer}/posts", {"author": handle, "body": POST_TEXT}, {}
-                    ),
-                },
-            }
-            results: dict[str, Any] = {}
-            for operation, calls in targets.items():
-                for concurrency in CONCURRENCY:
-                    point: dict[str, Any] = {}
-                    for kind, call in calls.items():
-                        await drive(call, concurrency, min(1.0, seconds))  # warm-up
-                        point[kind] = await drive(call, concurrency, seconds)
-                        print(f"{operation} c={concurrency} {kind}: {point[kind]}", flush=True)
-                    http, amqp, plain = (point[k]["rps"] for k in ("http", "amqp", "peer"))
-                    point["http_over_amqp"] = round(http / amqp, 3) if amqp else None
-                    point["http_over_peer"] = round(http / plain, 3) if plain else None
-                    results[f"{operation}.c{concurrency}"] = point
-            return results
-        finally:
-            await client.close()
+def params_of(
+    kind: str, operation: str, res: Resources, ports: dict[str, int], handle: str, token: Path
+) -> tuple[str, dict[str, Any]]:
+    """The load generator's target and params for one column and operation."""
+    if kind == "amqp":
+        params: dict[str, Any] = {
+            "url": res.amqp_url,
+            "token_file": str(token),
+            "operation": operation,
+        }
+        if operation == "home":
+            params["records"] = HOME_LIMIT
+        return "spew", params
+    if kind == "http":
+        params = {"port": ports["edge"], "token_file": str(token)}
+        if operation == "home":
+            params.update(method="GET", path=f"/v1/spew_post/home?limit={HOME_LIMIT}", status=200)
+        else:
+            params.update(method="POST", path="/v1/spew_post", body={"body": POST_TEXT}, status=201)
+    else:
+        params = {"port": ports["peer"]}
+        if operation == "home":
+            params.update(method="GET", path=f"/home?viewer={handle}", status=200)
+        else:
+            body = {"author": handle, "body": POST_TEXT}
+            params.update(method="POST", path="/posts", body=body, status=201)
+    if operation == "home":
+        params["records"] = HOME_LIMIT
+    return "http", params
 
 
-def print_table(results: dict[str, Any]) -> None:
-    print(
-        f"{'point':<16} {'http rps':>9} {'amqp rps':>9} {'peer rps':>9} "
-        f"{'http/amqp':>9} {'http/peer':>9} {'http p99':>9}"
+def _settings(args: Any) -> tuple[int, float, int]:
+    """Repeats, seconds a point, warm-up requests (``--quick``: a smoke run)."""
+    quick = bool(getattr(args, "quick", False))
+    repeats = getattr(args, "repeats", None) or (1 if quick else 3)
+    seconds = getattr(args, "seconds", None) or (3.0 if quick else 8.0)
+    return repeats, float(seconds), 100 if quick else 300
+
+
+def measure(res: Resources, args: Any) -> dict[str, Any]:
+    """Start the node, the edge and the peer; run every column; the runs by operation, kind."""
+    from benchmarks.report import summarize
+
+    repeats, seconds, warmup = _settings(args)
+    config = res.tmp / "beds-http.toml"
+    config.write_text(
+        res.config.read_text(encoding="utf-8") + "\n[http]\nrequest_timeout = 30\n",
+        encoding="utf-8",
     )
-    for key, point in results.items():
+    ports = {"edge": free_port(), "peer": free_port()}
+    servers: list[Server] = []
+    out: dict[str, Any] = {}
+    try:
+        node = res.start("http-node", [PYTHON, "-m", "beds", "run", "--config", str(config)])
+        servers.append(node)
+        edge_argv = [PYTHON, "-m", "beds", "http", "--config", str(config)]
+        edge = res.start("http-edge", [*edge_argv, "--port", str(ports["edge"])])
+        servers.append(edge)
+        peer_argv = [PYTHON, "-m", "benchmarks.peers.http_mariadb", res.mysql_url]
+        peer = res.start("http-peer", [*peer_argv, str(ports["peer"]), str(PEER_POOL)])
+        servers.append(peer)
+        wait_line(peer, "ready")
+        edge_url, peer_url = (f"http://127.0.0.1:{ports[k]}" for k in ("edge", "peer"))
+        wait_http(f"{edge_url}/healthz")
+        token = res.tmp / "http-member.token"
+        handle = member(edge_url, token)
+        wait_http(f"{peer_url}/home?viewer={handle}")
+        watch = {
+            **res.watched(None),
+            **{f"edge_{i}" if i else "edge": pid for i, pid in enumerate(node_pids(edge.pid))},
+            "node": node.pid,
+            "peer": peer.pid,
+        }
+        for operation in OPERATIONS:
+            for kind in KINDS:
+                target, params = params_of(kind, operation, res, ports, handle, token)
+                spec = {
+                    "target": target,
+                    "params": params,
+                    "points": [
+                        {"concurrency": c, "count": 1_000_000, "seconds": seconds}
+                        for c in CONCURRENCIES
+                    ],
+                    "repeats": repeats,
+                    "warmup": warmup,
+                    "watch": watch,
+                }
+                print(f"  http group: {operation} via {kind}", file=sys.stderr, flush=True)
+                timeout = seconds * len(CONCURRENCIES) * repeats + 150
+                runs = load_process(spec, timeout, module="benchmarks.http_load")["runs"]
+                out[f"{operation}.{kind}"] = summarize(runs)
+                res.purge_logs_queue()
+        for server in servers:
+            server.check_alive()
+    except Exception as exc:
+        tails = "\n".join(f"--- {s.name} ---\n{s.tail()}" for s in servers)
+        out["error"] = f"{type(exc).__name__}: {exc}\n{tails}"
+    finally:
+        for server in reversed(servers):
+            res.stop(server)
+    return out
+
+
+def _edge_cpu(cpu: dict[str, float]) -> float | None:
+    shares = [v for k, v in cpu.items() if k.startswith("edge")]
+    return round(sum(shares), 1) if shares else None
+
+
+def run(res: Resources, args: Any = None) -> dict[str, Any]:
+    """The HTTP group's rows and ratios (``results.json`` key ``http``). ``res`` must be open."""
+    measured = measure(res, args)
+    if "error" in measured:
+        print(f"  http group FAILED: {measured['error']}", file=sys.stderr, flush=True)
+    rows: list[dict[str, Any]] = []
+    for operation in OPERATIONS:
+        for kind in KINDS:
+            points = measured.get(f"{operation}.{kind}", {})
+            for concurrency, point in points.items():
+                cpu = point["cpu_us"]
+                rows.append(
+                    {
+                        "operation": operation,
+                        "kind": kind,
+                        "concurrency": int(concurrency),
+                        "rps": point["rps"],
+                        "p50_ms": point["p50_ms"],
+                        "p99_ms": point["p99_ms"],
+                        "errors": point["errors"],
+                        "requests": point["requests"],
+                        "rps_runs": point["rps_runs"],
+                        "error_sample": point["error_sample"],
+                        "cpu_us_edge": _edge_cpu(cpu) if kind == "http" else None,
+                        "cpu_us": cpu,
+                    }
+                )
+    by_key = {(r["operation"], r["kind"], r["concurrency"]): r for r in rows}
+    targets = []
+    for operation in OPERATIONS:
+        for concurrency in CONCURRENCIES:
+            http = by_key.get((operation, "http", concurrency))
+            for other in ("amqp", "peer"):
+                below = by_key.get((operation, other, concurrency))
+                value = (
+                    round(http["rps"] / below["rps"], 3)
+                    if http and below and below["rps"]
+                    else None
+                )
+                note = (
+                    f"edge CPU {http['cpu_us_edge']} µs/request"
+                    if http and http["cpu_us_edge"] is not None
+                    else "not measured"
+                )
+                targets.append(
+                    {
+                        "name": f"{operation} c={concurrency}: http / {other} req/s",
+                        "value": value,
+                        "target": None,
+                        "comparison": ">=",
+                        "met": None,
+                        "note": note,
+                    }
+                )
+    out: dict[str, Any] = {"rows": rows, "targets": targets}
+    if "error" in measured:
+        out["error"] = measured["error"]
+    return out
+
+
+def print_rows(result: dict[str, Any]) -> None:
+    roles = ("edge", "node", "peer", "rabbitmq", "mariadb", "client")
+    print(
+        f"\n{'operation':<10}{'via':<6}{'c':>4}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'err':>5}"
+        "  CPU µs/req: " + "".join(f"{r[:6]:>7}" for r in roles)
+    )
+    for r in result["rows"]:
+        cpu = {**r["cpu_us"], "edge": r["cpu_us_edge"] or r["cpu_us"].get("edge")}
+        cells = "".join(f"{cpu.get(role) or 0:>7.0f}" for role in roles)
         print(
-            f"{key:<16} {point['http']['rps']:>9} {point['amqp']['rps']:>9} "
-            f"{point['peer']['rps']:>9} {point['http_over_amqp']:>9} "
-            f"{point['http_over_peer']:>9} {point['http']['p99_ms']:>9}"
+            f"{r['operation']:<10}{r['kind']:<6}{r['concurrency']:>4}{r['rps']:>9,.0f}"
+            f"{r['p50_ms'] or 0:>8.2f}{r['p99_ms'] or 0:>8.2f}{r['errors']:>5}             {cells}"
         )
+    for t in result["targets"]:
+        value = "-" if t["value"] is None else f"{t['value']:.2f}"
+        print(f"{t['name']:<34} {value:>6}  ({t['note']})")
+    if "error" in result:
+        print(f"FAILED: {result['error']}")
 
 
 def main(argv: list[str] | None = None) -> int:
+    from benchmarks.resources import Resources
+    from benchmarks.scenarios import Layout
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=5.0, help="seconds per point (5)")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 3 s a point, 1 repeat")
+    parser.add_argument("--repeats", type=int, default=None, help="repeats per point (3)")
+    parser.add_argument("--seconds", type=float, default=None, help="seconds per point (8)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the result here")
     options = parser.parse_args(argv)
+    layout = Layout()
     res = Resources()
     try:
-        res.open(rel_pool=16, instances=16, prefetch=32)
-        with res.config.open("a", encoding="utf-8") as config:
-            config.write("\n[http]\nrequest_timeout = 30\n")
-        node = res.start("node", [PYTHON, "-m", "beds", "run", "--config", str(res.config)])
-        edge_port, peer_port = free_port(), free_port()
-        res.start(
-            "edge",
-            [PYTHON, "-m", "beds", "http", "--config", str(res.config), "--port", str(edge_port)],
+        res.open(
+            rel_pool=layout.rel_pool, instances=layout.instances, prefetch=layout.beds_prefetch
         )
-        peer = res.start(
-            "peer",
-            [PYTHON, "-m", "benchmarks.peers.http_mariadb", res.mysql_url, str(peer_port), "16"],
-        )
-        wait_line(peer, "ready")
-        edge_url, peer_url = f"http://127.0.0.1:{edge_port}", f"http://127.0.0.1:{peer_port}"
-        asyncio.run(wait_http(f"{edge_url}/healthz"))
-        asyncio.run(wait_http(f"{peer_url}/recent"))
-        node.check_alive()
-        results = asyncio.run(measure(res, edge_url, peer_url, options.seconds))
+        result = run(res, options)
     finally:
         res.close()
-    document = {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "seconds_per_point": options.seconds,
-        "concurrency": list(CONCURRENCY),
-        "results": results,
-    }
-    options.out.mkdir(parents=True, exist_ok=True)
-    (options.out / "http.json").write_text(json.dumps(document, indent=2) + "\n")
-    print_table(results)
-    return 0
+    print_rows(result)
+    if options.json is not None:
+        options.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 1 if "error" in result else 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -4,7 +4,10 @@
 every run. SPEC keys: ``target`` (``amqp``, ``beds``, ``store``, ``faststream``), ``params``
 (the target's), ``points`` (``[{"concurrency": 16, "count": 4000, "seconds": 10}]``),
 ``repeats``, ``warmup`` (requests before the first measured run), ``uvloop``, ``watch``
-(``{"server": pid, "rabbitmq": pid}``: processes whose CPU time each run also accounts for).
+(``{"server": pid, "rabbitmq": pid}``: processes whose CPU time each run also accounts for),
+``per_call`` (``{"unit": "records", "n": 500}``: what one call carries, so that each run also
+reports ``records_per_s``, the calls per second times ``n``), ``ready_call_seconds`` (how long
+one call may take while waiting for the server side, 2 s).
 
 Each run starts ``concurrency`` tasks that loop until ``count`` requests were issued or
 ``seconds`` passed; a request's latency runs from just before it is sent to its checked reply.
@@ -307,7 +310,12 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
 
 
 async def drive(
-    call: Call, concurrency: int, count: int, seconds: float, watch: dict[str, int] | None = None
+    call: Call,
+    concurrency: int,
+    count: int,
+    seconds: float,
+    watch: dict[str, int] | None = None,
+    per_call: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     latencies: list[float] = []
     errors = 0
@@ -335,6 +343,14 @@ async def drive(
     cpu_after = cpu_seconds(watch or {})
     latencies.sort()
     done = max(1, len(latencies))
+    rps = round(len(latencies) / elapsed, 1) if elapsed > 0 else 0.0
+    carried: dict[str, Any] = {}
+    if per_call:
+        # A call that carries many items (a batch of records, a fan-out of BEDS calls).
+        carried = {
+            "per_call": int(per_call["n"]),
+            f"{per_call['unit']}_per_s": round(rps * int(per_call["n"]), 1),
+        }
     return {
         # CPU microseconds per completed request, by process (client, server, rabbitmq, ...).
         "cpu_us": {
@@ -346,19 +362,20 @@ async def drive(
         "requests": len(latencies),
         "errors": errors,
         "seconds": round(elapsed, 4),
-        "rps": round(len(latencies) / elapsed, 1) if elapsed > 0 else 0.0,
+        "rps": rps,
+        **carried,
         "p50_ms": round(percentile(latencies, 0.50) * 1000, 3),
         "p99_ms": round(percentile(latencies, 0.99) * 1000, 3),
         "error_sample": sample,
     }
 
 
-async def wait_ready(call: Call, seconds: float) -> None:
+async def wait_ready(call: Call, seconds: float, call_seconds: float = 2.0) -> None:
     deadline = time.monotonic() + seconds
     last = ""
     while time.monotonic() < deadline:
         try:
-            async with asyncio.timeout(2):
+            async with asyncio.timeout(call_seconds):
                 await call()
             return
         except Exception as exc:
@@ -370,7 +387,7 @@ async def wait_ready(call: Call, seconds: float) -> None:
 async def main_async(spec: dict[str, Any]) -> dict[str, Any]:
     async with AsyncExitStack() as stack:
         call = await TARGETS[spec["target"]](stack, spec["params"])
-        await wait_ready(call, spec.get("ready_seconds", 60))
+        await wait_ready(call, spec.get("ready_seconds", 60), spec.get("ready_call_seconds", 2.0))
         if spec.get("warmup", 0):
             await drive(call, 16, spec["warmup"], 30)
         runs = []
@@ -382,11 +399,14 @@ async def main_async(spec: dict[str, Any]) -> dict[str, Any]:
                     point["count"],
                     point["seconds"],
                     spec.get("watch"),
+                    spec.get("per_call"),
                 )
                 result["repeat"] = repeat
+                unit = spec.get("per_call", {}).get("unit")
                 print(
                     f"    c={result['concurrency']:<4} rep {repeat}: {result['rps']:>8.1f} req/s"
-                    f"  p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms"
+                    + (f" ({result[unit + '_per_s']:,.0f} {unit}/s)" if unit else "")
+                    + f"  p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms"
                     f"  errors {result['errors']}",
                     file=sys.stderr,
                     flush=True,

@@ -7,6 +7,7 @@ import math
 import statistics
 from typing import TYPE_CHECKING, Any
 
+from benchmarks import targets
 from benchmarks.scenarios import GROUPS
 
 if TYPE_CHECKING:
@@ -101,6 +102,11 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "error_sample": next((r["error_sample"] for r in mine if r["error_sample"]), ""),
             "cpu_us": _median_cpu(mine),
         }
+        for carried in ("records_per_s", "calls_per_s"):  # calls carrying many items
+            if any(carried in run for run in mine):
+                points[str(concurrency)][carried] = round(
+                    statistics.median(r.get(carried, 0.0) for r in mine), 1
+                )
     return points
 
 
@@ -264,7 +270,14 @@ def markdown(results: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v}" for k, v in settings["layout"].items())
         + ".",
         "",
+        "### Targets of the performance issue (pass/miss)",
+        "",
+        *targets.markdown_rows(results.get("targets") or targets.evaluate(results)),
+        "",
         "### Throughput and latency",
+        "",
+        "A call that carries many items (a batch message, a fan-out page) shows its items per "
+        "second beside its calls per second.",
         "",
         "| scenario | in flight | req/s | p50 ms | p99 ms | errors |",
         "|---|---:|---:|---:|---:|---:|",
@@ -279,8 +292,13 @@ def markdown(results: dict[str, Any]) -> str:
                 lines.append(f"| {name} (`{key}`) | - | failed: {reason} | | | |")
                 continue
             for concurrency, point in scenario["points"].items():
+                carried = "".join(
+                    f" ({_fmt(point[unit], 0)} {unit.split('_')[0]}/s)"
+                    for unit in ("records_per_s", "calls_per_s")
+                    if point.get(unit)
+                )
                 lines.append(
-                    f"| {name} (`{key}`) | {concurrency} | {_fmt(point['rps'], 0)} | "
+                    f"| {name} (`{key}`) | {concurrency} | {_fmt(point['rps'], 0)}{carried} | "
                     f"{_fmt(point['p50_ms'], 2)} | {_fmt(point['p99_ms'], 2)} | {point['errors']} |"
                 )
     lines += _cpu_table(results)

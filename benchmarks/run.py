@@ -31,10 +31,14 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import calgon, machine, reads, report
+from benchmarks import calgon, failover, http_edge, machine, reads, report, targets, workers
 from benchmarks.resources import PYTHON, ROOT, Resources, Server, _env, wait_line
 from benchmarks.scenarios import Layout, Scenario, build, server_argv, server_env
 from benchmarks.tls import CONFIGS, TlsSide
+
+MODULES = {"workers": workers, "http": http_edge, "failover": failover}
+"""Groups measured by a module of their own, after the scenarios (results.json key → module):
+``--only workers`` (or ``http``, ``failover``) runs one; a full run runs them all."""
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -44,7 +48,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--rounds", type=int, default=1, help="run the scenarios this many times in turn (1)"
     )
-    parser.add_argument("--only", default="", help="comma-separated scenario keys or prefixes")
+    parser.add_argument(
+        "--only", default="", help="comma-separated scenario keys or prefixes ('=key': exactly)"
+    )
     parser.add_argument("--no-memory", action="store_true", help="skip the memory check")
     parser.add_argument(
         "--profile",
@@ -133,16 +139,40 @@ class Suite:
         finally:
             self.res.close()
 
-    def points(self) -> list[dict[str, Any]]:
+    def points(self, scenario: Scenario | None = None) -> list[dict[str, Any]]:
+        """The load points: 1, 16 and 128 in flight, or a scenario's own ``concurrencies``.
+
+        A call carrying many items (``per_message``: a batch, a fan-out) gets as many calls
+        per point as the single scenarios' 16-in-flight point has requests, divided by that.
+        """
+        extra = scenario.extra if scenario is not None else {}
+        if "concurrencies" in extra:
+            count = max(8, self.counts[16] * 8 // int(extra["per_message"]))
+            return [
+                {"concurrency": c, "count": count, "seconds": self.seconds}
+                for c in extra["concurrencies"]
+            ]
         return [
             {"concurrency": c, "count": n, "seconds": self.seconds} for c, n in self.counts.items()
         ]
+
+    def wants(self, group: str) -> bool:
+        """Whether a measuring module's group runs: in a full run, or named in ``--only``."""
+        wanted = [w.strip().lstrip("=") for w in self.options.only.split(",") if w.strip()]
+        return not self.options.sweep and (not wanted or group in wanted)
 
     def selected(self, scenarios: list[Scenario]) -> list[Scenario]:
         wanted = [w.strip() for w in self.options.only.split(",") if w.strip()]
         if not wanted:
             return scenarios
-        return [s for s in scenarios if any(s.key == w or s.key.startswith(w) for w in wanted)]
+        # "=key" selects that scenario only; "key" also its variants (key_uvloop, key_tls...).
+        exact = {w[1:] for w in wanted if w.startswith("=")}
+        prefixes = [w for w in wanted if not w.startswith("=")]
+        return [
+            s
+            for s in scenarios
+            if s.key in exact or any(s.key == w or s.key.startswith(w) for w in prefixes)
+        ]
 
     def start_server(self, scenario: Scenario) -> Server | None:
         argv = server_argv(scenario, self.res, self.layout)
@@ -167,7 +197,7 @@ class Suite:
             entry["note"] = scenario.note
         spec = {
             **scenario.load,
-            "points": self.points(),
+            "points": self.points(scenario),
             "repeats": self.repeats,
             "warmup": self.warmup,
             "uvloop": scenario.uvloop,
@@ -382,6 +412,13 @@ class Suite:
                 results["scenarios"][scenario.key] = (
                     entry if earlier is None else pool(earlier, entry, self.repeats * turn)
                 )
+        for name, module in MODULES.items():
+            if self.wants(name):
+                print(f"[{time.monotonic() - began:6.0f} s] {name}", file=sys.stderr, flush=True)
+                try:
+                    results[name] = module.run(self.res, self.options)
+                except Exception as exc:  # one group failing keeps the others' results
+                    results[name] = {"error": f"{type(exc).__name__}: {exc}", "targets": []}
         if self.quick or self.options.no_memory or self.options.sweep:
             results["memory"] = {"skipped": "--quick, --no-memory or --sweep"}
         else:
@@ -393,6 +430,7 @@ class Suite:
             )
             results["profile"] = self.profile()
         results["ratios"] = report.ratios(results) + reads.ratios(results)
+        results["targets"] = targets.evaluate(results)
         results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
         results["elapsed_seconds"] = round(time.monotonic() - began, 1)
         return results
@@ -542,6 +580,7 @@ def print_table(results: dict[str, Any]) -> None:
             f"(within 5 %: {memory['within_5_percent']})"
         )
     reads.print_ratios(results)
+    targets.print_targets(results.get("targets") or targets.evaluate(results))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -549,6 +588,7 @@ def main(argv: list[str] | None = None) -> int:
     if options.rerender:
         results = json.loads((options.out / "results.json").read_text(encoding="utf-8"))
         results["ratios"] = report.ratios(results) + reads.ratios(results)
+        results["targets"] = targets.evaluate(results)
         report.write(results, options.out)
         print_table(results)
         return 0

@@ -30,6 +30,14 @@ BATCHED_NOTE = (
 )
 
 
+BATCH_RECORDS = 500
+"""Records (or keys) a batch message carries (the issue's at most 500)."""
+BATCH_CONCURRENCIES = (1, 4, 16)
+"""Batch messages in flight at each point."""
+FANOUT_CALLS = 24
+"""BEDS calls one fan-out transaction makes (``benchmarks.fanout_load``)."""
+
+
 @dataclass(frozen=True)
 class Layout:
     """How the server sides are sized (the same for the ceilings, the pipeline and BEDS)."""
@@ -365,6 +373,49 @@ def build(res: Resources, layout: Layout, *, sweep: bool = False) -> list[Scenar
             note="The node alone, driven by the batched AMQP ceiling's client (no confirms, one "
             "write per loop turn): against `amqp_echo_batched` it tells the node's share from "
             "the client's.",
+        )
+    )
+    # Many records a message (issue 19): records_per_s at 1, 4 and 16 messages in flight.
+    for operation, what in (
+        ("rel_create_many", "rel create_many (spew_post)"),
+        ("rel_fetch_many", "rel fetch_many (spew_post)"),
+        ("rec_create_many", "rec create_many (spew_profile, audited)"),
+    ):
+        out.append(
+            Scenario(
+                key=f"beds_{operation}",
+                group="beds",
+                label=f"BedsClient → beds run, {what}, {BATCH_RECORDS} a message, keyed",
+                operation=operation,
+                server="beds",
+                load={
+                    "module": "benchmarks.batch_load",
+                    "target": "beds_batch",
+                    "params": {"url": url, "operation": operation, "records": BATCH_RECORDS},
+                    "per_call": {"unit": "records", "n": BATCH_RECORDS},
+                    "ready_call_seconds": 30.0,
+                },
+                note="One message carries the records (keys); req/s is messages/s. Publisher "
+                "confirms, an idempotency key a message, per-item results checked.",
+                extra={"concurrencies": BATCH_CONCURRENCIES, "per_message": BATCH_RECORDS},
+            )
+        )
+    out.append(
+        Scenario(
+            key="beds_fanout",
+            group="beds",
+            label=f"BedsClient → beds run, fan-out: one page = {FANOUT_CALLS} concurrent calls",
+            operation="fanout",
+            server="beds",
+            load={
+                "module": "benchmarks.fanout_load",
+                "target": "beds_fanout",
+                "params": {"url": url},
+                "per_call": {"unit": "calls", "n": FANOUT_CALLS},
+            },
+            note="One transaction: a SPEW home page's fetches sent at once under one lineage "
+            "parent; its latency (p50/p99) is the page's.",
+            extra={"concurrencies": (1, 16), "per_message": FANOUT_CALLS},
         )
     )
     peer_args = ("--prefetch", str(layout.peer_prefetch), "--pool", str(layout.rel_pool))
