@@ -33,7 +33,14 @@ extensions = [
 source_suffix = {".md": "markdown"}
 root_doc = "index"
 # docs/benchmarks/*.md are written by the benchmark suite and included into benchmarks.md.
-exclude_patterns = ["_build", "examples", "benchmarks/*.md", "benchmarks/issue19/*.md", "Thumbs.db", ".DS_Store"]
+exclude_patterns = [
+    "_build",
+    "examples",
+    "benchmarks/*.md",
+    "benchmarks/issue19/*.md",
+    "Thumbs.db",
+    ".DS_Store",
+]
 
 # MyST: ::: fences for directives, definition lists, and anchors for ## and ### headings.
 myst_enable_extensions = ["colon_fence", "deflist"]

@@ -79,7 +79,10 @@ def test_example_package_templates_load() -> None:
     assert set(post.operations) == {Operation.CREATE, Operation.UPDATE, Operation.DELETE}
     assert post.operations[Operation.CREATE].params == ("author", "body", "parent_id")
     assert post.operations[Operation.CREATE].returns == ("id", "created_at")
-    assert post.operations[Operation.CREATE].binding == {"procedure": "spp_create"}
+    assert post.operations[Operation.CREATE].binding == {
+        "procedure": "spp_create",
+        "batch_procedure": "spp_create_many",
+    }
     assert list(post.queries) == [
         "by_id",
         "by_author",

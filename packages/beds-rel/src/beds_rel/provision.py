@@ -170,6 +170,8 @@ class RelProvisioner:
             for operation, call in plan.writes.items():
                 if use.handled or operation in use.operations:
                     found.append(_grant(call, f"{template.name} {operation.value}"))
+            if plan.create_many is not None and (use.handled or Operation.CREATE in use.operations):
+                found.append(_grant(plan.create_many, f"{template.name} create_many"))
             if use.handled or Operation.FETCH in use.operations:
                 for name, call in plan.queries.items():
                     # An internal query is only called by handlers (never named by a request).
