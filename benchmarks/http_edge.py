@@ -44,9 +44,9 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.http_load import HOME_LIMIT
-from benchmarks.resources import PYTHON, wait_line
+from benchmarks.resources import PYTHON, run_load, wait_line
 from benchmarks.work import POST_TEXT
-from benchmarks.workers import load_process, node_pids
+from benchmarks.workers import node_pids
 
 if TYPE_CHECKING:
     from benchmarks.resources import Resources, Server
@@ -219,7 +219,7 @@ def measure(res: Resources, args: Any) -> dict[str, Any]:
                 }
                 print(f"  http group: {operation} via {kind}", file=sys.stderr, flush=True)
                 timeout = seconds * len(CONCURRENCIES) * repeats + 150
-                runs = load_process(spec, timeout, module="benchmarks.http_load")["runs"]
+                runs = run_load({**spec, "module": "benchmarks.http_load"}, timeout)["runs"]
                 out[f"{operation}.{kind}"] = summarize(runs)
                 res.purge_logs_queue()
         for server in servers:
@@ -319,27 +319,14 @@ def print_rows(result: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.resources import Resources
-    from benchmarks.scenarios import Layout
+    from benchmarks.resources import run_alone
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 s a point, 1 repeat")
     parser.add_argument("--repeats", type=int, default=None, help="repeats per point (3)")
     parser.add_argument("--seconds", type=float, default=None, help="seconds per point (8)")
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
-    options = parser.parse_args(argv)
-    layout = Layout()
-    res = Resources()
-    try:
-        res.open(
-            rel_pool=layout.rel_pool, instances=layout.instances, prefetch=layout.beds_prefetch
-        )
-        result = run(res, options)
-    finally:
-        res.close()
-    print_rows(result)
-    if options.json is not None:
-        options.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    result = run_alone(run, parser.parse_args(argv), print_rows)
     return 1 if "error" in result else 0
 
 

@@ -5,8 +5,10 @@ server-side subprocesses.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as dt
+import json
 import os
 import shutil
 import signal
@@ -14,12 +16,16 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from benchmarks.work import BIO_TEXT, POST_TEXT, SEED_POSTS, SEED_PROFILES, mysql_kwargs
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -343,3 +349,74 @@ def wait_line(server: Server, expected: str, seconds: float = 60) -> None:
             return
         time.sleep(0.1)
     raise RuntimeError(f"{server.name} did not print {expected!r} within {seconds:g} s")
+
+
+def run_alone(
+    run: Callable[[Resources, Any], dict[str, Any]],
+    options: Any,
+    print_rows: Callable[[dict[str, Any]], None],
+) -> dict[str, Any]:
+    """A measuring module run on its own (``python -m benchmarks.workers``): the suite's
+    resources around ``run``, its rows printed, and ``options.json`` written when given."""
+    from benchmarks.scenarios import Layout
+
+    layout = Layout()
+    res = Resources()
+    try:
+        res.open(
+            rel_pool=layout.rel_pool, instances=layout.instances, prefetch=layout.beds_prefetch
+        )
+        result: dict[str, Any] = run(res, options)
+    finally:
+        res.close()
+    print_rows(result)
+    if options.json is not None:
+        options.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return result
+
+
+def run_load(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Run the load generator in its own process; its progress is echoed to our stderr.
+
+    ``spec["module"]`` names a load generator that adds targets to ``benchmarks.load``'s
+    (``benchmarks.read_load``).
+    """
+    process = subprocess.Popen(
+        [PYTHON, "-m", spec.get("module", "benchmarks.load"), json.dumps(spec)],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    tail: collections.deque[str] = collections.deque(maxlen=12)
+
+    def echo() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            tail.append(line.rstrip())
+            sys.stderr.write(line)
+
+    reader = threading.Thread(target=echo, daemon=True)
+    reader.start()
+    killer = threading.Timer(timeout, process.kill)
+    killer.start()
+    try:
+        assert process.stdout is not None
+        stdout = process.stdout.read()
+        process.wait()
+    finally:
+        killer.cancel()
+    reader.join(5)
+    if process.returncode == -signal.SIGKILL:
+        raise RuntimeError(f"the load generator ran past {timeout:g} s")
+    if process.returncode != 0:
+        detail = "\n".join(tail)
+        raise RuntimeError(f"the load generator failed ({process.returncode}):\n{detail}")
+    loaded: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
+    return loaded
+
+
+def load_timeout(spec: dict[str, Any]) -> float:
+    points = sum(float(p["seconds"]) for p in spec["points"])
+    return points * int(spec.get("repeats", 1)) + float(spec.get("ready_seconds", 60)) + 90

@@ -22,7 +22,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -32,7 +31,16 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import calgon, failover, http_edge, machine, reads, report, targets, workers
-from benchmarks.resources import PYTHON, ROOT, Resources, Server, _env, wait_line
+from benchmarks.resources import (
+    PYTHON,
+    ROOT,
+    Resources,
+    Server,
+    _env,
+    load_timeout,
+    run_load,
+    wait_line,
+)
 from benchmarks.scenarios import Layout, Scenario, build, server_argv, server_env
 from benchmarks.tls import CONFIGS, TlsSide
 
@@ -67,53 +75,6 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
-
-
-def run_load(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """Run the load generator in its own process; its progress is echoed to our stderr.
-
-    ``spec["module"]`` names a load generator that adds targets to ``benchmarks.load``'s
-    (``benchmarks.read_load``).
-    """
-    process = subprocess.Popen(
-        [PYTHON, "-m", spec.get("module", "benchmarks.load"), json.dumps(spec)],
-        cwd=ROOT,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    tail: collections.deque[str] = collections.deque(maxlen=12)
-
-    def echo() -> None:
-        assert process.stderr is not None
-        for line in process.stderr:
-            tail.append(line.rstrip())
-            sys.stderr.write(line)
-
-    reader = threading.Thread(target=echo, daemon=True)
-    reader.start()
-    killer = threading.Timer(timeout, process.kill)
-    killer.start()
-    try:
-        assert process.stdout is not None
-        stdout = process.stdout.read()
-        process.wait()
-    finally:
-        killer.cancel()
-    reader.join(5)
-    if process.returncode == -signal.SIGKILL:
-        raise RuntimeError(f"the load generator ran past {timeout:g} s")
-    if process.returncode != 0:
-        detail = "\n".join(tail)
-        raise RuntimeError(f"the load generator failed ({process.returncode}):\n{detail}")
-    loaded: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
-    return loaded
-
-
-def load_timeout(spec: dict[str, Any]) -> float:
-    points = sum(float(p["seconds"]) for p in spec["points"])
-    return points * int(spec.get("repeats", 1)) + float(spec.get("ready_seconds", 60)) + 90
 
 
 class Suite:

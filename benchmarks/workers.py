@@ -18,7 +18,6 @@ a larger machine gives. The ratio "2 workers / 1 worker req/s" is reported witho
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.resources import PYTHON, ROOT, _env
+from benchmarks.resources import PYTHON, run_load
 
 if TYPE_CHECKING:
     from benchmarks.resources import Resources, Server
@@ -40,30 +39,6 @@ OPERATIONS: Final = ("rel_fetch", "rel_create")
 CONCURRENCIES: Final = (16, 128)
 NODE_ROLES: Final = "node"
 """Role prefix of the node's processes in a run's ``cpu_us`` (:func:`node_roles`)."""
-
-
-def load_process(spec: dict[str, Any], timeout: float, module: str = "benchmarks.load") -> Any:
-    """Run a load generator (``python -m MODULE SPEC_JSON``); return its last stdout line, parsed.
-
-    Its progress (stderr) goes to ours. Raises RuntimeError when it fails or runs past
-    ``timeout`` seconds.
-    """
-    try:
-        done = subprocess.run(
-            [PYTHON, "-m", module, json.dumps(spec)],
-            cwd=ROOT,
-            env=_env(),
-            stdout=subprocess.PIPE,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"{module} ran past {timeout:g} s") from None
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
-        raise RuntimeError(f"{module} failed with exit code {done.returncode}")
-    return json.loads(lines[-1])
 
 
 def consumers(res: Resources) -> int:
@@ -159,7 +134,7 @@ def measure(res: Resources, workers: int, one_node_consumers: int, args: Any) ->
             }
             print(f"  workers={workers} {operation}", file=sys.stderr, flush=True)
             timeout = seconds * len(CONCURRENCIES) * repeats + 150
-            out[operation] = load_process(spec, timeout)["runs"]
+            out[operation] = run_load(spec, timeout)["runs"]
             res.purge_logs_queue()
         server.check_alive()
     except Exception as exc:
@@ -267,26 +242,13 @@ def print_rows(result: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.resources import Resources
-    from benchmarks.scenarios import Layout
+    from benchmarks.resources import run_alone
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: few requests, 1 repeat")
     parser.add_argument("--repeats", type=int, default=None, help="repeats per point (3)")
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
-    options = parser.parse_args(argv)
-    layout = Layout()
-    res = Resources()
-    try:
-        res.open(
-            rel_pool=layout.rel_pool, instances=layout.instances, prefetch=layout.beds_prefetch
-        )
-        result = run(res, options)
-    finally:
-        res.close()
-    print_rows(result)
-    if options.json is not None:
-        options.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    result = run_alone(run, parser.parse_args(argv), print_rows)
     return 1 if result.get("errors") else 0
 
 

@@ -305,3 +305,14 @@ def test_the_adapter_offers_every_feature() -> None:
     from beds.namaste import FEATURES
 
     assert adapter().features == frozenset(FEATURES)
+
+
+def test_a_key_view_query_reads_many_keys_in_one_select() -> None:
+    select = plan_template(posts()).queries["by_id"].select
+    assert select is not None
+    many = select.keyed_in("id")
+    assert many is not None
+    sql, args = many.statement({"id": [3, 1, 2]}, None, None)
+    assert sql.endswith(" FROM `spx_posts_v` WHERE `id` IN (%s, %s, %s)")
+    assert args == [3, 1, 2]
+    assert select.keyed_in("author") is None  # not the query's condition

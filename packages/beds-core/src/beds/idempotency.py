@@ -13,6 +13,7 @@ import contextvars
 import hashlib
 from typing import TYPE_CHECKING
 
+import attrs
 import orjson
 
 from beds.envelopes import MAX_IDEMPOTENCY_KEY
@@ -185,3 +186,22 @@ def item_key(key: str, index: int) -> str:
 def item_fingerprint(fingerprint: str, index: int) -> str:
     """The fingerprint of a batch's item ``index`` keyed on its own (:func:`item_key`)."""
     return hashlib.sha256(f"{fingerprint}/{index}".encode()).hexdigest()
+
+
+def item_context(ctx: CallContext, index: int) -> CallContext:
+    """The context of a batch's item ``index`` when its store writes record by record.
+
+    Under a batch key, the item's own key and fingerprint (:func:`item_key`); for a journaled
+    write, its own event id ``f"{ctx.event_id}/{index}"`` (a journal entry's event id is unique,
+    as a store's own batch gives it).
+    """
+    mine = ctx
+    if ctx.idempotency_key is not None:
+        mine = attrs.evolve(
+            mine,
+            idempotency_key=item_key(ctx.idempotency_key, index),
+            fingerprint=item_fingerprint(ctx.fingerprint, index),
+        )
+    if ctx.journal:
+        mine = attrs.evolve(mine, event_id=f"{ctx.event_id}/{index}")
+    return mine

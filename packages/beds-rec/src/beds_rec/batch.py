@@ -117,10 +117,7 @@ async def create_many(
     adapter: RecAdapter, template: Template, records: Sequence[Record], ctx: CallContext
 ) -> list[Record | RequestError]:
     """Insert each record (stamping ``created_at`` and the version); each one's ``returns``."""
-    plan = adapter._plan(template)
-    adapter._operation(template, Operation.CREATE)
-    _refuse_atomic(adapter, template)
-    await adapter._reachable(ctx, write=True)
+    plan = await _writable(adapter, template, Operation.CREATE, ctx)
     if not adapter._keyed(ctx):
         return await _create(adapter, plan, records, ctx)
     return await adapter._key_store.once_batch(
@@ -254,14 +251,22 @@ async def _applied(
 # -- update_many / delete_many -------------------------------------------------------------------
 
 
+async def _writable(
+    adapter: RecAdapter, template: Template, operation: Operation, ctx: CallContext
+) -> TemplatePlan:
+    """The template's plan, once the operation is declared, allowed and the store answers."""
+    plan = adapter._plan(template)
+    adapter._operation(template, operation)
+    _refuse_atomic(adapter, template)
+    await adapter._reachable(ctx, write=True)
+    return plan
+
+
 async def update_many(
     adapter: RecAdapter, template: Template, records: Sequence[Record], ctx: CallContext
 ) -> list[Record | RequestError]:
     """``$set`` each record's sent fields by its key (at its version, if locked)."""
-    plan = adapter._plan(template)
-    adapter._operation(template, Operation.UPDATE)
-    _refuse_atomic(adapter, template)
-    await adapter._reachable(ctx, write=True)
+    plan = await _writable(adapter, template, Operation.UPDATE, ctx)
     if not adapter._keyed(ctx):
         return await _change(adapter, plan, Operation.UPDATE, records, ctx, None, None)
     # A repeat recognises its own locked updates by their marker: no recovery step needed.
@@ -276,10 +281,7 @@ async def delete_many(
     adapter: RecAdapter, template: Template, keys: Sequence[Record], ctx: CallContext
 ) -> list[Record | RequestError]:
     """Delete each key's record (at its version, if locked): ``{"deleted": 1}`` each."""
-    plan = adapter._plan(template)
-    adapter._operation(template, Operation.DELETE)
-    _refuse_atomic(adapter, template)
-    await adapter._reachable(ctx, write=True)
+    plan = await _writable(adapter, template, Operation.DELETE, ctx)
     if not adapter._keyed(ctx):
         return await _change(adapter, plan, Operation.DELETE, keys, ctx, None, None)
     lost: list[Any] = [None]

@@ -21,12 +21,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
-import attrs
 import orjson
 
 from beds.envelopes import Operation
 from beds.errors import IdempotencyKeyReused, RequestError, StoreError, WriteInDoubt
-from beds.idempotency import item_fingerprint, item_key
+from beds.idempotency import item_context
 from beds.values import to_wire, to_wire_record
 from beds_rel.errors import map_exceptions
 from beds_rel.idempotency import CALLS as IDEMPOTENCY_CALLS
@@ -77,17 +76,8 @@ async def _each(
     """Each record its own write, keyed on its own under a batch key; each its own outcome."""
     outcomes: list[Record | RequestError] = []
     for index, record in enumerate(records):
-        mine = ctx
-        if ctx.idempotency_key is not None:
-            mine = attrs.evolve(
-                ctx,
-                idempotency_key=item_key(ctx.idempotency_key, index),
-                fingerprint=item_fingerprint(ctx.fingerprint, index),
-            )
-        if ctx.journal:
-            mine = attrs.evolve(mine, event_id=f"{ctx.event_id}/{index}")
         try:
-            outcomes.append(await write(template, record, mine))
+            outcomes.append(await write(template, record, item_context(ctx, index)))
         except RequestError as exc:
             if exc.TRANSIENT:  # the store went away: the batch fails, the node retries it
                 raise
@@ -164,28 +154,16 @@ class BatchMixin:
             raise StoreError(f"template {template.name!r} has no key query to read by")
         call = plan.queries[plan.key_query]
         # The primary always answers correctly; a replica is only allowed to (consistency).
+        field = template.key[0] if len(template.key) == 1 else None
+        many = call.select.keyed_in(field) if call.select is not None and field else None
         with map_exceptions(objects=(call.name,)):
             async with self._connection() as conn:
-                sql = _in_select(template, call, len(keys))
-                if sql is None:
+                if many is None or field is None:
                     return [await read_by_key(conn, template, plan, key) for key in keys]
-                field = template.key[0]
                 values = [key[field] for key in keys]
-                rows = await execute(conn, sql, values)
+                rows = await execute(conn, *many.statement({field: values}, None, None))
         found: dict[Any, Record] = {}
         for row in rows:
             record = to_wire_record(typed(template, row))
             found[record.get(field)] = record
         return [found.get(to_wire(value)) for value in values]
-
-
-def _in_select(template: Template, call: Call, count: int) -> str | None:
-    """``SELECT … WHERE key IN (%s, …)`` for a view key query on a one-field key, else None."""
-    select = call.select
-    if select is None or len(template.key) != 1:
-        return None
-    condition = dict(select.conditions).get(template.key[0], "")
-    if not condition.endswith(" <=> %s"):
-        return None
-    column = condition.removesuffix(" <=> %s")
-    return f"{select.head} WHERE {column} IN ({', '.join(['%s'] * count)})"

@@ -93,6 +93,25 @@ class ViewSelect:
             args.append(limit)
         return sql, args
 
+    def keyed_in(self, param: str) -> ViewSelect | None:
+        """This select with its one condition, ``param`` equal to a value, made ``IN`` a list.
+
+        A batch of keys in one statement (``fetch_many``); ``None`` when the query has other
+        conditions or compares ``param`` otherwise.
+        """
+        equal = f" {_OPERATORS[FilterOp.EQ]} %s"
+        if len(self.conditions) != 1 or self.ins:
+            return None
+        name, fragment = self.conditions[0]
+        if name != param or not fragment.endswith(equal):
+            return None
+        return attrs.evolve(
+            self,
+            conditions=((param, fragment.removesuffix(equal) + " IN ({})"),),
+            ins=frozenset({param}),
+            order="",
+        )
+
 
 def _keyset(spec: QuerySpec) -> tuple[str, tuple[int, ...]]:
     """The condition "after the cursor" for ``spec.order_by``, and the values it binds.

@@ -28,7 +28,7 @@ from beds.dispatch.retry import IN_DOUBT, retry_transient
 from beds.dispatch.trace import store_object
 from beds.envelopes import Operation
 from beds.errors import InternalError, RequestError, StoreBusy
-from beds.idempotency import item_fingerprint, item_key, watch_repeats
+from beds.idempotency import item_context, watch_repeats
 from beds.namaste import BatchStore, CallContext, NamasteCore, Query, Record
 
 if TYPE_CHECKING:
@@ -184,15 +184,7 @@ async def _one_by_one(
     """
     outcomes: list[Outcome] = []
     for index, record in enumerate(records):
-        # A journal entry's event id is unique: each item's is the request's, then its index.
-        mine = attrs.evolve(ctx, event_id=f"{ctx.event_id}/{index}") if ctx.journal else ctx
-        if ctx.idempotency_key is not None:
-            mine = attrs.evolve(
-                mine,
-                idempotency_key=item_key(ctx.idempotency_key, index),
-                fingerprint=item_fingerprint(ctx.fingerprint, index),
-            )
-        call = partial(write, adapter, template, record, mine)
+        call = partial(write, adapter, template, record, item_context(ctx, index))
         try:
             try:
                 outcomes.append(await call())

@@ -268,7 +268,8 @@ class Dispatcher:
                 raise UnsupportedOperation(f"{TICKET_TEMPLATE} only answers ticket")
             return await self._calgon().ticket(request, principal, None)
         template, adapter = self.factory.resolve(request.template)
-        if request.operation not in BATCH_OPERATIONS:  # a batch binds each record itself
+        batch = request.operation in BATCH_OPERATIONS
+        if not batch:  # a batch binds each record itself (beds.dispatch.batch)
             request = admit(request, template, principal)
         ctx = CallContext(
             event_id=event_id,
@@ -277,7 +278,7 @@ class Dispatcher:
             deadline=deadline,
             origin=request.meta.origin,
         )
-        if request.operation in BATCH_OPERATIONS:
+        if batch:
             return await serve_batch(self, request, template, adapter, ctx, principal, timings)
         await check_owner(request, template, adapter, ctx, principal)
         handler = self.handlers.get((template.name, request.operation)) if self.handlers else None
@@ -448,7 +449,7 @@ class Dispatcher:
         write: Callable[[], Awaitable[Record]],
     ) -> Record:
         """Run an audited write and publish its audit record before it is answered."""
-        new_event = partial(child_event, self.node, self.env, request, ctx.event_id, "audit", None)
+        new_event = partial(self.audit_event, request, ctx)
         return await audit_write(
             self.events, new_event, request, template, adapter, record, ctx, write
         )
