@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from beds.codec import (
     CONTENT_TYPE,
     DEFAULT_MAX_MESSAGE_BYTES,
+    _usual_request,
     converter,
     decode_request,
     decode_response,
@@ -290,6 +291,28 @@ def test_a_valid_envelope_with_one_value_replaced(
             got = get_path(converter.unstructure(decoded), path)
             assert got == value
             assert type(got) is type(value) or (path[-1] == "deadline" and type(value) is int)
+
+
+@given(requests, st.sampled_from(ENVELOPE_PATHS), json_values, st.booleans())
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_the_usual_request_decoder_agrees_with_the_converter(
+    req: Request, path: tuple[str, ...], value: Any, remove: bool
+) -> None:
+    raw = converter.unstructure(req)
+    if remove and path[-1] != "extra":
+        del get_path(raw, path[:-1])[path[-1]]
+    else:
+        set_path(raw, path, value)
+    raw = orjson.loads(orjson.dumps(raw))  # as the wire gives it
+    usual = _usual_request(raw)
+    try:
+        structured: Request | None = converter.structure(raw, Request)
+    except Exception:
+        structured = None
+    # It builds only what the converter builds, identically; the rest the converter explains.
+    assert usual is None or usual == structured
+    if usual is not None:
+        assert type(usual.meta.deadline) is type(structured.meta.deadline)  # type: ignore[union-attr]
 
 
 def bad(**changes: Any) -> bytes:

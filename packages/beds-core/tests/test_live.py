@@ -166,6 +166,47 @@ async def test_a_stalled_channel_drops_events_beyond_the_pending_bound() -> None
     assert recorder.events == []
 
 
+class Sender:
+    """``ControlChannel.send``: queues at once and returns the confirm future."""
+
+    def __init__(self) -> None:
+        self.queued: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self.closed = False
+
+    def __call__(self, kind: str, data: dict[str, Any]) -> asyncio.Future[None]:
+        if self.closed:
+            raise ConnectionError("the control channel is not open")
+        confirm = asyncio.get_running_loop().create_future()
+        self.queued.append((data, confirm))
+        return confirm
+
+
+async def test_a_batch_queues_its_events_in_item_order_at_once_and_counts_each_confirm() -> None:
+    tmpl = template()
+    sender = Sender()
+    live = LivePublisher(sender, room=ROOM)
+    written = [({"body": f"b{i}"}, {"id": i}) for i in range(3)]
+    live.written_many(tmpl, "create", written, principal=None, trace_id="t")
+    # No task and no await between them: all three leave in this loop turn's write.
+    assert [data["key"] for data, _ in sender.queued] == [{"id": 0}, {"id": 1}, {"id": 2}]
+    first, second, third = (confirm for _, confirm in sender.queued)
+    first.set_result(None)
+    second.set_exception(ConnectionError("nacked"))
+    third.set_result(None)
+    await live.drain(5)
+    assert (live.published, live.failed, live.dropped) == (2, 1, 0)
+
+    sender.closed = True  # refused before it was queued: counted, the write unaffected
+    live.written(
+        tmpl,
+        Request(operation=Operation.CREATE, template="post"),
+        {"id": 9},
+        principal=None,
+        trace_id="t",
+    )
+    assert (live.published, live.failed) == (2, 2)
+
+
 async def test_a_record_too_large_for_the_channel_is_left_out_but_the_key_kept() -> None:
     local, live, recorder = node(template())
     body = "é" * 40_000  # 80,000 bytes of UTF-8: over the control channel's 64 KiB

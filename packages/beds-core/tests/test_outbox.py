@@ -13,7 +13,8 @@ from pamqp.body import ContentBody
 from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 
-from beds.transport.outbox import Outbox, publish_frames
+from beds.transport.outbox import Outbox
+from beds.transport.publish import publish_frames
 
 
 class FakeChannel:
@@ -211,7 +212,14 @@ def pamqp_frames(
     content_type=st.none() | st.just("application/json"),
     delivery_mode=st.none() | st.sampled_from([1, 2]),
     strings=st.lists(st.none() | st.text(max_size=20) | st.just("x" * 255), min_size=4, max_size=4),
-    headers=st.none() | st.just({"x-beds-deliveries": 2}),
+    headers=st.none()
+    | st.just({"x-beds-deliveries": 2})
+    | st.dictionaries(
+        st.text(max_size=8) | st.just("k" * 129),
+        st.text(max_size=20) | st.integers(0, 9),
+        max_size=3,
+    ),
+    user_id=st.none() | st.text(max_size=10),
 )
 def test_publish_frames_are_the_bytes_pamqp_writes(
     number: int,
@@ -223,6 +231,7 @@ def test_publish_frames_are_the_bytes_pamqp_writes(
     delivery_mode: int | None,
     strings: list[str | None],
     headers: dict[str, Any] | None,
+    user_id: str | None,
 ) -> None:
     correlation_id, reply_to, expiration, message_id = strings
     props = Basic.Properties(
@@ -233,6 +242,7 @@ def test_publish_frames_are_the_bytes_pamqp_writes(
         expiration=expiration,
         message_id=message_id,
         headers=headers,
+        user_id=user_id,
     )
     try:
         expected = pamqp_frames(number, 16, body, exchange, key, mandatory, props)
@@ -251,6 +261,8 @@ def test_the_usual_publishes_do_not_need_pamqp(monkeypatch: pytest.MonkeyPatch) 
         message_id="m",
         expiration="10000",
         delivery_mode=2,
+        headers={"authorization": "Bearer t0ken", "x-beds-lineage": "é"},
+        user_id="guest",
     )
     expected = pamqp_frames(5, 100, b"{}", "beds.events", "a.read", True, props)
 

@@ -365,7 +365,7 @@ class BedsNode:
         cursors = Cursors(secret)
         self.cache = self._fetch_cache()
         if self.control is not None and any(t.capabilities.live for t in self.templates.values()):
-            self.live = LivePublisher(self.control.publish, room=self.control.room(RECORD_CHANGED))
+            self.live = LivePublisher(self.control.send, room=self.control.room(RECORD_CHANGED))
         calgon = self._calgon(cursors)
         self.dispatchers = {
             broker: Dispatcher(

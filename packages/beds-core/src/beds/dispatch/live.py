@@ -13,8 +13,9 @@ control event (:mod:`beds.transport.control`) of kind ``record.changed``::
   :mod:`beds.templates.capabilities`). It is left out, ``key`` kept, when the event would be
   larger than the control channel takes (``ControlChannel.room``): readers fetch the record
   then.
-- **Off the reply path.** The publication is a task of its own: the reply is never delayed, and
-  a failed publication is logged at warning and counted (``failed``, and the channel's
+- **Off the reply path.** The event is queued on the control channel's outbox and leaves with
+  the loop turn's other publishes; the reply never waits for its confirm, and a failed
+  publication is logged at warning and counted (``failed``, and the channel's
   ``beds_control_events_total{outcome="failed"}``), never failing the write. At most
   ``MAX_PENDING`` publications wait at once; beyond that an event is dropped and counted
   (``dropped``), so a stalled broker cannot make a node hoard memory.
@@ -111,7 +112,9 @@ class LivePublisher:
     """Publishes the ``record.changed`` events of one node (see the module docstring).
 
     Args:
-        publish: publishes a control event (``ControlChannel.publish``).
+        publish: queues a control event and returns its confirm (``ControlChannel.send``: the
+            events of one loop turn leave in one write); a coroutine function works too (each
+            publication is then a task).
         room: the most bytes an event's data may take as JSON (``ControlChannel.room``).
     """
 
@@ -124,7 +127,7 @@ class LivePublisher:
         """Events not published because ``MAX_PENDING`` were waiting."""
         self.trimmed = 0
         """Events published without ``record`` (too large)."""
-        self._pending: set[asyncio.Task[None]] = set()
+        self._pending: set[asyncio.Future[Any]] = set()
         self._room = room
 
     def written(
@@ -137,21 +140,14 @@ class LivePublisher:
         trace_id: str,
     ) -> None:
         """A write of ``template`` succeeded: publish its event, without waiting for it."""
-        if len(self._pending) >= MAX_PENDING:
-            self.dropped += 1
-            logger.warning(
-                "live event of {} {} dropped: {} publications are waiting",
-                template.name,
-                request.operation.value,
-                MAX_PENDING,
-            )
+        if self._full(1, template.name, request.operation.value):
             return
         data = self.fit(
             record_changed(template, request, result, principal=principal, trace_id=trace_id)
         )
-        task = asyncio.get_running_loop().create_task(self._publish(data))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        sent = self._send(data)
+        if sent is not None:
+            self._wait_for(sent)
 
     def written_many(
         self,
@@ -164,42 +160,79 @@ class LivePublisher:
     ) -> None:
         """A batch wrote ``written`` (each item's payload and result): one event per item.
 
-        Published in item order by one task, which counts once against ``MAX_PENDING``.
+        Queued in item order at once; the batch counts once against ``MAX_PENDING``.
         """
-        if not written:
-            return
-        if len(self._pending) >= MAX_PENDING:
-            self.dropped += len(written)
-            logger.warning(
-                "{} live events of {} {} dropped: {} publications are waiting",
-                len(written),
-                template.name,
-                operation,
-                MAX_PENDING,
-            )
+        if not written or self._full(len(written), template.name, operation):
             return
         at = _now()
-        events = [
-            self.fit(
-                _changed(
-                    template,
-                    operation,
-                    payload,
-                    result,
-                    principal=principal,
-                    trace_id=trace_id,
-                    at=at,
+        confirms = [
+            sent
+            for payload, result in written
+            if (
+                sent := self._send(
+                    self.fit(
+                        _changed(
+                            template,
+                            operation,
+                            payload,
+                            result,
+                            principal=principal,
+                            trace_id=trace_id,
+                            at=at,
+                        )
+                    )
                 )
             )
-            for payload, result in written
+            is not None
         ]
-        task = asyncio.get_running_loop().create_task(self._publish_all(events))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        if confirms:
+            self._wait_for(asyncio.gather(*confirms, return_exceptions=True))
 
-    async def _publish_all(self, events: Sequence[Mapping[str, Any]]) -> None:
-        for data in events:
-            await self._publish(data)
+    def _full(self, events: int, template: str, operation: str) -> bool:
+        """Whether ``MAX_PENDING`` publications wait already (the events are dropped then)."""
+        if len(self._pending) < MAX_PENDING:
+            return False
+        self.dropped += events
+        logger.warning(
+            "{} live event(s) of {} {} dropped: {} publications are waiting",
+            events,
+            template,
+            operation,
+            MAX_PENDING,
+        )
+        return True
+
+    def _send(self, data: Mapping[str, Any]) -> asyncio.Future[Any] | None:
+        """Queue one event; its outcome is counted when RabbitMQ answers."""
+        try:
+            sent = asyncio.ensure_future(self.publish(RECORD_CHANGED, dict(data)))
+        except Exception as exc:  # refused before it was queued (channel closed, too large)
+            self._failed(data, exc)
+            return None
+        sent.add_done_callback(lambda done: self._settled(data, done))
+        return sent
+
+    def _wait_for(self, sent: asyncio.Future[Any]) -> None:
+        self._pending.add(sent)
+        sent.add_done_callback(self._pending.discard)
+
+    def _settled(self, data: Mapping[str, Any], sent: asyncio.Future[Any]) -> None:
+        if sent.cancelled():
+            self._failed(data, asyncio.CancelledError())
+        elif (exc := sent.exception()) is not None:
+            self._failed(data, exc)
+        else:
+            self.published += 1
+
+    def _failed(self, data: Mapping[str, Any], exc: BaseException) -> None:
+        # The write is done and answered; a lost event never fails it.
+        self.failed += 1
+        logger.warning(
+            "live event of {} {} was not published ({!r}); live views miss it",
+            data["template"],
+            data["operation"],
+            exc,
+        )
 
     def fit(self, data: dict[str, Any]) -> dict[str, Any]:
         """``data``, without ``record`` when the event would exceed the channel's limit."""
@@ -207,20 +240,6 @@ class LivePublisher:
             return data
         self.trimmed += 1
         return {name: value for name, value in data.items() if name != "record"}
-
-    async def _publish(self, data: Mapping[str, Any]) -> None:
-        try:
-            await self.publish(RECORD_CHANGED, dict(data))
-        except Exception as exc:  # the write is done and answered; never fail it
-            self.failed += 1
-            logger.warning(
-                "live event of {} {} was not published ({!r}); live views miss it",
-                data["template"],
-                data["operation"],
-                exc,
-            )
-        else:
-            self.published += 1
 
     async def drain(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for the waiting publications (node stop)."""

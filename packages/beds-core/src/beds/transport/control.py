@@ -46,9 +46,12 @@ from pamqp.commands import Basic
 from beds.bugs import report_bug
 from beds.codec import converter
 from beds.errors import UntrustedOrigin
+from beds.transport.outbox import Outbox
 from beds.values import json_type
 
 if TYPE_CHECKING:
+    import asyncio
+
     from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 
     from beds.config.model import Config
@@ -152,6 +155,8 @@ class ControlChannel:
         self._handlers: dict[str, list[Handler]] = {}
         self._channel: AbstractChannel | None = None
         self._publisher: AbstractChannel | None = None
+        self._outbox: Outbox | None = None
+        """Every publish of ``_publisher`` goes through it (its confirm bookkeeping)."""
 
     @property
     def live(self) -> bool:
@@ -189,7 +194,10 @@ class ControlChannel:
         await channel.basic_consume(
             self.stream, self._on_message, arguments={"x-stream-offset": since}
         )
+        if self._outbox is not None:  # a reconnect: the old channel died with its connection
+            await self._outbox.aclose()
         self._publisher, self._channel = publisher, channel
+        self._outbox = Outbox(publisher)
 
     async def publish(self, kind: str, data: dict[str, Any]) -> ControlEvent:
         """Publish an event (confirmed) and return it.
@@ -198,18 +206,34 @@ class ControlChannel:
             aiormq.exceptions.AMQPError: RabbitMQ did not take it.
             ValueError: ``kind`` is not a valid kind, or the event is too large.
         """
-        event = ControlEvent(
-            kind=kind, origin=self.config.node.name, env=self.config.node.env, data=data
-        )
-        body = encode_event(event)
-        if len(body) > MAX_EVENT_BYTES:
-            self.failed[kind] += 1
-            raise ValueError(f"control event of {len(body)} bytes, over {MAX_EVENT_BYTES}")
-        channel = self._publisher
+        event, confirmation = self._queue(kind, data)
+        await confirmation
+        return event
+
+    def send(self, kind: str, data: dict[str, Any]) -> asyncio.Future[Any]:
+        """Queue an event without waiting: it leaves with this loop turn's other publishes.
+
+        The future is RabbitMQ's confirm (it fails as :meth:`publish` raises); the events of one
+        turn cost one write, where a task per event cost a task and a write each.
+
+        Raises:
+            aiormq.exceptions.ChannelInvalidStateError: the control channel is not open.
+            ValueError: ``kind`` is not a valid kind, or the event is too large.
+        """
+        return self._queue(kind, data)[1]
+
+    def _queue(self, kind: str, data: dict[str, Any]) -> tuple[ControlEvent, asyncio.Future[Any]]:
         try:
-            if channel is None or channel.is_closed:
+            event = ControlEvent(
+                kind=kind, origin=self.config.node.name, env=self.config.node.env, data=data
+            )
+            body = encode_event(event)
+            if len(body) > MAX_EVENT_BYTES:
+                raise ValueError(f"control event of {len(body)} bytes, over {MAX_EVENT_BYTES}")
+            outbox = self._outbox
+            if outbox is None or outbox.channel.is_closed:
                 raise aiormq.exceptions.ChannelInvalidStateError("the control channel is not open")
-            await channel.basic_publish(
+            confirmation = outbox.publish_confirmed(
                 body,
                 exchange=self.exchange,
                 routing_key=kind,
@@ -220,8 +244,14 @@ class ControlChannel:
         except BaseException:
             self.failed[kind] += 1
             raise
-        self.published[kind] += 1
-        return event
+        confirmation.add_done_callback(lambda done: self._count(kind, done))
+        return event, confirmation
+
+    def _count(self, kind: str, confirmation: asyncio.Future[Any]) -> None:
+        if confirmation.cancelled() or confirmation.exception() is not None:
+            self.failed[kind] += 1
+        else:
+            self.published[kind] += 1
 
     async def _on_message(self, message: DeliveredMessage) -> None:
         try:
@@ -267,8 +297,8 @@ class ControlChannel:
 
     async def _dead_letter(self, message: DeliveredMessage, event: ControlEvent) -> None:
         """Copy a refused event to the dead-letter exchange, for operators (best effort)."""
-        channel = self._publisher
-        if channel is None or channel.is_closed:
+        outbox = self._outbox
+        if outbox is None or outbox.channel.is_closed:
             return
         headers: dict[str, Any] = {
             "x-beds-error-code": UntrustedOrigin.CODE,
@@ -279,7 +309,7 @@ class ControlChannel:
             "x-beds-dead-lettered-at": int(time.time()),
         }
         try:
-            await channel.basic_publish(
+            await outbox.publish_confirmed(
                 message.body,
                 exchange=self.config.amqp.dead_letter_exchange,
                 routing_key=event.kind,
@@ -295,6 +325,9 @@ class ControlChannel:
 
     async def aclose(self) -> None:
         """Close the channels (the stream keeps the events)."""
+        outbox, self._outbox = self._outbox, None
+        if outbox is not None:
+            await outbox.aclose()
         for channel in (self._channel, self._publisher):
             if channel is not None and not channel.is_closed:
                 with contextlib.suppress(aiormq.exceptions.AMQPError, ConnectionError):

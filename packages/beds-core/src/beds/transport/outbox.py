@@ -26,122 +26,22 @@ unacknowledged and RabbitMQ delivers them again, and confirm futures fail with t
 from __future__ import annotations
 
 import asyncio
-import operator
 import struct
 from typing import TYPE_CHECKING, Any
 
 from aiormq.abc import ChannelFrame
 from loguru import logger
-from pamqp import frame as amqp_frame
-from pamqp.body import ContentBody
-from pamqp.commands import Basic
-from pamqp.header import ContentHeader
+
+from beds.transport.publish import publish_frames
 
 if TYPE_CHECKING:
     from aiormq.abc import AbstractChannel
+    from pamqp.commands import Basic
 
-__all__ = ("Outbox", "publish_frames")
+__all__ = ("Outbox",)
 
 # basic.ack (class 60, method 80): frame type 1, channel, size 13, delivery tag, flags, frame end.
 _ACK = struct.Struct(">BHIHHQBB")
-# The publish frames written by hand (pamqp's general marshalling costs 8 us a message): a
-# basic.publish method frame (class 60, method 40, reserved short), a content header frame (class
-# 60, weight 0, body size, property flags) and body frames, each ending with 0xCE.
-_FRAME = struct.Struct(">BHI")
-_PUBLISH = struct.Struct(">HHH")
-_HEADER = struct.Struct(">HHQH")
-_END = b"\xce"
-# The properties written by hand, in wire order, with their flag bits.
-_FAST_PROPERTIES = (
-    ("content_type", 0x8000),
-    ("delivery_mode", 0x1000),
-    ("correlation_id", 0x0400),
-    ("reply_to", 0x0200),
-    ("expiration", 0x0100),
-    ("message_id", 0x0080),
-)
-_OTHER_PROPERTIES = (
-    "content_encoding",
-    "headers",
-    "priority",
-    "timestamp",
-    "message_type",
-    "user_id",
-    "app_id",
-    "cluster_id",
-)
-
-
-_usual = operator.attrgetter(*(name for name, _ in _FAST_PROPERTIES))
-_USUAL_FLAGS = tuple(flag for _, flag in _FAST_PROPERTIES)
-_others = operator.attrgetter(*_OTHER_PROPERTIES)
-
-
-def _shortstr(text: str) -> bytes | None:
-    raw = text.encode()
-    return bytes((len(raw),)) + raw if len(raw) < 256 else None
-
-
-def publish_frames(
-    channel_number: int,
-    max_body: int,
-    body: bytes,
-    exchange: str,
-    routing_key: str,
-    mandatory: bool,
-    properties: Basic.Properties,
-) -> list[bytes]:
-    """The frames of one ``basic.publish``: the same bytes as pamqp's, written faster.
-
-    Properties other than the short strings and ``delivery_mode`` (``headers``…), or a string
-    over 255 bytes, go through pamqp (which also raises for what AMQP cannot carry).
-    """
-    exchange_raw, key_raw = _shortstr(exchange), _shortstr(routing_key)
-    fields: list[bytes] = []
-    flags = 0
-    fast = (
-        exchange_raw is not None
-        and key_raw is not None
-        and all(value is None or value == "" for value in _others(properties))
-    )
-    if fast:
-        for value, flag in zip(_usual(properties), _USUAL_FLAGS, strict=True):
-            if value is None or value == "":  # absent, as pamqp has it
-                continue
-            raw = bytes((value,)) if flag == 0x1000 else _shortstr(value)
-            if raw is None:
-                fast = False
-                break
-            flags |= flag
-            fields.append(raw)
-    if not fast:
-        marshal = amqp_frame.marshal
-        frames = [
-            marshal(
-                Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=mandatory),
-                channel_number,
-            ),
-            marshal(ContentHeader(0, len(body), properties), channel_number),
-        ]
-        frames.extend(
-            marshal(ContentBody(body[start : start + max_body]), channel_number)
-            for start in range(0, len(body), max_body)
-        )
-        return frames
-    assert exchange_raw is not None
-    assert key_raw is not None
-    method = b"".join(
-        (_PUBLISH.pack(60, 40, 0), exchange_raw, key_raw, b"\x01" if mandatory else b"\x00")
-    )
-    header = b"".join((_HEADER.pack(60, 0, len(body), flags), *fields))
-    frames = [
-        b"".join((_FRAME.pack(1, channel_number, len(method)), method, _END)),
-        b"".join((_FRAME.pack(2, channel_number, len(header)), header, _END)),
-    ]
-    for start in range(0, len(body), max_body):
-        chunk = body[start : start + max_body]
-        frames.append(b"".join((_FRAME.pack(3, channel_number, len(chunk)), chunk, _END)))
-    return frames
 
 
 class Outbox:
