@@ -14,6 +14,7 @@ from beds.codec import (
     CONTENT_TYPE,
     DEFAULT_MAX_MESSAGE_BYTES,
     _usual_request,
+    _usual_response,
     converter,
     decode_request,
     decode_response,
@@ -313,6 +314,53 @@ def test_the_usual_request_decoder_agrees_with_the_converter(
     assert usual is None or usual == structured
     if usual is not None:
         assert type(usual.meta.deadline) is type(structured.meta.deadline)  # type: ignore[union-attr]
+
+
+@given(requests, responses)
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_what_clients_and_nodes_send_takes_the_usual_decoders(
+    req: Request, response: Response
+) -> None:
+    assert _usual_request(orjson.loads(encode_request(req))) == req
+    assert _usual_response(orjson.loads(encode_response(response))) == response
+
+
+RESPONSE_PATHS = [
+    ("version",),
+    ("ok",),
+    ("status",),
+    ("data",),
+    ("error",),
+    ("error", "code"),
+    ("error", "details"),
+    ("error", "extra"),
+    ("meta",),
+    ("meta", "timings"),
+    ("meta", "next"),
+    ("meta", "cached"),
+    ("meta", "newer"),
+    ("extra",),
+]
+
+
+@given(responses, st.sampled_from(RESPONSE_PATHS), json_values, st.booleans())
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_the_usual_response_decoder_agrees_with_the_converter(
+    response: Response, path: tuple[str, ...], value: Any, remove: bool
+) -> None:
+    raw = orjson.loads(encode_response(response))
+    parent = get_path(raw, path[:-1]) if path[:-1] != ("error",) or raw["error"] else None
+    if isinstance(parent, dict):
+        if remove:
+            parent.pop(path[-1], None)
+        else:
+            parent[path[-1]] = value
+    usual = _usual_response(raw)
+    try:
+        structured: Response | None = converter.structure(raw, Response)
+    except Exception:
+        structured = None
+    assert usual is None or usual == structured
 
 
 def bad(**changes: Any) -> bytes:

@@ -337,34 +337,36 @@ class BedsClient:
                 principal=principal if principal is not None else self.principal,
             ),
         )
-        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Response] = loop.create_future()
         self._waiting[correlation_id] = future
+        # The node answers BEDS-504 right at the deadline: wait a little past it for that. A
+        # timer on the future costs a quarter of an ``asyncio.timeout`` block.
+        expiry = loop.call_at(loop.time() + timeout + REPLY_GRACE, _expire, future)
         try:
-            # The node answers BEDS-504 right at the deadline: wait a little past it for that.
-            async with asyncio.timeout(timeout + REPLY_GRACE):
-                properties = Basic.Properties(
-                    content_type=CONTENT_TYPE,
-                    correlation_id=correlation_id,
-                    reply_to=_REPLY_TO,
-                    message_id=correlation_id,
-                    expiration=str(max(1, int(timeout * 1000))),
-                    headers=_credential(token if token is not None else self.token),
-                    user_id=self._user,
-                )
-                outbox = self._outbox
-                assert outbox is not None  # connect() sets it with the channel
-                # Written with the other callers' requests of this loop turn. The reply is
-                # awaited at once: a nack or the return of an unroutable request (mandatory)
-                # fails the call through its confirm.
-                confirmation = outbox.publish_confirmed(
-                    encode_request(request),
-                    exchange=self.exchange,
-                    routing_key=routing_key(template, operation),
-                    mandatory=True,
-                    properties=properties,
-                )
-                confirmation.add_done_callback(partial(_fail_on_refusal, future))
-                return await future
+            properties = Basic.Properties(
+                content_type=CONTENT_TYPE,
+                correlation_id=correlation_id,
+                reply_to=_REPLY_TO,
+                message_id=correlation_id,
+                expiration=str(max(1, int(timeout * 1000))),
+                headers=_credential(token if token is not None else self.token),
+                user_id=self._user,
+            )
+            outbox = self._outbox
+            assert outbox is not None  # connect() sets it with the channel
+            # Written with the other callers' requests of this loop turn. The reply is
+            # awaited at once: a nack or the return of an unroutable request (mandatory)
+            # fails the call through its confirm.
+            confirmation = outbox.publish_confirmed(
+                encode_request(request),
+                exchange=self.exchange,
+                routing_key=routing_key(template, operation),
+                mandatory=True,
+                properties=properties,
+            )
+            confirmation.add_done_callback(partial(_fail_on_refusal, future))
+            return await future
         except TimeoutError:
             raise ReplyTimeout(
                 f"no reply to {operation.value} {template} within {timeout:g} s"
@@ -377,6 +379,7 @@ class BedsClient:
         except CONNECTION_FAILURES as exc:  # a channel closed while we waited for its lock too
             raise BrokerUnavailable(f"RabbitMQ connection failed: {exc}") from exc
         finally:
+            expiry.cancel()
             self._waiting.pop(correlation_id, None)
 
     async def _data(
@@ -801,6 +804,12 @@ def _data_of(response: Response) -> Any:
         assert response.error is not None
         raise RequestError.from_error(response.error)
     return response.data
+
+
+def _expire(waiting: asyncio.Future[Response]) -> None:
+    """No reply in time: the call raises ``ReplyTimeout``."""
+    if not waiting.done():
+        waiting.set_exception(TimeoutError())
 
 
 def _fail_on_refusal(waiting: asyncio.Future[Response], confirmation: asyncio.Future[Any]) -> None:

@@ -20,6 +20,7 @@ from cattrs.v import format_exception
 
 from beds.envelopes import (
     EnvelopeLimitError,
+    ErrorBody,
     Operation,
     Request,
     RequestMeta,
@@ -307,6 +308,67 @@ def _usual_request(raw: dict[str, Any]) -> Request | None:
         return None
 
 
+_RESPONSE_KEYS: Final = frozenset(("version", "ok", "status", "data", "error", "meta"))
+_ERROR_KEYS: Final = frozenset(("code", "message", "details"))
+
+
+def _usual_response(raw: dict[str, Any]) -> Response | None:
+    """The reply every node sends, built without cattrs; ``None`` goes through the converter.
+
+    The client's side of :func:`_usual_request`, checked the same way.
+    """
+    if not raw.keys() <= _RESPONSE_KEYS:
+        return None
+    get = raw.get
+    version, ok, status = get("version", 1), get("ok"), get("status")
+    error, meta = get("error"), get("meta", {})
+    if (
+        type(version) is not int
+        or version != 1
+        or type(ok) is not bool
+        or type(status) is not int
+        or type(meta) is not dict
+    ):
+        return None
+    field = meta.get
+    timings = field("timings", {})
+    if (
+        type(field("event_id", "")) is not str
+        or type(field("node", "")) is not str
+        or type(field("next")) not in _TEXT
+        or type(field("cached", False)) is not bool
+        or type(timings) is not dict
+        or any(type(value) is not float for value in timings.values())
+    ):
+        return None
+    body = None
+    if error is not None:
+        if type(error) is not dict or not error.keys() <= _ERROR_KEYS:
+            return None
+        code, message, details = error.get("code"), error.get("message"), error.get("details", [])
+        if (
+            type(code) is not str
+            or type(message) is not str
+            or type(details) is not list
+            or any(type(detail) is not str for detail in details)
+        ):
+            return None
+        body = ErrorBody(code=code, message=message, details=tuple(details))
+    return Response(
+        ok=ok,
+        status=status,
+        data=get("data"),
+        error=body,
+        meta=ResponseMeta(
+            event_id=field("event_id", ""),
+            node=field("node", ""),
+            timings=timings,
+            next=field("next"),
+            cached=field("cached", False),
+        ),
+    )
+
+
 def _decode(
     kind: type[_T],
     body: bytes,
@@ -339,7 +401,8 @@ def _decode(
     }
     if vouched:
         raw = _with_vouched(raw, vouched)
-    if kind is Request and (usual := _usual_request(raw)) is not None:
+    usual = _usual_request(raw) if kind is Request else _usual_response(raw)
+    if usual is not None:
         return usual  # type: ignore[return-value]
     try:
         return converter.structure(raw, kind)
