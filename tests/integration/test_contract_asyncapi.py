@@ -49,10 +49,11 @@ def test_the_installed_packages_give_a_valid_asyncapi_document(tmp_path: Path) -
     assert {"spew_post", "beds_user"} <= installed
     operations = {name.split(".")[0] for name in document["operations"]}
     assert installed <= operations
-    for channel in document["channels"].values():
+    for address, channel in document["channels"].items():
         binding = channel["bindings"]["amqp"]
-        if binding["is"] == "routingKey":
-            assert binding["exchange"]["name"] == "beds.events.contract"
+        if binding["is"] == "routingKey":  # requests on the events exchange, live events not
+            exchange = "beds.control" if address == "record.changed" else "beds.events.contract"
+            assert binding["exchange"]["name"] == exchange
     assert document["servers"]["rabbitmq"]["host"] == "127.0.0.1:5672"
 
 

@@ -21,10 +21,12 @@ from hypothesis import strategies as st
 from beds.config.model import AmqpSettings, Config
 from beds.contract import asyncapi_document, field_schema, record_schema
 from beds.contract.schemas import fetch_payload_schema, write_payload_schema
-from beds.envelopes import Operation
+from beds.dispatch.live import RECORD_CHANGED, record_changed
+from beds.envelopes import Operation, Request
 from beds.errors import TemplateError, ValidationFailed, error_catalogue
 from beds.templates import Template, parse_template, validate_fetch, validate_write
 from beds.templates.model import FieldSpec, FieldType
+from beds.transport.control import ControlEvent, encode_event
 
 HERE = Path(__file__).parent
 ASYNCAPI_SCHEMA = orjson.loads((HERE / "contract_schemas" / "asyncapi-3.0.0.json").read_bytes())
@@ -72,6 +74,9 @@ def check_document(document: dict[str, Any]) -> None:
         channel = operation["channel"]["$ref"]
         for message in operation["messages"]:
             assert message["$ref"].startswith(channel + "/messages/"), name
+        if operation["action"] == "receive":  # an event (record.changed): nothing to answer
+            assert "reply" not in operation, name
+            continue
         for message in operation["reply"]["messages"]:
             assert message["$ref"].startswith("#/channels/reply/messages/"), name
     orjson.dumps(document)  # JSON-ready: no tuples of tuples, no datetimes
@@ -116,6 +121,29 @@ def test_the_spew_templates_give_a_valid_document(spew_templates: dict[str, Temp
     assert "spew_post.fetch.by_author" in document["operations"]
     assert "beds.ping" in document["operations"]
     assert "beds_ticket.ticket" in document["operations"]
+
+
+def test_live_templates_give_a_record_changed_channel_on_the_control_exchange(
+    spew_templates: dict[str, Template],
+) -> None:
+    document = asyncapi_document(spew_templates, CONFIG)
+    channel = document["channels"][RECORD_CHANGED]
+    assert channel["bindings"]["amqp"]["exchange"]["name"] == CONFIG.amqp.control_exchange
+    assert document["operations"][RECORD_CHANGED]["action"] == "receive"
+    live = sorted(name for name, t in spew_templates.items() if t.capabilities.live)
+    assert "spew_post" in live
+    payload = payload_validator(document, RECORD_CHANGED)
+    post = spew_templates["spew_post"]
+    request = Request(
+        operation=Operation.CREATE, template="spew_post", payload={"body": "hi", "author": "ann"}
+    )
+    data = record_changed(post, request, {"id": 41}, principal="ann", trace_id="n.dev.x")
+    event = orjson.loads(encode_event(ControlEvent(kind=RECORD_CHANGED, data=data)))
+    assert list(payload.iter_errors(event)) == []  # what a node publishes fits the document
+    assert list(payload.iter_errors({**event, "data": {**data, "template": "nope"}}))
+    # Without a live template there is no such channel.
+    quiet = {name: t for name, t in spew_templates.items() if not t.capabilities.live}
+    assert RECORD_CHANGED not in asyncapi_document(quiet, CONFIG)["channels"]
 
 
 def test_the_server_has_no_credentials(spew_templates: dict[str, Template]) -> None:

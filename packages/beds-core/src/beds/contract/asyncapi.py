@@ -7,9 +7,11 @@ What a client in another language needs to call BEDS with only an AMQP library
   password;
 - ``channels``: one per routing key ``{template}.{class}`` on the events exchange (an AMQP
   ``routingKey`` binding naming the topic exchange), plus ``beds.read`` (ping),
-  ``beds_ticket.read`` (tickets) and ``reply`` (direct reply-to);
+  ``beds_ticket.read`` (tickets) and ``reply`` (direct reply-to); with ``live`` templates,
+  ``record.changed`` on the control exchange;
 - ``operations``: one ``send`` per template operation (and per fetch query, per long
-  operation), each with its ``reply`` through the caller's ``reply_to``;
+  operation), each with its ``reply`` through the caller's ``reply_to``; ``record.changed`` is
+  a ``receive``;
 - ``components``: the envelopes, each template's record, the catalogue codes, and one message
   per request and reply, whose payload schemas come from :mod:`beds.contract.schemas`.
 
@@ -38,6 +40,7 @@ from beds.contract.envelopes import (
     response_meta_schema,
     response_schema,
 )
+from beds.contract.live import record_changed_schema
 from beds.contract.schemas import (
     fetch_payload_schema,
     record_schema,
@@ -46,6 +49,7 @@ from beds.contract.schemas import (
     write_payload_schema,
 )
 from beds.dispatch.calgon import TICKET_TEMPLATE
+from beds.dispatch.live import RECORD_CHANGED
 from beds.envelopes import MAX_META_BYTES, Operation
 from beds.registry import TemplateRegistry
 from beds.routing import PING_TEMPLATE, routing_key
@@ -452,6 +456,45 @@ class _Builder:
             tags=["beds"],
         )
 
+    def live(self, templates: list[Template]) -> None:
+        """``record.changed``: the events of the live templates' writes, to receive."""
+        if not templates:
+            return
+        self.channels[RECORD_CHANGED] = {
+            "address": RECORD_CHANGED,
+            "title": RECORD_CHANGED,
+            "description": "Each write of a live template, after it is answered "
+            f"({', '.join(template.name for template in templates)}). Bind a queue of your "
+            "own to the control exchange with this routing key.",
+            "messages": {"event": _ref("components", "messages", RECORD_CHANGED)},
+            "bindings": {
+                "amqp": {
+                    "is": "routingKey",
+                    "exchange": {
+                        "name": self.config.amqp.control_exchange,
+                        "type": "topic",
+                        "durable": True,
+                        "autoDelete": False,
+                        "vhost": _vhost(self.config),
+                    },
+                    "bindingVersion": _BINDING,
+                }
+            },
+        }
+        self.messages[RECORD_CHANGED] = {
+            "name": RECORD_CHANGED,
+            "title": "A live template's record changed",
+            "contentType": "application/json",
+            "payload": record_changed_schema(templates),
+        }
+        self.operations[RECORD_CHANGED] = {
+            "action": "receive",
+            "channel": _ref("channels", RECORD_CHANGED),
+            "title": "Follow the writes of live templates",
+            "tags": [{"name": template.name} for template in templates],
+            "messages": [_ref("channels", RECORD_CHANGED, "messages", "event")],
+        }
+
     def reply_channel(self) -> None:
         self.reply_messages["error"] = _ref("components", "messages", "error")
         self.messages["error"] = {
@@ -541,6 +584,9 @@ def asyncapi_document(
     for name in sorted(templates):
         builder.template(templates[name])
     builder.built_in()
+    builder.live(
+        [templates[name] for name in sorted(templates) if templates[name].capabilities.live]
+    )
     builder.reply_channel()
     schemas = {
         "RequestMeta": request_meta_schema(),
