@@ -27,6 +27,7 @@ from beds.lineage import (
     format_tree,
     new_event_id,
 )
+from beds.namaste import report_created
 from beds.templates import Template, parse_template
 from beds.testing import MemoryAdapter, TestIdentity
 
@@ -214,6 +215,51 @@ async def test_audited_writes_publish_before_and_after_confirmed(
     assert create.data["principal"] == "alice"
     assert create.data["origin"] == "tests"
     assert delete.data["key"] == key
+
+
+class Reporting(MemoryAdapter):
+    """A memory store whose create reports a record it stored (``report_created``)."""
+
+    def __init__(self, template_name: str) -> None:
+        super().__init__()
+        self.template_name = template_name
+        self.fetched = 0
+
+    async def create(self, template: Template, record: Any, ctx: Any) -> Any:
+        result = await super().create(template, record, ctx)
+        report_created(self.template_name, lambda: {**result, "reported": True})
+        return result
+
+    async def fetch(self, template: Template, query: Any, ctx: Any) -> Any:
+        self.fetched += 1
+        return await super().fetch(template, query, ctx)
+
+
+@pytest.mark.parametrize(("reported_for", "read_back"), [("demo_item", False), ("other", True)])
+async def test_a_create_audit_takes_after_from_the_adapters_report_else_reads_it(
+    demo_template: Template, reported_for: str, read_back: bool
+) -> None:
+    sink = Sink()
+    adapter = Reporting(reported_for)
+    factory = Factory({demo_template.name: demo_template}, {"memory": adapter})
+    target = Dispatcher(
+        factory,
+        node="n1",
+        env="t",
+        max_message_bytes=65536,
+        events=sink,
+        authenticator=IDENTITY.authenticator,
+    )
+    _, created = await target.handle(
+        body(Operation.CREATE, RECORD), "application/json", credential=ALICE
+    )
+    assert created.ok, created.error
+    (audit,) = sink.confirmed
+    assert audit.data is not None
+    assert audit.data["after"]["id"] == created.data["id"]
+    # A report for another template is not this create's: the record is read back then.
+    assert ("reported" in audit.data["after"]) is not read_back
+    assert adapter.fetched == (1 if read_back else 0)
 
 
 def test_audit_needs_a_query_on_the_key(demo_declaration: dict[str, Any]) -> None:

@@ -10,7 +10,9 @@ driver exception escapes them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
@@ -36,6 +38,8 @@ __all__ = (
     "Record",
     "SchemaFile",
     "StoreSettings",
+    "report_created",
+    "watch_created",
 )
 
 FEATURES = {
@@ -55,6 +59,42 @@ FEATURES = {
 
 Record = dict[str, Any]
 """One record as it crosses the wire: field name → JSON-safe value (see :mod:`beds.values`)."""
+
+_created: contextvars.ContextVar[dict[str, Record] | None] = contextvars.ContextVar(
+    "beds_created", default=None
+)
+
+
+@contextlib.contextmanager
+def watch_created(template: str) -> Iterator[Callable[[], Record | None]]:
+    """Collect the record a create of ``template`` run inside the block reports it stored.
+
+    Inside ``with watch_created(name) as created:``, ``created()`` is the record the adapter
+    passed to :func:`report_created` for that template (the last, if a retry reported again),
+    or ``None`` when it reported none. The audit uses it as the record "after" a create instead
+    of reading it back (:mod:`beds.dispatch.audit`).
+    """
+    reported: dict[str, Record] = {}
+    token = _created.set(reported)
+    try:
+        yield lambda: reported.get(template)
+    finally:
+        _created.reset(token)
+
+
+def report_created(template: str, record: Callable[[], Record]) -> None:
+    """An adapter's promise: ``record()`` is what a create of ``template`` stored.
+
+    An adapter calls this, from the task that runs its ``create``, once the create applied (or
+    a repeat recovered it), only when it can give the record exactly as a ``fetch`` of the
+    template's key query would read it right after the write: the key query's projection, the
+    stored values (as the store keeps them: precision, time zone) in wire form. ``record`` is
+    called only when an audited write watches (:func:`watch_created`), so the promise costs
+    nothing otherwise. An adapter that does not call it has its created records read back.
+    """
+    reported = _created.get()
+    if reported is not None:
+        reported[template] = record()
 
 
 @attrs.frozen(kw_only=True)
@@ -260,6 +300,10 @@ class NamasteCore(Protocol):
     write applied and answers from it, or runs the write once. A write that certainly changed
     nothing leaves no record, so a repeat runs it again. The node refuses a key for an adapter
     whose ``idempotent_writes`` is ``False`` (``UnsupportedOperation``) rather than ignore it.
+
+    Audited creates: an adapter may report the record a create stored
+    (:func:`report_created`), sparing the audit its read after the write; one that does not is
+    read back through the template's key query.
 
     Life cycle: the factory registered by the plugin builds the adapter from its
     :class:`StoreSettings`; ``prepare`` is called for each of the store's templates (synchronous,

@@ -18,7 +18,10 @@ delete are conditioned on the version sent (a miss is then looked up: ``StaleVer
 ``NotFound``); a journaled template's writes append their entry to ``beds_journal`` right
 after the write (:mod:`beds_rec.journal`), with the record before and after taken from the
 write itself (``find_one_and_update`` / ``find_one_and_delete`` return the document before);
-``consistency = "secondary"`` reads with ``secondaryPreferred``. Batches (feature ``batch``)
+``consistency = "secondary"`` reads with ``secondaryPreferred``. On a server with ``bulkWrite``
+(MongoDB 8.0), a create sends its document, its journal entry and its key's result in one ordered
+command (:meth:`RecAdapter._insert_at_once`), and reports the record it stored to an audit
+(:func:`beds.namaste.report_created`), which then does not read it back. Batches (feature ``batch``)
 are :mod:`beds_rec.batch`. CALGON: the ticket store and the long operations' pipelines are
 mixins (:mod:`beds_rec.tickets`, :mod:`beds_rec.long_operations`).
 
@@ -30,13 +33,24 @@ idempotency, connecting) have their own modules.
 
 from __future__ import annotations
 
+import contextvars
 import time
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import bson
 import pymongo
-from pymongo import AsyncMongoClient, ReadPreference, ReturnDocument
-from pymongo.errors import DuplicateKeyError, ServerSelectionTimeoutError
+from bson import ObjectId
+from pymongo import AsyncMongoClient, InsertOne, ReadPreference, ReturnDocument, UpdateOne
+from pymongo.errors import (
+    ClientBulkWriteException,
+    ConnectionFailure,
+    DuplicateKeyError,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+    WriteConcernError,
+    WriteError,
+)
 
 from beds.envelopes import WRITE_OPERATIONS, Consistency, Operation
 from beds.errors import (
@@ -50,12 +64,13 @@ from beds.errors import (
     TemplateError,
     UnsupportedOperation,
 )
+from beds.namaste import report_created
 from beds_rec import batch as batches
 from beds_rec import journal as journals
 from beds_rec.bindings import CREATED_AT, TemplatePlan, plan_template
 from beds_rec.connect import client_options, unreachable
 from beds_rec.embedded import open_embedded
-from beds_rec.errors import database_call, map_exceptions
+from beds_rec.errors import database_call, map_exceptions, translate
 from beds_rec.events import COLLECTION as EVENTS_COLLECTION
 from beds_rec.events import EventLog
 from beds_rec.events import schema_file as events_schema_file
@@ -67,6 +82,7 @@ from beds_rec.idempotency import (
     UPDATES_FIELD,
     UPDATES_KEPT,
     AlreadyApplied,
+    Claim,
     KeyStore,
     Pin,
     Recover,
@@ -142,6 +158,9 @@ class RecAdapter(RecTickets, LongOperations, MigrationsMixin):
         self.transactions = False
         """Whether the server has multi-document transactions (a replica set or a sharded
         cluster; learnt at start): all-or-nothing batches need them (:mod:`beds_rec.batch`)."""
+        self.bulk_writes = False
+        """Whether the server has the client-level ``bulkWrite`` command (MongoDB 8.0, wire
+        version 25; learnt at start): a create then writes in one command."""
 
     @classmethod
     def from_settings(cls, settings: StoreSettings) -> RecAdapter:
@@ -187,6 +206,7 @@ class RecAdapter(RecTickets, LongOperations, MigrationsMixin):
                     raise unreachable(self._client, self.settings) from exc
             # A replica set member names its set; mongos says isdbgrid: both have transactions.
             self.transactions = bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
+            self.bulk_writes = int(hello.get("maxWireVersion") or 0) >= _BULK_WRITE_WIRE_VERSION
             self._db = self._client.get_database(
                 self.settings.database, codec_options=CODEC_OPTIONS
             )
@@ -316,11 +336,23 @@ class RecAdapter(RecTickets, LongOperations, MigrationsMixin):
         """Insert the record (stamping ``created_at`` and the version); return ``returns``."""
         return await self._write(
             ctx,
-            lambda pin: self._create(template, record, ctx),
+            lambda claim: self._create_claimed(template, record, ctx, claim),
             lambda pinned: self._created(template, ctx),
         )
 
+    async def _create_claimed(
+        self, template: Template, record: Record, ctx: CallContext, claim: Claim | None
+    ) -> Record:
+        """:meth:`_create` with the key's claim, which it may complete in its own command."""
+        token = _CLAIM.set(claim)
+        try:
+            return await self._create(template, record, ctx)
+        finally:
+            _CLAIM.reset(token)
+
     async def _create(self, template: Template, record: Record, ctx: CallContext) -> Record:
+        """Insert the record (with its entry, and its key's result when it holds the claim)."""
+        claim = _CLAIM.get()
         plan = self._plan(template)
         spec = self._operation(template, Operation.CREATE)
         document = plan.document(spec.params, record, "$.payload")
@@ -332,17 +364,98 @@ class RecAdapter(RecTickets, LongOperations, MigrationsMixin):
         if keyed:
             # In the same insert: a later attempt can see whether this one applied.
             document[KEY_FIELD] = key_value(ctx)
+        document[DOC_ID] = ObjectId()  # made here, as the driver would: the result is known now
+        result = to_record(document, spec.returns, id_mapped=plan.id_mapped)
         try:
-            with database_call(collection=plan.collection, deadline=ctx.deadline):
-                result = await self._collection(plan).insert_one(document)
+            if self.bulk_writes and (claim is not None or ctx.journal):
+                await self._insert_at_once(plan, document, result, ctx, claim)
+            else:
+                with database_call(collection=plan.collection, deadline=ctx.deadline):
+                    await self._collection(plan).insert_one(document)
+                if ctx.journal:
+                    await self._journal_entry(plan, Operation.CREATE, None, document, ctx)
         except Conflict as exc:
             if keyed and _on_key_index(exc.__cause__):
                 raise AlreadyApplied from exc
             raise
-        document[DOC_ID] = result.inserted_id
+        self._report_created(plan, document)
+        return result
+
+    async def _insert_at_once(
+        self,
+        plan: TemplatePlan,
+        document: Document,
+        result: Record,
+        ctx: CallContext,
+        claim: Claim | None,
+    ) -> None:
+        """Insert ``document``, then its journal entry, then its key's result: one command.
+
+        An ordered ``bulkWrite`` runs each write only if the ones before it applied, so the key
+        never records a result, nor the journal an entry, for a document that is not there. What
+        failed after the insert is handled as a separate call's failure would be: the entry of
+        the same event already there is no failure (the key's result is then recorded by the
+        key store); any other failure leaves the claim without a result, in doubt, for the
+        repeat to recover (:mod:`beds_rec.idempotency`).
+
+        Raises:
+            Conflict: the insert met a unique index (``_beds_key``: an earlier attempt's).
+            StoreUnavailable: the insert applied, but not its entry or its key's result.
+        """
+        models: list[InsertOne[Document] | UpdateOne] = [
+            InsertOne(document, namespace=self._collection(plan).full_name)
+        ]
+        journal = self._journal_store
+        entry_at = completion_at = None
         if ctx.journal:
-            await self._journal_entry(plan, Operation.CREATE, None, document, ctx)
-        return to_record(document, spec.returns, id_mapped=plan.id_mapped)
+            after = to_record(document, plan.fields, id_mapped=plan.id_mapped)
+            key = journals.wire_key(plan.template, after)
+            entry = journal.entry(plan.template, Operation.CREATE.value, key, None, after, ctx)
+            entry_at = len(models)
+            models.append(InsertOne(entry, namespace=journal.namespace))
+        if claim is not None:
+            completion_at = len(models)
+            models.append(UpdateOne(*claim.completion(result), namespace=claim.namespace))
+        with database_call(collection=plan.collection, deadline=ctx.deadline):
+            try:
+                await self._mongo_client.bulk_write(models, ordered=True)
+            except ClientBulkWriteException as exc:
+                at, error = _bulk_error(exc)
+                if at == 0 or (at is None and _unanswered(error)):
+                    raise error from exc  # the insert's own failure; a timeout, a lost server
+                if at is None:  # refused whole, or failed part way: which writes applied?
+                    raise StoreUnavailable(
+                        "the MongoDB server did not tell whether the write applied",
+                        details=translate(error, collection=plan.collection).details,
+                    ) from error
+                if at == entry_at and isinstance(error, DuplicateKeyError):
+                    return  # this event's entry is there already; the key store records it
+                where = "its journal entry" if at == entry_at else "its idempotency key's result"
+                raise StoreUnavailable(
+                    f"the write applied, but {where} could not be written",
+                    details=translate(error, collection=plan.collection).details,
+                ) from error
+        if claim is not None and completion_at is not None:
+            claim.completed = True
+
+    def _report_created(self, plan: TemplatePlan, document: Mapping[str, Any]) -> None:
+        """Tell an audit the record just stored, as the key query reads it back.
+
+        The document goes through BSON and back first (what the server keeps: dates to the
+        millisecond, in UTC), so the record is the one a read would give.
+        """
+        spec = plan.template.key_query()
+        shape = None if spec is None else plan.queries.get(spec.name)
+        if shape is None:
+            return
+        report_created(
+            plan.template.name,
+            lambda: to_record(
+                bson.decode(bson.encode(document), codec_options=_DECODE),
+                shape.projection,
+                id_mapped=plan.id_mapped,
+            ),
+        )
 
     async def _created(self, template: Template, ctx: CallContext) -> Record | None:
         """The result of a lost keyed create if it applied (its document holds the key)."""
@@ -354,6 +467,7 @@ class RecAdapter(RecTickets, LongOperations, MigrationsMixin):
             return None
         if ctx.journal:  # the lost attempt may have stopped before its entry (a repeat adds none)
             await self._journal_entry(plan, Operation.CREATE, None, document, ctx)
+        self._report_created(plan, document)
         return to_record(document, spec.returns, id_mapped=plan.id_mapped)
 
     async def fetch(self, template: Template, query: Query, ctx: CallContext) -> list[Record]:
@@ -776,6 +890,47 @@ class RecAdapter(RecTickets, LongOperations, MigrationsMixin):
             f"template {template.name!r}: no record has this key",
             details=[f"$.payload.{name}" for name in template.key],
         )
+
+
+_CLAIM: contextvars.ContextVar[Claim | None] = contextvars.ContextVar(
+    "beds_rec_claim", default=None
+)
+"""The claim of the keyed create running in this task (:meth:`RecAdapter._create_claimed`)."""
+_DECODE: Any = CODEC_OPTIONS
+"""How a stored document reads back (typed loosely: ``bson.decode`` wants a Mapping class)."""
+_BULK_WRITE_WIRE_VERSION = 25
+"""The wire version of MongoDB 8.0, whose servers have the client-level ``bulkWrite``."""
+
+
+def _bulk_error(exc: ClientBulkWriteException) -> tuple[int | None, PyMongoError]:
+    """Which write of an ordered ``bulkWrite`` failed (``None``: unknown) and its error.
+
+    A write error names its write (an ordered bulk has at most one). A top-level error (the
+    connection, a timeout, a refused command) or a write concern error leaves the outcome
+    unknown: the error is returned as it is, so that the key store keeps its claim.
+    """
+    errors: list[Any] = list(exc.write_errors or [])  # documents, whatever the stubs say
+    if errors:
+        error = dict(errors[0])
+        code = int(error.get("code") or 0)
+        kind = DuplicateKeyError if code == _DUPLICATE_KEY else WriteError
+        return int(error.get("idx") or 0), kind(str(error.get("errmsg", "")), code, error)
+    top = exc.error
+    if isinstance(top, PyMongoError):
+        return None, top
+    concern: list[Any] = list(exc.write_concern_errors or [])
+    if concern:
+        first = dict(concern[0])
+        return None, WriteConcernError(str(first.get("errmsg", "")), first.get("code"), first)
+    return None, exc
+
+
+_DUPLICATE_KEY = 11000
+
+
+def _unanswered(error: PyMongoError) -> bool:
+    """Whether an error is a timeout or a lost server (the errors module's unknown outcomes)."""
+    return bool(error.timeout) or isinstance(error, ConnectionFailure)
 
 
 def _only(field: str | None) -> dict[str, int]:

@@ -35,6 +35,14 @@ A batch (:meth:`KeyStore.once_batch`, :mod:`beds_rec.batch`) is one keyed write:
 the encoded list of its items' outcomes, and each item marks or pins as its single write does,
 its ``key_value`` followed by ``/<index>``.
 
+A keyed create records its result in the same command as its document (and its journal
+entry): an ordered ``bulkWrite`` (MongoDB 8.0) inserts the document, then the entry, then sets the
+result on the claim (:meth:`Claim.completion`), each only if the one before it applied. Its result
+is known before it is sent (the client makes the ``_id``; ``created_at`` is the node's clock), and
+an ordered bulk stops at the first failure, so the result is never recorded for a document that
+is not there; a failure after the insert leaves the claim without a result, as a separate
+completion would. Servers without ``bulkWrite`` get the separate ``update_one``.
+
 A write that never reached the server, that the server refused, or that matched nothing releases
 its claim, so a repeat runs it. One whose outcome is unknown (connection lost or timed out
 mid-call, write concern failed, task cancelled), or that failed while recovering a lost attempt's
@@ -83,6 +91,7 @@ __all__ = (
     "UPDATES_KEPT",
     "AlreadyApplied",
     "BatchWrite",
+    "Claim",
     "KeyStore",
     "Pin",
     "Recover",
@@ -114,8 +123,8 @@ Pin = Callable[[Any], "Awaitable[None]"]
 """Records on the claim, before the write, what the write is about to change (a delete's
 ``_id``), so that recovery changes that and nothing else. Raises ``WriteInDoubt`` when another
 attempt took the key over meanwhile: the write must not run."""
-Write = Callable[[Pin | None], "Awaitable[Record]"]
-"""Runs the write and returns its result; given the claim's :data:`Pin` when keyed."""
+Write = Callable[["Claim | None"], "Awaitable[Record]"]
+"""Runs the write and returns its result; given the :class:`Claim` (a :data:`Pin`) when keyed."""
 BatchWrite = Callable[[Pin | None], "Awaitable[list[Record | RequestError]]"]
 """Runs a batch of writes and returns its per-item outcomes (``beds_rec.batch``)."""
 Recover = Callable[[Any], "Awaitable[Record | None]"]
@@ -140,6 +149,37 @@ class _Claimed:
     """This attempt holds a claim a lost attempt left: its write may have applied."""
     pinned: Any = None
     """What the lost attempt pinned, if it did."""
+
+
+class Claim:
+    """This attempt's claim, as a keyed write sees it: call it to pin (a :data:`Pin`).
+
+    A write that can set the result in the command that writes (a create's ``bulkWrite``) takes
+    :meth:`completion` into that command and, once the command succeeded whole, sets
+    :attr:`completed`: the key store then sends no completion of its own.
+    """
+
+    __slots__ = ("completed", "ctx", "encode", "store")
+
+    def __init__(self, store: KeyStore, ctx: CallContext, encode: Callable[[Any], bytes]) -> None:
+        self.store = store
+        self.ctx = ctx
+        self.encode = encode
+        self.completed = False
+        """Whether the write recorded its result on the claim (in its own command)."""
+
+    async def __call__(self, target: Any) -> None:
+        """Pin ``target`` on the claim (:data:`Pin`)."""
+        await self.store._pin(self.ctx, target)
+
+    def completion(self, result: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The filter and update that record ``result`` on this attempt's claim."""
+        return self.store._completion(self.ctx, self.encode(result))
+
+    @property
+    def namespace(self) -> str:
+        """The claims' collection as ``database.collection`` (for a client-level bulk)."""
+        return self.store.collection.full_name
 
 
 def key_value(ctx: CallContext) -> str:
@@ -237,7 +277,7 @@ class KeyStore:
     async def _once(
         self,
         ctx: CallContext,
-        write: Callable[[Pin | None], Awaitable[_T]],
+        write: Callable[[Claim | None], Awaitable[_T]],
         recover: Callable[[Any], Awaitable[_T | None]],
         encode: Callable[[_T], bytes],
         repeat: Callable[[CallContext, str, Any], _T],
@@ -251,21 +291,20 @@ class KeyStore:
         # After a takeover, until recovery tells, the lost attempt's write may have applied:
         # a failure then keeps the claim (and what the lost attempt pinned on it).
         recovering = claimed.taken_over
+        claim = Claim(self, ctx, encode)
         try:
             result = await recover(claimed.pinned) if claimed.taken_over else None
             recovering = False
             if result is None:
-                result = await self._write(ctx, write, recover)
+                result = await self._write(claim, write, recover)
         except BaseException as exc:
             await self._after_failure(ctx, release=not recovering and _not_applied(exc))
             raise
-        expires = utc_now() + dt.timedelta(seconds=ctx.idempotency_ttl)
+        if claim.completed:  # recorded in the write's own command
+            return result
         try:
             with database_call(collection=COLLECTION, deadline=None):
-                await self.collection.update_one(
-                    {"_id": ctx.idempotency_key, "attempt": ctx.attempt},
-                    {"$set": {"result": encode(result).decode(), "expires_at": expires}},
-                )
+                await self.collection.update_one(*self._completion(ctx, encode(result)))
         except BaseException:
             # Applied but not recorded: the next attempt may recover it at once.
             await self._after_failure(ctx, release=False)
@@ -274,20 +313,26 @@ class KeyStore:
 
     async def _write(
         self,
-        ctx: CallContext,
-        write: Callable[[Pin | None], Awaitable[_T]],
+        claim: Claim,
+        write: Callable[[Claim | None], Awaitable[_T]],
         recover: Callable[[Any], Awaitable[_T | None]],
     ) -> _T:
-        async def pin(target: Any) -> None:
-            await self._pin(ctx, target)
-
         try:
-            return await write(pin)
+            return await write(claim)
         except AlreadyApplied:
             recovered = await recover(None)  # another attempt inserted it just now
             if recovered is None:  # pragma: no cover - the unique index says it exists
                 raise
             return recovered
+
+    @staticmethod
+    def _completion(ctx: CallContext, result: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The filter and update that record ``result`` on this attempt's claim."""
+        expires = utc_now() + dt.timedelta(seconds=ctx.idempotency_ttl)
+        return (
+            {"_id": ctx.idempotency_key, "attempt": ctx.attempt},
+            {"$set": {"result": result.decode(), "expires_at": expires}},
+        )
 
     async def _pin(self, ctx: CallContext, target: Any) -> None:
         with database_call(collection=COLLECTION, deadline=ctx.deadline):

@@ -88,7 +88,28 @@ class Journal:
         ctx: CallContext,
     ) -> None:
         """Append the entry of a write that applied; a repeat of its event adds nothing."""
-        entry = {
+        entry = self.entry(template, operation, key, before, after, ctx)
+        try:
+            # Without the request's deadline: the write it describes applied already, and its
+            # entry matters more than a reply that may come late (as the key's result record).
+            with database_call(collection=COLLECTION, deadline=None):
+                await self.collection.insert_one(entry)
+        except Conflict as exc:
+            if isinstance(exc.__cause__, DuplicateKeyError):
+                return  # the same event's write ran again (a redelivery): its entry exists
+            raise
+
+    @staticmethod
+    def entry(
+        template: Template,
+        operation: str,
+        key: Record,
+        before: Record | None,
+        after: Record | None,
+        ctx: CallContext,
+    ) -> dict[str, Any]:
+        """The entry document of one write (a keyed create sends it in its own ``bulkWrite``)."""
+        return {
             "template": template.name,
             "event_id": ctx.event_id,
             "operation": operation,
@@ -99,15 +120,11 @@ class Journal:
             "origin": ctx.origin,
             "at": utc_now(),
         }
-        try:
-            # Without the request's deadline: the write it describes applied already, and its
-            # entry matters more than a reply that may come late (as the key's result record).
-            with database_call(collection=COLLECTION, deadline=None):
-                await self.collection.insert_one(entry)
-        except Conflict as exc:
-            if isinstance(exc.__cause__, DuplicateKeyError):
-                return  # the same event's write ran again (a redelivery): its entry exists
-            raise
+
+    @property
+    def namespace(self) -> str:
+        """``database.beds_journal`` (for a client-level bulk)."""
+        return self.collection.full_name
 
     async def append_many(
         self,
