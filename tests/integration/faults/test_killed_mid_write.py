@@ -14,7 +14,11 @@ same record, and the store must hold that record exactly once:
   and the claim has no result; the redelivery finds the dead attempt's lease live and answers
   ``BEDS-409W`` saying when to ask again (never later than the lease), and asking again then is
   answered ``201`` from the document (``mid-late``: the survivor starts after the lease lapsed
-  and answers the redelivery itself, from the document);
+  and answers the redelivery itself, from the document). Both on the path of servers without
+  ``bulkWrite``, where the result is recorded by a command of its own. With ``bulkWrite`` the
+  record, its journal entry and the key's result are one command, so the window left is
+  ``claimed``: killed after the claim, before that command; the redelivery is in doubt until
+  the lease lapses (``BEDS-409W``), then finds no document and writes it once;
 - ``after``: killed after the store committed and before the reply (``beds_after_dispatch``):
   the redelivery is answered from the idempotency key, never run again.
 
@@ -91,8 +95,11 @@ if WHERE == "mid":
     _create = beds_rec.adapter.RecAdapter._create
 
     async def _create_then_hold(self, template, record, ctx):
+        marked = MARKER in str(record)
+        if marked:
+            self.bulk_writes = False  # the path that inserts first and records the result after
         created = await _create(self, template, record, ctx)  # inserted, claim not completed
-        if MARKER in str(record):
+        if marked:
             await _hold(ctx.event_id)
         return created
 
@@ -111,6 +118,16 @@ if WHERE == "mid":
         return await _write_once(conn, run_then_hold, ctx, body)
 
     beds_rel.adapter.write_once = _write_once_holding
+
+if WHERE == "claimed":
+    _create_claimed = beds_rec.adapter.RecAdapter._create
+
+    async def _hold_then_create(self, template, record, ctx):
+        if MARKER in str(record):  # the key is claimed; its one bulkWrite is not sent
+            await _hold(ctx.event_id)
+        return await _create_claimed(self, template, record, ctx)
+
+    beds_rec.adapter.RecAdapter._create = _hold_then_create
 '''
 
 
@@ -143,6 +160,7 @@ async def profiles_with(stores: Stores, handle: str) -> list[dict[str, Any]]:
         ("rel", "mid"),
         ("rel", "after"),
         ("rec", "before"),
+        ("rec", "claimed"),
         ("rec", "mid"),
         ("rec", "mid-late"),
         ("rec", "after"),
@@ -215,7 +233,7 @@ async def test_a_keyed_write_runs_once_across_a_sigkill(
         documents = await profiles_with(stores, marker)
         assert len(documents) == 1
         assert str(documents[0]["_id"]) == response.data["id"]
-    if where == "mid" and store == "rec":
+    if where in ("mid", "claimed") and store == "rec":
         assert in_doubt, "the redelivery found no live lease: the survivor started too late?"
         # In doubt no longer than the dead attempt's lease (plus a resend's round trip).
         assert resolved_after_claim <= LEASE + 2, resolved_after_claim

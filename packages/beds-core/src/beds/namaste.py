@@ -6,6 +6,10 @@ costs one dictionary look-up and no plugin-manager call. Adapters translate ever
 exception into a :class:`~beds.errors.RequestError` subclass at this boundary
 (``StoreUnavailable``, ``Conflict``, ``NotFound``, ``DatabaseObjectMissing``, ``StoreError``); no
 driver exception escapes them.
+
+Why this module is long: it is the whole contract an adapter author reads (the protocol, the
+call context, the optional features and the promises an adapter may make, such as
+:func:`report_created`); split, the promises would be read apart from what they promise.
 """
 
 from __future__ import annotations
