@@ -90,6 +90,7 @@ def test_a_writer_may_run_its_procedures_and_the_idempotency_ones(template: Temp
         ("EXECUTE", "procedure", "beds_idempotency_claim"),
         ("EXECUTE", "procedure", "beds_idempotency_complete"),
         ("EXECUTE", "procedure", "beds_idempotency_purge"),
+        ("EXECUTE", "procedure", "beds_idempotency_start"),
         ("EXECUTE", "procedure", "spx_create"),
         ("SELECT", "view", "beds_schema_migrations_v"),
     ]

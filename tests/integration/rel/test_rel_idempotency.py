@@ -235,6 +235,7 @@ async def test_verify_names_the_missing_idempotency_objects(mariadb_url: str) ->
                 await with_keys.verify(SPEW_POST)
             assert set(caught.value.objects) == {
                 "beds_idempotency_claim",
+                "beds_idempotency_start",
                 "beds_idempotency_complete",
                 "beds_idempotency_purge",
             }

@@ -60,7 +60,7 @@ from beds_rel.batch import BatchMixin
 from beds_rel.bindings import Call, TemplatePlan, plan_template
 from beds_rel.errors import connecting, is_clean, map_exceptions
 from beds_rel.idempotency import CALLS as IDEMPOTENCY_CALLS
-from beds_rel.idempotency import PURGE, write_once
+from beds_rel.idempotency import PURGE, CallWrite, write_once
 from beds_rel.idempotency import schema_file as idempotency_schema
 from beds_rel.long_operations import LongOperationsMixin
 from beds_rel.migrations import MigrationsMixin
@@ -88,7 +88,6 @@ if TYPE_CHECKING:
 
     from beds.namaste import CallContext, Query, Record, SchemaFile, StoreSettings
     from beds.templates.model import Template
-    from beds_rel.idempotency import RunCall
     from beds_rel.replicas import Replica
 
 __all__ = ("RelAdapter",)
@@ -328,7 +327,7 @@ class RelAdapter(BatchMixin, TicketsMixin, LongOperationsMixin, MigrationsMixin)
                             result_of,
                         )
                         if journaled
-                        else partial(_call_write, conn, call, args, result_of)
+                        else CallWrite(conn, call, args, result_of)
                     )
                     if keyed:
                         return await write_once(conn, run_call, ctx, body)
@@ -502,13 +501,3 @@ class RelAdapter(BatchMixin, TicketsMixin, LongOperationsMixin, MigrationsMixin)
     def __repr__(self) -> str:
         settings = self.settings
         return f"RelAdapter({settings.user}@{settings.host}:{settings.port}/{settings.database})"
-
-
-async def _call_write(
-    conn: Connection,
-    call: Call,
-    args: Sequence[Any],
-    result_of: Callable[[list[Row]], Record],
-    run: RunCall,
-) -> Record:
-    return result_of(await run(conn, call, args))

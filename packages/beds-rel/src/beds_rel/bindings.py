@@ -100,6 +100,11 @@ class Call:
     modes: tuple[str, ...] = ()
     """A procedure's parameter modes (``IN``, ``INOUT``, ``OUT``) for ``verify``; empty: not
     checked."""
+    lead: str | None = None
+    """A beds-owned call sent in the same packet before the call's first statement (its
+    ``lead_arity`` arguments come first); it returns no result set. Set by
+    :func:`beds_rel.idempotency.write_once` only, never by a template's binding."""
+    lead_arity: int = 0
 
     @property
     def variables(self) -> tuple[str, ...]:

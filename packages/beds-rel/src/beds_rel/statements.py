@@ -13,6 +13,7 @@ import json
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
+from asyncmy import errors as my_errors
 from asyncmy.cursors import DictCursor
 
 from beds.errors import StoreError
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from beds_rel.idempotency import RunCall
 
 __all__ = (
+    "LeadSignalled",
     "Row",
     "db_value",
     "execute",
@@ -51,13 +53,49 @@ def db_value(value: Any) -> Any:
     return value
 
 
+class LeadSignalled(Exception):
+    """The lead of a packet (:attr:`Call.lead <beds_rel.bindings.Call.lead>`) SIGNALled.
+
+    Nothing after it in the packet ran. ``sqlstate`` is the signal's; the driver's error is the
+    ``__cause__``.
+    """
+
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(sqlstate)
+        self.sqlstate = sqlstate
+
+
+_SIGNAL = 1644
+
+
 async def _execute(
-    conn: Connection, sql: str, args: Sequence[Any], *, every: bool
+    conn: Connection,
+    sql: str,
+    args: Sequence[Any],
+    *,
+    every: bool,
+    lead: tuple[str, Sequence[Any]] | None = None,
 ) -> list[list[Row]]:
     # No ``async with`` on the cursor: its exit drains pending results, which would hold a
     # cancelled call until the server finishes; the adapter drops the connection instead.
     cursor = conn.cursor(DictCursor)
-    await cursor.execute(sql, tuple(db_value(arg) for arg in args))
+    bound = tuple(db_value(arg) for arg in args)
+    if lead is None:
+        await cursor.execute(sql, bound)
+    else:
+        # One packet, two statements (asyncmy always connects with CLIENT_MULTI_STATEMENTS).
+        # Both texts are fixed: the lead is beds' own call, ``sql`` a named object's statement
+        # built at prepare time; every value is a %s that asyncmy escapes (``escape_args``) as
+        # for one statement, so no request text becomes SQL.
+        lead_sql, lead_args = lead
+        try:
+            await cursor.execute(f"{lead_sql}; {sql}", (*lead_args, *bound))
+        except my_errors.MySQLError as exc:
+            # The packet's first result is the lead's: MariaDB stopped there, ``sql`` never ran.
+            if exc.args and exc.args[0] == _SIGNAL:
+                raise LeadSignalled(str(getattr(exc, "sqlstate", "") or "")) from exc
+            raise
+        await cursor.nextset()  # past the lead's status: ``sql``'s first result
     # A result without columns is a statement's status (a CALL ends with one), not a set.
     sets: list[list[Row]] = [list(await cursor.fetchall())] if cursor.description else []
     while await cursor.nextset():
@@ -67,9 +105,21 @@ async def _execute(
     return sets
 
 
-async def execute(conn: Connection, sql: str, args: Sequence[Any]) -> list[Row]:
-    """Run one statement on ``conn`` and return its first result set, draining any others."""
-    sets = await _execute(conn, sql, args, every=False)
+async def execute(
+    conn: Connection,
+    sql: str,
+    args: Sequence[Any],
+    lead: tuple[str, Sequence[Any]] | None = None,
+) -> list[Row]:
+    """Run one statement on ``conn`` and return its first result set, draining any others.
+
+    With ``lead`` (a statement that returns no result set, and its arguments), that statement
+    goes first in the same packet.
+
+    Raises:
+        LeadSignalled: the lead SIGNALled; ``sql`` did not run.
+    """
+    sets = await _execute(conn, sql, args, every=False, lead=lead)
     return sets[0] if sets else []
 
 
@@ -91,16 +141,24 @@ async def run_call(conn: Connection, call: Call, args: Sequence[Any]) -> list[Ro
       over a column of the same name), or one row of just them when the procedure returned no
       result set; an empty result set stays empty (an update's ``NotFound``).
 
+    A call with a :attr:`~beds_rel.bindings.Call.lead` sends it in the packet of its first
+    statement; ``args`` start with the lead's.
+
     Raises:
         StoreError: a query procedure returned another number of result sets than declared.
+        LeadSignalled: the lead SIGNALled; the call did not run.
     """
+    lead: tuple[str, Sequence[Any]] | None = None
+    if call.lead is not None:  # the lead's arguments come first; it rides with the first send
+        lead, args = (call.lead, args[: call.lead_arity]), args[call.lead_arity :]
     values = [_json_text(v) if at in call.json_at else v for at, v in enumerate(args)]
     if call.read is None and not call.result_sets:
-        return await execute(conn, call.sql, values)
+        return await execute(conn, call.sql, values, lead)
     if call.assign is not None:
-        await execute(conn, call.assign, [values[at] for at in call.inout_at])
+        await execute(conn, call.assign, [values[at] for at in call.inout_at], lead)
         values = [v for at, v in enumerate(values) if at not in call.inout_at]
-    sets = await _execute(conn, call.sql, values, every=call.one_record)
+        lead = None
+    sets = await _execute(conn, call.sql, values, every=call.one_record, lead=lead)
     variables = (await execute(conn, call.read, ()))[0] if call.read is not None else {}
     if call.one_record:
         if len(sets) != len(call.result_sets):
