@@ -12,11 +12,15 @@ import uuid
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import pytest
 from pymongo import AsyncMongoClient, monitoring
 
+from beds.codec import encode_request
 from beds.dispatch.audit import audited_write
-from beds.envelopes import Operation, Request
+from beds.dispatch.dispatcher import Dispatcher
+from beds.envelopes import Operation, Request, RequestMeta
+from beds.factory import Factory
 from beds.idempotency import fingerprint
 from beds.namaste import CallContext, Query, StoreSettings
 from beds.registry import TemplateRegistry
@@ -171,3 +175,64 @@ async def test_an_audited_create_takes_after_from_the_adapter_as_a_read_gives_it
     assert audit["after"] == read[0]  # what a read after the write gives, to the millisecond
     assert audit["after"]["id"] == result["id"]
     assert audit["after"]["bio"] == bio
+
+
+class Audits:
+    """The lineage sink of a dispatcher: keeps the audit events it must publish."""
+
+    token = 0
+
+    def __init__(self) -> None:
+        self.published: list[Any] = []
+
+    def emit(self, event: Any) -> None:
+        return None
+
+    async def publish_now(self, event: Any) -> None:
+        self.published.append(event)
+
+
+async def test_an_audited_create_many_reads_nothing_back_and_audits_what_a_read_gives(
+    node: tuple[LocalNode, Listened],
+) -> None:
+    n, adapter = node
+    audits = Audits()
+    # One member creating several profiles: the handle is not bound to the caller here.
+    profiles = attrs.evolve(PROFILE, access=attrs.evolve(PROFILE.access, owner=None))
+    dispatcher = Dispatcher(
+        Factory({PROFILE.name: profiles}, {"rec": adapter}),
+        node="n1",
+        env="test",
+        max_message_bytes=1 << 22,
+        authenticator=n.identity.authenticator,
+        events=audits,
+    )
+    handles = [f"m_{uuid.uuid4().hex[:12]}" for _ in range(3)]
+    records = [{"handle": h, "display_name": "Many"} for h in handles]
+    records.append({"handle": handles[0], "display_name": "Taken"})  # its handle is taken
+    request = Request(
+        operation=Operation.CREATE_MANY,
+        template=PROFILE.name,
+        payload={"records": records},
+        meta=RequestMeta(idempotency_key=f"k-{uuid.uuid4().hex}"),
+    )
+    adapter.commands.sent.clear()
+    _, response = await dispatcher.handle(
+        encode_request(request),
+        "application/json",
+        None,
+        n.identity.credential("ann", ("member",)),
+        None,
+    )
+    assert response.ok, response.error
+    assert [result["ok"] for result in response.data["results"]] == [True, True, True, False]
+    # The claim, the insert, the journal entries, the result: no find for the audit's "after".
+    assert not [sent for sent in adapter.commands.sent if sent[0] == "find"]
+    key_query = PROFILE.key_query()
+    assert key_query is not None
+    afters = [event.data["after"] for event in audits.published]
+    assert [after["handle"] for after in afters] == handles  # the failed item is not audited
+    ctx = CallContext(event_id="test.rec.trips.read")
+    for after in afters:
+        query = Query(spec=key_query, params={"handle": after["handle"]}, limit=1)
+        assert [after] == await adapter.fetch(PROFILE, query, ctx)  # as a read gives it

@@ -43,7 +43,9 @@ __all__ = (
     "SchemaFile",
     "StoreSettings",
     "report_created",
+    "report_created_items",
     "watch_created",
+    "watch_created_items",
 )
 
 FEATURES = {
@@ -64,7 +66,7 @@ FEATURES = {
 Record = dict[str, Any]
 """One record as it crosses the wire: field name → JSON-safe value (see :mod:`beds.values`)."""
 
-_created: contextvars.ContextVar[dict[str, Record] | None] = contextvars.ContextVar(
+_created: contextvars.ContextVar[dict[str, dict[int, Record]] | None] = contextvars.ContextVar(
     "beds_created", default=None
 )
 
@@ -78,10 +80,17 @@ def watch_created(template: str) -> Iterator[Callable[[], Record | None]]:
     or ``None`` when it reported none. The audit uses it as the record "after" a create instead
     of reading it back (:mod:`beds.dispatch.audit`).
     """
-    reported: dict[str, Record] = {}
+    with watch_created_items(template) as items:
+        yield lambda: items().get(0)
+
+
+@contextlib.contextmanager
+def watch_created_items(template: str) -> Iterator[Callable[[], dict[int, Record]]]:
+    """:func:`watch_created` for a ``create_many``: the reported records by item index."""
+    reported: dict[str, dict[int, Record]] = {}
     token = _created.set(reported)
     try:
-        yield lambda: reported.get(template)
+        yield lambda: reported.get(template, {})
     finally:
         _created.reset(token)
 
@@ -96,9 +105,17 @@ def report_created(template: str, record: Callable[[], Record]) -> None:
     called only when an audited write watches (:func:`watch_created`), so the promise costs
     nothing otherwise. An adapter that does not call it has its created records read back.
     """
+    report_created_items(template, lambda: {0: record()})
+
+
+def report_created_items(template: str, records: Callable[[], Mapping[int, Record]]) -> None:
+    """:func:`report_created` for a ``create_many``: what each created item stored, by index.
+
+    Items it leaves out (failed, or not known) are read back.
+    """
     reported = _created.get()
     if reported is not None:
-        reported[template] = record()
+        reported.setdefault(template, {}).update(records())
 
 
 @attrs.frozen(kw_only=True)

@@ -103,7 +103,7 @@ from beds_rec.tickets import schema_files as tickets_schema_files
 from beds_rec.values import CODEC_OPTIONS, DOC_ID, to_record, utc_now
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from pymongo.asynchronous.collection import AsyncCollection
     from pymongo.asynchronous.database import AsyncDatabase
@@ -439,7 +439,13 @@ class RecAdapter(RecTickets, LongOperations, MigrationsMixin):
             claim.completed = True
 
     def _report_created(self, plan: TemplatePlan, document: Mapping[str, Any]) -> None:
-        """Tell an audit the record just stored, as the key query reads it back.
+        """Tell an audit the record just stored, as the key query reads it back."""
+        read = self.as_read(plan)
+        if read is not None:
+            report_created(plan.template.name, lambda: read(document))
+
+    def as_read(self, plan: TemplatePlan) -> Callable[[Mapping[str, Any]], Record] | None:
+        """What the template's key query would read of a stored document (``None``: no such query).
 
         The document goes through BSON and back first (what the server keeps: dates to the
         millisecond, in UTC), so the record is the one a read would give.
@@ -447,14 +453,12 @@ class RecAdapter(RecTickets, LongOperations, MigrationsMixin):
         spec = plan.template.key_query()
         shape = None if spec is None else plan.queries.get(spec.name)
         if shape is None:
-            return
-        report_created(
-            plan.template.name,
-            lambda: to_record(
-                bson.decode(bson.encode(document), codec_options=_DECODE),
-                shape.projection,
-                id_mapped=plan.id_mapped,
-            ),
+            return None
+        projection, id_mapped = shape.projection, plan.id_mapped
+        return lambda document: to_record(
+            bson.decode(bson.encode(document), codec_options=_DECODE),
+            projection,
+            id_mapped=id_mapped,
         )
 
     async def _created(self, template: Template, ctx: CallContext) -> Record | None:

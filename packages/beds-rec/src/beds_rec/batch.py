@@ -53,6 +53,7 @@ from beds.errors import (
     UnsupportedOperation,
     WriteInDoubt,
 )
+from beds.namaste import report_created_items
 from beds_rec.bindings import CREATED_AT
 from beds_rec.errors import database_call, translate
 from beds_rec.idempotency import KEY_FIELD, KEY_INDEX, UPDATES_FIELD, UPDATES_KEPT, key_value
@@ -151,17 +152,24 @@ async def _create(
     else:
         failed, known = await _insert(adapter, plan, documents, ctx)
     entries: list[_Entry] = []
+    created: dict[int, Document] = {}
     for index, document in documents.items():
         if index in failed:
             outcomes[index] = failed[index]
             continue
-        stored = known.get(index, document)
+        created[index] = stored = known.get(index, document)
         if ctx.journal:
             whole = to_record(stored, plan.fields, id_mapped=plan.id_mapped)
             entries.append((index, Operation.CREATE.value, _key(plan, whole), None, whole))
         outcomes[index] = to_record(stored, spec.returns, id_mapped=plan.id_mapped)
     if not plan.template.batch.atomic or not any(isinstance(o, RequestError) for o in outcomes):
         await _journal(adapter, plan, entries, ctx)
+    read = adapter.as_read(plan)
+    if read is not None and not (plan.template.batch.atomic and failed):
+        # The audit's "after" of each created item, without reading them back.
+        report_created_items(
+            plan.template.name, lambda: {index: read(doc) for index, doc in created.items()}
+        )
     return _complete(outcomes)
 
 

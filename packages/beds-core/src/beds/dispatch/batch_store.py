@@ -29,7 +29,7 @@ from beds.dispatch.trace import store_object
 from beds.envelopes import Operation
 from beds.errors import InternalError, RequestError, StoreBusy
 from beds.idempotency import item_context, watch_repeats
-from beds.namaste import BatchStore, CallContext, NamasteCore, Query, Record
+from beds.namaste import BatchStore, CallContext, NamasteCore, Query, Record, watch_created_items
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -267,9 +267,10 @@ def _audited(
         before: list[Record | None] = [None] * len(records)
         if single in _READS_BEFORE:
             before = await _read_some(adapter, template, keys, ctx)
-        with watch_repeats() as repeated:
+        with watch_repeats() as repeated, watch_created_items(template.name) as reported:
             results = await write()
             repeat = repeated()
+            stored = reported() if single is Operation.CREATE else {}
         if repeat:
             return results  # answered from its idempotency key: audited when it ran
         written = [i for i, result in enumerate(results) if not isinstance(result, RequestError)]
@@ -280,10 +281,12 @@ def _audited(
                 keys[index] = key_of(
                     template, {k: result.get(k, records[index].get(k)) for k in template.key}
                 )
-        after: list[Record | None] = [None] * len(records)
+        after: list[Record | None] = [stored.get(index) for index in range(len(records))]
         if single in _READS_AFTER:
-            found = await _read_some(adapter, template, [keys[i] for i in written], ctx)
-            for index, row in zip(written, found, strict=True):
+            # Read back what the adapter did not report (beds.namaste.report_created_items).
+            unread = [index for index in written if index not in stored]
+            found = await _read_some(adapter, template, [keys[i] for i in unread], ctx)
+            for index, row in zip(unread, found, strict=True):
                 after[index] = row
         at = time.time()
         audits.extend(
