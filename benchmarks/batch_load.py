@@ -17,9 +17,15 @@ records (or keys), so the number in flight is messages in flight; the spec's ``p
   ``keyed`` (default true): each message carries its own idempotency key, as ``BedsClient``
   gives every single write by default. Every item's result must be ``ok``: one failed item
   fails the call (an error of the run, with the item's error as the sample).
-- ``store_batch``: the database ceiling of ``rel_create_many``, with no BEDS and no broker:
-  asyncmy calling the example's ``spp_create_many`` with a JSON array of ``records`` posts, on a
-  pool of ``pool`` connections (2), checking that the procedure answered one row per post.
+- ``store_batch``: the database ceilings of the REL batches, with no BEDS and no broker, on an
+  asyncmy pool of ``pool`` connections (2), ``params``: ``mysql_url``, ``records`` and
+  ``operation`` (scenarios ``db_rel_create_many`` and ``db_rel_fetch_many``):
+
+  - ``rel_create_many`` (the default): ``CALL spp_create_many`` with a JSON array of
+    ``records`` posts, checking that the procedure answered one row per post;
+  - ``rel_fetch_many``: one ``SELECT ... FROM spp_posts_v WHERE id IN (...)`` of ``records``
+    distinct seed post ids (what the REL adapter sends for ``fetch_many`` by id), checking that
+    every post came back.
 
 See ``docs/benchmarks.md``, "Batched records".
 """
@@ -123,10 +129,16 @@ async def beds_batch_target(stack: AsyncExitStack, params: dict[str, Any]) -> Ca
 
 
 async def store_batch_target(stack: AsyncExitStack, params: dict[str, Any]) -> Call:
-    """The ``store_batch`` target: ``CALL spp_create_many(JSON)`` through an asyncmy pool."""
+    """The ``store_batch`` target: ``CALL spp_create_many(JSON)`` or one ``SELECT ... IN``
+    through an asyncmy pool."""
     import asyncmy
 
+    operation = params.get("operation", "rel_create_many")
+    if operation not in ("rel_create_many", "rel_fetch_many"):
+        raise ValueError(f"no store batch {operation!r}: rel_create_many or rel_fetch_many")
     size, connections = int(params["records"]), int(params.get("pool", 2))
+    if operation == "rel_fetch_many" and not 1 <= size <= SEED_POSTS:
+        raise ValueError(f"{size} keys a call is out of range (1 to {SEED_POSTS})")
     pool = await asyncmy.create_pool(
         minsize=connections, maxsize=connections, **mysql_kwargs(params["mysql_url"])
     )
@@ -136,6 +148,8 @@ async def store_batch_target(stack: AsyncExitStack, params: dict[str, Any]) -> C
         await pool.wait_closed()
 
     stack.push_async_callback(close)
+    if operation == "rel_fetch_many":
+        return _fetch_call(pool, size)
     # The records as the REL adapter sends them: the create's params, in declared order.
     body = orjson.dumps([{**_post(), "parent_id": None} for _ in range(size)]).decode()
     statement = f"CALL `{BATCH_PROCEDURE}`(%s)"
@@ -148,6 +162,29 @@ async def store_batch_target(stack: AsyncExitStack, params: dict[str, Any]) -> C
                 pass
         if len(rows) != size:
             raise BadReply(f"{BATCH_PROCEDURE} answered {len(rows)} rows for {size} posts")
+
+    return call
+
+
+FETCH_MANY_SQL: Final = (
+    "SELECT `id`, `author`, `body`, `created_at`, `updated_at` FROM `spp_posts_v` WHERE `id` IN "
+)
+"""``spew_post``'s fetch (``benchmarks.work.REL_FETCH_SQL``), by many ids."""
+
+
+def _fetch_call(pool: Any, size: int) -> Call:
+    """One ``SELECT ... WHERE id IN (...)`` of ``size`` distinct seed post ids a call."""
+    rng = random.Random(1)
+    statement = FETCH_MANY_SQL + "(" + ", ".join(["%s"] * size) + ")"
+
+    async def call() -> None:
+        ids = rng.sample(range(1, SEED_POSTS + 1), size)
+        async with pool.acquire() as conn, conn.cursor() as cursor:
+            await cursor.execute(statement, ids)
+            rows = await cursor.fetchall()
+        found = {row[0] for row in rows}
+        if len(rows) != size or found != set(ids):
+            raise BadReply(f"{len(rows)} rows ({len(found & set(ids))} asked) for {size} ids")
 
     return call
 

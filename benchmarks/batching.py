@@ -3,7 +3,8 @@
 aiormq writes every publish and every ack with its own ``send()``, and on a channel with
 publisher confirms (its default) ``basic_publish`` waits for RabbitMQ's confirm. The batched
 AMQP ceiling, the batched ideal pipeline and the load generator's batched client use a
-:class:`TurnWriter` instead, on a channel opened with ``publisher_confirms=False``:
+:class:`TurnWriter` instead, on a channel opened with ``publisher_confirms=False`` (or, for the
+confirmed echo's client, in confirm mode, see :meth:`TurnWriter.publish_confirmed`):
 
 - publishes and acks queued during one turn of the event loop wake the writer task once, and
   it puts them on the connection's write queue as one chunk (publishes first, then acks, so a
@@ -49,13 +50,34 @@ def publish_frames(
     routing_key: str,
     correlation_id: str,
     reply_to: str = "",
+    mandatory: bool = False,
+    persistent: bool = False,
+    message_id: str = "",
 ) -> list[bytes]:
-    """The frames of a ``basic.publish`` with content_type JSON, a correlation id and reply_to."""
-    method = b"".join((_PUBLISH.pack(60, 40, 0), _short(exchange), _short(routing_key), b"\0"))
-    flags, fields = 0x8000 | 0x0400, [_JSON, _short(correlation_id)]
+    """The frames of a ``basic.publish`` with content_type JSON, a correlation id and reply_to
+    (and ``mandatory``, ``delivery_mode`` 2 and a message id when asked)."""
+    method = b"".join(
+        (
+            _PUBLISH.pack(60, 40, 0),
+            _short(exchange),
+            _short(routing_key),
+            b"\1" if mandatory else b"\0",
+        )
+    )
+    # The properties in wire order: content_type, delivery_mode, correlation_id, reply_to,
+    # message_id.
+    flags, fields = 0x8000, [_JSON]
+    if persistent:
+        flags |= 0x1000
+        fields.append(b"\2")
+    flags |= 0x0400
+    fields.append(_short(correlation_id))
     if reply_to:
         flags |= 0x0200
         fields.append(_short(reply_to))
+    if message_id:
+        flags |= 0x0080
+        fields.append(_short(message_id))
     header = b"".join((_HEADER.pack(60, 0, len(body), flags), *fields))
     frames = [
         b"".join((_FRAME.pack(1, number, len(method)), method, _END)),
@@ -102,6 +124,51 @@ class TurnWriter:
             reply_to=reply_to,
         )
         self._wake.set()
+
+    def publish_confirmed(
+        self,
+        body: bytes,
+        *,
+        routing_key: str,
+        correlation_id: str,
+        exchange: str = "",
+        reply_to: str = "",
+        mandatory: bool = True,
+        persistent: bool = True,
+    ) -> asyncio.Future[Any]:
+        """Queue a publish on a channel in confirm mode; the future is RabbitMQ's answer.
+
+        It takes the next delivery tag in aiormq's confirm bookkeeping, as ``basic_publish``
+        does, so aiormq resolves the future with the broker's ``basic.ack``, or fails it with
+        ``DeliveryError`` (nack) or, with ``mandatory``, ``PublishError`` (returned: aiormq finds
+        a returned message by its ``message_id``, here the correlation id). Every publish on the
+        channel must go through here, or the tags would disagree.
+        """
+        channel = self.channel
+        if channel.is_closed:
+            raise RuntimeError(f"{channel!r} is closed")
+        channel.delivery_tag += 1
+        tag: int = channel.delivery_tag
+        confirmation: asyncio.Future[Any] = channel.create_future()
+        channel.confirmations[tag] = confirmation
+        if mandatory:
+            lookup: dict[str, int] = channel.message_id_delivery_tag
+            lookup[correlation_id] = tag
+            confirmation.add_done_callback(lambda _: lookup.pop(correlation_id, None))
+        self._frames += publish_frames(
+            self._number,
+            self._max_body,
+            body,
+            exchange=exchange,
+            routing_key=routing_key,
+            correlation_id=correlation_id,
+            reply_to=reply_to,
+            mandatory=mandatory,
+            persistent=persistent,
+            message_id=correlation_id if mandatory else "",
+        )
+        self._wake.set()
+        return confirmation
 
     def delivered(self, tag: int) -> None:
         """Note a delivery when it arrives: it holds back multiple acks until it is acked."""

@@ -51,12 +51,28 @@ class AmqpRpc:
     reply, and every publish is its own socket write. ``batched=True`` opens the channel without
     publisher confirms and writes the requests of one loop turn as one chunk
     (:mod:`benchmarks.batching`), so that the client is not what limits a batched ceiling.
+
+    ``confirmed=True`` publishes as ``BedsClient`` does: with publisher confirms (also when
+    batched: the requests of a turn are written as one chunk and each call waits for its
+    confirm) and ``mandatory`` (a request no queue takes fails its call, found by its
+    ``message_id``); each call waits for both the confirm and the reply. ``persistent=True``
+    also marks each request persistent (``delivery_mode`` 2), which ``BedsClient`` does not.
     """
 
-    def __init__(self, url: str, *, reply_exchange: str = "", batched: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        reply_exchange: str = "",
+        batched: bool = False,
+        confirmed: bool = False,
+        persistent: bool = False,
+    ) -> None:
         self.url = url
         self.reply_exchange = reply_exchange
         self.batched = batched
+        self.confirmed = confirmed
+        self.persistent = persistent
         self.reply_to = "amq.rabbitmq.reply-to"
         self._waiting: dict[str, asyncio.Future[bytes]] = {}
         self._ids = itertools.count()
@@ -69,7 +85,7 @@ class AmqpRpc:
 
         self._connection = await aiormq.connect(self.url)
         self._channel = channel = await self._connection.channel(
-            publisher_confirms=not self.batched
+            publisher_confirms=self.confirmed or not self.batched
         )
         if self.reply_exchange:
             # Nameko replies through its own exchange, keyed by the reply_to it was given.
@@ -100,6 +116,17 @@ class AmqpRpc:
         self._waiting[correlation_id] = future
         try:
             async with asyncio.timeout(CALL_TIMEOUT):
+                if self._writer is not None and self.confirmed:
+                    confirmation = self._writer.publish_confirmed(
+                        body,
+                        exchange=exchange,
+                        routing_key=routing_key,
+                        correlation_id=correlation_id,
+                        reply_to=self.reply_to,
+                        persistent=self.persistent,
+                    )
+                    await confirmation
+                    return await future
                 if self._writer is not None:
                     self._writer.publish(
                         body,
@@ -109,14 +136,18 @@ class AmqpRpc:
                         reply_to=self.reply_to,
                     )
                     return await future
+                confirmed = self.confirmed
                 await self._channel.basic_publish(
                     body,
                     exchange=exchange,
                     routing_key=routing_key,
+                    mandatory=confirmed,
                     properties=Basic.Properties(
                         correlation_id=correlation_id,
                         reply_to=self.reply_to,
                         content_type="application/json",
+                        delivery_mode=2 if self.persistent else None,
+                        message_id=correlation_id if confirmed else None,
                     ),
                 )
                 return await future
@@ -169,6 +200,8 @@ async def amqp_target(stack: AsyncExitStack, params: dict[str, Any]) -> Call:
         params["url"],
         reply_exchange=params.get("reply_exchange", ""),
         batched=params.get("batched", False),
+        confirmed=params.get("confirmed", False),
+        persistent=params.get("persistent", False),
     )
     await client.open()
     stack.push_async_callback(client.close)

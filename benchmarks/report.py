@@ -37,8 +37,14 @@ COST_PAIRS = [
     ("beds_rel_fetch", "beds_rel_fetch_nolineage"),
     ("beds_ping_uvloop", "beds_ping"),
     ("beds_rel_fetch_uvloop", "beds_rel_fetch"),
+    ("beds_ping", "amqp_echo_confirmed_batched"),
+    ("beds_ping", "amqp_echo_confirmed"),
+    ("amqp_echo_confirmed_batched", "amqp_echo_batched"),
+    ("amqp_echo_confirmed", "amqp_echo"),
+    ("amqp_echo_confirmed_persistent_batched", "amqp_echo_confirmed_batched"),
 ]
-"""What a feature costs or brings: idempotency keys, event lineage, uvloop (no target)."""
+"""What a feature costs or brings: idempotency keys, event lineage, uvloop, and the client's
+publisher confirms and ``mandatory`` (and persistence) on the echo ceiling (no target)."""
 BATCHED = "_batched"
 """The suffix of the batched AMQP ceiling and pipeline (``amqp_echo_batched``, ``pipe_*_batched``):
 the best hand-written aiormq, which the targets are computed against. The unbatched ones (aiormq
@@ -274,6 +280,8 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         *targets.markdown_rows(results.get("targets") or targets.evaluate(results)),
         "",
+        "![each target's value / goal, the goal at 1.0](targets.png)",
+        "",
         "### Throughput and latency",
         "",
         "A call that carries many items (a batch message, a fan-out page) shows its items per "
@@ -387,6 +395,44 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def plot_targets(rows: list[dict[str, Any]], path: Path) -> None:
+    """Each target with a goal as value / goal, a line at 1.0 (``targets.png``).
+
+    A row compared with ``>=`` passes at or right of the line, one compared with ``<=`` at or
+    left of it (marked in its label); a row not run is named with no bar. Rows with no goal
+    (guarantee costs, ceilings, worker scaling) are in the table only.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    goals = [row for row in rows if row.get("target")]
+    names, shares, colours = [], [], []
+    for row in goals:
+        at_most = row.get("comparison") == "<="
+        names.append(row["name"] + (" (pass at or below 1)" if at_most else ""))
+        value = row["value"]
+        shares.append(math.nan if value is None else value / row["target"])
+        colours.append({"pass": "tab:green", "MISS": "tab:red"}.get(targets.verdict(row), "grey"))
+    height = max(2.5, 0.45 * len(goals) + 1.2)
+    figure, axis = plt.subplots(figsize=(11, height))
+    ys = list(range(len(goals)))[::-1]
+    axis.barh(ys, [0 if math.isnan(v) else v for v in shares], color=colours)
+    for y, share, row in zip(ys, shares, goals, strict=True):
+        text = "not run" if math.isnan(share) else f"{share:.2f} ({targets.verdict(row)})"
+        axis.text(0 if math.isnan(share) else max(share, 0), y, " " + text, va="center")
+    axis.axvline(1.0, color="black", linewidth=1.2)
+    axis.set_yticks(ys, names, fontsize=8)
+    axis.set_xlabel("value / goal")
+    axis.set_xlim(min([0.0, *(v for v in shares if not math.isnan(v))]), None)
+    axis.set_title("Targets of the performance issue: value / goal (line: the goal)")
+    axis.grid(True, axis="x", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -452,3 +498,4 @@ def write(results: dict[str, Any], out_dir: Path) -> None:
     (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     (out_dir / "results.md").write_text(markdown(results), encoding="utf-8")
     plot(results, out_dir / "throughput.png")
+    plot_targets(results.get("targets") or targets.evaluate(results), out_dir / "targets.png")

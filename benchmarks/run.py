@@ -1,4 +1,4 @@
-"""Run the BEDS benchmark suite and write docs/benchmarks/results.{json,md} and throughput.png.
+"""Run the BEDS benchmark suite: docs/benchmarks/results.{json,md}, throughput.png, targets.png.
 
 ``nox -s bench`` (or ``python benchmarks/run.py``) sets up its own vhost, MariaDB database and
 SecantusDB server, runs every scenario (server side and client side in separate processes),
@@ -510,16 +510,18 @@ def summarize_profile(raw: str) -> dict[str, Any]:
 
 
 def print_table(results: dict[str, Any]) -> None:
+    width = max([28, *(len(key) + 2 for key in results["scenarios"])])
     print(
-        f"\n{'scenario':<28}{'in flight':>10}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+        f"\n{'scenario':<{width}}{'in flight':>10}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'errors':>8}"
     )
     for key, scenario in results["scenarios"].items():
         if "error" in scenario:
-            print(f"{key:<28}  FAILED: {scenario['error'].splitlines()[0][:80]}")
+            print(f"{key:<{width}}  FAILED: {scenario['error'].splitlines()[0][:80]}")
             continue
         for concurrency, point in scenario["points"].items():
             print(
-                f"{key:<28}{concurrency:>10}{point['rps']:>10,.0f}"
+                f"{key:<{width}}{concurrency:>10}{point['rps']:>10,.0f}"
                 f"{point['p50_ms'] or 0:>9.2f}{point['p99_ms'] or 0:>9.2f}{point['errors']:>8}"
             )
     print(f"\n{'target':<58}{'in flight':>10}{'value':>8}  verdict")
@@ -561,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
         suite.close()
     print_table(results)
     report.write(results, options.out)
-    print(f"\nwrote {options.out}/results.json, results.md, throughput.png")
+    print(f"\nwrote {options.out}/results.json, results.md, throughput.png, targets.png")
     failed = [key for key, scenario in results["scenarios"].items() if "error" in scenario]
     if failed:
         print(f"scenarios that failed: {', '.join(failed)}", file=sys.stderr)

@@ -29,11 +29,24 @@ BATCHED_NOTE = (
     "hand. The unbatched scenario uses aiormq as it comes (confirms, one write per frame)."
 )
 
+CONFIRMED_QUEUE = "bench.echo.confirmed"
+CONFIRMED_NOTE = (
+    "The echo's client publishes as `BedsClient` does: on a channel in confirm mode, each "
+    "request `mandatory` (with a `message_id`), each call waiting for RabbitMQ's confirm and the "
+    "reply; the queue is durable, as BEDS's broker queues, and the server acks each request "
+    "after its reply. The AMQP ceiling with the guarantees BEDS' client keeps."
+)
+PERSISTENT_NOTE = (
+    " Requests also persistent (`delivery_mode` 2), which `BedsClient` does not ask for: what "
+    "persisting every request would cost the ceiling."
+)
 
 BATCH_RECORDS = 500
 """Records (or keys) a batch message carries (the issue's at most 500)."""
 BATCH_CONCURRENCIES = (1, 4, 16)
 """Batch messages in flight at each point."""
+BATCH_DB_CONNECTIONS = 2
+"""Connections of the MariaDB-only batch ceilings (``db_rel_*_many``)."""
 FANOUT_CALLS = 24
 """BEDS calls one fan-out transaction makes (``benchmarks.fanout_load``)."""
 
@@ -153,6 +166,41 @@ def build(res: Resources, layout: Layout, *, sweep: bool = False) -> list[Scenar
             note=BATCHED_NOTE,
         )
     )
+    confirmed_params = {
+        **echo_params,
+        "routing_key": CONFIRMED_QUEUE,
+        "confirmed": True,
+    }
+    for batched, persistent in ((False, False), (True, False), (True, True)):
+        suffix = ("_persistent" if persistent else "") + ("_batched" if batched else "")
+        out.append(
+            Scenario(
+                key="amqp_echo_confirmed" + suffix,
+                group="amqp" if not persistent else "diagnostic",
+                label=f"aiormq echo{', batched' if batched else ''}, client with publisher "
+                f"confirms and mandatory{', persistent' if persistent else ''} "
+                f"({layout.consumers}x{layout.prefetch})",
+                operation="echo",
+                server="amqp",
+                server_args=(
+                    *best,
+                    "--queue",
+                    CONFIRMED_QUEUE,
+                    "--durable",
+                    *(("--batched",) if batched else ()),
+                ),
+                load={
+                    "target": "amqp",
+                    "params": {
+                        **confirmed_params,
+                        **({"batched": True} if batched else {}),
+                        **({"persistent": True} if persistent else {}),
+                    },
+                },
+                note=(CONFIRMED_NOTE + (" " + BATCHED_NOTE if batched else ""))
+                + (PERSISTENT_NOTE if persistent else ""),
+            )
+        )
     for operation in STORE_OPERATIONS:
         out.append(
             Scenario(
@@ -397,6 +445,34 @@ def build(res: Resources, layout: Layout, *, sweep: bool = False) -> list[Scenar
                 },
                 note="One message carries the records (keys); req/s is messages/s. Publisher "
                 "confirms, an idempotency key a message, per-item results checked.",
+                extra={"concurrencies": BATCH_CONCURRENCIES, "per_message": BATCH_RECORDS},
+            )
+        )
+    for operation, what in (
+        ("rel_create_many", f"CALL spp_create_many with {BATCH_RECORDS} posts"),
+        ("rel_fetch_many", f"one SELECT ... IN of {BATCH_RECORDS} post ids"),
+    ):
+        out.append(
+            Scenario(
+                key=f"db_{operation}",
+                group="db",
+                label=f"asyncmy {operation.replace('_', ' ')}: {what}, "
+                f"{BATCH_DB_CONNECTIONS} connections",
+                operation=operation,
+                server="none",
+                load={
+                    "module": "benchmarks.batch_load",
+                    "target": "store_batch",
+                    "params": {
+                        "operation": operation,
+                        "mysql_url": res.mysql_url,
+                        "records": BATCH_RECORDS,
+                        "pool": BATCH_DB_CONNECTIONS,
+                    },
+                    "per_call": {"unit": "records", "n": BATCH_RECORDS},
+                },
+                note=f"The MariaDB-only ceiling of `beds_{operation}`: the same records a call, "
+                "no BEDS and no broker (`benchmarks/batch_load.py`, `store_batch`).",
                 extra={"concurrencies": BATCH_CONCURRENCIES, "per_message": BATCH_RECORDS},
             )
         )

@@ -41,8 +41,20 @@ NODE_ROLES: Final = "node"
 """Role prefix of the node's processes in a run's ``cpu_us`` (:func:`node_roles`)."""
 
 
-def consumers(res: Resources) -> int:
-    """Consumers on the run's vhost's queues (every worker's brokers, once bound)."""
+def node_queues(res: Resources) -> list[str]:
+    """The queues every node process of the run's config consumes once: its role's broker
+    queues (``tickets`` brokers consume none) and the environment's control stream."""
+    from beds.config.loader import load_config
+    from beds.transport.control import control_stream
+
+    config = load_config(res.config)
+    return sorted(
+        {*(config.queue_name(broker) for broker in config.brokers), control_stream(config)}
+    )
+
+
+def queue_consumers(res: Resources) -> dict[str, int]:
+    """Consumers per queue on the run's vhost."""
     ctl = shutil.which("rabbitmqctl") or "rabbitmqctl"
     listed = subprocess.run(
         [ctl, "-q", "list_queues", "-p", res.vhost, "name", "consumers", "--no-table-headers"],
@@ -51,29 +63,56 @@ def consumers(res: Resources) -> int:
         timeout=60,
         check=False,
     )
-    total = 0
+    counts: dict[str, int] = {}
     for line in listed.stdout.splitlines():
         parts = line.split()
         if len(parts) == 2 and parts[1].isdigit():
-            total += int(parts[1])
-    return total
+            counts[parts[0]] = int(parts[1])
+    return counts
 
 
-def wait_consumers(res: Resources, server: Server, at_least: int, seconds: float = 90) -> int:
-    """Wait until the consumer count is at least ``at_least`` (and stable): every worker bound.
+def missing(counts: dict[str, int], queues: list[str], workers: int) -> list[str]:
+    """What keeps ``workers`` node processes from being ready: each of ``queues`` must have
+    exactly one consumer per worker (fewer: a worker is not bound yet; more: a replaced
+    worker's consumer is not gone yet)."""
+    return [
+        f"{queue}: {counts.get(queue, 0)} consumers, want {workers}"
+        for queue in queues
+        if counts.get(queue, 0) != workers
+    ]
 
-    ``at_least`` 1: any, stable over two polls (the count of one node, learnt on the first run).
+
+def wait_consumers(
+    res: Resources, server: Server, workers: int, seconds: float = 90, *, polls: int = 2
+) -> int:
+    """Wait until every worker consumes every node queue, on ``polls`` polls in a row.
+
+    A node's consumers appear one by one as it starts (and a consumer may come and go while it
+    does), so the total over the vhost, or a count learnt from a one-worker run, can look
+    settled too early. The check is per queue, against what the config says a node consumes.
+
+    Returns:
+        The consumers on those queues.
+
+    Raises:
+        RuntimeError: by the deadline, some queue still has the wrong count (each one named).
     """
+    queues = node_queues(res)
     deadline = time.monotonic() + seconds
-    last = -1
+    settled = 0
+    problems = ["not polled yet"]
     while time.monotonic() < deadline:
         server.check_alive()
-        count = consumers(res)
-        if count >= at_least and count == last:
-            return count
-        last = count
+        counts = queue_consumers(res)
+        problems = missing(counts, queues, workers)
+        settled = 0 if problems else settled + 1
+        if settled >= polls:
+            return sum(counts[queue] for queue in queues)
         time.sleep(1.0)
-    raise RuntimeError(f"{server.name}: {last} consumers after {seconds:g} s (want {at_least})")
+    raise RuntimeError(
+        f"{server.name}: {workers} worker(s) not all consuming after {seconds:g} s: "
+        + "; ".join(problems)
+    )
 
 
 def node_pids(pid: int) -> list[int]:
@@ -106,14 +145,14 @@ def _settings(args: argparse.Namespace | None) -> tuple[int, int, float, int]:
     return (repeats, 500, 3.0, 100) if quick else (repeats, 4000, 10.0, 300)
 
 
-def measure(res: Resources, workers: int, one_node_consumers: int, args: Any) -> dict[str, Any]:
+def measure(res: Resources, workers: int, args: Any) -> dict[str, Any]:
     """Both operations against one ``beds run --workers N``; the runs by operation."""
     repeats, count, seconds, warmup = _settings(args)
     argv = [PYTHON, "-m", "beds", "run", "--config", str(res.config), "--workers", str(workers)]
     server = res.start(f"workers-{workers}", argv, env={"BEDS_EVENT_LOOP": "asyncio"})
     out: dict[str, Any] = {}
     try:
-        out["consumers"] = wait_consumers(res, server, max(1, one_node_consumers * workers))
+        out["consumers"] = wait_consumers(res, server, workers)
         pids = node_pids(server.pid)
         if len(pids) != (1 if workers == 1 else workers + 1):
             raise RuntimeError(f"{server.name}: processes {pids}, want {workers} worker(s)")
@@ -180,15 +219,12 @@ def run(res: Resources, args: Any = None) -> dict[str, Any]:
     """
     rows: list[dict[str, Any]] = []
     errors: dict[str, str] = {}
-    one_node = 0
     for workers in WORKER_COUNTS:
-        measured = measure(res, workers, one_node, args)
+        measured = measure(res, workers, args)
         if "error" in measured:
             errors[str(workers)] = measured["error"]
             print(f"  workers={workers} FAILED: {measured['error']}", file=sys.stderr, flush=True)
             continue
-        if workers == 1:
-            one_node = measured["consumers"]
         for operation in OPERATIONS:
             rows += rows_of(workers, operation, measured[operation])
     by_key = {(r["workers"], r["operation"], r["concurrency"]): r for r in rows}

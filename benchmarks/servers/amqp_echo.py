@@ -15,6 +15,10 @@ ack is its own socket write. ``--batched`` is the best hand-written aiormq found
 no publisher confirms, and the replies and acks of one loop turn are written as one chunk, with
 the acks coalesced (:mod:`benchmarks.batching`). BEDS's node answers this way, so the batched
 server is the ceiling its targets are measured against.
+
+``--durable`` declares the queue durable and not auto-deleted, as BEDS declares its broker
+queues (the confirmed echo's ceiling, whose client publishes as ``BedsClient`` does); what an
+earlier server left in it is purged at start.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--mongo-db", default="")
     parser.add_argument("--pool", type=int, default=16)
     parser.add_argument("--uvloop", action="store_true")
+    parser.add_argument("--durable", action="store_true", help="a durable queue, as BEDS's")
     parser.add_argument(
         "--batched", action="store_true", help="no confirms; one write per loop turn"
     )
@@ -67,7 +72,11 @@ async def serve(options: argparse.Namespace) -> None:
         await store.open()
     connection = await aiormq.connect(options.url)
     setup = await connection.channel()
-    await setup.queue_declare(options.queue, auto_delete=True)
+    if options.durable:
+        await setup.queue_declare(options.queue, durable=True)
+        await setup.queue_purge(options.queue)
+    else:
+        await setup.queue_declare(options.queue, auto_delete=True)
     await setup.close()
 
     async def answer(body: bytes) -> bytes:
