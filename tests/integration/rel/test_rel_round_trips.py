@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from beds.envelopes import Operation, Request
-from beds.errors import Conflict, NotFound
+from beds.errors import Conflict, NotFound, RequestError
 from beds.idempotency import fingerprint
 from beds.namaste import CallContext, SchemaFile
 from beds.templates import parse_template
@@ -284,3 +284,75 @@ async def test_a_keyed_write_with_an_inout_value_sends_the_claim_with_its_set(
     assert again == created
     rows = await sql(mariadb_url, "SELECT n FROM trt_items WHERE author = %s", who)
     assert rows == [(21,)]
+
+
+async def test_update_and_delete_many_are_one_packet_each_record_its_outcome(
+    counted: tuple[RelAdapter, CommandCounter], mariadb_url: str
+) -> None:
+    rel, counter = counted
+    who = author()
+    ids = [
+        (await rel.create(SPEW_POST, {"author": who, "body": f"p{i}"}, ctx({})))["id"]
+        for i in range(3)
+    ]
+    plain = CallContext(event_id="test.rel.trips")
+    records = [
+        {"id": ids[0], "body": "n0"},
+        {"id": 2**62, "body": "x"},
+        {"id": ids[2], "body": "n2"},
+    ]
+    updated, sent = await trips(counter, rel.update_many(SPEW_POST, records, plain))
+    assert len(sent) == 1, sent
+    assert sent[0].startswith("START TRANSACTION; CALL `spp_update`(")
+    assert sent[0].endswith("; COMMIT")
+    assert isinstance(updated[1], NotFound)
+    assert [u["id"] for u in (updated[0], updated[2])] == [ids[0], ids[2]]
+    rows = await sql(mariadb_url, "SELECT body FROM spp_posts WHERE author = %s ORDER BY id", who)
+    assert rows == [("n0",), ("p1",), ("n2",)]
+    # keyed: the batch key's claim, the packet, its completion; a repeat reads the key only
+    keys = [{"id": ids[1]}, {"id": ids[1]}, {"id": ids[2]}]
+    context = ctx({"keys": keys}, operation=Operation.DELETE)
+    deleted, sent = await trips(counter, rel.delete_many(SPEW_POST, keys, context))
+    assert deleted[0] == deleted[2] == {"deleted": 1}
+    assert isinstance(deleted[1], NotFound)  # the same key again: already gone
+    assert [s.split("(")[0] for s in sent] == [
+        "CALL `beds_idempotency_claim`",
+        "CALL `spp_delete`",
+        "CALL `beds_idempotency_complete`",
+    ]
+    assert sent[1].count("CALL `spp_delete`") == 3
+    again, sent = await trips(counter, rel.delete_many(SPEW_POST, keys, context))
+    assert [type(a) for a in again] == [type(d) for d in deleted]
+    assert len(sent) == 1, sent
+    assert await posts_by(mariadb_url, who) == 1
+
+
+async def test_a_failing_call_rolls_the_packet_back_and_the_records_go_one_by_one(
+    counted: tuple[RelAdapter, CommandCounter], mariadb_url: str
+) -> None:
+    rel, counter = counted
+    who = author()
+    ids = [
+        (await rel.create(SPEW_POST, {"author": who, "body": f"p{i}"}, ctx({})))["id"]
+        for i in range(3)
+    ]
+    too_long = "x" * 281  # the procedure's parameter is VARCHAR(280): MariaDB refuses it
+    records = [
+        {"id": ids[0], "body": "n0"},
+        {"id": ids[1], "body": too_long},
+        {"id": ids[2], "body": "n2"},
+    ]
+    for context in (
+        CallContext(event_id="test.rel.trips"),
+        ctx({"records": records}, operation=Operation.UPDATE),
+    ):
+        updated, sent = await trips(counter, rel.update_many(SPEW_POST, records, context))
+        assert isinstance(updated[1], RequestError), updated
+        assert [u["id"] for u in (updated[0], updated[2])] == [ids[0], ids[2]]
+        assert "ROLLBACK" in sent, sent
+        again, _ = await trips(counter, rel.update_many(SPEW_POST, records, context))
+        assert type(again[1]) is type(updated[1])
+        if context.idempotency_key is not None:  # answered from the items' keys
+            assert (again[0], again[2]) == (updated[0], updated[2])
+    rows = await sql(mariadb_url, "SELECT body FROM spp_posts WHERE author = %s ORDER BY id", who)
+    assert rows == [("n0",), ("p1",), ("n2",)]

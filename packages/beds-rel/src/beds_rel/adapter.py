@@ -135,7 +135,7 @@ class RelAdapter(BatchMixin, TicketsMixin, LongOperationsMixin, MigrationsMixin)
         if template.batch.atomic:
             raise TemplateError(
                 "batch.atomic: all-or-nothing batches are not supported by the REL store yet "
-                "(each record of a batch commits on its own); remove it",
+                "(a refused record does not undo the others); remove it",
                 template=template.name,
             )
         self._plans[template.name] = plan_template(template)
@@ -401,34 +401,36 @@ class RelAdapter(BatchMixin, TicketsMixin, LongOperationsMixin, MigrationsMixin)
     async def update(self, template: Template, record: Record, ctx: CallContext) -> Record:
         """Call the update procedure; an empty result set means no record has the key."""
         call = self._plan(template).writes[Operation.UPDATE]
-
-        def updated(rows: list[Row]) -> Record:
-            if not rows:
-                raise NotFound(f"no {template.name} record has that key")
-            if not template.operations[Operation.UPDATE].returns:
-                return to_wire_record({k: record[k] for k in template.key})
-            return self._returns(template, Operation.UPDATE, call, rows[0])
-
         args = [record.get(p) for p in call.params]
+        updated = partial(self._updated, template, call, record)
         return await self._write(template, Operation.UPDATE, args, record, ctx, updated)
+
+    def _updated(self, template: Template, call: Call, record: Record, rows: list[Row]) -> Record:
+        """An update's result from its procedure's rows (none: ``NotFound``)."""
+        if not rows:
+            raise NotFound(f"no {template.name} record has that key")
+        if not template.operations[Operation.UPDATE].returns:
+            return to_wire_record({k: record[k] for k in template.key})
+        return self._returns(template, Operation.UPDATE, call, rows[0])
 
     async def delete(self, template: Template, key: Record, ctx: CallContext) -> Record:
         """Call the delete procedure; it reports the rows removed in a ``deleted`` column."""
         call = self._plan(template).writes[Operation.DELETE]
-
-        def deleted(rows: list[Row]) -> Record:
-            count = rows[0].get("deleted") if rows else None
-            if isinstance(count, bool) or not isinstance(count, int):
-                raise StoreError(
-                    "the delete procedure must return one row with an integer 'deleted' column",
-                    details=(f"procedure {call.name}",),
-                )
-            if count == 0:
-                raise NotFound(f"no {template.name} record has that key")
-            return {"deleted": count}
-
         args = [key.get(p) for p in call.params]
+        deleted = partial(self._deleted, template, call, key)
         return await self._write(template, Operation.DELETE, args, key, ctx, deleted)
+
+    def _deleted(self, template: Template, call: Call, key: Record, rows: list[Row]) -> Record:
+        """A delete's result from its procedure's ``deleted`` count (0: ``NotFound``)."""
+        count = rows[0].get("deleted") if rows else None
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise StoreError(
+                "the delete procedure must return one row with an integer 'deleted' column",
+                details=(f"procedure {call.name}",),
+            )
+        if count == 0:
+            raise NotFound(f"no {template.name} record has that key")
+        return {"deleted": count}
 
     def _returns(self, template: Template, operation: Operation, call: Call, row: Row) -> Record:
         wanted = template.operations[operation].returns

@@ -8,7 +8,14 @@
   has no batch procedure or keeps a journal, each record is created on its own, as the node's
   fallback does: keyed per item (:func:`beds.idempotency.item_key`), so a good record is
   written and a refused one gets the error a single create would answer.
-- ``update_many`` / ``delete_many``: record by record, keyed per item, each its own outcome.
+- ``update_many`` / ``delete_many``: every record's call in ONE packet (:func:`run_calls
+  <beds_rel.statements.run_calls>`) and one transaction, each record its own outcome (an empty
+  update or a delete of 0 rows is that record's ``NotFound``, as alone). Unkeyed, the packet
+  opens and commits the transaction itself (one round trip); keyed, the batch key is claimed
+  and completed around it, the per-item outcomes its result, as a create_many's (three).
+  When a call fails (a ``SIGNAL``, ``StaleVersion``, a duplicate…) MariaDB stops the packet
+  and the batch is rolled back, then written record by record, keyed per item, as the node's
+  fallback does; so are journaled templates and procedures with OUT or INOUT values.
 - ``fetch_many``: a view key query on a one-field key reads every key in one ``SELECT … WHERE
   key IN (…)`` on the primary (always correct, whatever the consistency asked); another key
   query reads key by key on one connection.
@@ -24,13 +31,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from beds.envelopes import Operation
-from beds.errors import IdempotencyKeyReused, RequestError, StoreError, WriteInDoubt
+from beds.errors import IdempotencyKeyReused, NotFound, RequestError, StoreError, WriteInDoubt
 from beds.idempotency import item_context
 from beds.values import to_wire, to_wire_record
-from beds_rel.errors import map_exceptions
+from beds_rel.errors import is_clean, map_exceptions
 from beds_rel.idempotency import CALLS as IDEMPOTENCY_CALLS
 from beds_rel.idempotency import batch_once
-from beds_rel.statements import execute, read_by_key, run_call, typed
+from beds_rel.statements import execute, read_by_key, run_call, run_calls, typed
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -60,6 +67,12 @@ class _Adapter(Protocol):
         self, template: Template, operation: Operation, call: Call, row: Row
     ) -> Record: ...
 
+    def _updated(
+        self, template: Template, call: Call, record: Record, rows: list[Row]
+    ) -> Record: ...
+
+    def _deleted(self, template: Template, call: Call, key: Record, rows: list[Row]) -> Record: ...
+
     async def create(self, template: Template, record: Record, ctx: CallContext) -> Record: ...
 
     async def update(self, template: Template, record: Record, ctx: CallContext) -> Record: ...
@@ -83,6 +96,62 @@ async def _each(
                 raise
             outcomes.append(exc)
     return outcomes
+
+
+async def _many(
+    adapter: _Adapter,
+    template: Template,
+    operation: Operation,
+    records: Sequence[Record],
+    ctx: CallContext,
+) -> list[Record | RequestError]:
+    """``update_many`` / ``delete_many``: one packet in one transaction (module docstring)."""
+    single: Callable[[Template, Record, CallContext], Awaitable[Record]] = adapter.delete
+    result_of: Callable[[Template, Call, Record, list[Row]], Record] = adapter._deleted
+    if operation is Operation.UPDATE:
+        single, result_of = adapter.update, adapter._updated
+    call = adapter._plan(template).writes[operation]
+    if not records or ctx.journal or call.read is not None or call.assign is not None:
+        return await _each(single, template, records, ctx)
+    calls = [(call, [record.get(p) for p in call.params]) for record in records]
+
+    def outcomes(sets: list[list[Row]], *, committed: bool) -> list[Record | RequestError]:
+        done: list[Record | RequestError] = []
+        for record, rows in zip(records, sets, strict=True):
+            try:
+                done.append(result_of(template, call, record, rows))
+            except NotFound as exc:  # the call changed nothing: that record's outcome
+                done.append(exc)
+            except RequestError as exc:
+                if not committed:  # rolls the batch back: written one by one instead
+                    raise
+                done.append(exc)  # written, as a single unkeyed write would answer it
+        return done
+
+    async def body(conn: Connection) -> list[Record | RequestError]:
+        return outcomes(await run_calls(conn, calls), committed=False)
+
+    keyed = ctx.idempotency_key is not None and adapter.idempotent_writes
+    objects = [call.name, *(c.name for c in IDEMPOTENCY_CALLS if keyed)]
+    try:
+        with map_exceptions(objects=objects):
+            async with adapter._connection() as conn:
+                if keyed:
+                    return await batch_once(conn, run_call, ctx, lambda _run: body(conn))
+                try:
+                    sets = await run_calls(conn, calls, lead="START TRANSACTION", tail="COMMIT")
+                except BaseException as exc:
+                    if is_clean(exc):  # else the connection is dropped, which rolls back
+                        await conn.rollback()
+                    raise
+                return outcomes(sets, committed=True)
+    except (IdempotencyKeyReused, WriteInDoubt):
+        raise  # the key's answer, not the data's
+    except RequestError as exc:
+        if exc.TRANSIENT:  # the store went away: the batch fails, the node retries it
+            raise
+    # A call failed and the batch rolled back: each record on its own, as alone.
+    return await _each(single, template, records, ctx)
 
 
 class BatchMixin:
@@ -136,14 +205,14 @@ class BatchMixin:
     async def update_many(
         self: _Adapter, template: Template, records: Sequence[Record], ctx: CallContext
     ) -> list[Record | RequestError]:
-        """Update the records one by one, each its own outcome."""
-        return await _each(self.update, template, records, ctx)
+        """Update the records in one packet, each its own outcome (module docstring)."""
+        return await _many(self, template, Operation.UPDATE, records, ctx)
 
     async def delete_many(
         self: _Adapter, template: Template, keys: Sequence[Record], ctx: CallContext
     ) -> list[Record | RequestError]:
-        """Delete the records one by one, each its own outcome."""
-        return await _each(self.delete, template, keys, ctx)
+        """Delete the records in one packet, each its own outcome (module docstring)."""
+        return await _many(self, template, Operation.DELETE, keys, ctx)
 
     async def fetch_many(
         self: _Adapter, template: Template, keys: Sequence[Record], ctx: CallContext

@@ -39,6 +39,7 @@ __all__ = (
     "in_transaction",
     "read_by_key",
     "run_call",
+    "run_calls",
     "typed",
     "typed_record",
 )
@@ -174,6 +175,53 @@ async def run_call(conn: Connection, call: Call, args: Sequence[Any]) -> list[Ro
         return [variables]
     first = sets[0]
     return [{**first[0], **variables}, *first[1:]] if first else []
+
+
+async def run_calls(
+    conn: Connection,
+    calls: Sequence[tuple[Call, Sequence[Any]]],
+    *,
+    lead: str | None = None,
+    tail: str | None = None,
+) -> list[list[Row]]:
+    """Run procedure calls without OUT or INOUT values in ONE packet; each one's first result set.
+
+    ``lead`` and ``tail`` are fixed statements without arguments or result sets (``START
+    TRANSACTION``, ``COMMIT``) sent first and last in the packet. Every text is fixed (named
+    objects' statements built at prepare time); every value is a %s that asyncmy escapes, as for
+    one statement. A CALL's results end with its status, which tells one call's from the next's.
+
+    Raises:
+        MySQLError: the first statement that failed; MariaDB ran none after it (nor the tail).
+    """
+    texts = [call.sql for call, _ in calls]
+    if lead is not None:
+        texts.insert(0, lead)
+    if tail is not None:
+        texts.append(tail)
+    values = [
+        db_value(_json_text(v) if at in call.json_at else v)
+        for call, args in calls
+        for at, v in enumerate(args)
+    ]
+    cursor = conn.cursor(DictCursor)
+    await cursor.execute("; ".join(texts), tuple(values))
+    statuses = -1 if lead is not None else 0  # the lead's status is not a call's
+    sets: list[list[Row]] = []
+    first: list[Row] | None = None
+    more = True
+    while more:
+        if cursor.description:
+            rows = list(await cursor.fetchall())
+            first = rows if first is None else first
+        else:
+            if 0 <= statuses < len(calls):
+                sets.append(first or [])
+            statuses += 1
+            first = None
+        more = bool(await cursor.nextset())
+    await cursor.close()
+    return sets
 
 
 def _decimal(value: Any) -> Any:
