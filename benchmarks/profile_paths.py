@@ -7,7 +7,8 @@ client (BedsClient) with py-spy: a flame graph SVG and collapsed stacks for each
 microseconds per request of every process (client, node, RabbitMQ, MariaDB, SecantusDB).
 
 Usage: ``python -m benchmarks.profile_paths OUT_DIR [PATH ...]`` (paths: ping, rel_fetch,
-rel_create, rec_create; a ``_no_lineage`` suffix, e.g. ``rel_fetch_no_lineage``, profiles the
+rel_create, rec_create; also rel_create_many, rel_fetch_many, rec_create_many, 500 records a
+message at 4 in flight; a ``_no_lineage`` suffix, e.g. ``rel_fetch_no_lineage``, profiles the
 same path on a node with lineage off). Writes ``OUT_DIR/<path>-{node,client}.svg``, ``.txt``
 (collapsed stacks) and ``OUT_DIR/summary.json`` (a path given twice is keyed ``path#2``).
 """
@@ -23,9 +24,11 @@ from typing import Any
 
 from benchmarks.resources import PYTHON, ROOT, Resources, _env
 from benchmarks.run import summarize_profile
-from benchmarks.scenarios import Layout
+from benchmarks.scenarios import BATCH_RECORDS, Layout
 
 PATHS = ("ping", "rel_fetch", "rel_create", "rec_create")
+BATCH_PATHS = ("rel_create_many", "rel_fetch_many", "rec_create_many")
+"""Also profiled when asked: 500 records a message, 4 messages in flight."""
 SPY_SECONDS = 15
 
 
@@ -42,19 +45,30 @@ def profile_path(res: Resources, path: str, out_dir: Path) -> dict[str, Any]:
     config = res.config_without_lineage if path != operation else res.config
     argv = [PYTHON, "-m", "beds", "run", "--config", str(config)]
     server = res.start(f"profile-{path}", argv, env={"BEDS_EVENT_LOOP": "asyncio"})
-    out: dict[str, Any] = {"operation": operation, "concurrency": 16}
+    batch = operation in BATCH_PATHS
+    concurrency = 4 if batch else 16
+    out: dict[str, Any] = {"operation": operation, "concurrency": concurrency}
     load: subprocess.Popen[str] | None = None
     try:
-        spec = {
+        spec: dict[str, Any] = {
             "target": "beds",
             "params": {"url": res.amqp_url, "operation": operation, "idempotent_writes": True},
-            "points": [{"concurrency": 16, "count": 1_000_000, "seconds": 24}],
+            "points": [{"concurrency": concurrency, "count": 1_000_000, "seconds": 24}],
             "warmup": 300,
             "repeats": 1,
             "watch": res.watched(server),
         }
+        if batch:  # as the beds_*_many scenarios: 500 records a message, keyed
+            spec |= {
+                "module": "benchmarks.batch_load",
+                "target": "beds_batch",
+                "params": {"url": res.amqp_url, "operation": operation, "records": BATCH_RECORDS},
+                "per_call": {"unit": "records", "n": BATCH_RECORDS},
+                "ready_call_seconds": 30.0,
+                "warmup": 4,
+            }
         load = subprocess.Popen(
-            [PYTHON, "-m", "benchmarks.load", json.dumps(spec)],
+            [PYTHON, "-m", spec.get("module", "benchmarks.load"), json.dumps(spec)],
             cwd=ROOT,
             env=_env(),
             stdout=subprocess.PIPE,

@@ -52,7 +52,8 @@ def test_the_installed_packages_give_a_valid_asyncapi_document(tmp_path: Path) -
     for address, channel in document["channels"].items():
         binding = channel["bindings"]["amqp"]
         if binding["is"] == "routingKey":  # requests on the events exchange, live events not
-            exchange = "beds.control" if address == "record.changed" else "beds.events.contract"
+            live = address in ("record.changed", "records.changed")
+            exchange = "beds.control" if live else "beds.events.contract"
             assert binding["exchange"]["name"] == exchange
     assert document["servers"]["rabbitmq"]["host"] == "127.0.0.1:5672"
 

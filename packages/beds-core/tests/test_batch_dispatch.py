@@ -565,11 +565,14 @@ async def test_a_keyed_repeat_is_not_audited_again(demo_template: Template) -> N
     assert len(sink.published) == 1
 
 
-async def test_live_templates_publish_one_record_changed_per_written_item(post: Template) -> None:
+async def test_live_templates_publish_a_record_changed_per_written_item_packed(
+    post: Template,
+) -> None:
     published: list[dict[str, Any]] = []
 
     async def publish(kind: str, data: dict[str, Any]) -> None:
-        published.append(data)
+        assert kind == "records.changed"
+        published.extend(data["events"])
 
     live = LivePublisher(publish, room=10_000)
     target = node(post, BatchMemory(), live=live)

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from beds.config.model import AmqpSettings, Config
 from beds.contract import asyncapi_document, field_schema, record_schema
 from beds.contract.schemas import fetch_payload_schema, write_payload_schema
-from beds.dispatch.live import RECORD_CHANGED, record_changed
+from beds.dispatch.live import RECORD_CHANGED, RECORDS_CHANGED, record_changed
 from beds.envelopes import Operation, Request
 from beds.errors import TemplateError, ValidationFailed, error_catalogue
 from beds.templates import Template, parse_template, validate_fetch, validate_write
@@ -141,9 +141,18 @@ def test_live_templates_give_a_record_changed_channel_on_the_control_exchange(
     event = orjson.loads(encode_event(ControlEvent(kind=RECORD_CHANGED, data=data)))
     assert list(payload.iter_errors(event)) == []  # what a node publishes fits the document
     assert list(payload.iter_errors({**event, "data": {**data, "template": "nope"}}))
+    packed = payload_validator(document, RECORDS_CHANGED)
+    batch = orjson.loads(encode_event(ControlEvent(kind=RECORDS_CHANGED, data={"events": [data]})))
+    assert list(packed.iter_errors(batch)) == []
+    assert list(packed.iter_errors({**batch, "data": {"events": [{**data, "key": 1}]}}))
+    assert document["channels"][RECORDS_CHANGED]["bindings"]["amqp"]["exchange"]["name"] == (
+        CONFIG.amqp.control_exchange
+    )
     # Without a live template there is no such channel.
     quiet = {name: t for name, t in spew_templates.items() if not t.capabilities.live}
-    assert RECORD_CHANGED not in asyncapi_document(quiet, CONFIG)["channels"]
+    quiet_channels = asyncapi_document(quiet, CONFIG)["channels"]
+    assert RECORD_CHANGED not in quiet_channels
+    assert RECORDS_CHANGED not in quiet_channels
 
 
 def test_the_server_has_no_credentials(spew_templates: dict[str, Template]) -> None:

@@ -9,12 +9,19 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
 import pytest
 import tomlkit
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from beds.dispatch.live import MAX_PENDING, RECORD_CHANGED, LivePublisher, record_changed
+from beds.dispatch.live import (
+    MAX_PENDING,
+    RECORD_CHANGED,
+    RECORDS_CHANGED,
+    LivePublisher,
+    record_changed,
+)
 from beds.envelopes import Operation, Request
 from beds.errors import TemplateError
 from beds.templates import Template, parse_template
@@ -170,31 +177,80 @@ class Sender:
     """``ControlChannel.send``: queues at once and returns the confirm future."""
 
     def __init__(self) -> None:
-        self.queued: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self.queued: list[tuple[str, dict[str, Any], asyncio.Future[None]]] = []
         self.closed = False
 
     def __call__(self, kind: str, data: dict[str, Any]) -> asyncio.Future[None]:
         if self.closed:
             raise ConnectionError("the control channel is not open")
         confirm = asyncio.get_running_loop().create_future()
-        self.queued.append((data, confirm))
+        self.queued.append((kind, data, confirm))
         return confirm
 
 
-async def test_a_batch_queues_its_events_in_item_order_at_once_and_counts_each_confirm() -> None:
+def batch_of(n: int, body: str = "b") -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    return [({"body": f"{body}{i}"}, {"id": i}) for i in range(n)]
+
+
+async def test_a_batch_packs_its_items_events_in_order_and_counts_each_item() -> None:
     tmpl = template()
     sender = Sender()
-    live = LivePublisher(sender, room=ROOM)
-    written = [({"body": f"b{i}"}, {"id": i}) for i in range(3)]
-    live.written_many(tmpl, "create", written, principal=None, trace_id="t")
-    # No task and no await between them: all three leave in this loop turn's write.
-    assert [data["key"] for data, _ in sender.queued] == [{"id": 0}, {"id": 1}, {"id": 2}]
-    first, second, third = (confirm for _, confirm in sender.queued)
-    first.set_result(None)
-    second.set_exception(ConnectionError("nacked"))
-    third.set_result(None)
+    live = LivePublisher(sender, room=ROOM, pack_room=ROOM)
+    live.written_many(tmpl, "create", batch_of(3), principal="ann", trace_id="t")
+    # One control event, queued at once (no task): it leaves with this loop turn's write.
+    [(kind, data, confirm)] = sender.queued
+    assert kind == RECORDS_CHANGED
+    assert [event["key"] for event in data["events"]] == [{"id": 0}, {"id": 1}, {"id": 2}]
+    single = record_changed(
+        tmpl,
+        Request(operation=Operation.CREATE, template="post", payload={"body": "b0"}),
+        {"id": 0},
+        principal="ann",
+        trace_id="t",
+        at=data["events"][0]["at"],
+    )
+    assert data["events"][0] == single  # each item is the record.changed a write would send
+    confirm.set_result(None)
     await live.drain(5)
-    assert (live.published, live.failed, live.dropped) == (2, 1, 0)
+    assert (live.published, live.failed, live.dropped) == (3, 0, 0)
+
+
+@given(st.lists(st.text(max_size=300), min_size=1, max_size=40), st.integers(400, 3000))
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_packs_fit_the_channel_and_keep_every_item_once_in_order(
+    bodies: list[str], room: int
+) -> None:
+    async def run() -> None:
+        tmpl = template()
+        sender = Sender()
+        live = LivePublisher(sender, room=room, pack_room=room)
+        written = [({"body": body}, {"id": i}) for i, body in enumerate(bodies)]
+        live.written_many(tmpl, "create", written, principal=None, trace_id="t")
+        events = [event for _, data, _ in sender.queued for event in data["events"]]
+        assert [event["key"]["id"] for event in events] == list(range(len(bodies)))
+        for _, data, confirm in sender.queued:
+            # Within the room, unless one item alone is over it with its record left out.
+            fits = len(orjson.dumps(data)) <= room
+            assert fits or (len(data["events"]) == 1 and "record" not in data["events"][0])
+            confirm.set_result(None)
+        await live.drain(5)
+        assert live.published == len(bodies)
+
+    asyncio.run(run())
+
+
+async def test_failed_packs_count_their_items_and_never_fail_the_write() -> None:
+    tmpl = template()
+    sender = Sender()
+    live = LivePublisher(sender, room=ROOM, pack_room=600)  # about two items a pack
+    live.written_many(tmpl, "create", batch_of(5, "x" * 100), principal=None, trace_id="t")
+    assert len(sender.queued) > 1
+    sizes = [len(data["events"]) for _, data, _ in sender.queued]
+    sender.queued[0][2].set_exception(ConnectionError("nacked"))
+    for _, _, confirm in sender.queued[1:]:
+        confirm.set_result(None)
+    await live.drain(5)
+    assert (live.published, live.failed) == (5 - sizes[0], sizes[0])
 
     sender.closed = True  # refused before it was queued: counted, the write unaffected
     live.written(
@@ -204,7 +260,7 @@ async def test_a_batch_queues_its_events_in_item_order_at_once_and_counts_each_c
         principal=None,
         trace_id="t",
     )
-    assert (live.published, live.failed) == (2, 2)
+    assert (live.published, live.failed) == (5 - sizes[0], sizes[0] + 1)
 
 
 async def test_a_record_too_large_for_the_channel_is_left_out_but_the_key_kept() -> None:

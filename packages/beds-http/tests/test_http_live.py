@@ -183,3 +183,24 @@ def test_settings_bound_the_queues() -> None:
     settings = parse_settings({"stream_queue": 5})
     hub = LiveHub({}, settings, EdgeMetrics())
     assert hub.subscribe([], None, None).queue.maxsize == 5
+
+
+def test_a_batch_s_items_are_each_an_event_with_an_id_within_the_batch(hub: LiveHub) -> None:
+    ann = hub.subscribe(["memo"], ANN, None)
+    items: list[Any] = [changed("memo", "ann", 1).data, changed("memo", "bob", 2).data]
+    items += [changed("memo", "ann", 3).data, "not an event", changed("not_live").data]
+    batch = ControlEvent(kind="records.changed", data={"events": items})
+    hub.deliver_many(batch)
+    # In item order, each filtered like a record.changed: bob's record is not ann's to see.
+    assert [(e.id, e.data["key"]) for e in queued(ann)] == [
+        (f"{batch.id}.0", {"id": 1}),
+        (f"{batch.id}.2", {"id": 3}),
+    ]
+    assert hub.metrics.live_ignored == 2  # the malformed item and the template that is not live
+    hub.deliver_many(batch)  # replayed after a reconnect: not sent twice
+    assert queued(ann) == []
+    assert hub.metrics.live_ignored == 4
+    resumed = hub.subscribe(["memo"], ANN, f"{batch.id}.0")  # Last-Event-ID within the batch
+    assert [e.id for e in queued(resumed)] == [f"{batch.id}.2"]
+    hub.deliver_many(ControlEvent(kind="records.changed", data={"events": "nope"}))
+    assert hub.metrics.live_ignored == 5

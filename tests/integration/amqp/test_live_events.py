@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from beds import hookimpl
 from beds.codec import encode_request
-from beds.dispatch.live import RECORD_CHANGED
+from beds.dispatch.live import RECORD_CHANGED, RECORDS_CHANGED
 from beds.envelopes import Operation, Request, Response
 from beds.registry import AdapterRegistry, TemplateRegistry
 from beds.testing import MemoryAdapter, unique_name
@@ -37,6 +37,8 @@ params = ["id", "text"]
 returns = ["id"]
 [operations.delete]
 params = ["id"]
+[batch]
+max_records = 10
 [queries.by_id]
 params = ["id"]
 """
@@ -102,6 +104,33 @@ async def test_a_write_of_a_live_template_reaches_every_node(start_node: StartNo
         assert (a.live.published, a.live.failed) == (2, 0)
         assert a.control is not None
         assert a.control.published[RECORD_CHANGED] == 2
+
+
+async def test_a_batch_reaches_every_node_packed_in_item_order(start_node: StartNode) -> None:
+    env, shared = unique_name("env"), SharedStore()
+    async with (
+        start_node(EXTRA, env=env, name="a", plugins=(shared,)) as a,
+        start_node(EXTRA, env=env, name="b", plugins=(shared,)) as b,
+    ):
+        assert b.control is not None
+        packed: asyncio.Queue[ControlEvent] = asyncio.Queue()
+        b.control.subscribe(RECORDS_CHANGED, packed.put_nowait)
+        records = [{"id": n, "text": f"item {n}"} for n in range(20, 23)]
+        records.insert(1, {"id": 20, "text": "a duplicate: refused, not announced"})
+        created = await call(a, "board", "create_many", {"records": records})
+        assert created.status == 207, created.error
+        event = await asyncio.wait_for(packed.get(), 10)
+        assert event.user  # a trusted origin, as every control event
+        assert [(e["operation"], e["key"]) for e in event.data["events"]] == [
+            ("create", {"id": 20}),
+            ("create", {"id": 21}),
+            ("create", {"id": 22}),
+        ]
+        assert {e["trace_id"] for e in event.data["events"]} == {created.meta.event_id}
+        assert a.live is not None
+        assert (a.live.published, a.live.failed) == (3, 0)
+        assert a.control is not None
+        assert a.control.published[RECORDS_CHANGED] == 1  # one message for the batch
 
 
 async def test_a_live_template_is_not_served_without_the_control_channel(

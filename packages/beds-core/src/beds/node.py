@@ -38,7 +38,7 @@ from beds.calgon.worker import TicketWorkers
 from beds.dispatch import Dispatcher
 from beds.dispatch.cache import INVALIDATE, FetchCache
 from beds.dispatch.calgon import Calgon
-from beds.dispatch.live import RECORD_CHANGED, LivePublisher
+from beds.dispatch.live import RECORD_CHANGED, RECORDS_CHANGED, LivePublisher
 from beds.errors import BrokerUnavailable, StoreUnavailable, UnknownTemplate, ValidationFailed
 from beds.factory import Factory
 from beds.heartbeat import Heartbeat
@@ -365,7 +365,11 @@ class BedsNode:
         cursors = Cursors(secret)
         self.cache = self._fetch_cache()
         if self.control is not None and any(t.capabilities.live for t in self.templates.values()):
-            self.live = LivePublisher(self.control.send, room=self.control.room(RECORD_CHANGED))
+            self.live = LivePublisher(
+                self.control.send,
+                room=self.control.room(RECORD_CHANGED),
+                pack_room=self.control.room(RECORDS_CHANGED),
+            )
         calgon = self._calgon(cursors)
         self.dispatchers = {
             broker: Dispatcher(

@@ -2,8 +2,9 @@
 
 - **One consumer per edge process.** :class:`LiveConsumer` reads the environment's control
   stream (:class:`~beds.transport.control.ControlChannel`, with its trusted-origin rules) on
-  its own AMQP connection and hands each ``record.changed`` event to the :class:`LiveHub`; it
-  reconnects with back-off when RabbitMQ goes away.
+  its own AMQP connection and hands each ``record.changed`` event to the :class:`LiveHub` (and
+  each item of a batch's ``records.changed``, as a ``record.changed`` of its own with the id
+  ``{event id}.{i}``); it reconnects with back-off when RabbitMQ goes away.
 - **Fan-out with bounded queues.** Each connected client has a queue of ``http.stream_queue``
   events. A client that falls that far behind is dropped (its stream ends with a comment
   saying so) instead of slowing anyone else down: the hub never waits for a client.
@@ -35,7 +36,7 @@ from loguru import logger
 
 from beds.auth.principal import Principal
 from beds.auth.revocation import REVOKE_KIND, Revocations
-from beds.dispatch.live import RECORD_CHANGED
+from beds.dispatch.live import RECORD_CHANGED, RECORDS_CHANGED
 from beds.envelopes import Operation
 from beds.templates.model import ANYONE
 from beds.transport.amqp import CONNECTION_FAILURES, amqp_user, connect_to
@@ -105,14 +106,32 @@ class LiveHub:
 
     def deliver(self, event: ControlEvent) -> None:
         """A ``record.changed`` event arrived: keep it and queue it for its clients."""
-        data = event.data
+        self._deliver(event.id, event.data)
+
+    def deliver_many(self, event: ControlEvent) -> None:
+        """A ``records.changed`` event (a batch's items) arrived: each is one client event.
+
+        Item ``i`` gets the id ``{event id}.{i}``, so a client resuming with ``Last-Event-ID``
+        resumes within the batch.
+        """
+        events = event.data.get("events")
+        if not isinstance(events, list):
+            self.metrics.live_ignored += 1
+            return
+        for index, data in enumerate(events):
+            if isinstance(data, dict):
+                self._deliver(f"{event.id}.{index}", data)
+            else:
+                self.metrics.live_ignored += 1
+
+    def _deliver(self, event_id: str, data: dict[str, Any]) -> None:
         name = data.get("template")
         if not isinstance(name, str) or name not in self.templates:
             self.metrics.live_ignored += 1
             return
-        if event.id in self._held:
+        if event_id in self._held:
             return  # replayed again after a reconnect: its clients had it already
-        live = LiveEvent(event.id, name, {k: data[k] for k in PUBLIC_KEYS if k in data})
+        live = LiveEvent(event_id, name, {k: data[k] for k in PUBLIC_KEYS if k in data})
         if self.recent.maxlen:
             if len(self.recent) == self.recent.maxlen:
                 self._held.discard(self.recent[0].id)
@@ -209,6 +228,7 @@ class LiveConsumer:
         self.config = config
         self.channel = ControlChannel(config, user=amqp_user(config.amqp.url))
         self.channel.subscribe(RECORD_CHANGED, hub.deliver)
+        self.channel.subscribe(RECORDS_CHANGED, hub.deliver_many)
         self.channel.subscribe(REVOKE_KIND, hub.revoked)
         self._connection: AbstractConnection | None = None
         self._task: asyncio.Task[None] | None = None

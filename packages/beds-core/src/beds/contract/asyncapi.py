@@ -8,10 +8,10 @@ What a client in another language needs to call BEDS with only an AMQP library
 - ``channels``: one per routing key ``{template}.{class}`` on the events exchange (an AMQP
   ``routingKey`` binding naming the topic exchange), plus ``beds.read`` (ping),
   ``beds_ticket.read`` (tickets) and ``reply`` (direct reply-to); with ``live`` templates,
-  ``record.changed`` on the control exchange;
+  ``record.changed`` and ``records.changed`` on the control exchange;
 - ``operations``: one ``send`` per template operation (and per fetch query, per long
-  operation), each with its ``reply`` through the caller's ``reply_to``; ``record.changed`` is
-  a ``receive``;
+  operation), each with its ``reply`` through the caller's ``reply_to``; the live events are
+  ``receive`` operations;
 - ``components``: the envelopes, each template's record, the catalogue codes, and one message
   per request and reply, whose payload schemas come from :mod:`beds.contract.schemas`.
 
@@ -40,7 +40,7 @@ from beds.contract.envelopes import (
     response_meta_schema,
     response_schema,
 )
-from beds.contract.live import record_changed_schema
+from beds.contract.live import record_changed_schema, records_changed_schema
 from beds.contract.schemas import (
     fetch_payload_schema,
     record_schema,
@@ -49,7 +49,7 @@ from beds.contract.schemas import (
     write_payload_schema,
 )
 from beds.dispatch.calgon import TICKET_TEMPLATE
-from beds.dispatch.live import RECORD_CHANGED
+from beds.dispatch.live import RECORD_CHANGED, RECORDS_CHANGED
 from beds.envelopes import MAX_META_BYTES, Operation
 from beds.registry import TemplateRegistry
 from beds.routing import PING_TEMPLATE, routing_key
@@ -457,43 +457,58 @@ class _Builder:
         )
 
     def live(self, templates: list[Template]) -> None:
-        """``record.changed``: the events of the live templates' writes, to receive."""
+        """``record.changed`` and ``records.changed``: the live templates' writes, to receive."""
         if not templates:
             return
-        self.channels[RECORD_CHANGED] = {
-            "address": RECORD_CHANGED,
-            "title": RECORD_CHANGED,
-            "description": "Each write of a live template, after it is answered "
-            f"({', '.join(template.name for template in templates)}). Bind a queue of your "
-            "own to the control exchange with this routing key.",
-            "messages": {"event": _ref("components", "messages", RECORD_CHANGED)},
-            "bindings": {
-                "amqp": {
-                    "is": "routingKey",
-                    "exchange": {
-                        "name": self.config.amqp.control_exchange,
-                        "type": "topic",
-                        "durable": True,
-                        "autoDelete": False,
-                        "vhost": _vhost(self.config),
-                    },
-                    "bindingVersion": _BINDING,
-                }
-            },
-        }
-        self.messages[RECORD_CHANGED] = {
-            "name": RECORD_CHANGED,
-            "title": "A live template's record changed",
-            "contentType": "application/json",
-            "payload": record_changed_schema(templates),
-        }
-        self.operations[RECORD_CHANGED] = {
-            "action": "receive",
-            "channel": _ref("channels", RECORD_CHANGED),
-            "title": "Follow the writes of live templates",
-            "tags": [{"name": template.name} for template in templates],
-            "messages": [_ref("channels", RECORD_CHANGED, "messages", "event")],
-        }
+        names = ", ".join(template.name for template in templates)
+        for kind, title, payload, what in (
+            (
+                RECORD_CHANGED,
+                "A live template's record changed",
+                record_changed_schema(templates),
+                f"Each write of a live template ({names}), after it is answered.",
+            ),
+            (
+                RECORDS_CHANGED,
+                "A batch wrote records of a live template",
+                records_changed_schema(templates),
+                f"The written items of a batch of a live template ({names}), in item order, "
+                "as many per event as fit: each item is what a record.changed carries.",
+            ),
+        ):
+            self.channels[kind] = {
+                "address": kind,
+                "title": kind,
+                "description": f"{what} Bind a queue of your own to the control exchange with "
+                "this routing key.",
+                "messages": {"event": _ref("components", "messages", kind)},
+                "bindings": {
+                    "amqp": {
+                        "is": "routingKey",
+                        "exchange": {
+                            "name": self.config.amqp.control_exchange,
+                            "type": "topic",
+                            "durable": True,
+                            "autoDelete": False,
+                            "vhost": _vhost(self.config),
+                        },
+                        "bindingVersion": _BINDING,
+                    }
+                },
+            }
+            self.messages[kind] = {
+                "name": kind,
+                "title": title,
+                "contentType": "application/json",
+                "payload": payload,
+            }
+            self.operations[kind] = {
+                "action": "receive",
+                "channel": _ref("channels", kind),
+                "title": f"Follow the writes of live templates ({kind})",
+                "tags": [{"name": template.name} for template in templates],
+                "messages": [_ref("channels", kind, "messages", "event")],
+            }
 
     def reply_channel(self) -> None:
         self.reply_messages["error"] = _ref("components", "messages", "error")

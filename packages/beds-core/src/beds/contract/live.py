@@ -1,30 +1,47 @@
-"""JSON Schema of the ``record.changed`` control event that live templates publish.
+"""JSON Schemas of the control events that live templates publish.
 
-The event travels on the control exchange (``amqp.control_exchange``, topic, routing key
-``record.changed``) inside the control-event envelope; :mod:`beds.dispatch.live` writes its
-``data``. A reader binds a queue of its own (or reads the environment's control stream) to
-follow the writes of every ``live = true`` template.
+``record.changed`` (one write) and ``records.changed`` (a batch's written items, packed:
+``{"events": [record.changed data, ...]}``) travel on the control exchange
+(``amqp.control_exchange``, topic, the kind as routing key) inside the control-event envelope;
+:mod:`beds.dispatch.live` writes their ``data``. A reader binds a queue of its own (or reads
+the environment's control stream) with both routing keys to follow every write of the
+``live = true`` templates.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from beds.dispatch.live import RECORD_CHANGED
+from beds.dispatch.live import RECORD_CHANGED, RECORDS_CHANGED
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from beds.templates.model import Template
 
-__all__ = ("record_changed_schema",)
+__all__ = ("record_changed_schema", "records_changed_schema")
 
 
 def record_changed_schema(templates: Sequence[Template]) -> dict[str, Any]:
-    """The whole event (envelope and data) of the live ``templates``' writes."""
+    """The whole ``record.changed`` event (envelope and data) of the live ``templates``."""
+    return _envelope(RECORD_CHANGED, _change(templates))
+
+
+def records_changed_schema(templates: Sequence[Template]) -> dict[str, Any]:
+    """The whole ``records.changed`` event: a batch's items, in item order."""
+    data = {
+        "type": "object",
+        "required": ["events"],
+        "properties": {"events": {"type": "array", "minItems": 1, "items": _change(templates)}},
+    }
+    return _envelope(RECORDS_CHANGED, data)
+
+
+def _change(templates: Sequence[Template]) -> dict[str, Any]:
+    """The data of one written record."""
     text = {"type": "string"}
     records = [{"$ref": f"#/components/schemas/{template.name}"} for template in templates]
-    data = {
+    return {
         "type": "object",
         "required": ["template", "operation", "key", "principal", "trace_id", "at"],
         "properties": {
@@ -44,12 +61,17 @@ def record_changed_schema(templates: Sequence[Template]) -> dict[str, Any]:
             "at": {**text, "format": "date-time"},
         },
     }
+
+
+def _envelope(kind: str, data: dict[str, Any]) -> dict[str, Any]:
+    """The control-event envelope around ``data``."""
+    text = {"type": "string"}
     return {
         "type": "object",
         "required": ["version", "kind", "id", "origin", "env", "at", "data"],
         "properties": {
             "version": {"const": 1},
-            "kind": {"const": RECORD_CHANGED},
+            "kind": {"const": kind},
             "id": {**text, "description": "The event's id (also its AMQP message_id)."},
             "origin": {**text, "description": "The publishing node's name."},
             "env": {**text, "description": "The environment (node.env)."},

@@ -1,8 +1,7 @@
 """Live updates: templates with ``live = true`` publish ``record.changed`` after each write.
 
-After a successful create, update or delete of a live template (each written item of a batch:
-its ``operation`` is the single one, ``create`` for a ``create_many``), the node publishes one
-control event (:mod:`beds.transport.control`) of kind ``record.changed``::
+After a successful create, update or delete of a live template, the node publishes one control
+event (:mod:`beds.transport.control`) of kind ``record.changed``::
 
     {"template": "post", "operation": "create", "key": {"id": 41},
      "record": {"id": 41, "author": "ann", "body": "hi", "created_at": "…Z"},
@@ -19,6 +18,10 @@ control event (:mod:`beds.transport.control`) of kind ``record.changed``::
   ``beds_control_events_total{outcome="failed"}``), never failing the write. At most
   ``MAX_PENDING`` publications wait at once; beyond that an event is dropped and counted
   (``dropped``), so a stalled broker cannot make a node hoard memory.
+- **Batches.** Each written item of a batch has the same ``record.changed`` data (its
+  ``operation`` is the single one, ``create`` for a ``create_many``); they travel packed, in
+  item order, as ``records.changed`` control events ``{"events": [data, ...]}``, each as full as
+  the control channel takes: a 500-record batch costs RabbitMQ a few messages, not 500.
 - Every node reading the stream sees the event, with the trusted-origin rules of every control
   event; an HTTP edge filters what each caller may see (its fetch access, its owner's records).
 """
@@ -39,10 +42,14 @@ if TYPE_CHECKING:
     from beds.envelopes import Request
     from beds.templates.model import Template
 
-__all__ = ("MAX_PENDING", "RECORD_CHANGED", "LivePublisher", "record_changed")
+__all__ = ("MAX_PENDING", "RECORDS_CHANGED", "RECORD_CHANGED", "LivePublisher", "record_changed")
 
 RECORD_CHANGED: Final = "record.changed"
 """The control-event kind of a live template's write."""
+RECORDS_CHANGED: Final = "records.changed"
+"""The control-event kind of a batch's written items: ``{"events": [record.changed data, ...]}``,
+in item order, as many per control event as fit."""
+_PACK: Final = len(b'{"events":[]}')
 MAX_PENDING: Final = 1000
 """Most publications one node keeps waiting at once."""
 
@@ -116,19 +123,22 @@ class LivePublisher:
             events of one loop turn leave in one write); a coroutine function works too (each
             publication is then a task).
         room: the most bytes an event's data may take as JSON (``ControlChannel.room``).
+        pack_room: the same for a ``records.changed`` event (default ``room``).
     """
 
-    def __init__(self, publish: Publish, *, room: int) -> None:
+    def __init__(self, publish: Publish, *, room: int, pack_room: int | None = None) -> None:
         self.publish = publish
         self.published = 0
+        """Events RabbitMQ took (each item of a ``records.changed`` counts)."""
         self.failed = 0
-        """Publications RabbitMQ did not take (logged at warning)."""
+        """Events RabbitMQ did not take (logged at warning)."""
         self.dropped = 0
-        """Events not published because ``MAX_PENDING`` were waiting."""
+        """Events not published because ``MAX_PENDING`` publications were waiting."""
         self.trimmed = 0
         """Events published without ``record`` (too large)."""
         self._pending: set[asyncio.Future[Any]] = set()
         self._room = room
+        self._pack_room = room if pack_room is None else pack_room
 
     def written(
         self,
@@ -142,10 +152,10 @@ class LivePublisher:
         """A write of ``template`` succeeded: publish its event, without waiting for it."""
         if self._full(1, template.name, request.operation.value):
             return
-        data = self.fit(
+        data, _ = self._fitted(
             record_changed(template, request, result, principal=principal, trace_id=trace_id)
         )
-        sent = self._send(data)
+        sent = self._send(RECORD_CHANGED, data, [data])
         if sent is not None:
             self._wait_for(sent)
 
@@ -160,30 +170,38 @@ class LivePublisher:
     ) -> None:
         """A batch wrote ``written`` (each item's payload and result): one event per item.
 
-        Queued in item order at once; the batch counts once against ``MAX_PENDING``.
+        The items' events travel packed, in item order, as few ``records.changed`` control
+        events as fit (a 500-record batch in a few messages, not 500); the batch counts once
+        against ``MAX_PENDING``.
         """
         if not written or self._full(len(written), template.name, operation):
             return
         at = _now()
+        packs: list[list[dict[str, Any]]] = [[]]
+        size = _PACK
+        alone = self._pack_room - _PACK  # an item alone in its pack fits
+        for payload, result in written:
+            data, length = self._fitted(
+                _changed(
+                    template,
+                    operation,
+                    payload,
+                    result,
+                    principal=principal,
+                    trace_id=trace_id,
+                    at=at,
+                ),
+                alone,
+            )
+            if packs[-1] and size + 1 + length > self._pack_room:
+                packs.append([])
+                size = _PACK
+            packs[-1].append(data)
+            size += 1 + length
         confirms = [
             sent
-            for payload, result in written
-            if (
-                sent := self._send(
-                    self.fit(
-                        _changed(
-                            template,
-                            operation,
-                            payload,
-                            result,
-                            principal=principal,
-                            trace_id=trace_id,
-                            at=at,
-                        )
-                    )
-                )
-            )
-            is not None
+            for pack in packs
+            if (sent := self._send(RECORDS_CHANGED, {"events": pack}, pack)) is not None
         ]
         if confirms:
             self._wait_for(asyncio.gather(*confirms, return_exceptions=True))
@@ -202,44 +220,53 @@ class LivePublisher:
         )
         return True
 
-    def _send(self, data: Mapping[str, Any]) -> asyncio.Future[Any] | None:
-        """Queue one event; its outcome is counted when RabbitMQ answers."""
+    def _send(
+        self, kind: str, data: dict[str, Any], events: Sequence[Mapping[str, Any]]
+    ) -> asyncio.Future[Any] | None:
+        """Queue one control event carrying ``events``; counted when RabbitMQ answers."""
         try:
-            sent = asyncio.ensure_future(self.publish(RECORD_CHANGED, dict(data)))
+            sent = asyncio.ensure_future(self.publish(kind, data))
         except Exception as exc:  # refused before it was queued (channel closed, too large)
-            self._failed(data, exc)
+            self._failed(events, exc)
             return None
-        sent.add_done_callback(lambda done: self._settled(data, done))
+        sent.add_done_callback(lambda done: self._settled(events, done))
         return sent
 
     def _wait_for(self, sent: asyncio.Future[Any]) -> None:
         self._pending.add(sent)
         sent.add_done_callback(self._pending.discard)
 
-    def _settled(self, data: Mapping[str, Any], sent: asyncio.Future[Any]) -> None:
+    def _settled(self, events: Sequence[Mapping[str, Any]], sent: asyncio.Future[Any]) -> None:
         if sent.cancelled():
-            self._failed(data, asyncio.CancelledError())
+            self._failed(events, asyncio.CancelledError())
         elif (exc := sent.exception()) is not None:
-            self._failed(data, exc)
+            self._failed(events, exc)
         else:
-            self.published += 1
+            self.published += len(events)
 
-    def _failed(self, data: Mapping[str, Any], exc: BaseException) -> None:
+    def _failed(self, events: Sequence[Mapping[str, Any]], exc: BaseException) -> None:
         # The write is done and answered; a lost event never fails it.
-        self.failed += 1
+        self.failed += len(events)
         logger.warning(
-            "live event of {} {} was not published ({!r}); live views miss it",
-            data["template"],
-            data["operation"],
+            "{} live event(s) of {} {} not published ({!r}); live views miss them",
+            len(events),
+            events[0]["template"],
+            events[0]["operation"],
             exc,
         )
 
     def fit(self, data: dict[str, Any]) -> dict[str, Any]:
         """``data``, without ``record`` when the event would exceed the channel's limit."""
-        if len(orjson.dumps(data)) <= self._room or "record" not in data:
-            return data
+        return self._fitted(data)[0]
+
+    def _fitted(self, data: dict[str, Any], room: int | None = None) -> tuple[dict[str, Any], int]:
+        """:meth:`fit` (to ``room`` bytes when given), and the size of what it returns as JSON."""
+        length = len(orjson.dumps(data))
+        if length <= (self._room if room is None else room) or "record" not in data:
+            return data, length
         self.trimmed += 1
-        return {name: value for name, value in data.items() if name != "record"}
+        kept = {name: value for name, value in data.items() if name != "record"}
+        return kept, len(orjson.dumps(kept))
 
     async def drain(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for the waiting publications (node stop)."""
