@@ -171,3 +171,9 @@ def test_datetimes_are_utc_with_z_and_parse_back(value: dt.datetime) -> None:
 def test_decimals_keep_every_digit(value: Decimal) -> None:
     assert Decimal(to_wire(value)) == value
     assert to_wire(value) == str(value)
+
+
+@given(st.datetimes())
+def test_a_naive_datetime_is_written_as_the_same_instant_in_utc(value: dt.datetime) -> None:
+    as_utc = value.replace(tzinfo=dt.UTC).isoformat().replace("+00:00", "Z")
+    assert to_wire(value) == as_utc == to_wire(value.replace(tzinfo=dt.UTC))
