@@ -127,8 +127,8 @@ class Sink:
     def emit(self, event: Event) -> None:
         self.events.append(event)
 
-    async def publish_now(self, event: Event) -> None:
-        self.published.append(event)
+    async def publish_now(self, *events: Event) -> None:
+        self.published.extend(events)
 
 
 def node(

@@ -20,6 +20,7 @@ from beds.factory import Factory
 from beds.lineage import (
     Cause,
     Event,
+    EventsNotPublished,
     collect_tree,
     current_cause,
     decode_events,
@@ -30,6 +31,7 @@ from beds.lineage import (
 from beds.namaste import report_created
 from beds.templates import Template, parse_template
 from beds.testing import MemoryAdapter, TestIdentity
+from beds.transport.events import EventPublisher
 
 IDENTITY = TestIdentity(env="t")
 ALICE = IDENTITY.credential("alice")
@@ -48,8 +50,8 @@ class Sink:
     def emit(self, event: Event) -> None:
         self.events.append(event)
 
-    async def publish_now(self, event: Event) -> None:
-        self.confirmed.append(event)
+    async def publish_now(self, *events: Event) -> None:
+        self.confirmed.extend(events)
 
 
 class MemoryStore:
@@ -400,3 +402,36 @@ async def test_log_lines_carry_the_event_id_with_lineage_off(demo_template: Temp
     } in seen
     assert causes == [Cause(response.meta.event_id, 3)]
     assert current_cause() is None, "the cause outlived the request"
+
+
+class LogsChannel:
+    """A confirm-mode channel to the logs exchange that refuses the messages it is told to."""
+
+    is_closed = False
+
+    def __init__(self, refuse: set[int]) -> None:
+        self.bodies: list[bytes] = []
+        self.refuse = refuse
+
+    async def basic_publish(self, body: bytes, **_: Any) -> None:
+        number = len(self.bodies)
+        self.bodies.append(body)
+        if number in self.refuse:
+            raise ConnectionError("nacked")
+
+
+async def test_audit_records_published_at_once_travel_batch_size_to_a_message() -> None:
+    publisher = EventPublisher("beds.logs", node="n1", env="test", batch_size=2)
+    events = [
+        Event(event_id=f"n1.test.{i:032x}", kind="audit", node="n1", env="test", at=1.0 + i)
+        for i in range(5)
+    ]
+    publisher._channel = channel = LogsChannel(refuse=set())  # type: ignore[assignment]
+    await publisher.publish_now(*events)
+    assert [len(decode_events(body)) for body in channel.bodies] == [2, 2, 1]
+    assert [e for body in channel.bodies for e in decode_events(body)] == events
+
+    publisher._channel = channel = LogsChannel(refuse={1})  # type: ignore[assignment]
+    with pytest.raises(EventsNotPublished) as refused:
+        await publisher.publish_now(*events)
+    assert refused.value.events == events[2:4]  # only the refused message's records wait

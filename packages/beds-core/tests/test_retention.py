@@ -223,8 +223,8 @@ class Sink:
     def emit(self, event: Event) -> None:
         self.events.append(event)
 
-    async def publish_now(self, event: Event) -> None:
-        self.events.append(event)
+    async def publish_now(self, *events: Event) -> None:
+        self.events.extend(events)
 
 
 def scheduler(

@@ -188,8 +188,8 @@ class Audits:
     def emit(self, event: Any) -> None:
         return None
 
-    async def publish_now(self, event: Any) -> None:
-        self.published.append(event)
+    async def publish_now(self, *events: Any) -> None:
+        self.published.extend(events)
 
 
 async def test_an_audited_create_many_reads_nothing_back_and_audits_what_a_read_gives(

@@ -30,6 +30,7 @@ __all__ = (
     "EventKind",
     "EventPurger",
     "EventStore",
+    "EventsNotPublished",
     "collect_tree",
     "current_cause",
     "decode_events",
@@ -141,6 +142,14 @@ class Event:
         """Rebuild an event from its stored form (unknown keys, such as ``_id``, ignored)."""
         names = {field.name for field in attrs.fields(cls)}
         return cls(**{key: value for key, value in record.items() if key in names})
+
+
+class EventsNotPublished(Exception):
+    """Some events a sink was asked to publish at once were not taken (the others were)."""
+
+    def __init__(self, events: Sequence[Event], cause: BaseException) -> None:
+        super().__init__(f"{len(events)} events not published: {cause!r}")
+        self.events = list(events)
 
 
 def encode_events(events: Sequence[Event]) -> bytes:

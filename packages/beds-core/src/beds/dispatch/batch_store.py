@@ -15,7 +15,6 @@ takes from the dispatcher, so the dispatcher's module does not grow with it.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
@@ -29,6 +28,7 @@ from beds.dispatch.trace import store_object
 from beds.envelopes import Operation
 from beds.errors import InternalError, RequestError, StoreBusy
 from beds.idempotency import item_context, watch_repeats
+from beds.lineage import EventsNotPublished
 from beds.namaste import BatchStore, CallContext, NamasteCore, Query, Record, watch_created_items
 
 if TYPE_CHECKING:
@@ -327,14 +327,14 @@ async def _publish_audits(
         for event in events:
             logger.info("audit {}: {}", ctx.event_id, event.to_record())
         return
-    done = await asyncio.gather(
-        *(sink.publish_now(event) for event in events), return_exceptions=True
-    )
-    for event, outcome in zip(events, done, strict=True):
-        if isinstance(outcome, BaseException):  # the writes are done: keep it for the next batch
-            logger.warning(
-                "audit record of {} waits for the logs exchange ({})", ctx.event_id, outcome
-            )
+    try:
+        await sink.publish_now(*events)
+    except Exception as exc:  # the writes are done: keep them for the next lineage batch
+        lost = exc.events if isinstance(exc, EventsNotPublished) else events
+        logger.warning(
+            "{} audit records of {} wait for the logs exchange ({})", len(lost), ctx.event_id, exc
+        )
+        for event in lost:
             sink.emit(event)
 
 

@@ -35,8 +35,12 @@ class EventSink(Protocol):
     def emit(self, event: Event) -> None:
         """Queue an event; never blocks."""
 
-    async def publish_now(self, event: Event) -> None:
-        """Publish an event and wait until it is safe (audit records)."""
+    async def publish_now(self, *events: Event) -> None:
+        """Publish events and wait until they are safe (audit records).
+
+        In as few messages as the sink's batches allow; raises ``EventsNotPublished`` naming
+        those not taken.
+        """
 
 
 def request_event(
