@@ -177,3 +177,10 @@ def test_decimals_keep_every_digit(value: Decimal) -> None:
 def test_a_naive_datetime_is_written_as_the_same_instant_in_utc(value: dt.datetime) -> None:
     as_utc = value.replace(tzinfo=dt.UTC).isoformat().replace("+00:00", "Z")
     assert to_wire(value) == as_utc == to_wire(value.replace(tzinfo=dt.UTC))
+
+
+@given(st.dictionaries(st.text(max_size=8), database_values, max_size=6))
+@settings(deadline=None)
+def test_a_record_is_converted_value_by_value_as_to_wire_does(record: dict[str, Any]) -> None:
+    converted = to_wire_record(record)
+    assert orjson.dumps(converted) == orjson.dumps({k: to_wire(v) for k, v in record.items()})

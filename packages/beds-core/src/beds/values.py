@@ -72,9 +72,18 @@ def to_wire(value: Any) -> Any:
     return str(value)
 
 
+_AS_IS = frozenset((str, bool, type(None), float))
+"""Types :func:`to_wire` returns unchanged (exactly these: not their subclasses)."""
+
+
 def to_wire_record(record: Mapping[str, Any]) -> dict[str, Any]:
-    """Convert every value of a record."""
-    return {key: to_wire(value) for key, value in record.items()}
+    """Convert every value of a record (the usual values are checked by type alone)."""
+    return {
+        key: value
+        if type(value) in _AS_IS or (type(value) is int and _INT_MIN <= value < _INT_END)
+        else to_wire(value)
+        for key, value in record.items()
+    }
 
 
 _JSON_TYPES = {

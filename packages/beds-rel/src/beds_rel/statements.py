@@ -276,21 +276,32 @@ def typed(template: Template, row: Row) -> Row:
     Raises:
         StoreError: a ``json`` field's column holds text that is not JSON.
     """
-    fields = template.fields
-    for name, value in row.items():
-        spec = fields.get(name)
-        if spec is None or value is None:
-            continue
-        kind = spec.type
-        if kind is FieldType.BOOL:
-            row[name] = _bool(value)
-        elif kind is FieldType.DECIMAL:
-            row[name] = _decimal(value)
-        elif kind is FieldType.JSON:
-            row[name] = _json(value, name)
-        elif kind is FieldType.DATETIME:
-            row[name] = _datetime(value)
+    for name, convert in _conversions(template):
+        value = row.get(name)
+        if value is not None:
+            row[name] = convert(value, name)
     return row
+
+
+_CONVERTERS: dict[FieldType, Callable[[Any, str], Any]] = {
+    FieldType.BOOL: lambda value, _: _bool(value),
+    FieldType.DECIMAL: lambda value, _: _decimal(value),
+    FieldType.JSON: _json,
+    FieldType.DATETIME: lambda value, _: _datetime(value),
+}
+_CONVERSIONS: dict[int, tuple[Template, tuple[tuple[str, Callable[[Any, str], Any]], ...]]] = {}
+"""The fields of each template whose values :func:`typed` converts, by the template's ``id``."""
+
+
+def _conversions(template: Template) -> tuple[tuple[str, Callable[[Any, str], Any]], ...]:
+    cached = _CONVERSIONS.get(id(template))
+    if cached is None or cached[0] is not template:  # kept with it: its id is not reused
+        fields = template.fields.items()
+        found = tuple(
+            (name, _CONVERTERS[spec.type]) for name, spec in fields if spec.type in _CONVERTERS
+        )
+        cached = _CONVERSIONS[id(template)] = (template, found)
+    return cached[1]
 
 
 def typed_record(template: Template, call: Call, record: Row, limit: int) -> Row:
