@@ -54,26 +54,36 @@ class Mariadbd:
     def log(self) -> Path:
         return self.folder / "mariadbd.log"
 
-    def install(self) -> None:
-        """Make the data folder (root over the socket, no test database)."""
+    def install(self, attempts: int = 3) -> None:
+        """Make the data folder (root over the socket, no test database).
+
+        Tried again on a clean folder when it fails: on a loaded machine its bootstrap server
+        has been seen to fail once and succeed the next time.
+        """
         self.folder.chmod(0o755)
-        done = subprocess.run(
-            [
-                "mariadb-install-db",
-                "--no-defaults",
-                f"--datadir={self.folder / 'data'}",
-                *_as_user(),
-                "--auth-root-authentication-method=normal",
-                "--skip-test-db",
-                "--skip-name-resolve",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise ServerNotStarted(f"mariadb-install-db failed: {done.stderr[-2000:]}")
+        data = self.folder / "data"
+        for attempt in range(attempts):
+            shutil.rmtree(data, ignore_errors=True)
+            done = subprocess.run(
+                [
+                    "mariadb-install-db",
+                    "--no-defaults",
+                    f"--datadir={data}",
+                    *_as_user(),
+                    "--auth-root-authentication-method=normal",
+                    "--skip-test-db",
+                    "--skip-name-resolve",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            if done.returncode == 0:
+                return
+            if attempt == attempts - 1:
+                raise ServerNotStarted(f"mariadb-install-db failed: {done.stderr[-2000:]}")
+            time.sleep(1)
 
     def start(self, timeout: float = 30) -> None:
         """Start the server on its port and wait until it answers on its socket and port.
