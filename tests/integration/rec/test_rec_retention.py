@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import aiormq
 import pytest
 from loguru import logger
-from pymongo import AsyncMongoClient, monitoring
+from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 
 from beds.broker.logs import LogsPool
@@ -35,6 +35,7 @@ from beds.testing import unique_name
 from beds.testing.local import LocalNode
 from beds_rec import RecAdapter
 from tests.helpers import until
+from tests.integration.rec.listened import Listened
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -102,40 +103,15 @@ def settings(uri: str, database: str) -> StoreSettings:
     )
 
 
-class Finds(monitoring.CommandListener):
-    """The ``find`` commands a client sends."""
-
-    def __init__(self) -> None:
-        self.commands: list[dict[str, Any]] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name == "find":
-            self.commands.append(dict(event.command))
-
-    def of_sweep(self) -> list[dict[str, Any]]:
-        """The sweep's finds: on the notes, by age."""
-        return [
-            command
-            for command in self.commands
-            if command["find"] == "rrt_notes" and "created_at" in command.get("filter", {})
-        ]
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        return None
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        return None
-
-
-class Listened(RecAdapter):
-    """The REC adapter, with a listener of its ``find`` commands."""
-
-    def __init__(self, settings: StoreSettings) -> None:
-        super().__init__(settings)
-        self.finds = Finds()
-
-    def _client_options(self) -> dict[str, Any]:
-        return {**super()._client_options(), "event_listeners": [self.finds]}
+def sweep_finds(rec: Listened) -> list[dict[str, Any]]:
+    """The sweep's finds: on the notes, by age."""
+    return [
+        command
+        for name, command in rec.commands.sent
+        if name == "find"
+        and command["find"] == "rrt_notes"
+        and "created_at" in command.get("filter", {})
+    ]
 
 
 @pytest.fixture
@@ -216,7 +192,7 @@ async def test_old_notes_move_to_the_cool_collection_once_and_new_ones_stay(
     kept = await documents(rec, "rrt_notes")
     assert [note["text"] for note in kept] == [f"new {n}" for n in reversed(range(NEW))]
     # Oldest first, by the index on the age field.
-    finds = rec.finds.of_sweep()
+    finds = sweep_finds(rec)
     assert finds
     assert all(command.get("hint") == "rrt_notes_created_ix" for command in finds)
     assert finds[0]["sort"] == {"created_at": 1}
@@ -274,7 +250,7 @@ async def test_a_sweep_without_an_age_index_scans_and_still_retires(rec: Listene
     await seed(rec, template)
     await rec._database["rrt_notes"].drop_index("rrt_notes_created_ix")
     assert await sweep(rec, template, limit=100) == [OLD]
-    finds = rec.finds.of_sweep()
+    finds = sweep_finds(rec)
     assert finds
     assert not any("hint" in command for command in finds)
 

@@ -30,7 +30,13 @@ from pathlib import Path
 import attrs
 
 from tests.integration.tls.helpers import free_port, port_open
-from tests.integration.tls.servers import MARIADBD, ServerNotStarted, _stop, _tail
+from tests.integration.tls.servers import (
+    MARIADBD,
+    ServerNotStarted,
+    _stop,
+    _tail,
+    install_datadir,
+)
 
 __all__ = ("Mariadbd", "ReplicaPair", "replica_pair")
 
@@ -54,36 +60,10 @@ class Mariadbd:
     def log(self) -> Path:
         return self.folder / "mariadbd.log"
 
-    def install(self, attempts: int = 3) -> None:
-        """Make the data folder (root over the socket, no test database).
-
-        Tried again on a clean folder when it fails: on a loaded machine its bootstrap server
-        has been seen to fail once and succeed the next time.
-        """
+    def install(self) -> None:
+        """Make the data folder (root over the socket, no test database)."""
         self.folder.chmod(0o755)
-        data = self.folder / "data"
-        for attempt in range(attempts):
-            shutil.rmtree(data, ignore_errors=True)
-            done = subprocess.run(
-                [
-                    "mariadb-install-db",
-                    "--no-defaults",
-                    f"--datadir={data}",
-                    *_as_user(),
-                    "--auth-root-authentication-method=normal",
-                    "--skip-test-db",
-                    "--skip-name-resolve",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
-            )
-            if done.returncode == 0:
-                return
-            if attempt == attempts - 1:
-                raise ServerNotStarted(f"mariadb-install-db failed: {done.stderr[-2000:]}")
-            time.sleep(1)
+        install_datadir(self.folder / "data", _as_user())
 
     def start(self, timeout: float = 30) -> None:
         """Start the server on its port and wait until it answers on its socket and port.

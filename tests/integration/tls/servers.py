@@ -205,29 +205,46 @@ def tls_mariadb(
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def install_datadir(data: Path, as_user: list[str], attempts: int = 3) -> None:
+    """Make a MariaDB data folder (root over the socket, no test database).
+
+    Tried again on a clean folder when it fails: on a loaded machine its bootstrap server has
+    been seen to fail once and succeed the next time.
+
+    Raises:
+        ServerNotStarted: the last attempt failed too.
+    """
+    for attempt in range(attempts):
+        shutil.rmtree(data, ignore_errors=True)
+        done = subprocess.run(
+            [
+                "mariadb-install-db",
+                "--no-defaults",
+                f"--datadir={data}",
+                *as_user,
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+                "--skip-name-resolve",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if done.returncode == 0:
+            return
+        if attempt == attempts - 1:
+            raise ServerNotStarted(f"mariadb-install-db failed: {done.stderr[-2000:]}")
+        time.sleep(1)
+
+
 def _start_mariadbd(
     folder: Path, log: Path, port: int, require_secure_transport: bool
 ) -> subprocess.Popen[bytes]:
     """Make the data folder, then start mariadbd on ``port`` with the folder's certificate."""
     # mariadbd refuses to run as root unless told to; otherwise it runs as whoever starts it.
     as_user = ["--user=root"] if os.geteuid() == 0 else []
-    install = subprocess.run(
-        [
-            "mariadb-install-db",
-            "--no-defaults",
-            f"--datadir={folder / 'data'}",
-            *as_user,
-            "--auth-root-authentication-method=normal",
-            "--skip-test-db",
-            "--skip-name-resolve",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if install.returncode != 0:
-        raise ServerNotStarted(f"mariadb-install-db failed: {install.stderr[-2000:]}")
+    install_datadir(folder / "data", as_user)
     return subprocess.Popen(
         [
             MARIADBD,
