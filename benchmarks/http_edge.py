@@ -45,6 +45,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from benchmarks.http_load import HOME_LIMIT
 from benchmarks.resources import PYTHON, run_load, wait_line
+from benchmarks.targets import target_row
 from benchmarks.work import POST_TEXT
 from benchmarks.workers import node_pids
 
@@ -283,14 +284,12 @@ def run(res: Resources, args: Any = None) -> dict[str, Any]:
                     else "not measured"
                 )
                 targets.append(
-                    {
-                        "name": f"{operation} c={concurrency}: http / {other} req/s",
-                        "value": value,
-                        "target": None,
-                        "comparison": ">=",
-                        "met": None,
-                        "note": note,
-                    }
+                    target_row(
+                        f"{operation} c={concurrency}: http / {other} req/s",
+                        value,
+                        None,
+                        where=note,
+                    )
                 )
     out: dict[str, Any] = {"rows": rows, "targets": targets}
     if "error" in measured:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ("evaluate", "markdown_rows", "print_targets", "verdict")
+__all__ = ("evaluate", "markdown_rows", "print_targets", "target_row", "verdict")
 
 AT = "16"
 """Where the single-record ratios are taken: 16 requests in flight."""
@@ -129,7 +129,7 @@ def _best(results: dict[str, Any], key: str, metric: str) -> tuple[float, str] |
     return max(measured) if measured else None
 
 
-def _row(
+def target_row(
     name: str,
     value: float | None,
     goal: float | None,
@@ -177,11 +177,11 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for name, top, bottom, goal, costs in _RATIOS:
         value = _ratio(_rps(results, top), _rps(results, bottom))
-        rows.append(_row(name, value, goal, where=f"{top} / {bottom} at {AT} in flight"))
+        rows.append(target_row(name, value, goal, where=f"{top} / {bottom} at {AT} in flight"))
         for cost_name, cost_top, cost_bottom in costs:
             price = _price(results, (top, bottom), (cost_top, cost_bottom))
             rows.append(
-                _row(
+                target_row(
                     COST + cost_name,
                     _ratio(_rps(results, cost_top), _rps(results, cost_bottom)),
                     None,
@@ -192,7 +192,7 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
     on, off = _rps(results, "beds_rel_fetch"), _rps(results, "beds_rel_fetch_nolineage")
     cost = round(1 - on / off, 3) if on and off else None
     rows.append(
-        _row(
+        target_row(
             "lineage cost (1 - REL fetch lineage on / off)",
             cost,
             0.05,
@@ -203,7 +203,7 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
     for name, key, goal, ceiling in _RECORDS:
         best = _best(results, key, "records_per_s")
         rows.append(
-            _row(
+            target_row(
                 name,
                 best[0] if best else None,
                 goal,
@@ -212,7 +212,7 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
         alone = _best(results, ceiling, "records_per_s")
         rows.append(
-            _row(
+            target_row(
                 _CEILING[ceiling],
                 _ratio(best[0] if best else None, alone[0] if alone else None),
                 None,
@@ -224,7 +224,7 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
     many = _best(results, "beds_rec_create_many", "records_per_s")
     single = _rps(results, "beds_rec_create")
     rows.append(
-        _row(
+        target_row(
             "REC create_many records/s / REC create req/s",
             _ratio(many[0] if many else None, single, 2),
             10.0,

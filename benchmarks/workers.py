@@ -29,6 +29,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.resources import PYTHON, run_load
+from benchmarks.targets import target_row
 
 if TYPE_CHECKING:
     from benchmarks.resources import Resources, Server
@@ -243,14 +244,12 @@ def run(res: Resources, args: Any = None) -> dict[str, Any]:
                 else "not measured"
             )
             targets.append(
-                {
-                    "name": f"{operation} c={concurrency}: 2 workers / 1 worker req/s",
-                    "value": value,
-                    "target": None,
-                    "comparison": ">=",
-                    "met": None,
-                    "note": note,
-                }
+                target_row(
+                    f"{operation} c={concurrency}: 2 workers / 1 worker req/s",
+                    value,
+                    None,
+                    where=note,
+                )
             )
     out: dict[str, Any] = {"rows": rows, "targets": targets}
     if errors:

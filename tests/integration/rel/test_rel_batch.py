@@ -46,13 +46,6 @@ def keyed(key: str, fingerprint: str = "f" * 64) -> CallContext:
 
 
 @pytest.fixture(scope="module")
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    running = asyncio.new_event_loop()
-    yield running
-    running.close()
-
-
-@pytest.fixture(scope="module")
 def rel(mariadb_url: str, loop: asyncio.AbstractEventLoop) -> Iterator[RelAdapter]:
     adapter = RelAdapter.from_settings(
         StoreSettings(store="rel", options={"url": mariadb_url, "connect_timeout": 2})

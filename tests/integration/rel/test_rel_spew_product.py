@@ -40,14 +40,6 @@ def query(template: Template, name: str, **params: Any) -> Query:
 
 
 @pytest.fixture(scope="module")
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    """One loop for the module: hypothesis runs many examples on one adapter."""
-    running = asyncio.new_event_loop()
-    yield running
-    running.close()
-
-
-@pytest.fixture(scope="module")
 def rel(mariadb_url: str, loop: asyncio.AbstractEventLoop) -> Iterator[RelAdapter]:
     adapter = RelAdapter.from_settings(
         StoreSettings(store="rel", options={"url": mariadb_url, "connect_timeout": 2})
