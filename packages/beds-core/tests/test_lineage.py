@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -435,3 +436,37 @@ async def test_audit_records_published_at_once_travel_batch_size_to_a_message() 
     with pytest.raises(EventsNotPublished) as refused:
         await publisher.publish_now(*events)
     assert refused.value.events == events[2:4]  # only the refused message's records wait
+
+
+class SlowConfirms(LogsChannel):
+    """Confirms each message after ``delay`` seconds, as RabbitMQ does once it stored it."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(refuse=set())
+        self.delay = delay
+
+    async def basic_publish(self, body: bytes, **kwargs: Any) -> None:
+        await super().basic_publish(body, **kwargs)
+        await asyncio.sleep(self.delay)
+
+
+async def test_under_steady_load_events_travel_once_per_flush_interval() -> None:
+    """Not once per confirm: what arrives while a batch waits for its confirm waits too."""
+    publisher = EventPublisher("beds.logs", node="n1", env="test", flush_interval=0.05)
+    publisher._channel = channel = SlowConfirms(delay=0.005)  # type: ignore[assignment]
+    publisher._task = asyncio.create_task(publisher._flush_loop())
+    emitted = 0
+    started = asyncio.get_running_loop().time()
+    while asyncio.get_running_loop().time() - started < 0.4:
+        publisher.emit(
+            Event(event_id=f"n1.test.{emitted:032x}", kind="db", node="n1", env="test", at=1.0)
+        )
+        emitted += 1
+        await asyncio.sleep(0.001)
+    await asyncio.sleep(0.1)  # the last batch confirmed before the loop stops
+    await publisher.aclose()
+    assert [e.event_id for body in channel.bodies for e in decode_events(body)] == [
+        f"n1.test.{i:032x}" for i in range(emitted)
+    ]
+    # 0.4 s at one message per 50 ms is 8 (+2 for the last); per 5 ms confirm it was about 60.
+    assert len(channel.bodies) <= 12, len(channel.bodies)

@@ -6,7 +6,8 @@ every ``flush_interval`` seconds or ``batch_size`` events, on a channel with pub
 A batch that cannot be published stays buffered and is tried again; if the buffer outgrows
 ``max_buffer`` (RabbitMQ unreachable for long), the oldest events are dropped and counted, so
 a logs outage never takes memory or requests down with it. Audit records do not wait: they are
-published one by one and confirmed before the write's reply (``publish_now``).
+published at once, ``batch_size`` to a message, and confirmed before the write's reply
+(``publish_now``).
 """
 
 from __future__ import annotations
@@ -180,7 +181,7 @@ class EventPublisher:
                 await asyncio.wait_for(self._wake.wait(), self.flush_interval)
             self._wake.clear()
             try:
-                await self._flush()
+                await self._flush(len(self._buffer))
             except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
                 self.failures += 1
                 now = time.monotonic()
@@ -195,9 +196,19 @@ class EventPublisher:
                     )
                 await asyncio.sleep(min(1.0, self.flush_interval * 10))
 
-    async def _flush(self) -> None:
-        while self._buffer:
-            batch = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]
+    async def _flush(self, count: int | None = None) -> None:
+        """Publish the first ``count`` buffered events (all of them when ``None``).
+
+        The flush loop passes what was buffered when it woke. Draining until the buffer is
+        empty published what arrived during each confirm's wait as a message of its own: under
+        steady load one small message per confirm round trip (about 6 ms) instead of one per
+        ``flush_interval``, seven times the messages for RabbitMQ to store for the same events.
+        """
+        buffer = self._buffer
+        left = len(buffer) if count is None else count
+        while buffer and left > 0:
+            batch = [buffer.popleft() for _ in range(min(self.batch_size, left, len(buffer)))]
+            left -= len(batch)
             try:
                 await self._publish(batch, EVENTS_ROUTING_KEY)
             except BaseException:
