@@ -167,7 +167,7 @@ class BatchMixin:
             return await _each(self.create, template, records, ctx)
         params = template.operations[Operation.CREATE].params
         array = orjson.dumps(
-            [{name: to_wire(record.get(name)) for name in params} for record in records]
+            [to_wire_record({name: record.get(name) for name in params}) for record in records]
         ).decode()
         single = plan.writes[Operation.CREATE]
 

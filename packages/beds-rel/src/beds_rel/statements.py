@@ -1,7 +1,8 @@
 """Run one statement on a connection, and read records the way the template declares them.
 
 Shared by the adapter's reads, its writes and their journal: every statement goes through
-:func:`execute` (values bound, never formatted into the SQL), every call of a declared object
+:func:`execute` (values bound as escaped literals, as asyncmy binds them, never formatted into
+the SQL as text), every call of a declared object
 through :func:`run_call` (which also reads OUT parameters and result sets), and every record
 read back through :func:`typed` and :func:`beds.values.to_wire_record`.
 """
@@ -14,6 +15,7 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from asyncmy import errors as my_errors
+from asyncmy.constants.SERVER_STATUS import SERVER_STATUS_NO_BACKSLASH_ESCAPES
 from asyncmy.cursors import DictCursor
 
 from beds.errors import StoreError
@@ -45,6 +47,49 @@ __all__ = (
 )
 
 Row = dict[str, Any]
+
+_LONG = 256
+"""Text at least this long is escaped by :func:`_long_literal`; shorter text by asyncmy."""
+
+
+def _long_literal(text: str, no_backslash_escapes: int) -> str:
+    """``text`` as the SQL literal asyncmy writes (``Connection.literal``), faster when long.
+
+    asyncmy escapes with ``str.translate``, about 23 ns a character: 1.2 ms for the JSON
+    argument of a 500-record batch, a tenth of the node's time on it. One ``str.replace`` per
+    escaped character costs a sixth of that; for short text asyncmy's own check is quicker.
+    """
+    if no_backslash_escapes:
+        return "'" + text.replace("'", "''") + "'"
+    escaped = (
+        text.replace("\\", "\\\\")
+        .replace("\0", "\\0")
+        .replace("\n", "\\n")
+        .replace("\r", "\\r")
+        .replace("\x1a", "\\Z")
+        .replace("'", "\\'")
+        .replace('"', '\\"')
+    )
+    return "'" + escaped + "'"
+
+
+def _statement(
+    conn: Connection, sql: str, values: Sequence[Any]
+) -> tuple[str, tuple[Any, ...] | None]:
+    """``cursor.execute``'s arguments: with long text, ``sql`` bound here as asyncmy binds it."""
+    values = tuple(values)
+    if not any(type(value) is str and len(value) >= _LONG for value in values):
+        return sql, values
+    # asyncmy's stubs lack both; its own escape_string reads server_status the same way.
+    plain = conn.server_status & SERVER_STATUS_NO_BACKSLASH_ESCAPES  # type: ignore[attr-defined]
+    literal: Callable[[Any], str] = conn.literal
+    literals = tuple(
+        _long_literal(value, plain)
+        if type(value) is str and len(value) >= _LONG
+        else literal(value)
+        for value in values
+    )
+    return sql % literals, None
 
 
 def db_value(value: Any) -> Any:
@@ -82,7 +127,7 @@ async def _execute(
     cursor = conn.cursor(DictCursor)
     bound = tuple(db_value(arg) for arg in args)
     if lead is None:
-        await cursor.execute(sql, bound)
+        await cursor.execute(*_statement(conn, sql, bound))
     else:
         # One packet, two statements (asyncmy always connects with CLIENT_MULTI_STATEMENTS).
         # Both texts are fixed: the lead is beds' own call, ``sql`` a named object's statement
@@ -90,7 +135,7 @@ async def _execute(
         # for one statement, so no request text becomes SQL.
         lead_sql, lead_args = lead
         try:
-            await cursor.execute(f"{lead_sql}; {sql}", (*lead_args, *bound))
+            await cursor.execute(*_statement(conn, f"{lead_sql}; {sql}", (*lead_args, *bound)))
         except my_errors.MySQLError as exc:
             # The packet's first result is the lead's: MariaDB stopped there, ``sql`` never ran.
             if exc.args and exc.args[0] == _SIGNAL:
@@ -205,7 +250,7 @@ async def run_calls(
         for at, v in enumerate(args)
     ]
     cursor = conn.cursor(DictCursor)
-    await cursor.execute("; ".join(texts), tuple(values))
+    await cursor.execute(*_statement(conn, "; ".join(texts), values))
     statuses = -1 if lead is not None else 0  # the lead's status is not a call's
     sets: list[list[Row]] = []
     first: list[Row] | None = None

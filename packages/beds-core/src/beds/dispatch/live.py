@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 from loguru import logger
 
-from beds.values import to_wire
+from beds.values import to_wire_record
 
 if TYPE_CHECKING:
     from beds.envelopes import Request
@@ -100,10 +100,10 @@ def _changed(
     trace_id: str,
     at: str | None = None,
 ) -> dict[str, Any]:
-    public = {name for name, spec in template.fields.items() if not spec.secret}
-    record: dict[str, Any] = {k: to_wire(v) for k, v in payload.items() if k in public}
+    public = template.public_fields
+    record = to_wire_record({k: v for k, v in payload.items() if k in public})
     if isinstance(result, dict):
-        record.update((k, to_wire(v)) for k, v in result.items() if k in public)
+        record.update(to_wire_record({k: v for k, v in result.items() if k in public}))
     return {
         "template": template.name,
         "operation": operation,

@@ -12,6 +12,7 @@ adapter or a tool reads every part of it in one place; the parsing lives in the 
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -350,6 +351,11 @@ class Template:
     """Where the declaration came from (package resource or file path)."""
     distribution: str = ""
     """The installed distribution that shipped it."""
+
+    @functools.cached_property
+    def public_fields(self) -> frozenset[str]:
+        """The fields that may be published beyond the caller (every field not ``secret``)."""
+        return frozenset(name for name, spec in self.fields.items() if not spec.secret)
 
     @property
     def connection(self) -> str:
