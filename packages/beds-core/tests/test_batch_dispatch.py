@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import orjson
 import pytest
 import tomlkit
 from hypothesis import given
@@ -572,7 +573,7 @@ async def test_live_templates_publish_a_record_changed_per_written_item_packed(
 
     async def publish(kind: str, data: dict[str, Any]) -> None:
         assert kind == "records.changed"
-        published.extend(data["events"])
+        published.extend(orjson.loads(orjson.dumps(data))["events"])  # as RabbitMQ receives it
 
     live = LivePublisher(publish, room=10_000)
     target = node(post, BatchMemory(), live=live)

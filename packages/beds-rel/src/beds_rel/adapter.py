@@ -433,8 +433,17 @@ class RelAdapter(BatchMixin, TicketsMixin, LongOperationsMixin, MigrationsMixin)
         return {"deleted": count}
 
     def _returns(self, template: Template, operation: Operation, call: Call, row: Row) -> Record:
+        return self._returns_many(template, operation, call, [row])[0]
+
+    def _returns_many(
+        self, template: Template, operation: Operation, call: Call, rows: Sequence[Row]
+    ) -> list[Record]:
+        """The declared fields of each row, typed, in wire form.
+
+        The rows are one result set's, so the first row's columns are every row's.
+        """
         wanted = template.operations[operation].returns
-        absent = [name for name in wanted if name not in row]
+        absent = [name for name in wanted if rows and name not in rows[0]]
         if absent:
             raise StoreError(
                 f"the {operation.value} procedure's result lacks declared fields",
@@ -442,7 +451,9 @@ class RelAdapter(BatchMixin, TicketsMixin, LongOperationsMixin, MigrationsMixin)
                     f"procedure {call.name}: no column or out parameter {name!r}" for name in absent
                 ],
             )
-        return to_wire_record(typed(template, {name: row[name] for name in wanted}))
+        return [
+            to_wire_record(typed(template, {name: row[name] for name in wanted})) for row in rows
+        ]
 
     async def fetch(self, template: Template, query: Query, ctx: CallContext) -> list[Record]:
         """Run a declared query and return at most ``query.limit`` records."""

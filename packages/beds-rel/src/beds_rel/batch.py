@@ -63,9 +63,9 @@ class _Adapter(Protocol):
 
     def _connection(self) -> AbstractAsyncContextManager[Connection]: ...
 
-    def _returns(
-        self, template: Template, operation: Operation, call: Call, row: Row
-    ) -> Record: ...
+    def _returns_many(
+        self, template: Template, operation: Operation, call: Call, rows: Sequence[Row]
+    ) -> list[Record]: ...
 
     def _updated(
         self, template: Template, call: Call, record: Record, rows: list[Row]
@@ -181,7 +181,7 @@ class BatchMixin:
                         f"procedure {call.name}: one row per record, ordinal 0..n-1 in order",
                     ),
                 )
-            return [self._returns(template, Operation.CREATE, single, row) for row in rows]
+            return [*self._returns_many(template, Operation.CREATE, single, rows)]
 
         async def body(run: RunCall, conn: Connection) -> list[Record | RequestError]:
             return outcomes(await run(conn, call, (array,)))

@@ -21,7 +21,9 @@ event (:mod:`beds.transport.control`) of kind ``record.changed``::
 - **Batches.** Each written item of a batch has the same ``record.changed`` data (its
   ``operation`` is the single one, ``create`` for a ``create_many``); they travel packed, in
   item order, as ``records.changed`` control events ``{"events": [data, ...]}``, each as full as
-  the control channel takes: a 500-record batch costs RabbitMQ a few messages, not 500.
+  the control channel takes: a 500-record batch costs RabbitMQ a few messages, not 500. Each
+  item is encoded once, to measure it, and travels as that JSON (an ``orjson.Fragment`` in the
+  pack's ``events``): ``publish`` receives data that ``orjson.dumps`` writes as it is.
 - Every node reading the stream sees the event, with the trusted-origin rules of every control
   event; an HTTP edge filters what each caller may see (its fetch access, its owner's records).
 """
@@ -102,8 +104,8 @@ def _changed(
 ) -> dict[str, Any]:
     public = template.public_fields
     record = to_wire_record({k: v for k, v in payload.items() if k in public})
-    if isinstance(result, dict):
-        record.update(to_wire_record({k: v for k, v in result.items() if k in public}))
+    if isinstance(result, dict):  # an adapter's Record: its values are wire values already
+        record.update({k: v for k, v in result.items() if k in public})
     return {
         "template": template.name,
         "operation": operation,
@@ -152,7 +154,7 @@ class LivePublisher:
         """A write of ``template`` succeeded: publish its event, without waiting for it."""
         if self._full(1, template.name, request.operation.value):
             return
-        data, _ = self._fitted(
+        data, _ = self._encoded(
             record_changed(template, request, result, principal=principal, trace_id=trace_id)
         )
         sent = self._send(RECORD_CHANGED, data, [data])
@@ -177,11 +179,12 @@ class LivePublisher:
         if not written or self._full(len(written), template.name, operation):
             return
         at = _now()
-        packs: list[list[dict[str, Any]]] = [[]]
+        packs: list[list[orjson.Fragment]] = [[]]
+        items: list[list[dict[str, Any]]] = [[]]  # each pack's, to count and name in logs
         size = _PACK
         alone = self._pack_room - _PACK  # an item alone in its pack fits
         for payload, result in written:
-            data, length = self._fitted(
+            data, encoded = self._encoded(
                 _changed(
                     template,
                     operation,
@@ -193,15 +196,17 @@ class LivePublisher:
                 ),
                 alone,
             )
-            if packs[-1] and size + 1 + length > self._pack_room:
+            if packs[-1] and size + 1 + len(encoded) > self._pack_room:
                 packs.append([])
+                items.append([])
                 size = _PACK
-            packs[-1].append(data)
-            size += 1 + length
+            packs[-1].append(orjson.Fragment(encoded))
+            items[-1].append(data)
+            size += 1 + len(encoded)
         confirms = [
             sent
-            for pack in packs
-            if (sent := self._send(RECORDS_CHANGED, {"events": pack}, pack)) is not None
+            for pack, its in zip(packs, items, strict=True)
+            if (sent := self._send(RECORDS_CHANGED, {"events": pack}, its)) is not None
         ]
         if confirms:
             self._wait_for(asyncio.gather(*confirms, return_exceptions=True))
@@ -257,16 +262,18 @@ class LivePublisher:
 
     def fit(self, data: dict[str, Any]) -> dict[str, Any]:
         """``data``, without ``record`` when the event would exceed the channel's limit."""
-        return self._fitted(data)[0]
+        return self._encoded(data)[0]
 
-    def _fitted(self, data: dict[str, Any], room: int | None = None) -> tuple[dict[str, Any], int]:
-        """:meth:`fit` (to ``room`` bytes when given), and the size of what it returns as JSON."""
-        length = len(orjson.dumps(data))
-        if length <= (self._room if room is None else room) or "record" not in data:
-            return data, length
+    def _encoded(
+        self, data: dict[str, Any], room: int | None = None
+    ) -> tuple[dict[str, Any], bytes]:
+        """:meth:`fit` (to ``room`` bytes when given), and what it returns as JSON."""
+        encoded = orjson.dumps(data)
+        if len(encoded) <= (self._room if room is None else room) or "record" not in data:
+            return data, encoded
         self.trimmed += 1
         kept = {name: value for name, value in data.items() if name != "record"}
-        return kept, len(orjson.dumps(kept))
+        return kept, orjson.dumps(kept)
 
     async def drain(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for the waiting publications (node stop)."""
