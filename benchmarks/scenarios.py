@@ -30,6 +30,8 @@ BATCHED_NOTE = (
 )
 
 CONFIRMED_QUEUE = "bench.echo.confirmed"
+TOPIC_EXCHANGE = "bench.echo.topic"
+"""The topic exchange of ``amqp_echo_confirmed_topic_batched`` (routed as BEDS routes)."""
 CONFIRMED_NOTE = (
     "The echo's client publishes as `BedsClient` does: on a channel in confirm mode, each "
     "request `mandatory` (with a `message_id`), each call waiting for RabbitMQ's confirm and the "
@@ -201,6 +203,40 @@ def build(res: Resources, layout: Layout, *, sweep: bool = False) -> list[Scenar
                 + (PERSISTENT_NOTE if persistent else ""),
             )
         )
+    out.append(
+        Scenario(
+            key="amqp_echo_confirmed_topic_batched",
+            group="amqp",
+            label="aiormq echo, batched, client with publisher confirms and mandatory, through "
+            f"a topic exchange ({layout.consumers}x{layout.prefetch})",
+            operation="echo",
+            server="amqp",
+            server_args=(
+                *best,
+                "--queue",
+                CONFIRMED_QUEUE,
+                "--durable",
+                "--batched",
+                "--topic",
+                TOPIC_EXCHANGE,
+            ),
+            load={
+                "target": "amqp",
+                "params": {
+                    **confirmed_params,
+                    "batched": True,
+                    "exchange": TOPIC_EXCHANGE,
+                    "routing_key": "bench.echo.read",
+                },
+            },
+            note=CONFIRMED_NOTE
+            + " "
+            + BATCHED_NOTE
+            + " The requests go through a durable topic exchange bound with a wildcard "
+            "pattern, as BEDS routes them (its events exchange): against "
+            "`amqp_echo_confirmed_batched` it prices RabbitMQ's topic routing.",
+        )
+    )
     for operation in STORE_OPERATIONS:
         out.append(
             Scenario(

@@ -48,6 +48,11 @@ _RATIOS: tuple[tuple[str, str, str, float, tuple[_Cost, ...]], ...] = (
                 "beds_ping_nolineage",
                 "amqp_echo_confirmed" + BATCHED,
             ),
+            (
+                "ping / batched confirmed echo through a topic exchange (routed as BEDS routes)",
+                "beds_ping",
+                "amqp_echo_confirmed_topic" + BATCHED,
+            ),
         ),
     ),
     (

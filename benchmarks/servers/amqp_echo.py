@@ -18,7 +18,9 @@ server is the ceiling its targets are measured against.
 
 ``--durable`` declares the queue durable and not auto-deleted, as BEDS declares its broker
 queues (the confirmed echo's ceiling, whose client publishes as ``BedsClient`` does); what an
-earlier server left in it is purged at start.
+earlier server left in it is purged at start. ``--topic EXCHANGE`` also binds the queue to that
+durable topic exchange with a wildcard pattern (``TOPIC_BINDING``), so that requests can reach
+it the way BEDS routes them: through a topic exchange, by routing key.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ if TYPE_CHECKING:
     from aiormq.abc import DeliveredMessage
 
 
+TOPIC_BINDING = "*.echo.#"
+"""The pattern ``--topic`` binds with (BEDS binds ``<template>.<broker>.#``-like patterns)."""
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--url", required=True)
@@ -53,6 +59,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--pool", type=int, default=16)
     parser.add_argument("--uvloop", action="store_true")
     parser.add_argument("--durable", action="store_true", help="a durable queue, as BEDS's")
+    parser.add_argument("--topic", default="", help="also bind the queue to this topic exchange")
     parser.add_argument(
         "--batched", action="store_true", help="no confirms; one write per loop turn"
     )
@@ -77,6 +84,9 @@ async def serve(options: argparse.Namespace) -> None:
         await setup.queue_purge(options.queue)
     else:
         await setup.queue_declare(options.queue, auto_delete=True)
+    if options.topic:
+        await setup.exchange_declare(options.topic, exchange_type="topic", durable=True)
+        await setup.queue_bind(options.queue, options.topic, routing_key=TOPIC_BINDING)
     await setup.close()
 
     async def answer(body: bytes) -> bytes:
