@@ -6,21 +6,29 @@ when ``http`` is selected (``--only http``) and store what it returns under
 are read when present). Standalone:
 ``python -m benchmarks.http_edge [--quick] [--repeats N] [--seconds S] [--json FILE]``.
 
-The same two calls on the same MariaDB, for a member who follows ``seed_author`` (the run's
-1,000 seed posts), so that a page is always 50 posts:
+The same two calls on the same MariaDB, in a database of the group's own (``<run's>_http``:
+the schema applied and 1,000 posts by ``seed_author``, dropped at the end), so that a home page
+costs the same in every run, whatever the suite's scenarios wrote before: in the run's database
+they leave hundreds of thousands of posts by one author, and ``spp_home_v``'s plan then scans
+every post (hundreds of ms a page). Two members, signed up and logged in through the edge: the
+reader follows ``seed_author`` and posts nothing, so that every home page reads the same 50 of
+the same 1,000 posts; the writer is the author of every create (the home points also run
+before the create points). Each column's calls:
 
 - ``http``: ``beds http`` (packages/beds-http, uvicorn on loopback) in front of a ``beds run``
   node: ``GET /v1/spew_post/home?limit=50`` (the real ``home`` query, ``spp_home_v``, viewer
-  bound to the caller) and ``POST /v1/spew_post`` (the edge's client gives it an idempotency
-  key), with the member's Bearer token from the edge's own sign-up and log-in;
-- ``amqp``: the same node called by :class:`beds.client.BedsClient` with the same token
+  bound to the caller) with the reader's Bearer token and ``POST /v1/spew_post`` (the edge's
+  client gives it an idempotency key) with the writer's;
+- ``amqp``: the same node called by :class:`beds.client.BedsClient` with the same tokens
   (``fetch("spew_post", "home", limit=50)``, ``create`` with the client's idempotency key);
-- ``peer``: ``benchmarks.peers.http_mariadb``, Starlette + asyncmy straight to MariaDB (the
-  same view and procedure; no auth, validation, AMQP, lineage or idempotency), what a user
-  would build instead.
+- ``peer``: ``benchmarks.peers.http_mariadb``, Starlette + asyncmy straight to the same
+  database (the same view and procedure, the reader as viewer, the writer as author; no auth,
+  validation, AMQP, lineage or idempotency), what a user would build instead.
 
 The client side is ``python -m benchmarks.http_load`` (a small keep-alive HTTP/1.1 client on
-asyncio, or BedsClient), one process per column, at 16 and 64 in flight, repeats interleaved.
+asyncio that never reuses a connection idle 2 s or more, below uvicorn's 5 s keep-alive
+timeout, nor retries a request; or BedsClient), one process per column, at 16 and 64 in
+flight, repeats interleaved.
 Each point reports req/s, p50/p99 and CPU time per request of every process (edge, node, peer,
 RabbitMQ, MariaDB, the load generator), read from ``/proc``: the edge's CPU per request is
 what the HTTP hop costs. The ratios http/amqp and http/peer carry no target (the issue sets
@@ -32,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+import subprocess
 import sys
 import time
 import urllib.error
@@ -44,9 +53,9 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.http_load import HOME_LIMIT
-from benchmarks.resources import PYTHON, run_load, wait_line
+from benchmarks.resources import PYTHON, ROOT, _env, run_load, wait_line
 from benchmarks.targets import target_row
-from benchmarks.work import POST_TEXT
+from benchmarks.work import POST_TEXT, SEED_POSTS, mysql_kwargs
 from benchmarks.workers import node_pids
 
 if TYPE_CHECKING:
@@ -56,7 +65,7 @@ CONCURRENCIES: Final = (16, 64)
 OPERATIONS: Final = ("home", "create")
 KINDS: Final = ("http", "amqp", "peer")
 FOLLOWED: Final = "seed_author"
-"""The author of the run's seed posts, whom the bench member follows."""
+"""The author of the group's seed posts, whom the reader follows."""
 PASSWORD: Final = "bench-Passw0rd-http"
 PEER_POOL: Final = 16
 """The peer's asyncmy pool: the suite's ``rel_pool``, as the node's ``pool_max``."""
@@ -100,8 +109,50 @@ def wait_http(url: str, seconds: float = 90) -> None:
     raise RuntimeError(f"{url} did not answer 200 within {seconds:g} s")
 
 
-def member(edge: str, token_file: Path) -> str:
-    """Sign up and log in a member through the edge, follow ``FOLLOWED``; the member's handle.
+def own_database(res: Resources, name: str) -> str:
+    """Create the group's database ``name`` next to the run's: the schema, ``SEED_POSTS`` by
+    ``FOLLOWED``; its URL. The caller drops it (``DROP DATABASE IF EXISTS``), also on failure."""
+    import pymysql
+
+    url = res.mysql_url.rsplit("/", 1)[0] + "/" + name
+    res.sql(f"CREATE DATABASE `{name}`", database=False)
+    config = res.tmp / "beds-http-schema.toml"
+    config.write_text(with_database(res, url), encoding="utf-8")
+    done = subprocess.run(
+        [PYTHON, "-m", "beds", "schema", "apply", "--config", str(config)],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"beds schema apply (HTTP group) failed: {done.stderr[-2000:]}")
+    conn = pymysql.connect(**mysql_kwargs(url))
+    try:
+        with conn.cursor() as cursor:
+            for _ in range(SEED_POSTS):
+                cursor.execute("CALL `spp_create`(%s, %s, NULL)", (FOLLOWED, POST_TEXT))
+                while cursor.nextset():
+                    pass
+    finally:
+        conn.close()
+    return url
+
+
+def with_database(res: Resources, url: str) -> str:
+    """The run's node config with its REL store on ``url``."""
+    text = res.config.read_text(encoding="utf-8")
+    old = f'url = "{res.mysql_url}"'
+    if text.count(old) != 1:
+        raise RuntimeError("the REL URL is not in the run's config: Resources.config_text changed?")
+    return text.replace(old, f'url = "{url}"')
+
+
+def member(edge: str, token_file: Path, *, follow: bool) -> str:
+    """Sign up and log in a member through the edge; the member's handle. With ``follow``,
+    the member follows ``FOLLOWED`` and its home timeline is checked to hold a full page.
 
     The token goes to ``token_file`` (mode 0600), which the load generators read: not on a
     command line.
@@ -122,6 +173,8 @@ def member(edge: str, token_file: Path) -> str:
     token: str = answer["data"]["token"]
     token_file.touch(mode=0o600)
     token_file.write_text(token, encoding="utf-8")
+    if not follow:
+        return handle
     status, answer = _http("POST", f"{edge}/v1/spew_follow", {"followee": FOLLOWED}, token)
     if status not in (200, 201):
         raise RuntimeError(f"follow through the edge failed: {status} {answer}")
@@ -132,9 +185,17 @@ def member(edge: str, token_file: Path) -> str:
 
 
 def params_of(
-    kind: str, operation: str, res: Resources, ports: dict[str, int], handle: str, token: Path
+    kind: str,
+    operation: str,
+    res: Resources,
+    ports: dict[str, int],
+    handles: dict[str, str],
+    tokens: dict[str, Path],
 ) -> tuple[str, dict[str, Any]]:
-    """The load generator's target and params for one column and operation."""
+    """The load generator's target and params for one column and operation: ``home`` as the
+    reader, ``create`` as the writer (``handles`` and ``tokens`` by those two roles)."""
+    role = "reader" if operation == "home" else "writer"
+    handle, token = handles[role], tokens[role]
     if kind == "amqp":
         params: dict[str, Any] = {
             "url": res.amqp_url,
@@ -175,29 +236,33 @@ def measure(res: Resources, args: Any) -> dict[str, Any]:
     from benchmarks.report import summarize
 
     repeats, seconds, warmup = _settings(args)
-    config = res.tmp / "beds-http.toml"
-    config.write_text(
-        res.config.read_text(encoding="utf-8") + "\n[http]\nrequest_timeout = 30\n",
-        encoding="utf-8",
-    )
     ports = {"edge": free_port(), "peer": free_port()}
     servers: list[Server] = []
     out: dict[str, Any] = {}
+    database = f"{res.database}_http"
     try:
+        mysql_url = own_database(res, database)
+        config = res.tmp / "beds-http.toml"
+        config.write_text(
+            with_database(res, mysql_url) + "\n[http]\nrequest_timeout = 30\n", encoding="utf-8"
+        )
         node = res.start("http-node", [PYTHON, "-m", "beds", "run", "--config", str(config)])
         servers.append(node)
         edge_argv = [PYTHON, "-m", "beds", "http", "--config", str(config)]
         edge = res.start("http-edge", [*edge_argv, "--port", str(ports["edge"])])
         servers.append(edge)
-        peer_argv = [PYTHON, "-m", "benchmarks.peers.http_mariadb", res.mysql_url]
+        peer_argv = [PYTHON, "-m", "benchmarks.peers.http_mariadb", mysql_url]
         peer = res.start("http-peer", [*peer_argv, str(ports["peer"]), str(PEER_POOL)])
         servers.append(peer)
         wait_line(peer, "ready")
         edge_url, peer_url = (f"http://127.0.0.1:{ports[k]}" for k in ("edge", "peer"))
         wait_http(f"{edge_url}/healthz")
-        token = res.tmp / "http-member.token"
-        handle = member(edge_url, token)
-        wait_http(f"{peer_url}/home?viewer={handle}")
+        tokens = {role: res.tmp / f"http-{role}.token" for role in ("reader", "writer")}
+        handles = {
+            "reader": member(edge_url, tokens["reader"], follow=True),
+            "writer": member(edge_url, tokens["writer"], follow=False),
+        }
+        wait_http(f"{peer_url}/home?viewer={handles['reader']}")
         watch = {
             **res.watched(None),
             **{f"edge_{i}" if i else "edge": pid for i, pid in enumerate(node_pids(edge.pid))},
@@ -206,7 +271,7 @@ def measure(res: Resources, args: Any) -> dict[str, Any]:
         }
         for operation in OPERATIONS:
             for kind in KINDS:
-                target, params = params_of(kind, operation, res, ports, handle, token)
+                target, params = params_of(kind, operation, res, ports, handles, tokens)
                 spec = {
                     "target": target,
                     "params": params,
@@ -231,6 +296,10 @@ def measure(res: Resources, args: Any) -> dict[str, Any]:
     finally:
         for server in reversed(servers):
             res.stop(server)
+        try:
+            res.sql(f"DROP DATABASE IF EXISTS `{database}`", database=False)
+        except Exception as exc:  # the run's own clean-up still follows
+            print(f"  http group: {database} not dropped: {exc}", file=sys.stderr, flush=True)
     return out
 
 

@@ -7,10 +7,15 @@ warm-up, watched processes) and reads its JSON line. Targets it adds:
 - ``http``: a small HTTP/1.1 client written on asyncio streams, keep-alive, one connection
   per request in flight (reused, opened on demand, dropped after an error or
   ``Connection: close``), so that what it costs per request stays small and the same for the
-  edge and the peer app. ``params``: ``host``, ``port``, ``method``, ``path``, ``body`` (JSON,
-  optional), ``token_file`` (a Bearer token read from this file, optional), ``status`` (the
-  status a right reply has) and ``records`` (the number of records ``data`` must hold, for
-  reads; each reply is decoded and counted).
+  edge and the peer app. As real clients do (httpx's ``keepalive_expiry``, aiohttp's
+  ``keepalive_timeout``), it never sends on a connection that sat idle ``max_idle`` seconds
+  (:data:`MAX_IDLE`, well below the 5 s after which uvicorn, the edge's and the peer's server,
+  closes an idle one) or that the server already closed: such a connection is dropped and
+  another opened. Nothing is ever sent twice: a request that fails counts as an error (a
+  create retried could run twice). ``params``: ``host``, ``port``, ``method``, ``path``,
+  ``body`` (JSON, optional), ``token_file`` (a Bearer token read from this file, optional),
+  ``status`` (the status a right reply has), ``records`` (the number of records ``data`` must
+  hold, for reads; each reply is decoded and counted) and ``max_idle`` (optional).
 - ``spew``: :class:`beds.client.BedsClient` over AMQP doing the same: ``params`` ``url``,
   ``token_file``, ``operation`` (``home``: ``fetch("spew_post", "home", limit=50)``; ``create``:
   ``create("spew_post", {"body": ...})`` with the client's idempotency key) and ``records``.
@@ -19,6 +24,8 @@ warm-up, watched processes) and reads its JSON line. Targets it adds:
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -34,6 +41,12 @@ if TYPE_CHECKING:
 HOME_LIMIT: Final = 50
 """Posts a home timeline page holds (``spew_post``'s ``home`` allows 50 at most)."""
 _MAX_HEAD: Final = 64 * 1024
+MAX_IDLE: Final = 2.0
+"""Seconds a kept-alive connection may have been idle and still carry a request: a safe margin
+below uvicorn's ``timeout_keep_alive`` (5 s), after which the server closes it. Without it, the
+connections a 64-in-flight point opened sit idle through the next 16-in-flight point (8 s),
+the server closes them, and the next 64-in-flight point's first request on each reads
+``IncompleteReadError: 0 bytes read``."""
 
 
 class HttpError(Exception):
@@ -47,6 +60,16 @@ class Connection:
         self.reader = reader
         self.writer = writer
         self.reusable = True
+        self.idle_since = 0.0
+        """When its last response was read (``time.monotonic()``)."""
+
+    def open_for(self, now: float, max_idle: float) -> bool:
+        """Whether a request may be sent on it: idle less than ``max_idle``, not closed."""
+        return (
+            now - self.idle_since < max_idle
+            and not self.reader.at_eof()
+            and not self.writer.is_closing()
+        )
 
     async def exchange(self, request: bytes) -> tuple[int, bytes]:
         """Send ``request`` (head and body); the status and body of the response."""
@@ -91,26 +114,45 @@ class Connection:
 
 
 class HttpClient:
-    """Keep-alive connections to one server, as many as requests in flight."""
+    """Keep-alive connections to one server, as many as requests in flight.
 
-    def __init__(self, host: str, port: int) -> None:
+    Idle connections are kept in the order they were released: the newest is reused first,
+    and those idle ``max_idle`` seconds or more (the oldest) are closed before a request picks
+    one. A request is sent once, never again on another connection.
+    """
+
+    def __init__(self, host: str, port: int, max_idle: float = MAX_IDLE) -> None:
         self.host = host
         self.port = port
-        self._idle: list[Connection] = []
+        self.max_idle = max_idle
+        self._idle: deque[Connection] = deque()
         self._all: set[Connection] = set()
 
     async def request(self, request: bytes) -> tuple[int, bytes]:
-        connection = self._idle.pop() if self._idle else await self._open()
+        connection = self._reusable() or await self._open()
         try:
             status, body = await connection.exchange(request)
         except BaseException:
             self._drop(connection)
             raise
         if connection.reusable:
+            connection.idle_since = time.monotonic()
             self._idle.append(connection)
         else:
             self._drop(connection)
         return status, body
+
+    def _reusable(self) -> Connection | None:
+        """The most recently released connection still open for a request; the stale dropped."""
+        now = time.monotonic()
+        while self._idle and now - self._idle[0].idle_since >= self.max_idle:
+            self._drop(self._idle.popleft())
+        while self._idle:
+            connection = self._idle.pop()
+            if connection.open_for(now, self.max_idle):
+                return connection
+            self._drop(connection)
+        return None
 
     async def _open(self) -> Connection:
         reader, writer = await asyncio.open_connection(self.host, self.port, limit=_MAX_HEAD * 16)
@@ -155,7 +197,7 @@ def _check_records(data: Any, records: int | None) -> None:
 
 async def http_target(stack: AsyncExitStack, params: dict[str, Any]) -> Call:
     host, port = params.get("host", "127.0.0.1"), int(params["port"])
-    client = HttpClient(host, port)
+    client = HttpClient(host, port, float(params.get("max_idle", MAX_IDLE)))
     stack.push_async_callback(client.close)
     request = request_bytes(
         params["method"], host, port, params["path"], params.get("body"), _token(params)
