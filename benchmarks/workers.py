@@ -72,14 +72,17 @@ def queue_consumers(res: Resources) -> dict[str, int]:
     return counts
 
 
-def missing(counts: dict[str, int], queues: list[str], workers: int) -> list[str]:
+def missing(
+    counts: dict[str, int], queues: list[str], workers: int, shared: frozenset[str] = frozenset()
+) -> list[str]:
     """What keeps ``workers`` node processes from being ready: each of ``queues`` must have
     exactly one consumer per worker (fewer: a worker is not bound yet; more: a replaced
-    worker's consumer is not gone yet)."""
+    worker's consumer is not gone yet), each of ``shared`` at least one per worker (the control
+    stream: an HTTP edge, or a process of the previous module still closing, reads it too)."""
     return [
         f"{queue}: {counts.get(queue, 0)} consumers, want {workers}"
         for queue in queues
-        if counts.get(queue, 0) != workers
+        if (counts.get(queue, 0) < workers if queue in shared else counts.get(queue, 0) != workers)
     ]
 
 
@@ -93,22 +96,26 @@ def wait_consumers(
     settled too early. The check is per queue, against what the config says a node consumes.
 
     Returns:
-        The consumers on those queues.
+        The consumers on the broker queues (the control stream left out).
 
     Raises:
         RuntimeError: by the deadline, some queue still has the wrong count (each one named).
     """
     queues = node_queues(res)
+    from beds.config.loader import load_config
+    from beds.transport.control import control_stream
+
+    shared = frozenset({control_stream(load_config(res.config))})
     deadline = time.monotonic() + seconds
     settled = 0
     problems = ["not polled yet"]
     while time.monotonic() < deadline:
         server.check_alive()
         counts = queue_consumers(res)
-        problems = missing(counts, queues, workers)
+        problems = missing(counts, queues, workers, shared)
         settled = 0 if problems else settled + 1
         if settled >= polls:
-            return sum(counts[queue] for queue in queues)
+            return sum(counts[queue] for queue in queues if queue not in shared)
         time.sleep(1.0)
     raise RuntimeError(
         f"{server.name}: {workers} worker(s) not all consuming after {seconds:g} s: "
