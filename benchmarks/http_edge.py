@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import json
 import socket
-import subprocess
 import sys
 import time
 import urllib.error
@@ -53,7 +52,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.http_load import HOME_LIMIT
-from benchmarks.resources import PYTHON, ROOT, _env, run_load, wait_line
+from benchmarks.resources import PYTHON, apply_schema, run_load, wait_line
 from benchmarks.targets import target_row
 from benchmarks.work import POST_TEXT, SEED_POSTS, mysql_kwargs
 from benchmarks.workers import node_pids
@@ -118,17 +117,7 @@ def own_database(res: Resources, name: str) -> str:
     res.sql(f"CREATE DATABASE `{name}`", database=False)
     config = res.tmp / "beds-http-schema.toml"
     config.write_text(with_database(res, url), encoding="utf-8")
-    done = subprocess.run(
-        [PYTHON, "-m", "beds", "schema", "apply", "--config", str(config)],
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"beds schema apply (HTTP group) failed: {done.stderr[-2000:]}")
+    apply_schema(config, "HTTP group")
     conn = pymysql.connect(**mysql_kwargs(url))
     try:
         with conn.cursor() as cursor:

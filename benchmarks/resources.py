@@ -40,6 +40,26 @@ def _env() -> dict[str, str]:
     return env
 
 
+def apply_schema(config: Path, what: str = "") -> None:
+    """``beds schema apply`` with ``config``: the example domain's objects in its database.
+
+    Raises:
+        RuntimeError: it failed (its last error lines, and ``what`` it was for).
+    """
+    done = subprocess.run(
+        [PYTHON, "-m", "beds", "schema", "apply", "--config", str(config)],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        label = f" ({what})" if what else ""
+        raise RuntimeError(f"beds schema apply{label} failed: {done.stderr[-2000:]}")
+
+
 def require_port(service: str, host: str, port: int, start: str) -> None:
     try:
         socket.create_connection((host, port), timeout=3).close()
@@ -151,17 +171,7 @@ class Resources:
         self.config_without_lineage.write_text(
             text + "\n[lineage]\nenabled = false\n", encoding="utf-8"
         )
-        result = subprocess.run(
-            [PYTHON, "-m", "beds", "schema", "apply", "--config", str(self.config)],
-            cwd=ROOT,
-            env=_env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"beds schema apply failed: {result.stderr[-2000:]}")
+        apply_schema(self.config)
         self._seed()
         self._copy_domain_without_audit()
 

@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmarks.resources import PYTHON, ROOT, _env
+from benchmarks.resources import apply_schema
 from benchmarks.work import POST_TEXT, SEED_POSTS, mysql_kwargs
 from tests.integration.tls.servers import rabbitmq_node, tls_mariadb, tls_rabbitmq
 
@@ -78,17 +78,7 @@ class TlsSide:
         )
         self.configs["beds-tls"].write_text(tls, encoding="utf-8")
         self.configs["beds-spare"].write_text(swapped(broker.plain_url()), encoding="utf-8")
-        done = subprocess.run(
-            [PYTHON, "-m", "beds", "schema", "apply", "--config", str(self.configs["beds-tls"])],
-            cwd=ROOT,
-            env=_env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"beds schema apply (TLS) failed: {done.stderr[-2000:]}")
+        apply_schema(self.configs["beds-tls"], "TLS")
         self._seed(mariadb)
 
     @staticmethod
