@@ -149,3 +149,33 @@ async def until_async(probe: Any, accept: Any, seconds: float = 5.0) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("the condition did not become true in time")
+
+
+async def test_events_past_the_stream_prefetch_are_all_read_live_and_replayed(
+    start_node: StartNode,
+) -> None:
+    """The stream's acks go one per loop turn: credit keeps flowing past the prefetch (100)."""
+    events = 1000
+    env = unique_name("env")
+    async with start_node(env=env, name="reader") as node:
+        control = node.control
+        assert control is not None
+        connection = await aiormq.connect(node.config.amqp.url)
+        try:
+            channel = await connection.channel()
+            for n in range(events):
+                note = ControlEvent(kind="test.note", origin="x", env=env, data={"n": n})
+                await channel.basic_publish(
+                    encode_event(note),
+                    exchange=node.config.amqp.control_exchange,
+                    routing_key="test.note",
+                    properties=Basic.Properties(content_type="application/json", user_id="guest"),
+                )
+        finally:
+            await connection.close()
+        await until(lambda: control.received["test.note"] == events)
+    async with start_node(env=env, name="late") as late:
+        assert late.control is not None
+        await until(
+            lambda: late.control is not None and late.control.received["test.note"] == events
+        )

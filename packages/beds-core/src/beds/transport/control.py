@@ -162,6 +162,7 @@ class ControlChannel:
         self._publisher: AbstractChannel | None = None
         self._outbox: Outbox | None = None
         """Every publish of ``_publisher`` goes through it (its confirm bookkeeping)."""
+        self._acks: Outbox | None = None  # one multiple ack a loop turn, not a write an event
 
     @property
     def live(self) -> bool:
@@ -196,11 +197,12 @@ class ControlChannel:
         await channel.basic_qos(prefetch_count=100)  # a stream needs a prefetch
         self.joined_at = time.time()
         since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.settings.replay_seconds)
+        old_outboxes, self._acks = (self._outbox, self._acks), Outbox(channel)  # before deliveries
         await channel.basic_consume(
             self.stream, self._on_message, arguments={"x-stream-offset": since}
         )
-        if self._outbox is not None:  # a reconnect: the old channel died with its connection
-            await self._outbox.aclose()
+        for old in filter(None, old_outboxes):  # a reconnect: its channel died with it
+            await old.aclose()
         self._publisher, self._channel = publisher, channel
         self._outbox = Outbox(publisher)
 
@@ -259,12 +261,14 @@ class ControlChannel:
             self.published[kind] += 1
 
     async def _on_message(self, message: DeliveredMessage) -> None:
+        tag, acks = message.delivery_tag, self._acks
+        if tag is not None and acks is not None:
+            acks.delivered(tag)
         try:
             await self._deliver(message)
         finally:
-            with contextlib.suppress(aiormq.exceptions.AMQPError, ConnectionError):
-                if message.delivery_tag is not None and not message.channel.is_closed:
-                    await message.channel.basic_ack(message.delivery_tag)
+            if tag is not None and acks is not None and not message.channel.is_closed:
+                acks.ack(tag)
 
     async def _deliver(self, message: DeliveredMessage) -> None:
         user = message.header.properties.user_id
@@ -336,9 +340,9 @@ class ControlChannel:
 
     async def aclose(self) -> None:
         """Close the channels (the stream keeps the events)."""
-        outbox, self._outbox = self._outbox, None
-        if outbox is not None:
+        for outbox in filter(None, (self._outbox, self._acks)):
             await outbox.aclose()
+        self._outbox = self._acks = None
         for channel in (self._channel, self._publisher):
             if channel is not None and not channel.is_closed:
                 with contextlib.suppress(aiormq.exceptions.AMQPError, ConnectionError):
