@@ -52,9 +52,9 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.http_load import HOME_LIMIT
-from benchmarks.resources import PYTHON, apply_schema, run_load, wait_line
+from benchmarks.resources import PYTHON, SEED_AUTHOR, apply_schema, run_load, seed_posts, wait_line
 from benchmarks.targets import target_row
-from benchmarks.work import POST_TEXT, SEED_POSTS, mysql_kwargs
+from benchmarks.work import POST_TEXT
 from benchmarks.workers import node_pids
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ if TYPE_CHECKING:
 CONCURRENCIES: Final = (16, 64)
 OPERATIONS: Final = ("home", "create")
 KINDS: Final = ("http", "amqp", "peer")
-FOLLOWED: Final = "seed_author"
+FOLLOWED: Final = SEED_AUTHOR
 """The author of the group's seed posts, whom the reader follows."""
 PASSWORD: Final = "bench-Passw0rd-http"
 PEER_POOL: Final = 16
@@ -111,22 +111,12 @@ def wait_http(url: str, seconds: float = 90) -> None:
 def own_database(res: Resources, name: str) -> str:
     """Create the group's database ``name`` next to the run's: the schema, ``SEED_POSTS`` by
     ``FOLLOWED``; its URL. The caller drops it (``DROP DATABASE IF EXISTS``), also on failure."""
-    import pymysql
-
     url = res.mysql_url.rsplit("/", 1)[0] + "/" + name
     res.sql(f"CREATE DATABASE `{name}`", database=False)
     config = res.tmp / "beds-http-schema.toml"
     config.write_text(with_database(res, url), encoding="utf-8")
     apply_schema(config, "HTTP group")
-    conn = pymysql.connect(**mysql_kwargs(url))
-    try:
-        with conn.cursor() as cursor:
-            for _ in range(SEED_POSTS):
-                cursor.execute("CALL `spp_create`(%s, %s, NULL)", (FOLLOWED, POST_TEXT))
-                while cursor.nextset():
-                    pass
-    finally:
-        conn.close()
+    seed_posts(url)
     return url
 
 

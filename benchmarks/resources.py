@@ -60,6 +60,26 @@ def apply_schema(config: Path, what: str = "") -> None:
         raise RuntimeError(f"beds schema apply{label} failed: {done.stderr[-2000:]}")
 
 
+SEED_AUTHOR = "seed_author"
+"""The author of the seed posts."""
+
+
+def seed_posts(mysql_url: str, **connect: Any) -> None:
+    """``SEED_POSTS`` posts by :data:`SEED_AUTHOR` through ``spp_create``, in ``mysql_url``
+    (``connect``: more ``pymysql.connect`` arguments, such as ``ssl``)."""
+    import pymysql
+
+    conn = pymysql.connect(**mysql_kwargs(mysql_url), **connect)
+    try:
+        with conn.cursor() as cursor:
+            for _ in range(SEED_POSTS):
+                cursor.execute("CALL `spp_create`(%s, %s, NULL)", (SEED_AUTHOR, POST_TEXT))
+                while cursor.nextset():
+                    pass
+    finally:
+        conn.close()
+
+
 def require_port(service: str, host: str, port: int, start: str) -> None:
     try:
         socket.create_connection((host, port), timeout=3).close()
@@ -249,18 +269,9 @@ prefetch = {prefetch}
 
     def _seed(self) -> None:
         """Posts 1..SEED_POSTS and profiles seed_0.. for the fetch scenarios."""
-        import pymysql
         from pymongo import MongoClient
 
-        conn = pymysql.connect(**mysql_kwargs(self.mysql_url))
-        try:
-            with conn.cursor() as cursor:
-                for _ in range(SEED_POSTS):
-                    cursor.execute("CALL `spp_create`(%s, %s, NULL)", ("seed_author", POST_TEXT))
-                    while cursor.nextset():
-                        pass
-        finally:
-            conn.close()
+        seed_posts(self.mysql_url)
         client: MongoClient[dict[str, Any]] = MongoClient(self.mongo_uri)
         try:
             now = dt.datetime.now(dt.UTC)

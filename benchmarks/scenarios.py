@@ -43,6 +43,12 @@ PERSISTENT_NOTE = (
     "persisting every request would cost the ceiling."
 )
 
+TOPIC_NOTE = (
+    " The requests go through a durable topic exchange bound with a wildcard pattern, as BEDS "
+    "routes them (its events exchange): against `amqp_echo_confirmed_batched` it prices "
+    "RabbitMQ's topic routing."
+)
+
 BATCH_RECORDS = 500
 """Records (or keys) a batch message carries (the issue's at most 500)."""
 BATCH_CONCURRENCIES = (1, 4, 16)
@@ -173,14 +179,26 @@ def build(res: Resources, layout: Layout, *, sweep: bool = False) -> list[Scenar
         "routing_key": CONFIRMED_QUEUE,
         "confirmed": True,
     }
-    for batched, persistent in ((False, False), (True, False), (True, True)):
-        suffix = ("_persistent" if persistent else "") + ("_batched" if batched else "")
+    # (batched, persistent, topic): topic routes the requests through a topic exchange.
+    variants = (
+        (False, False, False),
+        (True, False, False),
+        (True, True, False),
+        (True, False, True),
+    )
+    for batched, persistent, topic in variants:
+        suffix = (
+            ("_persistent" if persistent else "")
+            + ("_topic" if topic else "")
+            + ("_batched" if batched else "")
+        )
         out.append(
             Scenario(
                 key="amqp_echo_confirmed" + suffix,
                 group="amqp" if not persistent else "diagnostic",
                 label=f"aiormq echo{', batched' if batched else ''}, client with publisher "
-                f"confirms and mandatory{', persistent' if persistent else ''} "
+                f"confirms and mandatory{', persistent' if persistent else ''}"
+                f"{', through a topic exchange' if topic else ''} "
                 f"({layout.consumers}x{layout.prefetch})",
                 operation="echo",
                 server="amqp",
@@ -190,6 +208,7 @@ def build(res: Resources, layout: Layout, *, sweep: bool = False) -> list[Scenar
                     CONFIRMED_QUEUE,
                     "--durable",
                     *(("--batched",) if batched else ()),
+                    *(("--topic", TOPIC_EXCHANGE) if topic else ()),
                 ),
                 load={
                     "target": "amqp",
@@ -197,46 +216,18 @@ def build(res: Resources, layout: Layout, *, sweep: bool = False) -> list[Scenar
                         **confirmed_params,
                         **({"batched": True} if batched else {}),
                         **({"persistent": True} if persistent else {}),
+                        **(
+                            {"exchange": TOPIC_EXCHANGE, "routing_key": "bench.echo.read"}
+                            if topic
+                            else {}
+                        ),
                     },
                 },
                 note=(CONFIRMED_NOTE + (" " + BATCHED_NOTE if batched else ""))
-                + (PERSISTENT_NOTE if persistent else ""),
+                + (PERSISTENT_NOTE if persistent else "")
+                + (TOPIC_NOTE if topic else ""),
             )
         )
-    out.append(
-        Scenario(
-            key="amqp_echo_confirmed_topic_batched",
-            group="amqp",
-            label="aiormq echo, batched, client with publisher confirms and mandatory, through "
-            f"a topic exchange ({layout.consumers}x{layout.prefetch})",
-            operation="echo",
-            server="amqp",
-            server_args=(
-                *best,
-                "--queue",
-                CONFIRMED_QUEUE,
-                "--durable",
-                "--batched",
-                "--topic",
-                TOPIC_EXCHANGE,
-            ),
-            load={
-                "target": "amqp",
-                "params": {
-                    **confirmed_params,
-                    "batched": True,
-                    "exchange": TOPIC_EXCHANGE,
-                    "routing_key": "bench.echo.read",
-                },
-            },
-            note=CONFIRMED_NOTE
-            + " "
-            + BATCHED_NOTE
-            + " The requests go through a durable topic exchange bound with a wildcard "
-            "pattern, as BEDS routes them (its events exchange): against "
-            "`amqp_echo_confirmed_batched` it prices RabbitMQ's topic routing.",
-        )
-    )
     for operation in STORE_OPERATIONS:
         out.append(
             Scenario(

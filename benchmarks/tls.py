@@ -24,8 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmarks.resources import apply_schema
-from benchmarks.work import POST_TEXT, SEED_POSTS, mysql_kwargs
+from benchmarks.resources import apply_schema, seed_posts
 from tests.integration.tls.servers import rabbitmq_node, tls_mariadb, tls_rabbitmq
 
 if TYPE_CHECKING:
@@ -84,19 +83,7 @@ class TlsSide:
     @staticmethod
     def _seed(mariadb: TlsMariadb) -> None:
         """Posts 1..SEED_POSTS, as in the machine's database (over TLS, as the TLS node)."""
-        import pymysql
-
-        conn = pymysql.connect(
-            **mysql_kwargs(mariadb.url()), ssl=ssl.create_default_context(cafile=mariadb.ca_file)
-        )
-        try:
-            with conn.cursor() as cursor:
-                for _ in range(SEED_POSTS):
-                    cursor.execute("CALL `spp_create`(%s, %s, NULL)", ("seed_author", POST_TEXT))
-                    while cursor.nextset():
-                        pass
-        finally:
-            conn.close()
+        seed_posts(mariadb.url(), ssl=ssl.create_default_context(cafile=mariadb.ca_file))
 
     def client_params(self, kind: str) -> dict[str, Any]:
         """What the load generator's BedsClient needs: over TLS (``beds-tls``) the amqps URL and

@@ -42,16 +42,17 @@ NODE_ROLES: Final = "node"
 """Role prefix of the node's processes in a run's ``cpu_us`` (:func:`node_roles`)."""
 
 
-def node_queues(res: Resources) -> list[str]:
+def node_queues(res: Resources) -> tuple[list[str], frozenset[str]]:
     """The queues every node process of the run's config consumes once: its role's broker
-    queues (``tickets`` brokers consume none) and the environment's control stream."""
+    queues (``tickets`` brokers consume none) and the environment's control stream; and,
+    apart, the control stream (which other processes read too)."""
     from beds.config.loader import load_config
     from beds.transport.control import control_stream
 
     config = load_config(res.config)
-    return sorted(
-        {*(config.queue_name(broker) for broker in config.brokers), control_stream(config)}
-    )
+    stream = control_stream(config)
+    queues = sorted({*(config.queue_name(broker) for broker in config.brokers), stream})
+    return queues, frozenset({stream})
 
 
 def queue_consumers(res: Resources) -> dict[str, int]:
@@ -101,11 +102,7 @@ def wait_consumers(
     Raises:
         RuntimeError: by the deadline, some queue still has the wrong count (each one named).
     """
-    queues = node_queues(res)
-    from beds.config.loader import load_config
-    from beds.transport.control import control_stream
-
-    shared = frozenset({control_stream(load_config(res.config))})
+    queues, shared = node_queues(res)
     deadline = time.monotonic() + seconds
     settled = 0
     problems = ["not polled yet"]
