@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from beds.errors import Conflict, IdempotencyKeyReused, RequestError, TemplateError
+from beds.errors import Conflict, IdempotencyKeyReused, RequestError
 from beds.namaste import CallContext, Query, StoreSettings
 from beds.registry import TemplateRegistry
 from beds_rel import RelAdapter
@@ -28,6 +28,8 @@ CTX = CallContext(event_id="test.batch.0")
 REGISTRY = TemplateRegistry()
 REGISTRY.add_package("beds_templates_example")
 POST = REGISTRY.templates["spew_post"]
+ATOMIC = attrs.evolve(POST, batch=attrs.evolve(POST.batch, atomic=True))
+"""The same template, all or nothing (its plan is POST's: the adapter plans by name)."""
 
 
 def handle() -> str:
@@ -149,10 +151,55 @@ def test_update_and_delete_many_give_each_key_its_outcome(rel: RelAdapter, run: 
     assert [p["body"] for p in by_author(rel, run, who)] == ["new"]
 
 
-def test_an_all_or_nothing_batch_template_is_refused(rel: RelAdapter) -> None:
-    atomic = attrs.evolve(POST, batch=attrs.evolve(POST.batch, atomic=True))
-    with pytest.raises(TemplateError, match=r"batch\.atomic"):
-        rel.prepare(atomic)
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(refused=st.lists(st.booleans(), min_size=1, max_size=8), with_key=st.booleans())
+def test_an_all_or_nothing_create_many_writes_every_record_or_none(
+    rel: RelAdapter, run: Any, refused: list[bool], with_key: bool
+) -> None:
+    rel.prepare(ATOMIC)
+    who = handle()
+    records = [
+        {"author": who, "body": f"p{i}", "parent_id": 2**62 if bad else None}
+        for i, bad in enumerate(refused)
+    ]
+    ctx = keyed(f"k-{uuid.uuid4().hex}") if with_key else CTX
+    created = run(rel.create_many(ATOMIC, records, ctx))
+    # Every failing record is named (the others ran in the same transaction), nothing is kept.
+    assert [isinstance(c, Conflict) for c in created] == refused
+    assert all(isinstance(c, dict) for c, bad in zip(created, refused, strict=True) if not bad)
+    written = by_author(rel, run, who)
+    assert len(written) == (0 if any(refused) else len(records))
+    again = run(rel.create_many(ATOMIC, records, ctx))
+    if with_key and not any(refused):
+        assert again == created  # answered from the key: nothing written twice
+    else:  # unkeyed it runs again; a failed keyed batch released its key with the rollback
+        assert [isinstance(c, Conflict) for c in again] == refused
+    twice = 1 if with_key or any(refused) else 2
+    assert len(by_author(rel, run, who)) == (0 if any(refused) else twice * len(records))
+
+
+def test_an_all_or_nothing_update_or_delete_many_changes_nothing_unless_all_apply(
+    rel: RelAdapter, run: Any
+) -> None:
+    who = handle()
+    ids = [c["id"] for c in run(rel.create_many(POST, posts(who, 2), CTX))]
+    missing = {"id": 2**62, "body": "x"}
+    updated = run(rel.update_many(ATOMIC, [{"id": ids[0], "body": "new"}, missing], CTX))
+    assert not isinstance(updated[0], RequestError)
+    assert isinstance(updated[1], RequestError)
+    assert updated[1].STATUS == 404
+    deleted = run(rel.delete_many(ATOMIC, [{"id": ids[1]}, {"id": ids[1]}], keyed(handle())))
+    assert deleted[0] == {"deleted": 1}  # the second delete sees the first's: it fails
+    assert isinstance(deleted[1], RequestError)
+    assert sorted(p["body"] for p in by_author(rel, run, who)) == ["post 0", "post 1"]
+    both = [{"id": ident, "body": "both"} for ident in ids]
+    assert all(isinstance(u, dict) for u in run(rel.update_many(ATOMIC, both, keyed(handle()))))
+    assert [p["body"] for p in by_author(rel, run, who)] == ["both", "both"]
+    gone = run(rel.delete_many(ATOMIC, [{"id": ident} for ident in ids], CTX))
+    assert gone == [{"deleted": 1}, {"deleted": 1}]
+    assert by_author(rel, run, who) == []
 
 
 @settings(

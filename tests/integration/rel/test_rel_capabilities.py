@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import asyncmy
+import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -432,6 +433,41 @@ async def test_a_write_run_again_for_the_same_event_journals_once(node: Node) ->
     assert [(e["operation"], e["origin"], e["principal"]) for e in entries] == [
         ("create", "svc", None)
     ]
+
+
+async def test_an_all_or_nothing_journaled_batch_commits_its_entries_with_all_or_none(
+    node: Node,
+) -> None:
+    adapter, owner = node.adapter, author()
+    atomic = attrs.evolve(NOTE_TEMPLATE, batch=attrs.evolve(NOTE_TEMPLATE.batch, atomic=True))
+
+    def ctx() -> CallContext:
+        return CallContext(event_id=f"test.rel.{uuid.uuid4().hex}", journal=True, origin="svc")
+
+    notes = [{"author": owner, "text": text, "rank": 1} for text in ("a", "fail", "c")]
+    refused = await adapter.create_many(atomic, notes, ctx())
+    assert [type(outcome).__name__ for outcome in refused] == ["dict", "StoreError", "dict"]
+    assert await sql(node.url, "SELECT id FROM tno_notes WHERE author = %s", owner) == []
+    first = ctx()
+    created = await adapter.create_many(atomic, [notes[0], notes[2]], first)
+    assert all(isinstance(outcome, dict) for outcome in created)
+    for index, outcome in enumerate(created):
+        assert isinstance(outcome, dict)
+        entries = await adapter.read_journal(atomic, {"id": outcome["id"]}, limit=5, after=None)
+        assert [(e["operation"], e["event_id"]) for e in entries] == [
+            ("create", f"{first.event_id}/{index}")
+        ]
+    ids = [outcome["id"] for outcome in created if isinstance(outcome, dict)]
+    changes = [
+        {"id": ids[0], "version": 1, "text": "x", "rank": None},
+        {"id": ids[1], "version": 7, "text": "y", "rank": None},  # stale
+    ]
+    updated = await adapter.update_many(atomic, changes, ctx())
+    assert [type(outcome).__name__ for outcome in updated] == ["dict", "StaleVersion"]
+    rows = await sql(node.url, "SELECT text, version FROM tno_notes WHERE author = %s", owner)
+    assert sorted(rows) == [("a", 1), ("c", 1)]
+    entries = await adapter.read_journal(atomic, {"id": ids[0]}, limit=5, after=None)
+    assert [e["operation"] for e in entries] == ["create"]
 
 
 # -- pagination -----------------------------------------------------------------------------------

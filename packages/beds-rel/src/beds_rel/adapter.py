@@ -51,7 +51,6 @@ from beds.errors import (
     StaleVersion,
     StoreError,
     StoreUnavailable,
-    TemplateError,
 )
 from beds.namaste import FEATURES
 from beds.values import to_wire, to_wire_record
@@ -132,12 +131,6 @@ class RelAdapter(BatchMixin, TicketsMixin, LongOperationsMixin, MigrationsMixin)
             TemplateError: a binding the adapter cannot serve.
         """
         self.prepare_long_operations(template)
-        if template.batch.atomic:
-            raise TemplateError(
-                "batch.atomic: all-or-nothing batches are not supported by the REL store yet "
-                "(a refused record does not undo the others); remove it",
-                template=template.name,
-            )
         self._plans[template.name] = plan_template(template)
 
     def _plan(self, template: Template) -> TemplatePlan:
@@ -387,22 +380,33 @@ class RelAdapter(BatchMixin, TicketsMixin, LongOperationsMixin, MigrationsMixin)
     async def create(self, template: Template, record: Record, ctx: CallContext) -> Record:
         """Call the create procedure and return its ``returns`` fields from the first row."""
         call = self._plan(template).writes[Operation.CREATE]
-
-        def created(rows: list[Row]) -> Record:
-            if not rows:
-                raise StoreError(
-                    "the create procedure returned no row", details=(f"procedure {call.name}",)
-                )
-            return self._returns(template, Operation.CREATE, call, rows[0])
-
         args = [record.get(p) for p in call.params]
+        created = self._result_of(template, Operation.CREATE, call, record)
         return await self._write(template, Operation.CREATE, args, record, ctx, created)
+
+    def _result_of(
+        self, template: Template, operation: Operation, call: Call, record: Record
+    ) -> Callable[[list[Row]], Record]:
+        """How a write of ``record`` reads its outcome from its procedure's rows."""
+        if operation is Operation.CREATE:
+            return partial(self._created, template, call)
+        if operation is Operation.UPDATE:
+            return partial(self._updated, template, call, record)
+        return partial(self._deleted, template, call, record)
+
+    def _created(self, template: Template, call: Call, rows: list[Row]) -> Record:
+        """A create's result: the ``returns`` fields of its procedure's first row."""
+        if not rows:
+            raise StoreError(
+                "the create procedure returned no row", details=(f"procedure {call.name}",)
+            )
+        return self._returns(template, Operation.CREATE, call, rows[0])
 
     async def update(self, template: Template, record: Record, ctx: CallContext) -> Record:
         """Call the update procedure; an empty result set means no record has the key."""
         call = self._plan(template).writes[Operation.UPDATE]
         args = [record.get(p) for p in call.params]
-        updated = partial(self._updated, template, call, record)
+        updated = self._result_of(template, Operation.UPDATE, call, record)
         return await self._write(template, Operation.UPDATE, args, record, ctx, updated)
 
     def _updated(self, template: Template, call: Call, record: Record, rows: list[Row]) -> Record:
@@ -417,7 +421,7 @@ class RelAdapter(BatchMixin, TicketsMixin, LongOperationsMixin, MigrationsMixin)
         """Call the delete procedure; it reports the rows removed in a ``deleted`` column."""
         call = self._plan(template).writes[Operation.DELETE]
         args = [key.get(p) for p in call.params]
-        deleted = partial(self._deleted, template, call, key)
+        deleted = self._result_of(template, Operation.DELETE, call, key)
         return await self._write(template, Operation.DELETE, args, key, ctx, deleted)
 
     def _deleted(self, template: Template, call: Call, key: Record, rows: list[Row]) -> Record:

@@ -20,27 +20,43 @@
   key IN (…)`` on the primary (always correct, whatever the consistency asked); another key
   query reads key by key on one connection.
 
-All-or-nothing batches (``[batch] atomic``) need one transaction around every item: not built
-for REL yet, so :meth:`~beds_rel.adapter.RelAdapter.prepare` refuses such templates.
+All or nothing (``[batch] atomic = true``): nothing commits unless every record succeeded.
+
+- The fast paths run in a transaction: a ``create_many``'s batch procedure call between
+  ``START TRANSACTION`` and ``COMMIT``; an ``update_many`` / ``delete_many`` packet whose outcomes
+  are read before the commit (a record without a row is that record's failure: rolled back).
+- When the fast path refuses, or for a journaled template, every record's own procedure runs in
+  ONE transaction (:func:`_atomic`), one call after another: a refused call undoes only its own
+  statement (MariaDB's statement rollback), the calls after it still run, so the answer names
+  every failing record; then the transaction is rolled back. A procedure that wrote before it
+  signalled leaves that write in the transaction for the calls after it to see, until the
+  rollback; so the answer may name a record that would have succeeded alone.
+- Under an idempotency key, the key's claim opens that transaction and its completion commits
+  it: a batch that fails releases its key, as a refused single write does.
+- A deadlock (which ends the whole transaction) or a lost connection fails the batch as a
+  whole, and the node tries it again.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
+import attrs
 import orjson
 
 from beds.envelopes import Operation
 from beds.errors import IdempotencyKeyReused, NotFound, RequestError, StoreError, WriteInDoubt
 from beds.idempotency import item_context
 from beds.values import to_wire, to_wire_record
+from beds_rel import journal
 from beds_rel.errors import is_clean, map_exceptions
 from beds_rel.idempotency import CALLS as IDEMPOTENCY_CALLS
 from beds_rel.idempotency import batch_once
-from beds_rel.statements import execute, read_by_key, run_call, run_calls, typed
+from beds_rel.statements import execute, in_transaction, read_by_key, run_call, run_calls, typed
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Callable, Sequence
     from contextlib import AbstractAsyncContextManager
 
     from asyncmy.connection import Connection
@@ -73,6 +89,10 @@ class _Adapter(Protocol):
 
     def _deleted(self, template: Template, call: Call, key: Record, rows: list[Row]) -> Record: ...
 
+    def _result_of(
+        self, template: Template, operation: Operation, call: Call, record: Record
+    ) -> Callable[[list[Row]], Record]: ...
+
     async def create(self, template: Template, record: Record, ctx: CallContext) -> Record: ...
 
     async def update(self, template: Template, record: Record, ctx: CallContext) -> Record: ...
@@ -80,22 +100,92 @@ class _Adapter(Protocol):
     async def delete(self, template: Template, key: Record, ctx: CallContext) -> Record: ...
 
 
-async def _each(
-    write: Callable[[Template, Record, CallContext], Awaitable[Record]],
+class _Refused(RequestError):
+    """An all-or-nothing batch has failing records: raised to roll its transaction back."""
+
+    def __init__(self, outcomes: list[Record | RequestError]) -> None:
+        super().__init__("a record of an all-or-nothing batch failed")
+        self.outcomes = outcomes
+
+
+def _refuse_if_any_failed(outcomes: list[Record | RequestError]) -> list[Record | RequestError]:
+    if any(isinstance(outcome, RequestError) for outcome in outcomes):
+        raise _Refused(outcomes)
+    return outcomes
+
+
+async def _one_by_one(
+    adapter: _Adapter,
     template: Template,
+    operation: Operation,
     records: Sequence[Record],
     ctx: CallContext,
 ) -> list[Record | RequestError]:
-    """Each record its own write, keyed on its own under a batch key; each its own outcome."""
+    """Each record its own write: in one transaction when all or nothing, else each alone."""
+    if template.batch.atomic:
+        return await _atomic(adapter, template, operation, records, ctx)
+    write = {
+        Operation.CREATE: adapter.create,
+        Operation.UPDATE: adapter.update,
+        Operation.DELETE: adapter.delete,
+    }[operation]
     outcomes: list[Record | RequestError] = []
     for index, record in enumerate(records):
-        try:
+        try:  # keyed on its own under a batch key
             outcomes.append(await write(template, record, item_context(ctx, index)))
         except RequestError as exc:
             if exc.TRANSIENT:  # the store went away: the batch fails, the node retries it
                 raise
             outcomes.append(exc)
     return outcomes
+
+
+async def _atomic(
+    adapter: _Adapter,
+    template: Template,
+    operation: Operation,
+    records: Sequence[Record],
+    ctx: CallContext,
+) -> list[Record | RequestError]:
+    """Every record's own call in ONE transaction, committed only if all succeeded (docstring)."""
+    plan = adapter._plan(template)
+    call = plan.writes[operation]
+    keyed = ctx.idempotency_key is not None and adapter.idempotent_writes
+    journaled = ctx.journal and template.capabilities.journal
+    objects = [call.name, *(c.name for c in IDEMPOTENCY_CALLS if keyed)]
+    if journaled and plan.key_query is not None:
+        objects += [*(c.name for c in journal.CALLS), plan.queries[plan.key_query].name]
+
+    async def body(conn: Connection, run: RunCall) -> list[Record | RequestError]:
+        outcomes: list[Record | RequestError] = []
+        for index, record in enumerate(records):
+            args = [record.get(p) for p in call.params]
+            result_of = adapter._result_of(template, operation, call, record)
+            try:
+                with map_exceptions(objects=objects):
+                    if journaled:  # each entry its own event id, as a store's own batch gives
+                        mine = attrs.evolve(ctx, event_id=f"{ctx.event_id}/{index}")
+                        outcomes.append(
+                            await journal.journaled_write(
+                                conn, template, plan, operation, args, record, mine, result_of, run
+                            )
+                        )
+                    else:
+                        outcomes.append(result_of(await run(conn, call, args)))
+            except RequestError as exc:
+                if exc.TRANSIENT:  # a deadlock ended the transaction, or the store went away
+                    raise
+                outcomes.append(exc)
+        return _refuse_if_any_failed(outcomes)
+
+    try:
+        with map_exceptions(objects=objects):
+            async with adapter._connection() as conn:
+                if keyed:
+                    return await batch_once(conn, run_call, ctx, partial(body, conn))
+                return await in_transaction(conn, partial(body, conn))
+    except _Refused as refused:  # rolled back (keyed: the key released with it)
+        return refused.outcomes
 
 
 async def _many(
@@ -106,14 +196,14 @@ async def _many(
     ctx: CallContext,
 ) -> list[Record | RequestError]:
     """``update_many`` / ``delete_many``: one packet in one transaction (module docstring)."""
-    single: Callable[[Template, Record, CallContext], Awaitable[Record]] = adapter.delete
     result_of: Callable[[Template, Call, Record, list[Row]], Record] = adapter._deleted
     if operation is Operation.UPDATE:
-        single, result_of = adapter.update, adapter._updated
+        result_of = adapter._updated
     call = adapter._plan(template).writes[operation]
     if not records or ctx.journal or call.read is not None or call.assign is not None:
-        return await _each(single, template, records, ctx)
+        return await _one_by_one(adapter, template, operation, records, ctx)
     calls = [(call, [record.get(p) for p in call.params]) for record in records]
+    atomic = template.batch.atomic
 
     def outcomes(sets: list[list[Row]], *, committed: bool) -> list[Record | RequestError]:
         done: list[Record | RequestError] = []
@@ -126,7 +216,7 @@ async def _many(
                 if not committed:  # rolls the batch back: written one by one instead
                     raise
                 done.append(exc)  # written, as a single unkeyed write would answer it
-        return done
+        return _refuse_if_any_failed(done) if atomic else done
 
     async def body(conn: Connection) -> list[Record | RequestError]:
         return outcomes(await run_calls(conn, calls), committed=False)
@@ -138,6 +228,8 @@ async def _many(
             async with adapter._connection() as conn:
                 if keyed:
                     return await batch_once(conn, run_call, ctx, lambda _run: body(conn))
+                if atomic:  # the outcomes are read before the commit
+                    return await in_transaction(conn, lambda _run: body(conn))
                 try:
                     sets = await run_calls(conn, calls, lead="START TRANSACTION", tail="COMMIT")
                 except BaseException as exc:
@@ -147,11 +239,13 @@ async def _many(
                 return outcomes(sets, committed=True)
     except (IdempotencyKeyReused, WriteInDoubt):
         raise  # the key's answer, not the data's
+    except _Refused as refused:  # all or nothing: a record without a row, rolled back
+        return refused.outcomes
     except RequestError as exc:
         if exc.TRANSIENT:  # the store went away: the batch fails, the node retries it
             raise
     # A call failed and the batch rolled back: each record on its own, as alone.
-    return await _each(single, template, records, ctx)
+    return await _one_by_one(adapter, template, operation, records, ctx)
 
 
 class BatchMixin:
@@ -164,7 +258,7 @@ class BatchMixin:
         plan = self._plan(template)
         call = plan.create_many
         if call is None or ctx.journal:
-            return await _each(self.create, template, records, ctx)
+            return await _one_by_one(self, template, Operation.CREATE, records, ctx)
         params = template.operations[Operation.CREATE].params
         array = orjson.dumps(
             [to_wire_record({name: record.get(name) for name in params}) for record in records]
@@ -193,6 +287,8 @@ class BatchMixin:
                 async with self._connection() as conn:
                     if keyed:
                         return await batch_once(conn, run_call, ctx, lambda run: body(run, conn))
+                    if template.batch.atomic:  # a procedure of many statements: all or none
+                        return await in_transaction(conn, lambda run: body(run, conn))
                     return await body(run_call, conn)
         except (IdempotencyKeyReused, WriteInDoubt):
             raise  # the key's answer, not the data's
@@ -200,7 +296,7 @@ class BatchMixin:
             if exc.TRANSIENT or exc.STATUS >= 500:  # not the data's fault: the batch fails
                 raise
         # Some record was refused (the whole call rolled back): find which, one by one.
-        return await _each(self.create, template, records, ctx)
+        return await _one_by_one(self, template, Operation.CREATE, records, ctx)
 
     async def update_many(
         self: _Adapter, template: Template, records: Sequence[Record], ctx: CallContext

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from asyncmy import errors as my_errors
 from asyncmy.constants.SERVER_STATUS import SERVER_STATUS_NO_BACKSLASH_ESCAPES
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from beds.templates.model import Template
     from beds_rel.bindings import Call, TemplatePlan
     from beds_rel.idempotency import RunCall
+
+_T = TypeVar("_T")
 
 __all__ = (
     "LeadSignalled",
@@ -386,7 +388,7 @@ async def read_by_key(
     return to_wire_record(typed(template, rows[0])) if rows else None
 
 
-async def in_transaction(conn: Connection, body: Callable[[RunCall], Awaitable[Record]]) -> Record:
+async def in_transaction(conn: Connection, body: Callable[[RunCall], Awaitable[_T]]) -> _T:
     """Run ``body`` (given :func:`run_call`) in one transaction on ``conn`` and commit.
 
     What it raises rolls the transaction back.
