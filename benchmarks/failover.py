@@ -10,10 +10,10 @@ RabbitMQ cluster on this machine, quorum queues, a node and clients given every 
 the node that leads the queues is killed under keyed write load), with pytest and ``-s``, and
 reads the figures the test prints: the outage in seconds (from the kill to the first write
 acknowledged again), the acknowledged writes lost and the writes stored twice. Target row:
-lost = 0, duplicated = 0, outage <= ``MAX_OUTAGE_S``. pytest comes from the running Python when
-it has it, else from the integration session's virtualenv (``.nox/integration``), which the
-bench session does not install. Without the test, or without pytest, the rows say so and the
-target is not judged.
+lost = 0, duplicated = 0, outage <= ``MAX_OUTAGE_S``. pytest comes from the running Python (the
+bench session installs it), else from the integration session's virtualenv
+(``.nox/integration``). Without the test, or without pytest, the rows say so and the target is
+not judged.
 """
 
 from __future__ import annotations
