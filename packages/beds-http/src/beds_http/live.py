@@ -252,7 +252,9 @@ class LiveConsumer:
                 self._connection = connection
                 await self.channel.attach(connection)
                 delay = 0.5
-                logger.info("beds http: reading live events from {}", self.channel.live_stream)
+                logger.info(
+                    "beds http: reading live events from {}", self.channel.side_streams["live"]
+                )
                 await connection.closing
             except asyncio.CancelledError:
                 raise
