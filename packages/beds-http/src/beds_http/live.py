@@ -252,9 +252,7 @@ class LiveConsumer:
                 self._connection = connection
                 await self.channel.attach(connection)
                 delay = 0.5
-                logger.info(
-                    "beds http: reading live events from {}", self.channel.side_streams["live"]
-                )
+                logger.info("beds http: reading live events from {}", self.channel.live_stream)
                 await connection.closing
             except asyncio.CancelledError:
                 raise

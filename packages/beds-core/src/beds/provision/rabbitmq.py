@@ -13,7 +13,7 @@ the event publisher, the control channel, the telemetry poller):
 
 - configure: the four exchanges, the dead-letter queue, its own broker queues, every role's
   logs queues (each node declares them, so events wait for an admin node), the control and live
-  exchanges, the control stream and the side streams;
+  exchanges and streams;
 - write: the logs exchange (lineage, audit), the dead-letter exchange, the control and live
   exchanges and streams,
   ``amq.default`` (replies go to ``amq.rabbitmq.reply-to.*`` and counted requeues to its own
@@ -40,7 +40,7 @@ from beds.errors import BedsError, ConfigError
 from beds.policy import Finding, is_loopback
 from beds.provision.rabbitmqctl import Permissions, RabbitCtl, command
 from beds.transport.amqp import amqp_user, dead_letter_queue
-from beds.transport.control import SIDE_STREAMS, control_stream, side_stream
+from beds.transport.control import control_stream, live_stream
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
@@ -119,7 +119,7 @@ def node_permissions(config: Config, role: str) -> Permissions:
         if settings.type == "logs"
     }
     requests_bound = any(s.type == "requests" and s.bindings for s in brokers.values())
-    streams = [control_stream(config), *(side_stream(config, name) for name in SIDE_STREAMS)]
+    streams = [control_stream(config), live_stream(config)]
     stream = [amqp.control_exchange, amqp.live_exchange, *streams] if control else []
     configure = [amqp.events_exchange, amqp.logs_exchange, amqp.dead_letter_exchange, dead]
     write = [amqp.logs_exchange, amqp.dead_letter_exchange, DEFAULT_EXCHANGE, dead, *own_bound]

@@ -11,14 +11,11 @@ a node that starts a little later. They travel on one channel:
 - **Replay.** A node consumes the stream from ``control.replay_seconds`` ago (``x-stream-offset``
   as a timestamp), so a node that starts late still learns the events that matter now (a
   revocation within a token's lifetime, the last heartbeat of every node).
-- **Side streams for the frequent kinds** (``SIDE_STREAMS``): events published per write go to
-  a second topic exchange, ``{control_exchange}.live``, bound by kind to streams of their own,
-  each read only by a channel with a handler for its kinds, with a replay of its own:
-  ``beds.{env}.live`` (``record.changed``, ``records.changed``; an HTTP edge) from
-  ``control.live_replay_seconds`` ago, and ``beds.{env}.cache`` (``cache.invalidate``; nodes
-  with cached templates) from the moment of attaching: a starting node's cache is empty, and a
-  reconnected one empties it. On the control stream they reached every node, and a node
-  starting after heavy writing read twenty minutes of them again.
+- **Live updates apart.** ``record.changed`` and ``records.changed`` (``LIVE_KINDS``, one per
+  write of a live template) go to an exchange and stream of their own (``{control_exchange}.live``
+  into ``beds.{env}.live``), read only by a channel with a handler for them (an HTTP edge), from
+  ``control.live_replay_seconds`` ago. On the control stream they would reach every node, and a
+  node starting after heavy writing would read twenty minutes of them again.
 - **Origin.** Every event is published with the AMQP ``user_id`` property, which RabbitMQ checks
   against the publishing connection's user: the vouched origin. An event without one, or from a
   user outside ``control.trusted_users`` (or ``control.trusted_by_kind`` for its kind), is
@@ -33,10 +30,6 @@ a node that starts a little later. They travel on one channel:
 
 The first user is the node heartbeat (``node.status``), which ``beds status --all`` and the
 ``/status`` document's ``peers`` read (:mod:`beds.telemetry.status`).
-
-Why this module is long: the topology (one exchange and stream, the side ones), the reading
-(replay windows, acknowledgements, origin checks, dead-lettering) and the publishing of one
-channel belong together; the event's wire form is :mod:`beds.transport.control_event`.
 """
 
 from __future__ import annotations
@@ -54,7 +47,6 @@ from loguru import logger
 from pamqp.commands import Basic
 
 from beds.bugs import report_bug
-from beds.dispatch.cache import INVALIDATE
 from beds.dispatch.live import RECORD_CHANGED, RECORDS_CHANGED
 from beds.errors import UntrustedOrigin
 from beds.transport.control_event import MAX_EVENT_BYTES, ControlEvent, decode_event, encode_event
@@ -62,32 +54,25 @@ from beds.transport.outbox import Outbox
 
 if TYPE_CHECKING:
     from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
-    from pamqp.common import FieldValue
 
     from beds.config.model import Config
 
 __all__ = (
-    "SIDE_KINDS",
-    "SIDE_STREAMS",
+    "LIVE_KINDS",
     "ControlChannel",
     "Handler",
     "control_stream",
-    "side_stream",
+    "live_stream",
 )
 
 _SLACK: Final = 64
 """Bytes :meth:`ControlChannel.room` keeps free for the event's id and time, set when it is
 published (a time's digits vary)."""
 _CONTENT_TYPE: Final = "application/json"
-SIDE_STREAMS: Final[dict[str, frozenset[str]]] = {
-    "live": frozenset({RECORD_CHANGED, RECORDS_CHANGED}),
-    "cache": frozenset({INVALIDATE}),
-}
-"""Each side stream (``beds.{env}.{name}``) and the kinds bound to it (module docstring)."""
-SIDE_KINDS: Final = frozenset().union(*SIDE_STREAMS.values())
-"""Kinds published on the live exchange, not the control one."""
-_SIDE_SEGMENT_BYTES: Final = 16 * 1024 * 1024
-"""A side stream's segment size: RabbitMQ drops whole segments by age, so a small segment lets
+LIVE_KINDS: Final = frozenset({RECORD_CHANGED, RECORDS_CHANGED})
+"""Kinds that travel on the live exchange and stream, not the control ones."""
+_LIVE_SEGMENT_BYTES: Final = 16 * 1024 * 1024
+"""The live stream's segment size: RabbitMQ drops whole segments by age, so a small segment lets
 ``x-max-age`` apply to a busy stream of small events (the default segment is 500 MB)."""
 
 
@@ -96,9 +81,9 @@ def control_stream(config: Config) -> str:
     return f"beds.{config.node.env}.control"
 
 
-def side_stream(config: Config, name: str) -> str:
-    """The environment's side stream ``name`` (a key of ``SIDE_STREAMS``)."""
-    return f"beds.{config.node.env}.{name}"
+def live_stream(config: Config) -> str:
+    """The environment's stream of live updates."""
+    return f"beds.{config.node.env}.live"
 
 
 Handler = Callable[[ControlEvent], Awaitable[None] | None]
@@ -118,7 +103,7 @@ class ControlChannel:
         self.exchange = config.amqp.control_exchange
         self.stream = control_stream(config)
         self.live_exchange = config.amqp.live_exchange
-        self.side_streams = {name: side_stream(config, name) for name in SIDE_STREAMS}
+        self.live_stream = live_stream(config)
         self.user = user
         self.received: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
@@ -135,9 +120,9 @@ class ControlChannel:
         self._outbox: Outbox | None = None
         """Every publish of ``_publisher`` goes through it (its confirm bookkeeping)."""
         self._acks: Outbox | None = None  # one multiple ack a loop turn, not a write an event
-        self._reading: set[str] = set()
-        """The side streams ``_channel`` consumes (those with a handler for one of their kinds)."""
-        self._side_starts: set[asyncio.Task[None]] = set()  # held: a bare task may be collected
+        self._reads_live = False
+        """Whether ``_channel`` consumes the live stream (once a handler of a live kind exists)."""
+        self._live_start: asyncio.Task[None] | None = None  # held: a bare task may be collected
 
     @property
     def live(self) -> bool:
@@ -154,48 +139,34 @@ class ControlChannel:
     def subscribe(self, kind: str, handler: Handler) -> None:
         """Call ``handler`` with every event of ``kind`` (replayed ones included).
 
-        The first handler of a side stream's kind on an attached channel starts reading that
-        stream (the live one from ``control.live_replay_seconds`` ago, so a write just before is
-        not missed).
+        The first handler of a live kind on an attached channel starts reading the live stream
+        (from ``control.live_replay_seconds`` ago, so a write just before is not missed).
         """
         self._handlers.setdefault(kind, []).append(handler)
         channel = self._channel
-        if channel is not None:
-            for name in self._unread():
-                task = asyncio.get_running_loop().create_task(self._read_side(channel, name))
-                self._side_starts.add(task)
-                task.add_done_callback(self._side_starts.discard)
-
-    def _unread(self) -> list[str]:
-        """The side streams a handler wants and the channel does not read yet, now marked read."""
-        wanted = [
-            name
-            for name, kinds in SIDE_STREAMS.items()
-            if name not in self._reading and not kinds.isdisjoint(self._handlers)
-        ]
-        self._reading.update(wanted)
-        return wanted
+        if kind in LIVE_KINDS and not self._reads_live and channel is not None:
+            self._reads_live = True
+            self._live_start = asyncio.get_running_loop().create_task(self._read_live(channel))
 
     async def attach(self, connection: AbstractConnection) -> None:
         """Declare the exchanges and streams, and consume from ``replay_seconds`` ago."""
         publisher = await connection.channel(publisher_confirms=True)
         age = f"{max(1, round(self.settings.retention_seconds))}s"
-        side: dict[str, FieldValue] = {"x-stream-max-segment-size-bytes": _SIDE_SEGMENT_BYTES}
-        for exchange in (self.exchange, self.live_exchange):
+        for exchange, stream, extra in (
+            (self.exchange, self.stream, {}),
+            (
+                self.live_exchange,
+                self.live_stream,
+                {"x-stream-max-segment-size-bytes": _LIVE_SEGMENT_BYTES},
+            ),
+        ):
             await publisher.exchange_declare(exchange, exchange_type="topic", durable=True)
-        bindings: list[tuple[str, dict[str, FieldValue], str, list[str]]] = [
-            (self.stream, {}, self.exchange, ["#"])
-        ]
-        bindings += [
-            (self.side_streams[name], side, self.live_exchange, sorted(kinds))
-            for name, kinds in SIDE_STREAMS.items()
-        ]
-        for stream, extra, exchange, keys in bindings:
-            arguments: dict[str, FieldValue] = {"x-queue-type": "stream", "x-max-age": age}
-            arguments.update(extra)
-            await publisher.queue_declare(stream, durable=True, arguments=arguments)
-            for key in keys:
-                await publisher.queue_bind(stream, exchange, routing_key=key)
+            await publisher.queue_declare(
+                stream,
+                durable=True,
+                arguments={"x-queue-type": "stream", "x-max-age": age, **extra},
+            )
+            await publisher.queue_bind(stream, exchange, routing_key="#")
         channel = await connection.channel(publisher_confirms=False)
         await channel.basic_qos(prefetch_count=100)  # a stream needs a prefetch
         self.joined_at = time.time()
@@ -204,29 +175,23 @@ class ControlChannel:
         await channel.basic_consume(
             self.stream, self._on_message, arguments={"x-stream-offset": since}
         )
-        self._reading = set()
-        for name in self._unread():  # before `live`: the cache trusts what it says
-            await self._read_side(channel, name)
         self._publisher, self._channel = publisher, channel
         self._outbox = Outbox(publisher)
-        for name in self._unread():  # a handler added while this attached
-            await self._read_side(channel, name)
+        self._reads_live = bool(LIVE_KINDS & self._handlers.keys())
+        if self._reads_live:
+            await self._read_live(channel)
         for old in filter(None, old_outboxes):  # a reconnect: its channel died with it
             await old.aclose()
 
-    async def _read_side(self, channel: AbstractChannel, name: str) -> None:
-        offset: dt.datetime | str = "next"  # cache: from now on (module docstring)
-        if name == "live":
-            seconds = self.settings.live_replay_seconds
-            offset = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)
-        stream = self.side_streams[name]
+    async def _read_live(self, channel: AbstractChannel) -> None:
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.settings.live_replay_seconds)
         try:
             await channel.basic_consume(
-                stream, self._on_message, arguments={"x-stream-offset": offset}
+                self.live_stream, self._on_message, arguments={"x-stream-offset": since}
             )
         except (aiormq.exceptions.AMQPError, ConnectionError) as exc:
-            # The channel closed under us: the next attach (a reconnect) reads the stream.
-            logger.warning("control events not read from {} ({})", stream, exc)
+            # The channel closed under us: the next attach (a reconnect) reads the live stream.
+            logger.warning("live updates not read from {} ({})", self.live_stream, exc)
 
     async def publish(self, kind: str, data: dict[str, Any]) -> ControlEvent:
         """Publish an event (confirmed) and return it.
@@ -264,7 +229,7 @@ class ControlChannel:
                 raise aiormq.exceptions.ChannelInvalidStateError("the control channel is not open")
             confirmation = outbox.publish_confirmed(
                 body,
-                exchange=self.live_exchange if kind in SIDE_KINDS else self.exchange,
+                exchange=self.live_exchange if kind in LIVE_KINDS else self.exchange,
                 routing_key=kind,
                 properties=Basic.Properties(
                     content_type=_CONTENT_TYPE, user_id=self.user, message_id=event.id
@@ -362,8 +327,8 @@ class ControlChannel:
 
     async def aclose(self) -> None:
         """Close the channels (the streams keep the events)."""
-        for task in list(self._side_starts):
-            task.cancel()
+        if self._live_start is not None:
+            self._live_start.cancel()
         for outbox in filter(None, (self._outbox, self._acks)):
             await outbox.aclose()
         self._outbox = self._acks = None
