@@ -19,8 +19,7 @@ from loguru import logger
 if TYPE_CHECKING:
     from beds.broker.pool import BrokerPool
     from beds.config.model import Config
-    from beds.transport.control import ControlChannel
-    from beds.transport.control_event import ControlEvent
+    from beds.transport.control import ControlChannel, ControlEvent
 
 __all__ = ("HEARTBEAT", "Heartbeat", "HeartbeatSource", "read_peers")
 

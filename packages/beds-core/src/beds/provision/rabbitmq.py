@@ -12,14 +12,12 @@ What a node of a role touches (:func:`beds.transport.amqp.declare_topology`, the
 the event publisher, the control channel, the telemetry poller):
 
 - configure: the four exchanges, the dead-letter queue, its own broker queues, every role's
-  logs queues (each node declares them, so events wait for an admin node), the control and live
-  exchanges and streams;
-- write: the logs exchange (lineage, audit), the dead-letter exchange, the control and live
-  exchanges and streams,
+  logs queues (each node declares them, so events wait for an admin node), the control stream;
+- write: the logs exchange (lineage, audit), the dead-letter exchange, the control exchange,
   ``amq.default`` (replies go to ``amq.rabbitmq.reply-to.*`` and counted requeues to its own
   queue through the default exchange), and the queues it binds;
 - read: its own queues, the logs queues and the dead-letter queue (declared or read by it), the
-  control and live streams and exchanges, and the exchanges its queues are bound to.
+  control stream, and the exchanges its queues are bound to.
 
 A client publishes requests and consumes its replies from ``amq.rabbitmq.reply-to``, which
 needs no permission: it may write to the events exchange and nothing else.
@@ -40,7 +38,7 @@ from beds.errors import BedsError, ConfigError
 from beds.policy import Finding, is_loopback
 from beds.provision.rabbitmqctl import Permissions, RabbitCtl, command
 from beds.transport.amqp import amqp_user, dead_letter_queue
-from beds.transport.control import control_stream, live_stream
+from beds.transport.control import control_stream
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
@@ -119,8 +117,7 @@ def node_permissions(config: Config, role: str) -> Permissions:
         if settings.type == "logs"
     }
     requests_bound = any(s.type == "requests" and s.bindings for s in brokers.values())
-    streams = [control_stream(config), live_stream(config)]
-    stream = [amqp.control_exchange, amqp.live_exchange, *streams] if control else []
+    stream = [amqp.control_exchange, control_stream(config)] if control else []
     configure = [amqp.events_exchange, amqp.logs_exchange, amqp.dead_letter_exchange, dead]
     write = [amqp.logs_exchange, amqp.dead_letter_exchange, DEFAULT_EXCHANGE, dead, *own_bound]
     read = [amqp.dead_letter_exchange, dead, *own, *logs]

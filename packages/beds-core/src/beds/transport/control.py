@@ -11,11 +11,6 @@ a node that starts a little later. They travel on one channel:
 - **Replay.** A node consumes the stream from ``control.replay_seconds`` ago (``x-stream-offset``
   as a timestamp), so a node that starts late still learns the events that matter now (a
   revocation within a token's lifetime, the last heartbeat of every node).
-- **Live updates apart.** ``record.changed`` and ``records.changed`` (``LIVE_KINDS``, one per
-  write of a live template) go to an exchange and stream of their own (``{control_exchange}.live``
-  into ``beds.{env}.live``), read only by a channel with a handler for them (an HTTP edge), from
-  ``control.live_replay_seconds`` ago. On the control stream they would reach every node, and a
-  node starting after heavy writing would read twenty minutes of them again.
 - **Origin.** Every event is published with the AMQP ``user_id`` property, which RabbitMQ checks
   against the publishing connection's user: the vouched origin. An event without one, or from a
   user outside ``control.trusted_users`` (or ``control.trusted_by_kind`` for its kind), is
@@ -34,56 +29,106 @@ The first user is the node heartbeat (``node.status``), which ``beds status --al
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
+import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
 import aiormq
+import attrs
+import orjson
 from loguru import logger
 from pamqp.commands import Basic
 
 from beds.bugs import report_bug
-from beds.dispatch.live import RECORD_CHANGED, RECORDS_CHANGED
+from beds.codec import converter
 from beds.errors import UntrustedOrigin
-from beds.transport.control_event import MAX_EVENT_BYTES, ControlEvent, decode_event, encode_event
 from beds.transport.outbox import Outbox
+from beds.values import json_type
 
 if TYPE_CHECKING:
+    import asyncio
+
     from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 
     from beds.config.model import Config
 
 __all__ = (
-    "LIVE_KINDS",
+    "MAX_EVENT_BYTES",
     "ControlChannel",
+    "ControlEvent",
     "Handler",
     "control_stream",
-    "live_stream",
+    "decode_event",
+    "encode_event",
 )
 
+MAX_EVENT_BYTES: Final = 64 * 1024
+"""Largest control event accepted (they are small by design)."""
 _SLACK: Final = 64
 """Bytes :meth:`ControlChannel.room` keeps free for the event's id and time, set when it is
 published (a time's digits vary)."""
 _CONTENT_TYPE: Final = "application/json"
-LIVE_KINDS: Final = frozenset({RECORD_CHANGED, RECORDS_CHANGED})
-"""Kinds that travel on the live exchange and stream, not the control ones."""
-_LIVE_SEGMENT_BYTES: Final = 16 * 1024 * 1024
-"""The live stream's segment size: RabbitMQ drops whole segments by age, so a small segment lets
-``x-max-age`` apply to a busy stream of small events (the default segment is 500 MB)."""
+_KIND_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-")
+
+
+def _kind(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not (0 < len(value) <= 64 and set(value) <= _KIND_CHARS):
+        raise ValueError("kind must be 1 to 64 of a-z, 0-9, '_', '.', '-'")
+
+
+@attrs.frozen(kw_only=True)
+class ControlEvent:
+    """One control event (wire version 1)."""
+
+    version: int = 1
+    kind: str = attrs.field(validator=_kind)
+    """What happened, such as ``node.status`` or ``session.revoked``; the routing key."""
+    id: str = attrs.field(factory=lambda: os.urandom(16).hex())
+    origin: str = ""
+    """The publishing node's name (informative; the trusted origin is ``user``)."""
+    env: str = ""
+    at: float = attrs.field(factory=time.time)
+    """Unix time it was published."""
+    data: dict[str, Any] = attrs.field(factory=dict)
+    user: str = ""
+    """The AMQP user RabbitMQ vouched for (``user_id``); set on receipt, never sent."""
+
+
+def encode_event(event: ControlEvent) -> bytes:
+    """The event's wire form (without ``user``, which only RabbitMQ may vouch for)."""
+    # JSON-ready data (what BEDS publishes) is written by orjson as it is: cattrs would walk
+    # every value of a batch's packed events for nothing.
+    document = attrs.asdict(event, recurse=False)
+    del document["user"]
+    try:
+        return orjson.dumps(document)
+    except TypeError:
+        return orjson.dumps({**document, "data": converter.unstructure(event.data)})
+
+
+def decode_event(body: bytes, user: str) -> ControlEvent:
+    """Decode an event from the stream.
+
+    Raises:
+        ValueError: not a valid control event (too large, not JSON, wrong shape).
+    """
+    if len(body) > MAX_EVENT_BYTES:
+        raise ValueError(f"control event of {len(body)} bytes, over {MAX_EVENT_BYTES}")
+    raw = orjson.loads(body)
+    if not isinstance(raw, dict):
+        raise ValueError(f"control event must be a JSON object, got {json_type(raw)}")
+    if "user" in raw:
+        raise ValueError("a control event may not name its own user")
+    return converter.structure({**raw, "user": user}, ControlEvent)
 
 
 def control_stream(config: Config) -> str:
     """The environment's control stream."""
     return f"beds.{config.node.env}.control"
-
-
-def live_stream(config: Config) -> str:
-    """The environment's stream of live updates."""
-    return f"beds.{config.node.env}.live"
 
 
 Handler = Callable[[ControlEvent], Awaitable[None] | None]
@@ -102,8 +147,6 @@ class ControlChannel:
         self.settings = config.control
         self.exchange = config.amqp.control_exchange
         self.stream = control_stream(config)
-        self.live_exchange = config.amqp.live_exchange
-        self.live_stream = live_stream(config)
         self.user = user
         self.received: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
@@ -120,9 +163,6 @@ class ControlChannel:
         self._outbox: Outbox | None = None
         """Every publish of ``_publisher`` goes through it (its confirm bookkeeping)."""
         self._acks: Outbox | None = None  # one multiple ack a loop turn, not a write an event
-        self._reads_live = False
-        """Whether ``_channel`` consumes the live stream (once a handler of a live kind exists)."""
-        self._live_start: asyncio.Task[None] | None = None  # held: a bare task may be collected
 
     @property
     def live(self) -> bool:
@@ -137,36 +177,22 @@ class ControlChannel:
         return MAX_EVENT_BYTES - len(envelope) - _SLACK
 
     def subscribe(self, kind: str, handler: Handler) -> None:
-        """Call ``handler`` with every event of ``kind`` (replayed ones included).
-
-        The first handler of a live kind on an attached channel starts reading the live stream
-        (from ``control.live_replay_seconds`` ago, so a write just before is not missed).
-        """
+        """Call ``handler`` with every event of ``kind`` (replayed ones included)."""
         self._handlers.setdefault(kind, []).append(handler)
-        channel = self._channel
-        if kind in LIVE_KINDS and not self._reads_live and channel is not None:
-            self._reads_live = True
-            self._live_start = asyncio.get_running_loop().create_task(self._read_live(channel))
 
     async def attach(self, connection: AbstractConnection) -> None:
-        """Declare the exchanges and streams, and consume from ``replay_seconds`` ago."""
+        """Declare the exchange and the stream, and consume from ``replay_seconds`` ago."""
         publisher = await connection.channel(publisher_confirms=True)
-        age = f"{max(1, round(self.settings.retention_seconds))}s"
-        for exchange, stream, extra in (
-            (self.exchange, self.stream, {}),
-            (
-                self.live_exchange,
-                self.live_stream,
-                {"x-stream-max-segment-size-bytes": _LIVE_SEGMENT_BYTES},
-            ),
-        ):
-            await publisher.exchange_declare(exchange, exchange_type="topic", durable=True)
-            await publisher.queue_declare(
-                stream,
-                durable=True,
-                arguments={"x-queue-type": "stream", "x-max-age": age, **extra},
-            )
-            await publisher.queue_bind(stream, exchange, routing_key="#")
+        await publisher.exchange_declare(self.exchange, exchange_type="topic", durable=True)
+        await publisher.queue_declare(
+            self.stream,
+            durable=True,
+            arguments={
+                "x-queue-type": "stream",
+                "x-max-age": f"{max(1, round(self.settings.retention_seconds))}s",
+            },
+        )
+        await publisher.queue_bind(self.stream, self.exchange, routing_key="#")
         channel = await connection.channel(publisher_confirms=False)
         await channel.basic_qos(prefetch_count=100)  # a stream needs a prefetch
         self.joined_at = time.time()
@@ -175,23 +201,10 @@ class ControlChannel:
         await channel.basic_consume(
             self.stream, self._on_message, arguments={"x-stream-offset": since}
         )
-        self._publisher, self._channel = publisher, channel
-        self._outbox = Outbox(publisher)
-        self._reads_live = bool(LIVE_KINDS & self._handlers.keys())
-        if self._reads_live:
-            await self._read_live(channel)
         for old in filter(None, old_outboxes):  # a reconnect: its channel died with it
             await old.aclose()
-
-    async def _read_live(self, channel: AbstractChannel) -> None:
-        since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.settings.live_replay_seconds)
-        try:
-            await channel.basic_consume(
-                self.live_stream, self._on_message, arguments={"x-stream-offset": since}
-            )
-        except (aiormq.exceptions.AMQPError, ConnectionError) as exc:
-            # The channel closed under us: the next attach (a reconnect) reads the live stream.
-            logger.warning("live updates not read from {} ({})", self.live_stream, exc)
+        self._publisher, self._channel = publisher, channel
+        self._outbox = Outbox(publisher)
 
     async def publish(self, kind: str, data: dict[str, Any]) -> ControlEvent:
         """Publish an event (confirmed) and return it.
@@ -229,7 +242,7 @@ class ControlChannel:
                 raise aiormq.exceptions.ChannelInvalidStateError("the control channel is not open")
             confirmation = outbox.publish_confirmed(
                 body,
-                exchange=self.live_exchange if kind in LIVE_KINDS else self.exchange,
+                exchange=self.exchange,
                 routing_key=kind,
                 properties=Basic.Properties(
                     content_type=_CONTENT_TYPE, user_id=self.user, message_id=event.id
@@ -326,9 +339,7 @@ class ControlChannel:
             logger.warning("refused control event {} not dead-lettered ({})", event.kind, exc)
 
     async def aclose(self) -> None:
-        """Close the channels (the streams keep the events)."""
-        if self._live_start is not None:
-            self._live_start.cancel()
+        """Close the channels (the stream keeps the events)."""
         for outbox in filter(None, (self._outbox, self._acks)):
             await outbox.aclose()
         self._outbox = self._acks = None
