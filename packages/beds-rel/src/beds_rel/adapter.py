@@ -300,11 +300,7 @@ class RelAdapter(BatchMixin, TicketsMixin, LongOperationsMixin, MigrationsMixin)
         try:
             if not keyed and not journaled:
                 return result_of(await self._rows(call, args))
-            objects = [call.name]
-            objects += [c.name for c in IDEMPOTENCY_CALLS] if keyed else []
-            if journaled and plan.key_query is not None:
-                objects += [c.name for c in journal.CALLS]
-                objects.append(plan.queries[plan.key_query].name)  # read before and after
+            objects = journal.write_objects(plan, call, keyed=keyed, journaled=journaled)
             with map_exceptions(objects=objects):
                 async with self._connection() as conn:
                     body = (

@@ -51,7 +51,6 @@ from beds.idempotency import item_context
 from beds.values import to_wire, to_wire_record
 from beds_rel import journal
 from beds_rel.errors import is_clean, map_exceptions
-from beds_rel.idempotency import CALLS as IDEMPOTENCY_CALLS
 from beds_rel.idempotency import batch_once
 from beds_rel.statements import execute, in_transaction, read_by_key, run_call, run_calls, typed
 
@@ -152,9 +151,7 @@ async def _atomic(
     call = plan.writes[operation]
     keyed = ctx.idempotency_key is not None and adapter.idempotent_writes
     journaled = ctx.journal and template.capabilities.journal
-    objects = [call.name, *(c.name for c in IDEMPOTENCY_CALLS if keyed)]
-    if journaled and plan.key_query is not None:
-        objects += [*(c.name for c in journal.CALLS), plan.queries[plan.key_query].name]
+    objects = journal.write_objects(plan, call, keyed=keyed, journaled=journaled)
 
     async def body(conn: Connection, run: RunCall) -> list[Record | RequestError]:
         outcomes: list[Record | RequestError] = []
@@ -199,7 +196,8 @@ async def _many(
     result_of: Callable[[Template, Call, Record, list[Row]], Record] = adapter._deleted
     if operation is Operation.UPDATE:
         result_of = adapter._updated
-    call = adapter._plan(template).writes[operation]
+    plan = adapter._plan(template)
+    call = plan.writes[operation]
     if not records or ctx.journal or call.read is not None or call.assign is not None:
         return await _one_by_one(adapter, template, operation, records, ctx)
     calls = [(call, [record.get(p) for p in call.params]) for record in records]
@@ -222,7 +220,7 @@ async def _many(
         return outcomes(await run_calls(conn, calls), committed=False)
 
     keyed = ctx.idempotency_key is not None and adapter.idempotent_writes
-    objects = [call.name, *(c.name for c in IDEMPOTENCY_CALLS if keyed)]
+    objects = journal.write_objects(plan, call, keyed=keyed, journaled=False)
     try:
         with map_exceptions(objects=objects):
             async with adapter._connection() as conn:
@@ -281,7 +279,7 @@ class BatchMixin:
             return outcomes(await run(conn, call, (array,)))
 
         keyed = ctx.idempotency_key is not None and self.idempotent_writes
-        objects = [call.name, *(c.name for c in IDEMPOTENCY_CALLS if keyed)]
+        objects = journal.write_objects(plan, call, keyed=keyed, journaled=False)
         try:
             with map_exceptions(objects=objects):
                 async with self._connection() as conn:

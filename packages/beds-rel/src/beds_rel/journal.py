@@ -20,6 +20,7 @@ from beds.envelopes import Operation
 from beds.namaste import SchemaFile
 from beds.values import to_wire, to_wire_record
 from beds_rel.bindings import Call
+from beds_rel.idempotency import CALLS as IDEMPOTENCY_CALLS
 from beds_rel.statements import read_by_key
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ __all__ = (
     "journaled_write",
     "read_args",
     "schema_file",
+    "write_objects",
 )
 
 APPEND = Call(
@@ -187,3 +189,15 @@ async def journaled_write(
         after = await read_by_key(conn, template, plan, key)
     await run(conn, APPEND, append_args(template.name, operation, key, before, after, ctx))
     return result
+
+
+def write_objects(plan: TemplatePlan, call: Call, *, keyed: bool, journaled: bool) -> list[str]:
+    """The named objects a write calls, named in its errors.
+
+    Its procedure; the idempotency key's when ``keyed``; when ``journaled``, the journal's and
+    the key query (read before and after).
+    """
+    objects = [call.name, *(c.name for c in IDEMPOTENCY_CALLS if keyed)]
+    if journaled and plan.key_query is not None:
+        objects += [*(c.name for c in CALLS), plan.queries[plan.key_query].name]
+    return objects
