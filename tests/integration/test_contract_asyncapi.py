@@ -53,7 +53,7 @@ def test_the_installed_packages_give_a_valid_asyncapi_document(tmp_path: Path) -
         binding = channel["bindings"]["amqp"]
         if binding["is"] == "routingKey":  # requests on the events exchange, live events not
             live = address in ("record.changed", "records.changed")
-            exchange = "beds.control" if live else "beds.events.contract"
+            exchange = "beds.control.live" if live else "beds.events.contract"
             assert binding["exchange"]["name"] == exchange
     assert document["servers"]["rabbitmq"]["host"] == "127.0.0.1:5672"
 

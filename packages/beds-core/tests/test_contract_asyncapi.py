@@ -26,7 +26,7 @@ from beds.envelopes import Operation, Request
 from beds.errors import TemplateError, ValidationFailed, error_catalogue
 from beds.templates import Template, parse_template, validate_fetch, validate_write
 from beds.templates.model import FieldSpec, FieldType
-from beds.transport.control import ControlEvent, encode_event
+from beds.transport.control_event import ControlEvent, encode_event
 
 HERE = Path(__file__).parent
 ASYNCAPI_SCHEMA = orjson.loads((HERE / "contract_schemas" / "asyncapi-3.0.0.json").read_bytes())
@@ -123,12 +123,12 @@ def test_the_spew_templates_give_a_valid_document(spew_templates: dict[str, Temp
     assert "beds_ticket.ticket" in document["operations"]
 
 
-def test_live_templates_give_a_record_changed_channel_on_the_control_exchange(
+def test_live_templates_give_a_record_changed_channel_on_the_live_exchange(
     spew_templates: dict[str, Template],
 ) -> None:
     document = asyncapi_document(spew_templates, CONFIG)
     channel = document["channels"][RECORD_CHANGED]
-    assert channel["bindings"]["amqp"]["exchange"]["name"] == CONFIG.amqp.control_exchange
+    assert channel["bindings"]["amqp"]["exchange"]["name"] == "beds.control.live"
     assert document["operations"][RECORD_CHANGED]["action"] == "receive"
     live = sorted(name for name, t in spew_templates.items() if t.capabilities.live)
     assert "spew_post" in live
@@ -146,7 +146,7 @@ def test_live_templates_give_a_record_changed_channel_on_the_control_exchange(
     assert list(packed.iter_errors(batch)) == []
     assert list(packed.iter_errors({**batch, "data": {"events": [{**data, "key": 1}]}}))
     assert document["channels"][RECORDS_CHANGED]["bindings"]["amqp"]["exchange"]["name"] == (
-        CONFIG.amqp.control_exchange
+        CONFIG.amqp.live_exchange
     )
     # Without a live template there is no such channel.
     quiet = {name: t for name, t in spew_templates.items() if not t.capabilities.live}

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from beds.codec import converter
-from beds.transport.control import ControlEvent, decode_event, encode_event
+from beds.transport.control_event import ControlEvent, decode_event, encode_event
 
 text = st.text(st.characters(codec="utf-8"), max_size=12)
 json_values = st.recursive(

@@ -27,7 +27,7 @@ from beds.errors import TemplateError
 from beds.templates import Template, parse_template
 from beds.testing import MemoryAdapter, TestIdentity
 from beds.testing.local import LocalNode
-from beds.transport.control import MAX_EVENT_BYTES
+from beds.transport.control_event import MAX_EVENT_BYTES
 
 ROOM = MAX_EVENT_BYTES - 300
 """About what ControlChannel.room leaves for a record.changed event's data."""

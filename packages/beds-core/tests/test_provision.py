@@ -252,6 +252,29 @@ def test_a_pattern_matches_exactly_its_names(names: list[str]) -> None:
     assert bool(regex.search("")) is (not names or "" in names)
 
 
+@given(names=st.lists(_QUEUES, max_size=3), prefix=_QUEUES, tail=_QUEUES)
+def test_a_prefix_matches_the_names_that_continue_it(
+    names: list[str], prefix: str, tail: str
+) -> None:
+    regex = re.compile(pattern(names, [prefix]))
+    for candidate in (prefix + tail, "x" + prefix + tail, prefix, tail, *names):
+        expected = candidate in names or (
+            candidate.startswith(prefix) and len(candidate) > len(prefix)
+        )
+        assert bool(regex.search(candidate)) is expected, candidate
+
+
+def test_a_node_may_touch_server_named_queues_for_its_cache(seed: Config) -> None:
+    """The cache reads' exclusive queues are named by RabbitMQ (``amq.gen-``); no configured
+    queue may start with ``amq.``, so the prefix reaches no role's queue."""
+    for regex in attrs.astuple(node_permissions(seed, "appServer")):
+        assert re.search(regex, "amq.gen-JzTY20BRgKO-HjmUJj0wLg")
+        assert not re.search(regex, "amq.gen-")
+        assert not re.search(regex, "amq.rabbitmq.trace")
+    with pytest.raises(ValueError, match=r"must not start with 'amq\.'"):
+        BrokerSettings(queue="amq.gen-x")
+
+
 @pytest.mark.parametrize(
     ("url", "vhost"),
     [

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from beds.transport.control import ControlEvent
+from beds.transport.control_event import ControlEvent
 from beds_http.auth import AuthRoutes, Caller
 from beds_http.live import PUBLIC_KEYS, LiveHub, LiveRoutes
 from beds_http.metrics import EdgeMetrics

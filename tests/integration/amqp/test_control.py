@@ -11,7 +11,7 @@ from pamqp.commands import Basic
 
 from beds.heartbeat import HEARTBEAT, read_peers
 from beds.testing import unique_name
-from beds.transport.control import ControlEvent, encode_event
+from beds.transport.control_event import ControlEvent, encode_event
 from tests.helpers import until
 
 if TYPE_CHECKING:

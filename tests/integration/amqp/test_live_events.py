@@ -1,7 +1,8 @@
-"""Live templates on real nodes: a write on one node is a ``record.changed`` on the control stream.
+"""Live templates on real nodes: a write on one node is a ``record.changed`` on the live stream.
 
-Two nodes serve one environment from one store; node B reads the real control channel (a
-RabbitMQ stream) and sees node A's writes of the live template, and none of the other one.
+Two nodes serve one environment from one store; node B reads the real live stream (a RabbitMQ
+stream beside the control one, declared by its first reader) and sees node A's writes of the
+live template, and none of the other one. A node without a live handler never receives them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from beds.testing import MemoryAdapter, unique_name
 
 if TYPE_CHECKING:
     from beds.node import BedsNode
-    from beds.transport.control import ControlEvent
+    from beds.transport.control_event import ControlEvent
     from tests.integration.amqp.helpers import StartNode
 
 BOARD = """
@@ -79,6 +80,7 @@ async def test_a_write_of_a_live_template_reaches_every_node(start_node: StartNo
         assert b.control is not None
         seen: asyncio.Queue[ControlEvent] = asyncio.Queue()
         b.control.subscribe(RECORD_CHANGED, seen.put_nowait)
+        await b.control.side_reads_started()
 
         assert (await call(a, "quiet", "create", {"id": 1, "text": "shh"})).ok
         created = await call(a, "board", "create", {"id": 7, "text": "hello 🎉"})
@@ -115,6 +117,7 @@ async def test_a_batch_reaches_every_node_packed_in_item_order(start_node: Start
         assert b.control is not None
         packed: asyncio.Queue[ControlEvent] = asyncio.Queue()
         b.control.subscribe(RECORDS_CHANGED, packed.put_nowait)
+        await b.control.side_reads_started()
         records = [{"id": n, "text": f"item {n}"} for n in range(20, 23)]
         records.insert(1, {"id": 20, "text": "a duplicate: refused, not announced"})
         created = await call(a, "board", "create_many", {"records": records})
@@ -131,6 +134,40 @@ async def test_a_batch_reaches_every_node_packed_in_item_order(start_node: Start
         assert (a.live.published, a.live.failed) == (3, 0)
         assert a.control is not None
         assert a.control.published[RECORDS_CHANGED] == 1  # one message for the batch
+
+
+async def test_live_updates_reach_only_their_readers_from_a_short_window(
+    start_node: StartNode,
+) -> None:
+    """B reads the live stream (declaring it); C, starting to read later, gets only the last
+    ``live_replay_seconds``; A, without a live handler, gets none."""
+    env, shared = unique_name("env"), SharedStore()
+    short = EXTRA + "[control]\nlive_replay_seconds = 1\n"
+    async with (
+        start_node(short, env=env, name="a", plugins=(shared,)) as a,
+        start_node(short, env=env, name="b", plugins=(shared,)) as b,
+    ):
+        assert b.control is not None
+        b.control.subscribe(RECORD_CHANGED, lambda event: None)
+        await b.control.side_reads_started()
+        assert (await call(a, "board", "create", {"id": 1, "text": "long ago"})).ok
+        await asyncio.sleep(3.5)  # AMQP times are whole seconds: well past the 1 s window
+        assert (await call(a, "board", "create", {"id": 2, "text": "just now"})).ok
+        async with start_node(short, env=env, name="c", plugins=(shared,)) as c:
+            assert c.control is not None
+            seen: asyncio.Queue[ControlEvent] = asyncio.Queue()
+            c.control.subscribe(RECORD_CHANGED, seen.put_nowait)  # C starts reading
+            assert (await asyncio.wait_for(seen.get(), 10)).data["key"] == {"id": 2}
+            assert (await call(a, "board", "create", {"id": 3, "text": "live"})).ok
+            assert (await asyncio.wait_for(seen.get(), 10)).data["key"] == {"id": 3}
+            await asyncio.sleep(0.5)
+            assert seen.empty()  # the write before the window was not replayed
+        assert b.control.received[RECORD_CHANGED] == 3
+        # A reads the control stream (its own heartbeats arrive) but no live update reached it.
+        assert a.control is not None
+        assert a.control.received["node.status"] > 0
+        assert a.control.received[RECORD_CHANGED] == a.control.received[RECORDS_CHANGED] == 0
+        assert sorted(a.control.side_queues) == []
 
 
 async def test_a_live_template_is_not_served_without_the_control_channel(

@@ -39,11 +39,13 @@ async def delete_environment(amqp_url: str, env: str) -> None:
     """Best effort: the queues and exchanges the node and the edge declared for ``env``."""
     queues = [
         f"beds.{env}.control",
+        f"beds.{env}.live",
         f"beds.{env}.dead",
         f"beds.{env}.admin.adminBrokerIn",
         f"beds.{env}.admin.adminLogsBroker",
     ] + [f"beds.{env}.appServer.{broker}" for broker in ("rBroker", "wBroker", "mBroker")]
     exchanges = [f"beds.{kind}.{env}" for kind in ("events", "logs", "dlx", "control")]
+    exchanges.append(f"beds.control.{env}.live")
     connection = await aiormq.connect(amqp_url)
     try:
         for queue in queues:

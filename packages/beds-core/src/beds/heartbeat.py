@@ -19,7 +19,8 @@ from loguru import logger
 if TYPE_CHECKING:
     from beds.broker.pool import BrokerPool
     from beds.config.model import Config
-    from beds.transport.control import ControlChannel, ControlEvent
+    from beds.transport.control import ControlChannel
+    from beds.transport.control_event import ControlEvent
 
 __all__ = ("HEARTBEAT", "Heartbeat", "HeartbeatSource", "read_peers")
 

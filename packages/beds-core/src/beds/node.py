@@ -54,7 +54,7 @@ from beds.transport.amqp import (
     declare_topology,
     redact,
 )
-from beds.transport.control import ControlChannel, ControlEvent
+from beds.transport.control import ControlChannel
 from beds.transport.events import EventPublisher
 
 if TYPE_CHECKING:
@@ -71,6 +71,7 @@ if TYPE_CHECKING:
     from beds.registry import TemplateRegistry
     from beds.telemetry import Telemetry
     from beds.templates.model import Template
+    from beds.transport.control_event import ControlEvent
 
 __all__ = ("BedsNode", "Check", "NodeInfo", "StartupError")
 

@@ -3,7 +3,7 @@
 :func:`create_app` builds it from a BEDS configuration. With no ``registry`` it loads the
 installed template packages as a node does (plugins by entry point, ``[plugins] disabled``
 honoured); with no ``client`` it opens a :class:`~beds.client.BedsClient` on ``[amqp]`` when
-the application starts, and a live-event consumer of the control stream unless
+the application starts, and a live-event consumer of the live stream unless
 ``[control] enabled = false``. Layers, outermost first: :class:`~beds_http.middleware.
 EdgeMiddleware` (trace, origin, metrics), Starlette's ``CORSMiddleware`` (``http.cors_origins``),
 the routes, and the static folder at ``/``. Each HTTP request forwarded to BEDS leaves an
@@ -101,7 +101,7 @@ def create_app(
         registry: the templates to serve; ``None``: the installed ones.
         client: the BEDS client to send requests with; ``None``: one opened at start-up
             (and closed at shutdown) from ``[amqp]``.
-        live: read live events from the control stream (tests feed ``app.state.hub``).
+        live: read live events from the live stream (tests feed ``app.state.hub``).
         settings: ``[http]`` already parsed; ``None``: parsed from ``config.http``.
         lineage: publish the ``http`` lineage events on the logs exchange (with ``[lineage]
             enabled``); ``None``: when the application opens its own client (tests with a

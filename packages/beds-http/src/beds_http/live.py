@@ -1,7 +1,8 @@
 """Live updates: ``record.changed`` control events fanned out to Server-Sent Events clients.
 
-- **One consumer per edge process.** :class:`LiveConsumer` reads the environment's control
-  stream (:class:`~beds.transport.control.ControlChannel`, with its trusted-origin rules) on
+- **One consumer per edge process.** :class:`LiveConsumer` reads the environment's live and
+  control streams (:class:`~beds.transport.control.ControlChannel`, with its trusted-origin
+  rules) on
   its own AMQP connection and hands each ``record.changed`` event to the :class:`LiveHub` (and
   each item of a batch's ``records.changed``, as a ``record.changed`` of its own with the id
   ``{event id}.{i}``); it reconnects with back-off when RabbitMQ goes away.
@@ -12,8 +13,8 @@
   whose fetch access its principal passes, and for a template with an ``owner`` field only
   the caller's own records, unless anyone may fetch the template (or the caller has its
   ``admin_role``). The principal is the one the node vouched for (:mod:`beds_http.auth`).
-- **Resuming.** The hub keeps the last ``http.replay_events`` events (the control stream
-  replays ``control.replay_seconds`` of them when the edge starts). ``Last-Event-ID`` replays
+- **Resuming.** The hub keeps the last ``http.replay_events`` events (the live stream
+  replays ``control.live_replay_seconds`` of them when the edge starts). ``Last-Event-ID`` replays
   what came after that event; an id the hub no longer holds replays all it holds, so a client
   may see an event twice, never miss one the hub still has. After a reconnect the stream
   replays again: events the hub holds already are not sent twice.
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
 
     from beds.config.model import Config
     from beds.templates.model import Template
-    from beds.transport.control import ControlEvent
+    from beds.transport.control_event import ControlEvent
     from beds_http.metrics import EdgeMetrics
     from beds_http.settings import HttpSettings
 
@@ -102,7 +103,7 @@ class LiveHub:
         self._held: set[str] = set()
         self.revocations = Revocations()
         """Revocations seen on the control stream, to end the streams of revoked tokens."""
-        """The ids in ``recent``: the control stream replays them after a reconnect."""
+        """The ids in ``recent``: the live stream replays them after a reconnect."""
 
     def deliver(self, event: ControlEvent) -> None:
         """A ``record.changed`` event arrived: keep it and queue it for its clients."""
@@ -222,7 +223,7 @@ class LiveHub:
 
 
 class LiveConsumer:
-    """Reads ``record.changed`` from the control stream into a hub, reconnecting as needed."""
+    """Reads ``record.changed`` from the live stream into a hub, reconnecting as needed."""
 
     def __init__(self, config: Config, hub: LiveHub) -> None:
         self.config = config
@@ -236,7 +237,7 @@ class LiveConsumer:
 
     @property
     def connected(self) -> bool:
-        """Whether the control stream is being read now."""
+        """Whether the control and live streams are being read now."""
         return self.channel.live
 
     async def start(self) -> None:
@@ -251,7 +252,7 @@ class LiveConsumer:
                 self._connection = connection
                 await self.channel.attach(connection)
                 delay = 0.5
-                logger.info("beds http: reading live events from {}", self.channel.stream)
+                logger.info("beds http: reading live events from {}", self.channel.live_stream)
                 await connection.closing
             except asyncio.CancelledError:
                 raise

@@ -38,7 +38,8 @@ if TYPE_CHECKING:
     from beds.broker.pool import BrokerPool
     from beds.dispatch import Builtin
     from beds.envelopes import Request
-    from beds.transport.control import ControlChannel, ControlEvent
+    from beds.transport.control import ControlChannel
+    from beds.transport.control_event import ControlEvent
 
 __all__ = (
     "COMMAND_KIND",

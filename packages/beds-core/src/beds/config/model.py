@@ -255,6 +255,14 @@ class AmqpSettings:
     connect_timeout: float = 5.0
     tls: AmqpTlsSettings = attrs.field(factory=AmqpTlsSettings)
 
+    @property
+    def live_exchange(self) -> str:
+        """Where live templates' writes are announced (``record.changed``...).
+
+        Named after the control exchange, so that environments kept apart by it stay apart.
+        """
+        return f"{self.control_exchange}.live"
+
     def __attrs_post_init__(self) -> None:
         if not self.urls:
             return
@@ -437,7 +445,11 @@ class ControlSettings:
     """How far back a starting node reads the stream (events still relevant to it); longer than
     a token's life (``auth.token_ttl``), so a late node learns every revocation that matters."""
     retention_seconds: float = attrs.field(default=3600.0, validator=_positive)
-    """How long the stream keeps events (``x-max-age``; set when the stream is first made)."""
+    """How long the streams keep events (``x-max-age``; set when a stream is first made)."""
+    live_replay_seconds: float = attrs.field(default=60.0, validator=_positive)
+    """How far back a reader of live updates (``record.changed``, an HTTP edge) starts in the
+    live stream: long enough to bridge a restart, short so that a start after heavy writing does
+    not read them all again. Nodes without a live reader never read that stream."""
     trusted_users: tuple[str, ...] = ()
     """AMQP users whose events are accepted (``user_id``); empty: any user RabbitMQ vouched for
     (production refuses)."""

@@ -479,14 +479,14 @@ class _Builder:
             self.channels[kind] = {
                 "address": kind,
                 "title": kind,
-                "description": f"{what} Bind a queue of your own to the control exchange with "
-                "this routing key.",
+                "description": f"{what} Bind a queue of your own to the live exchange with "
+                "this routing key, or read the environment's live stream.",
                 "messages": {"event": _ref("components", "messages", kind)},
                 "bindings": {
                     "amqp": {
                         "is": "routingKey",
                         "exchange": {
-                            "name": self.config.amqp.control_exchange,
+                            "name": self.config.amqp.live_exchange,
                             "type": "topic",
                             "durable": True,
                             "autoDelete": False,

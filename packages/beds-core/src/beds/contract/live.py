@@ -1,11 +1,11 @@
 """JSON Schemas of the control events that live templates publish.
 
 ``record.changed`` (one write) and ``records.changed`` (a batch's written items, packed:
-``{"events": [record.changed data, ...]}``) travel on the control exchange
-(``amqp.control_exchange``, topic, the kind as routing key) inside the control-event envelope;
-:mod:`beds.dispatch.live` writes their ``data``. A reader binds a queue of its own (or reads
-the environment's control stream) with both routing keys to follow every write of the
-``live = true`` templates.
+``{"events": [record.changed data, ...]}``) travel on the live exchange
+(``{amqp.control_exchange}.live``, topic, the kind as routing key) inside the control-event
+envelope; :mod:`beds.dispatch.live` writes their ``data``. A reader binds a queue of its own
+with both routing keys (or reads the environment's live stream, ``beds.{env}.live``) to follow
+every write of the ``live = true`` templates.
 """
 
 from __future__ import annotations

@@ -12,12 +12,17 @@ What a node of a role touches (:func:`beds.transport.amqp.declare_topology`, the
 the event publisher, the control channel, the telemetry poller):
 
 - configure: the four exchanges, the dead-letter queue, its own broker queues, every role's
-  logs queues (each node declares them, so events wait for an admin node), the control stream;
-- write: the logs exchange (lineage, audit), the dead-letter exchange, the control exchange,
+  logs queues (each node declares them, so events wait for an admin node), the control and live
+  exchanges, the control and live streams, and the cache invalidation queues (exclusive, named
+  by RabbitMQ: ``amq.gen-`` and a suffix, the one prefix in the patterns; ``amq.`` names are
+  refused in configuration, and an exclusive queue is its connection's alone);
+- write: the logs exchange (lineage, audit), the dead-letter exchange, the control and live
+  exchanges and streams, the cache invalidation queues,
   ``amq.default`` (replies go to ``amq.rabbitmq.reply-to.*`` and counted requeues to its own
   queue through the default exchange), and the queues it binds;
 - read: its own queues, the logs queues and the dead-letter queue (declared or read by it), the
-  control stream, and the exchanges its queues are bound to.
+  control and live streams and exchanges, the cache invalidation queues, and the exchanges its
+  queues are bound to.
 
 A client publishes requests and consumes its replies from ``amq.rabbitmq.reply-to``, which
 needs no permission: it may write to the events exchange and nothing else.
@@ -38,7 +43,7 @@ from beds.errors import BedsError, ConfigError
 from beds.policy import Finding, is_loopback
 from beds.provision.rabbitmqctl import Permissions, RabbitCtl, command
 from beds.transport.amqp import amqp_user, dead_letter_queue
-from beds.transport.control import control_stream
+from beds.transport.control import SERVER_NAMED, control_stream, live_stream
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
@@ -80,12 +85,13 @@ class AmqpAccount:
     permissions: Permissions
 
 
-def pattern(names: Iterable[str]) -> str:
-    """An anchored regex that matches exactly ``names`` (``^$``: none)."""
-    unique = sorted(set(names))
+def pattern(names: Iterable[str], prefixes: Iterable[str] = ()) -> str:
+    """An anchored regex matching exactly ``names`` and what starts with a prefix (``^$``: none)."""
+    unique = [re.escape(name) for name in sorted(set(names))]
+    unique += [re.escape(prefix) + ".+" for prefix in sorted(set(prefixes))]
     if not unique:
         return _NOTHING
-    return "^(" + "|".join(re.escape(name) for name in unique) + ")$"
+    return "^(" + "|".join(unique) + ")$"
 
 
 def vhost_of(url: str) -> str:
@@ -117,7 +123,10 @@ def node_permissions(config: Config, role: str) -> Permissions:
         if settings.type == "logs"
     }
     requests_bound = any(s.type == "requests" and s.bindings for s in brokers.values())
-    stream = [amqp.control_exchange, control_stream(config)] if control else []
+    stream = [amqp.control_exchange, amqp.live_exchange, control_stream(config)]
+    stream = [*stream, live_stream(config)] if control else []
+    # The cache reads' exclusive queues, named by RabbitMQ: no other connection may touch one.
+    cache = [SERVER_NAMED] if control else []
     configure = [amqp.events_exchange, amqp.logs_exchange, amqp.dead_letter_exchange, dead]
     write = [amqp.logs_exchange, amqp.dead_letter_exchange, DEFAULT_EXCHANGE, dead, *own_bound]
     read = [amqp.dead_letter_exchange, dead, *own, *logs]
@@ -128,9 +137,9 @@ def node_permissions(config: Config, role: str) -> Permissions:
     if any(logs.values()) or syslog_bound:  # binding a queue to it needs read on it
         read.append(amqp.logs_exchange)
     return Permissions(
-        configure=pattern([*configure, *own, *logs, *stream]),
-        write=pattern([*write, *stream]),
-        read=pattern([*read, *stream]),
+        configure=pattern([*configure, *own, *logs, *stream], cache),
+        write=pattern([*write, *stream], cache),
+        read=pattern([*read, *stream], cache),
     )
 
 

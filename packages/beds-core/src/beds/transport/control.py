@@ -11,6 +11,17 @@ a node that starts a little later. They travel on one channel:
 - **Replay.** A node consumes the stream from ``control.replay_seconds`` ago (``x-stream-offset``
   as a timestamp), so a node that starts late still learns the events that matter now (a
   revocation within a token's lifetime, the last heartbeat of every node).
+- **Side reads for the frequent kinds** (``SIDE_READS``): events published per write go to a
+  second topic exchange, ``{control_exchange}.live``, bound by kind to what reads them, declared
+  only by a channel with a handler for those kinds: the live stream ``beds.{env}.live``
+  (``record.changed``, ``records.changed``; an HTTP edge), read from
+  ``control.live_replay_seconds`` ago, and for ``cache.invalidate`` (nodes with cached
+  templates) an exclusive queue of the reading connection's own, named by RabbitMQ
+  (``amq.gen-…``): from the moment of attaching, since a starting node's cache is empty and a
+  reconnected one empties it; RabbitMQ deletes it with the connection. On the control stream
+  these kinds reached every node, and a node starting after heavy writing read twenty minutes
+  of them again; a stream for each, declared by every node, cost every environment two more
+  streams' files.
 - **Origin.** Every event is published with the AMQP ``user_id`` property, which RabbitMQ checks
   against the publishing connection's user: the vouched origin. An event without one, or from a
   user outside ``control.trusted_users`` (or ``control.trusted_by_kind`` for its kind), is
@@ -25,110 +36,78 @@ a node that starts a little later. They travel on one channel:
 
 The first user is the node heartbeat (``node.status``), which ``beds status --all`` and the
 ``/status`` document's ``peers`` read (:mod:`beds.telemetry.status`).
+
+Why this module is long: the topology (one exchange and stream, the side reads), the reading
+(replay windows, acknowledgements, origin checks, dead-lettering) and the publishing of one
+channel belong together; the event's wire form is :mod:`beds.transport.control_event`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
-import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
 import aiormq
-import attrs
-import orjson
 from loguru import logger
 from pamqp.commands import Basic
 
 from beds.bugs import report_bug
-from beds.codec import converter
+from beds.dispatch.cache import INVALIDATE
+from beds.dispatch.live import RECORD_CHANGED, RECORDS_CHANGED
 from beds.errors import UntrustedOrigin
+from beds.transport.control_event import MAX_EVENT_BYTES, ControlEvent, decode_event, encode_event
 from beds.transport.outbox import Outbox
-from beds.values import json_type
 
 if TYPE_CHECKING:
-    import asyncio
-
     from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
+    from pamqp.common import FieldValue
 
     from beds.config.model import Config
 
 __all__ = (
-    "MAX_EVENT_BYTES",
+    "SERVER_NAMED",
+    "SIDE_KINDS",
+    "SIDE_READS",
     "ControlChannel",
-    "ControlEvent",
     "Handler",
     "control_stream",
-    "decode_event",
-    "encode_event",
+    "live_stream",
 )
 
-MAX_EVENT_BYTES: Final = 64 * 1024
-"""Largest control event accepted (they are small by design)."""
 _SLACK: Final = 64
 """Bytes :meth:`ControlChannel.room` keeps free for the event's id and time, set when it is
 published (a time's digits vary)."""
 _CONTENT_TYPE: Final = "application/json"
-_KIND_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-")
-
-
-def _kind(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if not (0 < len(value) <= 64 and set(value) <= _KIND_CHARS):
-        raise ValueError("kind must be 1 to 64 of a-z, 0-9, '_', '.', '-'")
-
-
-@attrs.frozen(kw_only=True)
-class ControlEvent:
-    """One control event (wire version 1)."""
-
-    version: int = 1
-    kind: str = attrs.field(validator=_kind)
-    """What happened, such as ``node.status`` or ``session.revoked``; the routing key."""
-    id: str = attrs.field(factory=lambda: os.urandom(16).hex())
-    origin: str = ""
-    """The publishing node's name (informative; the trusted origin is ``user``)."""
-    env: str = ""
-    at: float = attrs.field(factory=time.time)
-    """Unix time it was published."""
-    data: dict[str, Any] = attrs.field(factory=dict)
-    user: str = ""
-    """The AMQP user RabbitMQ vouched for (``user_id``); set on receipt, never sent."""
-
-
-def encode_event(event: ControlEvent) -> bytes:
-    """The event's wire form (without ``user``, which only RabbitMQ may vouch for)."""
-    # JSON-ready data (what BEDS publishes) is written by orjson as it is: cattrs would walk
-    # every value of a batch's packed events for nothing.
-    document = attrs.asdict(event, recurse=False)
-    del document["user"]
-    try:
-        return orjson.dumps(document)
-    except TypeError:
-        return orjson.dumps({**document, "data": converter.unstructure(event.data)})
-
-
-def decode_event(body: bytes, user: str) -> ControlEvent:
-    """Decode an event from the stream.
-
-    Raises:
-        ValueError: not a valid control event (too large, not JSON, wrong shape).
-    """
-    if len(body) > MAX_EVENT_BYTES:
-        raise ValueError(f"control event of {len(body)} bytes, over {MAX_EVENT_BYTES}")
-    raw = orjson.loads(body)
-    if not isinstance(raw, dict):
-        raise ValueError(f"control event must be a JSON object, got {json_type(raw)}")
-    if "user" in raw:
-        raise ValueError("a control event may not name its own user")
-    return converter.structure({**raw, "user": user}, ControlEvent)
+SIDE_READS: Final[dict[str, frozenset[str]]] = {
+    "live": frozenset({RECORD_CHANGED, RECORDS_CHANGED}),
+    "cache": frozenset({INVALIDATE}),
+}
+"""Each side read (the live stream, the cache queues) and the kinds bound to it (module
+docstring)."""
+SIDE_KINDS: Final = frozenset().union(*SIDE_READS.values())
+"""Kinds published on the live exchange, not the control one."""
+_LIVE_SEGMENT_BYTES: Final = 16 * 1024 * 1024
+"""The live stream's segment size: RabbitMQ drops whole segments by age, so a small segment lets
+``x-max-age`` apply to a busy stream of small events (the default segment is 500 MB)."""
 
 
 def control_stream(config: Config) -> str:
     """The environment's control stream."""
     return f"beds.{config.node.env}.control"
+
+
+def live_stream(config: Config) -> str:
+    """The environment's live stream (read by HTTP edges)."""
+    return f"beds.{config.node.env}.live"
+
+
+SERVER_NAMED: Final = "amq.gen-"
+"""How the names RabbitMQ gives queues declared without one start (the cache reads')."""
 
 
 Handler = Callable[[ControlEvent], Awaitable[None] | None]
@@ -147,6 +126,8 @@ class ControlChannel:
         self.settings = config.control
         self.exchange = config.amqp.control_exchange
         self.stream = control_stream(config)
+        self.live_exchange = config.amqp.live_exchange
+        self.live_stream = live_stream(config)
         self.user = user
         self.received: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
@@ -163,6 +144,11 @@ class ControlChannel:
         self._outbox: Outbox | None = None
         """Every publish of ``_publisher`` goes through it (its confirm bookkeeping)."""
         self._acks: Outbox | None = None  # one multiple ack a loop turn, not a write an event
+        self._reading: set[str] = set()
+        """The side reads ``_channel`` consumes (those with a handler for one of their kinds)."""
+        self._side_starts: set[asyncio.Task[None]] = set()  # held: a bare task may be collected
+        self.side_queues: dict[str, str] = {}
+        """The queue each side read consumes now, by name (a cache queue changes each attach)."""
 
     @property
     def live(self) -> bool:
@@ -177,21 +163,43 @@ class ControlChannel:
         return MAX_EVENT_BYTES - len(envelope) - _SLACK
 
     def subscribe(self, kind: str, handler: Handler) -> None:
-        """Call ``handler`` with every event of ``kind`` (replayed ones included)."""
+        """Call ``handler`` with every event of ``kind`` (replayed ones included).
+
+        The first handler of a side read's kind on an attached channel starts that read (the
+        live stream from ``control.live_replay_seconds`` ago, so a write just before is not
+        missed).
+        """
         self._handlers.setdefault(kind, []).append(handler)
+        channel = self._channel
+        if channel is not None:
+            for name in self._unread():
+                task = asyncio.get_running_loop().create_task(self._start_side(channel, name))
+                self._side_starts.add(task)
+                task.add_done_callback(self._side_starts.discard)
+
+    async def side_reads_started(self) -> None:
+        """Wait for the side reads :meth:`subscribe` started.
+
+        Until then an event of theirs is dropped by the exchange if nothing else reads its kind.
+        """
+        await asyncio.gather(*self._side_starts, return_exceptions=True)
+
+    def _unread(self) -> list[str]:
+        """The side reads a handler wants and the channel does not read yet, now marked read."""
+        wanted = [
+            name
+            for name, kinds in SIDE_READS.items()
+            if name not in self._reading and not kinds.isdisjoint(self._handlers)
+        ]
+        self._reading.update(wanted)
+        return wanted
 
     async def attach(self, connection: AbstractConnection) -> None:
-        """Declare the exchange and the stream, and consume from ``replay_seconds`` ago."""
+        """Declare the exchanges and the stream, and consume from ``replay_seconds`` ago."""
         publisher = await connection.channel(publisher_confirms=True)
-        await publisher.exchange_declare(self.exchange, exchange_type="topic", durable=True)
-        await publisher.queue_declare(
-            self.stream,
-            durable=True,
-            arguments={
-                "x-queue-type": "stream",
-                "x-max-age": f"{max(1, round(self.settings.retention_seconds))}s",
-            },
-        )
+        for exchange in (self.exchange, self.live_exchange):
+            await publisher.exchange_declare(exchange, exchange_type="topic", durable=True)
+        await publisher.queue_declare(self.stream, durable=True, arguments=self._stream_arguments())
         await publisher.queue_bind(self.stream, self.exchange, routing_key="#")
         channel = await connection.channel(publisher_confirms=False)
         await channel.basic_qos(prefetch_count=100)  # a stream needs a prefetch
@@ -201,10 +209,53 @@ class ControlChannel:
         await channel.basic_consume(
             self.stream, self._on_message, arguments={"x-stream-offset": since}
         )
-        for old in filter(None, old_outboxes):  # a reconnect: its channel died with it
-            await old.aclose()
+        self._reading = set()
+        for name in self._unread():  # before `live`: the cache trusts what it says
+            await self._read_side(channel, name)
         self._publisher, self._channel = publisher, channel
         self._outbox = Outbox(publisher)
+        for name in self._unread():  # a handler added while this attached
+            await self._read_side(channel, name)
+        for old in filter(None, old_outboxes):  # a reconnect: its channel died with it
+            await old.aclose()
+
+    def _stream_arguments(self, **extra: FieldValue) -> dict[str, FieldValue]:
+        age = f"{max(1, round(self.settings.retention_seconds))}s"
+        return {"x-queue-type": "stream", "x-max-age": age, **extra}
+
+    async def _read_side(self, channel: AbstractChannel, name: str) -> None:
+        """Declare, bind and consume the side read ``name`` (module docstring).
+
+        Raises:
+            aiormq.exceptions.AMQPError: RabbitMQ refused one of them (a permission, say).
+        """
+        queue = self.live_stream
+        offset: dict[str, FieldValue] = {}
+        if name == "live":
+            arguments = self._stream_arguments(
+                **{"x-stream-max-segment-size-bytes": _LIVE_SEGMENT_BYTES}
+            )
+            await channel.queue_declare(queue, durable=True, arguments=arguments)
+            since = dt.datetime.now(dt.UTC) - dt.timedelta(
+                seconds=self.settings.live_replay_seconds
+            )
+            offset["x-stream-offset"] = since
+        else:
+            queue = (await channel.queue_declare("", exclusive=True, auto_delete=True)).queue or ""
+        for kind in sorted(SIDE_READS[name]):
+            await channel.queue_bind(queue, self.live_exchange, routing_key=kind)
+        await channel.basic_consume(queue, self._on_message, arguments=offset)
+        self.side_queues[name] = queue
+
+    async def _start_side(self, channel: AbstractChannel, name: str) -> None:
+        """:meth:`_read_side` for a handler added while attached.
+
+        A failure is logged; the next attach (a reconnect) tries again.
+        """
+        try:
+            await self._read_side(channel, name)
+        except (aiormq.exceptions.AMQPError, ConnectionError) as exc:
+            logger.warning("control events of {} not read ({})", sorted(SIDE_READS[name]), exc)
 
     async def publish(self, kind: str, data: dict[str, Any]) -> ControlEvent:
         """Publish an event (confirmed) and return it.
@@ -242,7 +293,7 @@ class ControlChannel:
                 raise aiormq.exceptions.ChannelInvalidStateError("the control channel is not open")
             confirmation = outbox.publish_confirmed(
                 body,
-                exchange=self.exchange,
+                exchange=self.live_exchange if kind in SIDE_KINDS else self.exchange,
                 routing_key=kind,
                 properties=Basic.Properties(
                     content_type=_CONTENT_TYPE, user_id=self.user, message_id=event.id
@@ -339,7 +390,9 @@ class ControlChannel:
             logger.warning("refused control event {} not dead-lettered ({})", event.kind, exc)
 
     async def aclose(self) -> None:
-        """Close the channels (the stream keeps the events)."""
+        """Close the channels (the streams keep the events; a cache queue goes with them)."""
+        for task in list(self._side_starts):
+            task.cancel()
         for outbox in filter(None, (self._outbox, self._acks)):
             await outbox.aclose()
         self._outbox = self._acks = None
