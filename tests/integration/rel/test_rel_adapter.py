@@ -88,6 +88,7 @@ async def test_apply_schema_twice_then_verify(mariadb_url: str) -> None:
         "beds_templates_example/schema/rel/009_spew_post_threads.sql",
         "beds_templates_example/schema/rel/010_spew_post_batch.sql",
         "beds_templates_example/schema/rel/011_spew_home_join_order.sql",
+        "beds_templates_example/schema/rel/012_spew_home_author_index.sql",
     ]
     # beds-rel's own objects (idempotency keys, journals) come first
     applied = [
