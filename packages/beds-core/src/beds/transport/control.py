@@ -229,17 +229,14 @@ class ControlChannel:
         Raises:
             aiormq.exceptions.AMQPError: RabbitMQ refused one of them (a permission, say).
         """
-        queue = self.live_stream
         offset: dict[str, FieldValue] = {}
         if name == "live":
-            arguments = self._stream_arguments(
-                **{"x-stream-max-segment-size-bytes": _LIVE_SEGMENT_BYTES}
-            )
+            queue = self.live_stream
+            segments: FieldValue = _LIVE_SEGMENT_BYTES
+            arguments = self._stream_arguments(**{"x-stream-max-segment-size-bytes": segments})
             await channel.queue_declare(queue, durable=True, arguments=arguments)
-            since = dt.datetime.now(dt.UTC) - dt.timedelta(
-                seconds=self.settings.live_replay_seconds
-            )
-            offset["x-stream-offset"] = since
+            seconds = self.settings.live_replay_seconds
+            offset["x-stream-offset"] = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)
         else:
             queue = (await channel.queue_declare("", exclusive=True, auto_delete=True)).queue or ""
         for kind in sorted(SIDE_READS[name]):
