@@ -40,7 +40,7 @@ import orjson
 
 from benchmarks import load
 from benchmarks.load import CALL_TIMEOUT, BadReply, Call
-from benchmarks.work import BIO_TEXT, POST_TEXT, SEED_POSTS, mysql_kwargs
+from benchmarks.work import BIO_TEXT, POST_COLUMNS, POST_TEXT, SEED_POSTS, mysql_kwargs
 
 if TYPE_CHECKING:
     from contextlib import AsyncExitStack
@@ -166,9 +166,7 @@ async def store_batch_target(stack: AsyncExitStack, params: dict[str, Any]) -> C
     return call
 
 
-FETCH_MANY_SQL: Final = (
-    "SELECT `id`, `author`, `body`, `created_at`, `updated_at` FROM `spp_posts_v` WHERE `id` IN "
-)
+FETCH_MANY_SQL: Final = f"SELECT {POST_COLUMNS} FROM `spp_posts_v` WHERE `id` IN "
 """``spew_post``'s fetch (``benchmarks.work.REL_FETCH_SQL``), by many ids."""
 
 
