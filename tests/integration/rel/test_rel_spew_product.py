@@ -11,7 +11,6 @@ import asyncio
 import uuid
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -148,51 +147,3 @@ def test_any_body_round_trips_and_its_hashtag_finds_it(
         found = run(_ids(rel, POST, "by_hashtag", tag=tag))
         assert created["id"] in found
     run(rel.delete(POST, {"id": created["id"]}, CTX))
-
-
-def test_a_home_page_reads_the_followed_authors_posts_not_every_post(
-    rel: RelAdapter, run: Any, mariadb_url: str
-) -> None:
-    """In the adapter's own sessions (``disable_max_seek``), with the statistics of a table of
-    few authors (one busy, one followed), a home page reads the followed author's posts through
-    their index: it read every post of the table before 012_spew_home_author_index.sql."""
-    database = f"beds_home_{uuid.uuid4().hex[:10]}"
-    columns = "id, author, body, parent_id, like_count, reply_count, liked_by_me, created_at"
-    parts = urlsplit(mariadb_url)
-    url = urlunsplit((parts.scheme, parts.netloc, "/" + database, "", ""))
-    home = RelAdapter.from_settings(
-        StoreSettings(store="rel", options={"url": url, "connect_timeout": 2})
-    )
-
-    async def sql(adapter: RelAdapter, *statements: str) -> list[Any]:
-        async with adapter._connection() as conn, conn.cursor() as cursor:
-            for statement in statements:
-                await cursor.execute(statement)
-            return list(await cursor.fetchall())
-
-    async def page() -> tuple[list[Any], int]:
-        await home.apply_schema(REGISTRY.schema["rel"])
-        await home.start()
-        home.prepare(POST)
-        status = await sql(
-            home,
-            "INSERT INTO spp_posts (author, body) SELECT 'followed', 'f' FROM seq_1_to_50",
-            "INSERT INTO spp_posts (author, body) SELECT 'busy', 'b' FROM seq_1_to_20000",
-            "INSERT INTO sfl_follows (follower, followee) VALUES ('me', 'followed')",
-            "ANALYZE TABLE spp_posts, sfl_follows",
-            "FLUSH STATUS",
-            f"SELECT {columns} FROM spp_home_v WHERE viewer <=> 'me' ORDER BY id DESC LIMIT 21",
-            "SHOW SESSION STATUS LIKE 'Handler_read%'",
-        )
-        rows = await home.fetch(POST, query(POST, "home", viewer="me"), CTX)
-        return rows, sum(int(value) for _, value in status)
-
-    run(sql(rel, f"CREATE DATABASE `{database}`"))
-    try:
-        rows, read = run(page())
-    finally:
-        run(home.aclose())
-        run(sql(rel, f"DROP DATABASE IF EXISTS `{database}`"))
-    assert len(rows) == 50
-    assert {row["author"] for row in rows} == {"followed"}
-    assert read < 1_000, f"{read} rows read for a home page of 50 posts among 20,050"
