@@ -153,7 +153,7 @@ async def _rows_read(rel: RelAdapter, name: str, payload: dict[str, Any]) -> tup
 def test_a_page_of_a_quiet_key_reads_its_rows_not_the_busy_keys(
     adapter: RelAdapter, loop: asyncio.AbstractEventLoop, name: str, query: str
 ) -> None:
-    payload = {"query": query, "params": PARAMS[name, query]}
+    payload: dict[str, Any] = {"query": query, "params": PARAMS[name, query]}
     spec = TEMPLATES[name].queries[query]
     if spec.pageable:
         payload["limit"] = min(spec.max_limit, 10)  # so that the quiet key has a next page
